@@ -1,0 +1,291 @@
+//! The events of a thread's stream (SPEC.md section 3).
+//!
+//! On the wire every event is one JSON object: the envelope fields (`event_id`, `thread_key`,
+//! `type`, `created_at`, `execution_id`) plus the fields of its type. [`EventBody`] is the typed
+//! part; [`Event`] is the whole object.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::ThreadKey;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+        }
+    }
+}
+
+/// How a sandbox came to serve a spawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadySource {
+    Reused,
+    WarmPool,
+    Cold,
+}
+
+impl ReadySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadySource::Reused => "reused",
+            ReadySource::WarmPool => "warm_pool",
+            ReadySource::Cold => "cold",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalKind {
+    Command,
+    FileChange,
+    Tool,
+}
+
+/// A person's answer to an approval request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    ApproveForSession,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::ApproveForSession => "approve_for_session",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// The typed part of an event. `type` is the tag.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum EventBody {
+    #[serde(rename = "thread.created")]
+    ThreadCreated { harness: String },
+    #[serde(rename = "message.created")]
+    MessageCreated {
+        message_id: Uuid,
+        role: Role,
+        text: String,
+    },
+    #[serde(rename = "sandbox.assigned")]
+    SandboxAssigned {
+        sandbox_id: Uuid,
+        ready_source: ReadySource,
+    },
+    #[serde(rename = "sandbox.released")]
+    SandboxReleased { sandbox_id: Uuid, reason: String },
+    #[serde(rename = "execution.queued")]
+    ExecutionQueued {},
+    #[serde(rename = "execution.started")]
+    ExecutionStarted {},
+    #[serde(rename = "agent.message.delta")]
+    AgentMessageDelta { text: String },
+    #[serde(rename = "agent.message")]
+    AgentMessage { text: String },
+    #[serde(rename = "agent.reasoning")]
+    AgentReasoning { text: String },
+    #[serde(rename = "command.started")]
+    CommandStarted { command_id: String, command: String },
+    #[serde(rename = "command.output")]
+    CommandOutput { command_id: String, chunk: String },
+    #[serde(rename = "command.finished")]
+    CommandFinished {
+        command_id: String,
+        exit_code: Option<i32>,
+    },
+    #[serde(rename = "file.changed")]
+    FileChanged { path: String, kind: String },
+    #[serde(rename = "tool.call.started")]
+    ToolCallStarted {
+        call_id: String,
+        tool: String,
+        method: String,
+        arguments: Value,
+    },
+    #[serde(rename = "tool.call.finished")]
+    ToolCallFinished {
+        call_id: String,
+        tool: String,
+        method: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested {
+        approval_id: Uuid,
+        kind: ApprovalKind,
+        summary: String,
+        #[serde(default)]
+        details: Value,
+    },
+    /// `decision` is a [`Decision`], or `cancelled` when the execution ended first.
+    #[serde(rename = "approval.resolved")]
+    ApprovalResolved {
+        approval_id: Uuid,
+        decision: String,
+        decided_by: String,
+    },
+    #[serde(rename = "egress.denied")]
+    EgressDenied { host: String, reason: String },
+    #[serde(rename = "usage")]
+    Usage {
+        input_tokens: u64,
+        output_tokens: u64,
+    },
+    #[serde(rename = "execution.completed")]
+    ExecutionCompleted { result_text: String },
+    #[serde(rename = "execution.failed")]
+    ExecutionFailed { error: String },
+    #[serde(rename = "execution.cancelled")]
+    ExecutionCancelled { reason: String },
+}
+
+impl EventBody {
+    /// The `type` of the event as it appears on the wire.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            EventBody::ThreadCreated { .. } => "thread.created",
+            EventBody::MessageCreated { .. } => "message.created",
+            EventBody::SandboxAssigned { .. } => "sandbox.assigned",
+            EventBody::SandboxReleased { .. } => "sandbox.released",
+            EventBody::ExecutionQueued {} => "execution.queued",
+            EventBody::ExecutionStarted {} => "execution.started",
+            EventBody::AgentMessageDelta { .. } => "agent.message.delta",
+            EventBody::AgentMessage { .. } => "agent.message",
+            EventBody::AgentReasoning { .. } => "agent.reasoning",
+            EventBody::CommandStarted { .. } => "command.started",
+            EventBody::CommandOutput { .. } => "command.output",
+            EventBody::CommandFinished { .. } => "command.finished",
+            EventBody::FileChanged { .. } => "file.changed",
+            EventBody::ToolCallStarted { .. } => "tool.call.started",
+            EventBody::ToolCallFinished { .. } => "tool.call.finished",
+            EventBody::ApprovalRequested { .. } => "approval.requested",
+            EventBody::ApprovalResolved { .. } => "approval.resolved",
+            EventBody::EgressDenied { .. } => "egress.denied",
+            EventBody::Usage { .. } => "usage",
+            EventBody::ExecutionCompleted { .. } => "execution.completed",
+            EventBody::ExecutionFailed { .. } => "execution.failed",
+            EventBody::ExecutionCancelled { .. } => "execution.cancelled",
+        }
+    }
+
+    /// The three ends of an execution.
+    pub fn is_terminal(&self) -> bool {
+        is_terminal_type(self.event_type())
+    }
+
+    /// Whether a sandbox runner may post this event. Lifecycle events (thread, message, sandbox,
+    /// execution, approval decisions) are the server's alone.
+    pub fn is_runner_event(&self) -> bool {
+        matches!(
+            self,
+            EventBody::AgentMessageDelta { .. }
+                | EventBody::AgentMessage { .. }
+                | EventBody::AgentReasoning { .. }
+                | EventBody::CommandStarted { .. }
+                | EventBody::CommandOutput { .. }
+                | EventBody::CommandFinished { .. }
+                | EventBody::FileChanged { .. }
+                | EventBody::ToolCallStarted { .. }
+                | EventBody::ToolCallFinished { .. }
+                | EventBody::ApprovalRequested { .. }
+                | EventBody::EgressDenied { .. }
+                | EventBody::Usage { .. }
+        )
+    }
+}
+
+/// Whether an event `type` ends an execution.
+pub fn is_terminal_type(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "execution.completed" | "execution.failed" | "execution.cancelled"
+    )
+}
+
+/// One whole event as the stream carries it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: i64,
+    pub thread_key: ThreadKey,
+    pub created_at: DateTime<Utc>,
+    pub execution_id: Option<Uuid>,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_and_body_share_one_object() {
+        let event = Event {
+            event_id: 7,
+            thread_key: ThreadKey::parse("api:t").unwrap(),
+            created_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+                .unwrap()
+                .into(),
+            execution_id: None,
+            body: EventBody::AgentMessageDelta { text: "hi".into() },
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "event_id": 7, "thread_key": "api:t", "created_at": "2026-01-02T03:04:05Z",
+                "execution_id": null, "type": "agent.message.delta", "text": "hi"
+            })
+        );
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn type_names_match_the_serde_tags() {
+        let samples = [
+            EventBody::ExecutionQueued {},
+            EventBody::Usage {
+                input_tokens: 1,
+                output_tokens: 2,
+            },
+            EventBody::ExecutionCancelled { reason: "x".into() },
+            EventBody::ToolCallFinished {
+                call_id: "c".into(),
+                tool: "t".into(),
+                method: "m".into(),
+                result: None,
+                error: Some("boom".into()),
+            },
+        ];
+        for body in samples {
+            let json = serde_json::to_value(&body).unwrap();
+            assert_eq!(json["type"], body.event_type());
+        }
+        assert!(EventBody::ExecutionFailed { error: "e".into() }.is_terminal());
+        assert!(!EventBody::ExecutionStarted {}.is_terminal());
+        assert!(!EventBody::ExecutionStarted {}.is_runner_event());
+    }
+}

@@ -1,0 +1,169 @@
+//! Assembles the server: state, background work, the HTTP listener, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BackendKind, Config};
+use crate::db::{self, Readiness};
+use crate::executions;
+use crate::hub::Hub;
+use crate::routes;
+use crate::sandbox::{ExternalBackend, SandboxBackend};
+
+const DEADLINE_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Everything a request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub hub: Hub,
+    pub config: Arc<Config>,
+    pub backend: Arc<dyn SandboxBackend>,
+    pub readiness: Arc<Readiness>,
+    /// Cancelled when the server begins to shut down; long-lived streams end on it.
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("invalid DATABASE_URL: {0}")]
+    DatabaseUrl(#[source] sqlx::Error),
+    #[error(
+        "cannot listen on {addr}: {source} (is another server running there? set CENTAUR_BIND_ADDR)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A server running in this process.
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    served: JoinHandle<()>,
+    pool: PgPool,
+}
+
+impl RunningServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Resolves when shutdown has begun (from [`RunningServer::shutdown`] or elsewhere).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting connections, ends streams, lets in-flight requests finish (up to the
+    /// configured grace period), then closes the database pool.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.served.await;
+        self.pool.close().await;
+    }
+}
+
+/// Starts the server with the backend named in `config`.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let backend: Arc<dyn SandboxBackend> = match config.sandbox_backend {
+        BackendKind::External => Arc::new(ExternalBackend),
+    };
+    start_with_backend(config, backend).await
+}
+
+/// Starts the server with a given sandbox backend (tests, embedders).
+pub async fn start_with_backend(
+    config: Config,
+    backend: Arc<dyn SandboxBackend>,
+) -> Result<RunningServer, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let pool = db::lazy_pool(&config).map_err(StartError::DatabaseUrl)?;
+    let listener = TcpListener::bind(config.bind_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.bind_addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind_addr,
+        source,
+    })?;
+    let mut config = config;
+    config.bind_addr = addr;
+
+    let shutdown = CancellationToken::new();
+    let readiness = Arc::new(Readiness::default());
+    let state = AppState {
+        hub: Hub::start(pool.clone(), shutdown.child_token()),
+        pool: pool.clone(),
+        config: Arc::new(config),
+        backend,
+        readiness: readiness.clone(),
+        shutdown: shutdown.clone(),
+    };
+    tokio::spawn({
+        let (pool, shutdown) = (pool.clone(), shutdown.clone());
+        async move { db::migrate_until_done(pool, &readiness, shutdown).await }
+    });
+    tokio::spawn(enforce_deadlines(state.clone()));
+
+    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    let router = routes::router(state.clone());
+    let served = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            let serve = std::pin::pin!(serve.into_future());
+            tokio::select! {
+                result = serve => {
+                    if let Err(error) = result {
+                        tracing::error!(%error, "HTTP server failed");
+                    }
+                }
+                _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                    tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; closing them");
+                }
+            }
+        }
+    });
+    tracing::info!(%addr, backend = state.backend.name(), "centaur-server listening");
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        served,
+        pool,
+    })
+}
+
+/// Fails executions that ran past `max_duration_ms`, on every replica (they share the work).
+async fn enforce_deadlines(state: AppState) {
+    let mut tick = tokio::time::interval(DEADLINE_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !state.readiness.is_migrated() {
+            continue;
+        }
+        if let Err(error) = executions::fail_overdue(&state).await {
+            tracing::debug!(%error, "deadline check failed; will retry");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Deciding approvals. Runners request them (an `approval.requested` event); people decide
+//! them here, once; the decision reaches the runner as `approval.resolved` on the stream.
+
+use centaur_protocol::{Decision, EventBody};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::events::{NewEvent, append};
+use crate::threads::ThreadRow;
+
+const MAX_REASON_BYTES: usize = 4096;
+
+pub async fn decide(
+    state: &AppState,
+    principal: &Principal,
+    thread: &ThreadRow,
+    approval_id: Uuid,
+    decision: Decision,
+    reason: Option<String>,
+) -> ApiResult<()> {
+    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("reason must be at most {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    let decided_by = principal.label();
+    let mut tx = state.pool.begin().await?;
+    let execution_id: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE approvals SET status = $3, decided_by = $4, reason = $5, decided_at = now() \
+         WHERE id = $1 AND thread_id = $2 AND status = 'pending' RETURNING execution_id",
+    )
+    .bind(approval_id)
+    .bind(thread.id)
+    .bind(decision.as_str())
+    .bind(&decided_by)
+    .bind(reason)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(execution_id) = execution_id else {
+        drop(tx);
+        return Err(why_not_pending(state, thread.id, approval_id).await?);
+    };
+    let events = append(
+        &mut tx,
+        &thread.as_ref(),
+        &[NewEvent::execution(
+            execution_id,
+            EventBody::ApprovalResolved {
+                approval_id,
+                decision: decision.as_str().to_owned(),
+                decided_by,
+            },
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    state.hub.publish(thread.id, events);
+    Ok(())
+}
+
+async fn why_not_pending(
+    state: &AppState,
+    thread_id: i64,
+    approval_id: Uuid,
+) -> ApiResult<ApiError> {
+    let status: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, decided_by FROM approvals WHERE id = $1 AND thread_id = $2")
+            .bind(approval_id)
+            .bind(thread_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    Ok(match status {
+        None => ApiError::not_found(
+            "approval_not_found",
+            format!("no approval {approval_id} on this thread"),
+        ),
+        Some((status, _)) if status == "cancelled" => ApiError::conflict(
+            "approval_expired",
+            "the execution that asked for this approval has ended",
+        ),
+        Some((status, decided_by)) => ApiError::conflict(
+            "approval_already_decided",
+            format!(
+                "approval {approval_id} was already decided ({status} by {})",
+                decided_by.unwrap_or_default()
+            ),
+        ),
+    })
+}

@@ -1,0 +1,190 @@
+//! Who is calling: the admin key, an API key, or a sandbox token scoped to one thread.
+//!
+//! Tokens are `cak_<id>_<secret>` (API keys) and `cst_<sandbox_id>_<secret>` (sandbox tokens);
+//! only the SHA-256 of the secret is stored, and it is compared in constant time. Anything else
+//! is checked against the admin key.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use centaur_protocol::ThreadKey;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::crypto::{random_hex, secrets_match, sha256};
+use crate::error::{ApiError, ApiResult};
+
+const API_KEY_PREFIX: &str = "cak_";
+const SANDBOX_TOKEN_PREFIX: &str = "cst_";
+
+#[derive(Clone, Debug)]
+pub enum Principal {
+    Admin,
+    ApiKey {
+        id: Uuid,
+        name: String,
+    },
+    /// A sandbox runner: may read its own thread and use the runner API for it, nothing else.
+    Sandbox {
+        sandbox_id: Uuid,
+        thread_id: i64,
+        thread_key: ThreadKey,
+    },
+}
+
+impl Principal {
+    /// How this caller is named in `decided_by` and logs.
+    pub fn label(&self) -> String {
+        match self {
+            Principal::Admin => "admin".into(),
+            Principal::ApiKey { name, .. } => format!("api_key:{name}"),
+            Principal::Sandbox { sandbox_id, .. } => format!("sandbox:{sandbox_id}"),
+        }
+    }
+
+    pub fn require_admin(&self) -> ApiResult<()> {
+        match self {
+            Principal::Admin => Ok(()),
+            _ => Err(ApiError::forbidden("this needs the admin key")),
+        }
+    }
+
+    /// People and their tools (admin key, API keys); not sandboxes.
+    pub fn require_user(&self) -> ApiResult<()> {
+        match self {
+            Principal::Admin | Principal::ApiKey { .. } => Ok(()),
+            Principal::Sandbox { .. } => Err(ApiError::forbidden(
+                "a sandbox token may only read its own thread and use the runner API",
+            )),
+        }
+    }
+
+    /// Reading a thread: users, and the sandbox of that thread.
+    pub fn require_read(&self, thread_key: &ThreadKey) -> ApiResult<()> {
+        match self {
+            Principal::Sandbox {
+                thread_key: own, ..
+            } if own != thread_key => Err(ApiError::forbidden(
+                "a sandbox token can only access its own thread",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The runner API for a thread: the sandbox of that thread, or the admin.
+    pub fn require_runner(&self, thread_key: &ThreadKey) -> ApiResult<()> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Sandbox {
+                thread_key: own, ..
+            } if own == thread_key => Ok(()),
+            Principal::Sandbox { .. } => Err(ApiError::forbidden(
+                "a sandbox token can only access its own thread",
+            )),
+            Principal::ApiKey { .. } => Err(ApiError::forbidden(
+                "the runner API takes a sandbox token or the admin key",
+            )),
+        }
+    }
+
+    pub fn sandbox_id(&self) -> Option<Uuid> {
+        match self {
+            Principal::Sandbox { sandbox_id, .. } => Some(*sandbox_id),
+            _ => None,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized)?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        authenticate(state, token).await
+    }
+}
+
+async fn authenticate(state: &AppState, token: &str) -> ApiResult<Principal> {
+    if let Some(rest) = token.strip_prefix(API_KEY_PREFIX) {
+        let (id, secret) = split_token(rest).ok_or(ApiError::Unauthorized)?;
+        let row: Option<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, secret_hash FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?;
+        return match row {
+            Some((name, hash)) if secrets_match(&sha256(secret.as_bytes()), &hash) => {
+                Ok(Principal::ApiKey { id, name })
+            }
+            _ => Err(ApiError::Unauthorized),
+        };
+    }
+    if let Some(rest) = token.strip_prefix(SANDBOX_TOKEN_PREFIX) {
+        let (sandbox_id, secret) = split_token(rest).ok_or(ApiError::Unauthorized)?;
+        let row: Option<(Vec<u8>, i64, String)> = sqlx::query_as(
+            "SELECT s.token_hash, s.thread_id, t.thread_key FROM sandboxes s \
+             JOIN threads t ON t.id = s.thread_id WHERE s.id = $1 AND s.state <> 'released'",
+        )
+        .bind(sandbox_id)
+        .fetch_optional(&state.pool)
+        .await?;
+        return match row {
+            Some((hash, thread_id, key)) if secrets_match(&sha256(secret.as_bytes()), &hash) => {
+                Ok(Principal::Sandbox {
+                    sandbox_id,
+                    thread_id,
+                    thread_key: ThreadKey::parse(&key).map_err(|e| ApiError::Internal(e.into()))?,
+                })
+            }
+            _ => Err(ApiError::Unauthorized),
+        };
+    }
+    match &state.config.admin_api_key {
+        Some(admin) if secrets_match(token.as_bytes(), admin.as_bytes()) => Ok(Principal::Admin),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+fn split_token(rest: &str) -> Option<(Uuid, &str)> {
+    let (id, secret) = rest.split_once('_')?;
+    let id = Uuid::try_parse(id).ok()?;
+    (!secret.is_empty()).then_some((id, secret))
+}
+
+/// A freshly minted token: the string to hand out once, and the hash to store.
+pub struct MintedToken {
+    pub token: String,
+    pub secret_hash: Vec<u8>,
+}
+
+impl std::fmt::Debug for MintedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MintedToken(<redacted>)")
+    }
+}
+
+fn mint(prefix: &str, id: Uuid) -> MintedToken {
+    let secret = random_hex(32);
+    MintedToken {
+        token: format!("{prefix}{}_{secret}", id.simple()),
+        secret_hash: sha256(secret.as_bytes()).to_vec(),
+    }
+}
+
+pub fn mint_api_key(id: Uuid) -> MintedToken {
+    mint(API_KEY_PREFIX, id)
+}
+
+pub fn mint_sandbox_token(sandbox_id: Uuid) -> MintedToken {
+    mint(SANDBOX_TOKEN_PREFIX, sandbox_id)
+}

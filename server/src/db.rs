@@ -1,0 +1,70 @@
+//! The PostgreSQL pool, embedded migrations and readiness.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// A pool that connects on demand: the server starts (and answers `/healthz`) even while the
+/// database is away, and recovers by itself when it comes back.
+pub fn lazy_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(&config.database_url)?
+        .application_name("centaur-server")
+        .options([("statement_timeout", "30s")]);
+    Ok(PgPoolOptions::new()
+        .max_connections(config.db_max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_millis(config.db_acquire_timeout_ms))
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_lazy_with(options))
+}
+
+/// Whether migrations have been applied since start-up.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    migrated: AtomicBool,
+}
+
+impl Readiness {
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Ordering::Acquire)
+    }
+}
+
+/// Applies the embedded migrations, retrying with backoff until the database is reachable.
+pub async fn migrate_until_done(pool: PgPool, readiness: &Readiness, shutdown: CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match MIGRATOR.run(&pool).await {
+            Ok(()) => {
+                readiness.migrated.store(true, Ordering::Release);
+                tracing::info!(
+                    migrations = MIGRATOR.iter().count(),
+                    "database schema is up to date"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot apply migrations yet");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// `/readyz`: the database answers and the schema is current.
+pub async fn is_ready(pool: &PgPool, readiness: &Readiness) -> bool {
+    readiness.is_migrated() && sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}

@@ -1,0 +1,617 @@
+//! The execution lifecycle: queued, started, then exactly one terminal event.
+//!
+//! Every way an execution can end (the runner reports it, an interrupt, the deadline, a
+//! release) goes through [`finish_in`], whose conditional update lets exactly one of them win.
+
+use std::time::Duration;
+
+use centaur_protocol::api::{ExecuteRequest, ExecuteResponse, InterruptResponse, SpawnRequest};
+use centaur_protocol::runner::{
+    Assignment, BatchAccepted, EventBatch, Finish, InputMessage, RunnerExecution,
+};
+use centaur_protocol::{EventBody, ExecutionStatus, Harness, Role};
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, unique_violation};
+use crate::events::{NewEvent, ThreadRef, append};
+use crate::threads::{self, ThreadRow};
+
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
+pub const MAX_BATCH_EVENTS: usize = 10_000;
+const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
+
+/// `POST /agent/execute`.
+pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<ExecuteResponse> {
+    let max_duration_ms = match request.max_duration_ms {
+        None => state.config.default_execution_ms,
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "max_duration_ms must be positive",
+            ));
+        }
+        Some(ms) if ms > state.config.max_execution_ms => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "max_duration_ms must be at most {}",
+                    state.config.max_execution_ms
+                ),
+            ));
+        }
+        Some(ms) => ms,
+    };
+    if let Some(key) = &request.idempotency_key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
+        ));
+    }
+    if request
+        .message
+        .as_deref()
+        .is_some_and(|m| m.trim().is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "message must not be empty",
+        ));
+    }
+
+    // Without a message there must be a thread to run; with one, it is created.
+    let thread = match request.message {
+        Some(_) => threads::ensure(state, &request.thread_key, request.harness, None).await?,
+        None => threads::find(state, &request.thread_key).await?,
+    };
+    if let Some(key) = &request.idempotency_key
+        && let Some(existing) = by_idempotency_key(state, thread.id, key).await?
+    {
+        return Ok(existing);
+    }
+    let spawned = threads::spawn(
+        state,
+        &SpawnRequest {
+            thread_key: request.thread_key.clone(),
+            harness: request.harness,
+            persona: None,
+            spawn_id: None,
+        },
+    )
+    .await?;
+
+    let execution_id = Uuid::now_v7();
+    let mut tx = state.pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO executions (id, thread_id, status, harness, idempotency_key, \
+         max_duration_ms, deadline_at) \
+         VALUES ($1, $2, 'queued', $3, $4, $5, now() + $5 * interval '1 millisecond')",
+    )
+    .bind(execution_id)
+    .bind(thread.id)
+    .bind(spawned.harness.as_str())
+    .bind(request.idempotency_key.as_deref())
+    .bind(max_duration_ms as i64)
+    .execute(&mut *tx)
+    .await;
+    if let Err(error) = inserted {
+        drop(tx);
+        return match unique_violation(&error).as_deref() {
+            Some("executions_one_active_per_thread") => Err(active_conflict(state, &thread).await),
+            Some("executions_idempotency") => {
+                let key = request.idempotency_key.as_deref().unwrap_or_default();
+                by_idempotency_key(state, thread.id, key)
+                    .await?
+                    .ok_or_else(|| ApiError::conflict("idempotency_conflict", "retry the request"))
+            }
+            _ => Err(error.into()),
+        };
+    }
+    let mut new_events = Vec::new();
+    let message_id = Uuid::now_v7();
+    if let Some(text) = &request.message {
+        new_events.push(NewEvent::thread(EventBody::MessageCreated {
+            message_id,
+            role: Role::User,
+            text: text.clone(),
+        }));
+    }
+    new_events.push(NewEvent::execution(
+        execution_id,
+        EventBody::ExecutionQueued {},
+    ));
+    let events = append(&mut tx, &thread.as_ref(), &new_events).await?;
+    if let Some(text) = &request.message {
+        sqlx::query(
+            "INSERT INTO messages (id, thread_id, role, text, event_id) VALUES ($1, $2, 'user', $3, $4)",
+        )
+        .bind(message_id)
+        .bind(thread.id)
+        .bind(text)
+        .bind(events[0].event_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    state.hub.publish(thread.id, events);
+    tracing::info!(thread_key = %thread.thread_key, %execution_id, "execution queued");
+    Ok(ExecuteResponse {
+        execution_id,
+        status: ExecutionStatus::Queued,
+    })
+}
+
+async fn by_idempotency_key(
+    state: &AppState,
+    thread_id: i64,
+    key: &str,
+) -> ApiResult<Option<ExecuteResponse>> {
+    let row: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, status FROM executions WHERE thread_id = $1 AND idempotency_key = $2",
+    )
+    .bind(thread_id)
+    .bind(key)
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(row.map(|(execution_id, status)| ExecuteResponse {
+        execution_id,
+        status: parse_status(&status),
+    }))
+}
+
+async fn active_conflict(state: &AppState, thread: &ThreadRow) -> ApiError {
+    let active: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM executions WHERE thread_id = $1 AND status IN ('queued', 'running')",
+    )
+    .bind(thread.id)
+    .fetch_optional(&state.pool)
+    .await
+    .ok()
+    .flatten();
+    let which = active.map(|id| format!(" ({id})")).unwrap_or_default();
+    ApiError::conflict(
+        "execution_active",
+        format!(
+            "thread `{}` already has an execution in progress{which}; wait for it or interrupt it",
+            thread.thread_key
+        ),
+    )
+}
+
+fn parse_status(s: &str) -> ExecutionStatus {
+    s.parse().unwrap_or(ExecutionStatus::Failed)
+}
+
+/// Ends an active execution: stores the outcome and returns the events to append (cancelled
+/// approvals, then the terminal event). `None` if the execution had already ended.
+pub async fn finish_in(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    finish: &Finish,
+) -> sqlx::Result<Option<Vec<NewEvent>>> {
+    let (status, result_text, error, reason, terminal) = match finish {
+        Finish::Completed { result_text } => (
+            ExecutionStatus::Completed,
+            Some(result_text),
+            None,
+            None,
+            EventBody::ExecutionCompleted {
+                result_text: result_text.clone(),
+            },
+        ),
+        Finish::Failed { error } => (
+            ExecutionStatus::Failed,
+            None,
+            Some(error),
+            None,
+            EventBody::ExecutionFailed {
+                error: error.clone(),
+            },
+        ),
+        Finish::Cancelled { reason } => (
+            ExecutionStatus::Cancelled,
+            None,
+            None,
+            Some(reason),
+            EventBody::ExecutionCancelled {
+                reason: reason.clone(),
+            },
+        ),
+    };
+    let ended: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE executions SET status = $2, finished_at = now(), result_text = $3, error = $4, \
+         cancel_reason = $5 WHERE id = $1 AND status IN ('queued', 'running') RETURNING id",
+    )
+    .bind(execution_id)
+    .bind(status.as_str())
+    .bind(result_text)
+    .bind(error)
+    .bind(reason)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if ended.is_none() {
+        return Ok(None);
+    }
+    let cancelled: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE approvals SET status = 'cancelled', decided_by = 'system', decided_at = now() \
+         WHERE execution_id = $1 AND status = 'pending' RETURNING id",
+    )
+    .bind(execution_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut events: Vec<NewEvent> = cancelled
+        .into_iter()
+        .map(|approval_id| {
+            NewEvent::execution(
+                execution_id,
+                EventBody::ApprovalResolved {
+                    approval_id,
+                    decision: "cancelled".into(),
+                    decided_by: "system".into(),
+                },
+            )
+        })
+        .collect();
+    events.push(NewEvent::execution(execution_id, terminal));
+    Ok(Some(events))
+}
+
+/// `POST /agent/threads/{key}/interrupt`: cancels the queued or running execution.
+pub async fn interrupt(
+    state: &AppState,
+    principal: &Principal,
+    thread: &ThreadRow,
+    reason: Option<String>,
+) -> ApiResult<InterruptResponse> {
+    let mut tx = state.pool.begin().await?;
+    let active: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM executions WHERE thread_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
+    )
+    .bind(thread.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(execution_id) = active else {
+        return Ok(InterruptResponse {
+            interrupted: false,
+            execution_id: None,
+        });
+    };
+    let reason = reason.unwrap_or_else(|| format!("interrupted by {}", principal.label()));
+    let new_events = finish_in(&mut tx, execution_id, &Finish::Cancelled { reason })
+        .await?
+        .unwrap_or_default();
+    let events = append(&mut tx, &thread.as_ref(), &new_events).await?;
+    tx.commit().await?;
+    state.hub.publish(thread.id, events);
+    tracing::info!(thread_key = %thread.thread_key, %execution_id, "execution interrupted");
+    Ok(InterruptResponse {
+        interrupted: true,
+        execution_id: Some(execution_id),
+    })
+}
+
+/// `POST /runner/v1/threads/{key}/claim`: the thread's queued execution, now running, with its
+/// input; waits up to `wait` for one to be queued.
+pub async fn claim(
+    state: &AppState,
+    principal: &Principal,
+    thread: &ThreadRow,
+    wait: Duration,
+) -> ApiResult<Option<Assignment>> {
+    let deadline = tokio::time::Instant::now() + wait.min(MAX_CLAIM_WAIT);
+    let mut subscription = state.hub.subscribe(thread.id);
+    loop {
+        if let Some(assignment) = claim_now(state, principal, thread).await? {
+            return Ok(Some(assignment));
+        }
+        tokio::select! {
+            _ = subscription.rx.recv() => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(None),
+            _ = state.shutdown.cancelled() => return Ok(None),
+        }
+    }
+}
+
+async fn claim_now(
+    state: &AppState,
+    principal: &Principal,
+    thread: &ThreadRow,
+) -> ApiResult<Option<Assignment>> {
+    let mut tx = state.pool.begin().await?;
+    let claimed: Option<(Uuid, String, DateTime<Utc>, i64)> = sqlx::query_as(
+        "UPDATE executions SET status = 'running', started_at = now(), \
+           sandbox_id = COALESCE($2, (SELECT id FROM sandboxes \
+                                      WHERE thread_id = $1 AND state <> 'released')) \
+         WHERE id = (SELECT id FROM executions WHERE thread_id = $1 AND status = 'queued' \
+                     FOR UPDATE SKIP LOCKED) \
+         RETURNING id, harness, deadline_at, runner_seq",
+    )
+    .bind(thread.id)
+    .bind(principal.sandbox_id())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((execution_id, harness, deadline_at, runner_seq)) = claimed else {
+        return Ok(None);
+    };
+    let mut input: Vec<(Uuid, String, String, i64)> = sqlx::query_as(
+        "UPDATE messages SET execution_id = $1 WHERE thread_id = $2 AND execution_id IS NULL \
+         RETURNING id, role, text, event_id",
+    )
+    .bind(execution_id)
+    .bind(thread.id)
+    .fetch_all(&mut *tx)
+    .await?;
+    input.sort_by_key(|m| m.3);
+    let events = append(
+        &mut tx,
+        &thread.as_ref(),
+        &[NewEvent::execution(
+            execution_id,
+            EventBody::ExecutionStarted {},
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    let started_event_id = events[0].event_id;
+    state.hub.publish(thread.id, events);
+    tracing::info!(thread_key = %thread.thread_key, %execution_id, "execution started");
+    Ok(Some(Assignment {
+        execution_id,
+        thread_key: thread.key(),
+        harness: harness.parse().unwrap_or(Harness::Shell),
+        deadline_at,
+        input: input
+            .into_iter()
+            .map(|(message_id, role, text, _)| InputMessage {
+                message_id,
+                role: match role.as_str() {
+                    "assistant" => Role::Assistant,
+                    "system" => Role::System,
+                    _ => Role::User,
+                },
+                text,
+            })
+            .collect(),
+        runner_seq,
+        started_event_id,
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct RunnerRow {
+    thread_id: i64,
+    thread_key: String,
+    status: String,
+    runner_seq: i64,
+    deadline_at: DateTime<Utc>,
+}
+
+async fn runner_row(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    lock: bool,
+) -> ApiResult<RunnerRow> {
+    macro_rules! select {
+        () => {
+            "SELECT e.thread_id, t.thread_key, e.status, e.runner_seq, e.deadline_at \
+             FROM executions e JOIN threads t ON t.id = e.thread_id WHERE e.id = $1"
+        };
+    }
+    let sql = if lock {
+        concat!(select!(), " FOR UPDATE OF e")
+    } else {
+        select!()
+    };
+    sqlx::query_as(sql)
+        .bind(execution_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "execution_not_found",
+                format!("no execution {execution_id}"),
+            )
+        })
+}
+
+/// `GET /runner/v1/executions/{id}`: where the server is with an execution, for a runner that
+/// reconnects.
+pub async fn runner_view(
+    state: &AppState,
+    principal: &Principal,
+    execution_id: Uuid,
+) -> ApiResult<RunnerExecution> {
+    let mut conn = state.pool.acquire().await?;
+    let row = runner_row(&mut conn, execution_id, false).await?;
+    let thread_key = crate::extract::thread_key(&row.thread_key)?;
+    principal.require_runner(&thread_key)?;
+    Ok(RunnerExecution {
+        execution_id,
+        thread_key,
+        status: parse_status(&row.status),
+        runner_seq: row.runner_seq,
+        deadline_at: row.deadline_at,
+    })
+}
+
+/// `POST /runner/v1/executions/{id}/events`: stores a batch of runner events (each `seq` once)
+/// and, with `finish`, the end of the execution, in one transaction.
+pub async fn post_events(
+    state: &AppState,
+    principal: &Principal,
+    execution_id: Uuid,
+    batch: EventBatch,
+) -> ApiResult<BatchAccepted> {
+    validate_batch(&batch)?;
+    let mut tx = state.pool.begin().await?;
+    let row = runner_row(&mut tx, execution_id, true).await?;
+    let thread = ThreadRef {
+        id: row.thread_id,
+        key: crate::extract::thread_key(&row.thread_key)?,
+    };
+    principal.require_runner(&thread.key)?;
+    let status = parse_status(&row.status);
+
+    let received = batch.events.len();
+    let fresh: Vec<_> = batch
+        .events
+        .into_iter()
+        .filter(|e| e.seq > row.runner_seq)
+        .collect();
+    let total_fresh = fresh.len();
+    let duplicates = received - total_fresh;
+    match status {
+        ExecutionStatus::Queued => {
+            return Err(ApiError::conflict(
+                "execution_not_started",
+                "claim the execution before posting its events",
+            ));
+        }
+        s if s.is_terminal() => {
+            if total_fresh == 0 {
+                // A retry of a batch that was stored before the execution ended.
+                return Ok(BatchAccepted {
+                    accepted: 0,
+                    duplicates,
+                    runner_seq: row.runner_seq,
+                    status,
+                });
+            }
+            return Err(ApiError::conflict(
+                "execution_finished",
+                format!(
+                    "execution {execution_id} has already ended ({}); stop the turn",
+                    s.as_str()
+                ),
+            ));
+        }
+        _ => {}
+    }
+
+    let mut new_events = Vec::with_capacity(total_fresh + 2);
+    let mut runner_seq = row.runner_seq;
+    for event in fresh {
+        runner_seq = event.seq;
+        if let EventBody::ApprovalRequested {
+            approval_id,
+            kind,
+            summary,
+            ..
+        } = &event.body
+        {
+            let kind = serde_json::to_value(kind).expect("serialises");
+            sqlx::query(
+                "INSERT INTO approvals (id, thread_id, execution_id, kind, summary) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(approval_id)
+            .bind(thread.id)
+            .bind(execution_id)
+            .bind(kind.as_str())
+            .bind(summary)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                Some(_) => ApiError::conflict(
+                    "approval_exists",
+                    format!("approval {approval_id} already exists"),
+                ),
+                None => e.into(),
+            })?;
+        }
+        new_events.push(NewEvent::execution(execution_id, event.body));
+    }
+    if runner_seq != row.runner_seq {
+        sqlx::query("UPDATE executions SET runner_seq = $2 WHERE id = $1")
+            .bind(execution_id)
+            .bind(runner_seq)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut final_status = status;
+    if let Some(finish) = &batch.finish
+        && let Some(end) = finish_in(&mut tx, execution_id, finish).await?
+    {
+        new_events.extend(end);
+        final_status = match finish {
+            Finish::Completed { .. } => ExecutionStatus::Completed,
+            Finish::Failed { .. } => ExecutionStatus::Failed,
+            Finish::Cancelled { .. } => ExecutionStatus::Cancelled,
+        };
+    }
+    let events = append(&mut tx, &thread, &new_events).await?;
+    tx.commit().await?;
+    state.hub.publish(thread.id, events);
+    Ok(BatchAccepted {
+        accepted: total_fresh,
+        duplicates,
+        runner_seq,
+        status: final_status,
+    })
+}
+
+fn validate_batch(batch: &EventBatch) -> ApiResult<()> {
+    if batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("a batch holds at most {MAX_BATCH_EVENTS} events"),
+        ));
+    }
+    let mut previous = 0;
+    for event in &batch.events {
+        if event.seq <= previous {
+            return Err(ApiError::bad_request(
+                "invalid_seq",
+                format!(
+                    "event seq must start at 1 and grow within a batch (got {} after {previous})",
+                    event.seq
+                ),
+            ));
+        }
+        previous = event.seq;
+        if !event.body.is_runner_event() {
+            return Err(ApiError::bad_request(
+                "event_not_allowed",
+                format!("runners cannot post `{}` events", event.body.event_type()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fails executions that ran past their deadline. Safe to run on every replica at once.
+pub async fn fail_overdue(state: &AppState) -> ApiResult<usize> {
+    let mut failed = 0;
+    loop {
+        let mut tx = state.pool.begin().await?;
+        let overdue: Option<(Uuid, i64, String, i64)> = sqlx::query_as(
+            "SELECT e.id, e.thread_id, t.thread_key, e.max_duration_ms FROM executions e \
+             JOIN threads t ON t.id = e.thread_id \
+             WHERE e.status IN ('queued', 'running') AND e.deadline_at <= now() \
+             ORDER BY e.deadline_at LIMIT 1 FOR UPDATE OF e SKIP LOCKED",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((execution_id, thread_id, thread_key, max_ms)) = overdue else {
+            return Ok(failed);
+        };
+        let error = format!("the execution ran past its max_duration_ms of {max_ms} ms");
+        let new_events = finish_in(&mut tx, execution_id, &Finish::Failed { error })
+            .await?
+            .unwrap_or_default();
+        let thread = ThreadRef {
+            id: thread_id,
+            key: crate::extract::thread_key(&thread_key)?,
+        };
+        let events = append(&mut tx, &thread, &new_events).await?;
+        tx.commit().await?;
+        state.hub.publish(thread_id, events);
+        tracing::info!(%thread_key, %execution_id, "execution ran past its deadline");
+        failed += 1;
+    }
+}

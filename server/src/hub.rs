@@ -1,0 +1,306 @@
+//! Live delivery of events to the streams of this replica.
+//!
+//! The table is the truth; the hub only carries hints and, where it can, the events themselves:
+//! - an append on this replica is broadcast to local subscribers straight after its commit;
+//! - a background notifier coalesces those appends into `NOTIFY`s (one statement for many
+//!   threads, off the append's transaction) so other replicas learn of them;
+//! - on a notification for a thread with local subscribers, one catch-up task per thread reads
+//!   the new events once and broadcasts them, however many subscribers there are;
+//! - a periodic check against `threads.last_event_id` covers lost notifications (a replica that
+//!   crashed between commit and notify, a dropped listener connection).
+//!
+//! Subscribers skip ids they have seen and read the table themselves when they see a gap, so a
+//! late, doubled or lost hint never loses or doubles an event.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::crypto::random_hex;
+use crate::events::{StoredEvent, read_after};
+
+const CHANNEL: &str = "centaur_events";
+/// Batches a lagging subscriber may fall behind before it re-reads from the table.
+const FEED_CAPACITY: usize = 1024;
+const CATCH_UP_PAGE: i64 = 2000;
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+pub type EventBatchRef = Arc<[StoredEvent]>;
+
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    replica: String,
+    feeds: Mutex<HashMap<i64, Arc<Feed>>>,
+    notify_tx: mpsc::Sender<(i64, i64)>,
+    shutdown: CancellationToken,
+}
+
+/// The live events of one thread on this replica.
+struct Feed {
+    tx: broadcast::Sender<EventBatchRef>,
+    /// Highest event id broadcast so far.
+    last: AtomicI64,
+    wake: Notify,
+    stop: CancellationToken,
+}
+
+/// A live subscription to one thread's events.
+pub struct Subscription {
+    pub rx: broadcast::Receiver<EventBatchRef>,
+}
+
+impl Hub {
+    /// Starts the hub's background work (notifier, listener, refresher) until `shutdown`.
+    pub fn start(pool: PgPool, shutdown: CancellationToken) -> Hub {
+        let (notify_tx, notify_rx) = mpsc::channel(4096);
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                pool,
+                replica: random_hex(8),
+                feeds: Mutex::new(HashMap::new()),
+                notify_tx,
+                shutdown,
+            }),
+        };
+        tokio::spawn(hub.clone().run_notifier(notify_rx));
+        tokio::spawn(hub.clone().run_listener());
+        tokio::spawn(hub.clone().run_refresher());
+        hub
+    }
+
+    /// Subscribes to a thread. Subscribe before reading history, so nothing falls in between.
+    pub fn subscribe(&self, thread_id: i64) -> Subscription {
+        let mut feeds = self.inner.feeds.lock().expect("hub lock");
+        let feed = feeds
+            .entry(thread_id)
+            .or_insert_with(|| self.new_feed(thread_id));
+        Subscription {
+            rx: feed.tx.subscribe(),
+        }
+    }
+
+    /// Hands freshly committed events to local subscribers and tells the other replicas.
+    pub fn publish(&self, thread_id: i64, events: Vec<StoredEvent>) {
+        let Some(last) = events.last().map(|e| e.event_id) else {
+            return;
+        };
+        let feed = self.feed(thread_id);
+        if let Some(feed) = feed {
+            feed.last.fetch_max(last, Ordering::AcqRel);
+            // An error only means nobody is listening right now.
+            let _ = feed.tx.send(events.into());
+        }
+        // Full queue: the other replicas' periodic refresh picks the events up.
+        let _ = self.inner.notify_tx.try_send((thread_id, last));
+    }
+
+    fn feed(&self, thread_id: i64) -> Option<Arc<Feed>> {
+        self.inner
+            .feeds
+            .lock()
+            .expect("hub lock")
+            .get(&thread_id)
+            .cloned()
+    }
+
+    fn new_feed(&self, thread_id: i64) -> Arc<Feed> {
+        let feed = Arc::new(Feed {
+            tx: broadcast::channel(FEED_CAPACITY).0,
+            last: AtomicI64::new(i64::MAX),
+            wake: Notify::new(),
+            stop: self.inner.shutdown.child_token(),
+        });
+        tokio::spawn(self.clone().run_catch_up(thread_id, feed.clone()));
+        feed
+    }
+
+    /// One task per subscribed thread: reads what other replicas appended, once for all
+    /// local subscribers.
+    async fn run_catch_up(self, thread_id: i64, feed: Arc<Feed>) {
+        // Start from the thread's current end: subscribers replay history themselves.
+        let start: Option<i64> =
+            sqlx::query_scalar("SELECT last_event_id FROM threads WHERE id = $1")
+                .bind(thread_id)
+                .fetch_optional(&self.inner.pool)
+                .await
+                .ok()
+                .flatten();
+        let _ = feed.last.compare_exchange(
+            i64::MAX,
+            start.unwrap_or(0),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        loop {
+            tokio::select! {
+                _ = feed.stop.cancelled() => return,
+                _ = feed.wake.notified() => {}
+            }
+            loop {
+                let after = feed.last.load(Ordering::Acquire);
+                match read_after(&self.inner.pool, thread_id, after, CATCH_UP_PAGE).await {
+                    Ok(events) if events.is_empty() => break,
+                    Ok(events) => {
+                        let last = events.last().expect("non-empty").event_id;
+                        let full = events.len() as i64 == CATCH_UP_PAGE;
+                        feed.last.fetch_max(last, Ordering::AcqRel);
+                        let _ = feed.tx.send(events.into());
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, thread_id, "hub catch-up failed; will retry");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends coalesced `NOTIFY`s for local appends, outside the appends' transactions.
+    async fn run_notifier(self, mut rx: mpsc::Receiver<(i64, i64)>) {
+        let mut pending: HashMap<i64, i64> = HashMap::new();
+        loop {
+            let first = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                next = rx.recv() => match next { Some(n) => n, None => return },
+            };
+            pending.insert(first.0, first.1);
+            while let Ok((thread, last)) = rx.try_recv() {
+                let entry = pending.entry(thread).or_insert(last);
+                *entry = (*entry).max(last);
+            }
+            let payloads: Vec<String> = pending
+                .drain()
+                .map(|(thread, last)| format!("{}:{thread}:{last}", self.inner.replica))
+                .collect();
+            if let Err(error) = sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
+                .bind(CHANNEL)
+                .bind(&payloads)
+                .execute(&self.inner.pool)
+                .await
+            {
+                tracing::debug!(%error, "could not notify other replicas; their refresh will catch up");
+            }
+        }
+    }
+
+    /// Listens for other replicas' appends; reconnects with backoff.
+    async fn run_listener(self) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.listen_once().await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "event listener lost its connection");
+                }
+            }
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn listen_once(&self) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.inner.pool).await?;
+        listener.ignore_pool_close_event(true);
+        listener.listen(CHANNEL).await?;
+        // Anything appended while we were not listening.
+        self.wake_all();
+        loop {
+            let next = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                next = listener.try_recv() => next?,
+            };
+            match next {
+                Some(notification) => self.on_notification(notification.payload()),
+                // The connection dropped and was re-established: we may have missed some.
+                None => self.wake_all(),
+            }
+        }
+    }
+
+    fn on_notification(&self, payload: &str) {
+        let mut parts = payload.splitn(3, ':');
+        let (Some(replica), Some(thread), Some(last)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        if replica == self.inner.replica {
+            return;
+        }
+        let (Ok(thread_id), Ok(last)) = (thread.parse::<i64>(), last.parse::<i64>()) else {
+            return;
+        };
+        if let Some(feed) = self.feed(thread_id)
+            && feed.last.load(Ordering::Acquire) < last
+        {
+            feed.wake.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        for feed in self.inner.feeds.lock().expect("hub lock").values() {
+            feed.wake.notify_one();
+        }
+    }
+
+    /// Drops feeds nobody listens to and wakes feeds that fell behind the table.
+    async fn run_refresher(self) {
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let watched: Vec<(i64, Arc<Feed>)> = {
+                let mut feeds = self.inner.feeds.lock().expect("hub lock");
+                feeds.retain(|_, feed| {
+                    let keep = feed.tx.receiver_count() > 0;
+                    if !keep {
+                        feed.stop.cancel();
+                    }
+                    keep
+                });
+                feeds.iter().map(|(id, f)| (*id, f.clone())).collect()
+            };
+            if watched.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = watched.iter().map(|(id, _)| *id).collect();
+            let Ok(rows) = sqlx::query_as::<_, (i64, i64)>(
+                "SELECT id, last_event_id FROM threads WHERE id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&self.inner.pool)
+            .await
+            else {
+                continue;
+            };
+            let latest: HashMap<i64, i64> = rows.into_iter().collect();
+            for (id, feed) in watched {
+                if latest
+                    .get(&id)
+                    .is_some_and(|&l| l > feed.last.load(Ordering::Acquire))
+                {
+                    feed.wake.notify_one();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The Centaur control plane: threads, sandboxes, executions and the replayable event stream,
+//! stored in PostgreSQL and served over HTTP.
+//!
+//! Layers, top to bottom: [`routes`] (HTTP, auth, parsing) call the domain modules
+//! ([`threads`], [`messages`], [`executions`], [`approvals`], [`api_keys`]), which write through
+//! [`events`] (the log) and hand committed events to the [`hub`] for live delivery; [`sse`] turns
+//! log and hub into a client's stream.
+
+pub mod api_keys;
+pub mod app;
+pub mod approvals;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod executions;
+pub mod extract;
+pub mod hub;
+pub mod logging;
+pub mod messages;
+pub mod pg_cluster;
+pub mod routes;
+pub mod sandbox;
+pub mod sse;
+pub mod threads;
+
+pub use app::{AppState, RunningServer, StartError, start, start_with_backend};
+pub use config::Config;

@@ -1,0 +1,88 @@
+//! The HTTP routes. Handlers are thin: authorise, parse, call the domain module.
+
+mod admin;
+mod agent;
+mod health;
+mod runner;
+mod threads;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::BodyLimit;
+
+pub fn router(state: AppState) -> Router {
+    let user_limit = state.config.max_body_bytes;
+    let runner_limit = state.config.max_runner_batch_bytes;
+    let user_api = agent::routes()
+        .merge(threads::routes())
+        .merge(admin::routes())
+        .layer(DefaultBodyLimit::max(user_limit))
+        .layer(Extension(BodyLimit(user_limit)));
+    let runner_api = runner::routes()
+        .layer(DefaultBodyLimit::max(runner_limit))
+        .layer(Extension(BodyLimit(runner_limit)));
+    let needs_database = user_api
+        .merge(runner_api)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_ready));
+
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(health::routes())
+        .merge(needs_database)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+        }))
+        .with_state(state)
+}
+
+/// Until the schema is in place, routes that need the database answer 503.
+async fn require_ready(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.readiness.is_migrated() {
+        return ApiError::Unavailable {
+            code: "not_ready",
+            message: "the server cannot reach its database yet; retry shortly".into(),
+        }
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found("not_found", format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let body = centaur_protocol::ErrorBody {
+        error: centaur_protocol::ErrorDetail {
+            code: "method_not_allowed".into(),
+            message: format!("{method} is not allowed on {}", uri.path()),
+        },
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}

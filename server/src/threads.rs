@@ -1,0 +1,591 @@
+//! Threads and their sandboxes: spawn (create or reuse), look up, list, release.
+
+use centaur_protocol::api::{
+    ExecutionView, ReleaseResponse, SandboxView, SpawnRequest, SpawnResponse, ThreadDetail,
+    ThreadList, ThreadStatus, ThreadSummary,
+};
+use centaur_protocol::runner::Finish;
+use centaur_protocol::{EventBody, ExecutionStatus, Harness, ReadySource, ThreadKey};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::mint_sandbox_token;
+use crate::error::{ApiError, ApiResult, unique_violation};
+use crate::events::{NewEvent, ThreadRef, append};
+use crate::executions::finish_in;
+use crate::sandbox::SandboxSpec;
+
+const MAX_SPAWN_ID_BYTES: usize = 200;
+const MAX_PERSONA_BYTES: usize = 4096;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ThreadRow {
+    pub id: i64,
+    pub thread_key: String,
+    pub platform: String,
+    pub harness: String,
+    pub persona: Option<String>,
+    pub last_event_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+}
+
+macro_rules! thread_columns {
+    () => {
+        "id, thread_key, platform, harness, persona, last_event_id, created_at, last_activity_at"
+    };
+}
+
+impl ThreadRow {
+    pub fn as_ref(&self) -> ThreadRef {
+        ThreadRef {
+            id: self.id,
+            key: self.key(),
+        }
+    }
+
+    pub fn key(&self) -> ThreadKey {
+        ThreadKey::parse(&self.thread_key).expect("stored thread keys are valid")
+    }
+
+    pub fn harness(&self) -> Harness {
+        self.harness.parse().unwrap_or(Harness::Shell)
+    }
+}
+
+/// The thread, or 404.
+pub async fn find(state: &AppState, key: &ThreadKey) -> ApiResult<ThreadRow> {
+    sqlx::query_as::<_, ThreadRow>(concat!(
+        "SELECT ",
+        thread_columns!(),
+        " FROM threads WHERE thread_key = $1"
+    ))
+    .bind(key.as_str())
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or_else(|| ApiError::thread_not_found(key.as_str()))
+}
+
+/// The thread, created (with its `thread.created` event) if it does not exist yet.
+pub async fn ensure(
+    state: &AppState,
+    key: &ThreadKey,
+    harness: Option<Harness>,
+    persona: Option<&str>,
+) -> ApiResult<ThreadRow> {
+    let harness = harness.unwrap_or(state.config.default_harness);
+    let mut tx = state.pool.begin().await?;
+    let created: Option<ThreadRow> = sqlx::query_as(concat!(
+        "INSERT INTO threads (thread_key, platform, harness, persona) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (thread_key) DO NOTHING RETURNING ",
+        thread_columns!()
+    ))
+    .bind(key.as_str())
+    .bind(key.platform())
+    .bind(harness.as_str())
+    .bind(persona)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(thread) = created else {
+        tx.rollback().await?;
+        let thread = find(state, key).await?;
+        if let Some(persona) = persona
+            && thread.persona.as_deref() != Some(persona)
+        {
+            sqlx::query("UPDATE threads SET persona = $2 WHERE id = $1")
+                .bind(thread.id)
+                .bind(persona)
+                .execute(&state.pool)
+                .await?;
+        }
+        return Ok(thread);
+    };
+    let events = append(
+        &mut tx,
+        &thread.as_ref(),
+        &[NewEvent::thread(EventBody::ThreadCreated {
+            harness: harness.as_str().to_owned(),
+        })],
+    )
+    .await?;
+    tx.commit().await?;
+    state.hub.publish(thread.id, events);
+    tracing::info!(thread_key = %key, %harness, "thread created");
+    Ok(thread)
+}
+
+#[derive(sqlx::FromRow)]
+struct LiveSandbox {
+    id: Uuid,
+    harness: String,
+}
+
+async fn live_sandbox(state: &AppState, thread_id: i64) -> ApiResult<Option<LiveSandbox>> {
+    Ok(sqlx::query_as(
+        "SELECT id, harness FROM sandboxes WHERE thread_id = $1 AND state <> 'released'",
+    )
+    .bind(thread_id)
+    .fetch_optional(&state.pool)
+    .await?)
+}
+
+/// `POST /agent/spawn`: the thread's live sandbox, or a new one from the warm pool or cold.
+pub async fn spawn(state: &AppState, request: &SpawnRequest) -> ApiResult<SpawnResponse> {
+    if let Some(spawn_id) = &request.spawn_id
+        && (spawn_id.is_empty() || spawn_id.len() > MAX_SPAWN_ID_BYTES)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("spawn_id must be 1 to {MAX_SPAWN_ID_BYTES} bytes"),
+        ));
+    }
+    if request
+        .persona
+        .as_ref()
+        .is_some_and(|p| p.len() > MAX_PERSONA_BYTES)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("persona must be at most {MAX_PERSONA_BYTES} bytes"),
+        ));
+    }
+    if let Some(spawn_id) = &request.spawn_id
+        && let Some(answer) = previous_spawn(state, spawn_id, &request.thread_key).await?
+    {
+        return Ok(answer);
+    }
+    let thread = ensure(
+        state,
+        &request.thread_key,
+        request.harness,
+        request.persona.as_deref(),
+    )
+    .await?;
+    // Two spawns can race for the same thread; the database lets one sandbox win.
+    for _ in 0..3 {
+        if let Some(live) = live_sandbox(state, thread.id).await? {
+            let harness: Harness = live.harness.parse().unwrap_or(Harness::Shell);
+            if let Some(wanted) = request.harness
+                && wanted != harness
+            {
+                return Err(ApiError::conflict(
+                    "harness_conflict",
+                    format!(
+                        "thread `{}` runs `{harness}`; release it before switching to `{wanted}`",
+                        request.thread_key
+                    ),
+                ));
+            }
+            if let Some(spawn_id) = &request.spawn_id {
+                sqlx::query(
+                    "INSERT INTO spawn_requests (spawn_id, thread_id, sandbox_id, ready_source) \
+                     VALUES ($1, $2, $3, 'reused') ON CONFLICT DO NOTHING",
+                )
+                .bind(spawn_id)
+                .bind(thread.id)
+                .bind(live.id)
+                .execute(&state.pool)
+                .await?;
+            }
+            return Ok(SpawnResponse {
+                thread_key: request.thread_key.clone(),
+                sandbox_id: live.id,
+                harness,
+                ready_source: ReadySource::Reused,
+            });
+        }
+        let harness = request.harness.unwrap_or_else(|| thread.harness());
+        if let Some(answer) =
+            start_sandbox(state, &thread, harness, request.spawn_id.as_deref()).await?
+        {
+            return Ok(answer);
+        }
+    }
+    Err(ApiError::conflict(
+        "spawn_contended",
+        "the thread's sandbox kept changing while spawning; retry",
+    ))
+}
+
+async fn previous_spawn(
+    state: &AppState,
+    spawn_id: &str,
+    thread_key: &ThreadKey,
+) -> ApiResult<Option<SpawnResponse>> {
+    let row: Option<(String, Uuid, String, String)> = sqlx::query_as(
+        "SELECT t.thread_key, s.sandbox_id, b.harness, s.ready_source FROM spawn_requests s \
+         JOIN threads t ON t.id = s.thread_id JOIN sandboxes b ON b.id = s.sandbox_id \
+         WHERE s.spawn_id = $1",
+    )
+    .bind(spawn_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some((key, sandbox_id, harness, ready_source)) = row else {
+        return Ok(None);
+    };
+    if key != thread_key.as_str() {
+        return Err(ApiError::conflict(
+            "idempotency_conflict",
+            format!("spawn_id `{spawn_id}` was already used for another thread"),
+        ));
+    }
+    Ok(Some(SpawnResponse {
+        thread_key: thread_key.clone(),
+        sandbox_id,
+        harness: harness.parse().unwrap_or(Harness::Shell),
+        ready_source: parse_ready_source(&ready_source),
+    }))
+}
+
+fn parse_ready_source(s: &str) -> ReadySource {
+    match s {
+        "warm_pool" => ReadySource::WarmPool,
+        "cold" => ReadySource::Cold,
+        _ => ReadySource::Reused,
+    }
+}
+
+/// Starts a sandbox and records it. `None` when another spawn won the race for the thread.
+async fn start_sandbox(
+    state: &AppState,
+    thread: &ThreadRow,
+    harness: Harness,
+    spawn_id: Option<&str>,
+) -> ApiResult<Option<SpawnResponse>> {
+    let sandbox_id = Uuid::now_v7();
+    let token = mint_sandbox_token(sandbox_id);
+    let spec = SandboxSpec {
+        sandbox_id,
+        thread_key: thread.key(),
+        harness,
+        server_url: state.config.public_url(),
+        runner_token: token.token.clone(),
+    };
+    let backend = &state.backend;
+    let ready_source = if backend.claim_warm(&spec).await? {
+        ReadySource::WarmPool
+    } else {
+        backend.create(&spec).await?;
+        ReadySource::Cold
+    };
+    let recorded = record_sandbox(
+        state,
+        thread,
+        harness,
+        sandbox_id,
+        &token.secret_hash,
+        ready_source,
+        spawn_id,
+    )
+    .await;
+    if !matches!(recorded, Ok(Recorded::Assigned(_))) {
+        // Lost a race, or could not record it: do not leak the sandbox.
+        if let Err(error) = backend.stop(sandbox_id, "not assigned").await {
+            tracing::warn!(%error, %sandbox_id, "could not stop an unassigned sandbox");
+        }
+    }
+    match recorded? {
+        Recorded::Assigned(answer) => {
+            tracing::info!(thread_key = %thread.thread_key, %sandbox_id, ready_source = ready_source.as_str(), "sandbox assigned");
+            Ok(Some(answer))
+        }
+        Recorded::LostRace => Ok(None),
+        Recorded::SpawnIdTaken => {
+            let key = thread.key();
+            let spawn_id = spawn_id.expect("only with a spawn id");
+            previous_spawn(state, spawn_id, &key)
+                .await?
+                .map(Some)
+                .ok_or_else(|| ApiError::conflict("spawn_contended", "retry the spawn"))
+        }
+    }
+}
+
+enum Recorded {
+    Assigned(SpawnResponse),
+    LostRace,
+    SpawnIdTaken,
+}
+
+async fn record_sandbox(
+    state: &AppState,
+    thread: &ThreadRow,
+    harness: Harness,
+    sandbox_id: Uuid,
+    token_hash: &[u8],
+    ready_source: ReadySource,
+    spawn_id: Option<&str>,
+) -> ApiResult<Recorded> {
+    let mut tx = state.pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO sandboxes (id, thread_id, backend, harness, state, ready_source, token_hash) \
+         VALUES ($1, $2, $3, $4, 'ready', $5, $6)",
+    )
+    .bind(sandbox_id)
+    .bind(thread.id)
+    .bind(state.backend.name())
+    .bind(harness.as_str())
+    .bind(ready_source.as_str())
+    .bind(token_hash)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(e) if unique_violation(&e).as_deref() == Some("sandboxes_one_live_per_thread") => {
+            return Ok(Recorded::LostRace);
+        }
+        other => {
+            other?;
+        }
+    }
+    if harness != thread.harness() {
+        sqlx::query("UPDATE threads SET harness = $2 WHERE id = $1")
+            .bind(thread.id)
+            .bind(harness.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some(spawn_id) = spawn_id {
+        let inserted = sqlx::query(
+            "INSERT INTO spawn_requests (spawn_id, thread_id, sandbox_id, ready_source) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(spawn_id)
+        .bind(thread.id)
+        .bind(sandbox_id)
+        .bind(ready_source.as_str())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if unique_violation(&e).is_some() => return Ok(Recorded::SpawnIdTaken),
+            other => {
+                other?;
+            }
+        }
+    }
+    let events = append(
+        &mut tx,
+        &thread.as_ref(),
+        &[NewEvent::thread(EventBody::SandboxAssigned {
+            sandbox_id,
+            ready_source,
+        })],
+    )
+    .await?;
+    tx.commit().await?;
+    state.hub.publish(thread.id, events);
+    Ok(Recorded::Assigned(SpawnResponse {
+        thread_key: thread.key(),
+        sandbox_id,
+        harness,
+        ready_source,
+    }))
+}
+
+/// `POST /agent/threads/{key}/release`: stops the sandbox (cancelling a running execution);
+/// the thread and its history stay.
+pub async fn release(
+    state: &AppState,
+    thread: &ThreadRow,
+    reason: &str,
+) -> ApiResult<ReleaseResponse> {
+    let mut tx = state.pool.begin().await?;
+    let live: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM sandboxes WHERE thread_id = $1 AND state <> 'released' FOR UPDATE",
+    )
+    .bind(thread.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(sandbox_id) = live else {
+        return Ok(ReleaseResponse {
+            released: false,
+            sandbox_id: None,
+        });
+    };
+    let active: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM executions WHERE thread_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
+    )
+    .bind(thread.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let mut new_events = Vec::new();
+    if let Some(execution_id) = active {
+        let finish = Finish::Cancelled {
+            reason: "the sandbox was released".into(),
+        };
+        new_events.extend(
+            finish_in(&mut tx, execution_id, &finish)
+                .await?
+                .unwrap_or_default(),
+        );
+    }
+    sqlx::query(
+        "UPDATE sandboxes SET state = 'released', released_at = now(), release_reason = $2 WHERE id = $1",
+    )
+    .bind(sandbox_id)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    new_events.push(NewEvent::thread(EventBody::SandboxReleased {
+        sandbox_id,
+        reason: reason.to_owned(),
+    }));
+    let events = append(&mut tx, &thread.as_ref(), &new_events).await?;
+    tx.commit().await?;
+    state.hub.publish(thread.id, events);
+    if let Err(error) = state.backend.stop(sandbox_id, reason).await {
+        tracing::warn!(%error, %sandbox_id, "sandbox backend could not stop a released sandbox");
+    }
+    tracing::info!(thread_key = %thread.thread_key, %sandbox_id, "sandbox released");
+    Ok(ReleaseResponse {
+        released: true,
+        sandbox_id: Some(sandbox_id),
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    #[sqlx(flatten)]
+    thread: ThreadRow,
+    active_status: Option<String>,
+}
+
+macro_rules! summary_select {
+    () => {
+        "SELECT t.id, t.thread_key, t.platform, t.harness, t.persona, \
+     t.last_event_id, t.created_at, t.last_activity_at, \
+     (SELECT e.status FROM executions e WHERE e.thread_id = t.id \
+      AND e.status IN ('queued', 'running') LIMIT 1) AS active_status FROM threads t"
+    };
+}
+
+fn summary(row: SummaryRow) -> ThreadSummary {
+    let status = match row.active_status.as_deref() {
+        Some("running") => ThreadStatus::Running,
+        Some(_) => ThreadStatus::Queued,
+        None => ThreadStatus::Idle,
+    };
+    let thread = row.thread;
+    ThreadSummary {
+        thread_key: thread.key(),
+        harness: thread.harness(),
+        platform: thread.platform,
+        persona: thread.persona,
+        status,
+        created_at: thread.created_at,
+        last_activity_at: thread.last_activity_at,
+        last_event_id: thread.last_event_id,
+    }
+}
+
+/// A page of threads, most recently active first. `before` is a cursor from the previous page.
+pub async fn list(state: &AppState, limit: i64, before: Option<&str>) -> ApiResult<ThreadList> {
+    let cursor = before.map(parse_cursor).transpose()?;
+    let (at, id) = cursor.unzip();
+    let rows: Vec<SummaryRow> = sqlx::query_as(concat!(
+        summary_select!(),
+        " WHERE $1::timestamptz IS NULL OR (t.last_activity_at, t.id) < ($1, $2) \
+         ORDER BY t.last_activity_at DESC, t.id DESC LIMIT $3"
+    ))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_before = (rows.len() as i64 == limit)
+        .then(|| {
+            rows.last()
+                .map(|r| format_cursor(r.thread.last_activity_at, r.thread.id))
+        })
+        .flatten();
+    Ok(ThreadList {
+        threads: rows.into_iter().map(summary).collect(),
+        next_before,
+    })
+}
+
+fn format_cursor(at: DateTime<Utc>, id: i64) -> String {
+    format!("{}.{id}", at.timestamp_micros())
+}
+
+fn parse_cursor(raw: &str) -> ApiResult<(DateTime<Utc>, i64)> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_query",
+            "`before` must be a cursor from `next_before`",
+        )
+    };
+    let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let id: i64 = id.parse().map_err(|_| bad())?;
+    Ok((DateTime::from_timestamp_micros(micros).ok_or_else(bad)?, id))
+}
+
+/// `GET /agent/threads/{key}`.
+pub async fn detail(state: &AppState, key: &ThreadKey) -> ApiResult<ThreadDetail> {
+    let row: SummaryRow = sqlx::query_as(concat!(summary_select!(), " WHERE t.thread_key = $1"))
+        .bind(key.as_str())
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(|| ApiError::thread_not_found(key.as_str()))?;
+    let thread_id = row.thread.id;
+    let sandbox: Option<(Uuid, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, backend, state, ready_source, created_at FROM sandboxes \
+         WHERE thread_id = $1 ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(thread_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let last_execution: Option<ExecutionRow> = sqlx::query_as(
+        "SELECT id, status, harness, created_at, started_at, finished_at, deadline_at, \
+         result_text, error, cancel_reason FROM executions WHERE thread_id = $1 \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(thread_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(ThreadDetail {
+        summary: summary(row),
+        sandbox: sandbox.map(|(sandbox_id, backend, state, ready_source, created_at)| {
+            SandboxView {
+                sandbox_id,
+                backend,
+                state,
+                ready_source: parse_ready_source(&ready_source),
+                created_at,
+            }
+        }),
+        last_execution: last_execution.map(ExecutionRow::into_view),
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct ExecutionRow {
+    id: Uuid,
+    status: String,
+    harness: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    deadline_at: DateTime<Utc>,
+    result_text: Option<String>,
+    error: Option<String>,
+    cancel_reason: Option<String>,
+}
+
+impl ExecutionRow {
+    fn into_view(self) -> ExecutionView {
+        ExecutionView {
+            execution_id: self.id,
+            status: self.status.parse().unwrap_or(ExecutionStatus::Failed),
+            harness: self.harness.parse().unwrap_or(Harness::Shell),
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            deadline_at: self.deadline_at,
+            result_text: self.result_text,
+            error: self.error,
+            cancel_reason: self.cancel_reason,
+        }
+    }
+}
