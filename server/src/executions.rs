@@ -317,6 +317,8 @@ pub async fn claim(
     }
 }
 
+/// Waits for the row lock rather than skipping a locked row: a thread has at most one queued
+/// execution, and the lock may be a refused request whose rollback is still in flight.
 async fn claim_now(
     state: &AppState,
     principal: &Principal,
@@ -328,7 +330,7 @@ async fn claim_now(
            sandbox_id = COALESCE($2, (SELECT id FROM sandboxes \
                                       WHERE thread_id = $1 AND state <> 'released')) \
          WHERE id = (SELECT id FROM executions WHERE thread_id = $1 AND status = 'queued' \
-                     FOR UPDATE SKIP LOCKED) \
+                     FOR UPDATE) \
          RETURNING id, harness, deadline_at, runner_seq",
     )
     .bind(thread.id)

@@ -1,0 +1,11 @@
+//! Integration tests of the control plane over real HTTP against real PostgreSQL.
+
+mod support;
+
+mod auth;
+mod bad_input;
+mod flow;
+mod lifecycle;
+mod outage;
+mod replicas;
+mod resume;
