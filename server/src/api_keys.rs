@@ -37,19 +37,27 @@ pub async fn create(state: &AppState, name: &str) -> ApiResult<CreatedApiKey> {
     })
 }
 
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: Uuid,
+    name: String,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
 pub async fn list(state: &AppState) -> ApiResult<Vec<ApiKeyView>> {
-    let rows: Vec<(Uuid, String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let rows: Vec<KeyRow> = sqlx::query_as(
         "SELECT id, name, created_at, revoked_at FROM api_keys ORDER BY created_at DESC",
     )
     .fetch_all(&state.pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, name, created_at, revoked_at)| ApiKeyView {
-            id,
-            name,
-            created_at,
-            revoked_at,
+        .map(|row| ApiKeyView {
+            id: row.id,
+            name: row.name,
+            created_at: row.created_at,
+            revoked_at: row.revoked_at,
         })
         .collect())
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -126,6 +127,10 @@ pub async fn start_with_backend(
     let served = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
+            // Event frames are small writes that must leave at once.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let serve = axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             let serve = std::pin::pin!(serve.into_future());

@@ -23,6 +23,10 @@ pub fn lazy_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
         .max_connections(config.db_max_connections)
         .min_connections(0)
         .acquire_timeout(Duration::from_millis(config.db_acquire_timeout_ms))
+        // No ping before every acquire (a round trip on every request): connections are
+        // checked when they return to the pool, and one that died since fails its request
+        // with a 503 and is discarded.
+        .test_before_acquire(false)
         .idle_timeout(Some(Duration::from_secs(300)))
         .connect_lazy_with(options))
 }

@@ -92,7 +92,12 @@ impl IntoResponse for ApiError {
         let status = self.status();
         match &self {
             ApiError::Internal(source) => tracing::error!(error = ?source, "internal error"),
-            ApiError::Unavailable { message, .. } => tracing::warn!(%message, "unavailable"),
+            ApiError::Unavailable {
+                code: "not_ready", ..
+            } => {
+                tracing::debug!(error = %self, "not ready")
+            }
+            ApiError::Unavailable { .. } => tracing::warn!(error = %self, "unavailable"),
             _ => tracing::debug!(code = self.code(), error = %self, "request rejected"),
         }
         let body = ErrorBody {

@@ -76,10 +76,10 @@ impl StoredEvent {
     }
 }
 
-/// The `data` document of an event: envelope plus typed body, in one object.
+/// The `data` document of an event, all but its `event_id` (spliced in front when the id is
+/// known, so the stored text and the text sent live are the same bytes).
 #[derive(Serialize)]
 struct Envelope<'a> {
-    event_id: i64,
     thread_key: &'a ThreadKey,
     created_at: DateTime<Utc>,
     execution_id: Option<Uuid>,
@@ -87,8 +87,14 @@ struct Envelope<'a> {
     body: &'a EventBody,
 }
 
-/// Appends `events` to the thread inside the caller's transaction. Publish the result to the
-/// hub after the transaction commits.
+/// `{"event_id":N,` + the envelope without its opening brace.
+fn with_event_id(event_id: i64, envelope: &str) -> String {
+    format!("{{\"event_id\":{event_id},{}", &envelope[1..])
+}
+
+/// Appends `events` to the thread inside the caller's transaction, in one statement: the
+/// thread's counter is bumped (locking its row until commit) and the events inserted. Publish
+/// the result to the hub after the transaction commits.
 pub async fn append(
     conn: &mut PgConnection,
     thread: &ThreadRef,
@@ -97,60 +103,59 @@ pub async fn append(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let count = events.len() as i64;
-    let last: i64 = sqlx::query_scalar(
-        "UPDATE threads SET last_event_id = last_event_id + $2, last_activity_at = now() \
-         WHERE id = $1 RETURNING last_event_id",
-    )
-    .bind(thread.id)
-    .bind(count)
-    .fetch_one(&mut *conn)
-    .await?;
-    let first = last - count + 1;
     // Microseconds: what PostgreSQL stores, so the stored and the sent timestamps agree.
     let created_at = Utc::now().trunc_subsecs(6);
-
-    let mut ids = Vec::with_capacity(events.len());
     let mut execution_ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
-    let mut datas = Vec::with_capacity(events.len());
-    let mut stored = Vec::with_capacity(events.len());
-    for (event, event_id) in events.iter().zip(first..) {
-        let data = serde_json::to_string(&Envelope {
-            event_id,
-            thread_key: &thread.key,
-            created_at,
-            execution_id: event.execution_id,
-            body: &event.body,
-        })
-        .expect("events serialise");
-        let event_type = event.body.event_type();
-        stored.push(StoredEvent::new(
-            event_id,
-            event.execution_id,
-            event_type,
-            &data,
-        ));
-        ids.push(event_id);
+    let mut envelopes = Vec::with_capacity(events.len());
+    for event in events {
+        envelopes.push(
+            serde_json::to_string(&Envelope {
+                thread_key: &thread.key,
+                created_at,
+                execution_id: event.execution_id,
+                body: &event.body,
+            })
+            .expect("events serialise"),
+        );
         execution_ids.push(event.execution_id);
-        types.push(event_type);
-        datas.push(data);
+        types.push(event.body.event_type());
     }
-    sqlx::query(
-        "INSERT INTO events (thread_id, event_id, execution_id, type, data, created_at) \
-         SELECT $1, e.event_id, e.execution_id, e.type, e.data::json, $6 \
-         FROM UNNEST($2::int8[], $3::uuid[], $4::text[], $5::text[]) \
-              AS e(event_id, execution_id, type, data)",
+    let last: i64 = sqlx::query_scalar(
+        "WITH bump AS ( \
+             UPDATE threads SET last_event_id = last_event_id + cardinality($2::text[]), \
+                                last_activity_at = now() \
+             WHERE id = $1 RETURNING last_event_id), \
+         inserted AS ( \
+             INSERT INTO events (thread_id, event_id, execution_id, type, data, created_at) \
+             SELECT $1, id, e.execution_id, e.type, \
+                    ('{\"event_id\":' || id || ',' || substr(e.envelope, 2))::json, $5 \
+             FROM bump, UNNEST($2::text[], $3::uuid[], $4::text[]) \
+                  WITH ORDINALITY AS e(type, execution_id, envelope, n), \
+                  LATERAL (SELECT bump.last_event_id - cardinality($2::text[]) + e.n AS id) AS ids) \
+         SELECT last_event_id FROM bump",
     )
     .bind(thread.id)
-    .bind(&ids)
-    .bind(&execution_ids)
     .bind(&types)
-    .bind(&datas)
+    .bind(&execution_ids)
+    .bind(&envelopes)
     .bind(created_at)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(stored)
+    let first = last - events.len() as i64 + 1;
+    Ok(envelopes
+        .iter()
+        .zip(first..)
+        .zip(events.iter().zip(&types))
+        .map(|((envelope, event_id), (event, event_type))| {
+            StoredEvent::new(
+                event_id,
+                event.execution_id,
+                event_type,
+                &with_event_id(event_id, envelope),
+            )
+        })
+        .collect())
 }
 
 /// Up to `limit` events of a thread after `after_event_id`, in order.

@@ -393,32 +393,22 @@ struct RunnerRow {
     deadline_at: DateTime<Utc>,
 }
 
-async fn runner_row(
-    conn: &mut PgConnection,
-    execution_id: Uuid,
-    lock: bool,
-) -> ApiResult<RunnerRow> {
-    macro_rules! select {
-        () => {
-            "SELECT e.thread_id, t.thread_key, e.status, e.runner_seq, e.deadline_at \
-             FROM executions e JOIN threads t ON t.id = e.thread_id WHERE e.id = $1"
-        };
-    }
-    let sql = if lock {
-        concat!(select!(), " FOR UPDATE OF e")
-    } else {
-        select!()
-    };
-    sqlx::query_as(sql)
-        .bind(execution_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "execution_not_found",
-                format!("no execution {execution_id}"),
-            )
-        })
+async fn runner_row(conn: &mut PgConnection, execution_id: Uuid) -> ApiResult<RunnerRow> {
+    sqlx::query_as(
+        "SELECT e.thread_id, t.thread_key, e.status, e.runner_seq, e.deadline_at \
+         FROM executions e JOIN threads t ON t.id = e.thread_id WHERE e.id = $1",
+    )
+    .bind(execution_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| execution_not_found(execution_id))
+}
+
+fn execution_not_found(execution_id: Uuid) -> ApiError {
+    ApiError::not_found(
+        "execution_not_found",
+        format!("no execution {execution_id}"),
+    )
 }
 
 /// `GET /runner/v1/executions/{id}`: where the server is with an execution, for a runner that
@@ -429,7 +419,7 @@ pub async fn runner_view(
     execution_id: Uuid,
 ) -> ApiResult<RunnerExecution> {
     let mut conn = state.pool.acquire().await?;
-    let row = runner_row(&mut conn, execution_id, false).await?;
+    let row = runner_row(&mut conn, execution_id).await?;
     let thread_key = crate::extract::thread_key(&row.thread_key)?;
     principal.require_runner(&thread_key)?;
     Ok(RunnerExecution {
@@ -450,8 +440,21 @@ pub async fn post_events(
     batch: EventBatch,
 ) -> ApiResult<BatchAccepted> {
     validate_batch(&batch)?;
+    let newest_seq = batch.events.last().map_or(0, |e| e.seq);
     let mut tx = state.pool.begin().await?;
-    let row = runner_row(&mut tx, execution_id, true).await?;
+    // Lock the execution, read where it was, and move its seq forward, in one round trip.
+    // (Refused batches roll back, undoing the move.)
+    let row: RunnerRow = sqlx::query_as(
+        "UPDATE executions e SET runner_seq = GREATEST(e.runner_seq, $2) \
+         FROM (SELECT runner_seq FROM executions WHERE id = $1 FOR UPDATE) AS before, threads t \
+         WHERE e.id = $1 AND t.id = e.thread_id \
+         RETURNING e.thread_id, t.thread_key, e.status, before.runner_seq, e.deadline_at",
+    )
+    .bind(execution_id)
+    .bind(newest_seq)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| execution_not_found(execution_id))?;
     let thread = ThreadRef {
         id: row.thread_id,
         key: crate::extract::thread_key(&row.thread_key)?,
@@ -527,13 +530,6 @@ pub async fn post_events(
             })?;
         }
         new_events.push(NewEvent::execution(execution_id, event.body));
-    }
-    if runner_seq != row.runner_seq {
-        sqlx::query("UPDATE executions SET runner_seq = $2 WHERE id = $1")
-            .bind(execution_id)
-            .bind(runner_seq)
-            .execute(&mut *tx)
-            .await?;
     }
     let mut final_status = status;
     if let Some(finish) = &batch.finish

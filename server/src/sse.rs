@@ -1,5 +1,9 @@
 //! `GET /agent/threads/{thread_key}/events`: replay after a position, then live, as
 //! Server-Sent Events.
+//!
+//! A stream is a small state machine that the HTTP connection polls directly for its next
+//! chunk: it reads the table a page at a time, then follows the hub, and goes back to the table
+//! whenever the hub skipped something (a gap in the dense ids, or a subscriber that lagged).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -8,9 +12,9 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use sqlx::PgPool;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -18,8 +22,8 @@ use crate::error::ApiResult;
 use crate::events::{StoredEvent, ThreadRef, read_after};
 use crate::hub::{Hub, Subscription};
 
-/// Events per database read while replaying.
-const REPLAY_PAGE: i64 = 5000;
+/// Events per database read (and at most per chunk) while reading the table.
+const PAGE: i64 = 5000;
 const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
 #[derive(Clone, Debug)]
@@ -45,24 +49,28 @@ pub async fn open(
     thread: ThreadRef,
     request: StreamRequest,
 ) -> ApiResult<Response> {
+    // Subscribe before reading, so nothing committed in between is missed.
     let subscription = ctx.hub.subscribe(thread.id);
-    let first_page = read_after(&ctx.pool, thread.id, request.after_event_id, REPLAY_PAGE).await?;
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let cursor = Cursor {
+    let first_page = read_after(&ctx.pool, thread.id, request.after_event_id, PAGE).await?;
+    let mut keepalive = tokio::time::interval(ctx.keepalive);
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let stream = EventStream {
+        thread_id: thread.id,
         last: request.after_event_id,
         request,
+        subscription,
+        keepalive,
+        phase: Phase::Table {
+            first_page: Some(first_page),
+            then: AfterTable::CheckExecutionOver,
+        },
+        ctx,
     };
-    tokio::spawn(
-        Streamer {
-            ctx,
-            thread_id: thread.id,
-            tx,
-            cursor,
-        }
-        .run(subscription, first_page),
-    );
-    let body = Body::from_stream(tokio_stream_from(rx).map(Ok::<Bytes, Infallible>));
-    let mut response = body.into_response();
+    let chunks = futures_util::stream::unfold(stream, |mut stream| async move {
+        let chunk = stream.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), stream))
+    });
+    let mut response = Body::from_stream(chunks).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -73,27 +81,126 @@ pub async fn open(
     Ok(response)
 }
 
-fn tokio_stream_from(mut rx: mpsc::Receiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+enum Phase {
+    /// Reading the table after the cursor, a page per chunk.
+    Table {
+        first_page: Option<Vec<StoredEvent>>,
+        then: AfterTable,
+    },
+    /// Following the hub.
+    Live,
+    Done,
 }
 
-/// Where a stream is, and what it sends.
-struct Cursor {
-    /// Highest thread event id handled (sent or filtered out).
+/// What to do once the table has been read to its end.
+#[derive(Clone, Copy)]
+enum AfterTable {
+    /// End of the replay: close if the filtered execution is already over, else go live.
+    CheckExecutionOver,
+    Live,
+    End,
+}
+
+struct EventStream {
+    ctx: StreamContext,
+    thread_id: i64,
+    /// Highest thread event id handled (sent, or filtered out).
     last: i64,
     request: StreamRequest,
+    subscription: Subscription,
+    keepalive: Interval,
+    phase: Phase,
 }
 
-enum Step {
-    Continue,
-    /// The terminal event was written; end the stream after this chunk.
-    Close,
-}
+impl EventStream {
+    /// The next bytes to send; `None` ends the stream.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        match self.advance().await {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                // The client reconnects with Last-Event-ID and resumes exactly where it was.
+                tracing::warn!(%error, thread_id = self.thread_id, "event stream ended early");
+                None
+            }
+        }
+    }
 
-impl Cursor {
-    /// Appends the frames of `events` the client has not seen to `out`. Events must be
-    /// contiguous with the cursor (the caller fills gaps first).
-    fn take(&mut self, events: &[StoredEvent], out: &mut BytesMut) -> Step {
+    async fn advance(&mut self) -> Result<Option<Bytes>, sqlx::Error> {
+        loop {
+            match &mut self.phase {
+                Phase::Done => return Ok(None),
+                Phase::Table { first_page, then } => {
+                    let then = *then;
+                    let page = match first_page.take() {
+                        Some(page) => page,
+                        None => read_after(&self.ctx.pool, self.thread_id, self.last, PAGE).await?,
+                    };
+                    let (chunk, closing) = self.render(&page);
+                    if closing {
+                        self.phase = Phase::Done;
+                    } else if page.len() as i64 == PAGE {
+                        // More to read; stay in this phase.
+                    } else {
+                        self.phase = match then {
+                            AfterTable::End => Phase::Done,
+                            AfterTable::Live => Phase::Live,
+                            AfterTable::CheckExecutionOver
+                                if self.execution_already_over().await? =>
+                            {
+                                // Its terminal event was before the resume point, or was
+                                // committed just now: one more read, then the end.
+                                Phase::Table {
+                                    first_page: None,
+                                    then: AfterTable::End,
+                                }
+                            }
+                            AfterTable::CheckExecutionOver => {
+                                self.keepalive.reset();
+                                Phase::Live
+                            }
+                        };
+                    }
+                    if let Some(chunk) = chunk {
+                        return Ok(Some(chunk));
+                    }
+                }
+                Phase::Live => {
+                    tokio::select! {
+                        biased;
+                        _ = self.ctx.shutdown.cancelled() => {
+                            self.phase = Phase::Done;
+                        }
+                        received = self.subscription.rx.recv() => match received {
+                            Ok(batch) if batch.first().is_some_and(|e| e.event_id > self.last + 1) => {
+                                // The hub skipped something: the table has it.
+                                self.phase = Phase::Table { first_page: None, then: AfterTable::Live };
+                            }
+                            Ok(batch) => {
+                                let (chunk, closing) = self.render(&batch);
+                                if closing {
+                                    self.phase = Phase::Done;
+                                }
+                                if let Some(chunk) = chunk {
+                                    return Ok(Some(chunk));
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                self.phase = Phase::Table { first_page: None, then: AfterTable::Live };
+                            }
+                            Err(broadcast::error::RecvError::Closed) => self.phase = Phase::Done,
+                        },
+                        _ = self.keepalive.tick() => return Ok(Some(Bytes::from_static(KEEPALIVE))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The frames of `events` this client has not seen, as one chunk, and whether the stream
+    /// closes after it. `events` must continue the cursor without a gap.
+    fn render(&mut self, events: &[StoredEvent]) -> (Option<Bytes>, bool) {
+        let mut chunk = BytesMut::new();
+        let mut closing = false;
         for event in events {
             if event.event_id <= self.last {
                 continue;
@@ -105,102 +212,20 @@ impl Cursor {
             {
                 continue;
             }
-            out.extend_from_slice(&event.frame);
+            chunk.extend_from_slice(&event.frame);
             if self.request.close_on_terminal && event.is_terminal() {
-                return Step::Close;
-            }
-        }
-        Step::Continue
-    }
-}
-
-struct Streamer {
-    ctx: StreamContext,
-    thread_id: i64,
-    tx: mpsc::Sender<Bytes>,
-    cursor: Cursor,
-}
-
-impl Streamer {
-    async fn run(mut self, mut subscription: Subscription, first_page: Vec<StoredEvent>) {
-        if let Err(error) = self.stream(&mut subscription, first_page).await {
-            // The client reconnects with Last-Event-ID and resumes exactly where it was.
-            tracing::warn!(%error, thread_id = self.thread_id, "event stream ended early");
-        }
-    }
-
-    async fn stream(
-        &mut self,
-        subscription: &mut Subscription,
-        first_page: Vec<StoredEvent>,
-    ) -> Result<(), sqlx::Error> {
-        // Replay.
-        let mut page = first_page;
-        loop {
-            let full = page.len() as i64 == REPLAY_PAGE;
-            if self.send_events(&page).await? {
-                return Ok(());
-            }
-            if !full {
+                closing = true;
                 break;
             }
-            page = read_after(
-                &self.ctx.pool,
-                self.thread_id,
-                self.cursor.last,
-                REPLAY_PAGE,
-            )
-            .await?;
         }
-        if self.execution_already_over().await? {
-            // Its terminal event was before the resume point, or arrived just now.
-            self.fill_from_table().await?;
-            return Ok(());
-        }
-
-        // Live.
-        let mut keepalive = tokio::time::interval(self.ctx.keepalive);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        keepalive.reset();
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.ctx.shutdown.cancelled() => return Ok(()),
-                _ = self.tx.closed() => return Ok(()),
-                received = subscription.rx.recv() => match received {
-                    Ok(batch) => {
-                        let gap = batch.first().is_some_and(|e| e.event_id > self.cursor.last + 1);
-                        let done = if gap {
-                            self.fill_from_table().await?
-                        } else {
-                            self.send_events(&batch).await?
-                        };
-                        if done {
-                            return Ok(());
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if self.fill_from_table().await? {
-                            return Ok(());
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                },
-                _ = keepalive.tick() => {
-                    if self.tx.send(Bytes::from_static(KEEPALIVE)).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-        }
+        ((!chunk.is_empty()).then(|| chunk.freeze()), closing)
     }
 
     /// With `close_on_terminal` and an `execution_id`: is that execution already over?
     async fn execution_already_over(&self) -> Result<bool, sqlx::Error> {
-        let (true, Some(execution_id)) = (
-            self.cursor.request.close_on_terminal,
-            self.cursor.request.execution_id,
-        ) else {
+        let (true, Some(execution_id)) =
+            (self.request.close_on_terminal, self.request.execution_id)
+        else {
             return Ok(false);
         };
         let status: Option<String> =
@@ -209,35 +234,5 @@ impl Streamer {
                 .fetch_optional(&self.ctx.pool)
                 .await?;
         Ok(status.is_none_or(|s| !matches!(s.as_str(), "queued" | "running")))
-    }
-
-    /// Reads everything after the cursor from the table. Returns true if the stream is done.
-    async fn fill_from_table(&mut self) -> Result<bool, sqlx::Error> {
-        loop {
-            let page = read_after(
-                &self.ctx.pool,
-                self.thread_id,
-                self.cursor.last,
-                REPLAY_PAGE,
-            )
-            .await?;
-            let full = page.len() as i64 == REPLAY_PAGE;
-            if self.send_events(&page).await? {
-                return Ok(true);
-            }
-            if !full {
-                return Ok(false);
-            }
-        }
-    }
-
-    /// Sends the unseen events of `events` as one chunk. Returns true if the stream is done.
-    async fn send_events(&mut self, events: &[StoredEvent]) -> Result<bool, sqlx::Error> {
-        let mut chunk = BytesMut::new();
-        let step = self.cursor.take(events, &mut chunk);
-        if !chunk.is_empty() && self.tx.send(chunk.freeze()).await.is_err() {
-            return Ok(true);
-        }
-        Ok(matches!(step, Step::Close))
     }
 }

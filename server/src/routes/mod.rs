@@ -51,7 +51,13 @@ pub fn router(state: AppState) -> Router {
                     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
                 })
                 .on_request(())
-                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(tracing::Level::DEBUG)
+                        .latency_unit(tower_http::LatencyUnit::Micros),
+                )
+                // ApiError already logs server-side failures, once, with their cause.
+                .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

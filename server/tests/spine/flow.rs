@@ -156,7 +156,7 @@ async fn execute_with_message_and_close_on_terminal() {
             Some(json!({"status": "completed", "result_text": "hi"})),
         )
         .await;
-    let frames = stream.to_end(WAIT).await;
+    let frames = stream.read_to_end(WAIT).await;
     let types: Vec<&str> = frames.iter().map(|f| f.event.as_str()).collect();
     assert_eq!(
         types,
@@ -180,7 +180,7 @@ async fn execute_with_message_and_close_on_terminal() {
             &format!("execution_id={execution_id}&close_on_terminal=true"),
         )
         .await;
-    assert_eq!(again.to_end(WAIT).await, frames);
+    assert_eq!(again.read_to_end(WAIT).await, frames);
     // Resuming past the terminal event closes at once with nothing.
     let last = frames.last().unwrap().id;
     let mut past = server
@@ -189,7 +189,7 @@ async fn execute_with_message_and_close_on_terminal() {
             &format!("execution_id={execution_id}&close_on_terminal=true&after_event_id={last}"),
         )
         .await;
-    assert!(past.to_end(WAIT).await.is_empty());
+    assert!(past.read_to_end(WAIT).await.is_empty());
 }
 
 /// The thread list is newest-activity first and pages with `next_before`.

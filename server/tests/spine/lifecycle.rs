@@ -332,7 +332,7 @@ async fn executions_fail_past_their_deadline() {
             &format!("execution_id={execution_id}&close_on_terminal=true"),
         )
         .await;
-    let frames = stream.to_end(WAIT).await;
+    let frames = stream.read_to_end(WAIT).await;
     let last = frames.last().unwrap();
     assert_eq!(last.event, "execution.failed");
     assert!(
@@ -490,4 +490,32 @@ async fn claim_long_polls_until_work_arrives() {
         started.elapsed() < Duration::from_secs(2),
         "claim returned promptly"
     );
+}
+
+/// The same batch posted many times at once (a runner retrying over a flaky link) is stored
+/// exactly once.
+#[tokio::test]
+async fn concurrent_retries_of_a_batch_are_stored_once() {
+    let server = TestServer::start().await;
+    let key = "api:concurrent-retry";
+    let (_, token) = server.spawn(key).await;
+    let accepted = server
+        .post("/agent/execute", json!({"thread_key": key}))
+        .await;
+    let execution_id: Uuid = accepted["execution_id"].as_str().unwrap().parse().unwrap();
+    let runner = server.runner(&token);
+    runner.claim(key, 1000).await;
+    let batch = json!({"events": (1..=50).map(|seq| json!({"seq": seq, "type": "agent.message.delta", "text": seq.to_string()})).collect::<Vec<_>>()});
+    let posts = (0..8).map(|_| runner.post_raw(execution_id, batch.clone()));
+    let answers = futures_util::future::join_all(posts).await;
+    let accepted: u64 = answers
+        .iter()
+        .map(|(s, a)| {
+            assert_eq!(*s, StatusCode::OK, "{a}");
+            a["accepted"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(accepted, 50);
+    let types = event_types(&server, key).await;
+    assert_eq!(count(&types, "agent.message.delta"), 50);
 }

@@ -441,7 +441,7 @@ impl SseReader {
     }
 
     /// Reads until the stream ends; panics after `timeout`.
-    pub async fn to_end(&mut self, timeout: Duration) -> Vec<Frame> {
+    pub async fn read_to_end(&mut self, timeout: Duration) -> Vec<Frame> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut frames = Vec::new();
         loop {
