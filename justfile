@@ -1,0 +1,25 @@
+# Centaur tasks. `just --list` shows them all.
+
+# Server, private PostgreSQL and a played runner; prints curl commands to try.
+demo:
+    cargo run --release -p centaur-server --example demo
+
+# The whole test suite (starts its own PostgreSQL unless DATABASE_URL is set).
+test:
+    cargo test
+
+# The spine's benchmark figures (throughput, delivery latency, replay, memory).
+bench:
+    cargo bench -p centaur-server --bench spine
+
+# Formatting and lints, as CI wants them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --all-targets -- -D warnings
+
+fmt:
+    cargo fmt --all
+
+# What CI runs on a fresh clone.
+ci:
+    bash .ci/run
