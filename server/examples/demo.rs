@@ -28,8 +28,8 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let admin_key = std::env::var("CENTAUR_ADMIN_API_KEY")
         .unwrap_or_else(|_| format!("demo-{}", centaur_server::crypto::random_hex(16)));
-    config.database_url = cluster.url("postgres");
-    config.admin_api_key = Some(admin_key.clone());
+    config.database_url = cluster.url("postgres").into();
+    config.admin_api_key = Some(admin_key.as_str().into());
     config.bind_addr = std::env::var("CENTAUR_BIND_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()?;

@@ -105,8 +105,9 @@ impl FromRequestParts<AppState> for Principal {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
         authenticate(state, token).await
@@ -150,7 +151,9 @@ async fn authenticate(state: &AppState, token: &str) -> ApiResult<Principal> {
         };
     }
     match &state.config.admin_api_key {
-        Some(admin) if secrets_match(token.as_bytes(), admin.as_bytes()) => Ok(Principal::Admin),
+        Some(admin) if secrets_match(token.as_bytes(), admin.expose().as_bytes()) => {
+            Ok(Principal::Admin)
+        }
         _ => Err(ApiError::Unauthorized),
     }
 }

@@ -7,12 +7,14 @@ use std::time::Duration;
 use centaur_protocol::Harness;
 use clap::{Parser, ValueEnum};
 
+use crate::crypto::Secret;
+
 #[derive(Clone, Debug, Parser)]
 #[command(name = "centaur-server", version, about = "The Centaur control plane")]
 pub struct Config {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Secret,
 
     /// Address the HTTP API listens on.
     #[arg(long, env = "CENTAUR_BIND_ADDR", default_value = "127.0.0.1:8080")]
@@ -25,7 +27,7 @@ pub struct Config {
     /// The admin key: full rights, including creating and revoking API keys. At least 16
     /// characters. Without it only API keys already in the database can authenticate.
     #[arg(long, env = "CENTAUR_ADMIN_API_KEY", hide_env_values = true)]
-    pub admin_api_key: Option<String>,
+    pub admin_api_key: Option<Secret>,
 
     /// Folder for the server's own state (sandbox workspaces, proxy CA).
     #[arg(long, env = "CENTAUR_DATA_DIR", default_value = "centaur-data")]
@@ -102,7 +104,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), String> {
         if let Some(key) = &self.admin_api_key
-            && key.len() < 16
+            && key.expose().len() < 16
         {
             return Err("CENTAUR_ADMIN_API_KEY must be at least 16 characters".into());
         }

@@ -16,7 +16,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 /// A pool that connects on demand: the server starts (and answers `/healthz`) even while the
 /// database is away, and recovers by itself when it comes back.
 pub fn lazy_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(&config.database_url)?
+    let options = PgConnectOptions::from_str(config.database_url.expose())?
         .application_name("centaur-server")
         .options([("statement_timeout", "30s")]);
     Ok(PgPoolOptions::new()

@@ -125,6 +125,16 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error
+            && db.code().is_some_and(|code| code.starts_with("22"))
+        {
+            // Data exception: a value PostgreSQL cannot take (a NUL character, a date out of
+            // range). The request is at fault, and nothing was stored.
+            return ApiError::bad_request(
+                "invalid_request",
+                format!("a value in the request cannot be stored: {}", db.message()),
+            );
+        }
         if is_unavailable(&error) {
             return ApiError::Unavailable {
                 code: "database_unavailable",
@@ -160,8 +170,12 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 57P: operator intervention (shutdown, cannot connect now);
-            // 53: insufficient resources.
-            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+            // 53: insufficient resources; 57014: statement timeout; 40001/40P01: serialization
+            // failure, deadlock; 55P03: lock not available. All worth a retry.
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code.starts_with("53")
+                || matches!(&*code, "57014" | "40001" | "40P01" | "55P03")
         }),
         _ => false,
     }

@@ -304,7 +304,7 @@ pub async fn claim(
     wait: Duration,
 ) -> ApiResult<Option<Assignment>> {
     let deadline = tokio::time::Instant::now() + wait.min(MAX_CLAIM_WAIT);
-    let mut subscription = state.hub.subscribe(thread.id);
+    let mut subscription = state.hub.subscribe(thread.id, thread.last_event_id);
     loop {
         if let Some(assignment) = claim_now(state, principal, thread).await? {
             return Ok(Some(assignment));
@@ -440,21 +440,45 @@ pub async fn post_events(
     batch: EventBatch,
 ) -> ApiResult<BatchAccepted> {
     validate_batch(&batch)?;
+    // Only executions of the caller's own thread are touched, not even locked otherwise.
+    let scope = match principal {
+        Principal::Admin => None,
+        Principal::Sandbox { thread_id, .. } => Some(*thread_id),
+        Principal::ApiKey { .. } => {
+            return Err(ApiError::forbidden(
+                "the runner API takes a sandbox token or the admin key",
+            ));
+        }
+    };
     let newest_seq = batch.events.last().map_or(0, |e| e.seq);
     let mut tx = state.pool.begin().await?;
     // Lock the execution, read where it was, and move its seq forward, in one round trip.
     // (Refused batches roll back, undoing the move.)
-    let row: RunnerRow = sqlx::query_as(
+    let row: Option<RunnerRow> = sqlx::query_as(
         "UPDATE executions e SET runner_seq = GREATEST(e.runner_seq, $2) \
-         FROM (SELECT runner_seq FROM executions WHERE id = $1 FOR UPDATE) AS before, threads t \
+         FROM (SELECT runner_seq FROM executions \
+               WHERE id = $1 AND ($3::int8 IS NULL OR thread_id = $3) FOR UPDATE) AS before, \
+              threads t \
          WHERE e.id = $1 AND t.id = e.thread_id \
          RETURNING e.thread_id, t.thread_key, e.status, before.runner_seq, e.deadline_at",
     )
     .bind(execution_id)
     .bind(newest_seq)
+    .bind(scope)
     .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| execution_not_found(execution_id))?;
+    .await?;
+    let Some(row) = row else {
+        drop(tx);
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1::int8 FROM executions WHERE id = $1")
+                .bind(execution_id)
+                .fetch_optional(&state.pool)
+                .await?;
+        return Err(match exists {
+            Some(_) => ApiError::forbidden("a sandbox token can only access its own thread"),
+            None => execution_not_found(execution_id),
+        });
+    };
     let thread = ThreadRef {
         id: row.thread_id,
         key: crate::extract::thread_key(&row.thread_key)?,
@@ -496,6 +520,19 @@ pub async fn post_events(
             ));
         }
         _ => {}
+    }
+    if let Some(first) = fresh.first()
+        && first.seq != row.runner_seq + 1
+    {
+        return Err(ApiError::conflict(
+            "seq_gap",
+            format!(
+                "the server has events up to seq {}; send seq {} next (got {})",
+                row.runner_seq,
+                row.runner_seq + 1,
+                first.seq
+            ),
+        ));
     }
 
     let mut new_events = Vec::with_capacity(total_fresh + 2);

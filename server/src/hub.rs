@@ -79,12 +79,14 @@ impl Hub {
         hub
     }
 
-    /// Subscribes to a thread. Subscribe before reading history, so nothing falls in between.
-    pub fn subscribe(&self, thread_id: i64) -> Subscription {
+    /// Subscribes to a thread. `known_last` is the thread's newest event id as the caller read
+    /// it before subscribing: a new feed catches up from there, so nothing committed since is
+    /// missed. Subscribe before reading history, so nothing falls in between.
+    pub fn subscribe(&self, thread_id: i64, known_last: i64) -> Subscription {
         let mut feeds = self.inner.feeds.lock().expect("hub lock");
         let feed = feeds
             .entry(thread_id)
-            .or_insert_with(|| self.new_feed(thread_id));
+            .or_insert_with(|| self.new_feed(thread_id, known_last));
         Subscription {
             rx: feed.tx.subscribe(),
         }
@@ -114,10 +116,10 @@ impl Hub {
             .cloned()
     }
 
-    fn new_feed(&self, thread_id: i64) -> Arc<Feed> {
+    fn new_feed(&self, thread_id: i64, known_last: i64) -> Arc<Feed> {
         let feed = Arc::new(Feed {
             tx: broadcast::channel(FEED_CAPACITY).0,
-            last: AtomicI64::new(i64::MAX),
+            last: AtomicI64::new(known_last),
             wake: Notify::new(),
             stop: self.inner.shutdown.child_token(),
         });
@@ -128,20 +130,6 @@ impl Hub {
     /// One task per subscribed thread: reads what other replicas appended, once for all
     /// local subscribers.
     async fn run_catch_up(self, thread_id: i64, feed: Arc<Feed>) {
-        // Start from the thread's current end: subscribers replay history themselves.
-        let start: Option<i64> =
-            sqlx::query_scalar("SELECT last_event_id FROM threads WHERE id = $1")
-                .bind(thread_id)
-                .fetch_optional(&self.inner.pool)
-                .await
-                .ok()
-                .flatten();
-        let _ = feed.last.compare_exchange(
-            i64::MAX,
-            start.unwrap_or(0),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
         loop {
             tokio::select! {
                 _ = feed.stop.cancelled() => return,

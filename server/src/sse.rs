@@ -47,10 +47,11 @@ pub struct StreamContext {
 pub async fn open(
     ctx: StreamContext,
     thread: ThreadRef,
+    known_last: i64,
     request: StreamRequest,
 ) -> ApiResult<Response> {
     // Subscribe before reading, so nothing committed in between is missed.
-    let subscription = ctx.hub.subscribe(thread.id);
+    let subscription = ctx.hub.subscribe(thread.id, known_last);
     let first_page = read_after(&ctx.pool, thread.id, request.after_event_id, PAGE).await?;
     let mut keepalive = tokio::time::interval(ctx.keepalive);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -396,12 +396,6 @@ pub async fn release(
     .bind(thread.id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(sandbox_id) = live else {
-        return Ok(ReleaseResponse {
-            released: false,
-            sandbox_id: None,
-        });
-    };
     let active: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM executions WHERE thread_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
     )
@@ -409,6 +403,7 @@ pub async fn release(
     .fetch_optional(&mut *tx)
     .await?;
     let mut new_events = Vec::new();
+    // An execution goes too, even one that lost its sandbox to a concurrent release.
     if let Some(execution_id) = active {
         let finish = Finish::Cancelled {
             reason: "the sandbox was released".into(),
@@ -419,6 +414,15 @@ pub async fn release(
                 .unwrap_or_default(),
         );
     }
+    let Some(sandbox_id) = live else {
+        let events = append(&mut tx, &thread.as_ref(), &new_events).await?;
+        tx.commit().await?;
+        state.hub.publish(thread.id, events);
+        return Ok(ReleaseResponse {
+            released: false,
+            sandbox_id: None,
+        });
+    };
     sqlx::query(
         "UPDATE sandboxes SET state = 'released', released_at = now(), release_reason = $2 WHERE id = $1",
     )

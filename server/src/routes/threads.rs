@@ -104,6 +104,15 @@ async fn events(
         ));
     }
     let thread = threads::find(&state, &key).await?;
+    if after_event_id > thread.last_event_id {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "after_event_id {after_event_id} is beyond the thread's newest event ({})",
+                thread.last_event_id
+            ),
+        ));
+    }
     if let Some(execution_id) = query.execution_id {
         let belongs: Option<i64> =
             sqlx::query_scalar("SELECT thread_id FROM executions WHERE id = $1")
@@ -128,7 +137,7 @@ async fn events(
         execution_id: query.execution_id,
         close_on_terminal: query.close_on_terminal.unwrap_or(false),
     };
-    sse::open(context, thread.as_ref(), request).await
+    sse::open(context, thread.as_ref(), thread.last_event_id, request).await
 }
 
 #[tracing::instrument(skip_all, fields(thread_key = %raw))]

@@ -93,6 +93,16 @@ async fn auth_matrix() {
         }
     }
 
+    // The scheme is case-insensitive (RFC 7235).
+    let lower = server
+        .http
+        .get(format!("{}/agent/threads", server.url))
+        .header("authorization", format!("bearer {ADMIN_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), StatusCode::OK);
+
     // A sandbox can follow its own thread's stream but not another's.
     let (status, _) = server
         .call(

@@ -120,7 +120,7 @@ impl TestServer {
     pub async fn start_with(mut config: Config, wait_ready: bool) -> TestServer {
         config.bind_addr = "127.0.0.1:0".parse().unwrap();
         config.admin_api_key = Some(ADMIN_KEY.into());
-        let database_url = config.database_url.clone();
+        let database_url = config.database_url.expose().to_owned();
         let backend = Arc::new(RecordingBackend::default());
         let server = centaur_server::start_with_backend(config, backend.clone())
             .await
