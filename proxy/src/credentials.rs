@@ -1,0 +1,505 @@
+//! Placeholders and the swap. A sandbox never holds a credential: it holds a placeholder that
+//! is unique to it and the secret (`cph_` + 40 hex, derived from the proxy's key, so it cannot
+//! be guessed or reused by another sandbox). The proxy replaces a placeholder with the real
+//! value only on a host the secret is bound to and only in a header (or query parameter) it is
+//! bound to. A placeholder anywhere else (another host, another header, the path, the body,
+//! or a placeholder that is not this sandbox's) blocks the request as an attempted leak.
+//! Responses are scrubbed: a real value echoed back is replaced by its placeholder.
+
+use hyper::HeaderMap;
+use hyper::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::host::HostPattern;
+
+pub const PLACEHOLDER_PREFIX: &str = "cph_";
+const PLACEHOLDER_HEX: usize = 40;
+pub const PLACEHOLDER_LEN: usize = PLACEHOLDER_PREFIX.len() + PLACEHOLDER_HEX;
+
+/// Where a secret may be used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBinding {
+    /// The secret's name in the proxy's secret store.
+    pub name: String,
+    /// Hosts it may be sent to.
+    pub hosts: Vec<HostPattern>,
+    /// Request headers it may appear in (case-insensitive).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// A query parameter it may appear in.
+    #[serde(default)]
+    pub query_param: Option<String>,
+    /// How a bound header is written with the real value, e.g. `Bearer {value}`; without it,
+    /// the placeholder is replaced where it stands.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// The placeholder sandbox `sandbox_id` sees for secret `name`.
+pub fn placeholder(proxy_key: &[u8], sandbox_id: &str, name: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"centaur-placeholder-v1\0");
+    hasher.update(proxy_key);
+    hasher.update([0]);
+    hasher.update(sandbox_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(name.as_bytes());
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{PLACEHOLDER_PREFIX}{}", &hex[..PLACEHOLDER_HEX])
+}
+
+/// Every placeholder-shaped token in `text`, whoever it belongs to.
+pub fn placeholders_in(text: &[u8]) -> Vec<&str> {
+    let mut found = Vec::new();
+    let prefix = PLACEHOLDER_PREFIX.as_bytes();
+    let mut i = 0;
+    while i + PLACEHOLDER_LEN <= text.len() {
+        if &text[i..i + prefix.len()] == prefix
+            && text[i + prefix.len()..i + PLACEHOLDER_LEN]
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        {
+            found.push(std::str::from_utf8(&text[i..i + PLACEHOLDER_LEN]).expect("ascii"));
+            i += PLACEHOLDER_LEN;
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+/// A sandbox's secret as the swap sees it: binding, placeholder, and the real value.
+#[derive(Clone)]
+pub struct Credential {
+    pub binding: SecretBinding,
+    pub placeholder: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.binding.name)
+            .field("placeholder", &self.placeholder)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A placeholder where it may not go. Carries names, never values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "placeholder for {secret} found in {location} of a request to {host}, where it is not bound"
+)]
+pub struct Leak {
+    /// The secret's name, or `unknown placeholder` for one that is not this sandbox's.
+    pub secret: String,
+    pub location: String,
+    pub host: String,
+}
+
+/// Rewrites a request's headers and query for `host:port`. Returns the new query (if it
+/// changed) and the names of the secrets swapped in.
+pub fn swap_request(
+    credentials: &[Credential],
+    host: &str,
+    port: u16,
+    path: &str,
+    query: Option<&str>,
+    headers: &mut HeaderMap,
+) -> Result<(Option<String>, Vec<String>), Leak> {
+    let leak = |secret: &str, location: String| Leak {
+        secret: secret.to_owned(),
+        location,
+        host: host.to_owned(),
+    };
+    let find = |placeholder: &str| credentials.iter().find(|c| c.placeholder == placeholder);
+    let bound_here = |c: &Credential| c.binding.hosts.iter().any(|p| p.matches(host, port));
+    let mut swapped = Vec::new();
+
+    if let Some(found) = placeholders_in(path.as_bytes()).first() {
+        let name = find(found).map_or("unknown placeholder", |c| &c.binding.name);
+        return Err(leak(name, "the URL path".into()));
+    }
+
+    let mut rewritten: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    for (name, value) in headers.iter() {
+        let found = placeholders_in(value.as_bytes());
+        if found.is_empty() {
+            continue;
+        }
+        let mut text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        for placeholder in found {
+            let Some(credential) = find(placeholder) else {
+                return Err(leak("unknown placeholder", format!("header `{name}`")));
+            };
+            let header_bound = credential
+                .binding
+                .headers
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name.as_str()));
+            if !(header_bound && bound_here(credential)) {
+                return Err(leak(&credential.binding.name, format!("header `{name}`")));
+            }
+            text = match &credential.binding.format {
+                Some(format) => format.replace("{value}", &credential.value),
+                None => text.replace(placeholder, &credential.value),
+            };
+            swapped.push(credential.binding.name.clone());
+        }
+        let value = HeaderValue::from_str(&text)
+            .map_err(|_| leak(&swapped[swapped.len() - 1], format!("header `{name}`")))?;
+        rewritten.push((name.clone(), value));
+    }
+    for (name, mut value) in rewritten {
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+
+    let mut new_query = None;
+    if let Some(query) = query
+        && !placeholders_in(query.as_bytes()).is_empty()
+    {
+        let mut pairs = Vec::new();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let found = placeholders_in(value.as_bytes());
+            if let Some(found) = placeholders_in(key.as_bytes()).first() {
+                let name = find(found).map_or("unknown placeholder", |c| &c.binding.name);
+                return Err(leak(name, "a query parameter name".into()));
+            }
+            let mut value = value.to_owned();
+            for placeholder in found {
+                let Some(credential) = find(placeholder) else {
+                    return Err(leak(
+                        "unknown placeholder",
+                        format!("query parameter `{key}`"),
+                    ));
+                };
+                if credential.binding.query_param.as_deref() != Some(key) || !bound_here(credential)
+                {
+                    return Err(leak(
+                        &credential.binding.name,
+                        format!("query parameter `{key}`"),
+                    ));
+                }
+                value = value.replace(placeholder, &percent_encode(&credential.value));
+                swapped.push(credential.binding.name.clone());
+            }
+            pairs.push(if pair.contains('=') {
+                format!("{key}={value}")
+            } else {
+                key.to_owned()
+            });
+        }
+        new_query = Some(pairs.join("&"));
+    }
+    swapped.sort();
+    swapped.dedup();
+    Ok((new_query, swapped))
+}
+
+/// Checks a request body (or a part of it) for placeholders: none may travel in a body.
+pub fn check_body(credentials: &[Credential], host: &str, body: &[u8]) -> Result<(), Leak> {
+    match placeholders_in(body).first() {
+        None => Ok(()),
+        Some(found) => Err(Leak {
+            secret: credentials
+                .iter()
+                .find(|c| c.placeholder == *found)
+                .map_or("unknown placeholder".into(), |c| c.binding.name.clone()),
+            location: "the request body".into(),
+            host: host.to_owned(),
+        }),
+    }
+}
+
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Replaces real secret values in a response stream with their placeholders, also across chunk
+/// boundaries: the last `longest - 1` bytes are held back until the next chunk (or the end).
+pub struct Scrubber {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    longest: usize,
+    carry: Vec<u8>,
+    pub replaced: usize,
+}
+
+/// Values shorter than this are not scrubbed (they would match ordinary text).
+const MIN_SCRUB_LEN: usize = 8;
+
+impl Scrubber {
+    pub fn new(credentials: &[Credential]) -> Self {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = credentials
+            .iter()
+            .filter(|c| c.value.len() >= MIN_SCRUB_LEN)
+            .map(|c| {
+                (
+                    c.value.clone().into_bytes(),
+                    c.placeholder.clone().into_bytes(),
+                )
+            })
+            .collect();
+        let longest = pairs.iter().map(|(v, _)| v.len()).max().unwrap_or(0);
+        Scrubber {
+            pairs,
+            longest,
+            carry: Vec::new(),
+            replaced: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Scrubs a chunk; returns what can be sent now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut data = std::mem::take(&mut self.carry);
+        data.extend_from_slice(chunk);
+        let cut = data.len().saturating_sub(self.longest.saturating_sub(1));
+        let (out, rest_from) = self.scrub(&data, cut);
+        self.carry = data[rest_from..].to_vec();
+        out
+    }
+
+    /// The held-back tail, scrubbed, at the end of the stream.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let data = std::mem::take(&mut self.carry);
+        let (out, _) = self.scrub(&data, data.len());
+        out
+    }
+
+    /// Scrubs matches that start before `cut`; returns the output and where the unprocessed
+    /// rest begins.
+    fn scrub(&mut self, data: &[u8], cut: usize) -> (Vec<u8>, usize) {
+        let mut out = Vec::with_capacity(data.len());
+        let mut i = 0;
+        'scan: while i < cut {
+            for (value, placeholder) in &self.pairs {
+                if data[i..].starts_with(value) {
+                    out.extend_from_slice(placeholder);
+                    i += value.len();
+                    self.replaced += 1;
+                    continue 'scan;
+                }
+            }
+            out.push(data[i]);
+            i += 1;
+        }
+        (out, i)
+    }
+
+    /// Scrubs response headers in place; returns how many values were replaced.
+    pub fn scrub_headers(&mut self, headers: &mut HeaderMap) -> usize {
+        let before = self.replaced;
+        for value in headers.values_mut() {
+            let bytes = value.as_bytes();
+            if self
+                .pairs
+                .iter()
+                .any(|(v, _)| bytes.windows(v.len()).any(|w| w == v.as_slice()))
+            {
+                let (out, _) = self.scrub(bytes, bytes.len());
+                if let Ok(new) = HeaderValue::from_bytes(&out) {
+                    *value = new;
+                }
+            }
+        }
+        self.replaced - before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential(
+        name: &str,
+        hosts: &[&str],
+        headers: &[&str],
+        format: Option<&str>,
+        value: &str,
+    ) -> Credential {
+        Credential {
+            binding: SecretBinding {
+                name: name.into(),
+                hosts: hosts.iter().map(|h| h.parse().unwrap()).collect(),
+                headers: headers.iter().map(|h| h.to_string()).collect(),
+                query_param: Some("key".into()),
+                format: format.map(str::to_owned),
+            },
+            placeholder: placeholder(b"k", "sb1", name),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn placeholders_are_unique_per_sandbox_and_secret() {
+        let a = placeholder(b"key", "sandbox-a", "OPENAI");
+        assert_eq!(a.len(), PLACEHOLDER_LEN);
+        assert_eq!(a, placeholder(b"key", "sandbox-a", "OPENAI"));
+        assert_ne!(a, placeholder(b"key", "sandbox-b", "OPENAI"));
+        assert_ne!(a, placeholder(b"key", "sandbox-a", "GITHUB"));
+        assert_ne!(a, placeholder(b"other", "sandbox-a", "OPENAI"));
+        assert_eq!(placeholders_in(format!("x {a} y").as_bytes()), [a.as_str()]);
+        assert!(placeholders_in(b"cph_123").is_empty());
+    }
+
+    #[test]
+    fn swaps_only_in_bound_headers_on_bound_hosts() {
+        let openai = credential(
+            "OPENAI",
+            &["api.openai.com"],
+            &["authorization"],
+            Some("Bearer {value}"),
+            "sk-real-123456",
+        );
+        let creds = [openai.clone()];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            format!("Bearer {}", openai.placeholder).parse().unwrap(),
+        );
+        let (query, swapped) = swap_request(
+            &creds,
+            "api.openai.com",
+            443,
+            "/v1/responses",
+            None,
+            &mut headers,
+        )
+        .unwrap();
+        assert_eq!(headers["authorization"], "Bearer sk-real-123456");
+        assert!(headers["authorization"].is_sensitive());
+        assert_eq!(swapped, ["OPENAI"]);
+        assert_eq!(query, None);
+
+        // Another host.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            format!("Bearer {}", openai.placeholder).parse().unwrap(),
+        );
+        let leak = swap_request(&creds, "evil.example", 443, "/", None, &mut headers).unwrap_err();
+        assert_eq!(leak.secret, "OPENAI");
+        assert_eq!(leak.host, "evil.example");
+        // Another header on the right host.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-smuggle", openai.placeholder.parse().unwrap());
+        let leak =
+            swap_request(&creds, "api.openai.com", 443, "/", None, &mut headers).unwrap_err();
+        assert_eq!(leak.location, "header `x-smuggle`");
+        // The path.
+        let leak = swap_request(
+            &creds,
+            "api.openai.com",
+            443,
+            &format!("/{}", openai.placeholder),
+            None,
+            &mut HeaderMap::new(),
+        )
+        .unwrap_err();
+        assert_eq!(leak.location, "the URL path");
+        // A placeholder that is not this sandbox's.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            placeholder(b"k", "sb2", "OPENAI").parse().unwrap(),
+        );
+        let leak =
+            swap_request(&creds, "api.openai.com", 443, "/", None, &mut headers).unwrap_err();
+        assert_eq!(leak.secret, "unknown placeholder");
+        assert!(
+            !leak.to_string().contains("sk-real"),
+            "a leak never names the value"
+        );
+    }
+
+    #[test]
+    fn swaps_a_bound_query_parameter() {
+        let maps = credential("MAPS", &["maps.example.com"], &[], None, "a b&c");
+        let creds = [maps.clone()];
+        let query = format!("q=1&key={}", maps.placeholder);
+        let (query, swapped) = swap_request(
+            &creds,
+            "maps.example.com",
+            443,
+            "/",
+            Some(&query),
+            &mut HeaderMap::new(),
+        )
+        .unwrap();
+        assert_eq!(query.as_deref(), Some("q=1&key=a%20b%26c"));
+        assert_eq!(swapped, ["MAPS"]);
+        let other = format!("token={}", maps.placeholder);
+        let leak = swap_request(
+            &creds,
+            "maps.example.com",
+            443,
+            "/",
+            Some(&other),
+            &mut HeaderMap::new(),
+        )
+        .unwrap_err();
+        assert_eq!(leak.location, "query parameter `token`");
+    }
+
+    #[test]
+    fn bodies_may_not_carry_placeholders() {
+        let c = credential(
+            "OPENAI",
+            &["api.openai.com"],
+            &["authorization"],
+            None,
+            "sk-real-123456",
+        );
+        assert!(check_body(std::slice::from_ref(&c), "api.openai.com", b"{\"ok\":1}").is_ok());
+        let body = format!("{{\"key\":\"{}\"}}", c.placeholder);
+        let leak = check_body(&[c], "api.openai.com", body.as_bytes()).unwrap_err();
+        assert_eq!(leak.location, "the request body");
+    }
+
+    #[test]
+    fn scrubs_echoed_values_across_chunk_boundaries() {
+        let c = credential(
+            "OPENAI",
+            &["api.openai.com"],
+            &["authorization"],
+            None,
+            "sk-real-123456",
+        );
+        let whole = format!("you sent sk-real-123456 and sk-real-123456!");
+        let expected = whole.replace("sk-real-123456", &c.placeholder);
+        for split in 0..whole.len() {
+            let mut scrubber = Scrubber::new(std::slice::from_ref(&c));
+            let mut out = scrubber.push(&whole.as_bytes()[..split]);
+            out.extend(scrubber.push(&whole.as_bytes()[split..]));
+            out.extend(scrubber.finish());
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "split at {split}"
+            );
+            assert_eq!(scrubber.replaced, 2);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("x-echo", "key=sk-real-123456".parse().unwrap());
+        let mut scrubber = Scrubber::new(&[c.clone()]);
+        assert_eq!(scrubber.scrub_headers(&mut headers), 1);
+        assert_eq!(headers["x-echo"], format!("key={}", c.placeholder));
+    }
+}

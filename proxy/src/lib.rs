@@ -1,0 +1,27 @@
+//! `centaur-proxy`: the only way out of a sandbox, holding the credentials sandboxes never see.
+//!
+//! - [`policy`]: default deny, allowed and denied host patterns ([`host`]), which hosts are
+//!   intercepted.
+//! - [`address`]: resolve once, refuse private, loopback and metadata addresses, dial what was
+//!   checked.
+//! - [`credentials`]: per-sandbox placeholders, the swap on bound hosts and headers only, leak
+//!   detection everywhere else, and scrubbing of echoed secrets.
+//! - [`secrets`]: where real values come from.
+//! - [`registry`]: the sandboxes served, each policy replaced atomically.
+//! - [`server`]: listeners (a Unix socket per sandbox, TCP with a proxy credential) and the
+//!   request path.
+//! - [`audit`]: one record per request, never a secret value.
+//!
+//! The server embeds this library; the binary runs it standalone.
+
+pub mod address;
+pub mod audit;
+pub mod credentials;
+pub mod host;
+pub mod policy;
+pub mod registry;
+pub mod secrets;
+pub mod server;
+
+pub use registry::{Registry, SandboxConfig};
+pub use server::{Limits, Proxy};

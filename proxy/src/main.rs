@@ -1,0 +1,142 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use centaur_proxy::audit::LogSink;
+use centaur_proxy::secrets::{SecretSource, SecretStore};
+use centaur_proxy::{Limits, Proxy, Registry, SandboxConfig};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "centaur-proxy", version, about = "Centaur's egress proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the sandboxes of a configuration file.
+    Serve {
+        /// JSON configuration: listeners, secret sources, sandboxes (see docs/proxy.md).
+        #[arg(long, env = "CENTAUR_PROXY_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    /// TCP listener for sandboxes that authenticate with a proxy credential.
+    #[serde(default)]
+    listen: Option<std::net::SocketAddr>,
+    /// Folder for the per-sandbox Unix sockets (`<sandbox_id>.sock`).
+    #[serde(default)]
+    socket_dir: Option<PathBuf>,
+    /// File holding the key placeholders are derived from (created if missing).
+    key_file: PathBuf,
+    #[serde(default)]
+    secrets: HashMap<String, SecretSource>,
+    #[serde(default = "default_ttl")]
+    secret_ttl_secs: u64,
+    #[serde(default)]
+    sandboxes: Vec<SandboxConfig>,
+}
+
+fn default_ttl() -> u64 {
+    300
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Serve { config } = Cli::parse().command;
+    match serve(&config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("centaur-proxy: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let config: FileConfig =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let key = load_or_create_key(&config.key_file)?;
+    let registry = Arc::new(Registry::new(key));
+    let secrets = Arc::new(SecretStore::new(
+        config.secrets,
+        Duration::from_secs(config.secret_ttl_secs),
+    ));
+    let proxy = Proxy::new(
+        registry.clone(),
+        secrets,
+        Arc::new(LogSink),
+        Limits::default(),
+    );
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for sandbox in config.sandboxes {
+        let id = sandbox.sandbox_id.clone();
+        let placeholders = registry.register(sandbox);
+        for (name, placeholder) in placeholders {
+            println!("{id}\t{name}\t{placeholder}");
+        }
+        if let Some(dir) = &config.socket_dir {
+            std::fs::create_dir_all(dir)?;
+            let socket = dir.join(format!("{id}.sock"));
+            let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+            tracing::info!(sandbox_id = %id, socket = %socket.display(), "listening");
+            tasks.spawn(async move { proxy.serve_unix(&socket, id, shutdown).await });
+        }
+    }
+    if let Some(addr) = config.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(%addr, "listening");
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        tasks.spawn(async move { proxy.serve_tcp(listener, shutdown).await });
+    }
+    tokio::signal::ctrl_c().await?;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(key) = std::fs::read(path) {
+        anyhow::ensure!(
+            key.len() >= 32,
+            "{} holds fewer than 32 bytes",
+            path.display()
+        );
+        return Ok(key);
+    }
+    let mut key = vec![0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(&key))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}

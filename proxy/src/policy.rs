@@ -1,0 +1,133 @@
+//! Per-sandbox egress policy: default deny; `deny` beats `allow`; per host, tunnelled untouched
+//! or intercepted (TLS terminated by the proxy). Hosts with bound secrets are always
+//! intercepted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::SecretBinding;
+use crate::host::HostPattern;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Hosts the sandbox may reach.
+    #[serde(default)]
+    pub allow: Vec<HostPattern>,
+    /// Hosts it may never reach, even if allowed.
+    #[serde(default)]
+    pub deny: Vec<HostPattern>,
+    /// Allowed hosts whose TLS the proxy terminates (to inspect and swap credentials).
+    #[serde(default)]
+    pub intercept: Vec<HostPattern>,
+    /// Allowed hosts that may resolve to loopback, private or link-local addresses (the
+    /// Centaur API, test servers). Everything else is refused after resolution.
+    #[serde(default)]
+    pub allow_private: Vec<HostPattern>,
+    /// Credentials the proxy swaps in for placeholders, each bound to hosts and places.
+    #[serde(default)]
+    pub secrets: Vec<SecretBinding>,
+}
+
+/// What the policy says about a destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Denied(DenyReason),
+    Allowed {
+        intercept: bool,
+        allow_private: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    NotAllowed,
+    ExplicitlyDenied,
+}
+
+impl Policy {
+    pub fn verdict(&self, host: &str, port: u16) -> Verdict {
+        if self.deny.iter().any(|p| p.matches(host, port)) {
+            return Verdict::Denied(DenyReason::ExplicitlyDenied);
+        }
+        if !self.allow.iter().any(|p| p.matches(host, port)) {
+            return Verdict::Denied(DenyReason::NotAllowed);
+        }
+        let has_secrets = self
+            .secrets
+            .iter()
+            .any(|b| b.hosts.iter().any(|p| p.matches(host, port)));
+        Verdict::Allowed {
+            intercept: has_secrets || self.intercept.iter().any(|p| p.matches(host, port)),
+            allow_private: self.allow_private.iter().any(|p| p.matches(host, port)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(json: serde_json::Value) -> Policy {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn default_deny_and_deny_wins() {
+        let policy = policy(serde_json::json!({
+            "allow": ["*.example.com", "api.openai.com:443"],
+            "deny": ["secret.example.com"],
+            "intercept": ["www.example.com"],
+        }));
+        assert_eq!(
+            policy.verdict("other.net", 443),
+            Verdict::Denied(DenyReason::NotAllowed)
+        );
+        assert_eq!(
+            policy.verdict("secret.example.com", 443),
+            Verdict::Denied(DenyReason::ExplicitlyDenied)
+        );
+        assert_eq!(
+            policy.verdict("api.openai.com", 80),
+            Verdict::Denied(DenyReason::NotAllowed)
+        );
+        assert_eq!(
+            policy.verdict("api.openai.com", 443),
+            Verdict::Allowed {
+                intercept: false,
+                allow_private: false
+            }
+        );
+        assert_eq!(
+            policy.verdict("www.example.com", 443),
+            Verdict::Allowed {
+                intercept: true,
+                allow_private: false
+            }
+        );
+        assert_eq!(
+            Policy::default().verdict("anything", 80),
+            Verdict::Denied(DenyReason::NotAllowed)
+        );
+    }
+
+    #[test]
+    fn hosts_with_secrets_are_always_intercepted() {
+        let policy = policy(serde_json::json!({
+            "allow": ["api.openai.com"],
+            "secrets": [{"name": "OPENAI_API_KEY", "hosts": ["api.openai.com"], "headers": ["authorization"]}],
+        }));
+        assert_eq!(
+            policy.verdict("api.openai.com", 443),
+            Verdict::Allowed {
+                intercept: true,
+                allow_private: false
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let error = serde_json::from_value::<Policy>(serde_json::json!({"alow": []})).unwrap_err();
+        assert!(error.to_string().contains("alow"));
+    }
+}

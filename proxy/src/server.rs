@@ -1,0 +1,746 @@
+//! The proxy itself: listeners, and what happens to each request.
+//!
+//! - A Unix socket per sandbox (the local backend bind-mounts it into the sandbox): the socket
+//!   names the sandbox.
+//! - One TCP listener for all sandboxes (Kubernetes): each request names its sandbox with
+//!   `Proxy-Authorization: Basic <sandbox_id:credential>`.
+//!
+//! Absolute-form `http://` requests are forwarded with credentials swapped and the response
+//! scrubbed; `CONNECT` opens a tunnel to an allowed host. Every request is audited; every
+//! refusal is a 403 (or 407, 413, 429, 502) whose body and `x-centaur-deny-reason` header say,
+//! in words, why and what to do.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use subtle::ConstantTimeEq;
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio_util::sync::CancellationToken;
+
+use crate::address::resolve;
+use crate::audit::{AuditRecord, AuditSink, Decision};
+use crate::credentials::{Credential, Scrubber, check_body, swap_request};
+use crate::policy::{DenyReason, Verdict};
+use crate::registry::{Registry, Sandbox};
+use crate::secrets::SecretStore;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Open CONNECT tunnels per sandbox; one sandbox's flood cannot starve another.
+    pub max_tunnels_per_sandbox: usize,
+    /// Largest request body the proxy inspects and forwards (413 beyond).
+    pub max_body_bytes: usize,
+    /// Time to establish an upstream TCP connection.
+    pub connect_timeout: Duration,
+    /// A tunnel or connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_tunnels_per_sandbox: 64,
+            max_body_bytes: 32 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct Proxy {
+    pub registry: Arc<Registry>,
+    secrets: Arc<SecretStore>,
+    audit: Arc<dyn AuditSink>,
+    limits: Limits,
+    tunnels: Mutex<HashMap<String, usize>>,
+}
+
+/// A request's context for audit and refusals.
+struct Ctx {
+    sandbox: Arc<Sandbox>,
+    started: Instant,
+    host: String,
+    port: u16,
+    method: String,
+    path: String,
+}
+
+impl Proxy {
+    pub fn new(
+        registry: Arc<Registry>,
+        secrets: Arc<SecretStore>,
+        audit: Arc<dyn AuditSink>,
+        limits: Limits,
+    ) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            registry,
+            secrets,
+            audit,
+            limits,
+            tunnels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Serves one sandbox on a Unix socket at `path` until `shutdown`.
+    pub async fn serve_unix(
+        self: &Arc<Self>,
+        path: &Path,
+        sandbox_id: String,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                accepted = listener.accept() => accepted?,
+            };
+            let proxy = self.clone();
+            let sandbox_id = sandbox_id.clone();
+            tokio::spawn(async move { proxy.serve_connection(stream, Some(sandbox_id)).await });
+        }
+    }
+
+    /// Serves all sandboxes on TCP, each authenticating with its proxy credential.
+    pub async fn serve_tcp(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                accepted = listener.accept() => accepted?,
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            tokio::spawn(async move { proxy.serve_connection(stream, None).await });
+        }
+    }
+
+    async fn serve_connection<S>(self: Arc<Self>, stream: S, sandbox_id: Option<String>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let proxy = self.clone();
+        let service = service_fn(move |request| {
+            let proxy = proxy.clone();
+            let sandbox_id = sandbox_id.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(sandbox_id.as_deref(), request).await) }
+        });
+        let connection = http1::Builder::new()
+            .preserve_header_case(true)
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "proxy connection ended with an error");
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        listener_sandbox: Option<&str>,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let sandbox = match listener_sandbox {
+            Some(id) => match self.registry.get(id) {
+                Some(sandbox) => sandbox,
+                None => {
+                    return refusal(
+                        StatusCode::FORBIDDEN,
+                        "this sandbox is not registered with the egress proxy (it may have been released)",
+                        "any host",
+                    );
+                }
+            },
+            None => match self.authenticate(request.headers()) {
+                Some(sandbox) => sandbox,
+                None => {
+                    let mut response = refusal(
+                        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                        "the proxy needs this sandbox's credentials (Proxy-Authorization: Basic sandbox_id:credential)",
+                        "any host",
+                    );
+                    response.headers_mut().insert(
+                        header::PROXY_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"centaur\""),
+                    );
+                    return response;
+                }
+            },
+        };
+        if request.method() == Method::CONNECT {
+            self.connect(sandbox, request).await
+        } else {
+            self.forward(sandbox, request).await
+        }
+    }
+
+    fn authenticate(&self, headers: &HeaderMap) -> Option<Arc<Sandbox>> {
+        let value = headers.get(header::PROXY_AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, encoded) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (sandbox_id, credential) = decoded.split_once(':')?;
+        let sandbox = self.registry.get(sandbox_id)?;
+        let expected = sandbox.config.proxy_credential.as_deref()?;
+        bool::from(expected.as_bytes().ct_eq(credential.as_bytes())).then_some(sandbox)
+    }
+
+    /// `CONNECT host:port`: a tunnel to an allowed host.
+    async fn connect(
+        self: Arc<Self>,
+        sandbox: Arc<Sandbox>,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let Some((host, port)) = request
+            .uri()
+            .authority()
+            .map(|a| (a.host().to_owned(), a.port_u16().unwrap_or(443)))
+        else {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "CONNECT needs a host:port target",
+                "?",
+            );
+        };
+        let ctx = Ctx {
+            sandbox,
+            started: Instant::now(),
+            host,
+            port,
+            method: "CONNECT".into(),
+            path: String::new(),
+        };
+        let allow_private = match ctx.sandbox.config.policy.verdict(&ctx.host, ctx.port) {
+            Verdict::Denied(reason) => {
+                return self.deny(&ctx, StatusCode::FORBIDDEN, &policy_reason(&reason, &ctx));
+            }
+            Verdict::Allowed {
+                intercept: true, ..
+            } => {
+                // Hosts that need TLS terminated (bound secrets, or the policy says so) are not
+                // tunnelled blind: that would let credentials and data pass unchecked.
+                return self.deny(
+                    &ctx,
+                    StatusCode::FORBIDDEN,
+                    &format!("{} must be intercepted (it has bound credentials or the policy says so), and this proxy does not terminate TLS yet", ctx.host),
+                );
+            }
+            Verdict::Allowed { allow_private, .. } => allow_private,
+        };
+        let addr = match resolve(&ctx.host, ctx.port, allow_private).await {
+            Ok(addr) => addr,
+            Err(error) => return self.deny(&ctx, StatusCode::FORBIDDEN, &error.to_string()),
+        };
+        let Some(slot) = TunnelSlot::take(&self, &ctx.sandbox.config.sandbox_id) else {
+            return self.deny(
+                &ctx,
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "this sandbox already has {} tunnels open; close some first",
+                    self.limits.max_tunnels_per_sandbox
+                ),
+            );
+        };
+        let upstream = match self.dial(addr).await {
+            Ok(upstream) => upstream,
+            Err(reason) => return self.fail(&ctx, &reason),
+        };
+        let proxy = self.clone();
+        let idle = self.limits.idle_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (up, down) = match hyper::upgrade::on(request).await {
+                Ok(upgraded) => relay(TokioIo::new(upgraded), upstream, idle).await,
+                Err(error) => {
+                    tracing::debug!(%error, "CONNECT upgrade failed");
+                    (0, 0)
+                }
+            };
+            proxy.record(
+                &ctx,
+                Some(200),
+                up,
+                down,
+                Decision::Allowed,
+                None,
+                Vec::new(),
+            );
+        });
+        Response::new(empty())
+    }
+
+    /// An absolute-form `http://` request: policy, swap, forward, scrub.
+    async fn forward(
+        self: Arc<Self>,
+        sandbox: Arc<Sandbox>,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let uri = request.uri().clone();
+        let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "send absolute http:// URLs to the proxy, and use CONNECT for https",
+                uri.host().unwrap_or("?"),
+            );
+        };
+        let ctx = Ctx {
+            sandbox,
+            started: Instant::now(),
+            host: authority.host().to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+            method: request.method().to_string(),
+            path: uri.path().to_owned(),
+        };
+        let allow_private = match ctx.sandbox.config.policy.verdict(&ctx.host, ctx.port) {
+            Verdict::Denied(reason) => {
+                return self.deny(&ctx, StatusCode::FORBIDDEN, &policy_reason(&reason, &ctx));
+            }
+            Verdict::Allowed { allow_private, .. } => allow_private,
+        };
+        let addr = match resolve(&ctx.host, ctx.port, allow_private).await {
+            Ok(addr) => addr,
+            Err(error) => return self.deny(&ctx, StatusCode::FORBIDDEN, &error.to_string()),
+        };
+        let credentials = match self.credentials(&ctx.sandbox).await {
+            Ok(credentials) => credentials,
+            Err(reason) => return self.fail(&ctx, &reason),
+        };
+
+        let (mut parts, body) = request.into_parts();
+        let (new_query, swapped) = match swap_request(
+            &credentials,
+            &ctx.host,
+            ctx.port,
+            uri.path(),
+            uri.query(),
+            &mut parts.headers,
+        ) {
+            Ok(result) => result,
+            Err(leak) => return self.block_leak(&ctx, &leak.to_string()),
+        };
+        let body = match Limited::new(body, self.limits.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return self.deny(
+                    &ctx,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "the request body is larger than the proxy's limit of {} bytes",
+                        self.limits.max_body_bytes
+                    ),
+                );
+            }
+            Err(error) => {
+                return self.fail(&ctx, &format!("reading the request body failed: {error}"));
+            }
+        };
+        if let Err(leak) = check_body(&credentials, &ctx.host, &body) {
+            return self.block_leak(&ctx, &leak.to_string());
+        }
+
+        strip_hop_by_hop(&mut parts.headers);
+        let path_and_query = match new_query.as_deref().or(uri.query()) {
+            Some(query) => format!("{}?{query}", uri.path()),
+            None => uri.path().to_owned(),
+        };
+        parts.uri = match Uri::builder().path_and_query(path_and_query).build() {
+            Ok(uri) => uri,
+            Err(error) => {
+                return refusal(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad URL: {error}"),
+                    &ctx.host,
+                );
+            }
+        };
+        parts.headers.insert(
+            header::HOST,
+            HeaderValue::from_str(authority.as_str()).expect("an authority is a valid header"),
+        );
+        let bytes_up = body.len() as u64;
+        let upstream_request = Request::from_parts(parts, Full::new(body));
+
+        let stream = match self.dial(addr).await {
+            Ok(stream) => stream,
+            Err(reason) => return self.fail(&ctx, &reason),
+        };
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    return self.fail(
+                        &ctx,
+                        &format!("HTTP handshake with {} failed: {error}", ctx.host),
+                    );
+                }
+            };
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let response = match sender.send_request(upstream_request).await {
+            Ok(response) => response,
+            Err(error) => return self.fail(&ctx, &format!("{} did not answer: {error}", ctx.host)),
+        };
+        let (mut parts, body) = response.into_parts();
+        let mut scrubber = Scrubber::new(&credentials);
+        scrubber.scrub_headers(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers);
+        let status = parts.status.as_u16();
+        let record = self.audit_record(
+            &ctx,
+            Some(status),
+            bytes_up,
+            Decision::Allowed,
+            None,
+            swapped,
+        );
+        let body = Relayed {
+            inner: body,
+            scrubber: (!scrubber.is_empty()).then_some(scrubber),
+            bytes_down: 0,
+            audit: Some((record, self.audit.clone())),
+        };
+        Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    }
+
+    async fn credentials(&self, sandbox: &Sandbox) -> Result<Vec<Credential>, String> {
+        let mut credentials = Vec::new();
+        for binding in &sandbox.config.policy.secrets {
+            let value = self
+                .secrets
+                .get(&binding.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            credentials.push(Credential {
+                placeholder: sandbox.placeholders[&binding.name].clone(),
+                binding: binding.clone(),
+                value,
+            });
+        }
+        Ok(credentials)
+    }
+
+    async fn dial(&self, addr: SocketAddr) -> Result<TcpStream, String> {
+        match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Ok(Err(error)) => Err(format!("cannot connect to {addr}: {error}")),
+            Err(_) => Err(format!("connecting to {addr} timed out")),
+        }
+    }
+
+    fn deny(&self, ctx: &Ctx, status: StatusCode, reason: &str) -> Response<ProxyBody> {
+        self.record(
+            ctx,
+            Some(status.as_u16()),
+            0,
+            0,
+            Decision::Denied,
+            Some(reason.to_owned()),
+            Vec::new(),
+        );
+        refusal(status, reason, &ctx.host)
+    }
+
+    fn block_leak(&self, ctx: &Ctx, reason: &str) -> Response<ProxyBody> {
+        tracing::warn!(sandbox_id = %ctx.sandbox.config.sandbox_id, host = %ctx.host, %reason, "blocked an attempted credential leak");
+        self.record(
+            ctx,
+            Some(403),
+            0,
+            0,
+            Decision::LeakBlocked,
+            Some(reason.to_owned()),
+            Vec::new(),
+        );
+        refusal(StatusCode::FORBIDDEN, reason, &ctx.host)
+    }
+
+    fn fail(&self, ctx: &Ctx, reason: &str) -> Response<ProxyBody> {
+        self.record(
+            ctx,
+            Some(502),
+            0,
+            0,
+            Decision::UpstreamError,
+            Some(reason.to_owned()),
+            Vec::new(),
+        );
+        refusal(StatusCode::BAD_GATEWAY, reason, &ctx.host)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        ctx: &Ctx,
+        status: Option<u16>,
+        up: u64,
+        down: u64,
+        decision: Decision,
+        reason: Option<String>,
+        swapped: Vec<String>,
+    ) {
+        let mut record = self.audit_record(ctx, status, up, decision, reason, swapped);
+        record.bytes_down = down;
+        self.audit.record(record);
+    }
+
+    fn audit_record(
+        &self,
+        ctx: &Ctx,
+        status: Option<u16>,
+        up: u64,
+        decision: Decision,
+        reason: Option<String>,
+        swapped: Vec<String>,
+    ) -> AuditRecord {
+        AuditRecord {
+            at: chrono::Utc::now(),
+            sandbox_id: ctx.sandbox.config.sandbox_id.clone(),
+            thread_key: ctx.sandbox.config.thread_key.clone(),
+            host: ctx.host.clone(),
+            port: ctx.port,
+            method: ctx.method.clone(),
+            path: ctx.path.clone(),
+            status,
+            bytes_up: up,
+            bytes_down: 0,
+            decision,
+            reason,
+            secrets_swapped: swapped,
+            duration_ms: ctx.started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+fn policy_reason(reason: &DenyReason, ctx: &Ctx) -> String {
+    match reason {
+        DenyReason::NotAllowed => format!(
+            "{}:{} is not on this sandbox's list of allowed hosts",
+            ctx.host, ctx.port
+        ),
+        DenyReason::ExplicitlyDenied => format!(
+            "{}:{} is explicitly denied for this sandbox",
+            ctx.host, ctx.port
+        ),
+    }
+}
+
+/// A refusal the agent can read: status, `x-centaur-deny-reason`, and a plain-text body saying
+/// why and how to ask for access.
+pub fn refusal(status: StatusCode, reason: &str, host: &str) -> Response<ProxyBody> {
+    let header_reason: String = reason
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    let body = format!(
+        "Centaur egress proxy refused this request: {reason}.\n\n\
+         This sandbox reaches the network only through Centaur's egress proxy, which allows the \
+         hosts in this thread's policy and swaps credential placeholders only where they are \
+         bound. If the task needs {host}, stop and ask a person on this thread to allow it; \
+         do not try to work around the proxy.\n"
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&header_reason) {
+        headers.insert("x-centaur-deny-reason", value);
+    }
+    response
+}
+
+fn empty() -> ProxyBody {
+    Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
+}
+
+/// Headers that belong to one connection, not to the request.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for name in listed {
+        headers.remove(name.as_str());
+    }
+    for name in [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Copies both ways until either side closes or nothing moves for `idle`; returns the bytes
+/// sent up and down.
+async fn relay<A>(client: A, upstream: TcpStream, idle: Duration) -> (u64, u64)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let (mut up, mut down) = (0u64, 0u64);
+    let mut to_upstream = vec![0u8; 16 * 1024];
+    let mut to_client = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = tokio::time::timeout(idle, client_read.read(&mut to_upstream)) => match read {
+                Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => {
+                    if upstream_write.write_all(&to_upstream[..n]).await.is_err() { break; }
+                    up += n as u64;
+                }
+            },
+            read = tokio::time::timeout(idle, upstream_read.read(&mut to_client)) => match read {
+                Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => {
+                    if client_write.write_all(&to_client[..n]).await.is_err() { break; }
+                    down += n as u64;
+                }
+            },
+        }
+    }
+    let _ = upstream_write.shutdown().await;
+    let _ = client_write.shutdown().await;
+    (up, down)
+}
+
+/// A tunnel counted against its sandbox's limit while it lives.
+struct TunnelSlot {
+    proxy: Arc<Proxy>,
+    sandbox_id: String,
+}
+
+impl TunnelSlot {
+    fn take(proxy: &Arc<Proxy>, sandbox_id: &str) -> Option<TunnelSlot> {
+        let mut tunnels = proxy.tunnels.lock().expect("tunnel lock");
+        let open = tunnels.entry(sandbox_id.to_owned()).or_default();
+        if *open >= proxy.limits.max_tunnels_per_sandbox {
+            return None;
+        }
+        *open += 1;
+        Some(TunnelSlot {
+            proxy: proxy.clone(),
+            sandbox_id: sandbox_id.to_owned(),
+        })
+    }
+}
+
+impl Drop for TunnelSlot {
+    fn drop(&mut self) {
+        let mut tunnels = self.proxy.tunnels.lock().expect("tunnel lock");
+        if let Some(open) = tunnels.get_mut(&self.sandbox_id) {
+            *open = open.saturating_sub(1);
+        }
+    }
+}
+
+/// An upstream response body on its way to the sandbox: scrubbed, counted, and audited when it
+/// ends (or is dropped).
+struct Relayed {
+    inner: Incoming,
+    scrubber: Option<Scrubber>,
+    bytes_down: u64,
+    audit: Option<(AuditRecord, Arc<dyn AuditSink>)>,
+}
+
+impl Relayed {
+    fn emit_audit(&mut self) {
+        if let Some((mut record, sink)) = self.audit.take() {
+            record.bytes_down = self.bytes_down;
+            sink.record(record);
+        }
+    }
+}
+
+impl hyper::body::Body for Relayed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    this.bytes_down += data.len() as u64;
+                    let data = match &mut this.scrubber {
+                        Some(scrubber) => Bytes::from(scrubber.push(&data)),
+                        None => data,
+                    };
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            Some(Err(error)) => Poll::Ready(Some(Err(error))),
+            None => {
+                if let Some(mut scrubber) = this.scrubber.take() {
+                    let tail = scrubber.finish();
+                    if !tail.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
+                    }
+                }
+                this.emit_audit();
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        self.emit_audit();
+    }
+}
