@@ -28,7 +28,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_util::sync::CancellationToken;
@@ -148,6 +148,7 @@ impl Proxy {
             async move { Ok::<_, Infallible>(proxy.handle(sandbox_id.as_deref(), request).await) }
         });
         let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
             .preserve_header_case(true)
             .header_read_timeout(Duration::from_secs(30))
             .serve_connection(TokioIo::new(stream), service)
@@ -415,6 +416,10 @@ impl Proxy {
         let mut scrubber = Scrubber::new(&credentials);
         scrubber.scrub_headers(&mut parts.headers);
         strip_hop_by_hop(&mut parts.headers);
+        if !scrubber.is_empty() {
+            // Scrubbing can change the length; the body goes out chunked.
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         let status = parts.status.as_u16();
         let record = self.audit_record(
             &ctx,
