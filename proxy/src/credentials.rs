@@ -482,7 +482,7 @@ mod tests {
             None,
             "sk-real-123456",
         );
-        let whole = format!("you sent sk-real-123456 and sk-real-123456!");
+        let whole = "you sent sk-real-123456 and sk-real-123456!".to_string();
         let expected = whole.replace("sk-real-123456", &c.placeholder);
         for split in 0..whole.len() {
             let mut scrubber = Scrubber::new(std::slice::from_ref(&c));
@@ -498,7 +498,7 @@ mod tests {
         }
         let mut headers = HeaderMap::new();
         headers.insert("x-echo", "key=sk-real-123456".parse().unwrap());
-        let mut scrubber = Scrubber::new(&[c.clone()]);
+        let mut scrubber = Scrubber::new(std::slice::from_ref(&c));
         assert_eq!(scrubber.scrub_headers(&mut headers), 1);
         assert_eq!(headers["x-echo"], format!("key={}", c.placeholder));
     }

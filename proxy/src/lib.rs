@@ -22,6 +22,7 @@ pub mod policy;
 pub mod registry;
 pub mod secrets;
 pub mod server;
+pub mod tls;
 
 pub use registry::{Registry, SandboxConfig};
 pub use server::{Limits, Proxy};

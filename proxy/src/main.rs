@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use centaur_proxy::audit::LogSink;
 use centaur_proxy::secrets::{SecretSource, SecretStore};
+use centaur_proxy::tls::{Authority, Interception, client_config, generate_ca};
 use centaur_proxy::{Limits, Proxy, Registry, SandboxConfig};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
@@ -27,6 +28,23 @@ enum Command {
         #[arg(long, env = "CENTAUR_PROXY_CONFIG")]
         config: PathBuf,
     },
+    /// Manage the CA that intercepted TLS connections are signed with.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create `ca.pem` (give it to sandboxes) and `ca-key.pem` (keep it secret) in DIR.
+    Init {
+        #[arg(long, env = "CENTAUR_PROXY_CA_DIR")]
+        dir: PathBuf,
+        /// Replace an existing CA (sandboxes must then trust the new one).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Deserialize)]
@@ -46,6 +64,15 @@ struct FileConfig {
     secret_ttl_secs: u64,
     #[serde(default)]
     sandboxes: Vec<SandboxConfig>,
+    /// The CA for interception (from `centaur-proxy ca init`); without it, hosts that must be
+    /// intercepted are refused.
+    #[serde(default)]
+    ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    ca_key: Option<PathBuf>,
+    /// Extra PEM files of roots trusted for upstream servers (private CAs, tests).
+    #[serde(default)]
+    extra_roots: Vec<PathBuf>,
 }
 
 fn default_ttl() -> u64 {
@@ -61,8 +88,13 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Serve { config } = Cli::parse().command;
-    match serve(&config).await {
+    let result = match Cli::parse().command {
+        Command::Serve { config } => serve(&config).await,
+        Command::Ca {
+            command: CaCommand::Init { dir, force },
+        } => ca_init(&dir, force),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("centaur-proxy: {error:#}");
@@ -82,11 +114,30 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         config.secrets,
         Duration::from_secs(config.secret_ttl_secs),
     ));
+    let interception = match (&config.ca_cert, &config.ca_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let extra = config
+                .extra_roots
+                .iter()
+                .map(read)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some(Interception {
+                authority: Authority::from_pem(&read(cert)?, &read(key)?)?,
+                client: client_config(&extra)?,
+            })
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("set both ca_cert and ca_key, or neither"),
+    };
     let proxy = Proxy::new(
         registry.clone(),
         secrets,
         Arc::new(LogSink),
         Limits::default(),
+        interception,
     );
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -115,6 +166,30 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn ca_init(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    if !force && (cert_path.exists() || key_path.exists()) {
+        anyhow::bail!(
+            "{} already holds a CA; pass --force to replace it",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert, key) = generate_ca()?;
+    std::fs::write(&cert_path, cert)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key_path)?;
+    file.write_all(key.as_bytes())?;
+    println!("{}", cert_path.display());
     Ok(())
 }
 

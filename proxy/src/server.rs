@@ -28,7 +28,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +39,7 @@ use crate::credentials::{Credential, Scrubber, check_body, swap_request};
 use crate::policy::{DenyReason, Verdict};
 use crate::registry::{Registry, Sandbox};
 use crate::secrets::SecretStore;
+use crate::tls::Interception;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -71,6 +72,7 @@ pub struct Proxy {
     secrets: Arc<SecretStore>,
     audit: Arc<dyn AuditSink>,
     limits: Limits,
+    interception: Option<Interception>,
     tunnels: Mutex<HashMap<String, usize>>,
 }
 
@@ -85,17 +87,20 @@ struct Ctx {
 }
 
 impl Proxy {
+    /// Without `interception`, hosts that must be intercepted are refused (never tunnelled).
     pub fn new(
         registry: Arc<Registry>,
         secrets: Arc<SecretStore>,
         audit: Arc<dyn AuditSink>,
         limits: Limits,
+        interception: Option<Interception>,
     ) -> Arc<Proxy> {
         Arc::new(Proxy {
             registry,
             secrets,
             audit,
             limits,
+            interception,
             tunnels: Mutex::new(HashMap::new()),
         })
     }
@@ -238,23 +243,25 @@ impl Proxy {
             method: "CONNECT".into(),
             path: String::new(),
         };
-        let allow_private = match ctx.sandbox.config.policy.verdict(&ctx.host, ctx.port) {
-            Verdict::Denied(reason) => {
-                return self.deny(&ctx, StatusCode::FORBIDDEN, &policy_reason(&reason, &ctx));
-            }
-            Verdict::Allowed {
-                intercept: true, ..
-            } => {
-                // Hosts that need TLS terminated (bound secrets, or the policy says so) are not
-                // tunnelled blind: that would let credentials and data pass unchecked.
-                return self.deny(
-                    &ctx,
-                    StatusCode::FORBIDDEN,
-                    &format!("{} must be intercepted (it has bound credentials or the policy says so), and this proxy does not terminate TLS yet", ctx.host),
-                );
-            }
-            Verdict::Allowed { allow_private, .. } => allow_private,
-        };
+        let (intercept, allow_private) =
+            match ctx.sandbox.config.policy.verdict(&ctx.host, ctx.port) {
+                Verdict::Denied(reason) => {
+                    return self.deny(&ctx, StatusCode::FORBIDDEN, &policy_reason(&reason, &ctx));
+                }
+                Verdict::Allowed {
+                    intercept,
+                    allow_private,
+                } => (intercept, allow_private),
+            };
+        // Hosts that need TLS terminated (bound secrets, or the policy says so) are never
+        // tunnelled blind: that would let credentials and data pass unchecked.
+        if intercept && self.interception.is_none() {
+            return self.deny(
+                &ctx,
+                StatusCode::FORBIDDEN,
+                &format!("{} must be intercepted (it has bound credentials or the policy says so), and this proxy has no CA for interception", ctx.host),
+            );
+        }
         let addr = match resolve(&ctx.host, ctx.port, allow_private).await {
             Ok(addr) => addr,
             Err(error) => return self.deny(&ctx, StatusCode::FORBIDDEN, &error.to_string()),
@@ -269,6 +276,9 @@ impl Proxy {
                 ),
             );
         };
+        if intercept {
+            return self.intercept(ctx, addr, slot, request);
+        }
         let upstream = match self.dial(addr).await {
             Ok(upstream) => upstream,
             Err(reason) => return self.fail(&ctx, &reason),
@@ -278,7 +288,7 @@ impl Proxy {
         tokio::spawn(async move {
             let _slot = slot;
             let (up, down) = match hyper::upgrade::on(request).await {
-                Ok(upgraded) => relay(TokioIo::new(upgraded), upstream, idle).await,
+                Ok(upgraded) => relay_io(TokioIo::new(upgraded), upstream, idle).await,
                 Err(error) => {
                     tracing::debug!(%error, "CONNECT upgrade failed");
                     (0, 0)
@@ -329,11 +339,130 @@ impl Proxy {
             Ok(addr) => addr,
             Err(error) => return self.deny(&ctx, StatusCode::FORBIDDEN, &error.to_string()),
         };
+        self.exchange(ctx, addr, None, request).await
+    }
+
+    /// Answers the CONNECT, then terminates TLS with a leaf minted for the host and serves the
+    /// sandbox's HTTP/1.1 or HTTP/2 requests one by one through [`Proxy::exchange`].
+    fn intercept(
+        self: Arc<Self>,
+        ctx: Ctx,
+        addr: SocketAddr,
+        slot: TunnelSlot,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let interception = self.interception.as_ref().expect("checked by the caller");
+        let server_config = match interception.authority.server_config(&ctx.host) {
+            Ok(config) => config,
+            Err(error) => {
+                return self.fail(
+                    &ctx,
+                    &format!("cannot mint a certificate for {}: {error}", ctx.host),
+                );
+            }
+        };
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let upgraded = match hyper::upgrade::on(request).await {
+                Ok(upgraded) => upgraded,
+                Err(error) => return tracing::debug!(%error, "CONNECT upgrade failed"),
+            };
+            let handshake =
+                tokio_rustls::TlsAcceptor::from(server_config).accept(TokioIo::new(upgraded));
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    let reason = format!(
+                        "the sandbox's TLS handshake failed ({error}); does it trust the Centaur CA?"
+                    );
+                    return proxy.record(
+                        &ctx,
+                        None,
+                        0,
+                        0,
+                        Decision::Denied,
+                        Some(reason),
+                        Vec::new(),
+                    );
+                }
+                Err(_) => {
+                    return proxy.record(
+                        &ctx,
+                        None,
+                        0,
+                        0,
+                        Decision::Denied,
+                        Some("TLS handshake timed out".into()),
+                        Vec::new(),
+                    );
+                }
+            };
+            let base = Arc::new(ctx);
+            let service = service_fn(move |request| {
+                let (proxy, base) = (proxy.clone(), base.clone());
+                async move { Ok::<_, Infallible>(proxy.intercepted(&base, addr, request).await) }
+            });
+            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await;
+            if let Err(error) = served {
+                tracing::debug!(%error, "intercepted connection ended with an error");
+            }
+        });
+        Response::new(empty())
+    }
+
+    /// One request inside an intercepted tunnel. It may only talk to the tunnel's host: a
+    /// different `Host` or `:authority` (domain fronting) is refused.
+    async fn intercepted(
+        &self,
+        base: &Ctx,
+        addr: SocketAddr,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let named = request.uri().host().map(str::to_owned).or_else(|| {
+            let host = request.headers().get(header::HOST)?.to_str().ok()?;
+            Some(host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned())
+        });
+        let ctx = Ctx {
+            sandbox: base.sandbox.clone(),
+            started: Instant::now(),
+            host: base.host.clone(),
+            port: base.port,
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+        };
+        if let Some(named) = named
+            && crate::host::normalize(&named) != crate::host::normalize(&ctx.host)
+        {
+            return self.deny(
+                &ctx,
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "this connection was opened to {}; a request for {named} must open its own",
+                    ctx.host
+                ),
+            );
+        }
+        let tls = self.interception.as_ref().map(|i| i.client.clone());
+        self.exchange(ctx, addr, tls, request).await
+    }
+
+    /// Swaps credentials, checks for leaks, sends the request to `addr` (over TLS when `tls` is
+    /// given, with HTTP/2 if the upstream offers it) and returns the scrubbed, audited response.
+    async fn exchange(
+        &self,
+        ctx: Ctx,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let credentials = match self.credentials(&ctx.sandbox).await {
             Ok(credentials) => credentials,
             Err(reason) => return self.fail(&ctx, &reason),
         };
-
+        let uri = request.uri().clone();
         let (mut parts, body) = request.into_parts();
         let (new_query, swapped) = match swap_request(
             &credentials,
@@ -369,12 +498,70 @@ impl Proxy {
             return self.block_leak(&ctx, &leak.to_string());
         }
 
+        let upgrade = upgrade_protocol(&parts.headers);
+        let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+        }
+        let default_port = if tls.is_some() { 443 } else { 80 };
+        let authority = if ctx.port == default_port {
+            ctx.host.clone()
+        } else {
+            format!("{}:{}", ctx.host, ctx.port)
+        };
         let path_and_query = match new_query.as_deref().or(uri.query()) {
             Some(query) => format!("{}?{query}", uri.path()),
             None => uri.path().to_owned(),
         };
-        parts.uri = match Uri::builder().path_and_query(path_and_query).build() {
+        let bytes_up = body.len() as u64;
+
+        let stream = match self.dial(addr).await {
+            Ok(stream) => stream,
+            Err(reason) => return self.fail(&ctx, &reason),
+        };
+        let sender = match tls {
+            None => Sender::handshake_http1(TokioIo::new(stream)).await,
+            Some(client) => {
+                let server_name = match rustls::pki_types::ServerName::try_from(
+                    crate::host::normalize(&ctx.host),
+                ) {
+                    Ok(name) => name,
+                    Err(error) => {
+                        return self.fail(&ctx, &format!("bad server name {}: {error}", ctx.host));
+                    }
+                };
+                let connecting =
+                    tokio_rustls::TlsConnector::from(client).connect(server_name, stream);
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        return self.fail(&ctx, &format!("TLS with {} failed: {error}", ctx.host));
+                    }
+                    Err(_) => return self.fail(&ctx, &format!("TLS with {} timed out", ctx.host)),
+                };
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) && upgrade.is_none()
+                {
+                    Sender::handshake_http2(TokioIo::new(stream)).await
+                } else {
+                    Sender::handshake_http1(TokioIo::new(stream)).await
+                }
+            }
+        };
+        let mut sender = match sender {
+            Ok(sender) => sender,
+            Err(error) => {
+                return self.fail(
+                    &ctx,
+                    &format!("HTTP handshake with {} failed: {error}", ctx.host),
+                );
+            }
+        };
+        let scheme = if sender.is_http2() { "https" } else { "" };
+        parts.uri = match build_uri(scheme, &authority, &path_and_query) {
             Ok(uri) => uri,
             Err(error) => {
                 return refusal(
@@ -384,34 +571,44 @@ impl Proxy {
                 );
             }
         };
-        parts.headers.insert(
-            header::HOST,
-            HeaderValue::from_str(authority.as_str()).expect("an authority is a valid header"),
-        );
-        let bytes_up = body.len() as u64;
-        let upstream_request = Request::from_parts(parts, Full::new(body));
-
-        let stream = match self.dial(addr).await {
-            Ok(stream) => stream,
-            Err(reason) => return self.fail(&ctx, &reason),
-        };
-        let (mut sender, connection) =
-            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-                Ok(pair) => pair,
-                Err(error) => {
-                    return self.fail(
-                        &ctx,
-                        &format!("HTTP handshake with {} failed: {error}", ctx.host),
-                    );
-                }
-            };
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let response = match sender.send_request(upstream_request).await {
+        if sender.is_http2() {
+            parts.headers.remove(header::HOST);
+        } else {
+            parts.headers.insert(
+                header::HOST,
+                HeaderValue::from_str(&authority).expect("a host and port are a valid header"),
+            );
+        }
+        let mut response = match sender
+            .send(Request::from_parts(parts, Full::new(body)))
+            .await
+        {
             Ok(response) => response,
             Err(error) => return self.fail(&ctx, &format!("{} did not answer: {error}", ctx.host)),
         };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            // WebSocket (or another upgrade): relay the raw streams both ways from here on.
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let idle = self.limits.idle_timeout;
+            let mut record =
+                self.audit_record(&ctx, Some(101), bytes_up, Decision::Allowed, None, swapped);
+            let sink = self.audit.clone();
+            tokio::spawn(async move {
+                if let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) {
+                    let (up, down) =
+                        relay_io(TokioIo::new(client), TokioIo::new(upstream), idle).await;
+                    record.bytes_up += up;
+                    record.bytes_down = down;
+                }
+                sink.record(record);
+            });
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, empty());
+        }
+
         let (mut parts, body) = response.into_parts();
         let mut scrubber = Scrubber::new(&credentials);
         scrubber.scrub_headers(&mut parts.headers);
@@ -596,6 +793,84 @@ pub fn refusal(status: StatusCode, reason: &str, host: &str) -> Response<ProxyBo
     response
 }
 
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request sender to an upstream, HTTP/1.1 or HTTP/2.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    async fn handshake_http1<T>(io: T) -> Result<Sender, hyper::Error>
+    where
+        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        Ok(Sender::Http1(sender))
+    }
+
+    async fn handshake_http2<T>(io: T) -> Result<Sender, hyper::Error>
+    where
+        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Sender::Http2(sender))
+    }
+
+    fn is_http2(&self) -> bool {
+        matches!(self, Sender::Http2(_))
+    }
+
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        match self {
+            Sender::Http1(sender) => sender.send_request(request).await,
+            Sender::Http2(sender) => sender.send_request(request).await,
+        }
+    }
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` + `Upgrade: ...`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Origin-form for HTTP/1.1 (`scheme` empty), absolute for HTTP/2.
+fn build_uri(
+    scheme: &str,
+    authority: &str,
+    path_and_query: &str,
+) -> Result<Uri, hyper::http::Error> {
+    if scheme.is_empty() {
+        Uri::builder().path_and_query(path_and_query).build()
+    } else {
+        Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
 fn empty() -> ProxyBody {
     Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
 }
@@ -627,13 +902,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Copies both ways until either side closes or nothing moves for `idle`; returns the bytes
 /// sent up and down.
-async fn relay<A>(client: A, upstream: TcpStream, idle: Duration) -> (u64, u64)
+async fn relay_io<A, B>(client: A, upstream: B, idle: Duration) -> (u64, u64)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let (mut up, mut down) = (0u64, 0u64);
     let mut to_upstream = vec![0u8; 16 * 1024];
     let mut to_client = vec![0u8; 16 * 1024];

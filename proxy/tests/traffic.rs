@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use centaur_proxy::audit::{AuditRecord, ChannelSink, Decision};
 use centaur_proxy::secrets::{SecretSource, SecretStore};
+use centaur_proxy::tls::{Authority, Interception, client_config, generate_ca};
 use centaur_proxy::{Limits, Proxy, Registry, SandboxConfig};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -121,6 +122,10 @@ impl Drop for Harness {
 
 impl Harness {
     async fn start(limits: Limits) -> Harness {
+        Harness::start_with(limits, None).await
+    }
+
+    async fn start_with(limits: Limits, interception: Option<Interception>) -> Harness {
         let dir = std::env::temp_dir().join(format!(
             "centaur-proxy-test-{}",
             uuid::Uuid::new_v4().simple()
@@ -140,6 +145,7 @@ impl Harness {
             Arc::new(SecretStore::new(secrets, Duration::from_secs(60))),
             Arc::new(ChannelSink(tx)),
             limits,
+            interception,
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = listener.local_addr().unwrap();
@@ -657,4 +663,361 @@ async fn oversize_bodies_are_refused() {
     );
     assert_eq!(h.next_audit().await.decision, Decision::Denied);
     assert!(seen.lock().unwrap().is_empty());
+}
+
+// ---- TLS interception ----------------------------------------------------------------------
+
+/// An HTTPS upstream (HTTP/1.1 and HTTP/2) with a certificate from its own CA. Records what it
+/// received (with the HTTP version) and echoes; answers `Upgrade: websocket` with 101 and then
+/// echoes raw bytes. Returns its address, the upstream CA's PEM, and the log.
+async fn tls_upstream() -> (SocketAddr, String, Arc<Mutex<Vec<Seen>>>) {
+    let (ca_cert, ca_key) = generate_ca().unwrap();
+    let authority = Authority::from_pem(&ca_cert, &ca_key).unwrap();
+    let server_config = authority.server_config("127.0.0.1").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (log, acceptor) = (
+                log.clone(),
+                tokio_rustls::TlsAcceptor::from(server_config.clone()),
+            );
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(
+                    move |mut request: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let websocket = request
+                                .headers()
+                                .get("upgrade")
+                                .is_some_and(|v| v == "websocket");
+                            let on_upgrade = hyper::upgrade::on(&mut request);
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            let headers: HashMap<String, String> = parts
+                                .headers
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                                .collect();
+                            log.lock().unwrap().push(Seen {
+                                method: format!("{} {:?}", parts.method, parts.version),
+                                uri: parts.uri.path().to_owned(),
+                                headers: headers.clone(),
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                            });
+                            if websocket {
+                                tokio::spawn(async move {
+                                    let mut io = TokioIo::new(on_upgrade.await.unwrap());
+                                    let mut buf = [0u8; 64];
+                                    while let Ok(n) = io.read(&mut buf).await {
+                                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                });
+                                let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                                *response.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                                response
+                                    .headers_mut()
+                                    .insert("upgrade", "websocket".parse().unwrap());
+                                response
+                                    .headers_mut()
+                                    .insert("connection", "upgrade".parse().unwrap());
+                                return Ok::<_, std::convert::Infallible>(response);
+                            }
+                            let echo = json!({"authorization": headers.get("authorization"), "version": format!("{:?}", parts.version)});
+                            Ok(hyper::Response::new(Full::new(Bytes::from(
+                                echo.to_string(),
+                            ))))
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    (addr, ca_cert, seen)
+}
+
+/// A proxy that intercepts, trusting the upstream CA; returns it with the proxy CA's PEM.
+async fn intercepting(upstream_ca: &str) -> (Harness, String) {
+    let (ca_cert, ca_key) = generate_ca().unwrap();
+    let interception = Interception {
+        authority: Authority::from_pem(&ca_cert, &ca_key).unwrap(),
+        client: client_config(&[upstream_ca.to_owned()]).unwrap(),
+    };
+    (
+        Harness::start_with(Limits::default(), Some(interception)).await,
+        ca_cert,
+    )
+}
+
+/// CONNECT through the proxy, then TLS trusting only `trusted_ca`, offering `alpn`.
+async fn tls_through(
+    proxy: SocketAddr,
+    auth: &str,
+    target: SocketAddr,
+    trusted_ca: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let (stream, head) = connect(proxy, auth, &target.to_string()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(trusted_ca.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .expect("the sandbox trusts the proxy's certificate")
+}
+
+fn intercept_policy(upstream: SocketAddr) -> Value {
+    json!({
+        "allow": [format!("127.0.0.1:{}", upstream.port())],
+        "allow_private": ["127.0.0.1"],
+        "secrets": [{"name": "OPENAI_API_KEY", "hosts": [format!("127.0.0.1:{}", upstream.port())],
+                     "headers": ["authorization"], "format": "Bearer {value}"}],
+    })
+}
+
+#[tokio::test]
+async fn intercepted_https_swaps_over_http1_and_http2() {
+    let (up, upstream_ca, seen) = tls_upstream().await;
+    let (mut h, proxy_ca) = intercepting(&upstream_ca).await;
+    let placeholder = h.sandbox("sb1", intercept_policy(up))["OPENAI_API_KEY"].clone();
+
+    // HTTP/1.1 from the sandbox; the proxy speaks HTTP/2 upstream (the upstream offers it).
+    let tls = tls_through(h.tcp, "sb1:cred-sb1", up, &proxy_ca, &[b"http/1.1"]).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::post("/v1/responses")
+        .header("host", format!("127.0.0.1:{}", up.port()))
+        .header("authorization", format!("Bearer {placeholder}"))
+        .body(Full::new(Bytes::from_static(b"{\"input\":\"hi\"}")))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        body.contains(&placeholder) && !body.contains(REAL_KEY),
+        "the echo is scrubbed: {body}"
+    );
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[0].headers["authorization"],
+            format!("Bearer {REAL_KEY}")
+        );
+        assert_eq!(seen[0].method, "POST HTTP/2.0", "upstream spoke HTTP/2");
+        assert_eq!(seen[0].body, "{\"input\":\"hi\"}");
+    }
+    let record = h.next_audit().await;
+    assert_eq!(
+        (
+            record.decision,
+            record.method.as_str(),
+            record.path.as_str()
+        ),
+        (Decision::Allowed, "POST", "/v1/responses")
+    );
+    assert_eq!(record.secrets_swapped, ["OPENAI_API_KEY"]);
+
+    // HTTP/2 from the sandbox.
+    let tls = tls_through(h.tcp, "sb1:cred-sb1", up, &proxy_ca, &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(format!("https://127.0.0.1:{}/h2", up.port()))
+        .header("authorization", format!("Bearer {placeholder}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        seen.lock().unwrap()[1].headers["authorization"],
+        format!("Bearer {REAL_KEY}")
+    );
+    assert_eq!(h.next_audit().await.path, "/h2");
+}
+
+#[tokio::test]
+async fn intercepted_requests_are_checked_like_any_other() {
+    let (up, upstream_ca, seen) = tls_upstream().await;
+    let (mut h, proxy_ca) = intercepting(&upstream_ca).await;
+    let placeholder = h.sandbox("sb1", intercept_policy(up))["OPENAI_API_KEY"].clone();
+    let tls = tls_through(h.tcp, "sb1:cred-sb1", up, &proxy_ca, &[b"http/1.1"]).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+
+    // The placeholder in the body.
+    let request = hyper::Request::post("/upload")
+        .header("host", format!("127.0.0.1:{}", up.port()))
+        .body(Full::new(Bytes::from(format!("token={placeholder}"))))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(h.next_audit().await.decision, Decision::LeakBlocked);
+    // Domain fronting: a tunnel to one host asking for another.
+    let request = hyper::Request::get("/")
+        .header("host", "evil.example")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response.headers()["x-centaur-deny-reason"]
+            .to_str()
+            .unwrap()
+            .contains("must open its own")
+    );
+    assert_eq!(h.next_audit().await.decision, Decision::Denied);
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_certificates_are_verified() {
+    let (up, _upstream_ca, seen) = tls_upstream().await;
+    // This proxy does not trust the upstream's CA.
+    let (unrelated_ca, _) = generate_ca().unwrap();
+    let (mut h, proxy_ca) = intercepting(&unrelated_ca).await;
+    h.sandbox("sb1", intercept_policy(up));
+    let tls = tls_through(h.tcp, "sb1:cred-sb1", up, &proxy_ca, &[b"http/1.1"]).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/")
+        .header("host", format!("127.0.0.1:{}", up.port()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 502);
+    let reason = response.headers()["x-centaur-deny-reason"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("TLS with 127.0.0.1 failed")
+            && reason.to_lowercase().contains("certificate"),
+        "{reason}"
+    );
+    assert_eq!(h.next_audit().await.decision, Decision::UpstreamError);
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through_interception() {
+    let (up, upstream_ca, _seen) = tls_upstream().await;
+    let (mut h, proxy_ca) = intercepting(&upstream_ca).await;
+    h.sandbox("sb1", intercept_policy(up));
+    let tls = tls_through(h.tcp, "sb1:cred-sb1", up, &proxy_ca, &[b"http/1.1"]).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection.with_upgrades());
+    let request = hyper::Request::get("/socket")
+        .header("host", format!("127.0.0.1:{}", up.port()))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    let mut io = TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    io.write_all(b"frames both ways").await.unwrap();
+    let mut buf = [0u8; 16];
+    io.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"frames both ways");
+    drop(io);
+    let record = h.next_audit().await;
+    assert_eq!(
+        (record.status, record.decision),
+        (Some(101), Decision::Allowed)
+    );
+    assert_eq!((record.bytes_up, record.bytes_down), (16, 16));
+}
+
+#[tokio::test]
+async fn curl_over_https_through_the_intercepting_proxy() {
+    let (up, upstream_ca, seen) = tls_upstream().await;
+    let (h, proxy_ca) = intercepting(&upstream_ca).await;
+    let placeholder = h.sandbox("sb1", intercept_policy(up))["OPENAI_API_KEY"].clone();
+    let ca_file = h.dir.join("proxy-ca.pem");
+    std::fs::write(&ca_file, &proxy_ca).unwrap();
+    for version in ["--http1.1", "--http2"] {
+        let output = tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                version,
+                "-x",
+                &format!("http://sb1:cred-sb1@{}", h.tcp),
+            ])
+            .arg("--cacert")
+            .arg(&ca_file)
+            .args(["-H", &format!("Authorization: Bearer {placeholder}")])
+            .arg(format!("https://127.0.0.1:{}/curl", up.port()))
+            .output()
+            .await
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{version}: {text} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            text.contains(&placeholder) && !text.contains(REAL_KEY),
+            "{version}: {text}"
+        );
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|s| s.headers["authorization"] == format!("Bearer {REAL_KEY}"))
+    );
 }
