@@ -11,12 +11,14 @@
 //! - [`server`]: listeners (a Unix socket per sandbox, TCP with a proxy credential) and the
 //!   request path.
 //! - [`audit`]: one record per request, never a secret value.
+//! - [`forward`]: the sandbox side: loopback to the proxy socket, and the sandbox environment.
 //!
 //! The server embeds this library; the binary runs it standalone.
 
 pub mod address;
 pub mod audit;
 pub mod credentials;
+pub mod forward;
 pub mod host;
 pub mod policy;
 pub mod registry;

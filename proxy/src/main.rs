@@ -28,6 +28,13 @@ enum Command {
         #[arg(long, env = "CENTAUR_PROXY_CONFIG")]
         config: PathBuf,
     },
+    /// Inside a sandbox: expose the proxy's Unix socket on a loopback address.
+    Forward {
+        #[arg(long, default_value = "127.0.0.1:3128")]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        socket: PathBuf,
+    },
     /// Manage the CA that intercepted TLS connections are signed with.
     Ca {
         #[command(subcommand)]
@@ -90,6 +97,7 @@ async fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Serve { config } => serve(&config).await,
+        Command::Forward { listen, socket } => forward(listen, socket).await,
         Command::Ca {
             command: CaCommand::Init { dir, force },
         } => ca_init(&dir, force),
@@ -166,6 +174,14 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn forward(listen: std::net::SocketAddr, socket: PathBuf) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    centaur_proxy::forward::serve(listener, socket).await?;
     Ok(())
 }
 
