@@ -4,6 +4,7 @@
 //! thread stream, the JSON bodies of the HTTP API, and the runner-facing API.
 
 pub mod api;
+pub mod egress;
 pub mod event;
 pub mod runner;
 pub mod thread_key;

@@ -1,40 +1,8 @@
 //! One audit record per request or tunnel. Records name secrets, never their values.
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// Forwarded (HTTP) or tunnelled (CONNECT).
-    Allowed,
-    /// Refused by policy or by address checks.
-    Denied,
-    /// Refused because a placeholder was where it is not bound.
-    LeakBlocked,
-    /// Allowed, but the upstream could not be reached or failed.
-    UpstreamError,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    pub at: DateTime<Utc>,
-    pub sandbox_id: String,
-    pub thread_key: Option<String>,
-    pub host: String,
-    pub port: u16,
-    pub method: String,
-    /// Path without the query (queries can carry credentials).
-    pub path: String,
-    pub status: Option<u16>,
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-    pub decision: Decision,
-    pub reason: Option<String>,
-    pub secrets_swapped: Vec<String>,
-    pub duration_ms: u64,
-}
+pub use centaur_protocol::egress::{AuditRecord, EgressDecision as Decision};
 
 /// Where audit records go. The proxy never blocks on it.
 pub trait AuditSink: Send + Sync + 'static {
@@ -63,4 +31,149 @@ impl AuditSink for ChannelSink {
     fn record(&self, record: AuditRecord) {
         let _ = self.0.send(record);
     }
+}
+
+/// Sends records to the Centaur server in batches (`POST {server}/proxy/v1/audit` with the
+/// proxy token): up to 500 records or 200 ms per batch; a failed batch is retried with backoff
+/// until it is stored. Up to 100,000 records wait in memory; beyond that new ones are dropped
+/// and counted in the log, so a server outage cannot exhaust the proxy.
+pub struct HttpSink {
+    tx: mpsc::Sender<AuditRecord>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+const BATCH: usize = 500;
+const PENDING: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("bad audit server URL `{0}`: use http://host:port")]
+pub struct BadServerUrl(String);
+
+impl HttpSink {
+    pub fn start(
+        server_url: &str,
+        token: String,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<HttpSink, BadServerUrl> {
+        let uri: hyper::Uri = server_url
+            .parse()
+            .map_err(|_| BadServerUrl(server_url.to_owned()))?;
+        let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
+            return Err(BadServerUrl(server_url.to_owned()));
+        };
+        let base = server_url.trim_end_matches('/').to_owned();
+        let (tx, rx) = mpsc::channel(PENDING);
+        tokio::spawn(upload(rx, base, authority, token, shutdown));
+        Ok(HttpSink {
+            tx,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+}
+
+impl AuditSink for HttpSink {
+    fn record(&self, record: AuditRecord) {
+        if self.tx.try_send(record).is_err() {
+            let dropped = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if dropped.is_power_of_two() {
+                tracing::error!(
+                    dropped,
+                    "audit records dropped: the server has not taken them for too long"
+                );
+            }
+        }
+    }
+}
+
+async fn upload(
+    mut rx: mpsc::Receiver<AuditRecord>,
+    base: String,
+    authority: hyper::http::uri::Authority,
+    token: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            _ = shutdown.cancelled() => None,
+        };
+        let Some(first) = first else {
+            // Shut down: flush what is queued, once.
+            while let Ok(record) = rx.try_recv() {
+                batch.push(record);
+            }
+            if !batch.is_empty() {
+                let _ = post(&base, &authority, &token, &batch).await;
+            }
+            return;
+        };
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(record)) => batch.push(record),
+                _ => break,
+            }
+        }
+        let mut delay = std::time::Duration::from_millis(100);
+        while let Err(error) = post(&base, &authority, &token, &batch).await {
+            tracing::warn!(%error, records = batch.len(), retry_in_ms = delay.as_millis() as u64, "cannot deliver audit records");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        }
+        batch.clear();
+    }
+}
+
+async fn post(
+    base: &str,
+    authority: &hyper::http::uri::Authority,
+    token: &str,
+    records: &[AuditRecord],
+) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    let body = serde_json::to_vec(&centaur_protocol::egress::AuditBatch {
+        records: records.to_vec(),
+    })
+    .map_err(|e| e.to_string())?;
+    let stream = tokio::net::TcpStream::connect(authority.as_str())
+        .await
+        .map_err(|e| format!("connecting to {authority}: {e}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let path = format!(
+        "{}/proxy/v1/audit",
+        base.split_once(authority.as_str()).map_or("", |(_, p)| p)
+    );
+    let request = hyper::Request::post(path)
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    Err(format!("the server answered {status}: {text}"))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use centaur_proxy::audit::LogSink;
+use centaur_proxy::audit::{AuditSink, HttpSink, LogSink};
 use centaur_proxy::secrets::{SecretSource, SecretStore};
 use centaur_proxy::tls::{Authority, Interception, client_config, generate_ca};
 use centaur_proxy::{Limits, Proxy, Registry, SandboxConfig};
@@ -80,6 +80,10 @@ struct FileConfig {
     /// Extra PEM files of roots trusted for upstream servers (private CAs, tests).
     #[serde(default)]
     extra_roots: Vec<PathBuf>,
+    /// The Centaur server that stores audit records (`http://host:port`); the token comes from
+    /// CENTAUR_PROXY_TOKEN. Without it, records are written to the log.
+    #[serde(default)]
+    audit_server_url: Option<String>,
 }
 
 fn default_ttl() -> u64 {
@@ -140,14 +144,23 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         (None, None) => None,
         _ => anyhow::bail!("set both ca_cert and ca_key, or neither"),
     };
+    let shutdown = CancellationToken::new();
+    let audit: Arc<dyn AuditSink> = match &config.audit_server_url {
+        Some(url) => {
+            let token = std::env::var("CENTAUR_PROXY_TOKEN").context(
+                "audit_server_url is set: set CENTAUR_PROXY_TOKEN to the server's proxy token",
+            )?;
+            Arc::new(HttpSink::start(url, token, shutdown.clone())?)
+        }
+        None => Arc::new(LogSink),
+    };
     let proxy = Proxy::new(
         registry.clone(),
         secrets,
-        Arc::new(LogSink),
+        audit,
         Limits::default(),
         interception,
     );
-    let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for sandbox in config.sandboxes {
         let id = sandbox.sandbox_id.clone();

@@ -1122,3 +1122,114 @@ async fn a_bubblewrap_sandbox_reaches_only_what_the_proxy_allows() {
     );
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+// ---- Audit delivery to the server -----------------------------------------------------------
+
+/// A stand-in for the server's `POST /proxy/v1/audit`: fails the first `fail_first` calls with
+/// 503, then stores batches.
+async fn audit_server(fail_first: usize) -> (SocketAddr, Arc<Mutex<Vec<(String, Value)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let log = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (log, calls) = (log.clone(), calls.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (log, calls) = (log.clone(), calls.clone());
+                    async move {
+                        assert_eq!(request.uri().path(), "/proxy/v1/audit");
+                        let auth = request.headers()["authorization"]
+                            .to_str()
+                            .unwrap()
+                            .to_owned();
+                        let body: Value = serde_json::from_slice(
+                            &request.into_body().collect().await.unwrap().to_bytes(),
+                        )
+                        .unwrap();
+                        let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                            *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                        } else {
+                            log.lock().unwrap().push((auth, body));
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn audit_records_reach_the_server_in_batches_despite_failures() {
+    use centaur_proxy::audit::{AuditSink, HttpSink};
+    let (server, received) = audit_server(2).await;
+    let shutdown = CancellationToken::new();
+    let sink = HttpSink::start(
+        &format!("http://{server}"),
+        "proxy-token".into(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    for i in 0..3 {
+        sink.record(AuditRecord {
+            at: chrono::Utc::now(),
+            sandbox_id: "sb1".into(),
+            thread_key: Some("api:t".into()),
+            host: format!("host{i}.example"),
+            port: 443,
+            method: "GET".into(),
+            path: "/".into(),
+            status: Some(403),
+            bytes_up: 0,
+            bytes_down: 0,
+            decision: Decision::Denied,
+            reason: Some("not allowed".into()),
+            secrets_swapped: vec![],
+            duration_ms: 1,
+        });
+    }
+    let mut hosts = Vec::new();
+    for _ in 0..100 {
+        hosts = received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, b)| {
+                b["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["host"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if hosts.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        hosts,
+        ["host0.example", "host1.example", "host2.example"],
+        "delivered once each, in order, after two 503s"
+    );
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), 1, "one batch");
+    assert_eq!(received[0].0, "Bearer proxy-token");
+    assert!(matches!(
+        HttpSink::start("https://x", "t".into(), shutdown.clone()),
+        Err(_)
+    ));
+    shutdown.cancel();
+}

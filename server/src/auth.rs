@@ -23,6 +23,8 @@ pub enum Principal {
         id: Uuid,
         name: String,
     },
+    /// The egress proxy: may report audit records, nothing else.
+    Proxy,
     /// A sandbox runner: may read its own thread and use the runner API for it, nothing else.
     Sandbox {
         sandbox_id: Uuid,
@@ -37,6 +39,7 @@ impl Principal {
         match self {
             Principal::Admin => "admin".into(),
             Principal::ApiKey { name, .. } => format!("api_key:{name}"),
+            Principal::Proxy => "proxy".into(),
             Principal::Sandbox { sandbox_id, .. } => format!("sandbox:{sandbox_id}"),
         }
     }
@@ -55,18 +58,25 @@ impl Principal {
             Principal::Sandbox { .. } => Err(ApiError::forbidden(
                 "a sandbox token may only read its own thread and use the runner API",
             )),
+            Principal::Proxy => Err(ApiError::forbidden(
+                "the proxy token may only report audit records",
+            )),
         }
     }
 
     /// Reading a thread: users, and the sandbox of that thread.
     pub fn require_read(&self, thread_key: &ThreadKey) -> ApiResult<()> {
         match self {
+            Principal::Admin | Principal::ApiKey { .. } => Ok(()),
             Principal::Sandbox {
                 thread_key: own, ..
-            } if own != thread_key => Err(ApiError::forbidden(
+            } if own == thread_key => Ok(()),
+            Principal::Sandbox { .. } => Err(ApiError::forbidden(
                 "a sandbox token can only access its own thread",
             )),
-            _ => Ok(()),
+            Principal::Proxy => Err(ApiError::forbidden(
+                "the proxy token may only report audit records",
+            )),
         }
     }
 
@@ -80,8 +90,18 @@ impl Principal {
             Principal::Sandbox { .. } => Err(ApiError::forbidden(
                 "a sandbox token can only access its own thread",
             )),
-            Principal::ApiKey { .. } => Err(ApiError::forbidden(
+            Principal::ApiKey { .. } | Principal::Proxy => Err(ApiError::forbidden(
                 "the runner API takes a sandbox token or the admin key",
+            )),
+        }
+    }
+
+    /// Reporting egress audit: the proxy, or the admin.
+    pub fn require_proxy(&self) -> ApiResult<()> {
+        match self {
+            Principal::Admin | Principal::Proxy => Ok(()),
+            _ => Err(ApiError::forbidden(
+                "this needs the proxy token or the admin key",
             )),
         }
     }
@@ -150,9 +170,14 @@ async fn authenticate(state: &AppState, token: &str) -> ApiResult<Principal> {
             _ => Err(ApiError::Unauthorized),
         };
     }
-    match &state.config.admin_api_key {
-        Some(admin) if secrets_match(token.as_bytes(), admin.expose().as_bytes()) => {
-            Ok(Principal::Admin)
+    if let Some(admin) = &state.config.admin_api_key
+        && secrets_match(token.as_bytes(), admin.expose().as_bytes())
+    {
+        return Ok(Principal::Admin);
+    }
+    match &state.config.proxy_token {
+        Some(proxy) if secrets_match(token.as_bytes(), proxy.expose().as_bytes()) => {
+            Ok(Principal::Proxy)
         }
         _ => Err(ApiError::Unauthorized),
     }

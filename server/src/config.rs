@@ -29,6 +29,11 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<Secret>,
 
+    /// The token the egress proxy reports audit records with (`/proxy/v1/*`). At least 16
+    /// characters.
+    #[arg(long, env = "CENTAUR_PROXY_TOKEN", hide_env_values = true)]
+    pub proxy_token: Option<Secret>,
+
     /// Folder for the server's own state (sandbox workspaces, proxy CA).
     #[arg(long, env = "CENTAUR_DATA_DIR", default_value = "centaur-data")]
     pub data_dir: PathBuf,
@@ -107,6 +112,11 @@ impl Config {
             && key.expose().len() < 16
         {
             return Err("CENTAUR_ADMIN_API_KEY must be at least 16 characters".into());
+        }
+        if let Some(token) = &self.proxy_token
+            && token.expose().len() < 16
+        {
+            return Err("CENTAUR_PROXY_TOKEN must be at least 16 characters".into());
         }
         if self.default_execution_ms == 0 || self.default_execution_ms > self.max_execution_ms {
             return Err(

@@ -444,7 +444,7 @@ pub async fn post_events(
     let scope = match principal {
         Principal::Admin => None,
         Principal::Sandbox { thread_id, .. } => Some(*thread_id),
-        Principal::ApiKey { .. } => {
+        Principal::ApiKey { .. } | Principal::Proxy => {
             return Err(ApiError::forbidden(
                 "the runner API takes a sandbox token or the admin key",
             ));

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod executions;

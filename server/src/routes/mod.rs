@@ -3,6 +3,7 @@
 mod admin;
 mod agent;
 mod health;
+mod proxy;
 mod runner;
 mod threads;
 
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(user_limit))
         .layer(Extension(BodyLimit(user_limit)));
     let runner_api = runner::routes()
+        .merge(proxy::routes())
         .layer(DefaultBodyLimit::max(runner_limit))
         .layer(Extension(BodyLimit(runner_limit)));
     let needs_database = user_api

@@ -4,6 +4,7 @@ mod support;
 
 mod auth;
 mod bad_input;
+mod egress;
 mod flow;
 mod lifecycle;
 mod outage;

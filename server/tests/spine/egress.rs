@@ -1,0 +1,122 @@
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const PROXY_TOKEN: &str = "test-proxy-token-0123456789";
+
+fn record(thread_key: Option<&str>, decision: &str, host: &str, reason: Option<&str>) -> Value {
+    json!({
+        "at": "2026-11-22T01:00:00Z", "sandbox_id": "sb-1", "thread_key": thread_key,
+        "host": host, "port": 443, "method": "GET", "path": "/", "status": 403,
+        "bytes_up": 0, "bytes_down": 0, "decision": decision, "reason": reason,
+        "secrets_swapped": if decision == "allowed" { json!(["OPENAI_API_KEY"]) } else { json!([]) },
+        "duration_ms": 3,
+    })
+}
+
+/// The proxy reports its audit: everything is stored, refusals reach their threads' streams.
+#[tokio::test]
+async fn egress_audit_is_stored_and_refusals_reach_the_thread() {
+    let database_url = fresh_database().await;
+    let mut config = centaur_server::Config::new(&database_url);
+    config.proxy_token = Some(PROXY_TOKEN.into());
+    let server = TestServer::start_with(config, true).await;
+    let key = "api:egress";
+    let (_, sandbox_token) = server.spawn(key).await;
+    let mut stream = server.events(key, "after_event_id=2").await;
+
+    let batch = json!({"records": [
+        record(Some(key), "allowed", "api.openai.com", None),
+        record(Some(key), "denied", "evil.example", Some("evil.example:443 is not on this sandbox's list of allowed hosts")),
+        record(Some(key), "leak_blocked", "paste.example", Some("placeholder for OPENAI_API_KEY found in the request body")),
+        record(Some("api:not-a-thread"), "denied", "x.example", None),
+        record(None, "denied", "y.example", None),
+    ]});
+    let (status, answer) = server
+        .call(
+            Method::POST,
+            "/proxy/v1/audit",
+            Some(PROXY_TOKEN),
+            Some(batch.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({"stored": 5, "events": 2}));
+
+    let frames = stream.until_id(4, Duration::from_secs(5)).await;
+    assert_eq!(
+        frames.iter().map(|f| f.event.as_str()).collect::<Vec<_>>(),
+        ["egress.denied", "egress.denied"]
+    );
+    assert_eq!(frames[0].data["host"], "evil.example");
+    assert!(
+        frames[0].data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not on this sandbox's list")
+    );
+    assert_eq!(frames[1].data["host"], "paste.example");
+
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url)
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, Vec<String>)> =
+        sqlx::query_as("SELECT host, decision, secrets_swapped FROM egress_audit ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(
+        rows[0],
+        (
+            "api.openai.com".into(),
+            "allowed".into(),
+            vec!["OPENAI_API_KEY".to_owned()]
+        )
+    );
+    assert_eq!(rows[2].1, "leak_blocked");
+
+    // Who may report: the proxy token and the admin key; nobody else. The proxy token can do
+    // nothing else.
+    for (token, want) in [
+        (None, 401),
+        (Some(sandbox_token.as_str()), 403),
+        (Some(ADMIN_KEY), 200),
+    ] {
+        let (status, _) = server
+            .call(
+                Method::POST,
+                "/proxy/v1/audit",
+                token,
+                Some(json!({"records": []})),
+            )
+            .await;
+        assert_eq!(status.as_u16(), want, "{token:?}");
+    }
+    for (method, path) in [
+        (Method::GET, "/agent/threads"),
+        (Method::GET, "/agent/threads/api:egress"),
+        (Method::GET, "/agent/threads/api:egress/events"),
+    ] {
+        let (status, _) = server
+            .call(method.clone(), path, Some(PROXY_TOKEN), None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    // A malformed record is refused whole.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/proxy/v1/audit",
+            Some(PROXY_TOKEN),
+            Some(json!({"records": [{"host": "x"}]})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+}
