@@ -1227,9 +1227,6 @@ async fn audit_records_reach_the_server_in_batches_despite_failures() {
     let received = received.lock().unwrap();
     assert_eq!(received.len(), 1, "one batch");
     assert_eq!(received[0].0, "Bearer proxy-token");
-    assert!(matches!(
-        HttpSink::start("https://x", "t".into(), shutdown.clone()),
-        Err(_)
-    ));
+    assert!(HttpSink::start("https://x", "t".into(), shutdown.clone()).is_err());
     shutdown.cancel();
 }
