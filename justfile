@@ -12,6 +12,10 @@ test:
 bench:
     cargo bench -p centaur-server --bench spine
 
+# The proxy's figures (added latency, throughput on one core, memory). BENCH_SOAK_SECS=600 soaks.
+bench-proxy:
+    cargo bench -p centaur-proxy --bench proxy
+
 # Formatting and lints, as CI wants them.
 lint:
     cargo fmt --all --check

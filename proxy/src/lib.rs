@@ -21,6 +21,7 @@ pub mod credentials;
 pub mod forward;
 pub mod host;
 pub mod policy;
+pub mod pool;
 pub mod registry;
 pub mod secrets;
 pub mod server;

@@ -39,6 +39,7 @@ use crate::credentials::{Credential, Scrubber, check_body, swap_request};
 use crate::policy::{DenyReason, Verdict};
 use crate::registry::{Registry, Sandbox};
 use crate::secrets::SecretStore;
+use crate::pool::{Pool, PoolKey, Sender};
 use crate::tls::Interception;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -73,6 +74,7 @@ pub struct Proxy {
     audit: Arc<dyn AuditSink>,
     limits: Limits,
     interception: Option<Interception>,
+    pool: Arc<Pool>,
     tunnels: Mutex<HashMap<String, usize>>,
 }
 
@@ -101,6 +103,7 @@ impl Proxy {
             audit,
             limits,
             interception,
+            pool: Arc::new(Pool::default()),
             tunnels: Mutex::new(HashMap::new()),
         })
     }
@@ -519,72 +522,52 @@ impl Proxy {
         };
         let bytes_up = body.len() as u64;
 
-        let stream = match self.dial(addr).await {
-            Ok(stream) => stream,
-            Err(reason) => return self.fail(&ctx, &reason),
+        let key = PoolKey {
+            sandbox_id: ctx.sandbox.config.sandbox_id.clone(),
+            addr,
+            server_name: tls.as_ref().map(|_| crate::host::normalize(&ctx.host)),
         };
-        let sender = match tls {
-            None => Sender::handshake_http1(TokioIo::new(stream)).await,
-            Some(client) => {
-                let server_name = match rustls::pki_types::ServerName::try_from(
-                    crate::host::normalize(&ctx.host),
-                ) {
-                    Ok(name) => name,
-                    Err(error) => {
-                        return self.fail(&ctx, &format!("bad server name {}: {error}", ctx.host));
-                    }
-                };
-                let connecting =
-                    tokio_rustls::TlsConnector::from(client).connect(server_name, stream);
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        return self.fail(&ctx, &format!("TLS with {} failed: {error}", ctx.host));
-                    }
-                    Err(_) => return self.fail(&ctx, &format!("TLS with {} timed out", ctx.host)),
-                };
-                if stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) && upgrade.is_none()
-                {
-                    Sender::handshake_http2(TokioIo::new(stream)).await
-                } else {
-                    Sender::handshake_http1(TokioIo::new(stream)).await
+        // Reuse a kept-alive connection (not for upgrades, which take the connection over);
+        // a pooled connection the upstream closed in the meantime gets one retry on a new one.
+        let mut attempt_pooled = upgrade.is_none();
+        let (sender, mut response) = loop {
+            let pooled = if attempt_pooled { self.pool.take(&key) } else { None };
+            let from_pool = pooled.is_some();
+            let mut sender = match pooled {
+                Some(sender) => sender,
+                None => match self.connect_upstream(&ctx, addr, tls.clone(), upgrade.is_none()).await {
+                    Ok(sender) => sender,
+                    Err(reason) => return self.fail(&ctx, &reason),
+                },
+            };
+            if let (false, Sender::Http2(shared)) = (from_pool, &sender) {
+                self.pool.put(key.clone(), Sender::Http2(shared.clone()));
+            }
+            let scheme = if sender.is_http2() { "https" } else { "" };
+            let uri = match build_uri(scheme, &authority, &path_and_query) {
+                Ok(uri) => uri,
+                Err(error) => {
+                    return refusal(StatusCode::BAD_REQUEST, &format!("bad URL: {error}"), &ctx.host);
                 }
-            }
-        };
-        let mut sender = match sender {
-            Ok(sender) => sender,
-            Err(error) => {
-                return self.fail(
-                    &ctx,
-                    &format!("HTTP handshake with {} failed: {error}", ctx.host),
+            };
+            let mut headers = parts.headers.clone();
+            if sender.is_http2() {
+                headers.remove(header::HOST);
+            } else {
+                headers.insert(
+                    header::HOST,
+                    HeaderValue::from_str(&authority).expect("a host and port are a valid header"),
                 );
             }
-        };
-        let scheme = if sender.is_http2() { "https" } else { "" };
-        parts.uri = match build_uri(scheme, &authority, &path_and_query) {
-            Ok(uri) => uri,
-            Err(error) => {
-                return refusal(
-                    StatusCode::BAD_REQUEST,
-                    &format!("bad URL: {error}"),
-                    &ctx.host,
-                );
+            let mut upstream_request = Request::new(Full::new(body.clone()));
+            *upstream_request.method_mut() = parts.method.clone();
+            *upstream_request.uri_mut() = uri;
+            *upstream_request.headers_mut() = headers;
+            match sender.send(upstream_request).await {
+                Ok(response) => break (sender, response),
+                Err(_) if from_pool => attempt_pooled = false,
+                Err(error) => return self.fail(&ctx, &format!("{} did not answer: {error}", ctx.host)),
             }
-        };
-        if sender.is_http2() {
-            parts.headers.remove(header::HOST);
-        } else {
-            parts.headers.insert(
-                header::HOST,
-                HeaderValue::from_str(&authority).expect("a host and port are a valid header"),
-            );
-        }
-        let mut response = match sender
-            .send(Request::from_parts(parts, Full::new(body)))
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => return self.fail(&ctx, &format!("{} did not answer: {error}", ctx.host)),
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -626,13 +609,50 @@ impl Proxy {
             None,
             swapped,
         );
+        let give_back = match sender {
+            Sender::Http1(_) => Some((self.pool.clone(), key, sender)),
+            Sender::Http2(_) => None,
+        };
         let body = Relayed {
             inner: body,
             scrubber: (!scrubber.is_empty()).then_some(scrubber),
             bytes_down: 0,
             audit: Some((record, self.audit.clone())),
+            give_back,
         };
         Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    }
+
+    /// A new connection to the upstream: TCP, then TLS (verifying its certificate) when `tls`
+    /// is given, then HTTP/2 if both offer it and `allow_h2`, else HTTP/1.1.
+    async fn connect_upstream(
+        &self,
+        ctx: &Ctx,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        allow_h2: bool,
+    ) -> Result<Sender, String> {
+        let stream = self.dial(addr).await?;
+        let handshake = match tls {
+            None => Sender::handshake_http1(TokioIo::new(stream)).await,
+            Some(client) => {
+                let server_name =
+                    rustls::pki_types::ServerName::try_from(crate::host::normalize(&ctx.host))
+                        .map_err(|e| format!("bad server name {}: {e}", ctx.host))?;
+                let connecting = tokio_rustls::TlsConnector::from(client).connect(server_name, stream);
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => return Err(format!("TLS with {} failed: {error}", ctx.host)),
+                    Err(_) => return Err(format!("TLS with {} timed out", ctx.host)),
+                };
+                if allow_h2 && stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                    Sender::handshake_http2(TokioIo::new(stream)).await
+                } else {
+                    Sender::handshake_http1(TokioIo::new(stream)).await
+                }
+            }
+        };
+        handshake.map_err(|e| format!("HTTP handshake with {} failed: {e}", ctx.host))
     }
 
     async fn credentials(&self, sandbox: &Sandbox) -> Result<Vec<Credential>, String> {
@@ -795,51 +815,6 @@ pub fn refusal(status: StatusCode, reason: &str, host: &str) -> Response<ProxyBo
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request sender to an upstream, HTTP/1.1 or HTTP/2.
-enum Sender {
-    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
-}
-
-impl Sender {
-    async fn handshake_http1<T>(io: T) -> Result<Sender, hyper::Error>
-    where
-        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(async move {
-            let _ = connection.with_upgrades().await;
-        });
-        Ok(Sender::Http1(sender))
-    }
-
-    async fn handshake_http2<T>(io: T) -> Result<Sender, hyper::Error>
-    where
-        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let (sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Sender::Http2(sender))
-    }
-
-    fn is_http2(&self) -> bool {
-        matches!(self, Sender::Http2(_))
-    }
-
-    async fn send(
-        &mut self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, hyper::Error> {
-        match self {
-            Sender::Http1(sender) => sender.send_request(request).await,
-            Sender::Http2(sender) => sender.send_request(request).await,
-        }
-    }
-}
-
 /// The protocol a request asks to upgrade to (`Connection: upgrade` + `Upgrade: ...`).
 fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
@@ -973,6 +948,8 @@ struct Relayed {
     scrubber: Option<Scrubber>,
     bytes_down: u64,
     audit: Option<(AuditRecord, Arc<dyn AuditSink>)>,
+    /// An HTTP/1.1 connection to return to the pool once this body has ended cleanly.
+    give_back: Option<(Arc<Pool>, PoolKey, Sender)>,
 }
 
 impl Relayed {
@@ -1012,6 +989,9 @@ impl hyper::body::Body for Relayed {
                     if !tail.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
                     }
+                }
+                if let Some((pool, key, sender)) = this.give_back.take() {
+                    pool.put(key, sender);
                 }
                 this.emit_audit();
                 Poll::Ready(None)
