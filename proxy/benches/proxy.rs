@@ -67,7 +67,10 @@ async fn run() {
     let placeholder = proxy.placeholder.clone();
     println!("centaur-proxy benchmarks (proxy pinned to core 0, clients and upstream to core 1)\n");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    println!("idle memory (RSS after start-up): {:.1} MiB", rss_mib(proxy.pid()));
+    println!(
+        "idle memory (RSS after start-up): {:.1} MiB",
+        rss_mib(proxy.pid())
+    );
 
     // Latency: one keep-alive connection each way, sequential requests.
     let mut direct = direct_connection(upstream, &upstream_ca).await;
@@ -89,30 +92,63 @@ async fn run() {
     }
     d.sort();
     p.sort();
-    let pct = |v: &[Duration], q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1000.0;
+    let pct = |v: &[Duration], q: f64| {
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1000.0
+    };
     println!(
         "HTTPS keep-alive, {REQUESTS} sequential requests: direct p50 {:.3} ms p99 {:.3} ms | \
          proxied (interception + swap) p50 {:.3} ms p99 {:.3} ms | added p50 {:.3} ms, p99 {:.3} ms",
-        pct(&d, 0.5), pct(&d, 0.99), pct(&p, 0.5), pct(&p, 0.99),
-        pct(&p, 0.5) - pct(&d, 0.5), pct(&p, 0.99) - pct(&d, 0.99)
+        pct(&d, 0.5),
+        pct(&d, 0.99),
+        pct(&p, 0.5),
+        pct(&p, 0.99),
+        pct(&p, 0.5) - pct(&d, 0.5),
+        pct(&p, 0.99) - pct(&d, 0.99)
     );
 
     // Throughput: many keep-alive connections at once for ten seconds.
-    let rate = throughput(listen, upstream, &ca_cert, &auth_proxied, 32, Duration::from_secs(10)).await;
-    println!("throughput through the proxy on one core, 32 keep-alive connections: {rate:.0} requests/s");
+    let rate = throughput(
+        listen,
+        upstream,
+        &ca_cert,
+        &auth_proxied,
+        32,
+        Duration::from_secs(10),
+    )
+    .await;
+    println!(
+        "throughput through the proxy on one core, 32 keep-alive connections: {rate:.0} requests/s"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    println!("memory after the load, idle again: {:.1} MiB", rss_mib(proxy.pid()));
+    println!(
+        "memory after the load, idle again: {:.1} MiB",
+        rss_mib(proxy.pid())
+    );
 
-    let soak: u64 = std::env::var("BENCH_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let soak: u64 = std::env::var("BENCH_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     if soak > 0 {
         println!("\nsoak: {soak} s of steady load, RSS every 30 s");
         let started = Instant::now();
         let mut samples = Vec::new();
         while started.elapsed() < Duration::from_secs(soak) {
-            let rate = throughput(listen, upstream, &ca_cert, &auth_proxied, 16, Duration::from_secs(30)).await;
+            let rate = throughput(
+                listen,
+                upstream,
+                &ca_cert,
+                &auth_proxied,
+                16,
+                Duration::from_secs(30),
+            )
+            .await;
             let rss = rss_mib(proxy.pid());
             samples.push(rss);
-            println!("  t={:>4} s  {rate:>6.0} req/s  RSS {rss:.1} MiB", started.elapsed().as_secs());
+            println!(
+                "  t={:>4} s  {rate:>6.0} req/s  RSS {rss:.1} MiB",
+                started.elapsed().as_secs()
+            );
         }
         let (first, last) = (samples[0], samples[samples.len() - 1]);
         let max = samples.iter().cloned().fold(0.0, f64::max);
@@ -133,7 +169,14 @@ async fn request(sender: &mut Sender, upstream: SocketAddr, auth: &str) {
     response.into_body().collect().await.unwrap();
 }
 
-async fn throughput(proxy: SocketAddr, upstream: SocketAddr, ca: &str, auth: &str, connections: usize, duration: Duration) -> f64 {
+async fn throughput(
+    proxy: SocketAddr,
+    upstream: SocketAddr,
+    ca: &str,
+    auth: &str,
+    connections: usize,
+    duration: Duration,
+) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -162,7 +205,10 @@ async fn direct_connection(upstream: SocketAddr, upstream_ca: &str) -> Sender {
 async fn proxied_connection(proxy: SocketAddr, upstream: SocketAddr, proxy_ca: &str) -> Sender {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bench:bench-credential");
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "bench:bench-credential",
+    );
     stream
         .write_all(format!("CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\nProxy-Authorization: Basic {auth}\r\n\r\n").as_bytes())
         .await
@@ -173,27 +219,42 @@ async fn proxied_connection(proxy: SocketAddr, upstream: SocketAddr, proxy_ca: &
         assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     handshake(tls_connect(stream, upstream, proxy_ca).await).await
 }
 
-async fn tls_connect(stream: TcpStream, target: SocketAddr, ca: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+async fn tls_connect(
+    stream: TcpStream,
+    target: SocketAddr,
+    ca: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
-    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, stream).await.unwrap()
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .unwrap()
 }
 
 async fn handshake(stream: tokio_rustls::client::TlsStream<TcpStream>) -> Sender {
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(connection);
     sender
 }
@@ -201,29 +262,45 @@ async fn handshake(stream: tokio_rustls::client::TlsStream<TcpStream>) -> Sender
 /// An HTTPS keep-alive upstream (HTTP/1.1 and HTTP/2, as it advertises) with its own CA; returns its address and CA PEM.
 async fn upstream() -> (SocketAddr, String) {
     let (ca_cert, ca_key) = generate_ca().unwrap();
-    let server_config = Authority::from_pem(&ca_cert, &ca_key).unwrap().server_config("127.0.0.1").unwrap();
+    let server_config = Authority::from_pem(&ca_cert, &ca_key)
+        .unwrap()
+        .server_config("127.0.0.1")
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let _ = stream.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else { return };
-                let service = service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
-                    // Only the real credential is accepted: a request that was not swapped fails.
-                    let swapped = request.headers().get("authorization").is_some_and(|v| v == "Bearer sk-real-bench-0123456789");
-                    request.into_body().collect().await.unwrap();
-                    let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"{\"output\":\"ok\"}")));
-                    if !swapped {
-                        *response.status_mut() = hyper::StatusCode::UNAUTHORIZED;
-                    }
-                    Ok::<_, std::convert::Infallible>(response)
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(
+                    |request: hyper::Request<hyper::body::Incoming>| async move {
+                        // Only the real credential is accepted: a request that was not swapped fails.
+                        let swapped = request
+                            .headers()
+                            .get("authorization")
+                            .is_some_and(|v| v == "Bearer sk-real-bench-0123456789");
+                        request.into_body().collect().await.unwrap();
+                        let mut response = hyper::Response::new(Full::new(Bytes::from_static(
+                            b"{\"output\":\"ok\"}",
+                        )));
+                        if !swapped {
+                            *response.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
             });
         }
     });
@@ -249,7 +326,9 @@ impl ProxyProcess {
         // The proxy prints `sandbox<TAB>secret<TAB>placeholder` for each binding.
         let mut line = String::new();
         use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let placeholder = line.trim().rsplit('\t').next().unwrap().to_owned();
         for _ in 0..200 {
             if std::net::TcpStream::connect(listen).is_ok() {
@@ -288,7 +367,11 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn pin_to_cpu(cpu: usize) {

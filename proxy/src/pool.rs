@@ -67,7 +67,10 @@ impl Sender {
         }
     }
 
-    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, hyper::Error> {
+    pub async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
         match self {
             Sender::Http1(sender) => {
                 sender.ready().await?;

@@ -37,9 +37,9 @@ use crate::address::resolve;
 use crate::audit::{AuditRecord, AuditSink, Decision};
 use crate::credentials::{Credential, Scrubber, check_body, swap_request};
 use crate::policy::{DenyReason, Verdict};
+use crate::pool::{Pool, PoolKey, Sender};
 use crate::registry::{Registry, Sandbox};
 use crate::secrets::SecretStore;
-use crate::pool::{Pool, PoolKey, Sender};
 use crate::tls::Interception;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -428,14 +428,37 @@ impl Proxy {
             let host = request.headers().get(header::HOST)?.to_str().ok()?;
             Some(host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned())
         });
+        // The sandbox's current policy, not the one the tunnel was opened under: a narrowed or
+        // removed policy takes effect for the next request.
+        let Some(sandbox) = self.registry.get(&base.sandbox.config.sandbox_id) else {
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "this sandbox is no longer registered with the egress proxy",
+                &base.host,
+            );
+        };
         let ctx = Ctx {
-            sandbox: base.sandbox.clone(),
+            sandbox,
             started: Instant::now(),
             host: base.host.clone(),
             port: base.port,
             method: request.method().to_string(),
             path: request.uri().path().to_owned(),
         };
+        match ctx.sandbox.config.policy.verdict(&ctx.host, ctx.port) {
+            Verdict::Denied(reason) => {
+                return self.deny(&ctx, StatusCode::FORBIDDEN, &policy_reason(&reason, &ctx));
+            }
+            Verdict::Allowed { allow_private, .. } => {
+                if let (false, Some(class)) = (allow_private, crate::address::special(addr.ip())) {
+                    let reason = format!(
+                        "{} is a {class} address, which sandboxes may not reach",
+                        addr.ip()
+                    );
+                    return self.deny(&ctx, StatusCode::FORBIDDEN, &reason);
+                }
+            }
+        }
         if let Some(named) = named
             && crate::host::normalize(&named) != crate::host::normalize(&ctx.host)
         {
@@ -461,7 +484,7 @@ impl Proxy {
         tls: Option<Arc<rustls::ClientConfig>>,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
-        let credentials = match self.credentials(&ctx.sandbox).await {
+        let credentials = match self.credentials(&ctx.sandbox, &ctx.host, ctx.port).await {
             Ok(credentials) => credentials,
             Err(reason) => return self.fail(&ctx, &reason),
         };
@@ -531,11 +554,18 @@ impl Proxy {
         // a pooled connection the upstream closed in the meantime gets one retry on a new one.
         let mut attempt_pooled = upgrade.is_none();
         let (sender, mut response) = loop {
-            let pooled = if attempt_pooled { self.pool.take(&key) } else { None };
+            let pooled = if attempt_pooled {
+                self.pool.take(&key)
+            } else {
+                None
+            };
             let from_pool = pooled.is_some();
             let mut sender = match pooled {
                 Some(sender) => sender,
-                None => match self.connect_upstream(&ctx, addr, tls.clone(), upgrade.is_none()).await {
+                None => match self
+                    .connect_upstream(&ctx, addr, tls.clone(), upgrade.is_none())
+                    .await
+                {
                     Ok(sender) => sender,
                     Err(reason) => return self.fail(&ctx, &reason),
                 },
@@ -547,7 +577,11 @@ impl Proxy {
             let uri = match build_uri(scheme, &authority, &path_and_query) {
                 Ok(uri) => uri,
                 Err(error) => {
-                    return refusal(StatusCode::BAD_REQUEST, &format!("bad URL: {error}"), &ctx.host);
+                    return refusal(
+                        StatusCode::BAD_REQUEST,
+                        &format!("bad URL: {error}"),
+                        &ctx.host,
+                    );
                 }
             };
             let mut headers = parts.headers.clone();
@@ -566,7 +600,9 @@ impl Proxy {
             match sender.send(upstream_request).await {
                 Ok(response) => break (sender, response),
                 Err(_) if from_pool => attempt_pooled = false,
-                Err(error) => return self.fail(&ctx, &format!("{} did not answer: {error}", ctx.host)),
+                Err(error) => {
+                    return self.fail(&ctx, &format!("{} did not answer: {error}", ctx.host));
+                }
             }
         };
 
@@ -639,7 +675,8 @@ impl Proxy {
                 let server_name =
                     rustls::pki_types::ServerName::try_from(crate::host::normalize(&ctx.host))
                         .map_err(|e| format!("bad server name {}: {e}", ctx.host))?;
-                let connecting = tokio_rustls::TlsConnector::from(client).connect(server_name, stream);
+                let connecting =
+                    tokio_rustls::TlsConnector::from(client).connect(server_name, stream);
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => return Err(format!("TLS with {} failed: {error}", ctx.host)),
@@ -655,14 +692,27 @@ impl Proxy {
         handshake.map_err(|e| format!("HTTP handshake with {} failed: {e}", ctx.host))
     }
 
-    async fn credentials(&self, sandbox: &Sandbox) -> Result<Vec<Credential>, String> {
+    /// The sandbox's credentials for a request to `host:port`: every placeholder (to detect
+    /// leaks), and real values only for the secrets bound to this host, so a secret that cannot
+    /// be read breaks only the hosts it is bound to.
+    async fn credentials(
+        &self,
+        sandbox: &Sandbox,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<Credential>, String> {
         let mut credentials = Vec::new();
         for binding in &sandbox.config.policy.secrets {
-            let value = self
-                .secrets
-                .get(&binding.name)
-                .await
-                .map_err(|e| e.to_string())?;
+            let bound_here = binding.hosts.iter().any(|p| p.matches(host, port));
+            let value = if bound_here {
+                self.secrets
+                    .get(&binding.name)
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else {
+                // Never swapped here (the swap refuses it first) and too short to scrub.
+                String::new()
+            };
             credentials.push(Credential {
                 placeholder: sandbox.placeholders[&binding.name].clone(),
                 binding: binding.clone(),

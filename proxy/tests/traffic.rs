@@ -1230,3 +1230,77 @@ async fn audit_records_reach_the_server_in_batches_despite_failures() {
     assert!(HttpSink::start("https://x", "t".into(), shutdown.clone()).is_err());
     shutdown.cancel();
 }
+
+/// A policy change reaches requests inside an already open intercepted tunnel.
+#[tokio::test]
+async fn policy_changes_apply_inside_open_tunnels() {
+    let (up, upstream_ca, seen) = tls_upstream().await;
+    let (mut h, proxy_ca) = intercepting(&upstream_ca).await;
+    let placeholder = h.sandbox("sb1", intercept_policy(up))["OPENAI_API_KEY"].clone();
+    let tls = tls_through(h.tcp, "sb1:cred-sb1", up, &proxy_ca, &[b"http/1.1"]).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = |auth: String| {
+        hyper::Request::get("/")
+            .header("host", format!("127.0.0.1:{}", up.port()))
+            .header("authorization", auth)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let response = sender
+        .send_request(request(format!("Bearer {placeholder}")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    assert_eq!(h.next_audit().await.decision, Decision::Allowed);
+
+    // The host is taken off the list while the tunnel is open.
+    h.sandbox("sb1", json!({"allow": ["*.allowed.test"]}));
+    let response = sender
+        .send_request(request("Bearer x".into()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(h.next_audit().await.decision, Decision::Denied);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// A secret that cannot be read breaks only the hosts it is bound to.
+#[tokio::test]
+async fn a_missing_secret_only_affects_its_own_hosts() {
+    let mut h = Harness::start(Limits::default()).await;
+    let (up, seen) = upstream().await;
+    let (other, other_seen) = upstream().await;
+    let mut policy = openai_policy(up);
+    policy["secrets"][0]["name"] = json!("NOT_CONFIGURED");
+    h.sandbox("sb1", policy);
+    let client = h.client("sb1");
+    assert_eq!(
+        client
+            .get(format!("http://{other}/fine"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(h.next_audit().await.decision, Decision::Allowed);
+    let response = client
+        .get(format!("http://{up}/needs-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(
+        response.headers()["x-centaur-deny-reason"]
+            .to_str()
+            .unwrap()
+            .contains("NOT_CONFIGURED")
+    );
+    assert_eq!(h.next_audit().await.decision, Decision::UpstreamError);
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!(other_seen.lock().unwrap().len(), 1);
+}
