@@ -55,13 +55,14 @@ impl HttpSink {
         token: String,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<HttpSink, BadServerUrl> {
-        let uri: hyper::Uri = server_url
-            .parse()
-            .map_err(|_| BadServerUrl(server_url.to_owned()))?;
-        let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
-            return Err(BadServerUrl(server_url.to_owned()));
-        };
-        let base = server_url.trim_end_matches('/').to_owned();
+        let authority = crate::http::http_authority(server_url)
+            .ok_or_else(|| BadServerUrl(server_url.to_owned()))?;
+        // Whatever path the server is mounted under.
+        let base = server_url
+            .trim_end_matches('/')
+            .split_once(authority.as_str())
+            .map_or("", |(_, path)| path)
+            .to_owned();
         let (tx, rx) = mpsc::channel(PENDING);
         tokio::spawn(upload(rx, base, authority, token, shutdown));
         Ok(HttpSink {
@@ -133,47 +134,25 @@ async fn upload(
 }
 
 async fn post(
-    base: &str,
+    base_path: &str,
     authority: &hyper::http::uri::Authority,
     token: &str,
     records: &[AuditRecord],
 ) -> Result<(), String> {
-    use http_body_util::BodyExt;
     let body = serde_json::to_vec(&centaur_protocol::egress::AuditBatch {
         records: records.to_vec(),
     })
     .map_err(|e| e.to_string())?;
-    let stream = tokio::net::TcpStream::connect(authority.as_str())
-        .await
-        .map_err(|e| format!("connecting to {authority}: {e}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let path = format!(
-        "{}/proxy/v1/audit",
-        base.split_once(authority.as_str()).map_or("", |(_, p)| p)
-    );
-    let request = hyper::Request::post(path)
-        .header(hyper::header::HOST, authority.as_str())
+    let request = hyper::Request::post(format!("{base_path}/proxy/v1/audit"))
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    if status.is_success() {
-        return Ok(());
+    match crate::http::send(authority, request).await? {
+        (status, _) if status.is_success() => Ok(()),
+        (status, body) => Err(format!(
+            "the server answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        )),
     }
-    let text = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-        .unwrap_or_default();
-    Err(format!("the server answered {status}: {text}"))
 }

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod credentials;
 pub mod forward;
 pub mod host;
+pub mod http;
 pub mod policy;
 pub mod pool;
 pub mod registry;

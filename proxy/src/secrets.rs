@@ -140,45 +140,17 @@ async fn connect_read(
     field: &str,
     token: &str,
 ) -> Result<String, String> {
-    use http_body_util::BodyExt;
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|_| format!("bad Connect URL `{url}`"))?;
-    let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(format!(
-            "the Connect URL must be http://host:port, got `{url}`"
-        ));
-    };
-    let fetch = async {
-        let stream = tokio::net::TcpStream::connect(authority.as_str())
+    let authority = crate::http::http_authority(url)
+        .ok_or_else(|| format!("the Connect URL must be http://host:port, got `{url}`"))?;
+    let request = hyper::Request::get(format!("/v1/vaults/{vault}/items/{item}"))
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let (status, body) =
+        tokio::time::timeout(SOURCE_TIMEOUT, crate::http::send(&authority, request))
             .await
-            .map_err(|e| format!("cannot reach 1Password Connect at {authority}: {e}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let request = hyper::Request::get(format!("/v1/vaults/{vault}/items/{item}"))
-            .header(hyper::header::HOST, authority.as_str())
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(SOURCE_TIMEOUT, fetch)
-        .await
-        .map_err(|_| "1Password Connect timed out".to_owned())??;
+            .map_err(|_| "1Password Connect timed out".to_owned())?
+            .map_err(|e| format!("1Password Connect at {authority}: {e}"))?;
     if !status.is_success() {
         return Err(format!(
             "1Password Connect answered {status} for item {item} in vault {vault}"

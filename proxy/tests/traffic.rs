@@ -34,44 +34,21 @@ struct Seen {
 
 /// An HTTP server that records requests and answers with a JSON echo (including the
 /// `authorization` header it got, to test scrubbing).
-async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+/// Serves `handler` over HTTP/1.1 on a fresh loopback port; returns the address.
+async fn serve_http<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<Full<Bytes>>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let (parts, body) = request.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes();
-                        let headers: HashMap<String, String> = parts
-                            .headers
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                            .collect();
-                        let echo = json!({"authorization": headers.get("authorization"), "path": parts.uri.to_string()});
-                        log.lock().unwrap().push(Seen {
-                            method: parts.method.to_string(),
-                            uri: parts.uri.to_string(),
-                            headers: headers.clone(),
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                        });
-                        let mut response =
-                            hyper::Response::new(Full::new(Bytes::from(echo.to_string())));
-                        if let Some(auth) = headers.get("authorization") {
-                            response
-                                .headers_mut()
-                                .insert("x-echo-auth", auth.parse().unwrap());
-                        }
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
+                let service = service_fn(move |request| {
+                    let response = handler(request);
+                    async move { Ok::<_, std::convert::Infallible>(response.await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -79,6 +56,37 @@ async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
             });
         }
     });
+    addr
+}
+
+async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let addr = serve_http(move |request: hyper::Request<hyper::body::Incoming>| {
+        let log = log.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let headers: HashMap<String, String> = parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let echo = json!({"authorization": headers.get("authorization"), "path": parts.uri.to_string()});
+            log.lock().unwrap().push(Seen {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                headers: headers.clone(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            let mut response = hyper::Response::new(Full::new(Bytes::from(echo.to_string())));
+            if let Some(auth) = headers.get("authorization") {
+                response.headers_mut().insert("x-echo-auth", auth.parse().unwrap());
+            }
+            response
+        }
+    })
+    .await;
     (addr, seen)
 }
 
@@ -1128,45 +1136,30 @@ async fn a_bubblewrap_sandbox_reaches_only_what_the_proxy_allows() {
 /// A stand-in for the server's `POST /proxy/v1/audit`: fails the first `fail_first` calls with
 /// 503, then stores batches.
 async fn audit_server(fail_first: usize) -> (SocketAddr, Arc<Mutex<Vec<(String, Value)>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let received = Arc::new(Mutex::new(Vec::new()));
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let log = received.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let (log, calls) = (log.clone(), calls.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let (log, calls) = (log.clone(), calls.clone());
-                    async move {
-                        assert_eq!(request.uri().path(), "/proxy/v1/audit");
-                        let auth = request.headers()["authorization"]
-                            .to_str()
-                            .unwrap()
-                            .to_owned();
-                        let body: Value = serde_json::from_slice(
-                            &request.into_body().collect().await.unwrap().to_bytes(),
-                        )
-                        .unwrap();
-                        let mut response = hyper::Response::new(Full::new(Bytes::new()));
-                        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
-                            *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
-                        } else {
-                            log.lock().unwrap().push((auth, body));
-                        }
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = serve_http(move |request: hyper::Request<hyper::body::Incoming>| {
+        let (log, calls) = (log.clone(), calls.clone());
+        async move {
+            assert_eq!(request.uri().path(), "/proxy/v1/audit");
+            let auth = request.headers()["authorization"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body: Value =
+                serde_json::from_slice(&request.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap();
+            let mut response = hyper::Response::new(Full::new(Bytes::new()));
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+            } else {
+                log.lock().unwrap().push((auth, body));
+            }
+            response
         }
-    });
+    })
+    .await;
     (addr, received)
 }
 

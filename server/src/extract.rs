@@ -20,10 +20,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(0, |limit| limit.0);
+        let limit = body_limit(&req);
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(json_rejection(rejection, limit)),
@@ -35,6 +32,21 @@ where
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
+fn body_limit(req: &Request) -> usize {
+    req.extensions()
+        .get::<BodyLimit>()
+        .map_or(0, |limit| limit.0)
+}
+
+/// A body that could not be read: too large (413, naming the limit) or broken (400).
+fn unreadable_body(status: axum::http::StatusCode, text: String, limit: usize) -> ApiError {
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::bad_request("invalid_body", text)
+    }
+}
+
 fn json_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
     match rejection {
         JsonRejection::JsonSyntaxError(e) => {
@@ -44,13 +56,7 @@ fn json_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
             "send the body as JSON with `Content-Type: application/json`".into(),
         ),
-        JsonRejection::BytesRejection(e) => {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit }
-            } else {
-                ApiError::bad_request("invalid_body", e.body_text())
-            }
-        }
+        JsonRejection::BytesRejection(e) => unreadable_body(e.status(), e.body_text(), limit),
         other => ApiError::bad_request("invalid_request", other.body_text()),
     }
 }
@@ -107,17 +113,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(0, |limit| limit.0);
-        let bytes = bytes::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit }
-            } else {
-                ApiError::bad_request("invalid_body", e.body_text())
-            }
-        })?;
+        let limit = body_limit(&req);
+        let bytes = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| unreadable_body(e.status(), e.body_text(), limit))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ApiJsonOrEmpty(T::default()));
         }
