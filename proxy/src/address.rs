@@ -42,6 +42,15 @@ pub fn special(addr: IpAddr) -> Option<&'static str> {
                 Some("NAT64")
             } else if s[0] == 0x2002 {
                 Some("6to4")
+            } else if s[0] == 0x2001 && s[1] == 0 {
+                Some("Teredo")
+            } else if s[0] & 0xffc0 == 0xfec0 {
+                Some("site-local")
+            } else if s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0 {
+                Some("discard-only")
+            } else if s[..6] == [0, 0, 0, 0, 0, 0] {
+                // IPv4-compatible (::a.b.c.d) and the rest of ::/96.
+                Some("IPv4-compatible")
             } else {
                 None
             }
@@ -53,7 +62,7 @@ fn special_v4(v4: Ipv4Addr) -> Option<&'static str> {
     let o = v4.octets();
     if v4.is_loopback() {
         Some("loopback")
-    } else if o == [169, 254, 169, 254] || o == [100, 100, 100, 200] {
+    } else if o == [169, 254, 169, 254] || o == [100, 100, 100, 200] || o == [168, 63, 129, 16] {
         Some("cloud metadata")
     } else if v4.is_private() {
         Some("private")
@@ -74,6 +83,8 @@ fn special_v4(v4: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Resolves `host` once and returns the address to dial, refusing special addresses unless
 /// `allow_private`.
 pub async fn resolve(
@@ -84,10 +95,14 @@ pub async fn resolve(
     let bare = crate::host::normalize(host);
     let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare.as_str(), port))
-            .await
-            .map_err(|_| AddressError::Unresolvable(host.to_owned()))?
-            .collect(),
+        Err(_) => tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            tokio::net::lookup_host((bare.as_str(), port)),
+        )
+        .await
+        .map_err(|_| AddressError::Unresolvable(host.to_owned()))?
+        .map_err(|_| AddressError::Unresolvable(host.to_owned()))?
+        .collect(),
     };
     // Every address must pass: a name that resolves to one public and one private address is
     // refused, whatever order a resolver returns them in.
@@ -129,6 +144,10 @@ mod tests {
             ("fd00:ec2::254", "cloud metadata"),
             ("fc00::1", "private (unique local)"),
             ("fe80::1", "link-local"),
+            ("::127.0.0.1", "IPv4-compatible"),
+            ("2001:0:4136:e378::1", "Teredo"),
+            ("fec0::1", "site-local"),
+            ("168.63.129.16", "cloud metadata"),
         ] {
             assert_eq!(special(addr.parse().unwrap()), Some(class), "{addr}");
         }

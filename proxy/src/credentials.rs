@@ -125,38 +125,53 @@ pub fn swap_request(
         return Err(leak(name, "the URL path".into()));
     }
 
-    let mut rewritten: Vec<(HeaderName, HeaderValue)> = Vec::new();
-    for (name, value) in headers.iter() {
-        let found = placeholders_in(value.as_bytes());
-        if found.is_empty() {
-            continue;
-        }
-        let mut text = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        for placeholder in found {
-            let Some(credential) = find(placeholder) else {
-                return Err(leak("unknown placeholder", format!("header `{name}`")));
-            };
-            let header_bound = credential
-                .binding
-                .headers
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(name.as_str()));
-            if !(header_bound && bound_here(credential)) {
-                return Err(leak(&credential.binding.name, format!("header `{name}`")));
+    // Every value of a header name, rewritten or not, in order: duplicates are kept.
+    let mut rewritten: Vec<(HeaderName, Vec<HeaderValue>)> = Vec::new();
+    let mut names: Vec<HeaderName> = headers.keys().cloned().collect();
+    names.dedup();
+    for name in names {
+        let mut values = Vec::new();
+        let mut changed = false;
+        for value in headers.get_all(&name) {
+            let found = placeholders_in(value.as_bytes());
+            if found.is_empty() {
+                values.push(value.clone());
+                continue;
             }
-            text = match &credential.binding.format {
-                Some(format) => format.replace("{value}", &credential.value),
-                None => text.replace(placeholder, &credential.value),
-            };
-            swapped.push(credential.binding.name.clone());
+            changed = true;
+            let mut text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            for placeholder in found {
+                let Some(credential) = find(placeholder) else {
+                    return Err(leak("unknown placeholder", format!("header `{name}`")));
+                };
+                let header_bound = credential
+                    .binding
+                    .headers
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(name.as_str()));
+                if !(header_bound && bound_here(credential)) {
+                    return Err(leak(&credential.binding.name, format!("header `{name}`")));
+                }
+                text = match &credential.binding.format {
+                    Some(format) => format.replace("{value}", &credential.value),
+                    None => text.replace(placeholder, &credential.value),
+                };
+                swapped.push(credential.binding.name.clone());
+            }
+            let mut value = HeaderValue::from_str(&text)
+                .map_err(|_| leak(&swapped[swapped.len() - 1], format!("header `{name}`")))?;
+            value.set_sensitive(true);
+            values.push(value);
         }
-        let value = HeaderValue::from_str(&text)
-            .map_err(|_| leak(&swapped[swapped.len() - 1], format!("header `{name}`")))?;
-        rewritten.push((name.clone(), value));
+        if changed {
+            rewritten.push((name, values));
+        }
     }
-    for (name, mut value) in rewritten {
-        value.set_sensitive(true);
-        headers.insert(name, value);
+    for (name, values) in rewritten {
+        headers.remove(&name);
+        for value in values {
+            headers.append(name.clone(), value);
+        }
     }
 
     let mut new_query = None;
@@ -217,6 +232,18 @@ pub fn check_body(credentials: &[Credential], host: &str, body: &[u8]) -> Result
     }
 }
 
+fn percent_encode_lower(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02x}"),
+        })
+        .collect()
+}
+
 fn percent_encode(value: &str) -> String {
     value
         .bytes()
@@ -243,16 +270,28 @@ const MIN_SCRUB_LEN: usize = 8;
 
 impl Scrubber {
     pub fn new(credentials: &[Credential]) -> Self {
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = credentials
+        // The value as sent, and as upstreams echo it back: percent-encoded (URLs, `Location`)
+        // and JSON-escaped. Longest first, so a value that extends another is caught whole.
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for c in credentials
             .iter()
             .filter(|c| c.value.len() >= MIN_SCRUB_LEN)
-            .map(|c| {
-                (
-                    c.value.clone().into_bytes(),
-                    c.placeholder.clone().into_bytes(),
-                )
-            })
-            .collect();
+        {
+            let json = serde_json::to_string(&c.value).expect("a string serialises");
+            let forms = [
+                c.value.clone(),
+                percent_encode(&c.value),
+                percent_encode_lower(&c.value),
+                json[1..json.len() - 1].to_owned(),
+            ];
+            for form in forms {
+                let form = form.into_bytes();
+                if !pairs.iter().any(|(v, _)| *v == form) {
+                    pairs.push((form, c.placeholder.clone().into_bytes()));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
         let longest = pairs.iter().map(|(v, _)| v.len()).max().unwrap_or(0);
         Scrubber {
             pairs,
@@ -456,6 +495,46 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(leak.location, "query parameter `token`");
+    }
+
+    #[test]
+    fn encoded_echoes_are_scrubbed_too() {
+        let c = credential(
+            "KEY",
+            &["a.example"],
+            &["authorization"],
+            None,
+            "sk+real/value=1",
+        );
+        let mut scrubber = Scrubber::new(std::slice::from_ref(&c));
+        let echo = "raw sk+real/value=1, url sk%2Breal%2Fvalue%3D1, lower sk%2breal%2fvalue%3d1";
+        let mut out = scrubber.push(echo.as_bytes());
+        out.extend(scrubber.finish());
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("real"), "{out}");
+        assert_eq!(scrubber.replaced, 3);
+    }
+
+    #[test]
+    fn duplicate_header_values_survive_a_swap() {
+        let c = credential("KEY", &["a.example"], &["x-key"], None, "sk-real-123456");
+        let mut headers = HeaderMap::new();
+        headers.append("x-key", c.placeholder.parse().unwrap());
+        headers.append("x-key", "second".parse().unwrap());
+        headers.append("cookie", "a=1".parse().unwrap());
+        headers.append("cookie", "b=2".parse().unwrap());
+        swap_request(
+            std::slice::from_ref(&c),
+            "a.example",
+            443,
+            "/",
+            None,
+            &mut headers,
+        )
+        .unwrap();
+        let keys: Vec<_> = headers.get_all("x-key").iter().collect();
+        assert_eq!(keys, ["sk-real-123456", "second"]);
+        assert_eq!(headers.get_all("cookie").iter().count(), 2);
     }
 
     #[test]

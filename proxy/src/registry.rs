@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::placeholder;
 use crate::policy::Policy;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
     pub sandbox_id: String,
@@ -20,6 +20,20 @@ pub struct SandboxConfig {
     pub proxy_credential: Option<String>,
     #[serde(default)]
     pub policy: Policy,
+}
+
+impl std::fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("sandbox_id", &self.sandbox_id)
+            .field("thread_key", &self.thread_key)
+            .field(
+                "proxy_credential",
+                &self.proxy_credential.as_ref().map(|_| "<redacted>"),
+            )
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
 /// A registered sandbox, with the placeholders its environment gets.

@@ -49,6 +49,8 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 pub struct Limits {
     /// Open CONNECT tunnels per sandbox; one sandbox's flood cannot starve another.
     pub max_tunnels_per_sandbox: usize,
+    /// Requests in flight per sandbox (request bodies are buffered for inspection).
+    pub max_requests_per_sandbox: usize,
     /// Largest request body the proxy inspects and forwards (413 beyond).
     pub max_body_bytes: usize,
     /// Time to establish an upstream TCP connection.
@@ -61,6 +63,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_tunnels_per_sandbox: 64,
+            max_requests_per_sandbox: 64,
             max_body_bytes: 32 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
@@ -75,7 +78,8 @@ pub struct Proxy {
     limits: Limits,
     interception: Option<Interception>,
     pool: Arc<Pool>,
-    tunnels: Mutex<HashMap<String, usize>>,
+    tunnels: Counters,
+    in_flight: Counters,
 }
 
 /// A request's context for audit and refusals.
@@ -104,7 +108,8 @@ impl Proxy {
             limits,
             interception,
             pool: Arc::new(Pool::default()),
-            tunnels: Mutex::new(HashMap::new()),
+            tunnels: Counters::default(),
+            in_flight: Counters::default(),
         })
     }
 
@@ -269,7 +274,11 @@ impl Proxy {
             Ok(addr) => addr,
             Err(error) => return self.deny(&ctx, StatusCode::FORBIDDEN, &error.to_string()),
         };
-        let Some(slot) = TunnelSlot::take(&self, &ctx.sandbox.config.sandbox_id) else {
+        let Some(slot) = Slot::take(
+            &self.tunnels,
+            &ctx.sandbox.config.sandbox_id,
+            self.limits.max_tunnels_per_sandbox,
+        ) else {
             return self.deny(
                 &ctx,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -342,7 +351,9 @@ impl Proxy {
             Ok(addr) => addr,
             Err(error) => return self.deny(&ctx, StatusCode::FORBIDDEN, &error.to_string()),
         };
-        self.exchange(ctx, addr, None, request).await
+        // Plain HTTP carries credentials only to hosts explicitly allowed to be private (the
+        // Centaur API, services on the same network); everything else must use HTTPS.
+        self.exchange(ctx, addr, None, allow_private, request).await
     }
 
     /// Answers the CONNECT, then terminates TLS with a leaf minted for the host and serves the
@@ -351,7 +362,7 @@ impl Proxy {
         self: Arc<Self>,
         ctx: Ctx,
         addr: SocketAddr,
-        slot: TunnelSlot,
+        slot: Slot,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let interception = self.interception.as_ref().expect("checked by the caller");
@@ -406,7 +417,17 @@ impl Proxy {
                 let (proxy, base) = (proxy.clone(), base.clone());
                 async move { Ok::<_, Infallible>(proxy.intercepted(&base, addr, request).await) }
             });
-            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(32)
+                .keep_alive_interval(Duration::from_secs(60));
+            let served = builder
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await;
             if let Err(error) = served {
@@ -472,7 +493,7 @@ impl Proxy {
             );
         }
         let tls = self.interception.as_ref().map(|i| i.client.clone());
-        self.exchange(ctx, addr, tls, request).await
+        self.exchange(ctx, addr, tls, false, request).await
     }
 
     /// Swaps credentials, checks for leaks, sends the request to `addr` (over TLS when `tls` is
@@ -482,12 +503,48 @@ impl Proxy {
         ctx: Ctx,
         addr: SocketAddr,
         tls: Option<Arc<rustls::ClientConfig>>,
+        cleartext_ok: bool,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
+        // Bounds the request bodies one sandbox can have buffered at once.
+        let Some(_in_flight) = Slot::take(
+            &self.in_flight,
+            &ctx.sandbox.config.sandbox_id,
+            self.limits.max_requests_per_sandbox,
+        ) else {
+            return self.deny(
+                &ctx,
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "this sandbox already has {} requests in flight; wait for some to finish",
+                    self.limits.max_requests_per_sandbox
+                ),
+            );
+        };
         let credentials = match self.credentials(&ctx.sandbox, &ctx.host, ctx.port).await {
             Ok(credentials) => credentials,
             Err(reason) => return self.fail(&ctx, &reason),
         };
+        let bound_here: Vec<&Credential> =
+            credentials.iter().filter(|c| !c.value.is_empty()).collect();
+        if tls.is_none() && !cleartext_ok && !bound_here.is_empty() {
+            let carries = request.headers().values().any(|v| {
+                bound_here.iter().any(|c| {
+                    v.as_bytes()
+                        .windows(c.placeholder.len())
+                        .any(|w| w == c.placeholder.as_bytes())
+                })
+            }) || request
+                .uri()
+                .query()
+                .is_some_and(|q| bound_here.iter().any(|c| q.contains(&c.placeholder)));
+            if carries {
+                return self.block_leak(
+                    &ctx,
+                    &format!("{} has bound credentials, which the proxy sends only over HTTPS; use https://", ctx.host),
+                );
+            }
+        }
         let uri = request.uri().clone();
         let (mut parts, body) = request.into_parts();
         let (new_query, swapped) = match swap_request(
@@ -524,6 +581,13 @@ impl Proxy {
             return self.block_leak(&ctx, &leak.to_string());
         }
 
+        if !bound_here.is_empty() {
+            // A compressed echo would pass the scrubber: ask for plain bodies.
+            parts.headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
         let upgrade = upgrade_protocol(&parts.headers);
         let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         strip_hop_by_hop(&mut parts.headers);
@@ -609,13 +673,30 @@ impl Proxy {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
-            // WebSocket (or another upgrade): relay the raw streams both ways from here on.
+            // WebSocket (or another upgrade): relay the raw streams both ways from here on,
+            // counted against the sandbox's tunnels.
+            let Some(slot) = Slot::take(
+                &self.tunnels,
+                &ctx.sandbox.config.sandbox_id,
+                self.limits.max_tunnels_per_sandbox,
+            ) else {
+                return self.deny(
+                    &ctx,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "this sandbox already has {} tunnels open; close some first",
+                        self.limits.max_tunnels_per_sandbox
+                    ),
+                );
+            };
+            Scrubber::new(&credentials).scrub_headers(response.headers_mut());
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             let idle = self.limits.idle_timeout;
             let mut record =
                 self.audit_record(&ctx, Some(101), bytes_up, Decision::Allowed, None, swapped);
             let sink = self.audit.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 if let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) {
                     let (up, down) =
                         relay_io(TokioIo::new(client), TokioIo::new(upstream), idle).await;
@@ -630,6 +711,16 @@ impl Proxy {
 
         let (mut parts, body) = response.into_parts();
         let mut scrubber = Scrubber::new(&credentials);
+        let encoded = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded && !scrubber.is_empty() {
+            return self.fail(
+                &ctx,
+                &format!("{} sent an encoded body although asked not to; the proxy cannot check it for credentials", ctx.host),
+            );
+        }
         scrubber.scrub_headers(&mut parts.headers);
         strip_hop_by_hop(&mut parts.headers);
         if !scrubber.is_empty() {
@@ -655,6 +746,7 @@ impl Proxy {
             bytes_down: 0,
             audit: Some((record, self.audit.clone())),
             give_back,
+            pending_trailers: None,
         };
         Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
     }
@@ -705,10 +797,10 @@ impl Proxy {
         for binding in &sandbox.config.policy.secrets {
             let bound_here = binding.hosts.iter().any(|p| p.matches(host, port));
             let value = if bound_here {
-                self.secrets
-                    .get(&binding.name)
-                    .await
-                    .map_err(|e| e.to_string())?
+                self.secrets.get(&binding.name).await.map_err(|error| {
+                    tracing::warn!(secret = %binding.name, %error, "a bound credential is unavailable");
+                    format!("credential `{}` is unavailable in the proxy; ask a person on this thread to check it", binding.name)
+                })?
             } else {
                 // Never swapped here (the swap refuses it first) and too short to scrub.
                 String::new()
@@ -961,31 +1053,34 @@ where
     (up, down)
 }
 
-/// A tunnel counted against its sandbox's limit while it lives.
-struct TunnelSlot {
-    proxy: Arc<Proxy>,
+/// Per-sandbox counts of something limited (open tunnels, requests in flight).
+type Counters = Arc<Mutex<HashMap<String, usize>>>;
+
+/// One unit of a sandbox's limit, held while it lives.
+struct Slot {
+    counters: Counters,
     sandbox_id: String,
 }
 
-impl TunnelSlot {
-    fn take(proxy: &Arc<Proxy>, sandbox_id: &str) -> Option<TunnelSlot> {
-        let mut tunnels = proxy.tunnels.lock().expect("tunnel lock");
-        let open = tunnels.entry(sandbox_id.to_owned()).or_default();
-        if *open >= proxy.limits.max_tunnels_per_sandbox {
+impl Slot {
+    fn take(counters: &Counters, sandbox_id: &str, limit: usize) -> Option<Slot> {
+        let mut counts = counters.lock().expect("counter lock");
+        let open = counts.entry(sandbox_id.to_owned()).or_default();
+        if *open >= limit {
             return None;
         }
         *open += 1;
-        Some(TunnelSlot {
-            proxy: proxy.clone(),
+        Some(Slot {
+            counters: counters.clone(),
             sandbox_id: sandbox_id.to_owned(),
         })
     }
 }
 
-impl Drop for TunnelSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut tunnels = self.proxy.tunnels.lock().expect("tunnel lock");
-        if let Some(open) = tunnels.get_mut(&self.sandbox_id) {
+        let mut counts = self.counters.lock().expect("counter lock");
+        if let Some(open) = counts.get_mut(&self.sandbox_id) {
             *open = open.saturating_sub(1);
         }
     }
@@ -1000,6 +1095,8 @@ struct Relayed {
     audit: Option<(AuditRecord, Arc<dyn AuditSink>)>,
     /// An HTTP/1.1 connection to return to the pool once this body has ended cleanly.
     give_back: Option<(Arc<Pool>, PoolKey, Sender)>,
+    /// Trailers held while the scrubber's last bytes go out first.
+    pending_trailers: Option<HeaderMap>,
 }
 
 impl Relayed {
@@ -1020,6 +1117,9 @@ impl hyper::body::Body for Relayed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
+        if let Some(trailers) = this.pending_trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
@@ -1030,7 +1130,25 @@ impl hyper::body::Body for Relayed {
                     };
                     Poll::Ready(Some(Ok(Frame::data(data))))
                 }
-                Err(frame) => Poll::Ready(Some(Ok(frame))),
+                Err(frame) => {
+                    let Ok(mut trailers) = frame.into_trailers() else {
+                        return Poll::Ready(None);
+                    };
+                    match &mut this.scrubber {
+                        Some(scrubber) => {
+                            scrubber.scrub_headers(&mut trailers);
+                            let tail = scrubber.finish();
+                            this.scrubber = None;
+                            if tail.is_empty() {
+                                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                            } else {
+                                this.pending_trailers = Some(trailers);
+                                Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))))
+                            }
+                        }
+                        None => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                    }
+                }
             },
             Some(Err(error)) => Poll::Ready(Some(Err(error))),
             None => {

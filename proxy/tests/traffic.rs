@@ -247,6 +247,7 @@ async fn allowed_request_is_forwarded_with_the_credential_swapped_and_the_echo_s
         .client("sb1")
         .post(format!("http://{up}/v1/responses?stream=true"))
         .header("authorization", format!("Bearer {placeholder}"))
+        .header("accept-encoding", "gzip")
         .body("{\"input\":\"hi\"}")
         .send()
         .await
@@ -272,6 +273,10 @@ async fn allowed_request_is_forwarded_with_the_credential_swapped_and_the_echo_s
     assert!(
         !seen[0].headers.contains_key("proxy-authorization"),
         "proxy credentials stay in the proxy"
+    );
+    assert_eq!(
+        seen[0].headers["accept-encoding"], "identity",
+        "no compressed echo past the scrubber"
     );
 
     let record = h.next_audit().await;
@@ -1296,4 +1301,30 @@ async fn a_missing_secret_only_affects_its_own_hosts() {
     assert_eq!(h.next_audit().await.decision, Decision::UpstreamError);
     assert!(seen.lock().unwrap().is_empty());
     assert_eq!(other_seen.lock().unwrap().len(), 1);
+}
+
+/// Credentials never travel in cleartext to a public address.
+#[tokio::test]
+async fn credentials_are_not_sent_over_plain_http_to_public_hosts() {
+    let mut h = Harness::start(Limits::default()).await;
+    // 203.0.113.1 (TEST-NET-3) counts as public; the request must be refused before any dial.
+    let placeholder = h.sandbox("sb1", json!({
+        "allow": ["203.0.113.1"],
+        "secrets": [{"name": "OPENAI_API_KEY", "hosts": ["203.0.113.1"], "headers": ["authorization"]}],
+    }))["OPENAI_API_KEY"].clone();
+    let response = h
+        .client("sb1")
+        .get("http://203.0.113.1/v1")
+        .header("authorization", &placeholder)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response.headers()["x-centaur-deny-reason"]
+            .to_str()
+            .unwrap()
+            .contains("only over HTTPS")
+    );
+    assert_eq!(h.next_audit().await.decision, Decision::LeakBlocked);
 }
