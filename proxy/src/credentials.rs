@@ -291,7 +291,7 @@ impl Scrubber {
                 }
             }
         }
-        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        pairs.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
         let longest = pairs.iter().map(|(v, _)| v.len()).max().unwrap_or(0);
         Scrubber {
             pairs,
