@@ -201,7 +201,7 @@ pub fn swap_request(
                         format!("query parameter `{key}`"),
                     ));
                 }
-                value = value.replace(placeholder, &percent_encode(&credential.value));
+                value = value.replace(placeholder, &percent_encode(&credential.value, false));
                 swapped.push(credential.binding.name.clone());
             }
             pairs.push(if pair.contains('=') {
@@ -232,25 +232,15 @@ pub fn check_body(credentials: &[Credential], host: &str, body: &[u8]) -> Result
     }
 }
 
-fn percent_encode_lower(value: &str) -> String {
+/// `value` with everything but unreserved characters as `%XX` (`%xx` with `lowercase`).
+fn percent_encode(value: &str, lowercase: bool) -> String {
     value
         .bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 (b as char).to_string()
             }
-            _ => format!("%{b:02x}"),
-        })
-        .collect()
-}
-
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            _ if lowercase => format!("%{b:02x}"),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -280,8 +270,8 @@ impl Scrubber {
             let json = serde_json::to_string(&c.value).expect("a string serialises");
             let forms = [
                 c.value.clone(),
-                percent_encode(&c.value),
-                percent_encode_lower(&c.value),
+                percent_encode(&c.value, false),
+                percent_encode(&c.value, true),
                 json[1..json.len() - 1].to_owned(),
             ];
             for form in forms {

@@ -123,12 +123,4 @@ impl Pool {
             entries.push((sender, Instant::now()));
         }
     }
-
-    /// Forgets everything of a sandbox (when it is removed).
-    pub fn forget(&self, sandbox_id: &str) {
-        self.idle
-            .lock()
-            .expect("pool lock")
-            .retain(|key, _| key.sandbox_id != sandbox_id);
-    }
 }

@@ -274,19 +274,9 @@ impl Proxy {
             Ok(addr) => addr,
             Err(error) => return self.deny(&ctx, StatusCode::FORBIDDEN, &error.to_string()),
         };
-        let Some(slot) = Slot::take(
-            &self.tunnels,
-            &ctx.sandbox.config.sandbox_id,
-            self.limits.max_tunnels_per_sandbox,
-        ) else {
-            return self.deny(
-                &ctx,
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!(
-                    "this sandbox already has {} tunnels open; close some first",
-                    self.limits.max_tunnels_per_sandbox
-                ),
-            );
+        let slot = match self.take_tunnel(&ctx) {
+            Ok(slot) => slot,
+            Err(refusal) => return *refusal,
         };
         if intercept {
             return self.intercept(ctx, addr, slot, request);
@@ -507,19 +497,14 @@ impl Proxy {
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
         // Bounds the request bodies one sandbox can have buffered at once.
-        let Some(_in_flight) = Slot::take(
+        let _in_flight = match self.take_slot(
+            &ctx,
             &self.in_flight,
-            &ctx.sandbox.config.sandbox_id,
             self.limits.max_requests_per_sandbox,
-        ) else {
-            return self.deny(
-                &ctx,
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!(
-                    "this sandbox already has {} requests in flight; wait for some to finish",
-                    self.limits.max_requests_per_sandbox
-                ),
-            );
+            "requests in flight; wait for some to finish",
+        ) {
+            Ok(slot) => slot,
+            Err(refusal) => return *refusal,
         };
         let credentials = match self.credentials(&ctx.sandbox, &ctx.host, ctx.port).await {
             Ok(credentials) => credentials,
@@ -675,19 +660,9 @@ impl Proxy {
         {
             // WebSocket (or another upgrade): relay the raw streams both ways from here on,
             // counted against the sandbox's tunnels.
-            let Some(slot) = Slot::take(
-                &self.tunnels,
-                &ctx.sandbox.config.sandbox_id,
-                self.limits.max_tunnels_per_sandbox,
-            ) else {
-                return self.deny(
-                    &ctx,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &format!(
-                        "this sandbox already has {} tunnels open; close some first",
-                        self.limits.max_tunnels_per_sandbox
-                    ),
-                );
+            let slot = match self.take_tunnel(&ctx) {
+                Ok(slot) => slot,
+                Err(refusal) => return *refusal,
             };
             Scrubber::new(&credentials).scrub_headers(response.headers_mut());
             let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -749,6 +724,33 @@ impl Proxy {
             pending_trailers: None,
         };
         Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    }
+
+    /// One of the sandbox's tunnels (CONNECT tunnels and upgraded connections), or a 429.
+    fn take_tunnel(&self, ctx: &Ctx) -> Result<Slot, Box<Response<ProxyBody>>> {
+        self.take_slot(
+            ctx,
+            &self.tunnels,
+            self.limits.max_tunnels_per_sandbox,
+            "tunnels open; close some first",
+        )
+    }
+
+    /// One unit of a per-sandbox limit, or a 429 that says which limit and what to do.
+    fn take_slot(
+        &self,
+        ctx: &Ctx,
+        counters: &Counters,
+        limit: usize,
+        what: &str,
+    ) -> Result<Slot, Box<Response<ProxyBody>>> {
+        Slot::take(counters, &ctx.sandbox.config.sandbox_id, limit).ok_or_else(|| {
+            Box::new(self.deny(
+                ctx,
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("this sandbox already has {limit} {what}"),
+            ))
+        })
     }
 
     /// A new connection to the upstream: TCP, then TLS (verifying its certificate) when `tls`

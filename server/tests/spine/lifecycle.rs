@@ -257,13 +257,7 @@ async fn interrupt_cancels_queued_and_running_executions() {
 async fn retried_batches_are_stored_once() {
     let server = TestServer::start().await;
     let key = "api:retry";
-    let (_, token) = server.spawn(key).await;
-    let accepted = server
-        .post("/agent/execute", json!({"thread_key": key}))
-        .await;
-    let execution_id: Uuid = accepted["execution_id"].as_str().unwrap().parse().unwrap();
-    let runner = server.runner(&token);
-    runner.claim(key, 1000).await;
+    let (runner, execution_id) = server.running_execution(key).await;
     let batch = json!({"events": [
         {"seq": 1, "type": "agent.message.delta", "text": "a"},
         {"seq": 2, "type": "agent.message.delta", "text": "b"},
@@ -354,13 +348,7 @@ async fn executions_fail_past_their_deadline() {
 async fn approvals_are_decided_once_and_expire_with_their_execution() {
     let server = TestServer::start().await;
     let key = "api:approvals";
-    let (_, token) = server.spawn(key).await;
-    let mut runner = server.runner(&token);
-    let accepted = server
-        .post("/agent/execute", json!({"thread_key": key}))
-        .await;
-    let execution_id: Uuid = accepted["execution_id"].as_str().unwrap().parse().unwrap();
-    runner.must_claim(key).await;
+    let (mut runner, execution_id) = server.running_execution(key).await;
     let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
     let ask = |id: Uuid| json!({"type": "approval.requested", "approval_id": id, "kind": "command", "summary": "rm -rf build", "details": {"cwd": "/workspace"}});
     let (status, _) = runner
@@ -498,13 +486,7 @@ async fn claim_long_polls_until_work_arrives() {
 async fn concurrent_retries_of_a_batch_are_stored_once() {
     let server = TestServer::start().await;
     let key = "api:concurrent-retry";
-    let (_, token) = server.spawn(key).await;
-    let accepted = server
-        .post("/agent/execute", json!({"thread_key": key}))
-        .await;
-    let execution_id: Uuid = accepted["execution_id"].as_str().unwrap().parse().unwrap();
-    let runner = server.runner(&token);
-    runner.claim(key, 1000).await;
+    let (runner, execution_id) = server.running_execution(key).await;
     let batch = json!({"events": (1..=50).map(|seq| json!({"seq": seq, "type": "agent.message.delta", "text": seq.to_string()})).collect::<Vec<_>>()});
     let posts = (0..8).map(|_| runner.post_raw(execution_id, batch.clone()));
     let answers = futures_util::future::join_all(posts).await;

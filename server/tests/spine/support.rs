@@ -216,6 +216,19 @@ impl TestServer {
         (sandbox_id, self.backend.token(sandbox_id))
     }
 
+    /// A thread `key` with an execution claimed by its sandbox's runner: the runner (ready to
+    /// post from seq 1) and the execution id.
+    pub async fn running_execution(&self, key: &str) -> (Runner, Uuid) {
+        let (_, token) = self.spawn(key).await;
+        let accepted = self
+            .post("/agent/execute", json!({"thread_key": key}))
+            .await;
+        let execution_id = accepted["execution_id"].as_str().unwrap().parse().unwrap();
+        let mut runner = self.runner(&token);
+        assert_eq!(runner.must_claim(key).await, execution_id);
+        (runner, execution_id)
+    }
+
     pub fn runner(&self, token: &str) -> Runner {
         Runner {
             http: self.http.clone(),
