@@ -1328,3 +1328,59 @@ async fn credentials_are_not_sent_over_plain_http_to_public_hosts() {
     );
     assert_eq!(h.next_audit().await.decision, Decision::LeakBlocked);
 }
+
+/// A sandbox with as many requests in flight as its limit gets 429 for the next one; the
+/// slot comes back when a request has its answer.
+#[tokio::test]
+async fn requests_in_flight_are_limited_per_sandbox() {
+    let mut h = Harness::start(Limits {
+        max_requests_per_sandbox: 1,
+        ..Limits::default()
+    })
+    .await;
+    let slow = serve_http(|_request: hyper::Request<hyper::body::Incoming>| async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hyper::Response::new(Full::new(Bytes::from_static(b"slow")))
+    })
+    .await;
+    h.sandbox(
+        "sb1",
+        json!({"allow": ["127.0.0.1"], "allow_private": ["127.0.0.1"]}),
+    );
+    let client = h.client("sb1");
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("http://{slow}/first"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = client
+        .get(format!("http://{slow}/second"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 429);
+    assert!(
+        second.headers()["x-centaur-deny-reason"]
+            .to_str()
+            .unwrap()
+            .contains("1 requests in flight")
+    );
+    assert_eq!(h.next_audit().await.decision, Decision::Denied);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(
+        client
+            .get(format!("http://{slow}/third"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
