@@ -51,6 +51,22 @@ pub fn placeholder(proxy_key: &[u8], sandbox_id: &str, name: &str) -> String {
     format!("{PLACEHOLDER_PREFIX}{}", &hex[..PLACEHOLDER_HEX])
 }
 
+/// A secret derived from the proxy's key for one purpose and one sandbox (64 hex digits).
+pub fn derive_secret(proxy_key: &[u8], purpose: &str, sandbox_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"centaur-derived-v1\0");
+    hasher.update(proxy_key);
+    hasher.update([0]);
+    hasher.update(purpose.as_bytes());
+    hasher.update([0]);
+    hasher.update(sandbox_id.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Every placeholder-shaped token in `text`, whoever it belongs to.
 pub fn placeholders_in(text: &[u8]) -> Vec<&str> {
     let mut found = Vec::new();

@@ -6,8 +6,9 @@
 //!   checked.
 //! - [`credentials`]: per-sandbox placeholders, the swap on bound hosts and headers only, leak
 //!   detection everywhere else, and scrubbing of echoed secrets.
-//! - [`secrets`]: where real values come from.
-//! - [`registry`]: the sandboxes served, each policy replaced atomically.
+//! - [`secrets`]: where real values come from ([`keyring`] among them).
+//! - [`registry`]: the sandboxes served, each policy replaced atomically, versioned.
+//! - [`control`]: the API through which the server pushes sandboxes and policies.
 //! - [`server`]: listeners (a Unix socket per sandbox, TCP with a proxy credential) and the
 //!   request path.
 //! - [`audit`]: one record per request, never a secret value.
@@ -17,10 +18,12 @@
 
 pub mod address;
 pub mod audit;
+pub mod control;
 pub mod credentials;
 pub mod forward;
 pub mod host;
 pub mod http;
+pub mod keyring;
 pub mod policy;
 pub mod pool;
 pub mod registry;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use centaur_proxy::audit::{AuditSink, HttpSink, LogSink};
+use centaur_proxy::control::Control;
 use centaur_proxy::secrets::{SecretSource, SecretStore};
 use centaur_proxy::tls::{Authority, Interception, client_config, generate_ca};
 use centaur_proxy::{Limits, Proxy, Registry, SandboxConfig};
@@ -60,6 +61,10 @@ struct FileConfig {
     /// TCP listener for sandboxes that authenticate with a proxy credential.
     #[serde(default)]
     listen: Option<std::net::SocketAddr>,
+    /// TCP listener for the control API, through which the server pushes sandboxes and their
+    /// policies (authenticated with CENTAUR_PROXY_TOKEN).
+    #[serde(default)]
+    control_listen: Option<std::net::SocketAddr>,
     /// Folder for the per-sandbox Unix sockets (`<sandbox_id>.sock`).
     #[serde(default)]
     socket_dir: Option<PathBuf>,
@@ -161,20 +166,38 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         Limits::default(),
         interception,
     );
+    let token = std::env::var("CENTAUR_PROXY_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if config.control_listen.is_some() && token.is_none() {
+        anyhow::bail!("control_listen is set: set CENTAUR_PROXY_TOKEN to the server's proxy token");
+    }
+    let control = Control::new(
+        proxy.clone(),
+        token,
+        config.socket_dir.clone(),
+        shutdown.clone(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for sandbox in config.sandboxes {
         let id = sandbox.sandbox_id.clone();
-        let placeholders = registry.register(sandbox);
-        for (name, placeholder) in placeholders {
+        let applied = control
+            .register_static(sandbox)
+            .with_context(|| format!("sandbox `{id}` in {}", path.display()))?;
+        for (name, placeholder) in &applied.placeholders {
             println!("{id}\t{name}\t{placeholder}");
         }
-        if let Some(dir) = &config.socket_dir {
-            std::fs::create_dir_all(dir)?;
-            let socket = dir.join(format!("{id}.sock"));
-            let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        if let Some(socket) = &applied.socket {
             tracing::info!(sandbox_id = %id, socket = %socket.display(), "listening");
-            tasks.spawn(async move { proxy.serve_unix(&socket, id, shutdown).await });
         }
+    }
+    if let Some(addr) = config.control_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} for the control API"))?;
+        tracing::info!(%addr, "control API listening");
+        let (control, shutdown) = (control.clone(), shutdown.clone());
+        tasks.spawn(async move { control.serve(listener, shutdown).await });
     }
     if let Some(addr) = config.listen {
         let listener = tokio::net::TcpListener::bind(addr)

@@ -63,6 +63,43 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Checks what parsing cannot: every bound secret is known (`known`), is bound to at least
+    /// one host and one place, appears once, and its format has a `{value}`.
+    pub fn validate(&self, known: impl Fn(&str) -> bool) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for binding in &self.secrets {
+            let name = &binding.name;
+            if !seen.insert(name.as_str()) {
+                return Err(format!(
+                    "secret `{name}` is bound twice; list all its hosts in one binding"
+                ));
+            }
+            if !known(name) {
+                return Err(format!("secret `{name}` is not configured in the proxy"));
+            }
+            if binding.hosts.is_empty() {
+                return Err(format!("secret `{name}` is bound to no host"));
+            }
+            if binding.headers.is_empty() && binding.query_param.is_none() {
+                return Err(format!(
+                    "secret `{name}` has no place to go: give `headers` or `query_param`"
+                ));
+            }
+            if binding
+                .format
+                .as_ref()
+                .is_some_and(|f| !f.contains("{value}"))
+            {
+                return Err(format!(
+                    "the format of secret `{name}` must contain {{value}}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,10 @@
-//! Where real credential values come from, cached with a time to live and read again when a
-//! value is missing. Values live only in the proxy; they are never logged or audited.
+//! Where real credential values come from. Values live only in the proxy; they are never
+//! logged or audited.
+//!
+//! Each secret is read at most once at a time (concurrent requests wait for the one read), kept
+//! for a time to live, and a failed read is remembered briefly so a broken source is not
+//! hammered. When an upstream rejects a value, [`SecretStore::refresh`] reads it again, so a
+//! rotated credential takes effect without waiting for the TTL.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -7,6 +12,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+/// The keyring service secrets are stored under unless a source names another.
+pub const KEYRING_SERVICE: &str = "centaur";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
@@ -28,9 +36,20 @@ pub enum SecretSource {
         field: String,
         token_env: String,
     },
+    /// The OS keyring of the proxy's user (for local development): the kernel keyring on
+    /// Linux, the login keychain on macOS. See [`crate::keyring`].
+    Keyring {
+        #[serde(default = "default_keyring_service")]
+        service: String,
+        account: String,
+    },
 }
 
-#[derive(Debug, thiserror::Error)]
+fn default_keyring_service() -> String {
+    KEYRING_SERVICE.to_owned()
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("secret `{0}` is not configured in the proxy")]
     Unknown(String),
@@ -38,69 +57,156 @@ pub enum SecretError {
     Unavailable { name: String, reason: String },
 }
 
+/// How long a failed read is remembered before the source is asked again.
+const FAILURE_TTL: Duration = Duration::from_secs(5);
+/// A value an upstream rejected is read again at most this often.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+struct Entry {
+    source: SecretSource,
+    cached: Mutex<Option<Cached>>,
+    /// Held while reading the source: one read at a time per secret.
+    reading: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    value: Result<String, SecretError>,
+    at: Instant,
+    /// Read because an upstream rejected the value before.
+    after_rejection: bool,
+}
+
 pub struct SecretStore {
-    sources: HashMap<String, SecretSource>,
+    entries: HashMap<String, Entry>,
     ttl: Duration,
-    cache: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl SecretStore {
     pub fn new(sources: HashMap<String, SecretSource>, ttl: Duration) -> Self {
-        SecretStore {
-            sources,
-            ttl,
-            cache: Mutex::new(HashMap::new()),
-        }
+        let entries = sources
+            .into_iter()
+            .map(|(name, source)| {
+                let entry = Entry {
+                    source,
+                    cached: Mutex::new(None),
+                    reading: tokio::sync::Mutex::new(()),
+                };
+                (name, entry)
+            })
+            .collect();
+        SecretStore { entries, ttl }
+    }
+
+    /// Whether a secret of this name is configured (its value may still be unreadable).
+    pub fn knows(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
     }
 
     pub async fn get(&self, name: &str) -> Result<String, SecretError> {
-        if let Some((value, at)) = self.cache.lock().expect("cache lock").get(name)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(value.clone());
-        }
-        let source = self
-            .sources
+        let entry = self
+            .entries
             .get(name)
             .ok_or_else(|| SecretError::Unknown(name.to_owned()))?;
-        let unavailable = |reason: String| SecretError::Unavailable {
-            name: name.to_owned(),
-            reason,
-        };
-        let value = match source {
-            SecretSource::Env { var } => std::env::var(var)
-                .map_err(|_| unavailable(format!("environment variable {var} is not set")))?,
-            SecretSource::File { path } => tokio::fs::read_to_string(path)
-                .await
-                .map_err(|e| unavailable(format!("cannot read {}: {e}", path.display())))?
-                .trim_end_matches(['\n', '\r'])
-                .to_owned(),
-            SecretSource::OnePassword { reference } => {
-                op_read(reference).await.map_err(unavailable)?
-            }
-            SecretSource::OnePasswordConnect {
-                url,
-                vault,
-                item,
-                field,
-                token_env,
-            } => {
-                let token = std::env::var(token_env).map_err(|_| {
-                    unavailable(format!("environment variable {token_env} is not set"))
-                })?;
-                connect_read(url, vault, item, field, &token)
-                    .await
-                    .map_err(unavailable)?
-            }
-        };
-        if value.is_empty() {
-            return Err(unavailable("the value is empty".into()));
+        if let Some(value) = self.fresh(entry) {
+            return value;
         }
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .insert(name.to_owned(), (value.clone(), Instant::now()));
-        Ok(value)
+        let _reading = entry.reading.lock().await;
+        // Whoever held the lock before may have just read it.
+        if let Some(value) = self.fresh(entry) {
+            return value;
+        }
+        self.read(name, entry, false).await.value
+    }
+
+    /// Called when an upstream rejected `used` (a 401 or 403): reads the secret again and
+    /// returns the new value if it differs, so the request can be retried with it. A value
+    /// that was just re-read is not read again, so a wrong credential cannot hammer the source.
+    pub async fn refresh(&self, name: &str, used: &str) -> Option<String> {
+        let entry = self.entries.get(name)?;
+        let _reading = entry.reading.lock().await;
+        let cached = entry.cached.lock().expect("cache lock").clone();
+        if let Some(cached) = cached {
+            match cached.value {
+                Ok(value) if value != used => return Some(value),
+                _ if cached.after_rejection && cached.at.elapsed() < REFRESH_INTERVAL => {
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        match self.read(name, entry, true).await.value {
+            Ok(value) if value != used => {
+                tracing::info!(secret = %name, "a rejected credential was re-read and has changed");
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    fn fresh(&self, entry: &Entry) -> Option<Result<String, SecretError>> {
+        let cached = entry.cached.lock().expect("cache lock");
+        let cached = cached.as_ref()?;
+        let ttl = if cached.value.is_ok() {
+            self.ttl
+        } else {
+            FAILURE_TTL
+        };
+        (cached.at.elapsed() < ttl).then(|| cached.value.clone())
+    }
+
+    async fn read(&self, name: &str, entry: &Entry, after_rejection: bool) -> Cached {
+        let value = read_source(&entry.source)
+            .await
+            .and_then(|value| {
+                if value.is_empty() {
+                    Err("the value is empty".to_owned())
+                } else {
+                    Ok(value)
+                }
+            })
+            .map_err(|reason| SecretError::Unavailable {
+                name: name.to_owned(),
+                reason,
+            });
+        let cached = Cached {
+            value,
+            at: Instant::now(),
+            after_rejection,
+        };
+        *entry.cached.lock().expect("cache lock") = Some(cached.clone());
+        cached
+    }
+}
+
+async fn read_source(source: &SecretSource) -> Result<String, String> {
+    match source {
+        SecretSource::Env { var } => {
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+        }
+        SecretSource::File { path } => Ok(tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned()),
+        SecretSource::OnePassword { reference } => op_read(reference).await,
+        SecretSource::OnePasswordConnect {
+            url,
+            vault,
+            item,
+            field,
+            token_env,
+        } => {
+            let token = std::env::var(token_env)
+                .map_err(|_| format!("environment variable {token_env} is not set"))?;
+            connect_read(url, vault, item, field, &token).await
+        }
+        SecretSource::Keyring { service, account } => {
+            let (service, account) = (service.clone(), account.clone());
+            tokio::task::spawn_blocking(move || crate::keyring::read(&service, &account))
+                .await
+                .map_err(|e| format!("reading the keyring failed: {e}"))?
+        }
     }
 }
 
@@ -170,6 +276,8 @@ async fn connect_read(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn store(name: &str, source: SecretSource) -> SecretStore {
@@ -219,6 +327,138 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A fake `op` that counts its calls in `calls` and prints the content of `value`.
+    fn counting_op(dir: &std::path::Path) -> std::path::PathBuf {
+        let op = dir.join("op");
+        std::fs::write(
+            &op,
+            format!(
+                "#!/bin/sh\necho x >> {dir}/calls\nsleep 0.2\n[ -s {dir}/value ] || {{ echo 'no value' >&2; exit 1; }}\ncat {dir}/value\n",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&op, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        op
+    }
+
+    fn calls(dir: &std::path::Path) -> usize {
+        std::fs::read_to_string(dir.join("calls"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Concurrent requests share one read; a failure is remembered briefly; a rejected value is
+    /// re-read once and only handed out again if it changed.
+    #[tokio::test]
+    async fn one_read_at_a_time_failures_remembered_and_refresh_on_rejection() {
+        let dir =
+            std::env::temp_dir().join(format!("centaur-flight-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = counting_op(&dir);
+        let source = SecretSource::OnePassword {
+            reference: "op://Dev/Item/field".into(),
+        };
+        let _env = OP_LOCK.lock().await;
+        // SAFETY: the tests that read CENTAUR_OP_PATH hold OP_LOCK.
+        unsafe { std::env::set_var("CENTAUR_OP_PATH", &script) };
+
+        let secrets = Arc::new(store("S", source));
+        // Failing source: twenty concurrent requests, one read, the same error for all.
+        let results = futures_util::future::join_all((0..20).map(|_| {
+            let secrets = secrets.clone();
+            async move { secrets.get("S").await }
+        }))
+        .await;
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().unwrap_err().to_string().contains("no value"))
+        );
+        assert_eq!(calls(&dir), 1, "one read for twenty concurrent requests");
+        std::fs::write(dir.join("value"), "v1").unwrap();
+        assert!(
+            secrets.get("S").await.is_err(),
+            "the failure is remembered for a moment"
+        );
+        assert_eq!(calls(&dir), 1);
+
+        let secrets = Arc::new(store(
+            "S",
+            SecretSource::OnePassword {
+                reference: "op://Dev/Item/field".into(),
+            },
+        ));
+        let results = futures_util::future::join_all((0..20).map(|_| {
+            let secrets = secrets.clone();
+            async move { secrets.get("S").await.unwrap() }
+        }))
+        .await;
+        assert!(results.iter().all(|v| v == "v1"));
+        assert_eq!(calls(&dir), 2);
+
+        // The upstream rejected v1, but the source still says v1: nothing new to try.
+        assert_eq!(secrets.refresh("S", "v1").await, None);
+        assert_eq!(calls(&dir), 3);
+        // Rejected again right away: not read again.
+        assert_eq!(secrets.refresh("S", "v1").await, None);
+        assert_eq!(calls(&dir), 3);
+        // Rotated at the source: a fresh store re-reads on rejection and hands out the new one,
+        // and so does every later request.
+        let secrets = store(
+            "S",
+            SecretSource::OnePassword {
+                reference: "op://Dev/Item/field".into(),
+            },
+        );
+        assert_eq!(secrets.get("S").await.unwrap(), "v1");
+        std::fs::write(dir.join("value"), "v2").unwrap();
+        assert_eq!(secrets.refresh("S", "v1").await.as_deref(), Some("v2"));
+        assert_eq!(secrets.get("S").await.unwrap(), "v2");
+        // Another request that used v1 learns of v2 without another read.
+        let before = calls(&dir);
+        assert_eq!(secrets.refresh("S", "v1").await.as_deref(), Some("v2"));
+        assert_eq!(calls(&dir), before);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn keyring_source() {
+        let account = format!("test-{}", uuid::Uuid::new_v4().simple());
+        crate::keyring::write("centaur-test", &account, "sk-from-keyring")
+            .expect("the kernel keyring works on this machine");
+        let secrets = store(
+            "K",
+            SecretSource::Keyring {
+                service: "centaur-test".into(),
+                account: account.clone(),
+            },
+        );
+        assert_eq!(secrets.get("K").await.unwrap(), "sk-from-keyring");
+        crate::keyring::delete("centaur-test", &account).unwrap();
+        let missing = store(
+            "K",
+            SecretSource::Keyring {
+                service: "centaur-test".into(),
+                account,
+            },
+        );
+        let error = missing.get("K").await.unwrap_err().to_string();
+        assert!(error.contains("has no entry"), "{error}");
+        // Sources are written as config; the service defaults to `centaur`.
+        let parsed: SecretSource =
+            serde_json::from_str(r#"{"source": "keyring", "account": "OPENAI_API_KEY"}"#).unwrap();
+        assert_eq!(
+            parsed,
+            SecretSource::Keyring {
+                service: KEYRING_SERVICE.into(),
+                account: "OPENAI_API_KEY".into()
+            }
+        );
+    }
+
+    static OP_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// The 1Password CLI, played by a script that checks its arguments like `op read` would.
     #[tokio::test]
     async fn one_password_cli() {
@@ -234,7 +474,8 @@ mod tests {
         )
         .unwrap();
         std::fs::set_permissions(&op, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        // SAFETY: this test binary's other tests do not read CENTAUR_OP_PATH.
+        let _env = OP_LOCK.lock().await;
+        // SAFETY: the tests that read CENTAUR_OP_PATH hold OP_LOCK.
         unsafe { std::env::set_var("CENTAUR_OP_PATH", &op) };
         let secrets = store(
             "K",

@@ -82,6 +82,20 @@ pub struct Proxy {
     in_flight: Counters,
 }
 
+/// A request on its way upstream, credentials already swapped in.
+struct Outbound<'a> {
+    key: &'a PoolKey,
+    addr: SocketAddr,
+    tls: &'a Option<Arc<rustls::ClientConfig>>,
+    /// May use (and create) kept-alive connections; not for upgrades.
+    pooled: bool,
+    method: &'a Method,
+    authority: &'a str,
+    path_and_query: String,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+}
+
 /// A request's context for audit and refusals.
 struct Ctx {
     sandbox: Arc<Sandbox>,
@@ -122,6 +136,17 @@ impl Proxy {
     ) -> std::io::Result<()> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
+        self.serve_unix_listener(listener, sandbox_id, shutdown)
+            .await
+    }
+
+    /// Serves one sandbox on a bound Unix socket until `shutdown`.
+    pub async fn serve_unix_listener(
+        self: &Arc<Self>,
+        listener: UnixListener,
+        sandbox_id: String,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         loop {
             let (stream, _) = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -131,6 +156,11 @@ impl Proxy {
             let sandbox_id = sandbox_id.clone();
             tokio::spawn(async move { proxy.serve_connection(stream, Some(sandbox_id)).await });
         }
+    }
+
+    /// The secret sources this proxy reads.
+    pub fn secrets(&self) -> &SecretStore {
+        &self.secrets
     }
 
     /// Serves all sandboxes on TCP, each authenticating with its proxy credential.
@@ -222,8 +252,8 @@ impl Proxy {
         let decoded = String::from_utf8(decoded).ok()?;
         let (sandbox_id, credential) = decoded.split_once(':')?;
         let sandbox = self.registry.get(sandbox_id)?;
-        let expected = sandbox.config.proxy_credential.as_deref()?;
-        bool::from(expected.as_bytes().ct_eq(credential.as_bytes())).then_some(sandbox)
+        let expected = sandbox.proxy_credential.as_bytes();
+        bool::from(expected.ct_eq(credential.as_bytes())).then_some(sandbox)
     }
 
     /// `CONNECT host:port`: a tunnel to an allowed host.
@@ -532,6 +562,9 @@ impl Proxy {
         }
         let uri = request.uri().clone();
         let (mut parts, body) = request.into_parts();
+        // Kept with the placeholders in, in case a rotated credential must be swapped in again.
+        let has_bound = !bound_here.is_empty();
+        let unswapped = has_bound.then(|| parts.headers.clone());
         let (new_query, swapped) = match swap_request(
             &credentials,
             &ctx.host,
@@ -566,94 +599,91 @@ impl Proxy {
             return self.block_leak(&ctx, &leak.to_string());
         }
 
-        if !bound_here.is_empty() {
-            // A compressed echo would pass the scrubber: ask for plain bodies.
-            parts.headers.insert(
-                header::ACCEPT_ENCODING,
-                HeaderValue::from_static("identity"),
-            );
-        }
         let upgrade = upgrade_protocol(&parts.headers);
         let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        strip_hop_by_hop(&mut parts.headers);
-        if let Some(protocol) = &upgrade {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, protocol.clone());
-        }
+        let outgoing = |headers: &mut HeaderMap| {
+            if has_bound {
+                // A compressed echo would pass the scrubber: ask for plain bodies.
+                headers.insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static("identity"),
+                );
+            }
+            strip_hop_by_hop(headers);
+            if let Some(protocol) = &upgrade {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                headers.insert(header::UPGRADE, protocol.clone());
+            }
+        };
+        outgoing(&mut parts.headers);
         let default_port = if tls.is_some() { 443 } else { 80 };
         let authority = if ctx.port == default_port {
             ctx.host.clone()
         } else {
             format!("{}:{}", ctx.host, ctx.port)
         };
-        let path_and_query = match new_query.as_deref().or(uri.query()) {
+        let path_and_query = |query: Option<&str>| match query {
             Some(query) => format!("{}?{query}", uri.path()),
             None => uri.path().to_owned(),
         };
         let bytes_up = body.len() as u64;
-
         let key = PoolKey {
             sandbox_id: ctx.sandbox.config.sandbox_id.clone(),
             addr,
             server_name: tls.as_ref().map(|_| crate::host::normalize(&ctx.host)),
         };
-        // Reuse a kept-alive connection (not for upgrades, which take the connection over);
-        // a pooled connection the upstream closed in the meantime gets one retry on a new one.
-        let mut attempt_pooled = upgrade.is_none();
-        let (sender, mut response) = loop {
-            let pooled = if attempt_pooled {
-                self.pool.take(&key)
-            } else {
-                None
-            };
-            let from_pool = pooled.is_some();
-            let mut sender = match pooled {
-                Some(sender) => sender,
-                None => match self
-                    .connect_upstream(&ctx, addr, tls.clone(), upgrade.is_none())
-                    .await
-                {
-                    Ok(sender) => sender,
-                    Err(reason) => return self.fail(&ctx, &reason),
-                },
-            };
-            if let (false, Sender::Http2(shared)) = (from_pool, &sender) {
-                self.pool.put(key.clone(), Sender::Http2(shared.clone()));
-            }
-            let scheme = if sender.is_http2() { "https" } else { "" };
-            let uri = match build_uri(scheme, &authority, &path_and_query) {
-                Ok(uri) => uri,
-                Err(error) => {
-                    return refusal(
-                        StatusCode::BAD_REQUEST,
-                        &format!("bad URL: {error}"),
-                        &ctx.host,
-                    );
-                }
-            };
-            let mut headers = parts.headers.clone();
-            if sender.is_http2() {
-                headers.remove(header::HOST);
-            } else {
-                headers.insert(
-                    header::HOST,
-                    HeaderValue::from_str(&authority).expect("a host and port are a valid header"),
-                );
-            }
-            let mut upstream_request = Request::new(Full::new(body.clone()));
-            *upstream_request.method_mut() = parts.method.clone();
-            *upstream_request.uri_mut() = uri;
-            *upstream_request.headers_mut() = headers;
-            match sender.send(upstream_request).await {
-                Ok(response) => break (sender, response),
-                Err(_) if from_pool => attempt_pooled = false,
-                Err(error) => {
-                    return self.fail(&ctx, &format!("{} did not answer: {error}", ctx.host));
-                }
-            }
+        let outbound = Outbound {
+            key: &key,
+            addr,
+            tls: &tls,
+            pooled: upgrade.is_none(),
+            method: &parts.method,
+            authority: &authority,
+            path_and_query: path_and_query(new_query.as_deref().or(uri.query())),
+            headers: &parts.headers,
+            body: &body,
         };
+        let (mut sender, mut response) = match self.send_upstream(&ctx, outbound).await {
+            Ok(sent) => sent,
+            Err(refusal) => return *refusal,
+        };
+
+        // The upstream rejected a swapped credential: if its source now holds another value
+        // (it was rotated), swap that in and send the request once more.
+        let mut credentials = credentials;
+        if matches!(response.status().as_u16(), 401 | 403)
+            && upgrade.is_none()
+            && let Some(unswapped) = unswapped
+            && let Some(rotated) = self.rotated(&credentials, &swapped).await
+        {
+            let mut headers = unswapped;
+            if let Ok((new_query, _)) = swap_request(
+                &rotated,
+                &ctx.host,
+                ctx.port,
+                uri.path(),
+                uri.query(),
+                &mut headers,
+            ) {
+                outgoing(&mut headers);
+                let outbound = Outbound {
+                    key: &key,
+                    addr,
+                    tls: &tls,
+                    pooled: true,
+                    method: &parts.method,
+                    authority: &authority,
+                    path_and_query: path_and_query(new_query.as_deref().or(uri.query())),
+                    headers: &headers,
+                    body: &body,
+                };
+                (sender, response) = match self.send_upstream(&ctx, outbound).await {
+                    Ok(sent) => sent,
+                    Err(refusal) => return *refusal,
+                };
+                credentials = rotated;
+            }
+        }
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
@@ -724,6 +754,95 @@ impl Proxy {
             pending_trailers: None,
         };
         Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    }
+
+    /// Sends one request upstream: on a kept-alive connection when `pooled` allows (a pooled
+    /// connection the upstream closed in the meantime gets one retry on a new one), else on a
+    /// new connection.
+    async fn send_upstream(
+        &self,
+        ctx: &Ctx,
+        out: Outbound<'_>,
+    ) -> Result<(Sender, Response<Incoming>), Box<Response<ProxyBody>>> {
+        let mut attempt_pooled = out.pooled;
+        loop {
+            let pooled = if attempt_pooled {
+                self.pool.take(out.key)
+            } else {
+                None
+            };
+            let from_pool = pooled.is_some();
+            let mut sender = match pooled {
+                Some(sender) => sender,
+                None => match self
+                    .connect_upstream(ctx, out.addr, out.tls.clone(), out.pooled)
+                    .await
+                {
+                    Ok(sender) => sender,
+                    Err(reason) => return Err(Box::new(self.fail(ctx, &reason))),
+                },
+            };
+            if let (false, Sender::Http2(shared)) = (from_pool, &sender) {
+                self.pool
+                    .put(out.key.clone(), Sender::Http2(shared.clone()));
+            }
+            let scheme = if sender.is_http2() { "https" } else { "" };
+            let uri = build_uri(scheme, out.authority, &out.path_and_query).map_err(|error| {
+                Box::new(refusal(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad URL: {error}"),
+                    &ctx.host,
+                ))
+            })?;
+            let mut headers = out.headers.clone();
+            if sender.is_http2() {
+                headers.remove(header::HOST);
+            } else {
+                headers.insert(
+                    header::HOST,
+                    HeaderValue::from_str(out.authority)
+                        .expect("a host and port are a valid header"),
+                );
+            }
+            let mut request = Request::new(Full::new(out.body.clone()));
+            *request.method_mut() = out.method.clone();
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers;
+            match sender.send(request).await {
+                Ok(response) => return Ok((sender, response)),
+                Err(_) if from_pool => attempt_pooled = false,
+                Err(error) => {
+                    return Err(Box::new(
+                        self.fail(ctx, &format!("{} did not answer: {error}", ctx.host)),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// After an upstream rejected the `swapped` secrets: the credentials with the values their
+    /// sources hold now, if any of them changed.
+    async fn rotated(
+        &self,
+        credentials: &[Credential],
+        swapped: &[String],
+    ) -> Option<Vec<Credential>> {
+        let mut changed = false;
+        let mut rotated = Vec::with_capacity(credentials.len());
+        for credential in credentials.iter() {
+            let mut credential = credential.clone();
+            if swapped.contains(&credential.binding.name)
+                && let Some(value) = self
+                    .secrets
+                    .refresh(&credential.binding.name, &credential.value)
+                    .await
+            {
+                credential.value = value;
+                changed = true;
+            }
+            rotated.push(credential);
+        }
+        changed.then_some(rotated)
     }
 
     /// One of the sandbox's tunnels (CONNECT tunnels and upgraded connections), or a 429.

@@ -1384,3 +1384,247 @@ async fn requests_in_flight_are_limited_per_sandbox() {
         200
     );
 }
+
+/// A loopback TCP port that forwards to the Unix socket at `socket`, like the sandbox's
+/// forwarder.
+async fn forward_to(socket: PathBuf) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                if let Ok(mut unix) = UnixStream::connect(&socket).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn via(proxy: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn control_api(h: &Harness) -> (SocketAddr, Arc<centaur_proxy::control::Control>) {
+    let control = centaur_proxy::control::Control::new(
+        h.proxy.clone(),
+        Some("control-token".into()),
+        Some(h.dir.join("sockets")),
+        h.shutdown.clone(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (c, s) = (control.clone(), h.shutdown.clone());
+    tokio::spawn(async move { c.serve(listener, s).await });
+    (addr, control)
+}
+
+#[tokio::test]
+async fn the_server_pushes_sandboxes_and_policies_through_the_control_api() {
+    use centaur_proxy::control::{
+        ClientError, ControlClient, DesiredSandbox, SyncEntry, SyncRequest,
+    };
+    let h = Harness::start(Limits::default()).await;
+    let (up, seen) = upstream().await;
+    let (addr, _control) = control_api(&h).await;
+    let client = ControlClient::new(&format!("http://{addr}"), "control-token".into()).unwrap();
+    let desired = |version: u64, policy: Value| DesiredSandbox {
+        version,
+        thread_key: Some("api:pushed".into()),
+        policy: serde_json::from_value(policy).unwrap(),
+    };
+
+    // Created: the answer carries the socket (already accepting), placeholders and the TCP
+    // credential.
+    let applied = client
+        .apply("sb-pushed", &desired(10, openai_policy(up)))
+        .await
+        .unwrap();
+    assert!(applied.applied);
+    let socket = applied.socket.clone().expect("a socket per sandbox");
+    assert!(socket.exists());
+    let placeholder = applied.placeholders["OPENAI_API_KEY"].clone();
+    assert!(placeholder.starts_with("cph_"));
+    let sandbox = via(forward_to(socket.clone()).await);
+    let request = |client: &reqwest::Client| {
+        client
+            .get(format!("http://{up}/models"))
+            .header("authorization", format!("Bearer {placeholder}"))
+            .send()
+    };
+    assert_eq!(request(&sandbox).await.unwrap().status(), 200);
+    assert_eq!(
+        seen.lock().unwrap()[0].headers["authorization"],
+        format!("Bearer {REAL_KEY}")
+    );
+    // The same sandbox over TCP with the credential from the answer.
+    let tcp = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::all(format!("http://{}", h.tcp))
+                .unwrap()
+                .basic_auth("sb-pushed", &applied.proxy_credential),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(request(&tcp).await.unwrap().status(), 200);
+
+    // Narrowed: takes effect for the next request. A late, older push changes nothing.
+    let narrowed = json!({"allow": ["*.allowed.test"]});
+    assert!(
+        client
+            .apply("sb-pushed", &desired(11, narrowed))
+            .await
+            .unwrap()
+            .applied
+    );
+    assert_eq!(request(&sandbox).await.unwrap().status(), 403);
+    let stale = client
+        .apply("sb-pushed", &desired(10, openai_policy(up)))
+        .await
+        .unwrap();
+    assert!(!stale.applied);
+    assert_eq!(stale.version, 11);
+    assert_eq!(request(&sandbox).await.unwrap().status(), 403);
+
+    // The full sync re-applies what the server wants.
+    let synced = client
+        .sync(&SyncRequest {
+            as_of: 12,
+            sandboxes: vec![SyncEntry {
+                sandbox_id: "sb-pushed".into(),
+                desired: desired(12, openai_policy(up)),
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(synced.sandboxes.len(), 1);
+    assert!(synced.removed.is_empty());
+    assert_eq!(request(&sandbox).await.unwrap().status(), 200);
+    assert_eq!(client.list().await.unwrap()[0].version, 12);
+
+    // Released: the socket goes away and a late push cannot bring it back.
+    assert!(client.remove("sb-pushed", 13).await.unwrap());
+    assert!(!socket.exists());
+    assert!(request(&sandbox).await.is_err() || request(&sandbox).await.unwrap().status() != 200);
+    match client
+        .apply("sb-pushed", &desired(12, openai_policy(up)))
+        .await
+    {
+        Err(ClientError::Refused {
+            status: 409, code, ..
+        }) => assert_eq!(code, "sandbox_removed"),
+        other => panic!("expected a 409, got {other:?}"),
+    }
+    assert!(client.list().await.unwrap().is_empty());
+
+    // Bad pushes are refused with reasons, and change nothing.
+    let refused = |r: Result<_, ClientError>| match r {
+        Err(ClientError::Refused {
+            status, message, ..
+        }) => (status, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let (status, message) = refused(
+        client
+            .apply("sb-2", &desired(20, json!({"allow": ["x.test"], "secrets": [{"name": "NOPE", "hosts": ["x.test"], "headers": ["authorization"]}]})))
+            .await,
+    );
+    assert_eq!(status, 400);
+    assert!(message.contains("`NOPE` is not configured"), "{message}");
+    let (status, message) = refused(client.apply("..%2Fescape", &desired(20, json!({}))).await);
+    assert_eq!(status, 400, "{message}");
+    let wrong = ControlClient::new(&format!("http://{addr}"), "wrong".into()).unwrap();
+    assert!(matches!(
+        wrong.list().await,
+        Err(ClientError::Refused { status: 401, .. })
+    ));
+    let raw = reqwest::Client::new()
+        .put(format!("http://{addr}/v1/sandboxes/sb-3"))
+        .bearer_auth("control-token")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request");
+    assert!(client.list().await.unwrap().is_empty());
+}
+
+/// A credential rotated at its source is picked up as soon as the upstream rejects the old
+/// one: the request is sent again with the new value, and the sandbox never notices.
+#[tokio::test]
+async fn a_rejected_credential_is_read_again_and_the_request_retried() {
+    let mut h = Harness::start(Limits::default()).await;
+    let accepted = Arc::new(Mutex::new(REAL_KEY.to_owned()));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (accepted_by_upstream, log) = (accepted.clone(), seen.clone());
+    let up = serve_http(move |request: hyper::Request<hyper::body::Incoming>| {
+        let (accepted, log) = (accepted_by_upstream.clone(), log.clone());
+        async move {
+            let auth = request.headers()["authorization"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            log.lock().unwrap().push(auth.clone());
+            let ok = auth == format!("Bearer {}", accepted.lock().unwrap());
+            let mut response = hyper::Response::new(Full::new(Bytes::from(if ok {
+                "ok"
+            } else {
+                "invalid key"
+            })));
+            if !ok {
+                *response.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+            }
+            response
+        }
+    })
+    .await;
+    let placeholders = h.sandbox("sb-rot", openai_policy(up));
+    let placeholder = &placeholders["OPENAI_API_KEY"];
+    let send = || {
+        h.client("sb-rot")
+            .post(format!("http://{up}/v1/responses"))
+            .header("authorization", format!("Bearer {placeholder}"))
+            .body("{}")
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200);
+
+    // Rotated: the upstream takes only the new key, and the proxy's cache still holds the old.
+    *accepted.lock().unwrap() = "sk-rotated-9876".into();
+    std::fs::write(h.dir.join("openai"), "sk-rotated-9876\n").unwrap();
+    let response = send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            format!("Bearer {REAL_KEY}"),
+            format!("Bearer {REAL_KEY}"),
+            "Bearer sk-rotated-9876".to_owned()
+        ]
+    );
+    // From now on the new value goes first.
+    assert_eq!(send().await.unwrap().status(), 200);
+    assert_eq!(seen.lock().unwrap().len(), 4);
+
+    // A key that is simply wrong is not retried: the 401 reaches the sandbox.
+    *accepted.lock().unwrap() = "sk-something-else".into();
+    let response = send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        5,
+        "one attempt: the source still has the same value"
+    );
+    for _ in 0..3 {
+        assert_eq!(h.next_audit().await.status, Some(200));
+    }
+    assert_eq!(h.next_audit().await.status, Some(401));
+}

@@ -1,0 +1,584 @@
+//! The control API: how the server tells the proxy which sandboxes exist and what each may
+//! reach. The server keeps the desired state in PostgreSQL and pushes it here when a sandbox is
+//! created, changed or released, plus a full sync now and then (which also repopulates a
+//! proxy that restarted). Every state carries a version, so late or duplicated pushes are
+//! harmless (see [`crate::registry`]).
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `PUT /v1/sandboxes/{id}` | [`DesiredSandbox`] | [`SandboxApplied`] |
+//! | `DELETE /v1/sandboxes/{id}?version=N` | | `{"removed": bool}` |
+//! | `PUT /v1/sandboxes` | [`SyncRequest`] | [`SyncResponse`] |
+//! | `GET /v1/sandboxes` | | `{"sandboxes": [SandboxApplied]}` |
+//! | `GET /healthz` | | `{"ok": true}` (no token needed) |
+//!
+//! Every route but `/healthz` needs `Authorization: Bearer <CENTAUR_PROXY_TOKEN>`, the token
+//! the proxy also uses towards the server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use crate::Proxy;
+use crate::policy::Policy;
+use crate::registry::{Applied, Sandbox, SandboxConfig};
+
+/// A sandbox absent from a full sync is kept if it was pushed this recently: the push may have
+/// raced the server's snapshot. Longer than any request the server makes to the proxy.
+pub const SYNC_GRACE: Duration = Duration::from_secs(30);
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+const MAX_SANDBOX_ID_BYTES: usize = 64;
+
+/// The state the server wants for one sandbox.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredSandbox {
+    /// Increases with every change anywhere in the deployment.
+    pub version: u64,
+    #[serde(default)]
+    pub thread_key: Option<String>,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// The sandbox's state after a push: what its environment and the backend need.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxApplied {
+    pub sandbox_id: String,
+    /// The version in force (newer than the push when the push was stale).
+    pub version: u64,
+    /// Whether this push changed the state.
+    pub applied: bool,
+    /// The Unix socket serving this sandbox (local backend), if the proxy has a socket folder.
+    pub socket: Option<PathBuf>,
+    /// For `Proxy-Authorization: Basic <sandbox_id:credential>` on the TCP listener.
+    pub proxy_credential: String,
+    /// Secret name → the placeholder the sandbox's environment holds.
+    pub placeholders: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SandboxApplied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxApplied")
+            .field("sandbox_id", &self.sandbox_id)
+            .field("version", &self.version)
+            .field("applied", &self.applied)
+            .field("socket", &self.socket)
+            .field("proxy_credential", &"<redacted>")
+            .field("secrets", &self.placeholders.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncEntry {
+    pub sandbox_id: String,
+    #[serde(flatten)]
+    pub desired: DesiredSandbox,
+}
+
+/// The server's whole desired state, as of version `as_of`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    pub as_of: u64,
+    pub sandboxes: Vec<SyncEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub sandboxes: Vec<SandboxApplied>,
+    /// Sandboxes the proxy held that the server no longer wants.
+    pub removed: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SandboxList {
+    pub sandboxes: Vec<SandboxApplied>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("missing or wrong control token")]
+    Unauthorized,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("sandbox `{sandbox_id}` was removed at version {version}; push a newer version")]
+    Removed { sandbox_id: String, version: u64 },
+    #[error("cannot listen for sandbox `{sandbox_id}`: {reason}")]
+    Socket { sandbox_id: String, reason: String },
+}
+
+impl ControlError {
+    fn code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ControlError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ControlError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ControlError::Removed { .. } => (StatusCode::CONFLICT, "sandbox_removed"),
+            ControlError::Socket { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "socket_failed"),
+        }
+    }
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.code();
+        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The control side of a proxy: applies pushed state and runs a Unix socket per sandbox.
+pub struct Control {
+    proxy: Arc<Proxy>,
+    /// `None`: the control API refuses every call.
+    token: Option<String>,
+    socket_dir: Option<PathBuf>,
+    /// Sandbox id → its socket listener.
+    listeners: Mutex<HashMap<String, CancellationToken>>,
+    shutdown: CancellationToken,
+}
+
+impl Control {
+    /// With `socket_dir`, every sandbox gets `<socket_dir>/<sandbox_id>.sock`. Listeners stop
+    /// at `shutdown`.
+    pub fn new(
+        proxy: Arc<Proxy>,
+        token: Option<String>,
+        socket_dir: Option<PathBuf>,
+        shutdown: CancellationToken,
+    ) -> Arc<Control> {
+        Arc::new(Control {
+            proxy,
+            token,
+            socket_dir,
+            listeners: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/healthz",
+                get(|| async { Json(serde_json::json!({"ok": true})) }),
+            )
+            .route("/v1/sandboxes", put(sync).get(list))
+            .route("/v1/sandboxes/{sandbox_id}", put(apply).delete(remove))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(self.clone())
+    }
+
+    /// Serves the control API on `listener` until `shutdown`.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+
+    /// Applies one sandbox's desired state.
+    pub fn apply(
+        &self,
+        sandbox_id: &str,
+        desired: DesiredSandbox,
+    ) -> Result<SandboxApplied, ControlError> {
+        let config = self.validate(sandbox_id, desired.thread_key, desired.policy)?;
+        match self.proxy.registry.apply(config, desired.version) {
+            Applied::Applied(sandbox) => {
+                self.listen(&sandbox).map(|s| self.view(&sandbox, true, s))
+            }
+            Applied::Unchanged(sandbox) => {
+                let socket = self.socket_path(sandbox_id);
+                Ok(self.view(&sandbox, false, socket))
+            }
+            Applied::Removed { version } => Err(ControlError::Removed {
+                sandbox_id: sandbox_id.to_owned(),
+                version,
+            }),
+        }
+    }
+
+    /// Registers a sandbox from the proxy's own configuration file (version 0, so any push from
+    /// the server replaces it) and opens its socket.
+    pub fn register_static(&self, config: SandboxConfig) -> Result<SandboxApplied, ControlError> {
+        let id = config.sandbox_id.clone();
+        self.validate(&id, None, config.policy.clone())?;
+        self.proxy.registry.register(config);
+        let sandbox = self.proxy.registry.get(&id).expect("just registered");
+        let socket = self.listen(&sandbox)?;
+        Ok(self.view(&sandbox, true, socket))
+    }
+
+    /// Removes a sandbox (unless a newer state has arrived) and closes its socket.
+    pub fn remove(&self, sandbox_id: &str, version: u64) -> bool {
+        let removed = self.proxy.registry.remove_at(sandbox_id, version);
+        if removed {
+            self.unlisten(sandbox_id);
+        }
+        removed
+    }
+
+    /// Makes the proxy's sandboxes match the server's full desired state.
+    pub fn sync(&self, request: SyncRequest) -> Result<SyncResponse, ControlError> {
+        let entries = request
+            .sandboxes
+            .into_iter()
+            .map(|entry| {
+                let config = self.validate(
+                    &entry.sandbox_id,
+                    entry.desired.thread_key,
+                    entry.desired.policy,
+                )?;
+                Ok((config, entry.desired.version))
+            })
+            .collect::<Result<Vec<_>, ControlError>>()?;
+        let (applied, removed) = self.proxy.registry.sync(request.as_of, entries, SYNC_GRACE);
+        for id in &removed {
+            self.unlisten(id);
+        }
+        let mut sandboxes = Vec::with_capacity(applied.len());
+        for outcome in applied {
+            match outcome {
+                Applied::Applied(sandbox) => {
+                    let socket = self.listen(&sandbox)?;
+                    sandboxes.push(self.view(&sandbox, true, socket));
+                }
+                Applied::Unchanged(sandbox) => {
+                    // A proxy that restarted has the state but maybe not the socket.
+                    let socket = self.listen(&sandbox)?;
+                    sandboxes.push(self.view(&sandbox, false, socket));
+                }
+                Applied::Removed { .. } => {}
+            }
+        }
+        Ok(SyncResponse { sandboxes, removed })
+    }
+
+    pub fn list(&self) -> Vec<SandboxApplied> {
+        let mut sandboxes: Vec<SandboxApplied> = self
+            .proxy
+            .registry
+            .list()
+            .iter()
+            .map(|s| self.view(s, false, self.socket_path(&s.config.sandbox_id)))
+            .collect();
+        sandboxes.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
+        sandboxes
+    }
+
+    fn validate(
+        &self,
+        sandbox_id: &str,
+        thread_key: Option<String>,
+        policy: Policy,
+    ) -> Result<SandboxConfig, ControlError> {
+        if sandbox_id.is_empty()
+            || sandbox_id.len() > MAX_SANDBOX_ID_BYTES
+            || !sandbox_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ControlError::Invalid(format!(
+                "sandbox ids are 1 to {MAX_SANDBOX_ID_BYTES} letters, digits, `-` or `_`"
+            )));
+        }
+        policy
+            .validate(|name| self.proxy.secrets().knows(name))
+            .map_err(ControlError::Invalid)?;
+        Ok(SandboxConfig {
+            sandbox_id: sandbox_id.to_owned(),
+            thread_key,
+            proxy_credential: None,
+            policy,
+        })
+    }
+
+    fn socket_path(&self, sandbox_id: &str) -> Option<PathBuf> {
+        self.socket_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{sandbox_id}.sock")))
+    }
+
+    /// Starts the sandbox's socket listener if it has none; returns the socket's path. The
+    /// socket accepts connections when this returns.
+    fn listen(&self, sandbox: &Sandbox) -> Result<Option<PathBuf>, ControlError> {
+        let id = &sandbox.config.sandbox_id;
+        let Some(path) = self.socket_path(id) else {
+            return Ok(None);
+        };
+        let mut listeners = self.listeners.lock().expect("listeners lock");
+        if listeners.contains_key(id) && path.exists() {
+            return Ok(Some(path));
+        }
+        let failed = |reason: String| ControlError::Socket {
+            sandbox_id: id.clone(),
+            reason,
+        };
+        if let Some(dir) = &self.socket_dir {
+            std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+        }
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)
+            .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        let stop = self.shutdown.child_token();
+        if let Some(previous) = listeners.insert(id.clone(), stop.clone()) {
+            previous.cancel();
+        }
+        let (proxy, id) = (self.proxy.clone(), id.clone());
+        tokio::spawn(async move {
+            if let Err(error) = proxy.serve_unix_listener(listener, id.clone(), stop).await {
+                tracing::warn!(sandbox_id = %id, %error, "sandbox socket failed");
+            }
+        });
+        Ok(Some(path))
+    }
+
+    fn unlisten(&self, sandbox_id: &str) {
+        if let Some(stop) = self
+            .listeners
+            .lock()
+            .expect("listeners lock")
+            .remove(sandbox_id)
+        {
+            stop.cancel();
+        }
+        if let Some(path) = self.socket_path(sandbox_id) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn view(&self, sandbox: &Sandbox, applied: bool, socket: Option<PathBuf>) -> SandboxApplied {
+        SandboxApplied {
+            sandbox_id: sandbox.config.sandbox_id.clone(),
+            version: sandbox.version,
+            applied,
+            socket,
+            proxy_credential: sandbox.proxy_credential.clone(),
+            placeholders: sandbox
+                .placeholders
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ControlError> {
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or(ControlError::Unauthorized)?;
+        let expected = self.token.as_deref().ok_or(ControlError::Unauthorized)?;
+        if !presented.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ControlError::Unauthorized)
+        }
+    }
+}
+
+/// The body as JSON, with a readable error for anything else.
+fn json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
+    serde_json::from_slice(body).map_err(|e| ControlError::Invalid(format!("bad JSON body: {e}")))
+}
+
+async fn apply(
+    State(control): State<Arc<Control>>,
+    Path(sandbox_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<SandboxApplied>, ControlError> {
+    control.authorize(&headers)?;
+    let desired: DesiredSandbox = json(&body)?;
+    let applied = control.apply(&sandbox_id, desired)?;
+    if applied.applied {
+        tracing::info!(sandbox_id = %applied.sandbox_id, version = applied.version, "sandbox policy applied");
+    }
+    Ok(Json(applied))
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    version: u64,
+}
+
+async fn remove(
+    State(control): State<Arc<Control>>,
+    Path(sandbox_id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ControlError> {
+    control.authorize(&headers)?;
+    let Query(query) = query
+        .map_err(|_| ControlError::Invalid("give the removal's version: ?version=N".into()))?;
+    let removed = control.remove(&sandbox_id, query.version);
+    if removed {
+        tracing::info!(%sandbox_id, version = query.version, "sandbox removed");
+    }
+    Ok(Json(serde_json::json!({ "removed": removed })))
+}
+
+async fn sync(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<SyncResponse>, ControlError> {
+    control.authorize(&headers)?;
+    let request: SyncRequest = json(&body)?;
+    let response = control.sync(request)?;
+    if !response.removed.is_empty() {
+        tracing::info!(removed = ?response.removed, "sync removed sandboxes");
+    }
+    Ok(Json(response))
+}
+
+async fn list(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+) -> Result<Json<SandboxList>, ControlError> {
+    control.authorize(&headers)?;
+    Ok(Json(SandboxList {
+        sandboxes: control.list(),
+    }))
+}
+
+/// The server's side of the control API.
+#[derive(Clone)]
+pub struct ControlClient {
+    authority: hyper::http::uri::Authority,
+    token: String,
+}
+
+impl std::fmt::Debug for ControlClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlClient")
+            .field("authority", &self.authority)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the egress proxy at {authority} is unreachable: {reason}")]
+    Unreachable { authority: String, reason: String },
+    #[error("the egress proxy refused the request ({status} {code}): {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("the egress proxy sent an unreadable answer: {0}")]
+    Protocol(String),
+}
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ControlClient {
+    /// `url` is `http://host:port` of the proxy's control listener.
+    pub fn new(url: &str, token: String) -> Result<ControlClient, String> {
+        let authority = crate::http::http_authority(url).ok_or_else(|| {
+            format!("the proxy control URL must be http://host:port, got `{url}`")
+        })?;
+        Ok(ControlClient { authority, token })
+    }
+
+    pub async fn apply(
+        &self,
+        sandbox_id: &str,
+        desired: &DesiredSandbox,
+    ) -> Result<SandboxApplied, ClientError> {
+        self.call(
+            hyper::Method::PUT,
+            &format!("/v1/sandboxes/{sandbox_id}"),
+            Some(serde_json::to_vec(desired).expect("serializable")),
+        )
+        .await
+    }
+
+    pub async fn remove(&self, sandbox_id: &str, version: u64) -> Result<bool, ClientError> {
+        let answer: serde_json::Value = self
+            .call(
+                hyper::Method::DELETE,
+                &format!("/v1/sandboxes/{sandbox_id}?version={version}"),
+                None,
+            )
+            .await?;
+        Ok(answer["removed"].as_bool().unwrap_or(false))
+    }
+
+    pub async fn sync(&self, request: &SyncRequest) -> Result<SyncResponse, ClientError> {
+        self.call(
+            hyper::Method::PUT,
+            "/v1/sandboxes",
+            Some(serde_json::to_vec(request).expect("serializable")),
+        )
+        .await
+    }
+
+    pub async fn list(&self) -> Result<Vec<SandboxApplied>, ClientError> {
+        let list: SandboxList = self.call(hyper::Method::GET, "/v1/sandboxes", None).await?;
+        Ok(list.sandboxes)
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let mut request = hyper::Request::builder().method(method).uri(path).header(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", self.token),
+        );
+        if body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let unreachable = |reason: String| ClientError::Unreachable {
+            authority: self.authority.to_string(),
+            reason,
+        };
+        let (status, body) =
+            tokio::time::timeout(CLIENT_TIMEOUT, crate::http::send(&self.authority, request))
+                .await
+                .map_err(|_| unreachable("timed out".into()))?
+                .map_err(unreachable)?;
+        if !status.is_success() {
+            let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            return Err(ClientError::Refused {
+                status: status.as_u16(),
+                code: error["error"]["code"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                message: error["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no message")
+                    .to_owned(),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+}
