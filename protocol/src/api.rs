@@ -181,3 +181,17 @@ pub struct ApiKeyView {
 pub struct ApiKeyList {
     pub api_keys: Vec<ApiKeyView>,
 }
+
+/// `GET`/`PUT`/`DELETE /admin/threads/{thread_key}/egress-policy`: the thread's egress policy
+/// (see docs/proxy.md for its shape) and where it stands.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EgressPolicyView {
+    pub thread_key: ThreadKey,
+    /// `thread` (its own) or `default` (the deployment's).
+    pub source: String,
+    pub policy: serde_json::Value,
+    /// The live sandbox the policy is in force on, if any.
+    pub sandbox_id: Option<Uuid>,
+    /// The version pushed to the proxy for that sandbox.
+    pub version: Option<i64>,
+}

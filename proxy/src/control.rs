@@ -103,6 +103,9 @@ pub struct SyncResponse {
     pub sandboxes: Vec<SandboxApplied>,
     /// Sandboxes the proxy held that the server no longer wants.
     pub removed: Vec<String>,
+    /// Entries the proxy refused (sandbox id, reason); the rest of the sync still applies.
+    #[serde(default)]
+    pub rejected: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -237,18 +240,16 @@ impl Control {
 
     /// Makes the proxy's sandboxes match the server's full desired state.
     pub fn sync(&self, request: SyncRequest) -> Result<SyncResponse, ControlError> {
-        let entries = request
-            .sandboxes
-            .into_iter()
-            .map(|entry| {
-                let config = self.validate(
-                    &entry.sandbox_id,
-                    entry.desired.thread_key,
-                    entry.desired.policy,
-                )?;
-                Ok((config, entry.desired.version))
-            })
-            .collect::<Result<Vec<_>, ControlError>>()?;
+        let mut rejected = Vec::new();
+        let mut entries = Vec::with_capacity(request.sandboxes.len());
+        for entry in request.sandboxes {
+            let id = entry.sandbox_id.clone();
+            match self.validate(&id, entry.desired.thread_key, entry.desired.policy) {
+                Ok(config) => entries.push((config, entry.desired.version)),
+                // A sandbox whose policy is refused is not served (and is removed if it was).
+                Err(error) => rejected.push((id, error.to_string())),
+            }
+        }
         let (applied, removed) = self.proxy.registry.sync(request.as_of, entries, SYNC_GRACE);
         for id in &removed {
             self.unlisten(id);
@@ -268,7 +269,11 @@ impl Control {
                 Applied::Removed { .. } => {}
             }
         }
-        Ok(SyncResponse { sandboxes, removed })
+        Ok(SyncResponse {
+            sandboxes,
+            removed,
+            rejected,
+        })
     }
 
     pub fn list(&self) -> Vec<SandboxApplied> {

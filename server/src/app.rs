@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackendKind, Config};
 use crate::db::{self, Readiness};
+use crate::egress::{self, Egress};
 use crate::executions;
 use crate::hub::Hub;
 use crate::routes;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub hub: Hub,
     pub config: Arc<Config>,
     pub backend: Arc<dyn SandboxBackend>,
+    /// The egress proxy's control API, when one is configured.
+    pub egress: Option<Arc<Egress>>,
     pub readiness: Arc<Readiness>,
     /// Cancelled when the server begins to shut down; long-lived streams end on it.
     pub shutdown: CancellationToken,
@@ -92,6 +95,7 @@ pub async fn start_with_backend(
     backend: Arc<dyn SandboxBackend>,
 ) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
+    let egress = Egress::from_config(&config).map_err(StartError::Config)?;
     let pool = db::lazy_pool(&config).map_err(StartError::DatabaseUrl)?;
     let listener = TcpListener::bind(config.bind_addr)
         .await
@@ -113,6 +117,7 @@ pub async fn start_with_backend(
         pool: pool.clone(),
         config: Arc::new(config),
         backend,
+        egress,
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),
     };
@@ -121,6 +126,7 @@ pub async fn start_with_backend(
         async move { db::migrate_until_done(pool, &readiness, shutdown).await }
     });
     tokio::spawn(enforce_deadlines(state.clone()));
+    egress::policy::spawn_sync(state.clone());
 
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let router = routes::router(state.clone());

@@ -34,6 +34,22 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_PROXY_TOKEN", hide_env_values = true)]
     pub proxy_token: Option<Secret>,
 
+    /// The egress proxy's control API (`http://host:port`), through which the server pushes
+    /// every sandbox's egress policy; authenticated with CENTAUR_PROXY_TOKEN. Without it,
+    /// sandboxes get no egress configuration.
+    #[arg(long, env = "CENTAUR_PROXY_CONTROL_URL")]
+    pub proxy_control_url: Option<String>,
+
+    /// JSON file with the egress policy of threads that have none of their own (see
+    /// docs/proxy.md). Without it, sandboxes may reach nothing.
+    #[arg(long, env = "CENTAUR_EGRESS_POLICY")]
+    pub egress_policy: Option<PathBuf>,
+
+    /// Milliseconds between full syncs of every sandbox's policy to the proxy (which also
+    /// repopulates a proxy that restarted).
+    #[arg(long, env = "CENTAUR_EGRESS_SYNC_MS", default_value_t = 30_000)]
+    pub egress_sync_ms: u64,
+
     /// Folder for the server's own state (sandbox workspaces, proxy CA).
     #[arg(long, env = "CENTAUR_DATA_DIR", default_value = "centaur-data")]
     pub data_dir: PathBuf,
@@ -123,6 +139,12 @@ impl Config {
                 "CENTAUR_DEFAULT_EXECUTION_MS must be positive and at most CENTAUR_MAX_EXECUTION_MS"
                     .into(),
             );
+        }
+        if self.proxy_control_url.is_some() && self.proxy_token.is_none() {
+            return Err("CENTAUR_PROXY_CONTROL_URL needs CENTAUR_PROXY_TOKEN".into());
+        }
+        if self.egress_sync_ms == 0 {
+            return Err("CENTAUR_EGRESS_SYNC_MS must be positive".into());
         }
         if self.sse_keepalive_secs == 0 || self.sse_keepalive_secs > 15 {
             return Err("CENTAUR_SSE_KEEPALIVE_SECS must be between 1 and 15".into());

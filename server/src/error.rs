@@ -22,6 +22,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// A component the server depends on (the egress proxy) refused.
+    #[error("{message}")]
+    BadGateway { code: &'static str, message: String },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,7 +81,8 @@ impl ApiError {
             ApiError::BadRequest { code, .. }
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
-            | ApiError::Unavailable { code, .. } => code,
+            | ApiError::Unavailable { code, .. }
+            | ApiError::BadGateway { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -97,7 +102,9 @@ impl IntoResponse for ApiError {
             } => {
                 tracing::debug!(error = %self, "not ready")
             }
-            ApiError::Unavailable { .. } => tracing::warn!(error = %self, "unavailable"),
+            ApiError::Unavailable { .. } | ApiError::BadGateway { .. } => {
+                tracing::warn!(error = %self, "unavailable")
+            }
             _ => tracing::debug!(code = self.code(), error = %self, "request rejected"),
         }
         let body = ErrorBody {

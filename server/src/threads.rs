@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::mint_sandbox_token;
+use crate::egress;
 use crate::error::{ApiError, ApiResult, unique_violation};
 use crate::events::{NewEvent, ThreadRef, append};
 use crate::executions::finish_in;
@@ -255,19 +256,28 @@ async fn start_sandbox(
 ) -> ApiResult<Option<SpawnResponse>> {
     let sandbox_id = Uuid::now_v7();
     let token = mint_sandbox_token(sandbox_id);
+    // The proxy serves the sandbox before it starts.
+    let egress = egress::policy::attach(state, sandbox_id, thread).await?;
     let spec = SandboxSpec {
         sandbox_id,
         thread_key: thread.key(),
         harness,
         server_url: state.config.public_url(),
         runner_token: token.token.clone(),
+        egress,
     };
     let backend = &state.backend;
-    let ready_source = if backend.claim_warm(&spec).await? {
-        ReadySource::WarmPool
-    } else {
-        backend.create(&spec).await?;
-        ReadySource::Cold
+    let started = match backend.claim_warm(&spec).await {
+        Ok(true) => Ok(ReadySource::WarmPool),
+        Ok(false) => backend.create(&spec).await.map(|()| ReadySource::Cold),
+        Err(error) => Err(error),
+    };
+    let ready_source = match started {
+        Ok(source) => source,
+        Err(error) => {
+            egress::policy::detach(state, sandbox_id).await;
+            return Err(error.into());
+        }
     };
     let recorded = record_sandbox(
         state,
@@ -284,6 +294,7 @@ async fn start_sandbox(
         if let Err(error) = backend.stop(sandbox_id, "not assigned").await {
             tracing::warn!(%error, %sandbox_id, "could not stop an unassigned sandbox");
         }
+        egress::policy::detach(state, sandbox_id).await;
     }
     match recorded? {
         Recorded::Assigned(answer) => {
@@ -440,6 +451,7 @@ pub async fn release(
     if let Err(error) = state.backend.stop(sandbox_id, reason).await {
         tracing::warn!(%error, %sandbox_id, "sandbox backend could not stop a released sandbox");
     }
+    egress::policy::detach(state, sandbox_id).await;
     tracing::info!(thread_key = %thread.thread_key, %sandbox_id, "sandbox released");
     Ok(ReleaseResponse {
         released: true,

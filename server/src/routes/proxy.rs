@@ -21,5 +21,5 @@ async fn audit(
     ApiJson(batch): ApiJson<AuditBatch>,
 ) -> ApiResult<Json<AuditAccepted>> {
     principal.require_proxy()?;
-    egress::store(&state, batch).await.map(Json)
+    egress::audit::store(&state, batch).await.map(Json)
 }

@@ -12,6 +12,8 @@ use async_trait::async_trait;
 use centaur_protocol::{Harness, ThreadKey};
 use uuid::Uuid;
 
+use crate::egress::SandboxEgress;
+
 pub use external::ExternalBackend;
 
 /// What a backend needs to give a thread its sandbox.
@@ -24,6 +26,8 @@ pub struct SandboxSpec {
     pub server_url: String,
     /// The thread-scoped token the runner authenticates with. Never log it.
     pub runner_token: String,
+    /// The sandbox's way out through the egress proxy, when one is configured.
+    pub egress: Option<SandboxEgress>,
 }
 
 impl fmt::Debug for SandboxSpec {
@@ -34,6 +38,7 @@ impl fmt::Debug for SandboxSpec {
             .field("harness", &self.harness)
             .field("server_url", &self.server_url)
             .field("runner_token", &"<redacted>")
+            .field("egress", &self.egress)
             .finish()
     }
 }

@@ -5,6 +5,7 @@ mod support;
 mod auth;
 mod bad_input;
 mod egress;
+mod egress_push;
 mod flow;
 mod lifecycle;
 mod outage;

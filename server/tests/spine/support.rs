@@ -76,6 +76,10 @@ impl RecordingBackend {
     pub fn token(&self, sandbox_id: Uuid) -> String {
         self.specs.lock().unwrap()[&sandbox_id].runner_token.clone()
     }
+
+    pub fn spec(&self, sandbox_id: Uuid) -> SandboxSpec {
+        self.specs.lock().unwrap()[&sandbox_id].clone()
+    }
 }
 
 #[async_trait]

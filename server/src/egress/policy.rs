@@ -1,0 +1,420 @@
+//! The desired egress state and its delivery to the proxy.
+//!
+//! A thread's policy is its own (`threads.egress_policy`, set by an admin) or the deployment's
+//! default (`CENTAUR_EGRESS_POLICY`). Every sandbox the proxy should serve has a row in
+//! `sandbox_egress` with the policy in force and a version from one sequence, written before
+//! the push, so the database is always at least as new as the proxy. Pushes happen when a
+//! sandbox starts, when its thread's policy changes and when it is released; a full sync every
+//! `CENTAUR_EGRESS_SYNC_MS` repairs anything a failed push or a restarted proxy left behind.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use centaur_protocol::ThreadKey;
+use centaur_protocol::api::EgressPolicyView;
+use centaur_proxy::control::{
+    ClientError, ControlClient, DesiredSandbox, SandboxApplied, SyncEntry, SyncRequest,
+};
+use centaur_proxy::policy::Policy;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::threads::ThreadRow;
+
+/// Rows of sandboxes that never got recorded (a crash mid-spawn) are removed after this.
+const ORPHAN_AFTER_SECS: i64 = 120;
+
+/// The server's link to the egress proxy.
+pub struct Egress {
+    client: ControlClient,
+    default_policy: Policy,
+    sync_every: Duration,
+}
+
+impl Egress {
+    /// `None` when no proxy is configured.
+    pub fn from_config(config: &Config) -> Result<Option<Arc<Egress>>, String> {
+        let Some(url) = &config.proxy_control_url else {
+            return Ok(None);
+        };
+        let token = config
+            .proxy_token
+            .as_ref()
+            .ok_or("CENTAUR_PROXY_CONTROL_URL needs CENTAUR_PROXY_TOKEN")?;
+        let client = ControlClient::new(url, token.expose().to_owned())?;
+        let default_policy = match &config.egress_policy {
+            Some(path) => read_policy(path)?,
+            None => Policy::default(),
+        };
+        Ok(Some(Arc::new(Egress {
+            client,
+            default_policy,
+            sync_every: Duration::from_millis(config.egress_sync_ms),
+        })))
+    }
+}
+
+fn read_policy(path: &PathBuf) -> Result<Policy, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read CENTAUR_EGRESS_POLICY {}: {e}", path.display()))?;
+    let policy: Policy = serde_json::from_str(&text)
+        .map_err(|e| format!("CENTAUR_EGRESS_POLICY {}: {e}", path.display()))?;
+    policy
+        .validate(|_| true)
+        .map_err(|e| format!("CENTAUR_EGRESS_POLICY {}: {e}", path.display()))?;
+    Ok(policy)
+}
+
+/// What a sandbox backend needs to connect a sandbox to the proxy.
+#[derive(Clone)]
+pub struct SandboxEgress {
+    /// The proxy's Unix socket for this sandbox (local backend).
+    pub socket: Option<PathBuf>,
+    /// For the proxy's TCP listener (Kubernetes backend).
+    pub proxy_credential: String,
+    /// Secret name → placeholder, for the sandbox's environment.
+    pub placeholders: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SandboxEgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxEgress")
+            .field("socket", &self.socket)
+            .field("proxy_credential", &"<redacted>")
+            .field("secrets", &self.placeholders.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl From<SandboxApplied> for SandboxEgress {
+    fn from(applied: SandboxApplied) -> Self {
+        SandboxEgress {
+            socket: applied.socket,
+            proxy_credential: applied.proxy_credential,
+            placeholders: applied.placeholders,
+        }
+    }
+}
+
+fn proxy_error(error: ClientError) -> ApiError {
+    match error {
+        ClientError::Unreachable { .. } => ApiError::Unavailable {
+            code: "egress_unavailable",
+            message: format!("{error}; sandboxes cannot start until it is back"),
+        },
+        ClientError::Refused { status: 400, .. } => ApiError::BadGateway {
+            code: "egress_policy_refused",
+            message: error.to_string(),
+        },
+        other => ApiError::BadGateway {
+            code: "egress_failed",
+            message: other.to_string(),
+        },
+    }
+}
+
+/// The thread's own policy, if it has one.
+async fn own_policy(state: &AppState, thread_id: i64) -> ApiResult<Option<Policy>> {
+    let stored: Option<Json<serde_json::Value>> =
+        sqlx::query_scalar("SELECT egress_policy FROM threads WHERE id = $1")
+            .bind(thread_id)
+            .fetch_one(&state.pool)
+            .await?;
+    stored
+        .map(|Json(value)| {
+            serde_json::from_value(value).map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("a stored egress policy is unreadable: {e}"))
+            })
+        })
+        .transpose()
+}
+
+/// Records the sandbox's desired state and pushes it, before the sandbox starts. `None` when no
+/// proxy is configured.
+pub async fn attach(
+    state: &AppState,
+    sandbox_id: Uuid,
+    thread: &ThreadRow,
+) -> ApiResult<Option<SandboxEgress>> {
+    let Some(egress) = &state.egress else {
+        return Ok(None);
+    };
+    let policy = match own_policy(state, thread.id).await? {
+        Some(policy) => policy,
+        None => egress.default_policy.clone(),
+    };
+    let version: i64 = sqlx::query_scalar(
+        "INSERT INTO sandbox_egress (sandbox_id, thread_key, policy, version) \
+         VALUES ($1, $2, $3, nextval('egress_versions')) \
+         ON CONFLICT (sandbox_id) DO UPDATE SET thread_key = EXCLUDED.thread_key, \
+           policy = EXCLUDED.policy, version = EXCLUDED.version, updated_at = now() \
+         RETURNING version",
+    )
+    .bind(sandbox_id)
+    .bind(&thread.thread_key)
+    .bind(Json(&policy))
+    .fetch_one(&state.pool)
+    .await?;
+    let desired = DesiredSandbox {
+        version: version as u64,
+        thread_key: Some(thread.thread_key.clone()),
+        policy,
+    };
+    match egress.client.apply(&sandbox_id.to_string(), &desired).await {
+        Ok(applied) => Ok(Some(applied.into())),
+        Err(error) => {
+            forget(state, sandbox_id).await;
+            Err(proxy_error(error))
+        }
+    }
+}
+
+/// Removes the sandbox's desired state and tells the proxy; a failed push is repaired by the
+/// next sync.
+pub async fn detach(state: &AppState, sandbox_id: Uuid) {
+    let Some(egress) = &state.egress else {
+        return;
+    };
+    let Some(version) = forget(state, sandbox_id).await else {
+        return;
+    };
+    if let Err(error) = egress
+        .client
+        .remove(&sandbox_id.to_string(), version as u64)
+        .await
+    {
+        tracing::warn!(%sandbox_id, %error, "could not remove a sandbox from the egress proxy; the next sync will");
+    }
+}
+
+/// Deletes the row; returns the removal's version.
+async fn forget(state: &AppState, sandbox_id: Uuid) -> Option<i64> {
+    let removed = sqlx::query_scalar(
+        "WITH gone AS (DELETE FROM sandbox_egress WHERE sandbox_id = $1 RETURNING 1) \
+         SELECT nextval('egress_versions') FROM gone",
+    )
+    .bind(sandbox_id)
+    .fetch_optional(&state.pool)
+    .await;
+    match removed {
+        Ok(version) => version,
+        Err(error) => {
+            tracing::warn!(%sandbox_id, %error, "could not remove a sandbox's egress row; the orphan sweep will");
+            None
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LiveEgress {
+    sandbox_id: Uuid,
+    version: i64,
+}
+
+async fn live_egress(state: &AppState, thread: &ThreadRow) -> ApiResult<Option<LiveEgress>> {
+    Ok(sqlx::query_as(
+        "SELECT e.sandbox_id, e.version FROM sandbox_egress e \
+         JOIN sandboxes s ON s.id = e.sandbox_id \
+         WHERE s.thread_id = $1 AND s.state <> 'released'",
+    )
+    .bind(thread.id)
+    .fetch_optional(&state.pool)
+    .await?)
+}
+
+/// `GET /admin/threads/{key}/egress-policy`.
+pub async fn view(state: &AppState, thread: &ThreadRow) -> ApiResult<EgressPolicyView> {
+    let egress = configured(state)?;
+    let own = own_policy(state, thread.id).await?;
+    let live = live_egress(state, thread).await?;
+    Ok(policy_view(thread.key(), own, &egress.default_policy, live))
+}
+
+/// `PUT` (with a policy) or `DELETE` (`None`: back to the default) of a thread's policy. The
+/// thread's live sandbox gets it at once.
+pub async fn set(
+    state: &AppState,
+    thread: &ThreadRow,
+    policy: Option<Policy>,
+) -> ApiResult<EgressPolicyView> {
+    let egress = configured(state)?;
+    if let Some(policy) = &policy {
+        policy
+            .validate(|_| true)
+            .map_err(|e| ApiError::bad_request("invalid_policy", e))?;
+    }
+    let in_force = policy
+        .clone()
+        .unwrap_or_else(|| egress.default_policy.clone());
+    // The proxy checks what the server cannot (that bound secrets exist); its answer decides
+    // whether the change is committed.
+    let mut tx = state.pool.begin().await?;
+    sqlx::query("UPDATE threads SET egress_policy = $2 WHERE id = $1")
+        .bind(thread.id)
+        .bind(policy.as_ref().map(Json))
+        .execute(&mut *tx)
+        .await?;
+    let live: Option<LiveEgress> = sqlx::query_as(
+        "UPDATE sandbox_egress e SET policy = $2, version = nextval('egress_versions'), \
+           updated_at = now() \
+         FROM sandboxes s WHERE s.id = e.sandbox_id AND s.thread_id = $1 \
+           AND s.state <> 'released' \
+         RETURNING e.sandbox_id, e.version",
+    )
+    .bind(thread.id)
+    .bind(Json(&in_force))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(live) = &live {
+        let desired = DesiredSandbox {
+            version: live.version as u64,
+            thread_key: Some(thread.thread_key.clone()),
+            policy: in_force,
+        };
+        egress
+            .client
+            .apply(&live.sandbox_id.to_string(), &desired)
+            .await
+            .map_err(proxy_error)?;
+    }
+    tx.commit().await?;
+    tracing::info!(thread_key = %thread.thread_key, own = policy.is_some(), pushed = live.is_some(), "egress policy changed");
+    Ok(policy_view(
+        thread.key(),
+        policy,
+        &egress.default_policy,
+        live,
+    ))
+}
+
+fn configured(state: &AppState) -> ApiResult<&Arc<Egress>> {
+    state.egress.as_ref().ok_or_else(|| {
+        ApiError::not_found(
+            "egress_not_configured",
+            "this server has no egress proxy (set CENTAUR_PROXY_CONTROL_URL)",
+        )
+    })
+}
+
+fn policy_view(
+    thread_key: ThreadKey,
+    own: Option<Policy>,
+    default: &Policy,
+    live: Option<LiveEgress>,
+) -> EgressPolicyView {
+    let source = if own.is_some() { "thread" } else { "default" };
+    let policy = own.unwrap_or_else(|| default.clone());
+    EgressPolicyView {
+        thread_key,
+        source: source.into(),
+        policy: serde_json::to_value(policy).expect("a policy serializes"),
+        sandbox_id: live.as_ref().map(|l| l.sandbox_id),
+        version: live.map(|l| l.version),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DesiredRow {
+    sandbox_id: Uuid,
+    thread_key: Option<String>,
+    policy: Json<serde_json::Value>,
+    version: i64,
+}
+
+/// Pushes the whole desired state to the proxy (which removes what is no longer wanted), and
+/// sweeps rows of sandboxes that were never recorded.
+pub async fn sync(state: &AppState) -> Result<(), String> {
+    let Some(egress) = &state.egress else {
+        return Ok(());
+    };
+    sqlx::query(
+        "DELETE FROM sandbox_egress e WHERE e.updated_at < now() - make_interval(secs => $1) \
+         AND NOT EXISTS (SELECT 1 FROM sandboxes s WHERE s.id = e.sandbox_id AND s.state <> 'released')",
+    )
+    .bind(ORPHAN_AFTER_SECS as f64)
+    .execute(&state.pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    // A row written after the snapshot below either has a newer version than `as_of` or was
+    // pushed within the proxy's grace period, so the proxy keeps it.
+    let as_of: i64 = sqlx::query_scalar("SELECT nextval('egress_versions')")
+        .fetch_one(&state.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<DesiredRow> =
+        sqlx::query_as("SELECT sandbox_id, thread_key, policy, version FROM sandbox_egress")
+            .fetch_all(&state.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+    let mut sandboxes = Vec::with_capacity(rows.len());
+    for row in rows {
+        match serde_json::from_value::<Policy>(row.policy.0) {
+            Ok(policy) => sandboxes.push(SyncEntry {
+                sandbox_id: row.sandbox_id.to_string(),
+                desired: DesiredSandbox {
+                    version: row.version as u64,
+                    thread_key: row.thread_key,
+                    policy,
+                },
+            }),
+            Err(error) => {
+                tracing::error!(sandbox_id = %row.sandbox_id, %error, "a stored egress policy is unreadable; the sandbox gets none")
+            }
+        }
+    }
+    let request = SyncRequest {
+        as_of: as_of as u64,
+        sandboxes,
+    };
+    let response = egress
+        .client
+        .sync(&request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.removed.is_empty() {
+        tracing::info!(removed = ?response.removed, "egress sync removed sandboxes the server no longer runs");
+    }
+    for (sandbox_id, reason) in &response.rejected {
+        tracing::error!(%sandbox_id, %reason, "the egress proxy refused a sandbox's policy; it can reach nothing");
+    }
+    Ok(())
+}
+
+/// Syncs now and every `CENTAUR_EGRESS_SYNC_MS` until shutdown. A failure is logged once until
+/// the next success.
+pub fn spawn_sync(state: AppState) {
+    let Some(egress) = state.egress.clone() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut failing = false;
+        let mut ticks = tokio::time::interval(egress.sync_every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            if !state.readiness.is_migrated() {
+                continue;
+            }
+            match sync(&state).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("egress sync works again");
+                }
+                Ok(()) => {}
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "egress sync failed; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
