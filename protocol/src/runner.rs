@@ -87,3 +87,70 @@ pub struct RunnerExecution {
     pub runner_seq: i64,
     pub deadline_at: DateTime<Utc>,
 }
+
+/// When the harness must ask before acting (running a command, changing files).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalPolicy {
+    /// Never ask; the sandbox is the boundary.
+    Never,
+    /// Ask when the harness itself decides an action needs it.
+    #[default]
+    OnRequest,
+    /// Ask before every command and file change.
+    Always,
+}
+
+impl ApprovalPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalPolicy::Never => "never",
+            ApprovalPolicy::OnRequest => "on-request",
+            ApprovalPolicy::Always => "always",
+        }
+    }
+}
+
+impl std::str::FromStr for ApprovalPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "never" => Ok(ApprovalPolicy::Never),
+            "on-request" => Ok(ApprovalPolicy::OnRequest),
+            "always" => Ok(ApprovalPolicy::Always),
+            other => Err(format!(
+                "unknown approval policy `{other}` (never, on-request, always)"
+            )),
+        }
+    }
+}
+
+/// What a sandbox's runner needs to serve its thread. The backend hands it over when the
+/// sandbox starts, or when a warm sandbox is claimed: one JSON line on the runner's stdin.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    pub sandbox_id: Uuid,
+    pub thread_key: ThreadKey,
+    pub harness: Harness,
+    /// The thread-scoped sandbox token (`cst_…`).
+    pub token: String,
+    /// Extra environment for the harness: credential placeholders, never real values.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub approval_policy: ApprovalPolicy,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("sandbox_id", &self.sandbox_id)
+            .field("thread_key", &self.thread_key)
+            .field("harness", &self.harness)
+            .field("token", &"<redacted>")
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("approval_policy", &self.approval_policy)
+            .finish()
+    }
+}

@@ -156,7 +156,7 @@ pub struct Control {
 }
 
 impl Control {
-    /// With `socket_dir`, every sandbox gets `<socket_dir>/<sandbox_id>.sock`. Listeners stop
+    /// With `socket_dir`, every sandbox gets `<socket_dir>/<sandbox_id>/proxy.sock`. Listeners stop
     /// at `shutdown`.
     pub fn new(
         proxy: Arc<Proxy>,
@@ -315,10 +315,16 @@ impl Control {
         })
     }
 
+    /// `<socket_dir>/<folder>/proxy.sock`: a folder per sandbox, so a backend can mount the
+    /// folder (which survives a proxy restart) without showing other sandboxes' sockets. The
+    /// folder's name is a short hash of the sandbox id: socket paths must fit in 108 bytes.
     fn socket_path(&self, sandbox_id: &str) -> Option<PathBuf> {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(sandbox_id.as_bytes());
+        let folder: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         self.socket_dir
             .as_ref()
-            .map(|dir| dir.join(format!("{sandbox_id}.sock")))
+            .map(|dir| dir.join(folder).join("proxy.sock"))
     }
 
     /// Starts the sandbox's socket listener if it has none; returns the socket's path. The
@@ -336,7 +342,7 @@ impl Control {
             sandbox_id: id.clone(),
             reason,
         };
-        if let Some(dir) = &self.socket_dir {
+        if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
         }
         let _ = std::fs::remove_file(&path);
@@ -365,7 +371,10 @@ impl Control {
             stop.cancel();
         }
         if let Some(path) = self.socket_path(sandbox_id) {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&path);
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
 

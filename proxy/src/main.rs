@@ -65,7 +65,7 @@ struct FileConfig {
     /// policies (authenticated with CENTAUR_PROXY_TOKEN).
     #[serde(default)]
     control_listen: Option<std::net::SocketAddr>,
-    /// Folder for the per-sandbox Unix sockets (`<sandbox_id>.sock`).
+    /// Folder for the per-sandbox Unix sockets (`<hash of the id>/proxy.sock`).
     #[serde(default)]
     socket_dir: Option<PathBuf>,
     /// File holding the key placeholders are derived from (created if missing).

@@ -16,7 +16,9 @@ use crate::egress::{self, Egress};
 use crate::executions;
 use crate::hub::Hub;
 use crate::routes;
-use crate::sandbox::{ExternalBackend, SandboxBackend};
+use crate::sandbox::local::ResourceLimits;
+use crate::sandbox::warm::WarmPool;
+use crate::sandbox::{ExternalBackend, LocalBackend, LocalOptions, SandboxBackend, reaper, warm};
 
 const DEADLINE_CHECK_EVERY: Duration = Duration::from_millis(250);
 
@@ -29,6 +31,8 @@ pub struct AppState {
     pub backend: Arc<dyn SandboxBackend>,
     /// The egress proxy's control API, when one is configured.
     pub egress: Option<Arc<Egress>>,
+    /// Ready sandboxes, when the backend has them and the pool is configured.
+    pub warm: Option<Arc<WarmPool>>,
     pub readiness: Arc<Readiness>,
     /// Cancelled when the server begins to shut down; long-lived streams end on it.
     pub shutdown: CancellationToken,
@@ -85,8 +89,29 @@ impl RunningServer {
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let backend: Arc<dyn SandboxBackend> = match config.sandbox_backend {
         BackendKind::External => Arc::new(ExternalBackend),
+        BackendKind::Local => Arc::new(local_backend(&config)?),
     };
     start_with_backend(config, backend).await
+}
+
+/// The local backend as `config` describes it.
+pub fn local_backend(config: &Config) -> Result<LocalBackend, StartError> {
+    let data_dir = std::path::absolute(&config.data_dir)
+        .map_err(|e| StartError::Config(format!("CENTAUR_DATA_DIR: {e}")))?;
+    let options = LocalOptions {
+        server_socket_dir: data_dir.join("run"),
+        data_dir,
+        runner_bin: config.runner_bin(),
+        bwrap: "bwrap".into(),
+        ca_file: config.proxy_ca.clone(),
+        harness_dir: config.harness_dir.clone(),
+        limits: ResourceLimits {
+            memory_bytes: config.sandbox_memory_mb << 20,
+            open_files: config.sandbox_open_files,
+            processes: config.sandbox_processes,
+        },
+    };
+    LocalBackend::new(options).map_err(StartError::Config)
 }
 
 /// Starts the server with a given sandbox backend (tests, embedders).
@@ -96,6 +121,12 @@ pub async fn start_with_backend(
 ) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
     let egress = Egress::from_config(&config).map_err(StartError::Config)?;
+    let warm = (config.warm_pool > 0 && backend.supports_warm())
+        .then(|| Arc::new(WarmPool::new(config.warm_pool, config.warm_harnesses())));
+    let runner_listener = match backend.runner_socket() {
+        Some(path) => Some(bind_unix(&path)?),
+        None => None,
+    };
     let pool = db::lazy_pool(&config).map_err(StartError::DatabaseUrl)?;
     let listener = TcpListener::bind(config.bind_addr)
         .await
@@ -118,6 +149,7 @@ pub async fn start_with_backend(
         config: Arc::new(config),
         backend,
         egress,
+        warm,
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),
     };
@@ -127,9 +159,22 @@ pub async fn start_with_backend(
     });
     tokio::spawn(enforce_deadlines(state.clone()));
     egress::policy::spawn_sync(state.clone());
+    reaper::spawn(state.clone());
+    warm::spawn_filler(state.clone());
 
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let router = routes::router(state.clone());
+    if let Some(listener) = runner_listener {
+        let (router, shutdown) = (router.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "runner socket failed");
+            }
+        });
+    }
+    let backend = state.backend.clone();
     let served = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -150,6 +195,7 @@ pub async fn start_with_backend(
                     tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; closing them");
                 }
             }
+            backend.shutdown().await;
         }
     });
     tracing::info!(%addr, backend = state.backend.name(), "centaur-server listening");
@@ -159,6 +205,21 @@ pub async fn start_with_backend(
         served,
         pool,
     })
+}
+
+/// A Unix socket listener at `path` (replacing a stale socket), reachable by sandboxes.
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed =
+        |e: std::io::Error| StartError::Config(format!("runner socket {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).map_err(failed)?;
+    // Sandboxes connect as another uid when the server runs as root; tokens guard the API.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(failed)?;
+    Ok(listener)
 }
 
 /// Fails executions that ran past `max_duration_ms`, on every replica (they share the work).

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use centaur_protocol::Harness;
+use centaur_protocol::runner::ApprovalPolicy;
 use clap::{Parser, ValueEnum};
 
 use crate::crypto::Secret;
@@ -54,10 +55,65 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_DATA_DIR", default_value = "centaur-data")]
     pub data_dir: PathBuf,
 
-    /// Where sandboxes come from. `external`: the server starts none; runners started elsewhere
-    /// (by you, or by a test) attach through the runner API.
+    /// Where sandboxes come from. `local`: bubblewrap sandboxes on this machine. `external`: the
+    /// server starts none; runners started elsewhere (by you, or by a test) attach through the
+    /// runner API.
     #[arg(long, env = "CENTAUR_SANDBOX_BACKEND", value_enum, default_value_t = BackendKind::External)]
     pub sandbox_backend: BackendKind,
+
+    /// The runner binary mounted into local sandboxes (default: `centaur-runner` next to this
+    /// server's binary, or on PATH).
+    #[arg(long, env = "CENTAUR_RUNNER_BIN")]
+    pub runner_bin: Option<PathBuf>,
+
+    /// The egress proxy's CA certificate, which sandboxes trust.
+    #[arg(long, env = "CENTAUR_PROXY_CA")]
+    pub proxy_ca: Option<PathBuf>,
+
+    /// Folder of harness CLIs mounted read-only into local sandboxes at /opt/centaur/harness
+    /// (its `bin` goes on PATH).
+    #[arg(long, env = "CENTAUR_HARNESS_DIR")]
+    pub harness_dir: Option<PathBuf>,
+
+    /// Ready sandboxes kept per warm harness.
+    #[arg(long, env = "CENTAUR_WARM_POOL", default_value_t = 0)]
+    pub warm_pool: usize,
+
+    /// Harnesses with a warm pool, comma-separated (default: the default harness).
+    #[arg(long, env = "CENTAUR_WARM_HARNESSES", value_delimiter = ',', value_parser = parse_harness)]
+    pub warm_harnesses: Vec<Harness>,
+
+    /// Address space per sandbox process, in MiB (0: no limit).
+    #[arg(long, env = "CENTAUR_SANDBOX_MEMORY_MB", default_value_t = 8192)]
+    pub sandbox_memory_mb: u64,
+
+    /// Open files per sandbox process.
+    #[arg(long, env = "CENTAUR_SANDBOX_OPEN_FILES", default_value_t = 4096)]
+    pub sandbox_open_files: u64,
+
+    /// Processes of the server's user (RLIMIT_NPROC; not applied when running as root).
+    #[arg(long, env = "CENTAUR_SANDBOX_PROCESSES", default_value_t = 4096)]
+    pub sandbox_processes: u64,
+
+    /// A sandbox without activity for this long is released (its workspace stays).
+    #[arg(long, env = "CENTAUR_SANDBOX_IDLE_SECS", default_value_t = 1800)]
+    pub sandbox_idle_secs: u64,
+
+    /// A sandbox is released after this long, between turns.
+    #[arg(
+        long,
+        env = "CENTAUR_SANDBOX_MAX_LIFETIME_SECS",
+        default_value_t = 86_400
+    )]
+    pub sandbox_max_lifetime_secs: u64,
+
+    /// How often sandboxes are checked (dead, idle, too old, orphaned), in milliseconds.
+    #[arg(long, env = "CENTAUR_REAPER_MS", default_value_t = 2000)]
+    pub reaper_ms: u64,
+
+    /// When harnesses ask before acting: `never`, `on-request` or `always`.
+    #[arg(long, env = "CENTAUR_APPROVAL_POLICY", default_value = "on-request", value_parser = parse_approval_policy)]
+    pub approval_policy: ApprovalPolicy,
 
     /// Harness for threads that do not name one.
     #[arg(long, env = "CENTAUR_DEFAULT_HARNESS", default_value = "codex", value_parser = parse_harness)]
@@ -103,6 +159,7 @@ pub struct Config {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
+    Local,
     External,
 }
 
@@ -114,6 +171,10 @@ pub enum LogFormat {
 }
 
 fn parse_harness(s: &str) -> Result<Harness, String> {
+    s.parse()
+}
+
+fn parse_approval_policy(s: &str) -> Result<ApprovalPolicy, String> {
     s.parse()
 }
 
@@ -143,6 +204,9 @@ impl Config {
         if self.proxy_control_url.is_some() && self.proxy_token.is_none() {
             return Err("CENTAUR_PROXY_CONTROL_URL needs CENTAUR_PROXY_TOKEN".into());
         }
+        if self.reaper_ms == 0 {
+            return Err("CENTAUR_REAPER_MS must be positive".into());
+        }
         if self.egress_sync_ms == 0 {
             return Err("CENTAUR_EGRESS_SYNC_MS must be positive".into());
         }
@@ -156,6 +220,29 @@ impl Config {
         self.public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.bind_addr))
+    }
+
+    /// The harnesses with a warm pool.
+    pub fn warm_harnesses(&self) -> Vec<Harness> {
+        if self.warm_harnesses.is_empty() {
+            vec![self.default_harness]
+        } else {
+            self.warm_harnesses.clone()
+        }
+    }
+
+    /// The runner binary for local sandboxes.
+    pub fn runner_bin(&self) -> PathBuf {
+        if let Some(path) = &self.runner_bin {
+            return path.clone();
+        }
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("centaur-runner")));
+        match beside {
+            Some(path) if path.is_file() => path,
+            _ => PathBuf::from("centaur-runner"),
+        }
     }
 
     pub fn sse_keepalive(&self) -> Duration {

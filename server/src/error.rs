@@ -157,7 +157,9 @@ impl From<crate::sandbox::SandboxError> for ApiError {
         use crate::sandbox::SandboxError;
         let code = match error {
             SandboxError::Capacity(_) => "sandbox_capacity",
-            SandboxError::Backend(_) => "sandbox_backend_unavailable",
+            SandboxError::Backend(_) | SandboxError::NotAttachable(_) => {
+                "sandbox_backend_unavailable"
+            }
         };
         ApiError::Unavailable {
             code,

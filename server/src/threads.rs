@@ -4,7 +4,7 @@ use centaur_protocol::api::{
     ExecutionView, ReleaseResponse, SandboxView, SpawnRequest, SpawnResponse, ThreadDetail,
     ThreadList, ThreadStatus, ThreadSummary,
 };
-use centaur_protocol::runner::Finish;
+use centaur_protocol::runner::{Attachment, Finish};
 use centaur_protocol::{EventBody, ExecutionStatus, Harness, ReadySource, ThreadKey};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -247,51 +247,35 @@ fn parse_ready_source(s: &str) -> ReadySource {
     }
 }
 
-/// Starts a sandbox and records it. `None` when another spawn won the race for the thread.
+/// Starts a sandbox (from the warm pool when one is ready and the thread is new, else cold) and
+/// records it. `None` when another spawn won the race for the thread.
 async fn start_sandbox(
     state: &AppState,
     thread: &ThreadRow,
     harness: Harness,
     spawn_id: Option<&str>,
 ) -> ApiResult<Option<SpawnResponse>> {
-    let sandbox_id = Uuid::now_v7();
-    let token = mint_sandbox_token(sandbox_id);
-    // The proxy serves the sandbox before it starts.
-    let egress = egress::policy::attach(state, sandbox_id, thread).await?;
-    let spec = SandboxSpec {
-        sandbox_id,
-        thread_key: thread.key(),
-        harness,
-        server_url: state.config.public_url(),
-        runner_token: token.token.clone(),
-        egress,
+    let started = match claim_warm(state, thread, harness).await? {
+        Some(warm) => warm,
+        None => start_cold(state, thread, harness).await?,
     };
-    let backend = &state.backend;
-    let started = match backend.claim_warm(&spec).await {
-        Ok(true) => Ok(ReadySource::WarmPool),
-        Ok(false) => backend.create(&spec).await.map(|()| ReadySource::Cold),
-        Err(error) => Err(error),
-    };
-    let ready_source = match started {
-        Ok(source) => source,
-        Err(error) => {
-            egress::policy::detach(state, sandbox_id).await;
-            return Err(error.into());
-        }
-    };
+    let (sandbox_id, token_hash, ready_source) = started;
     let recorded = record_sandbox(
         state,
         thread,
         harness,
         sandbox_id,
-        &token.secret_hash,
+        &token_hash,
         ready_source,
         spawn_id,
     )
     .await;
+    if let Some(pool) = &state.warm {
+        pool.claimed(sandbox_id);
+    }
     if !matches!(recorded, Ok(Recorded::Assigned(_))) {
         // Lost a race, or could not record it: do not leak the sandbox.
-        if let Err(error) = backend.stop(sandbox_id, "not assigned").await {
+        if let Err(error) = state.backend.stop(sandbox_id, "not assigned").await {
             tracing::warn!(%error, %sandbox_id, "could not stop an unassigned sandbox");
         }
         egress::policy::detach(state, sandbox_id).await;
@@ -311,6 +295,110 @@ async fn start_sandbox(
                 .ok_or_else(|| ApiError::conflict("spawn_contended", "retry the spawn"))
         }
     }
+}
+
+/// What the runner of a sandbox for `thread` gets.
+fn attachment(
+    state: &AppState,
+    sandbox_id: Uuid,
+    thread: &ThreadRow,
+    harness: Harness,
+    token: String,
+    egress: Option<&egress::SandboxEgress>,
+) -> Attachment {
+    Attachment {
+        sandbox_id,
+        thread_key: thread.key(),
+        harness,
+        token,
+        env: egress
+            .map(|e| e.placeholders.clone().into_iter().collect())
+            .unwrap_or_default(),
+        approval_policy: state.config.approval_policy,
+    }
+}
+
+/// A warm sandbox handed this thread, when the pool has one and the thread never had a
+/// sandbox (a warm sandbox cannot mount an existing workspace).
+async fn claim_warm(
+    state: &AppState,
+    thread: &ThreadRow,
+    harness: Harness,
+) -> ApiResult<Option<(Uuid, Vec<u8>, ReadySource)>> {
+    let Some(pool) = &state.warm else {
+        return Ok(None);
+    };
+    let had_sandbox: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sandboxes WHERE thread_id = $1)")
+            .bind(thread.id)
+            .fetch_one(&state.pool)
+            .await?;
+    if had_sandbox {
+        return Ok(None);
+    }
+    let Some(sandbox_id) = pool.take(harness) else {
+        return Ok(None);
+    };
+    let give_up = |reason: String| async move {
+        tracing::warn!(%sandbox_id, %reason, "could not claim a warm sandbox; starting one cold");
+        let _ = state.backend.stop(sandbox_id, "claim failed").await;
+        egress::policy::detach(state, sandbox_id).await;
+        pool.claimed(sandbox_id);
+    };
+    // The thread's policy replaces the empty one, atomically, before the runner gets going.
+    let egress = match egress::policy::attach(state, sandbox_id, thread).await {
+        Ok(egress) => egress,
+        Err(error) => {
+            give_up(error.to_string()).await;
+            return Err(error);
+        }
+    };
+    let token = mint_sandbox_token(sandbox_id);
+    let attachment = attachment(
+        state,
+        sandbox_id,
+        thread,
+        harness,
+        token.token,
+        egress.as_ref(),
+    );
+    match state.backend.attach(sandbox_id, &attachment).await {
+        Ok(()) => Ok(Some((sandbox_id, token.secret_hash, ReadySource::WarmPool))),
+        Err(error) => {
+            give_up(error.to_string()).await;
+            Ok(None)
+        }
+    }
+}
+
+async fn start_cold(
+    state: &AppState,
+    thread: &ThreadRow,
+    harness: Harness,
+) -> ApiResult<(Uuid, Vec<u8>, ReadySource)> {
+    let sandbox_id = Uuid::now_v7();
+    let token = mint_sandbox_token(sandbox_id);
+    // The proxy serves the sandbox before it starts.
+    let egress = egress::policy::attach(state, sandbox_id, thread).await?;
+    let spec = SandboxSpec {
+        sandbox_id,
+        harness,
+        server_url: state.config.public_url(),
+        attachment: Some(attachment(
+            state,
+            sandbox_id,
+            thread,
+            harness,
+            token.token,
+            egress.as_ref(),
+        )),
+        egress,
+    };
+    if let Err(error) = state.backend.create(&spec).await {
+        egress::policy::detach(state, sandbox_id).await;
+        return Err(error.into());
+    }
+    Ok((sandbox_id, token.secret_hash, ReadySource::Cold))
 }
 
 enum Recorded {
@@ -400,6 +488,19 @@ pub async fn release(
     thread: &ThreadRow,
     reason: &str,
 ) -> ApiResult<ReleaseResponse> {
+    let ending = Finish::Cancelled {
+        reason: "the sandbox was released".into(),
+    };
+    release_ending(state, thread, reason, ending).await
+}
+
+/// Releases the thread's sandbox; a running execution ends as `ending`.
+pub async fn release_ending(
+    state: &AppState,
+    thread: &ThreadRow,
+    reason: &str,
+    ending: Finish,
+) -> ApiResult<ReleaseResponse> {
     let mut tx = state.pool.begin().await?;
     let live: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM sandboxes WHERE thread_id = $1 AND state <> 'released' FOR UPDATE",
@@ -416,11 +517,8 @@ pub async fn release(
     let mut new_events = Vec::new();
     // An execution goes too, even one that lost its sandbox to a concurrent release.
     if let Some(execution_id) = active {
-        let finish = Finish::Cancelled {
-            reason: "the sandbox was released".into(),
-        };
         new_events.extend(
-            finish_in(&mut tx, execution_id, &finish)
+            finish_in(&mut tx, execution_id, &ending)
                 .await?
                 .unwrap_or_default(),
         );

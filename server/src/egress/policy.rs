@@ -26,7 +26,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::threads::ThreadRow;
 
-/// Rows of sandboxes that never got recorded (a crash mid-spawn) are removed after this.
+/// Rows of sandboxes that never got recorded (a crash mid-spawn, a warm pool that is gone) are
+/// removed after this.
 const ORPHAN_AFTER_SECS: i64 = 120;
 
 /// The server's link to the egress proxy.
@@ -171,6 +172,50 @@ pub async fn attach(
             forget(state, sandbox_id).await;
             Err(proxy_error(error))
         }
+    }
+}
+
+/// Registers a warm sandbox, which has no thread yet, under an empty policy: it can reach
+/// nothing until it is claimed.
+pub async fn attach_warm(state: &AppState, sandbox_id: Uuid) -> ApiResult<Option<SandboxEgress>> {
+    let Some(egress) = &state.egress else {
+        return Ok(None);
+    };
+    let policy = Policy::default();
+    let version: i64 = sqlx::query_scalar(
+        "INSERT INTO sandbox_egress (sandbox_id, thread_key, policy, version) \
+         VALUES ($1, NULL, $2, nextval('egress_versions')) RETURNING version",
+    )
+    .bind(sandbox_id)
+    .bind(Json(&policy))
+    .fetch_one(&state.pool)
+    .await?;
+    let desired = DesiredSandbox {
+        version: version as u64,
+        thread_key: None,
+        policy,
+    };
+    match egress.client.apply(&sandbox_id.to_string(), &desired).await {
+        Ok(applied) => Ok(Some(applied.into())),
+        Err(error) => {
+            forget(state, sandbox_id).await;
+            Err(proxy_error(error))
+        }
+    }
+}
+
+/// Keeps the rows of warm sandboxes (which have no sandbox row yet) from being swept.
+pub async fn heartbeat(state: &AppState, sandbox_ids: &[Uuid]) {
+    if state.egress.is_none() || sandbox_ids.is_empty() {
+        return;
+    }
+    if let Err(error) =
+        sqlx::query("UPDATE sandbox_egress SET updated_at = now() WHERE sandbox_id = ANY($1)")
+            .bind(sandbox_ids)
+            .execute(&state.pool)
+            .await
+    {
+        tracing::warn!(%error, "could not refresh the warm sandboxes' egress rows");
     }
 }
 

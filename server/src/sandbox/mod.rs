@@ -2,43 +2,53 @@
 //! the local bubblewrap backend and the Kubernetes backend implement it the same way.
 //!
 //! The runner inside a sandbox always dials out to the server with the token in its
-//! [`SandboxSpec`]; the server never execs into a sandbox.
+//! [`Attachment`]; the server never execs into a sandbox.
+//!
+//! - [`local`]: bubblewrap on this machine.
+//! - [`external`]: starts nothing; runners attach on their own.
+//! - [`warm`]: ready sandboxes per harness, claimed on spawn (backend-independent).
+//! - [`reaper`]: releases sandboxes that died, idled or lived too long, and stops orphans.
 
 mod external;
+pub mod local;
+pub mod reaper;
+pub mod warm;
 
 use std::fmt;
 
 use async_trait::async_trait;
-use centaur_protocol::{Harness, ThreadKey};
+use centaur_protocol::Harness;
+use centaur_protocol::runner::Attachment;
 use uuid::Uuid;
 
 use crate::egress::SandboxEgress;
 
 pub use external::ExternalBackend;
+pub use local::{LocalBackend, LocalOptions};
 
-/// What a backend needs to give a thread its sandbox.
+/// What a backend needs to start a sandbox.
 #[derive(Clone)]
 pub struct SandboxSpec {
     pub sandbox_id: Uuid,
-    pub thread_key: ThreadKey,
     pub harness: Harness,
-    /// URL at which the runner reaches the server.
+    /// URL at which the runner reaches the server (backends with their own route to it may
+    /// ignore it).
     pub server_url: String,
-    /// The thread-scoped token the runner authenticates with. Never log it.
-    pub runner_token: String,
     /// The sandbox's way out through the egress proxy, when one is configured.
     pub egress: Option<SandboxEgress>,
+    /// The thread it serves. `None` for a warm sandbox, which gets it from
+    /// [`SandboxBackend::attach`] when it is claimed.
+    pub attachment: Option<Attachment>,
 }
 
 impl fmt::Debug for SandboxSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SandboxSpec")
             .field("sandbox_id", &self.sandbox_id)
-            .field("thread_key", &self.thread_key)
             .field("harness", &self.harness)
             .field("server_url", &self.server_url)
-            .field("runner_token", &"<redacted>")
             .field("egress", &self.egress)
+            .field("attachment", &self.attachment)
             .finish()
     }
 }
@@ -58,6 +68,10 @@ pub enum SandboxError {
     Capacity(String),
     #[error("sandbox backend failure: {0}")]
     Backend(String),
+    /// A warm sandbox cannot take this thread (its workspace already exists elsewhere); start a
+    /// cold one instead.
+    #[error("this warm sandbox cannot serve the thread: {0}")]
+    NotAttachable(String),
 }
 
 #[async_trait]
@@ -65,14 +79,25 @@ pub trait SandboxBackend: Send + Sync + 'static {
     /// `local`, `kubernetes`, `external`.
     fn name(&self) -> &'static str;
 
-    /// Takes a ready sandbox from the warm pool and attaches `spec` to it (thread, token,
-    /// policy). `false` when the pool has none for this harness.
-    async fn claim_warm(&self, _spec: &SandboxSpec) -> Result<bool, SandboxError> {
-        Ok(false)
+    /// Whether [`SandboxBackend::create`] without an attachment (a warm sandbox) works.
+    fn supports_warm(&self) -> bool {
+        false
     }
 
-    /// Starts a new sandbox for `spec` (a cold start).
+    /// Starts a sandbox. Returns when its runner is up.
     async fn create(&self, spec: &SandboxSpec) -> Result<(), SandboxError>;
+
+    /// Hands a warm sandbox its thread.
+    async fn attach(
+        &self,
+        _sandbox_id: Uuid,
+        _attachment: &Attachment,
+    ) -> Result<(), SandboxError> {
+        Err(SandboxError::NotAttachable(format!(
+            "the {} backend has no warm sandboxes",
+            self.name()
+        )))
+    }
 
     async fn status(&self, sandbox_id: Uuid) -> Result<SandboxState, SandboxError>;
 
@@ -81,4 +106,13 @@ pub trait SandboxBackend: Send + Sync + 'static {
 
     /// Every sandbox the backend runs, so a reaper can stop the ones no thread owns.
     async fn list(&self) -> Result<Vec<Uuid>, SandboxError>;
+
+    /// Stops everything (the server is shutting down).
+    async fn shutdown(&self) {}
+
+    /// A Unix socket the server should serve the runner API on, for sandboxes that reach it
+    /// that way.
+    fn runner_socket(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }

@@ -5,8 +5,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const PROXY_TOKEN: &str = "test-proxy-token-0123456789";
-
 fn record(thread_key: Option<&str>, decision: &str, host: &str, reason: Option<&str>) -> Value {
     json!({
         "at": "2026-11-22T01:00:00Z", "sandbox_id": "sb-1", "thread_key": thread_key,

@@ -1,87 +1,12 @@
 //! The server keeps every sandbox's egress policy in PostgreSQL and pushes it to a real proxy
 //! (the `centaur-proxy` library, serving its control API on loopback).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use centaur_proxy::audit::LogSink;
-use centaur_proxy::control::Control;
-use centaur_proxy::secrets::{SecretSource, SecretStore};
-use centaur_proxy::{Limits, Proxy, Registry};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::support::*;
-
-const PROXY_TOKEN: &str = "test-proxy-token-0123456789";
-
-/// An egress proxy with its control API on `addr` (a fresh port when `None`).
-struct TestProxy {
-    addr: SocketAddr,
-    registry: Arc<Registry>,
-    shutdown: CancellationToken,
-}
-
-impl TestProxy {
-    async fn start(addr: Option<SocketAddr>, sockets: PathBuf) -> TestProxy {
-        let registry = Arc::new(Registry::new(b"server-test-proxy-key-0123456789".to_vec()));
-        let secrets = HashMap::from([(
-            "OPENAI_API_KEY".to_owned(),
-            SecretSource::Env {
-                var: "CENTAUR_TEST_UNUSED".into(),
-            },
-        )]);
-        let proxy = Proxy::new(
-            registry.clone(),
-            Arc::new(SecretStore::new(secrets, Duration::from_secs(60))),
-            Arc::new(LogSink),
-            Limits::default(),
-            None,
-        );
-        let shutdown = CancellationToken::new();
-        let control = Control::new(
-            proxy,
-            Some(PROXY_TOKEN.into()),
-            Some(sockets),
-            shutdown.clone(),
-        );
-        let listener =
-            tokio::net::TcpListener::bind(addr.unwrap_or("127.0.0.1:0".parse().unwrap()))
-                .await
-                .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let s = shutdown.clone();
-        tokio::spawn(async move { control.serve(listener, s).await });
-        TestProxy {
-            addr,
-            registry,
-            shutdown,
-        }
-    }
-
-    fn allows(&self, sandbox_id: Uuid, host: &str) -> bool {
-        self.registry
-            .get(&sandbox_id.to_string())
-            .is_some_and(|s| s.config.policy.allow.iter().any(|p| p.matches(host, 443)))
-    }
-}
-
-impl Drop for TestProxy {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("centaur-{name}-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 async fn server_with_proxy(proxy: &TestProxy, dir: &std::path::Path) -> TestServer {
     std::fs::write(

@@ -11,3 +11,4 @@ mod lifecycle;
 mod outage;
 mod replicas;
 mod resume;
+mod sandboxes;

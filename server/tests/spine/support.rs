@@ -4,11 +4,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use centaur_proxy::audit::LogSink;
+use centaur_proxy::control::Control;
+use centaur_proxy::secrets::{SecretSource, SecretStore};
+use centaur_proxy::{Limits, Proxy, Registry};
 use centaur_server::pg_cluster::{ClusterOptions, PgCluster};
 use centaur_server::sandbox::{SandboxBackend, SandboxError, SandboxSpec, SandboxState};
 use centaur_server::{Config, RunningServer};
@@ -18,6 +23,7 @@ use serde_json::{Value, json};
 use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
@@ -74,7 +80,12 @@ pub struct RecordingBackend {
 
 impl RecordingBackend {
     pub fn token(&self, sandbox_id: Uuid) -> String {
-        self.specs.lock().unwrap()[&sandbox_id].runner_token.clone()
+        self.specs.lock().unwrap()[&sandbox_id]
+            .attachment
+            .as_ref()
+            .expect("cold sandboxes are attached")
+            .token
+            .clone()
     }
 
     pub fn spec(&self, sandbox_id: Uuid) -> SandboxSpec {
@@ -139,6 +150,23 @@ impl TestServer {
         if wait_ready {
             server.wait_ready().await;
         }
+        server
+    }
+
+    /// A server with the backend its `config` names (the local one, in sandbox tests).
+    pub async fn start_configured(mut config: Config) -> TestServer {
+        config.bind_addr = "127.0.0.1:0".parse().unwrap();
+        config.admin_api_key = Some(ADMIN_KEY.into());
+        let database_url = config.database_url.expose().to_owned();
+        let server = centaur_server::start(config).await.expect("server starts");
+        let server = TestServer {
+            url: server.url(),
+            server: Some(server),
+            database_url,
+            backend: Arc::new(RecordingBackend::default()),
+            http: reqwest::Client::new(),
+        };
+        server.wait_ready().await;
         server
     }
 
@@ -525,4 +553,96 @@ pub fn error_code(body: &Value) -> &str {
     body["error"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+pub const PROXY_TOKEN: &str = "test-proxy-token-0123456789";
+
+/// An egress proxy with its control API on `addr` (a fresh port when `None`).
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    pub shutdown: CancellationToken,
+}
+
+impl TestProxy {
+    pub async fn start(addr: Option<SocketAddr>, sockets: PathBuf) -> TestProxy {
+        let registry = Arc::new(Registry::new(b"server-test-proxy-key-0123456789".to_vec()));
+        let secrets = HashMap::from([(
+            "OPENAI_API_KEY".to_owned(),
+            SecretSource::Env {
+                var: "CENTAUR_TEST_UNUSED".into(),
+            },
+        )]);
+        let proxy = Proxy::new(
+            registry.clone(),
+            Arc::new(SecretStore::new(secrets, Duration::from_secs(60))),
+            Arc::new(LogSink),
+            Limits::default(),
+            None,
+        );
+        let shutdown = CancellationToken::new();
+        let control = Control::new(
+            proxy,
+            Some(PROXY_TOKEN.into()),
+            Some(sockets),
+            shutdown.clone(),
+        );
+        let listener =
+            tokio::net::TcpListener::bind(addr.unwrap_or("127.0.0.1:0".parse().unwrap()))
+                .await
+                .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let s = shutdown.clone();
+        tokio::spawn(async move { control.serve(listener, s).await });
+        TestProxy {
+            addr,
+            registry,
+            shutdown,
+        }
+    }
+
+    pub fn allows(&self, sandbox_id: Uuid, host: &str) -> bool {
+        self.registry
+            .get(&sandbox_id.to_string())
+            .is_some_and(|s| s.config.policy.allow.iter().any(|p| p.matches(host, 443)))
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("centaur-{name}-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `centaur-runner` binary, built once per test run.
+pub fn runner_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "centaur-runner",
+                    "--bin",
+                    "centaur-runner",
+                ])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building centaur-runner failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            let path = target.join("debug").join("centaur-runner");
+            assert!(path.is_file(), "{} is missing", path.display());
+            path
+        })
+        .clone()
 }

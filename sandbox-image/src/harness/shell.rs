@@ -1,0 +1,199 @@
+//! `shell`: each user message runs in bash in the workspace. Output streams as
+//! `command.output`; the execution's result is the output, with a non-zero exit status said
+//! at its end.
+
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use centaur_protocol::runner::{ApprovalPolicy, Finish};
+use centaur_protocol::{ApprovalKind, EventBody};
+use tokio::io::AsyncReadExt;
+
+use super::Harness;
+use crate::turn::Turn;
+
+pub struct Shell;
+
+/// The result text keeps at most this much output (the events carry all of it).
+const MAX_RESULT_BYTES: usize = 256 * 1024;
+
+#[async_trait]
+impl Harness for Shell {
+    async fn turn(&mut self, turn: &mut Turn) -> Finish {
+        let mut result = String::new();
+        let commands: Vec<String> = turn.input.iter().map(|m| m.text.clone()).collect();
+        for (index, command) in commands.into_iter().enumerate() {
+            if turn.sandbox.approval_policy == ApprovalPolicy::Always {
+                let verdict = turn
+                    .approval(
+                        ApprovalKind::Command,
+                        format!("run `{}`", first_line(&command)),
+                        serde_json::json!({"command": command, "cwd": turn.sandbox.workspace}),
+                    )
+                    .await;
+                if !verdict.approved() {
+                    return if turn.cancelled.is_cancelled() {
+                        Finish::Cancelled {
+                            reason: "interrupted".into(),
+                        }
+                    } else {
+                        Finish::Completed {
+                            result_text: format!("{result}the command was not approved: {command}"),
+                        }
+                    };
+                }
+            }
+            let command_id = format!("{}-{index}", turn.execution_id.simple());
+            match run(turn, &command_id, &command).await {
+                Ok((output, code)) => {
+                    result.push_str(&output);
+                    if code != Some(0) {
+                        if !result.is_empty() && !result.ends_with('\n') {
+                            result.push('\n');
+                        }
+                        match code {
+                            Some(code) => result.push_str(&format!("[exit status {code}]\n")),
+                            None => result.push_str("[killed by a signal]\n"),
+                        }
+                    }
+                }
+                Err(Stop::Cancelled) => {
+                    return Finish::Cancelled {
+                        reason: "interrupted".into(),
+                    };
+                }
+                Err(Stop::Failed(error)) => return Finish::Failed { error },
+            }
+        }
+        if result.len() > MAX_RESULT_BYTES {
+            let mut cut = MAX_RESULT_BYTES;
+            while !result.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            result.truncate(cut);
+            result.push_str("\n[output truncated]\n");
+        }
+        Finish::Completed {
+            result_text: result,
+        }
+    }
+}
+
+enum Stop {
+    Cancelled,
+    Failed(String),
+}
+
+fn first_line(command: &str) -> &str {
+    command.lines().next().unwrap_or("")
+}
+
+/// Runs `command` with bash in the workspace; streams its combined output.
+async fn run(turn: &Turn, command_id: &str, command: &str) -> Result<(String, Option<i32>), Stop> {
+    turn.emit(EventBody::CommandStarted {
+        command_id: command_id.to_owned(),
+        command: command.to_owned(),
+    });
+    let (reader, writer) = std::io::pipe().map_err(|e| Stop::Failed(format!("no pipe: {e}")))?;
+    let mut child = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(command)
+        .current_dir(&turn.sandbox.workspace)
+        .envs(&turn.sandbox.env)
+        .stdin(Stdio::null())
+        .stdout(
+            writer
+                .try_clone()
+                .map_err(|e| Stop::Failed(e.to_string()))?,
+        )
+        .stderr(writer)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Stop::Failed(format!("cannot start bash: {e}")))?;
+    let mut output = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())
+        .map_err(|e| Stop::Failed(e.to_string()))?;
+    let mut out = Output {
+        command_id,
+        all: Vec::new(),
+        pending: Vec::new(),
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut open = true;
+    let status = loop {
+        tokio::select! {
+            _ = turn.cancelled.cancelled() => {
+                if let Some(pid) = child.id() {
+                    // SAFETY: signals the command's own process group.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                }
+                let _ = child.wait().await;
+                out.flush(turn);
+                turn.emit(EventBody::CommandFinished { command_id: command_id.to_owned(), exit_code: None });
+                return Err(Stop::Cancelled);
+            }
+            status = child.wait() => {
+                // What is still in the pipe; a background process that keeps it open does not
+                // hold the turn.
+                while let Ok(Ok(n)) = tokio::time::timeout(
+                    std::time::Duration::from_millis(50),
+                    output.read(&mut buf),
+                ).await {
+                    if n == 0 {
+                        break;
+                    }
+                    out.push(turn, &buf[..n]);
+                }
+                break status.map_err(|e| Stop::Failed(e.to_string()))?;
+            }
+            read = output.read(&mut buf), if open => match read {
+                Ok(0) | Err(_) => open = false,
+                Ok(n) => out.push(turn, &buf[..n]),
+            },
+        }
+    };
+    out.flush(turn);
+    let exit_code = status.code();
+    turn.emit(EventBody::CommandFinished {
+        command_id: command_id.to_owned(),
+        exit_code,
+    });
+    Ok((String::from_utf8_lossy(&out.all).into_owned(), exit_code))
+}
+
+/// A command's output on its way to `command.output` events, in whole UTF-8 characters.
+struct Output<'a> {
+    command_id: &'a str,
+    all: Vec<u8>,
+    pending: Vec<u8>,
+}
+
+impl Output<'_> {
+    fn push(&mut self, turn: &Turn, bytes: &[u8]) {
+        self.all.extend_from_slice(bytes);
+        self.pending.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.pending.len(),
+        };
+        if valid > 0 {
+            let chunk = String::from_utf8_lossy(&self.pending[..valid]).into_owned();
+            self.pending.drain(..valid);
+            turn.emit(EventBody::CommandOutput {
+                command_id: self.command_id.to_owned(),
+                chunk,
+            });
+        }
+    }
+
+    fn flush(&mut self, turn: &Turn) {
+        if !self.pending.is_empty() {
+            turn.emit(EventBody::CommandOutput {
+                command_id: self.command_id.to_owned(),
+                chunk: String::from_utf8_lossy(&self.pending).into_owned(),
+            });
+            self.pending.clear();
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! `centaur-runner`: runs inside each sandbox. It dials out to the server (never the other way
+//! round), claims its thread's executions, drives the harness, and streams what happens.
+//!
+//! - [`link`]: HTTP to the server over its Unix socket or TCP.
+//! - [`runner`]: the claim, turn, post loop.
+//! - [`turn`]: one execution as a harness sees it.
+//! - [`poster`]: events to the server in batches, exactly once, across server restarts.
+//! - [`follow`]: the thread's stream for interrupts, approval decisions and new messages.
+//! - [`harness`]: the adapters (echo, shell, codex, …).
+//! - [`forward`]: the proxy's socket as a loopback port, and the proxy environment.
+
+pub mod follow;
+pub mod forward;
+pub mod harness;
+pub mod link;
+pub mod poster;
+pub mod runner;
+pub mod sse;
+pub mod turn;

@@ -1,0 +1,159 @@
+//! The runner's loop: claim an execution, run the harness's turn while following the thread
+//! for control, post its events and its end; again, until the sandbox is stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use centaur_protocol::runner::{Assignment, Attachment, ClaimRequest, Finish};
+use hyper::Method;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::follow::Follow;
+use crate::harness::{self, Harness};
+use crate::link::{Link, LinkError, encode};
+use crate::poster::{Posted, Poster};
+use crate::turn::{Approvals, Sandbox, Turn};
+
+const CLAIM_WAIT_MS: u64 = 30_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("{0}")]
+    Harness(String),
+    #[error("the server refused this runner: {0}")]
+    Refused(LinkError),
+    #[error("the harness broke; this sandbox must be replaced")]
+    Broken,
+}
+
+pub struct Runner {
+    link: Link,
+    attachment: Attachment,
+    sandbox: Sandbox,
+    harness: Box<dyn Harness>,
+}
+
+impl Runner {
+    pub fn new(
+        link: Link,
+        attachment: Attachment,
+        sandbox: Sandbox,
+    ) -> Result<Runner, RunnerError> {
+        let harness =
+            harness::for_kind(attachment.harness, &sandbox).map_err(RunnerError::Harness)?;
+        Ok(Runner {
+            link,
+            attachment,
+            sandbox,
+            harness,
+        })
+    }
+
+    /// Serves the thread until `stop`, or until the harness breaks.
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), RunnerError> {
+        let claim_path = format!(
+            "/runner/v1/threads/{}/claim",
+            encode(self.attachment.thread_key.as_str())
+        );
+        let mut backoff = Duration::from_millis(50);
+        // The server records the sandbox (and its token) right after handing it over.
+        let attached_at = tokio::time::Instant::now();
+        while !stop.is_cancelled() {
+            let request = ClaimRequest {
+                wait_ms: Some(CLAIM_WAIT_MS),
+            };
+            let claimed = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                c = self.link.call::<_, Assignment>(Method::POST, &claim_path, Some(&request)) => c,
+            };
+            match claimed {
+                Ok(Some(assignment)) => {
+                    backoff = Duration::from_millis(50);
+                    self.execute(assignment).await;
+                    if self.harness.broken() {
+                        return Err(RunnerError::Broken);
+                    }
+                }
+                Ok(None) => backoff = Duration::from_millis(50),
+                Err(error)
+                    if error.is_transient()
+                        || (error.is_unauthorized()
+                            && attached_at.elapsed() < Duration::from_secs(30)) =>
+                {
+                    tracing::debug!(%error, "claim failed; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => return Err(RunnerError::Refused(error)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn execute(&mut self, assignment: Assignment) {
+        let execution_id = assignment.execution_id;
+        let span =
+            tracing::info_span!("execution", %execution_id, thread_key = %assignment.thread_key);
+        let _enter = span.enter();
+        let ended = CancellationToken::new();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (finish_tx, finish_rx) = oneshot::channel();
+        let poster = Poster::new(
+            self.link.clone(),
+            execution_id,
+            assignment.runner_seq,
+            ended.clone(),
+        );
+        let posting = tokio::spawn(poster.run(events_rx, finish_rx));
+
+        let approvals = Arc::new(Approvals::default());
+        let (steering_tx, steering_rx) = mpsc::unbounded_channel();
+        let follow = Follow {
+            link: self.link.clone(),
+            thread_key: assignment.thread_key.as_str().to_owned(),
+            execution_id,
+            input_ids: assignment.input.iter().map(|m| m.message_id).collect(),
+            after_event_id: assignment.started_event_id,
+            approvals: approvals.clone(),
+            steering: steering_tx,
+            ended: ended.clone(),
+        };
+        let stop_following = CancellationToken::new();
+        let following = tokio::spawn(follow.run(stop_following.clone()));
+
+        let finish = if assignment.runner_seq > 0 {
+            // Events were posted for this execution by a runner that is gone: its turn cannot
+            // be picked up mid-way.
+            drop(events_tx);
+            Finish::Failed {
+                error: "the sandbox restarted during this turn; send the message again".into(),
+            }
+        } else {
+            let mut turn = Turn::new(
+                execution_id,
+                assignment.input,
+                self.sandbox.clone(),
+                events_tx,
+                approvals,
+                steering_rx,
+                ended.clone(),
+            );
+            let finish = self.harness.turn(&mut turn).await;
+            drop(turn);
+            finish
+        };
+        let _ = finish_tx.send(finish);
+        match posting.await {
+            Ok(Posted::Finished) => tracing::info!("execution finished"),
+            Ok(Posted::EndedElsewhere) => tracing::info!("execution ended by the server"),
+            Ok(Posted::Failed(error)) => tracing::warn!(%error, "could not post the execution"),
+            Err(error) => tracing::warn!(%error, "the poster panicked"),
+        }
+        stop_following.cancel();
+        let _ = following.await;
+    }
+}

@@ -1,0 +1,142 @@
+//! One execution as a harness sees it: its input, a way to emit events, the interrupt signal,
+//! approvals and new messages that arrive while it runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use centaur_protocol::runner::{ApprovalPolicy, InputMessage};
+use centaur_protocol::{ApprovalKind, EventBody};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// What the harness's environment is made of.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    pub workspace: PathBuf,
+    /// Environment for harness processes: the sandbox's own (proxy, CA bundle, placeholders).
+    pub env: BTreeMap<String, String>,
+    pub approval_policy: ApprovalPolicy,
+}
+
+/// A decision on an approval as the harness needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    ApproveForSession,
+    Deny,
+    /// The execution ended before anyone decided.
+    Cancelled,
+}
+
+impl Verdict {
+    pub fn parse(decision: &str) -> Verdict {
+        match decision {
+            "approve" => Verdict::Approve,
+            "approve_for_session" => Verdict::ApproveForSession,
+            "deny" => Verdict::Deny,
+            _ => Verdict::Cancelled,
+        }
+    }
+
+    pub fn approved(self) -> bool {
+        matches!(self, Verdict::Approve | Verdict::ApproveForSession)
+    }
+}
+
+/// Approvals waiting for a decision from the thread's stream.
+#[derive(Default)]
+pub struct Approvals {
+    waiting: Mutex<HashMap<Uuid, oneshot::Sender<Verdict>>>,
+}
+
+impl Approvals {
+    pub fn resolve(&self, approval_id: Uuid, verdict: Verdict) {
+        if let Some(tx) = self
+            .waiting
+            .lock()
+            .expect("approvals lock")
+            .remove(&approval_id)
+        {
+            let _ = tx.send(verdict);
+        }
+    }
+
+    fn wait(&self, approval_id: Uuid) -> oneshot::Receiver<Verdict> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .expect("approvals lock")
+            .insert(approval_id, tx);
+        rx
+    }
+}
+
+pub struct Turn {
+    pub execution_id: Uuid,
+    pub input: Vec<InputMessage>,
+    pub sandbox: Sandbox,
+    /// Fires on an interrupt, the deadline, or a release.
+    pub cancelled: CancellationToken,
+    /// User messages that arrive while the turn runs.
+    pub steering: mpsc::UnboundedReceiver<String>,
+    events: mpsc::UnboundedSender<EventBody>,
+    approvals: Arc<Approvals>,
+}
+
+impl Turn {
+    pub fn new(
+        execution_id: Uuid,
+        input: Vec<InputMessage>,
+        sandbox: Sandbox,
+        events: mpsc::UnboundedSender<EventBody>,
+        approvals: Arc<Approvals>,
+        steering: mpsc::UnboundedReceiver<String>,
+        cancelled: CancellationToken,
+    ) -> Turn {
+        Turn {
+            execution_id,
+            input,
+            sandbox,
+            cancelled,
+            steering,
+            events,
+            approvals,
+        }
+    }
+
+    /// The input as one prompt.
+    pub fn prompt(&self) -> String {
+        self.input
+            .iter()
+            .map(|m| m.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    }
+
+    pub fn emit(&self, body: EventBody) {
+        let _ = self.events.send(body);
+    }
+
+    /// Asks the thread for a decision and waits for it (or for the turn to be cancelled).
+    pub async fn approval(
+        &self,
+        kind: ApprovalKind,
+        summary: String,
+        details: serde_json::Value,
+    ) -> Verdict {
+        let approval_id = Uuid::now_v7();
+        let decided = self.approvals.wait(approval_id);
+        self.emit(EventBody::ApprovalRequested {
+            approval_id,
+            kind,
+            summary,
+            details,
+        });
+        tokio::select! {
+            verdict = decided => verdict.unwrap_or(Verdict::Cancelled),
+            _ = self.cancelled.cancelled() => Verdict::Cancelled,
+        }
+    }
+}

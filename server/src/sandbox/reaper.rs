@@ -1,0 +1,124 @@
+//! Keeps sandboxes honest: releases the ones whose process died (the thread gets a fresh one on
+//! its next turn), that sat idle too long or reached their maximum lifetime, and stops the ones
+//! no thread owns (left over from a crash).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use centaur_protocol::runner::Finish;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::SandboxState;
+use crate::app::AppState;
+use crate::threads;
+
+#[derive(sqlx::FromRow)]
+struct Live {
+    id: Uuid,
+    thread_key: String,
+    created_at: DateTime<Utc>,
+    last_activity_at: DateTime<Utc>,
+    busy: bool,
+}
+
+pub fn spawn(state: AppState) {
+    tokio::spawn(async move {
+        let every = Duration::from_millis(state.config.reaper_ms);
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if !state.readiness.is_migrated() {
+                continue;
+            }
+            if let Err(error) = sweep(&state).await {
+                tracing::debug!(%error, "sandbox sweep failed");
+            }
+        }
+    });
+}
+
+async fn sweep(state: &AppState) -> Result<(), String> {
+    let live: Vec<Live> = sqlx::query_as(
+        "SELECT s.id, t.thread_key, s.created_at, t.last_activity_at, \
+           EXISTS (SELECT 1 FROM executions e WHERE e.thread_id = t.id \
+                   AND e.status IN ('queued', 'running')) AS busy \
+         FROM sandboxes s JOIN threads t ON t.id = s.thread_id \
+         WHERE s.state <> 'released' AND s.backend = $1",
+    )
+    .bind(state.backend.name())
+    .fetch_all(&state.pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    let now = Utc::now();
+    let idle = chrono::Duration::seconds(state.config.sandbox_idle_secs as i64);
+    let lifetime = chrono::Duration::seconds(state.config.sandbox_max_lifetime_secs as i64);
+    for sandbox in &live {
+        let mut died = false;
+        let reason = match state.backend.status(sandbox.id).await {
+            Ok(SandboxState::Stopped | SandboxState::Missing) => {
+                died = true;
+                Some("the sandbox stopped unexpectedly (its harness crashed or was killed); the next turn starts a new one".to_owned())
+            }
+            _ if !sandbox.busy && now - sandbox.last_activity_at > idle => Some(format!(
+                "idle for more than {} s",
+                state.config.sandbox_idle_secs
+            )),
+            _ if !sandbox.busy && now - sandbox.created_at > lifetime => Some(format!(
+                "reached its maximum lifetime of {} s",
+                state.config.sandbox_max_lifetime_secs
+            )),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            let Ok(key) = centaur_protocol::ThreadKey::parse(&sandbox.thread_key) else {
+                continue;
+            };
+            let thread = threads::find(state, &key)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(sandbox_id = %sandbox.id, thread_key = %sandbox.thread_key, %reason, "releasing a sandbox");
+            let ending = if died {
+                Finish::Failed {
+                    error: reason.clone(),
+                }
+            } else {
+                Finish::Cancelled {
+                    reason: reason.clone(),
+                }
+            };
+            threads::release_ending(state, &thread, &reason, ending)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    // Sandboxes the backend runs that no thread (and no warm pool) owns.
+    let owned: HashSet<Uuid> = live
+        .iter()
+        .map(|s| s.id)
+        .chain(state.warm.iter().flat_map(|pool| pool.ids()))
+        .collect();
+    for id in state.backend.list().await.map_err(|e| e.to_string())? {
+        if !owned.contains(&id) && !recently_created(id) {
+            tracing::info!(sandbox_id = %id, "stopping a sandbox no thread owns");
+            let _ = state.backend.stop(id, "no thread owns it").await;
+            crate::egress::policy::detach(state, id).await;
+        }
+    }
+    Ok(())
+}
+
+/// A sandbox being started right now is not recorded yet; ids are UUIDv7, so their age is known.
+fn recently_created(id: Uuid) -> bool {
+    let Some(timestamp) = id.get_timestamp() else {
+        return false;
+    };
+    let (secs, _) = timestamp.to_unix();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    now.saturating_sub(secs) < 60
+}

@@ -1,0 +1,296 @@
+//! The local backend: real bubblewrap sandboxes running the real runner, behind a real
+//! egress proxy.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// A server with the local backend, a proxy whose policy lets sandboxes reach `allow`.
+pub struct LocalStack {
+    pub server: TestServer,
+    pub proxy: TestProxy,
+    pub dir: PathBuf,
+}
+
+impl LocalStack {
+    pub async fn start(name: &str, warm: usize, policy: Value) -> LocalStack {
+        let dir = temp_dir(name);
+        let proxy = TestProxy::start(None, dir.join("proxy")).await;
+        std::fs::write(dir.join("policy.json"), policy.to_string()).unwrap();
+        let mut config = centaur_server::Config::new(fresh_database().await);
+        config.sandbox_backend = centaur_server::config::BackendKind::Local;
+        config.data_dir = dir.join("data");
+        config.runner_bin = Some(runner_binary());
+        config.proxy_token = Some(PROXY_TOKEN.into());
+        config.proxy_control_url = Some(format!("http://{}", proxy.addr));
+        config.egress_policy = Some(dir.join("policy.json"));
+        config.warm_pool = warm;
+        config.warm_harnesses = vec![
+            centaur_protocol::Harness::Echo,
+            centaur_protocol::Harness::Shell,
+        ];
+        config.reaper_ms = 200;
+        let server = TestServer::start_configured(config).await;
+        LocalStack { server, proxy, dir }
+    }
+
+    /// Runs `message` as one turn on `thread_key`; returns the terminal event.
+    pub async fn turn(&self, thread_key: &str, harness: &str, message: &str) -> Value {
+        let accepted = self
+            .server
+            .post(
+                "/agent/execute",
+                json!({"thread_key": thread_key, "harness": harness, "message": message}),
+            )
+            .await;
+        let execution_id = accepted["execution_id"].as_str().unwrap().to_owned();
+        self.terminal(thread_key, &execution_id).await
+    }
+
+    pub async fn terminal(&self, thread_key: &str, execution_id: &str) -> Value {
+        let mut stream = self
+            .server
+            .events(
+                thread_key,
+                &format!("execution_id={execution_id}&close_on_terminal=true"),
+            )
+            .await;
+        let frames = stream.read_to_end(Duration::from_secs(60)).await;
+        let last = frames.last().expect("a terminal event");
+        last.data.clone()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn result_text(event: &Value) -> &str {
+    assert_eq!(event["type"], "execution.completed", "{event}");
+    event["result_text"].as_str().unwrap()
+}
+
+fn lines(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Everything asserted from inside a real sandbox.
+#[tokio::test]
+async fn a_sandbox_sees_only_its_workspace_and_reaches_only_the_proxy() {
+    let stack = LocalStack::start(
+        "sandbox-isolation",
+        0,
+        json!({"allow": ["api.openai.com"],
+               "secrets": [{"name": "OPENAI_API_KEY", "hosts": ["api.openai.com"],
+                            "headers": ["authorization"], "format": "Bearer {value}"}]}),
+    )
+    .await;
+    let data = stack.data_dir();
+    let server_port = stack.server.url.rsplit(':').next().unwrap().to_owned();
+    let script = format!(
+        r#"
+echo uid=$(id -u)
+echo user=$(whoami)
+echo hostname=$(hostname)
+echo pwd=$(pwd)
+(exec 3<>/dev/tcp/1.1.1.1/80) 2>/dev/null && echo internet=open || echo internet=blocked
+(exec 3<>/dev/tcp/127.0.0.1/{server_port}) 2>/dev/null && echo server_tcp=open || echo server_tcp=blocked
+echo processes=$(ls /proc | grep -cE '^[0-9]+$')
+echo commands=$(cat /proc/[0-9]*/comm 2>/dev/null | sort -u | tr '\n' ' ')
+touch /usr/x 2>/dev/null && echo write_usr=yes || echo write_usr=no
+touch /etc/x 2>/dev/null && echo write_etc=yes || echo write_etc=no
+touch /x 2>/dev/null && echo write_root=yes || echo write_root=no
+touch /workspace/kept && echo write_workspace=yes || echo write_workspace=no
+touch /tmp/x && echo write_tmp=yes || echo write_tmp=no
+ls {data} >/dev/null 2>&1 && echo sees_data=yes || echo sees_data=no
+ls /root >/dev/null 2>&1 && echo sees_root_home=yes || echo sees_root_home=no
+ls /home | tr '\n' ' ' | sed 's/^/homes=/'; echo
+echo placeholder=$OPENAI_API_KEY
+echo proxy=$HTTPS_PROXY
+echo ca=$SSL_CERT_FILE
+curl -s -o /dev/null -w 'denied_status=%{{http_code}}\n' -x "$HTTP_PROXY" http://evil.example/ || echo denied_status=curl-failed
+"#,
+        data = data.display()
+    );
+    let done = stack.turn("api:isolation", "shell", &script).await;
+    let text = result_text(&done);
+    let seen = lines(text);
+    let expect = |key: &str, value: &str| {
+        assert_eq!(
+            seen.get(key).map(String::as_str),
+            Some(value),
+            "{key} in:\n{text}"
+        );
+    };
+    expect("uid", "1000");
+    expect("user", "sandbox");
+    expect("hostname", "sandbox");
+    expect("pwd", "/workspace");
+    expect("internet", "blocked");
+    expect("server_tcp", "blocked");
+    let commands = &seen["commands"];
+    assert!(
+        !commands.contains("postgres"),
+        "host processes are visible: {commands}"
+    );
+    assert!(commands.contains("centaur-runner"), "{commands}");
+    expect("write_usr", "no");
+    expect("write_etc", "no");
+    expect("write_root", "no");
+    expect("write_workspace", "yes");
+    expect("write_tmp", "yes");
+    expect("sees_data", "no");
+    expect("sees_root_home", "no");
+    expect("homes", "sandbox ");
+    expect("proxy", "http://127.0.0.1:3128");
+    expect("denied_status", "403");
+    let processes: usize = seen["processes"].parse().unwrap();
+    assert!(processes < 10, "sees {processes} processes:\n{text}");
+    let placeholder = &seen["placeholder"];
+    assert!(placeholder.starts_with("cph_"), "{text}");
+    // The sandbox's environment holds nothing but placeholders.
+    let env = result_text(&stack.turn("api:isolation", "shell", "env").await).to_owned();
+    assert!(!env.contains(PROXY_TOKEN));
+    assert!(
+        !env.contains("cst_"),
+        "the runner token stays with the runner:\n{env}"
+    );
+    assert!(!env.contains("DATABASE_URL"), "{env}");
+    // The workspace is the thread's, on the host, under the server's data directory.
+    let workspaces: Vec<_> = std::fs::read_dir(data.join("workspaces"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(workspaces.len(), 1);
+    assert!(workspaces[0].path().join("kept").exists());
+}
+
+/// Warm spawns, interrupts, a crashed harness replaced, and the workspace kept across sandboxes.
+#[tokio::test]
+async fn warm_pool_interrupts_and_a_crashed_sandbox_is_replaced() {
+    let stack = LocalStack::start("sandbox-lifecycle", 1, json!({})).await;
+    wait_for_pool(&stack).await;
+
+    // A new thread gets a warm sandbox.
+    let spawned = stack
+        .server
+        .post(
+            "/agent/spawn",
+            json!({"thread_key": "api:warm", "harness": "shell"}),
+        )
+        .await;
+    assert_eq!(spawned["ready_source"], "warm_pool", "{spawned}");
+    let done = stack
+        .turn(
+            "api:warm",
+            "shell",
+            "echo from-warm > /workspace/note; cat /workspace/note",
+        )
+        .await;
+    assert_eq!(result_text(&done), "from-warm\n");
+
+    // Echo answers with the message.
+    let done = stack.turn("api:echo", "echo", "hello sandbox").await;
+    assert_eq!(result_text(&done), "hello sandbox");
+
+    // An interrupt ends a long command at once; the sandbox serves the next turn.
+    let accepted = stack
+        .server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": "api:warm", "message": "sleep 30"}),
+        )
+        .await;
+    let execution_id = accepted["execution_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    stack
+        .server
+        .post(
+            "/agent/threads/api:warm/interrupt",
+            json!({"reason": "enough"}),
+        )
+        .await;
+    let ended = stack.terminal("api:warm", &execution_id).await;
+    assert_eq!(ended["type"], "execution.cancelled", "{ended}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let done = stack.turn("api:warm", "shell", "echo still-here").await;
+    assert_eq!(result_text(&done), "still-here\n");
+
+    // A non-zero exit status is reported in the result.
+    let done = stack.turn("api:warm", "shell", "echo oops; exit 3").await;
+    assert_eq!(result_text(&done), "oops\n[exit status 3]\n");
+
+    // The harness's process dies mid-turn: the execution fails with a readable error, the
+    // sandbox is released, and the next turn gets a new sandbox with the same workspace.
+    let (_, before) = stack
+        .server
+        .admin(Method::GET, "/agent/threads/api:warm", Value::Null)
+        .await;
+    let old_sandbox = before["sandbox"]["sandbox_id"].as_str().unwrap().to_owned();
+    let died = stack
+        .turn("api:warm", "shell", "kill -9 $PPID; sleep 5")
+        .await;
+    assert_eq!(died["type"], "execution.failed", "{died}");
+    assert!(
+        died["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped unexpectedly"),
+        "{died}"
+    );
+    let done = stack.turn("api:warm", "shell", "cat /workspace/note").await;
+    assert_eq!(result_text(&done), "from-warm\n");
+    let (_, after) = stack
+        .server
+        .admin(Method::GET, "/agent/threads/api:warm", Value::Null)
+        .await;
+    assert_ne!(
+        after["sandbox"]["sandbox_id"].as_str().unwrap(),
+        old_sandbox
+    );
+    assert!(
+        !is_running(&stack.data_dir(), &old_sandbox),
+        "the dead sandbox is gone"
+    );
+
+    // Released: the process and its proxy registration go.
+    let sandbox = after["sandbox"]["sandbox_id"].as_str().unwrap().to_owned();
+    let (status, _) = stack
+        .server
+        .admin(Method::POST, "/agent/threads/api:warm/release", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!is_running(&stack.data_dir(), &sandbox));
+    assert!(stack.proxy.registry.get(&sandbox).is_none());
+}
+
+fn is_running(data: &Path, sandbox_id: &str) -> bool {
+    data.join("sandboxes").join(sandbox_id).join("pid").exists()
+}
+
+async fn wait_for_pool(stack: &LocalStack) {
+    for _ in 0..200 {
+        let registered = stack.proxy.registry.list().len();
+        if registered >= 2 {
+            // Registered with the proxy happens before the sandbox starts; give it a moment.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the warm pool never filled");
+}
