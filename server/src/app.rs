@@ -33,6 +33,8 @@ pub struct AppState {
     pub egress: Option<Arc<Egress>>,
     /// Ready sandboxes, when the backend has them and the pool is configured.
     pub warm: Option<Arc<WarmPool>>,
+    /// The content of `CENTAUR_CODEX_CONFIG`, read at start-up.
+    pub codex_config: Option<Arc<str>>,
     pub readiness: Arc<Readiness>,
     /// Cancelled when the server begins to shut down; long-lived streams end on it.
     pub shutdown: CancellationToken,
@@ -121,6 +123,12 @@ pub async fn start_with_backend(
 ) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
     let egress = Egress::from_config(&config).map_err(StartError::Config)?;
+    let codex_config = match &config.codex_config {
+        Some(path) => Some(Arc::from(std::fs::read_to_string(path).map_err(|e| {
+            StartError::Config(format!("CENTAUR_CODEX_CONFIG {}: {e}", path.display()))
+        })?)),
+        None => None,
+    };
     let warm = (config.warm_pool > 0 && backend.supports_warm())
         .then(|| Arc::new(WarmPool::new(config.warm_pool, config.warm_harnesses())));
     let runner_listener = match backend.runner_socket() {
@@ -150,6 +158,7 @@ pub async fn start_with_backend(
         backend,
         egress,
         warm,
+        codex_config,
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),
     };

@@ -75,6 +75,11 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_HARNESS_DIR")]
     pub harness_dir: Option<PathBuf>,
 
+    /// A `config.toml` for Codex in sandboxes (model provider, model); it must not hold
+    /// secrets (name the variable with the key, whose placeholder the sandbox holds).
+    #[arg(long, env = "CENTAUR_CODEX_CONFIG")]
+    pub codex_config: Option<PathBuf>,
+
     /// Ready sandboxes kept per warm harness.
     #[arg(long, env = "CENTAUR_WARM_POOL", default_value_t = 0)]
     pub warm_pool: usize,

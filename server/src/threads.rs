@@ -306,14 +306,20 @@ fn attachment(
     token: String,
     egress: Option<&egress::SandboxEgress>,
 ) -> Attachment {
+    let mut env: std::collections::BTreeMap<String, String> = egress
+        .map(|e| e.placeholders.clone().into_iter().collect())
+        .unwrap_or_default();
+    if harness == Harness::Codex
+        && let Some(config) = &state.codex_config
+    {
+        env.insert("CENTAUR_CODEX_CONFIG_TOML".into(), config.to_string());
+    }
     Attachment {
         sandbox_id,
         thread_key: thread.key(),
         harness,
         token,
-        env: egress
-            .map(|e| e.placeholders.clone().into_iter().collect())
-            .unwrap_or_default(),
+        env,
         approval_policy: state.config.approval_policy,
     }
 }

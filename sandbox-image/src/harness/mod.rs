@@ -3,6 +3,7 @@
 //! A harness lives as long as its sandbox's runner, so it can keep a process and a
 //! conversation across turns.
 
+mod codex;
 mod echo;
 mod shell;
 
@@ -12,6 +13,7 @@ use centaur_protocol::runner::Finish;
 
 use crate::turn::{Sandbox, Turn};
 
+pub use codex::Codex;
 pub use echo::Echo;
 pub use shell::Shell;
 
@@ -28,11 +30,12 @@ pub trait Harness: Send {
 }
 
 /// The adapter for `kind`, or why there is none.
-pub fn for_kind(kind: Kind, _sandbox: &Sandbox) -> Result<Box<dyn Harness>, String> {
+pub fn for_kind(kind: Kind, sandbox: &Sandbox) -> Result<Box<dyn Harness>, String> {
     match kind {
         Kind::Echo => Ok(Box::new(Echo)),
         Kind::Shell => Ok(Box::new(Shell)),
-        Kind::Codex | Kind::ClaudeCode | Kind::Amp => Err(format!(
+        Kind::Codex => Ok(Box::new(Codex::new(sandbox)?)),
+        Kind::ClaudeCode | Kind::Amp => Err(format!(
             "the `{kind}` harness is not available in this runner yet"
         )),
     }

@@ -18,6 +18,16 @@ pub struct LocalStack {
 
 impl LocalStack {
     pub async fn start(name: &str, warm: usize, policy: Value) -> LocalStack {
+        LocalStack::start_with(name, warm, policy, |_, _| {}).await
+    }
+
+    /// Like `start`, with a last word on the configuration (given the test's folder).
+    pub async fn start_with(
+        name: &str,
+        warm: usize,
+        policy: Value,
+        tweak: impl FnOnce(&mut centaur_server::Config, &Path),
+    ) -> LocalStack {
         let dir = temp_dir(name);
         let proxy = TestProxy::start(None, dir.join("proxy")).await;
         std::fs::write(dir.join("policy.json"), policy.to_string()).unwrap();
@@ -34,6 +44,7 @@ impl LocalStack {
             centaur_protocol::Harness::Shell,
         ];
         config.reaper_ms = 200;
+        tweak(&mut config, &dir);
         let server = TestServer::start_configured(config).await;
         LocalStack { server, proxy, dir }
     }

@@ -556,6 +556,8 @@ pub fn error_code(body: &Value) -> &str {
 }
 
 pub const PROXY_TOKEN: &str = "test-proxy-token-0123456789";
+/// The real credential behind the sandboxes' `OPENAI_API_KEY` placeholder.
+pub const REAL_OPENAI_KEY: &str = "sk-test-real-0123456789";
 
 /// An egress proxy with its control API on `addr` (a fresh port when `None`).
 pub struct TestProxy {
@@ -567,11 +569,12 @@ pub struct TestProxy {
 impl TestProxy {
     pub async fn start(addr: Option<SocketAddr>, sockets: PathBuf) -> TestProxy {
         let registry = Arc::new(Registry::new(b"server-test-proxy-key-0123456789".to_vec()));
+        std::fs::create_dir_all(&sockets).unwrap();
+        let key_file = sockets.join("openai-key");
+        std::fs::write(&key_file, format!("{REAL_OPENAI_KEY}\n")).unwrap();
         let secrets = HashMap::from([(
             "OPENAI_API_KEY".to_owned(),
-            SecretSource::Env {
-                var: "CENTAUR_TEST_UNUSED".into(),
-            },
+            SecretSource::File { path: key_file },
         )]);
         let proxy = Proxy::new(
             registry.clone(),
@@ -643,6 +646,39 @@ pub fn runner_binary() -> PathBuf {
             let path = target.join("debug").join("centaur-runner");
             assert!(path.is_file(), "{} is missing", path.display());
             path
+        })
+        .clone()
+}
+
+/// The folder with the Codex CLI's Linux binary (`bin/codex`), installed from npm into a cache
+/// folder the first time (`CENTAUR_HARNESS_CACHE`, default `target/harness-cache`).
+pub fn codex_dir() -> PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let cache = std::env::var_os("CENTAUR_HARNESS_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/harness-cache")
+                });
+            let dir =
+                cache.join("node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl");
+            if !dir.join("bin/codex").is_file() {
+                std::fs::create_dir_all(&cache).unwrap();
+                let status = std::process::Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(&cache)
+                    .arg("@openai/codex@0.169.0")
+                    .status()
+                    .expect("npm runs (install Node.js and npm)");
+                assert!(status.success(), "npm install @openai/codex failed");
+            }
+            assert!(
+                dir.join("bin/codex").is_file(),
+                "{} has no bin/codex",
+                dir.display()
+            );
+            dir
         })
         .clone()
 }
