@@ -16,6 +16,9 @@ use crate::poster::{Posted, Poster};
 use crate::turn::{Approvals, Sandbox, Turn};
 
 const CLAIM_WAIT_MS: u64 = 30_000;
+/// A runner that cannot reach its server for this long gives up: the server that started it is
+/// gone for good (a restarted server would have taken it back by now).
+const ORPHANED_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -25,6 +28,8 @@ pub enum RunnerError {
     Refused(LinkError),
     #[error("the harness broke; this sandbox must be replaced")]
     Broken,
+    #[error("the server has been unreachable for {} s; giving up", ORPHANED_AFTER.as_secs())]
+    Orphaned,
 }
 
 pub struct Runner {
@@ -59,6 +64,7 @@ impl Runner {
         let mut backoff = Duration::from_millis(50);
         // The server records the sandbox (and its token) right after handing it over.
         let attached_at = tokio::time::Instant::now();
+        let mut unreachable_since: Option<tokio::time::Instant> = None;
         while !stop.is_cancelled() {
             let request = ClaimRequest {
                 wait_ms: Some(CLAIM_WAIT_MS),
@@ -70,18 +76,26 @@ impl Runner {
             match claimed {
                 Ok(Some(assignment)) => {
                     backoff = Duration::from_millis(50);
+                    unreachable_since = None;
                     self.execute(assignment).await;
                     if self.harness.broken() {
                         return Err(RunnerError::Broken);
                     }
                 }
-                Ok(None) => backoff = Duration::from_millis(50),
+                Ok(None) => {
+                    backoff = Duration::from_millis(50);
+                    unreachable_since = None;
+                }
                 Err(error)
                     if error.is_transient()
                         || (error.is_unauthorized()
                             && attached_at.elapsed() < Duration::from_secs(30)) =>
                 {
                     tracing::debug!(%error, "claim failed; retrying");
+                    let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() > ORPHANED_AFTER {
+                        return Err(RunnerError::Orphaned);
+                    }
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}

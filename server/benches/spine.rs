@@ -10,16 +10,16 @@
 //! when set, otherwise starts its own cluster.
 
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use centaur_server::pg_cluster::{ClusterOptions, PgCluster};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sqlx::ConnectOptions;
-use sqlx::postgres::PgConnectOptions;
+
+mod common;
+
+use common::{num_cpus, rss_kib};
 
 const ADMIN: &str = "bench-admin-key-0123456789";
 
@@ -38,24 +38,7 @@ impl Drop for Bench {
 
 #[tokio::main]
 async fn main() {
-    let database_url = match std::env::var("DATABASE_URL") {
-        Ok(url) => url,
-        Err(_) => {
-            let root =
-                std::env::temp_dir().join(format!("centaur-bench-pg-{}", std::process::id()));
-            let cluster = PgCluster::start(&ClusterOptions {
-                root,
-                durable: true,
-                max_connections: 200,
-            })
-            .expect("start PostgreSQL");
-            cluster
-                .remove_when_process_exits(std::process::id())
-                .unwrap();
-            cluster.url("postgres")
-        }
-    };
-    let database_url = fresh_database(&database_url).await;
+    let database_url = common::database("spine").await;
     let bench = start_server(&database_url).await;
     println!("centaur-server spine benchmarks ({} cores)\n", num_cpus());
 
@@ -80,23 +63,6 @@ async fn main() {
         "\nmemory after the benchmarks, idle again: {:.1} MiB",
         after as f64 / 1024.0
     );
-}
-
-async fn fresh_database(base: &str) -> String {
-    let base = PgConnectOptions::from_str(base).unwrap();
-    let name = format!("centaur_bench_{}", std::process::id());
-    let mut conn = base.connect().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name}"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    base.database(&name).to_url_lossy().to_string()
 }
 
 async fn start_server(database_url: &str) -> Bench {
@@ -416,17 +382,4 @@ async fn replay(bench: &Bench, count: u64) {
         last,
         best.as_secs_f64() * 1000.0
     );
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -27,7 +27,7 @@ pub async fn decide(
         ));
     }
     let decided_by = principal.label();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let execution_id: Option<Uuid> = sqlx::query_scalar(
         "UPDATE approvals SET status = $3, decided_by = $4, reason = $5, decided_at = now() \
          WHERE id = $1 AND thread_id = $2 AND status = 'pending' RETURNING execution_id",

@@ -72,3 +72,17 @@ pub async fn migrate_until_done(pool: PgPool, readiness: &Readiness, shutdown: C
 pub async fn is_ready(pool: &PgPool, readiness: &Readiness) -> bool {
     readiness.is_migrated() && sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }
+
+/// Starts a transaction without the cancellation hazard of `Pool::begin` on PostgreSQL in sqlx
+/// 0.9.0 (transact-rs/sqlx#4393): a `begin` future dropped while `BEGIN` is in flight (a client
+/// that disconnects mid-request) would return its connection to the pool inside an open
+/// transaction. Here `BEGIN` runs to completion in its own task, so a dropped caller only drops
+/// a finished transaction, which rolls back as it should.
+pub async fn begin(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| sqlx::Error::Protocol(format!("the BEGIN task failed: {e}")))?
+}

@@ -86,7 +86,7 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
     .await?;
 
     let execution_id = Uuid::now_v7();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let inserted = sqlx::query(
         "INSERT INTO executions (id, thread_id, status, harness, idempotency_key, \
          max_duration_ms, deadline_at) \
@@ -268,7 +268,7 @@ pub async fn interrupt(
     thread: &ThreadRow,
     reason: Option<String>,
 ) -> ApiResult<InterruptResponse> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let active: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM executions WHERE thread_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
     )
@@ -324,7 +324,7 @@ async fn claim_now(
     principal: &Principal,
     thread: &ThreadRow,
 ) -> ApiResult<Option<Assignment>> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let claimed: Option<(Uuid, String, DateTime<Utc>, i64)> = sqlx::query_as(
         "UPDATE executions SET status = 'running', started_at = now(), \
            sandbox_id = COALESCE($2, (SELECT id FROM sandboxes \
@@ -451,7 +451,7 @@ pub async fn post_events(
         }
     };
     let newest_seq = batch.events.last().map_or(0, |e| e.seq);
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     // Lock the execution, read where it was, and move its seq forward, in one round trip.
     // (Refused batches roll back, undoing the move.)
     let row: Option<RunnerRow> = sqlx::query_as(
@@ -623,7 +623,7 @@ fn validate_batch(batch: &EventBatch) -> ApiResult<()> {
 pub async fn fail_overdue(state: &AppState) -> ApiResult<usize> {
     let mut failed = 0;
     loop {
-        let mut tx = state.pool.begin().await?;
+        let mut tx = crate::db::begin(&state.pool).await?;
         let overdue: Option<(Uuid, i64, String, i64)> = sqlx::query_as(
             "SELECT e.id, e.thread_id, t.thread_key, e.max_duration_ms FROM executions e \
              JOIN threads t ON t.id = e.thread_id \

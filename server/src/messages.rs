@@ -35,7 +35,7 @@ pub async fn post(state: &AppState, request: MessageRequest) -> ApiResult<Messag
     }
     let role = request.role.unwrap_or(Role::User);
     let message_id = Uuid::now_v7();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let events = append(
         &mut tx,
         &thread.as_ref(),

@@ -76,7 +76,7 @@ pub async fn ensure(
     persona: Option<&str>,
 ) -> ApiResult<ThreadRow> {
     let harness = harness.unwrap_or(state.config.default_harness);
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let created: Option<ThreadRow> = sqlx::query_as(concat!(
         "INSERT INTO threads (thread_key, platform, harness, persona) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (thread_key) DO NOTHING RETURNING ",
@@ -422,7 +422,7 @@ async fn record_sandbox(
     ready_source: ReadySource,
     spawn_id: Option<&str>,
 ) -> ApiResult<Recorded> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let inserted = sqlx::query(
         "INSERT INTO sandboxes (id, thread_id, backend, harness, state, ready_source, token_hash) \
          VALUES ($1, $2, $3, $4, 'ready', $5, $6)",
@@ -507,7 +507,7 @@ pub async fn release_ending(
     reason: &str,
     ending: Finish,
 ) -> ApiResult<ReleaseResponse> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let live: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM sandboxes WHERE thread_id = $1 AND state <> 'released' FOR UPDATE",
     )

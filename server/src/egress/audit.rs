@@ -23,7 +23,7 @@ pub async fn store(state: &AppState, batch: AuditBatch) -> ApiResult<AuditAccept
     let column = |f: fn(&centaur_protocol::egress::AuditRecord) -> String| -> Vec<String> {
         records.iter().map(f).collect()
     };
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     sqlx::query(
         "INSERT INTO egress_audit (at, sandbox_id, thread_key, host, port, method, path, status, \
            bytes_up, bytes_down, decision, reason, secrets_swapped, duration_ms) \

@@ -298,7 +298,7 @@ pub async fn set(
         .unwrap_or_else(|| egress.default_policy.clone());
     // The proxy checks what the server cannot (that bound secrets exist); its answer decides
     // whether the change is committed.
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     sqlx::query("UPDATE threads SET egress_policy = $2 WHERE id = $1")
         .bind(thread.id)
         .bind(policy.as_ref().map(Json))

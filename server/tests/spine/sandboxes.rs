@@ -82,7 +82,34 @@ impl LocalStack {
 
 impl Drop for LocalStack {
     fn drop(&mut self) {
+        kill_sandboxes(&self.data_dir());
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Tests drop their servers without a graceful shutdown: end their sandboxes here.
+fn kill_sandboxes(data: &Path) {
+    let Ok(entries) = std::fs::read_dir(data.join("sandboxes")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = std::fs::read_to_string(entry.path().join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
+            // SAFETY: plain signal delivery.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+        // SAFETY: plain signal delivery.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
 
@@ -304,4 +331,183 @@ async fn wait_for_pool(stack: &LocalStack) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the warm pool never filled");
+}
+
+/// The `centaur-server` binary as its own process, so it can be killed.
+struct ServerProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(env: &[(String, String)], port: u16) -> ServerProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_centaur-server"))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("CENTAUR_BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("CENTAUR_LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the server binary starts");
+        ServerProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        for _ in 0..400 {
+            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the server process never became ready");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) {
+        // SAFETY: plain signal delivery to our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Kill the server (SIGKILL) in the middle of a turn and start it again: the sandbox keeps
+/// running, its runner reconnects, and the thread's events come out complete, in order, once.
+#[tokio::test]
+async fn a_server_killed_mid_turn_loses_and_doubles_nothing() {
+    let dir = temp_dir("server-crash");
+    let proxy = TestProxy::start(None, dir.join("proxy")).await;
+    std::fs::write(dir.join("policy.json"), "{}").unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", fresh_database().await),
+        ("CENTAUR_ADMIN_API_KEY", ADMIN_KEY.to_owned()),
+        ("CENTAUR_DATA_DIR", dir.join("data").display().to_string()),
+        ("CENTAUR_SANDBOX_BACKEND", "local".to_owned()),
+        ("CENTAUR_RUNNER_BIN", runner_binary().display().to_string()),
+        ("CENTAUR_PROXY_TOKEN", PROXY_TOKEN.to_owned()),
+        (
+            "CENTAUR_PROXY_CONTROL_URL",
+            format!("http://{}", proxy.addr),
+        ),
+        (
+            "CENTAUR_EGRESS_POLICY",
+            dir.join("policy.json").display().to_string(),
+        ),
+        ("CENTAUR_REAPER_MS", "200".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut server = ServerProcess::start(&env, port);
+    server.wait_ready().await;
+    let http = reqwest::Client::new();
+    let key = "api:crash";
+    let script = "for i in 1 2 3 4 5 6 7 8; do echo line-$i; sleep 0.4; done";
+    let accepted: Value = http
+        .post(format!("{}/agent/execute", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"thread_key": key, "harness": "shell", "message": script}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(accepted["execution_id"].is_string(), "{accepted}");
+
+    // Wait until the turn is visibly under way, then kill the server.
+    let mut stream = SseReader::open(
+        &http,
+        &format!("{}/agent/threads/{key}/events?after_event_id=0", server.url),
+        ADMIN_KEY,
+        None,
+    )
+    .await;
+    loop {
+        let frame = stream
+            .next(Duration::from_secs(30))
+            .await
+            .expect("the turn starts");
+        if frame.data["type"] == "command.output"
+            && frame.data["chunk"]
+                .as_str()
+                .unwrap_or("")
+                .contains("line-2")
+        {
+            break;
+        }
+    }
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut server = ServerProcess::start(&env, port);
+    server.wait_ready().await;
+
+    // From the start: every event once, in order, and the turn completes.
+    let mut stream = SseReader::open(
+        &http,
+        &format!("{}/agent/threads/{key}/events?after_event_id=0", server.url),
+        ADMIN_KEY,
+        None,
+    )
+    .await;
+    let mut events = Vec::new();
+    loop {
+        let frame = stream
+            .next(Duration::from_secs(30))
+            .await
+            .expect("the turn ends");
+        let done = frame.data["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("execution.")
+            && !matches!(
+                frame.data["type"].as_str(),
+                Some("execution.queued" | "execution.started")
+            );
+        events.push(frame.data);
+        if done {
+            break;
+        }
+    }
+    let ids: Vec<i64> = events
+        .iter()
+        .map(|e| e["event_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "dense and in order"
+    );
+    let end = events.last().unwrap();
+    assert_eq!(end["type"], "execution.completed", "{events:#?}");
+    let expected: String = (1..=8).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(end["result_text"], expected.as_str());
+    let streamed: String = events
+        .iter()
+        .filter(|e| e["type"] == "command.output")
+        .map(|e| e["chunk"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, expected, "each line streamed exactly once");
+    server.terminate();
+    kill_sandboxes(&dir.join("data"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
