@@ -16,6 +16,10 @@ bench:
 bench-proxy:
     cargo bench -p centaur-proxy --bench proxy
 
+# The sandboxes' figures (warm and cold spawn, echo turn, 50 sandboxes, memory).
+bench-sandboxes:
+    cargo bench -p centaur-server --bench sandboxes
+
 # Formatting and lints, as CI wants them.
 lint:
     cargo fmt --all --check
