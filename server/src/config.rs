@@ -80,6 +80,12 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_CODEX_CONFIG")]
     pub codex_config: Option<PathBuf>,
 
+    /// Settings for harnesses in sandboxes, as `KEY=VALUE` pairs separated by commas (for
+    /// example `ANTHROPIC_BASE_URL=https://gateway.example`). Never secrets: those are bound in
+    /// the egress policy and reach sandboxes as placeholders.
+    #[arg(long, env = "CENTAUR_HARNESS_ENV", value_delimiter = ',', value_parser = parse_key_value)]
+    pub harness_env: Vec<(String, String)>,
+
     /// Ready sandboxes kept per warm harness.
     #[arg(long, env = "CENTAUR_WARM_POOL", default_value_t = 0)]
     pub warm_pool: usize,
@@ -177,6 +183,19 @@ pub enum LogFormat {
 
 fn parse_harness(s: &str) -> Result<Harness, String> {
     s.parse()
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let valid = !key.is_empty()
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !key.as_bytes()[0].is_ascii_digit();
+    if !valid {
+        return Err(format!("`{key}` is not an environment variable name"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 fn parse_approval_policy(s: &str) -> Result<ApprovalPolicy, String> {

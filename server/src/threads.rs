@@ -306,9 +306,10 @@ fn attachment(
     token: String,
     egress: Option<&egress::SandboxEgress>,
 ) -> Attachment {
-    let mut env: std::collections::BTreeMap<String, String> = egress
-        .map(|e| e.placeholders.clone().into_iter().collect())
-        .unwrap_or_default();
+    let mut env: std::collections::BTreeMap<String, String> =
+        state.config.harness_env.iter().cloned().collect();
+    // Placeholders win over settings of the same name.
+    env.extend(egress.map(|e| e.placeholders.clone()).unwrap_or_default());
     if harness == Harness::Codex
         && let Some(config) = &state.codex_config
     {

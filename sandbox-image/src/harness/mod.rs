@@ -1,11 +1,16 @@
 //! Harness adapters: each drives one agent CLI and turns what it does into Centaur events.
+//! `codex` speaks JSON-RPC (`codex app-server`); `claude-code` and `amp` speak stream-json
+//! ([`stream_json`]); `shell` and `echo` need no CLI.
 //!
 //! A harness lives as long as its sandbox's runner, so it can keep a process and a
 //! conversation across turns.
 
+mod amp;
+mod claude;
 mod codex;
 mod echo;
 mod shell;
+mod stream_json;
 
 use async_trait::async_trait;
 use centaur_protocol::Harness as Kind;
@@ -13,6 +18,8 @@ use centaur_protocol::runner::Finish;
 
 use crate::turn::{Sandbox, Turn};
 
+pub use amp::Amp;
+pub use claude::ClaudeCode;
 pub use codex::Codex;
 pub use echo::Echo;
 pub use shell::Shell;
@@ -35,8 +42,7 @@ pub fn for_kind(kind: Kind, sandbox: &Sandbox) -> Result<Box<dyn Harness>, Strin
         Kind::Echo => Ok(Box::new(Echo)),
         Kind::Shell => Ok(Box::new(Shell)),
         Kind::Codex => Ok(Box::new(Codex::new(sandbox)?)),
-        Kind::ClaudeCode | Kind::Amp => Err(format!(
-            "the `{kind}` harness is not available in this runner yet"
-        )),
+        Kind::ClaudeCode => Ok(Box::new(ClaudeCode::new(sandbox))),
+        Kind::Amp => Ok(Box::new(Amp::new(sandbox))),
     }
 }

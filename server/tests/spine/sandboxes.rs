@@ -268,6 +268,22 @@ async fn warm_pool_interrupts_and_a_crashed_sandbox_is_replaced() {
     let done = stack.turn("api:warm", "shell", "echo still-here").await;
     assert_eq!(result_text(&done), "still-here\n");
 
+    // A command that hangs past the execution's time budget: failed, with a reason, and the
+    // sandbox goes on serving.
+    let accepted = stack
+        .server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": "api:warm", "message": "sleep 60", "max_duration_ms": 1000}),
+        )
+        .await;
+    let execution_id = accepted["execution_id"].as_str().unwrap().to_owned();
+    let ended = stack.terminal("api:warm", &execution_id).await;
+    assert_eq!(ended["type"], "execution.failed", "{ended}");
+    assert!(!ended["error"].as_str().unwrap().is_empty(), "{ended}");
+    let done = stack.turn("api:warm", "shell", "echo after-deadline").await;
+    assert_eq!(result_text(&done), "after-deadline\n");
+
     // A non-zero exit status is reported in the result.
     let done = stack.turn("api:warm", "shell", "echo oops; exit 3").await;
     assert_eq!(result_text(&done), "oops\n[exit status 3]\n");

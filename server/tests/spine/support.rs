@@ -558,6 +558,8 @@ pub fn error_code(body: &Value) -> &str {
 pub const PROXY_TOKEN: &str = "test-proxy-token-0123456789";
 /// The real credential behind the sandboxes' `OPENAI_API_KEY` placeholder.
 pub const REAL_OPENAI_KEY: &str = "sk-test-real-0123456789";
+/// The real credential behind `ANTHROPIC_API_KEY`.
+pub const REAL_ANTHROPIC_KEY: &str = "sk-ant-test-real-0123456789";
 
 /// An egress proxy with its control API on `addr` (a fresh port when `None`).
 pub struct TestProxy {
@@ -572,10 +574,20 @@ impl TestProxy {
         std::fs::create_dir_all(&sockets).unwrap();
         let key_file = sockets.join("openai-key");
         std::fs::write(&key_file, format!("{REAL_OPENAI_KEY}\n")).unwrap();
-        let secrets = HashMap::from([(
-            "OPENAI_API_KEY".to_owned(),
-            SecretSource::File { path: key_file },
-        )]);
+        let anthropic_file = sockets.join("anthropic-key");
+        std::fs::write(&anthropic_file, REAL_ANTHROPIC_KEY).unwrap();
+        let secrets = HashMap::from([
+            (
+                "OPENAI_API_KEY".to_owned(),
+                SecretSource::File { path: key_file },
+            ),
+            (
+                "ANTHROPIC_API_KEY".to_owned(),
+                SecretSource::File {
+                    path: anthropic_file,
+                },
+            ),
+        ]);
         let proxy = Proxy::new(
             registry.clone(),
             Arc::new(SecretStore::new(secrets, Duration::from_secs(60))),
@@ -650,35 +662,63 @@ pub fn runner_binary() -> PathBuf {
         .clone()
 }
 
+/// An npm package installed into the harness cache folder (`CENTAUR_HARNESS_CACHE`, default
+/// `target/harness-cache`) unless `probe` (relative to its `node_modules`) is there already.
+fn npm_package(package: &str, probe: &str) -> PathBuf {
+    let cache = std::env::var_os("CENTAUR_HARNESS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/harness-cache")
+        });
+    let path = cache.join("node_modules").join(probe);
+    if !path.exists() {
+        std::fs::create_dir_all(&cache).unwrap();
+        let status = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&cache)
+            .arg(package)
+            .status()
+            .expect("npm runs (install Node.js and npm)");
+        assert!(status.success(), "npm install {package} failed");
+    }
+    assert!(
+        path.exists(),
+        "{} is missing after npm install {package}",
+        path.display()
+    );
+    path
+}
+
+/// The folder with Claude Code's Linux binary (`claude`), from npm.
+pub fn claude_dir() -> PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            npm_package(
+                "@anthropic-ai/claude-code@2.1.197",
+                "@anthropic-ai/claude-code-linux-x64/claude",
+            )
+            .parent()
+            .unwrap()
+            .to_owned()
+        })
+        .clone()
+}
+
 /// The folder with the Codex CLI's Linux binary (`bin/codex`), installed from npm into a cache
 /// folder the first time (`CENTAUR_HARNESS_CACHE`, default `target/harness-cache`).
 pub fn codex_dir() -> PathBuf {
     static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
     INSTALLED
         .get_or_init(|| {
-            let cache = std::env::var_os("CENTAUR_HARNESS_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/harness-cache")
-                });
-            let dir =
-                cache.join("node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl");
-            if !dir.join("bin/codex").is_file() {
-                std::fs::create_dir_all(&cache).unwrap();
-                let status = std::process::Command::new("npm")
-                    .args(["install", "--no-audit", "--no-fund", "--prefix"])
-                    .arg(&cache)
-                    .arg("@openai/codex@0.169.0")
-                    .status()
-                    .expect("npm runs (install Node.js and npm)");
-                assert!(status.success(), "npm install @openai/codex failed");
-            }
-            assert!(
-                dir.join("bin/codex").is_file(),
-                "{} has no bin/codex",
-                dir.display()
-            );
-            dir
+            npm_package(
+                "@openai/codex@0.169.0",
+                "@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
+            )
+            .ancestors()
+            .nth(2)
+            .unwrap()
+            .to_owned()
         })
         .clone()
 }

@@ -1,0 +1,409 @@
+//! Harnesses that speak "stream-json": one JSON message per line each way, the format Claude
+//! Code introduced and Amp follows. The CLI stays up across turns: each user message written to
+//! its stdin starts a turn, which ends with a `result` message.
+//!
+//! Out: `system` (init, with the session id), `assistant` (text, thinking and tool-use blocks),
+//! `user` (tool results), `stream_event` (partial text), `result`, and `control_request`
+//! (`can_use_tool`: Claude Code's permission prompt, which becomes a Centaur approval).
+//! In: `user` messages, `control_response`, and `control_request` (`interrupt`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::time::Duration;
+
+use centaur_protocol::runner::Finish;
+use centaur_protocol::{ApprovalKind, EventBody};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::turn::{Sandbox, Turn};
+
+/// How long an interrupted turn may take to wind down before the process is killed.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+
+/// How to start one CLI.
+pub struct Launch {
+    pub name: &'static str,
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Where the session id is kept, to resume the conversation in a new sandbox.
+    pub session_file: PathBuf,
+    /// The arguments that resume a session (given its id), put before `args`.
+    pub resume: Option<fn(&str) -> Vec<String>>,
+}
+
+pub struct Session {
+    sandbox: Sandbox,
+    process: Option<Process>,
+    pub broken: bool,
+}
+
+struct Process {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+pub enum Broke {
+    Process(String),
+}
+
+type Pending<'a> = Pin<Box<dyn Future<Output = Value> + Send + 'a>>;
+
+impl Session {
+    pub fn new(sandbox: &Sandbox) -> Session {
+        Session {
+            sandbox: sandbox.clone(),
+            process: None,
+            broken: false,
+        }
+    }
+
+    fn start(&mut self, launch: &Launch) -> Result<(), Broke> {
+        let mut command = tokio::process::Command::new(&launch.program);
+        if let (Some(resume), Ok(session)) =
+            (launch.resume, std::fs::read_to_string(&launch.session_file))
+            && !session.trim().is_empty()
+        {
+            command.args(resume(session.trim()));
+        }
+        command.args(&launch.args);
+        let mut child = command
+            .current_dir(&self.sandbox.workspace)
+            .envs(&self.sandbox.env)
+            .envs(launch.env.iter().cloned())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Broke::Process(format!("cannot start `{}`: {e}", launch.program)))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+        self.process = Some(Process {
+            child,
+            stdin,
+            stdout,
+        });
+        Ok(())
+    }
+
+    /// Runs one turn; a broken process ends it with `execution.failed` and marks the harness
+    /// broken (its sandbox is then replaced).
+    pub async fn turn(&mut self, launch: &Launch, turn: &mut Turn) -> Finish {
+        match self.run_turn(launch, turn).await {
+            Ok(finish) => finish,
+            Err(Broke::Process(error)) => {
+                self.broken = true;
+                if let Some(mut process) = self.process.take() {
+                    let _ = process.child.kill().await;
+                }
+                Finish::Failed {
+                    error: format!("{error}; the sandbox will be replaced"),
+                }
+            }
+        }
+    }
+
+    async fn run_turn(&mut self, launch: &Launch, turn: &mut Turn) -> Result<Finish, Broke> {
+        if self.process.is_none() {
+            self.start(launch)?;
+        }
+        let name = launch.name;
+        let process = self.process.as_mut().expect("started");
+        process.send(&user_message(&turn.prompt())).await?;
+        let mut steering =
+            std::mem::replace(&mut turn.steering, tokio::sync::mpsc::unbounded_channel().1);
+        let turn = &*turn;
+        let mut state = TurnState::default();
+        let mut approvals: FuturesUnordered<Pending<'_>> = FuturesUnordered::new();
+        let mut interrupted_at: Option<tokio::time::Instant> = None;
+        loop {
+            let deadline = interrupted_at.map(|at| at + INTERRUPT_GRACE);
+            tokio::select! {
+                line = process.stdout.next_line() => {
+                    let line = line
+                        .map_err(|e| Broke::Process(format!("reading from {name} failed: {e}")))?
+                        .ok_or_else(|| Broke::Process(format!("{name} exited in the middle of a turn")))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let message: Value = serde_json::from_str(&line).map_err(|_| {
+                        Broke::Process(format!("{name} printed something that is not stream-json: {}", truncate(&line, 200)))
+                    })?;
+                    if let Some(session) = message["session_id"].as_str()
+                        && state.session.as_deref() != Some(session)
+                    {
+                        state.session = Some(session.to_owned());
+                        if let Some(dir) = launch.session_file.parent() {
+                            let _ = std::fs::create_dir_all(dir);
+                        }
+                        let _ = std::fs::write(&launch.session_file, session);
+                    }
+                    if message["type"] == "control_request" && message["request"]["subtype"] == "can_use_tool" {
+                        let request_id = message["request_id"].clone();
+                        let request = message["request"].clone();
+                        approvals.push(Box::pin(async move {
+                            let input = request["input"].clone();
+                            let (kind, summary) = describe_tool(&request);
+                            let verdict = turn.approval(kind, summary, json!({"tool": request["tool_name"], "input": input})).await;
+                            let response = if verdict.approved() {
+                                json!({"behavior": "allow", "updatedInput": input})
+                            } else {
+                                json!({"behavior": "deny", "message": "a person on this thread denied it"})
+                            };
+                            json!({"type": "control_response", "response": {"subtype": "success", "request_id": request_id, "response": response}})
+                        }));
+                        continue;
+                    }
+                    if let Some(finish) = state.message(turn, &message) {
+                        return Ok(if interrupted_at.is_some() {
+                            Finish::Cancelled { reason: "interrupted".into() }
+                        } else {
+                            finish
+                        });
+                    }
+                }
+                Some(answer) = approvals.next(), if !approvals.is_empty() => {
+                    process.send(&answer).await?;
+                }
+                Some(text) = steering.recv() => {
+                    process.send(&user_message(&text)).await?;
+                }
+                _ = turn.cancelled.cancelled(), if interrupted_at.is_none() => {
+                    interrupted_at = Some(tokio::time::Instant::now());
+                    let id = uuid::Uuid::now_v7().to_string();
+                    process.send(&json!({"type": "control_request", "request_id": id, "request": {"subtype": "interrupt"}})).await?;
+                }
+                _ = async { tokio::time::sleep_until(deadline.expect("set")).await }, if deadline.is_some() => {
+                    return Err(Broke::Process(format!("{name} did not stop after an interrupt")));
+                }
+            }
+        }
+    }
+}
+
+impl Process {
+    async fn send(&mut self, message: &Value) -> Result<(), Broke> {
+        let mut line = serde_json::to_vec(message).expect("serializable");
+        line.push(b'\n');
+        self.stdin
+            .write_all(&line)
+            .await
+            .map_err(|e| Broke::Process(format!("writing to the harness failed: {e}")))
+    }
+}
+
+fn user_message(text: &str) -> Value {
+    json!({"type": "user", "message": {"role": "user", "content": text}})
+}
+
+/// The approval a tool-use request becomes.
+fn describe_tool(request: &Value) -> (ApprovalKind, String) {
+    let tool = request["tool_name"].as_str().unwrap_or("a tool");
+    let input = &request["input"];
+    match tool {
+        "Bash" => (
+            ApprovalKind::Command,
+            format!(
+                "run `{}`",
+                truncate(input["command"].as_str().unwrap_or(""), 200)
+            ),
+        ),
+        "Edit" | "MultiEdit" | "Write" | "NotebookEdit" => (
+            ApprovalKind::FileChange,
+            format!(
+                "{} {}",
+                if tool == "Write" { "write" } else { "edit" },
+                input["file_path"]
+                    .as_str()
+                    .or(input["notebook_path"].as_str())
+                    .unwrap_or("a file")
+            ),
+        ),
+        other => (ApprovalKind::Tool, format!("use {other}")),
+    }
+}
+
+/// What a turn has produced so far.
+#[derive(Default)]
+struct TurnState {
+    session: Option<String>,
+    /// Tool-use id → (tool name, input), until its result arrives.
+    tools: HashMap<String, (String, Value)>,
+    streamed_text: bool,
+}
+
+impl TurnState {
+    /// Handles one message; `Some` when the turn is over.
+    fn message(&mut self, turn: &Turn, message: &Value) -> Option<Finish> {
+        match message["type"].as_str()? {
+            "stream_event" => {
+                let event = &message["event"];
+                if event["type"] == "content_block_delta" && event["delta"]["type"] == "text_delta"
+                {
+                    self.streamed_text = true;
+                    turn.emit(EventBody::AgentMessageDelta {
+                        text: event["delta"]["text"].as_str()?.to_owned(),
+                    });
+                }
+            }
+            "assistant" => {
+                for block in message["message"]["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    self.assistant_block(turn, block);
+                }
+            }
+            "user" => {
+                for block in message["message"]["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    if block["type"] == "tool_result" {
+                        self.tool_result(turn, block);
+                    }
+                }
+            }
+            "result" => {
+                let usage = &message["usage"];
+                if usage.is_object() {
+                    turn.emit(EventBody::Usage {
+                        input_tokens: usage["input_tokens"].as_u64().unwrap_or(0),
+                        output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
+                    });
+                }
+                let text = message["result"].as_str().unwrap_or_default().to_owned();
+                let failed = message["is_error"] == json!(true)
+                    || message["subtype"].as_str().is_some_and(|s| s != "success");
+                return Some(if failed {
+                    Finish::Failed {
+                        error: if text.is_empty() {
+                            format!(
+                                "the turn ended with `{}`",
+                                message["subtype"].as_str().unwrap_or("an error")
+                            )
+                        } else {
+                            text
+                        },
+                    }
+                } else {
+                    Finish::Completed { result_text: text }
+                });
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn assistant_block(&mut self, turn: &Turn, block: &Value) {
+        match block["type"].as_str().unwrap_or_default() {
+            "text" => {
+                let text = block["text"].as_str().unwrap_or_default().to_owned();
+                if !self.streamed_text && !text.is_empty() {
+                    turn.emit(EventBody::AgentMessageDelta { text: text.clone() });
+                }
+                self.streamed_text = false;
+                turn.emit(EventBody::AgentMessage { text });
+            }
+            "thinking" => {
+                if let Some(text) = block["thinking"].as_str().filter(|t| !t.is_empty()) {
+                    turn.emit(EventBody::AgentReasoning {
+                        text: text.to_owned(),
+                    });
+                }
+            }
+            "tool_use" => {
+                let id = block["id"].as_str().unwrap_or_default().to_owned();
+                let name = block["name"].as_str().unwrap_or_default().to_owned();
+                let input = block["input"].clone();
+                if name == "Bash" {
+                    turn.emit(EventBody::CommandStarted {
+                        command_id: id.clone(),
+                        command: input["command"].as_str().unwrap_or_default().to_owned(),
+                    });
+                } else if !is_file_tool(&name) {
+                    turn.emit(EventBody::ToolCallStarted {
+                        call_id: id.clone(),
+                        tool: "harness".into(),
+                        method: name.clone(),
+                        arguments: input.clone(),
+                    });
+                }
+                self.tools.insert(id, (name, input));
+            }
+            _ => {}
+        }
+    }
+
+    fn tool_result(&mut self, turn: &Turn, block: &Value) {
+        let id = block["tool_use_id"].as_str().unwrap_or_default();
+        let Some((name, input)) = self.tools.remove(id) else {
+            return;
+        };
+        let is_error = block["is_error"] == json!(true);
+        let output = match &block["content"] {
+            Value::String(text) => text.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => String::new(),
+        };
+        if name == "Bash" {
+            if !output.is_empty() {
+                turn.emit(EventBody::CommandOutput {
+                    command_id: id.to_owned(),
+                    chunk: output,
+                });
+            }
+            turn.emit(EventBody::CommandFinished {
+                command_id: id.to_owned(),
+                exit_code: Some(if is_error { 1 } else { 0 }),
+            });
+        } else if is_file_tool(&name) {
+            if !is_error {
+                turn.emit(EventBody::FileChanged {
+                    path: input["file_path"]
+                        .as_str()
+                        .or(input["notebook_path"].as_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    kind: if name == "Write" { "write" } else { "update" }.into(),
+                });
+            }
+        } else {
+            turn.emit(EventBody::ToolCallFinished {
+                call_id: id.to_owned(),
+                tool: "harness".into(),
+                method: name,
+                result: (!is_error).then(|| json!(output)),
+                error: is_error.then_some(output),
+            });
+        }
+    }
+}
+
+fn is_file_tool(name: &str) -> bool {
+    matches!(name, "Edit" | "MultiEdit" | "Write" | "NotebookEdit")
+}
+
+pub fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
