@@ -112,6 +112,7 @@ pub fn local_backend(config: &Config) -> Result<LocalBackend, StartError> {
             open_files: config.sandbox_open_files,
             processes: config.sandbox_processes,
         },
+        cgroup_root: config.cgroup_root.clone(),
     };
     LocalBackend::new(options).map_err(StartError::Config)
 }

@@ -106,6 +106,12 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_SANDBOX_PROCESSES", default_value_t = 4096)]
     pub sandbox_processes: u64,
 
+    /// A delegated cgroup v2 folder under which each local sandbox gets its own cgroup with
+    /// memory and process limits (for example one a systemd unit with `Delegate=yes` owns).
+    /// Without it, rlimits.
+    #[arg(long, env = "CENTAUR_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+
     /// A sandbox without activity for this long is released (its workspace stays).
     #[arg(long, env = "CENTAUR_SANDBOX_IDLE_SECS", default_value_t = 1800)]
     pub sandbox_idle_secs: u64,

@@ -9,8 +9,9 @@
 //!
 //! Sandboxes outlive a crashed server (their pid is kept in their folder, and a restarted
 //! server adopts them); warm sandboxes, still waiting for a thread on their stdin, end with it.
-//! Limits are rlimits (address space, open files, core dumps; processes when not running as
-//! root).
+//! Limits: with a delegated cgroup v2 (`CENTAUR_CGROUP_ROOT`), each sandbox gets its own cgroup
+//! with `memory.max` and `pids.max`; otherwise rlimits (address space, processes when not
+//! running as root). Open files and core dumps are always rlimits.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -53,6 +54,9 @@ pub struct LocalOptions {
     /// Harness CLIs, mounted read-only at `/opt/centaur/harness` (its `bin` goes on PATH).
     pub harness_dir: Option<PathBuf>,
     pub limits: ResourceLimits,
+    /// A delegated cgroup v2 folder (its `cgroup.subtree_control` may enable `memory` and
+    /// `pids`) under which each sandbox gets its own cgroup. Without it, rlimits.
+    pub cgroup_root: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -77,7 +81,16 @@ impl Default for ResourceLimits {
 
 impl ResourceLimits {
     /// What is in force, in words (for `centaur dev doctor` and the logs).
-    pub fn describe(&self) -> String {
+    pub fn describe(&self, cgroup_root: Option<&Path>) -> String {
+        if let Some(root) = cgroup_root {
+            return format!(
+                "cgroups v2 under {}: {} MiB of memory and {} processes per sandbox; rlimits: {} open files",
+                root.display(),
+                self.memory_bytes >> 20,
+                self.processes,
+                self.open_files
+            );
+        }
         let processes = if is_root() {
             "no process limit (running as root)".to_owned()
         } else {
@@ -134,8 +147,15 @@ impl LocalBackend {
             options,
             running: Mutex::new(HashMap::new()),
         };
+        if let Some(root) = &backend.options.cgroup_root {
+            enable_controllers(root)?;
+        }
         backend.adopt();
-        tracing::info!(limits = %backend.options.limits.describe(), "local sandbox backend ready");
+        let limits = backend
+            .options
+            .limits
+            .describe(backend.options.cgroup_root.as_deref());
+        tracing::info!(%limits, "local sandbox backend ready");
         Ok(backend)
     }
 
@@ -184,11 +204,39 @@ impl LocalBackend {
         }
     }
 
+    /// The sandbox's own cgroup, created with its limits; `None` without a cgroup root.
+    fn cgroup(&self, id: Uuid) -> Result<Option<PathBuf>, SandboxError> {
+        let Some(root) = &self.options.cgroup_root else {
+            return Ok(None);
+        };
+        let cgroup = root.join(id.to_string());
+        std::fs::create_dir_all(&cgroup)
+            .map_err(|e| failure("creating the sandbox's cgroup", e))?;
+        let limits = self.options.limits;
+        let memory = match limits.memory_bytes {
+            0 => "max".to_owned(),
+            bytes => bytes.to_string(),
+        };
+        for (file, value) in [
+            ("memory.max", memory),
+            ("pids.max", limits.processes.to_string()),
+        ] {
+            std::fs::write(cgroup.join(file), value)
+                .map_err(|e| failure(&format!("setting {file} of the sandbox's cgroup"), e))?;
+        }
+        // No swapping around the memory limit, where the kernel offers the knob.
+        if cgroup.join("memory.swap.max").exists() {
+            let _ = std::fs::write(cgroup.join("memory.swap.max"), "0");
+        }
+        Ok(Some(cgroup))
+    }
+
     fn bwrap_command(
         &self,
         spec: &SandboxSpec,
         dir: &Path,
         workspace: &Path,
+        cgroup: Option<&Path>,
     ) -> tokio::process::Command {
         let o = &self.options;
         let mut c = tokio::process::Command::new(&o.bwrap);
@@ -287,9 +335,36 @@ impl LocalBackend {
         c.args(["--chdir", WORKSPACE, RUNNER]);
         let limits = o.limits;
         let root = is_root();
-        // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
+        // Joining the cgroup happens in the child before exec, so bubblewrap and everything it
+        // starts are inside from the first instruction.
+        let procs = cgroup.map(|cg| {
+            std::ffi::CString::new(
+                cg.join("cgroup.procs")
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )
+            .expect("no NUL in a path")
+        });
+        // SAFETY: only async-signal-safe calls (open, write, close, setrlimit) between fork and
+        // exec; the path was prepared before the fork.
         unsafe {
             c.pre_exec(move || {
+                if let Some(procs) = &procs {
+                    let fd = libc::open(
+                        procs.as_ptr(),
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+                        0o644,
+                    );
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // "0" moves the writing process itself.
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 let set = |resource, value: u64| {
                     let limit = libc::rlimit {
                         rlim_cur: value as libc::rlim_t,
@@ -297,12 +372,12 @@ impl LocalBackend {
                     };
                     libc::setrlimit(resource, &limit);
                 };
-                if limits.memory_bytes > 0 {
+                if procs.is_none() && limits.memory_bytes > 0 {
                     set(libc::RLIMIT_AS, limits.memory_bytes);
                 }
                 set(libc::RLIMIT_NOFILE, limits.open_files);
                 set(libc::RLIMIT_CORE, 0);
-                if !root && limits.processes > 0 {
+                if procs.is_none() && !root && limits.processes > 0 {
                     set(libc::RLIMIT_NPROC, limits.processes);
                 }
                 Ok(())
@@ -350,6 +425,33 @@ impl LocalBackend {
         // SAFETY: plain signal delivery.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
+}
+
+/// Checks that `root` is a cgroup v2 folder that can limit memory and processes for its
+/// children, enabling those controllers for them if needed.
+fn enable_controllers(root: &Path) -> Result<(), String> {
+    let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap_or_default();
+    let available = read("cgroup.controllers");
+    for controller in ["memory", "pids"] {
+        if !available.split_whitespace().any(|c| c == controller) {
+            return Err(format!(
+                "CENTAUR_CGROUP_ROOT {} is not a cgroup v2 folder offering the `{controller}` controller (see docs/sandboxes.md)",
+                root.display()
+            ));
+        }
+    }
+    let enabled = read("cgroup.subtree_control");
+    for controller in ["memory", "pids"] {
+        if !enabled.split_whitespace().any(|c| c == controller) {
+            std::fs::write(root.join("cgroup.subtree_control"), format!("+{controller}")).map_err(|e| {
+                format!(
+                    "cannot enable the `{controller}` controller under {} ({e}); delegate that cgroup to the server's user",
+                    root.display()
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn is_bwrap(pid: u32) -> bool {
@@ -405,7 +507,8 @@ impl SandboxBackend for LocalBackend {
             .append(true)
             .open(dir.join("runner.log"))
             .map_err(|e| failure("opening the runner log", e))?;
-        let mut command = self.bwrap_command(spec, &dir, &workspace);
+        let cgroup = self.cgroup(id)?;
+        let mut command = self.bwrap_command(spec, &dir, &workspace, cgroup.as_deref());
         command.stderr(log);
         let mut child = command
             .spawn()
@@ -508,6 +611,16 @@ impl SandboxBackend for LocalBackend {
         }
         // The workspace lives elsewhere (a warm sandbox's unused one goes with it).
         let _ = std::fs::remove_dir_all(self.sandbox_dir(sandbox_id));
+        if let Some(root) = &self.options.cgroup_root {
+            // A cgroup can go once its processes have; they were just killed.
+            let cgroup = root.join(sandbox_id.to_string());
+            for _ in 0..50 {
+                if std::fs::remove_dir(&cgroup).is_ok() || !cgroup.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         Ok(())
     }
 

@@ -332,6 +332,47 @@ async fn warm_pool_interrupts_and_a_crashed_sandbox_is_replaced() {
     assert!(stack.proxy.registry.get(&sandbox).is_none());
 }
 
+/// With a cgroup root, each sandbox's processes join its own cgroup with its limits. (The root
+/// here is a plain folder laid out like a delegated cgroup v2 one: this machine has cgroup v1.)
+#[tokio::test]
+async fn sandboxes_get_their_own_cgroup_when_a_root_is_delegated() {
+    let fake = temp_dir("cgroup-root");
+    std::fs::write(
+        fake.join("cgroup.controllers"),
+        "cpuset cpu io memory pids\n",
+    )
+    .unwrap();
+    std::fs::write(fake.join("cgroup.subtree_control"), "").unwrap();
+    let root = fake.clone();
+    let stack = LocalStack::start_with("cgroups", 0, json!({}), move |config, _| {
+        config.cgroup_root = Some(root);
+        config.sandbox_memory_mb = 512;
+        config.sandbox_processes = 128;
+    })
+    .await;
+    let done = stack.turn("api:cgroup", "echo", "limited").await;
+    assert_eq!(result_text(&done), "limited");
+    let (_, detail) = stack
+        .server
+        .admin(Method::GET, "/agent/threads/api:cgroup", Value::Null)
+        .await;
+    let cgroup = fake.join(detail["sandbox"]["sandbox_id"].as_str().unwrap());
+    let read = |file: &str| std::fs::read_to_string(cgroup.join(file)).unwrap();
+    assert_eq!(read("memory.max"), (512u64 << 20).to_string());
+    assert_eq!(read("pids.max"), "128");
+    assert_eq!(
+        read("cgroup.procs"),
+        "0",
+        "bubblewrap joined the cgroup before it started"
+    );
+    assert!(
+        std::fs::read_to_string(fake.join("cgroup.subtree_control"))
+            .unwrap()
+            .contains("pids")
+    );
+    let _ = std::fs::remove_dir_all(fake);
+}
+
 fn is_running(data: &Path, sandbox_id: &str) -> bool {
     data.join("sandboxes").join(sandbox_id).join("pid").exists()
 }
