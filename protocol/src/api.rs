@@ -16,6 +16,10 @@ pub struct SpawnRequest {
     pub persona: Option<String>,
     #[serde(default)]
     pub spawn_id: Option<String>,
+    /// When the thread's harness asks before acting; kept for the thread, in force from its
+    /// next sandbox. Without it, the thread's earlier choice or the deployment's default.
+    #[serde(default)]
+    pub approval_policy: Option<crate::runner::ApprovalPolicy>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +59,9 @@ pub struct ExecuteRequest {
     pub harness: Option<Harness>,
     #[serde(default)]
     pub max_duration_ms: Option<u64>,
+    /// As in [`SpawnRequest::approval_policy`].
+    #[serde(default)]
+    pub approval_policy: Option<crate::runner::ApprovalPolicy>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

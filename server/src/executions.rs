@@ -81,6 +81,7 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
             harness: request.harness,
             persona: None,
             spawn_id: None,
+            approval_policy: request.approval_policy,
         },
     )
     .await?;

@@ -4,7 +4,7 @@ use centaur_protocol::api::{
     ExecutionView, ReleaseResponse, SandboxView, SpawnRequest, SpawnResponse, ThreadDetail,
     ThreadList, ThreadStatus, ThreadSummary,
 };
-use centaur_protocol::runner::{Attachment, Finish};
+use centaur_protocol::runner::{ApprovalPolicy, Attachment, Finish};
 use centaur_protocol::{EventBody, ExecutionStatus, Harness, ReadySource, ThreadKey};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -163,6 +163,13 @@ pub async fn spawn(state: &AppState, request: &SpawnRequest) -> ApiResult<SpawnR
         request.persona.as_deref(),
     )
     .await?;
+    if let Some(policy) = request.approval_policy {
+        sqlx::query("UPDATE threads SET approval_policy = $2 WHERE id = $1")
+            .bind(thread.id)
+            .bind(policy.as_str())
+            .execute(&state.pool)
+            .await?;
+    }
     // Two spawns can race for the same thread; the database lets one sandbox win.
     for _ in 0..3 {
         if let Some(live) = live_sandbox(state, thread.id).await? {
@@ -297,6 +304,18 @@ async fn start_sandbox(
     }
 }
 
+/// The thread's approval policy, or the deployment's default.
+async fn approval_policy(state: &AppState, thread: &ThreadRow) -> ApiResult<ApprovalPolicy> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT approval_policy FROM threads WHERE id = $1")
+            .bind(thread.id)
+            .fetch_one(&state.pool)
+            .await?;
+    Ok(stored
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(state.config.approval_policy))
+}
+
 /// What the runner of a sandbox for `thread` gets.
 fn attachment(
     state: &AppState,
@@ -305,6 +324,7 @@ fn attachment(
     harness: Harness,
     token: String,
     egress: Option<&egress::SandboxEgress>,
+    approval_policy: ApprovalPolicy,
 ) -> Attachment {
     let mut env: std::collections::BTreeMap<String, String> =
         state.config.harness_env.iter().cloned().collect();
@@ -321,7 +341,7 @@ fn attachment(
         harness,
         token,
         env,
-        approval_policy: state.config.approval_policy,
+        approval_policy,
     }
 }
 
@@ -360,6 +380,13 @@ async fn claim_warm(
             return Err(error);
         }
     };
+    let policy = match approval_policy(state, thread).await {
+        Ok(policy) => policy,
+        Err(error) => {
+            give_up(error.to_string()).await;
+            return Err(error);
+        }
+    };
     let token = mint_sandbox_token(sandbox_id);
     let attachment = attachment(
         state,
@@ -368,6 +395,7 @@ async fn claim_warm(
         harness,
         token.token,
         egress.as_ref(),
+        policy,
     );
     match state.backend.attach(sandbox_id, &attachment).await {
         Ok(()) => Ok(Some((sandbox_id, token.secret_hash, ReadySource::WarmPool))),
@@ -385,6 +413,7 @@ async fn start_cold(
 ) -> ApiResult<(Uuid, Vec<u8>, ReadySource)> {
     let sandbox_id = Uuid::now_v7();
     let token = mint_sandbox_token(sandbox_id);
+    let policy = approval_policy(state, thread).await?;
     // The proxy serves the sandbox before it starts.
     let egress = egress::policy::attach(state, sandbox_id, thread).await?;
     let spec = SandboxSpec {
@@ -398,6 +427,7 @@ async fn start_cold(
             harness,
             token.token,
             egress.as_ref(),
+            policy,
         )),
         egress,
     };

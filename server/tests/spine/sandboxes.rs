@@ -332,6 +332,71 @@ async fn warm_pool_interrupts_and_a_crashed_sandbox_is_replaced() {
     assert!(stack.proxy.registry.get(&sandbox).is_none());
 }
 
+/// A thread's own approval policy: `always` makes the shell ask before each command.
+#[tokio::test]
+async fn a_thread_can_ask_for_approvals() {
+    let stack = LocalStack::start("approvals", 0, json!({})).await;
+    let key = "api:careful";
+    let accepted = stack
+        .server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "harness": "shell", "message": "echo ran", "approval_policy": "always"}),
+        )
+        .await;
+    let execution_id = accepted["execution_id"].as_str().unwrap().to_owned();
+    let mut stream = stack.server.events(key, "after_event_id=0").await;
+    let request = loop {
+        let frame = stream
+            .next(Duration::from_secs(30))
+            .await
+            .expect("an approval request");
+        if frame.data["type"] == "approval.requested" {
+            break frame.data;
+        }
+    };
+    assert_eq!(request["kind"], "command");
+    assert_eq!(request["summary"], "run `echo ran`");
+    let approval_id = request["approval_id"].as_str().unwrap();
+    stack
+        .server
+        .post(
+            &format!("/agent/threads/{key}/approvals/{approval_id}"),
+            json!({"decision": "deny"}),
+        )
+        .await;
+    let done = stack.terminal(key, &execution_id).await;
+    assert_eq!(result_text(&done), "the command was not approved: echo ran");
+    // Kept for the thread: the next turn asks too.
+    let accepted = stack
+        .server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "message": "echo again"}),
+        )
+        .await;
+    let execution_id = accepted["execution_id"].as_str().unwrap().to_owned();
+    loop {
+        let frame = stream
+            .next(Duration::from_secs(30))
+            .await
+            .expect("a second request");
+        if frame.data["type"] == "approval.requested" {
+            let id = frame.data["approval_id"].as_str().unwrap().to_owned();
+            stack
+                .server
+                .post(
+                    &format!("/agent/threads/{key}/approvals/{id}"),
+                    json!({"decision": "approve"}),
+                )
+                .await;
+            break;
+        }
+    }
+    let done = stack.terminal(key, &execution_id).await;
+    assert_eq!(result_text(&done), "again\n");
+}
+
 /// With a cgroup root, each sandbox's processes join its own cgroup with its limits. (The root
 /// here is a plain folder laid out like a delegated cgroup v2 one: this machine has cgroup v1.)
 #[tokio::test]
