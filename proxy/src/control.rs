@@ -256,17 +256,16 @@ impl Control {
         }
         let mut sandboxes = Vec::with_capacity(applied.len());
         for outcome in applied {
-            match outcome {
-                Applied::Applied(sandbox) => {
-                    let socket = self.listen(&sandbox)?;
-                    sandboxes.push(self.view(&sandbox, true, socket));
-                }
-                Applied::Unchanged(sandbox) => {
-                    // A proxy that restarted has the state but maybe not the socket.
-                    let socket = self.listen(&sandbox)?;
-                    sandboxes.push(self.view(&sandbox, false, socket));
-                }
-                Applied::Removed { .. } => {}
+            // A proxy that restarted has the state but maybe not the sockets; one socket that
+            // cannot be made does not keep the others from being made.
+            let (sandbox, changed) = match outcome {
+                Applied::Applied(sandbox) => (sandbox, true),
+                Applied::Unchanged(sandbox) => (sandbox, false),
+                Applied::Removed { .. } => continue,
+            };
+            match self.listen(&sandbox) {
+                Ok(socket) => sandboxes.push(self.view(&sandbox, changed, socket)),
+                Err(error) => rejected.push((sandbox.config.sandbox_id.clone(), error.to_string())),
             }
         }
         Ok(SyncResponse {
@@ -335,6 +334,10 @@ impl Control {
             return Ok(None);
         };
         let mut listeners = self.listeners.lock().expect("listeners lock");
+        // Removed since it was applied (removal takes this lock too): no socket for it.
+        if self.proxy.registry.get(id).is_none() {
+            return Ok(None);
+        }
         if listeners.contains_key(id) && path.exists() {
             return Ok(Some(path));
         }
@@ -361,20 +364,15 @@ impl Control {
         Ok(Some(path))
     }
 
+    /// Closes the sandbox's socket. Its folder stays: a running sandbox may have it mounted, and
+    /// a later push makes the socket there again.
     fn unlisten(&self, sandbox_id: &str) {
-        if let Some(stop) = self
-            .listeners
-            .lock()
-            .expect("listeners lock")
-            .remove(sandbox_id)
-        {
+        let mut listeners = self.listeners.lock().expect("listeners lock");
+        if let Some(stop) = listeners.remove(sandbox_id) {
             stop.cancel();
         }
         if let Some(path) = self.socket_path(sandbox_id) {
             let _ = std::fs::remove_file(&path);
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::remove_dir(dir);
-            }
         }
     }
 

@@ -8,8 +8,14 @@ use tokio::net::{TcpListener, UnixStream};
 /// Accepts on `listener` and relays each connection to the socket at `socket`.
 pub async fn serve(listener: TcpListener, socket: PathBuf) {
     loop {
-        let Ok((mut tcp, _)) = listener.accept().await else {
-            continue;
+        let mut tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(error) => {
+                // Out of descriptors, say: wait rather than spin.
+                tracing::warn!(%error, "the proxy forwarder cannot accept");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let socket = socket.clone();

@@ -84,7 +84,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
 
     let attachment: Attachment = match std::env::var("CENTAUR_ATTACHMENT") {
-        Ok(json) => serde_json::from_str(&json).context("CENTAUR_ATTACHMENT")?,
+        Ok(json) => {
+            // It holds the runner's token: harness processes must not inherit it.
+            // SAFETY: no other thread reads the environment at this point (the runtime has one
+            // thread and nothing blocking has been started).
+            unsafe { std::env::remove_var("CENTAUR_ATTACHMENT") };
+            serde_json::from_str(&json).context("CENTAUR_ATTACHMENT")?
+        }
         Err(_) => {
             let line = tokio::task::spawn_blocking(|| {
                 let mut line = String::new();

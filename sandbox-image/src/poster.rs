@@ -18,6 +18,8 @@ use uuid::Uuid;
 use crate::link::{Link, LinkError};
 
 const MAX_BATCH: usize = 500;
+/// Batches stay well under the server's body limit (16 MiB by default).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// How the execution ended, as far as the server is concerned.
 #[derive(Debug, PartialEq)]
@@ -96,7 +98,7 @@ impl Poster {
                 finish = None;
                 final_finish = Some(done);
             }
-            let count = self.pending.len().min(MAX_BATCH);
+            let count = self.batch_len();
             let last_batch = count == self.pending.len();
             let batch = EventBatch {
                 events: self.pending.iter().take(count).cloned().collect(),
@@ -134,6 +136,7 @@ impl Poster {
                 }) if code == "seq_gap" => {
                     // The server has fewer events than we think: ask where it stands.
                     if let Err(error) = self.resync().await {
+                        self.ended.cancel();
                         return Posted::Failed(error.to_string());
                     }
                 }
@@ -153,9 +156,28 @@ impl Poster {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                Err(error) => return Posted::Failed(error.to_string()),
+                Err(error) => {
+                    // The harness must not go on working for an execution nobody records.
+                    self.ended.cancel();
+                    return Posted::Failed(error.to_string());
+                }
             }
         }
+    }
+
+    /// How many pending events the next batch takes: at most MAX_BATCH events and about
+    /// MAX_BATCH_BYTES (always at least one).
+    fn batch_len(&self) -> usize {
+        let mut bytes = 0;
+        let mut count = 0;
+        for event in self.pending.iter().take(MAX_BATCH) {
+            bytes += serde_json::to_vec(event).map(|v| v.len()).unwrap_or(0);
+            if count > 0 && bytes > MAX_BATCH_BYTES {
+                break;
+            }
+            count += 1;
+        }
+        count
     }
 
     fn queue(&mut self, body: EventBody) {

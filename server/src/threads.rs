@@ -204,9 +204,19 @@ pub async fn spawn(state: &AppState, request: &SpawnRequest) -> ApiResult<SpawnR
             });
         }
         let harness = request.harness.unwrap_or_else(|| thread.harness());
-        if let Some(answer) =
-            start_sandbox(state, &thread, harness, request.spawn_id.as_deref()).await?
-        {
+        // Started in a task of its own: a client that goes away mid-spawn must not leave a
+        // sandbox (or a claimed warm one) that nobody records or stops.
+        let starting = {
+            let (state, thread, spawn_id) =
+                (state.clone(), thread.clone(), request.spawn_id.clone());
+            tokio::spawn(async move {
+                start_sandbox(&state, &thread, harness, spawn_id.as_deref()).await
+            })
+        };
+        let started = starting
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("starting a sandbox failed: {e}")))?;
+        if let Some(answer) = started? {
             return Ok(answer);
         }
     }
@@ -528,7 +538,15 @@ pub async fn release(
     let ending = Finish::Cancelled {
         reason: "the sandbox was released".into(),
     };
-    release_ending(state, thread, reason, ending).await
+    release_ending(state, thread, reason, ending, None).await
+}
+
+/// A release that only happens if the thread's sandbox is still `sandbox_id` (and, with
+/// `idle`, no execution is queued or running): what a sweep saw may be out of date.
+#[derive(Clone, Copy, Debug)]
+pub struct ReleaseIf {
+    pub sandbox_id: Uuid,
+    pub idle: bool,
 }
 
 /// Releases the thread's sandbox; a running execution ends as `ending`.
@@ -537,6 +555,7 @@ pub async fn release_ending(
     thread: &ThreadRow,
     reason: &str,
     ending: Finish,
+    only: Option<ReleaseIf>,
 ) -> ApiResult<ReleaseResponse> {
     let mut tx = crate::db::begin(&state.pool).await?;
     let live: Option<Uuid> = sqlx::query_scalar(
@@ -551,6 +570,15 @@ pub async fn release_ending(
     .bind(thread.id)
     .fetch_optional(&mut *tx)
     .await?;
+    if let Some(only) = only
+        && (live != Some(only.sandbox_id) || (only.idle && active.is_some()))
+    {
+        tx.rollback().await?;
+        return Ok(ReleaseResponse {
+            released: false,
+            sandbox_id: None,
+        });
+    }
     let mut new_events = Vec::new();
     // An execution goes too, even one that lost its sandbox to a concurrent release.
     if let Some(execution_id) = active {

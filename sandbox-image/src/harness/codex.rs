@@ -157,16 +157,16 @@ impl Codex {
             self.start().await?;
         }
         let process = self.process.as_mut().expect("started");
-        let started = process
-            .request(
+        // Its answer (the turn's id) is read in the loop below: Codex may ask for an approval
+        // before it answers.
+        let start_id = process
+            .notify_request(
                 "turn/start",
                 json!({"threadId": process.thread_id, "input": [{"type": "text", "text": turn.prompt()}]}),
             )
             .await?;
-        let turn_id = started["turn"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let mut turn_id: Option<String> = None;
+        let mut interrupt_pending = false;
         let mut state = TurnState::default();
         // Approvals borrow the turn while they wait; new messages are read on their own.
         let mut steering =
@@ -184,6 +184,20 @@ impl Codex {
                     let message: Value = serde_json::from_str(&line).map_err(|_| {
                         Broke::Process(format!("codex app-server printed something that is not JSON-RPC: {}", truncate(&line, 200)))
                     })?;
+                    if message.get("method").is_none() && message["id"] == json!(start_id) {
+                        if let Some(error) = message.get("error") {
+                            return Err(Broke::Refused(format!(
+                                "codex refused the turn: {}",
+                                error["message"].as_str().unwrap_or("no reason given")
+                            )));
+                        }
+                        let id = message["result"]["turn"]["id"].as_str().unwrap_or_default().to_owned();
+                        if interrupt_pending {
+                            process.notify_request("turn/interrupt", json!({"threadId": process.thread_id, "turnId": id})).await?;
+                        }
+                        turn_id = Some(id);
+                        continue;
+                    }
                     if let Some(finish) = state.notification(turn, &message) {
                         return Ok(finish);
                     }
@@ -206,12 +220,18 @@ impl Codex {
                 Some((id, result)) = approvals.next(), if !approvals.is_empty() => {
                     process.send(&json!({"id": id, "result": result})).await?;
                 }
-                Some(text) = steering.recv() => {
+                Some(text) = steering.recv(), if turn_id.is_some() => {
                     let _ = process.notify_request("turn/steer", json!({"threadId": process.thread_id, "expectedTurnId": turn_id, "input": [{"type": "text", "text": text}]})).await;
                 }
                 _ = turn.cancelled.cancelled(), if interrupted_at.is_none() => {
                     interrupted_at = Some(tokio::time::Instant::now());
-                    process.notify_request("turn/interrupt", json!({"threadId": process.thread_id, "turnId": turn_id})).await?;
+                    match &turn_id {
+                        Some(id) => {
+                            process.notify_request("turn/interrupt", json!({"threadId": process.thread_id, "turnId": id})).await?;
+                        }
+                        // Sent as soon as Codex says which turn it started.
+                        None => interrupt_pending = true,
+                    }
                 }
                 _ = async { tokio::time::sleep_until(deadline.expect("set")).await }, if deadline.is_some() => {
                     return Err(Broke::Process("codex did not stop after an interrupt".into()));
@@ -255,11 +275,13 @@ impl Process {
     }
 
     /// Sends a request whose answer the turn loop skips (it only matters that it was sent).
-    async fn notify_request(&mut self, method: &str, params: Value) -> Result<(), Broke> {
+    /// Sends a request without waiting for its answer; returns its id.
+    async fn notify_request(&mut self, method: &str, params: Value) -> Result<u64, Broke> {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&json!({"id": id, "method": method, "params": params}))
-            .await
+            .await?;
+        Ok(id)
     }
 
     /// Sends a request and waits for its answer; notifications before it are dropped (only

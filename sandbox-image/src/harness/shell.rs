@@ -117,6 +117,7 @@ async fn run(turn: &Turn, command_id: &str, command: &str) -> Result<(String, Op
         command_id,
         all: Vec::new(),
         pending: Vec::new(),
+        streamed: 0,
     };
     let mut buf = vec![0u8; 16 * 1024];
     let mut open = true;
@@ -133,13 +134,11 @@ async fn run(turn: &Turn, command_id: &str, command: &str) -> Result<(String, Op
                 return Err(Stop::Cancelled);
             }
             status = child.wait() => {
-                // What is still in the pipe; a background process that keeps it open does not
-                // hold the turn.
-                while let Ok(Ok(n)) = tokio::time::timeout(
-                    std::time::Duration::from_millis(50),
-                    output.read(&mut buf),
-                ).await {
-                    if n == 0 {
+                // What is still in the pipe, for half a second at most: a background process
+                // that keeps it open (or keeps writing) does not hold the turn.
+                let drained_by = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+                while let Ok(Ok(n)) = tokio::time::timeout_at(drained_by, output.read(&mut buf)).await {
+                    if n == 0 || turn.cancelled.is_cancelled() {
                         break;
                     }
                     out.push(turn, &buf[..n]);
@@ -161,16 +160,38 @@ async fn run(turn: &Turn, command_id: &str, command: &str) -> Result<(String, Op
     Ok((String::from_utf8_lossy(&out.all).into_owned(), exit_code))
 }
 
-/// A command's output on its way to `command.output` events, in whole UTF-8 characters.
+/// Output streamed per command; beyond it, the rest is counted, not sent.
+const MAX_STREAMED_BYTES: usize = 16 * 1024 * 1024;
+
+/// A command's output on its way to `command.output` events, in whole UTF-8 characters. The
+/// result keeps the first MAX_RESULT_BYTES.
 struct Output<'a> {
     command_id: &'a str,
     all: Vec<u8>,
     pending: Vec<u8>,
+    streamed: usize,
 }
 
 impl Output<'_> {
     fn push(&mut self, turn: &Turn, bytes: &[u8]) {
-        self.all.extend_from_slice(bytes);
+        let room = (MAX_RESULT_BYTES + 4).saturating_sub(self.all.len());
+        self.all.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if self.streamed >= MAX_STREAMED_BYTES {
+            return;
+        }
+        self.streamed += bytes.len();
+        if self.streamed >= MAX_STREAMED_BYTES {
+            self.pending.extend_from_slice(bytes);
+            self.flush(turn);
+            turn.emit(EventBody::CommandOutput {
+                command_id: self.command_id.to_owned(),
+                chunk: format!(
+                    "\n[output past {} MiB not streamed]\n",
+                    MAX_STREAMED_BYTES >> 20
+                ),
+            });
+            return;
+        }
         self.pending.extend_from_slice(bytes);
         let valid = match std::str::from_utf8(&self.pending) {
             Ok(_) => self.pending.len(),

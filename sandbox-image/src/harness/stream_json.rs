@@ -66,9 +66,10 @@ impl Session {
 
     fn start(&mut self, launch: &Launch) -> Result<(), Broke> {
         let mut command = tokio::process::Command::new(&launch.program);
+        // The id comes from the writable workspace: only a plain id reaches the command line.
         if let (Some(resume), Ok(session)) =
             (launch.resume, std::fs::read_to_string(&launch.session_file))
-            && !session.trim().is_empty()
+            && is_session_id(session.trim())
         {
             command.args(resume(session.trim()));
         }
@@ -197,6 +198,15 @@ impl Process {
             .await
             .map_err(|e| Broke::Process(format!("writing to the harness failed: {e}")))
     }
+}
+
+fn is_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn user_message(text: &str) -> Value {

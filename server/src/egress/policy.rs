@@ -145,8 +145,18 @@ pub async fn attach(
     let Some(egress) = &state.egress else {
         return Ok(None);
     };
-    let policy = match own_policy(state, thread.id).await? {
-        Some(policy) => policy,
+    // The thread's row is share-locked while the state is recorded, so a concurrent policy
+    // change either comes before (and is read here) or after (and updates this row).
+    let mut tx = crate::db::begin(&state.pool).await?;
+    let own: Option<Json<serde_json::Value>> =
+        sqlx::query_scalar("SELECT egress_policy FROM threads WHERE id = $1 FOR SHARE")
+            .bind(thread.id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let policy = match own {
+        Some(Json(value)) => serde_json::from_value(value).map_err(|e| {
+            ApiError::Internal(anyhow::anyhow!("a stored egress policy is unreadable: {e}"))
+        })?,
         None => egress.default_policy.clone(),
     };
     let version: i64 = sqlx::query_scalar(
@@ -159,8 +169,9 @@ pub async fn attach(
     .bind(sandbox_id)
     .bind(&thread.thread_key)
     .bind(Json(&policy))
-    .fetch_one(&state.pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     let desired = DesiredSandbox {
         version: version as u64,
         thread_key: Some(thread.thread_key.clone()),
@@ -280,9 +291,21 @@ pub async fn view(state: &AppState, thread: &ThreadRow) -> ApiResult<EgressPolic
     Ok(policy_view(thread.key(), own, &egress.default_policy, live))
 }
 
-/// `PUT` (with a policy) or `DELETE` (`None`: back to the default) of a thread's policy. The
-/// thread's live sandbox gets it at once.
+/// `PUT` (with a policy) or `DELETE` (`None`: back to the default) of a thread's policy. Every
+/// sandbox of the thread (running or starting) gets it at once. It runs in a task of its own, so
+/// a client that goes away midway cannot leave the proxy and the database apart.
 pub async fn set(
+    state: &AppState,
+    thread: &ThreadRow,
+    policy: Option<Policy>,
+) -> ApiResult<EgressPolicyView> {
+    let (state, thread) = (state.clone(), thread.clone());
+    tokio::spawn(async move { set_now(&state, &thread, policy).await })
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the policy change failed: {e}")))?
+}
+
+async fn set_now(
     state: &AppState,
     thread: &ThreadRow,
     policy: Option<Policy>,
@@ -297,44 +320,93 @@ pub async fn set(
         .clone()
         .unwrap_or_else(|| egress.default_policy.clone());
     // The proxy checks what the server cannot (that bound secrets exist); its answer decides
-    // whether the change is committed.
+    // whether the change is committed. The thread's row stays locked meanwhile, so a sandbox
+    // starting now reads either the old policy (and is updated here) or the new one.
     let mut tx = crate::db::begin(&state.pool).await?;
     sqlx::query("UPDATE threads SET egress_policy = $2 WHERE id = $1")
         .bind(thread.id)
         .bind(policy.as_ref().map(Json))
         .execute(&mut *tx)
         .await?;
-    let live: Option<LiveEgress> = sqlx::query_as(
-        "UPDATE sandbox_egress e SET policy = $2, version = nextval('egress_versions'), \
-           updated_at = now() \
-         FROM sandboxes s WHERE s.id = e.sandbox_id AND s.thread_id = $1 \
-           AND s.state <> 'released' \
-         RETURNING e.sandbox_id, e.version",
+    let rows: Vec<LiveEgress> = sqlx::query_as(
+        "UPDATE sandbox_egress SET policy = $2, version = nextval('egress_versions'), \
+           updated_at = now() WHERE thread_key = $1 RETURNING sandbox_id, version",
     )
-    .bind(thread.id)
+    .bind(&thread.thread_key)
     .bind(Json(&in_force))
-    .fetch_optional(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    if let Some(live) = &live {
+    let mut pushed = Vec::new();
+    for row in &rows {
         let desired = DesiredSandbox {
-            version: live.version as u64,
+            version: row.version as u64,
             thread_key: Some(thread.thread_key.clone()),
-            policy: in_force,
+            policy: in_force.clone(),
         };
-        egress
+        if let Err(error) = egress
             .client
-            .apply(&live.sandbox_id.to_string(), &desired)
+            .apply(&row.sandbox_id.to_string(), &desired)
             .await
-            .map_err(proxy_error)?;
+        {
+            drop(tx);
+            restore(state, &pushed).await;
+            return Err(proxy_error(error));
+        }
+        pushed.push(row.sandbox_id);
     }
-    tx.commit().await?;
-    tracing::info!(thread_key = %thread.thread_key, own = policy.is_some(), pushed = live.is_some(), "egress policy changed");
+    if let Err(error) = tx.commit().await {
+        restore(state, &pushed).await;
+        return Err(error.into());
+    }
+    tracing::info!(thread_key = %thread.thread_key, own = policy.is_some(), sandboxes = rows.len(), "egress policy changed");
+    let live = live_egress(state, thread).await?;
     Ok(policy_view(
         thread.key(),
         policy,
         &egress.default_policy,
         live,
     ))
+}
+
+/// After a change was pushed but not committed: pushes the committed state again, with newer
+/// versions, so the proxy goes back to what the database says.
+async fn restore(state: &AppState, sandbox_ids: &[Uuid]) {
+    let Some(egress) = &state.egress else {
+        return;
+    };
+    if sandbox_ids.is_empty() {
+        return;
+    }
+    let rows: Result<Vec<DesiredRow>, _> = sqlx::query_as(
+        "UPDATE sandbox_egress SET version = nextval('egress_versions'), updated_at = now() \
+         WHERE sandbox_id = ANY($1) RETURNING sandbox_id, thread_key, policy, version",
+    )
+    .bind(sandbox_ids)
+    .fetch_all(&state.pool)
+    .await;
+    let Ok(rows) = rows else {
+        tracing::error!(
+            "could not restore the egress policy of sandboxes after a failed change; the next sync will"
+        );
+        return;
+    };
+    for row in rows {
+        let Ok(policy) = serde_json::from_value::<Policy>(row.policy.0) else {
+            continue;
+        };
+        let desired = DesiredSandbox {
+            version: row.version as u64,
+            thread_key: row.thread_key,
+            policy,
+        };
+        if let Err(error) = egress
+            .client
+            .apply(&row.sandbox_id.to_string(), &desired)
+            .await
+        {
+            tracing::warn!(sandbox_id = %row.sandbox_id, %error, "could not restore a sandbox's egress policy; the next sync will");
+        }
+    }
 }
 
 fn configured(state: &AppState) -> ApiResult<&Arc<Egress>> {

@@ -237,9 +237,11 @@ impl LocalBackend {
         dir: &Path,
         workspace: &Path,
         cgroup: Option<&Path>,
+        seccomp_fd: i32,
     ) -> tokio::process::Command {
         let o = &self.options;
         let mut c = tokio::process::Command::new(&o.bwrap);
+        c.arg("--seccomp").arg(seccomp_fd.to_string());
         c.args([
             "--unshare-user",
             "--unshare-pid",
@@ -268,7 +270,7 @@ impl LocalBackend {
         }
         // The parts of /etc that programs need, nothing else.
         for file in [
-            "/etc/ssl",
+            "/etc/ssl/certs",
             "/etc/ca-certificates",
             "/etc/alternatives",
             "/etc/ld.so.cache",
@@ -345,10 +347,14 @@ impl LocalBackend {
             )
             .expect("no NUL in a path")
         });
-        // SAFETY: only async-signal-safe calls (open, write, close, setrlimit) between fork and
-        // exec; the path was prepared before the fork.
+        // SAFETY: only async-signal-safe calls (fcntl, open, write, close, setrlimit) between fork
+        // and exec; the path was prepared before the fork.
         unsafe {
             c.pre_exec(move || {
+                // The seccomp program's descriptor must survive exec, in this child only.
+                if libc::fcntl(seccomp_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if let Some(procs) = &procs {
                     let fd = libc::open(
                         procs.as_ptr(),
@@ -454,6 +460,27 @@ fn enable_controllers(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: valid NUL-terminated paths, relative to the current directory.
+    let result = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn is_bwrap(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|cmdline| {
@@ -508,14 +535,32 @@ impl SandboxBackend for LocalBackend {
             .open(dir.join("runner.log"))
             .map_err(|e| failure("opening the runner log", e))?;
         let cgroup = self.cgroup(id)?;
-        let mut command = self.bwrap_command(spec, &dir, &workspace, cgroup.as_deref());
+        // bubblewrap reads the seccomp program from an inherited descriptor.
+        let seccomp_path = dir.join("seccomp.bpf");
+        std::fs::write(&seccomp_path, super::seccomp::program())
+            .map_err(|e| failure("writing the seccomp filter", e))?;
+        let seccomp = std::fs::File::open(&seccomp_path)
+            .map_err(|e| failure("opening the seccomp filter", e))?;
+        let seccomp_fd = std::os::fd::AsRawFd::as_raw_fd(&seccomp);
+        let mut command = self.bwrap_command(spec, &dir, &workspace, cgroup.as_deref(), seccomp_fd);
         command.stderr(log);
-        let mut child = command
-            .spawn()
-            .map_err(|e| failure("starting bubblewrap", e))?;
+        let spawned = command.spawn();
+        drop(seccomp);
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(failure("starting bubblewrap", error));
+            }
+        };
         let pid = child.id().unwrap_or_default();
-        std::fs::write(dir.join("pid"), pid.to_string())
-            .map_err(|e| failure("writing the pid file", e))?;
+        if let Err(error) = std::fs::write(dir.join("pid"), pid.to_string()) {
+            // Untracked, it could not be adopted or reaped later: end it now.
+            self.kill(pid);
+            let _ = child.wait().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(failure("writing the pid file", error));
+        }
         let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
         let mut stdin = child.stdin.take().expect("piped");
         let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -541,22 +586,23 @@ impl SandboxBackend for LocalBackend {
                 drop(stdout);
             });
         }
-        let stdin = match &spec.attachment {
-            Some(attachment) => {
-                send_attachment(&mut stdin, attachment).await?;
-                None
-            }
-            None => Some(stdin),
+        let attached = match &spec.attachment {
+            Some(attachment) => send_attachment(&mut stdin, attachment).await,
+            None => Ok(()),
         };
         self.running.lock().expect("running lock").insert(
             id,
             Running {
                 pid,
-                stdin,
+                stdin: spec.attachment.is_none().then_some(stdin),
                 exited,
                 adopted: false,
             },
         );
+        if let Err(error) = attached {
+            let _ = self.stop(id, "could not hand over its thread").await;
+            return Err(error);
+        }
         Ok(())
     }
 
@@ -576,9 +622,16 @@ impl SandboxBackend for LocalBackend {
                 SandboxError::NotAttachable("the sandbox is already attached".into())
             })?
         };
-        // The warm sandbox's empty workspace becomes the thread's (the mount follows it).
-        std::fs::rename(self.sandbox_dir(sandbox_id).join("workspace"), &workspace)
-            .map_err(|e| failure("moving the workspace", e))?;
+        // The warm sandbox's empty workspace becomes the thread's (the mount follows it). Never
+        // over a workspace a concurrent spawn just made.
+        rename_no_replace(&self.sandbox_dir(sandbox_id).join("workspace"), &workspace).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => {
+                    SandboxError::NotAttachable("the thread's workspace appeared meanwhile".into())
+                }
+                _ => failure("moving the workspace", e),
+            },
+        )?;
         send_attachment(&mut stdin, attachment).await
     }
 

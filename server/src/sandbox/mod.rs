@@ -12,6 +12,7 @@
 mod external;
 pub mod local;
 pub mod reaper;
+mod seccomp;
 pub mod warm;
 
 use std::fmt;

@@ -41,6 +41,10 @@ pub fn spawn(state: AppState) {
 }
 
 async fn sweep(state: &AppState) -> Result<(), String> {
+    // What the backend runs and the pool holds, before the database is read: a sandbox claimed
+    // from the pool meanwhile is then in the database's list.
+    let running = state.backend.list().await.map_err(|e| e.to_string())?;
+    let warm: Vec<Uuid> = state.warm.iter().flat_map(|pool| pool.ids()).collect();
     let live: Vec<Live> = sqlx::query_as(
         "SELECT s.id, t.thread_key, s.created_at, t.last_activity_at, \
            EXISTS (SELECT 1 FROM executions e WHERE e.thread_id = t.id \
@@ -89,18 +93,18 @@ async fn sweep(state: &AppState) -> Result<(), String> {
                     reason: reason.clone(),
                 }
             };
-            threads::release_ending(state, &thread, &reason, ending)
+            let only = threads::ReleaseIf {
+                sandbox_id: sandbox.id,
+                idle: !died,
+            };
+            threads::release_ending(state, &thread, &reason, ending, Some(only))
                 .await
                 .map_err(|e| e.to_string())?;
         }
     }
     // Sandboxes the backend runs that no thread (and no warm pool) owns.
-    let owned: HashSet<Uuid> = live
-        .iter()
-        .map(|s| s.id)
-        .chain(state.warm.iter().flat_map(|pool| pool.ids()))
-        .collect();
-    for id in state.backend.list().await.map_err(|e| e.to_string())? {
+    let owned: HashSet<Uuid> = live.iter().map(|s| s.id).chain(warm).collect();
+    for id in running {
         if !owned.contains(&id) && !recently_created(id) {
             tracing::info!(sandbox_id = %id, "stopping a sandbox no thread owns");
             let _ = state.backend.stop(id, "no thread owns it").await;

@@ -156,6 +156,8 @@ touch /tmp/x && echo write_tmp=yes || echo write_tmp=no
 ls {data} >/dev/null 2>&1 && echo sees_data=yes || echo sees_data=no
 ls /root >/dev/null 2>&1 && echo sees_root_home=yes || echo sees_root_home=no
 ls /home | tr '\n' ' ' | sed 's/^/homes=/'; echo
+perl -e '$r = syscall(250, 0, -4, 0); print "keyctl=", ($r < 0 ? "refused" : "allowed"), "\n"'
+ls /etc/ssl | tr '\n' ' ' | sed 's/^/etc_ssl=/'; echo
 echo placeholder=$OPENAI_API_KEY
 echo proxy=$HTTPS_PROXY
 echo ca=$SSL_CERT_FILE
@@ -193,6 +195,8 @@ curl -s -o /dev/null -w 'denied_status=%{{http_code}}\n' -x "$HTTP_PROXY" http:/
     expect("sees_data", "no");
     expect("sees_root_home", "no");
     expect("homes", "sandbox ");
+    expect("keyctl", "refused");
+    expect("etc_ssl", "certs ");
     expect("proxy", "http://127.0.0.1:3128");
     expect("denied_status", "403");
     let processes: usize = seen["processes"].parse().unwrap();
