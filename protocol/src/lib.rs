@@ -7,6 +7,7 @@ pub mod api;
 pub mod egress;
 pub mod event;
 pub mod runner;
+pub mod sse;
 pub mod thread_key;
 
 pub use event::{ApprovalKind, Decision, Event, EventBody, ReadySource, Role};

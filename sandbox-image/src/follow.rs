@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::link::{Link, encode};
-use crate::sse::{Frame, Parser};
 use crate::turn::{Approvals, Verdict};
+use centaur_protocol::sse::{Frame, Parser};
 
 pub struct Follow {
     pub link: Link,

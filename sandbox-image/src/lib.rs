@@ -15,5 +15,4 @@ pub mod harness;
 pub mod link;
 pub mod poster;
 pub mod runner;
-pub mod sse;
 pub mod turn;

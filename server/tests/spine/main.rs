@@ -5,6 +5,7 @@ mod support;
 mod auth;
 mod bad_input;
 mod claude;
+mod cli;
 mod codex;
 mod egress;
 mod egress_push;

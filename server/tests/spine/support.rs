@@ -722,3 +722,21 @@ pub fn codex_dir() -> PathBuf {
         })
         .clone()
 }
+
+/// The `centaur` binary, built once per test run.
+pub fn cli_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "centaur-cli", "--bin", "centaur"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building centaur failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            target.join("debug").join("centaur")
+        })
+        .clone()
+}

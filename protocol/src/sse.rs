@@ -1,6 +1,6 @@
-//! A minimal Server-Sent Events reader for the thread stream.
-
-use bytes::{Buf, BytesMut};
+//! A minimal Server-Sent Events reader for the thread stream, shared by the runner and the
+//! CLI: frames with their `id`, `event` and `data`; comments (keep-alives) skipped; lines split
+//! across chunks and `\r\n` endings handled.
 
 /// One event: its `id`, `event` type and `data`.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -13,7 +13,7 @@ pub struct Frame {
 /// Splits a byte stream into frames; comments (keep-alives) are skipped.
 #[derive(Default)]
 pub struct Parser {
-    buffer: BytesMut,
+    buffer: Vec<u8>,
     current: Frame,
     has_data: bool,
 }
@@ -22,16 +22,15 @@ impl Parser {
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Frame>) {
         self.buffer.extend_from_slice(chunk);
         while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-            let line = self.buffer.split_to(end + 1);
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
             let mut line = &line[..end];
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
             }
             self.line(line, out);
         }
-        if self.buffer.capacity() > 1 << 20 && self.buffer.is_empty() {
-            self.buffer.advance(0);
-            self.buffer = BytesMut::new();
+        if self.buffer.is_empty() && self.buffer.capacity() > 1 << 20 {
+            self.buffer = Vec::new();
         }
     }
 

@@ -1,0 +1,295 @@
+//! `centaur`: talk to Centaur's agent from a terminal or a script.
+//!
+//! Exit codes: 0 success, 1 the turn or operation failed, 2 usage error, 3 cannot reach the
+//! server or not authorised.
+
+mod client;
+mod credentials;
+mod render;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use centaur_protocol::{Event, EventBody, ThreadKey};
+use clap::{Parser, Subcommand};
+
+use client::{Client, Failure};
+
+#[derive(Parser)]
+#[command(name = "centaur", version, about = "Talk to Centaur's agent")]
+struct Cli {
+    /// The Centaur server.
+    #[arg(
+        long,
+        global = true,
+        env = "CENTAUR_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    api_url: String,
+    /// An API token (otherwise the one `centaur login` saved).
+    #[arg(long, global = true, env = "CENTAUR_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One turn from a script: prints `thread_key=<key>`, then the agent's answer.
+    Send {
+        #[arg(long)]
+        thread_key: Option<String>,
+        #[arg(long)]
+        harness: Option<String>,
+        #[arg(long)]
+        message: String,
+        /// Return when the turn ends (what `send` does anyway; kept for scripts).
+        #[arg(long)]
+        exit_on_terminal: bool,
+        #[arg(long)]
+        max_duration_ms: Option<u64>,
+        /// Print every event of the turn as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a thread (a Slack thread too), from the start or after an event.
+    Attach {
+        thread_key: String,
+        #[arg(long, default_value_t = 0)]
+        after_event_id: i64,
+        /// Every event as one JSON line.
+        #[arg(long)]
+        all_events: bool,
+        /// Stop after the next execution ends (exit 1 if it failed).
+        #[arg(long)]
+        exit_on_terminal: bool,
+        /// The terminal interface (not built yet).
+        #[arg(long)]
+        tui: bool,
+    },
+    /// List threads, most recently active first.
+    Threads {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide an approval.
+    Approve {
+        thread_key: String,
+        approval_id: String,
+        #[arg(long)]
+        deny: bool,
+        #[arg(long)]
+        for_session: bool,
+    },
+    /// Check and save the server's URL and a token (in the OS keyring, or a 0600 file).
+    Login {
+        /// Read the token from this variable instead of asking.
+        #[arg(long)]
+        token_env: Option<String>,
+    },
+    /// Forget the saved token.
+    Logout,
+    /// Tools through the API.
+    Tools {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Workflows through the API.
+    Workflows {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("centaur: {failure}");
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let url = cli.api_url.trim_end_matches('/').to_owned();
+    match cli.command {
+        Command::Login { token_env } => return credentials::login(&url, token_env).await,
+        Command::Logout => return credentials::logout(&url),
+        Command::Tools { .. } => return Err(Failure::Unavailable("tools")),
+        Command::Workflows { .. } => return Err(Failure::Unavailable("workflows")),
+        _ => {}
+    }
+    let token = match cli.api_token {
+        Some(token) => token,
+        None => credentials::load(&url)?,
+    };
+    let client = Client::new(url, token);
+    match cli.command {
+        Command::Send {
+            thread_key,
+            harness,
+            message,
+            exit_on_terminal: _,
+            max_duration_ms,
+            json,
+        } => send(&client, thread_key, harness, message, max_duration_ms, json).await,
+        Command::Attach {
+            thread_key,
+            after_event_id,
+            all_events,
+            exit_on_terminal,
+            tui,
+        } => {
+            if tui {
+                return Err(Failure::Usage(
+                    "the TUI is not built yet; attach prints lines without --tui".into(),
+                ));
+            }
+            let key = parse_key(&thread_key)?;
+            attach(&client, &key, after_event_id, all_events, exit_on_terminal).await
+        }
+        Command::Threads { json } => threads(&client, json).await,
+        Command::Approve {
+            thread_key,
+            approval_id,
+            deny,
+            for_session,
+        } => {
+            let key = parse_key(&thread_key)?;
+            let (decision, said) = match (deny, for_session) {
+                (true, true) => {
+                    return Err(Failure::Usage(
+                        "--deny and --for-session do not go together".into(),
+                    ));
+                }
+                (true, false) => ("deny", "denied"),
+                (false, true) => ("approve_for_session", "approved for the session"),
+                (false, false) => ("approve", "approved"),
+            };
+            client.approve(&key, &approval_id, decision).await?;
+            println!("{said}: {approval_id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Login { .. }
+        | Command::Logout
+        | Command::Tools { .. }
+        | Command::Workflows { .. } => {
+            unreachable!("handled above")
+        }
+    }
+}
+
+fn parse_key(raw: &str) -> Result<ThreadKey, Failure> {
+    ThreadKey::parse(raw).map_err(|e| Failure::Usage(format!("bad thread key `{raw}`: {e}")))
+}
+
+async fn send(
+    client: &Client,
+    thread_key: Option<String>,
+    harness: Option<String>,
+    message: String,
+    max_duration_ms: Option<u64>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let key = match thread_key {
+        Some(raw) => parse_key(&raw)?,
+        None => parse_key(&format!("cli:{}", uuid::Uuid::new_v4()))?,
+    };
+    println!("thread_key={key}");
+    let _ = std::io::stdout().flush();
+    let execution_id = client
+        .execute(&key, harness.as_deref(), &message, max_duration_ms)
+        .await?;
+    let mut outcome = ExitCode::from(1);
+    client
+        .follow(&key, 0, Some(execution_id), |event| {
+            if json {
+                println!("{}", serde_json::to_string(event).expect("serializable"));
+            }
+            match &event.body {
+                EventBody::ExecutionCompleted { result_text } => {
+                    if !json {
+                        print!("{result_text}");
+                        if !result_text.ends_with('\n') {
+                            println!();
+                        }
+                    }
+                    outcome = ExitCode::SUCCESS;
+                    false
+                }
+                EventBody::ExecutionFailed { error } => {
+                    eprintln!("centaur: the turn failed: {error}");
+                    false
+                }
+                EventBody::ExecutionCancelled { reason } => {
+                    eprintln!("centaur: the turn was cancelled: {reason}");
+                    false
+                }
+                _ => true,
+            }
+        })
+        .await?;
+    Ok(outcome)
+}
+
+async fn attach(
+    client: &Client,
+    key: &ThreadKey,
+    after_event_id: i64,
+    all_events: bool,
+    exit_on_terminal: bool,
+) -> Result<ExitCode, Failure> {
+    let mut outcome = ExitCode::SUCCESS;
+    let mut renderer = render::Lines::default();
+    client
+        .follow(key, after_event_id, None, |event: &Event| {
+            let mut out = std::io::stdout().lock();
+            if all_events {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(event).expect("serializable")
+                );
+            } else if let Some(text) = renderer.render(event) {
+                let _ = out.write_all(text.as_bytes());
+            }
+            let _ = out.flush();
+            if event.body.is_terminal() && exit_on_terminal {
+                if !matches!(event.body, EventBody::ExecutionCompleted { .. }) {
+                    outcome = ExitCode::from(1);
+                }
+                return false;
+            }
+            true
+        })
+        .await?;
+    Ok(outcome)
+}
+
+async fn threads(client: &Client, json: bool) -> Result<ExitCode, Failure> {
+    let list = client.threads().await?;
+    if json {
+        println!("{}", serde_json::to_string(&list).expect("serializable"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let threads = list["threads"].as_array().cloned().unwrap_or_default();
+    if threads.is_empty() {
+        println!("no threads yet: start one with `centaur send --message ...`");
+    }
+    for thread in threads {
+        println!(
+            "{:<44} {:<12} {:<8} {}",
+            thread["thread_key"].as_str().unwrap_or(""),
+            thread["harness"].as_str().unwrap_or(""),
+            thread["status"].as_str().unwrap_or(""),
+            thread["last_activity_at"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
