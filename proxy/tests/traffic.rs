@@ -21,6 +21,12 @@ use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// An HTTP client builder; TLS in this workspace goes through ring, installed here once.
+fn http() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 const REAL_KEY: &str = "sk-real-0123456789abcdef";
 
 /// What an upstream server received.
@@ -185,7 +191,7 @@ impl Harness {
         let proxy = reqwest::Proxy::all(format!("http://{}", self.tcp))
             .unwrap()
             .basic_auth(id, &format!("cred-{id}"));
-        reqwest::Client::builder().proxy(proxy).build().unwrap()
+        http().proxy(proxy).build().unwrap()
     }
 
     /// Serves sandbox `id` on its own Unix socket and exposes it on a loopback TCP port, the way
@@ -420,7 +426,7 @@ async fn two_sandboxes_with_different_policies_on_unix_sockets() {
     let a = h.unix_forwarder("sb-a").await;
     let b = h.unix_forwarder("sb-b").await;
     let via = |addr: SocketAddr| {
-        reqwest::Client::builder()
+        http()
             .proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap())
             .build()
             .unwrap()
@@ -469,7 +475,7 @@ async fn the_tcp_listener_needs_the_sandbox_credential() {
         "sb1",
         json!({"allow": ["127.0.0.1"], "allow_private": ["127.0.0.1"]}),
     );
-    let anonymous = reqwest::Client::builder()
+    let anonymous = http()
         .proxy(reqwest::Proxy::all(format!("http://{}", h.tcp)).unwrap())
         .build()
         .unwrap();
@@ -479,7 +485,7 @@ async fn the_tcp_listener_needs_the_sandbox_credential() {
         response.headers()["proxy-authenticate"],
         "Basic realm=\"centaur\""
     );
-    let wrong = reqwest::Client::builder()
+    let wrong = http()
         .proxy(
             reqwest::Proxy::all(format!("http://{}", h.tcp))
                 .unwrap()
@@ -1404,7 +1410,7 @@ async fn forward_to(socket: PathBuf) -> SocketAddr {
 }
 
 fn via(proxy: SocketAddr) -> reqwest::Client {
-    reqwest::Client::builder()
+    http()
         .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
         .build()
         .unwrap()
@@ -1463,7 +1469,7 @@ async fn the_server_pushes_sandboxes_and_policies_through_the_control_api() {
         format!("Bearer {REAL_KEY}")
     );
     // The same sandbox over TCP with the credential from the answer.
-    let tcp = reqwest::Client::builder()
+    let tcp = http()
         .proxy(
             reqwest::Proxy::all(format!("http://{}", h.tcp))
                 .unwrap()
@@ -1543,7 +1549,9 @@ async fn the_server_pushes_sandboxes_and_policies_through_the_control_api() {
         wrong.list().await,
         Err(ClientError::Refused { status: 401, .. })
     ));
-    let raw = reqwest::Client::new()
+    let raw = http()
+        .build()
+        .unwrap()
         .put(format!("http://{addr}/v1/sandboxes/sb-3"))
         .bearer_auth("control-token")
         .body("{not json")

@@ -291,10 +291,7 @@ async fn start_server(dir: &Path, runner: &Path, proxy: &ProxyHandle, warm: usiz
         .expect("start centaur-server");
     let stack = Stack {
         url: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()
-            .unwrap(),
+        http: common::http().pool_max_idle_per_host(256).build().unwrap(),
         server,
         data,
     };

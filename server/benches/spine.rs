@@ -84,10 +84,7 @@ async fn start_server(database_url: &str) -> Bench {
         .expect("start centaur-server");
     let bench = Bench {
         url: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()
-            .unwrap(),
+        http: common::http().pool_max_idle_per_host(256).build().unwrap(),
         server,
     };
     for _ in 0..400 {

@@ -74,3 +74,9 @@ pub fn quantile(samples: &[f64], q: f64) -> f64 {
     let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
     samples[index.min(samples.len() - 1)]
 }
+
+/// An HTTP client builder; TLS in this workspace goes through ring, installed here once.
+pub fn http() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}

@@ -187,7 +187,7 @@ async fn no_admin_key_means_no_admin() {
     config.admin_api_key = None;
     config.bind_addr = "127.0.0.1:0".parse().unwrap();
     let server = centaur_server::start(config).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::support::http().build().unwrap();
     while http
         .get(format!("{}/readyz", server.url()))
         .send()
@@ -198,7 +198,7 @@ async fn no_admin_key_means_no_admin() {
     {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let response = reqwest::Client::new()
+    let response = http
         .get(format!("{}/agent/threads", server.url()))
         .bearer_auth("")
         .send()

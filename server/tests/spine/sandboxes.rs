@@ -482,7 +482,7 @@ impl ServerProcess {
     }
 
     async fn wait_ready(&self) {
-        let http = reqwest::Client::new();
+        let http = crate::support::http().build().unwrap();
         for _ in 0..400 {
             if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await
                 && r.status() == StatusCode::OK
@@ -545,7 +545,7 @@ async fn a_server_killed_mid_turn_loses_and_doubles_nothing() {
     .collect();
     let mut server = ServerProcess::start(&env, port);
     server.wait_ready().await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http().build().unwrap();
     let key = "api:crash";
     let script = "for i in 1 2 3 4 5 6 7 8; do echo line-$i; sleep 0.4; done";
     let accepted: Value = http

@@ -145,7 +145,7 @@ impl TestServer {
             server: Some(server),
             database_url,
             backend,
-            http: reqwest::Client::new(),
+            http: http().build().unwrap(),
         };
         if wait_ready {
             server.wait_ready().await;
@@ -164,7 +164,7 @@ impl TestServer {
             server: Some(server),
             database_url,
             backend: Arc::new(RecordingBackend::default()),
-            http: reqwest::Client::new(),
+            http: http().build().unwrap(),
         };
         server.wait_ready().await;
         server
@@ -739,4 +739,10 @@ pub fn cli_binary() -> PathBuf {
             target.join("debug").join("centaur")
         })
         .clone()
+}
+
+/// An HTTP client builder; TLS in this workspace goes through ring, installed here once.
+pub fn http() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
