@@ -159,6 +159,17 @@ impl Client {
             })
     }
 
+    /// The thread's latest execution (if any) and its newest event id.
+    pub async fn latest(&self, key: &ThreadKey) -> Result<(Option<Uuid>, i64), Failure> {
+        let detail = self
+            .get(&format!("/agent/threads/{}", encode(key.as_str())))
+            .await?;
+        let execution = detail["last_execution"]["execution_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok());
+        Ok((execution, detail["last_event_id"].as_i64().unwrap_or(0)))
+    }
+
     pub async fn threads(&self) -> Result<Value, Failure> {
         self.get("/agent/threads?limit=100").await
     }
@@ -210,9 +221,18 @@ impl Client {
                 .header("Last-Event-ID", last.to_string());
             let response = match request.send().await {
                 Ok(response) if response.status().is_success() => response,
-                Ok(response) if response.status().is_server_error() => {
+                // A server that is restarting: wait, once it has been reached at all.
+                Ok(response)
+                    if response.status().is_server_error() && (reconnecting || last > after) =>
+                {
                     self.wait(&mut backoff, &mut reconnecting).await;
                     continue;
+                }
+                Ok(response) if response.status().is_server_error() => {
+                    return Err(Failure::Unreachable {
+                        url: self.url.clone(),
+                        reason: format!("it answered {}", response.status()),
+                    });
                 }
                 Ok(response) => return self.answer(response).await.map(|_| ()),
                 Err(error) if reconnecting || last > after => {

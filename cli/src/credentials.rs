@@ -31,13 +31,19 @@ fn write_file(tokens: &serde_json::Map<String, serde_json::Value>) -> Result<Pat
     let path = file()?;
     let failed =
         |e: std::io::Error| Failure::Local(format!("cannot write {}: {e}", path.display()));
-    std::fs::create_dir_all(path.parent().expect("a parent")).map_err(failed)?;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().expect("a parent");
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&path)
+        .map_err(failed)?;
+    // A file made earlier with other permissions is tightened before the token goes in.
+    out.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(failed)?;
     out.write_all(
         serde_json::to_string_pretty(tokens)
@@ -70,11 +76,7 @@ pub async fn login(url: &str, token_env: Option<String>) -> Result<ExitCode, Fai
         None => {
             eprint!("API token for {url}: ");
             let _ = std::io::stderr().flush();
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| Failure::Local(e.to_string()))?;
+            let line = read_hidden().map_err(|e| Failure::Local(e.to_string()))?;
             line.trim().to_owned()
         }
     };
@@ -103,6 +105,29 @@ pub async fn login(url: &str, token_env: Option<String>) -> Result<ExitCode, Fai
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A line from stdin, not echoed when stdin is a terminal.
+fn read_hidden() -> std::io::Result<String> {
+    // SAFETY: termios calls on stdin with a zeroed struct the kernel fills in.
+    let saved = unsafe {
+        let mut term: libc::termios = std::mem::zeroed();
+        (libc::tcgetattr(0, &mut term) == 0).then_some(term)
+    };
+    if let Some(term) = saved {
+        let mut quiet = term;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: as above.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if let Some(term) = saved {
+        // SAFETY: restores what was read above.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &term) };
+        eprintln!();
+    }
+    read.map(|_| line)
 }
 
 pub fn logout(url: &str) -> Result<ExitCode, Failure> {

@@ -102,6 +102,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools: a closed pipe (`centaur attach … | head`) ends the
+    // process quietly instead of a panic in `println!`.
+    // SAFETY: called before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -247,6 +251,13 @@ async fn attach(
 ) -> Result<ExitCode, Failure> {
     let mut outcome = ExitCode::SUCCESS;
     let mut renderer = render::Lines::default();
+    // "The next execution": the thread's latest one (running or just ended), or a later one;
+    // not an older turn replayed from the start.
+    let (latest_execution, last_event_id) = if exit_on_terminal {
+        client.latest(key).await?
+    } else {
+        (None, 0)
+    };
     client
         .follow(key, after_event_id, None, |event: &Event| {
             let mut out = std::io::stdout().lock();
@@ -260,7 +271,9 @@ async fn attach(
                 let _ = out.write_all(text.as_bytes());
             }
             let _ = out.flush();
-            if event.body.is_terminal() && exit_on_terminal {
+            let current = event.event_id > last_event_id
+                || (latest_execution.is_some() && event.execution_id == latest_execution);
+            if event.body.is_terminal() && exit_on_terminal && current {
                 if !matches!(event.body, EventBody::ExecutionCompleted { .. }) {
                     outcome = ExitCode::from(1);
                 }

@@ -7,6 +7,8 @@ use centaur_protocol::{Event, EventBody};
 pub struct Lines {
     /// Agent text is streaming (deltas printed, the line not yet ended).
     streaming: bool,
+    /// The current agent message arrived as deltas (so its whole text is not printed again).
+    streamed: bool,
 }
 
 impl Lines {
@@ -22,15 +24,15 @@ impl Lines {
         let text = match &event.body {
             EventBody::AgentMessageDelta { text } => {
                 self.streaming = true;
+                self.streamed = true;
                 return Some(text.clone());
             }
             // The whole message was streamed already; print it only if it was not.
             EventBody::AgentMessage { text } => {
-                if self.streaming {
-                    self.streaming = false;
-                    return Some("\n".into());
+                if std::mem::take(&mut self.streamed) {
+                    return std::mem::take(&mut self.streaming).then(|| "\n".into());
                 }
-                format!("agent: {text}\n")
+                format!("{}agent: {text}\n", end_stream(self))
             }
             EventBody::MessageCreated { role, text, .. } => {
                 format!("{}{}: {text}\n", end_stream(self), role.as_str())
@@ -41,11 +43,11 @@ impl Lines {
             EventBody::CommandStarted { command, .. } => {
                 format!("{}$ {command}\n", end_stream(self))
             }
-            EventBody::CommandOutput { chunk, .. } => chunk.clone(),
+            EventBody::CommandOutput { chunk, .. } => format!("{}{chunk}", end_stream(self)),
             EventBody::CommandFinished { exit_code, .. } => match exit_code {
                 Some(0) => return None,
-                Some(code) => format!("[exit status {code}]\n"),
-                None => "[command ended without a status]\n".into(),
+                Some(code) => format!("{}[exit status {code}]\n", end_stream(self)),
+                None => format!("{}[command ended without a status]\n", end_stream(self)),
             },
             EventBody::FileChanged { path, kind } => {
                 format!("{}file {kind}: {path}\n", end_stream(self))
@@ -59,8 +61,10 @@ impl Lines {
                 error,
                 ..
             } => match error {
-                Some(error) => format!("tool {tool}.{method} failed: {error}\n"),
-                None => format!("tool {tool}.{method} done\n"),
+                Some(error) => {
+                    format!("{}tool {tool}.{method} failed: {error}\n", end_stream(self))
+                }
+                None => format!("{}tool {tool}.{method} done\n", end_stream(self)),
             },
             EventBody::ApprovalRequested {
                 approval_id,
@@ -76,7 +80,7 @@ impl Lines {
                 decided_by,
                 ..
             } => {
-                format!("approval {decision} by {decided_by}\n")
+                format!("{}approval {decision} by {decided_by}\n", end_stream(self))
             }
             EventBody::EgressDenied { host, reason } => {
                 format!("{}egress to {host} denied: {reason}\n", end_stream(self))
@@ -106,5 +110,60 @@ impl Lines {
             | EventBody::ExecutionQueued {} => return None,
         };
         Some(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: i64, body: EventBody) -> Event {
+        Event {
+            event_id: id,
+            thread_key: centaur_protocol::ThreadKey::parse("api:t").unwrap(),
+            created_at: chrono::Utc::now(),
+            execution_id: None,
+            body,
+        }
+    }
+
+    /// Streamed text ends its line before anything else is printed, and is not printed twice.
+    #[test]
+    fn streamed_text_and_what_follows_it() {
+        let mut lines = Lines::default();
+        let events = [
+            EventBody::AgentMessageDelta { text: "Hel".into() },
+            EventBody::AgentMessageDelta { text: "lo".into() },
+            EventBody::CommandStarted {
+                command_id: "c".into(),
+                command: "ls".into(),
+            },
+            EventBody::CommandOutput {
+                command_id: "c".into(),
+                chunk: "a\n".into(),
+            },
+            EventBody::AgentMessageDelta {
+                text: "Done".into(),
+            },
+            EventBody::CommandFinished {
+                command_id: "c".into(),
+                exit_code: Some(2),
+            },
+            EventBody::AgentMessage {
+                text: "Done".into(),
+            },
+            EventBody::ExecutionCompleted {
+                result_text: "Done".into(),
+            },
+        ];
+        let printed: String = events
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, body)| lines.render(&event(i as i64 + 1, body)))
+            .collect();
+        assert_eq!(
+            printed,
+            "Hello\n$ ls\na\nDone\n[exit status 2]\n— turn completed\n"
+        );
     }
 }

@@ -546,7 +546,8 @@ pub async fn release(
 #[derive(Clone, Copy, Debug)]
 pub struct ReleaseIf {
     pub sandbox_id: Uuid,
-    pub idle: bool,
+    /// Only if nothing happened on the thread since this moment (and nothing runs).
+    pub idle_since: Option<DateTime<Utc>>,
 }
 
 /// Releases the thread's sandbox; a running execution ends as `ending`.
@@ -570,8 +571,19 @@ pub async fn release_ending(
     .bind(thread.id)
     .fetch_optional(&mut *tx)
     .await?;
+    let touched = match only.and_then(|o| o.idle_since) {
+        Some(since) => {
+            let last: DateTime<Utc> =
+                sqlx::query_scalar("SELECT last_activity_at FROM threads WHERE id = $1")
+                    .bind(thread.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            active.is_some() || last > since
+        }
+        None => false,
+    };
     if let Some(only) = only
-        && (live != Some(only.sandbox_id) || (only.idle && active.is_some()))
+        && (live != Some(only.sandbox_id) || touched)
     {
         tx.rollback().await?;
         return Ok(ReleaseResponse {

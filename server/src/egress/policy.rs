@@ -348,7 +348,8 @@ async fn set_now(
             .apply(&row.sandbox_id.to_string(), &desired)
             .await
         {
-            drop(tx);
+            // Rolled back first: restoring updates rows this transaction holds.
+            let _ = tx.rollback().await;
             restore(state, &pushed).await;
             return Err(proxy_error(error));
         }

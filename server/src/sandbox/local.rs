@@ -537,7 +537,12 @@ impl SandboxBackend for LocalBackend {
         let cgroup = self.cgroup(id)?;
         // bubblewrap reads the seccomp program from an inherited descriptor.
         let seccomp_path = dir.join("seccomp.bpf");
-        std::fs::write(&seccomp_path, super::seccomp::program())
+        let program = super::seccomp::program().ok_or_else(|| {
+            SandboxError::Backend(
+                "the sandbox's seccomp filter knows only x86_64 and aarch64 system calls".into(),
+            )
+        })?;
+        std::fs::write(&seccomp_path, program)
             .map_err(|e| failure("writing the seccomp filter", e))?;
         let seccomp = std::fs::File::open(&seccomp_path)
             .map_err(|e| failure("opening the seccomp filter", e))?;

@@ -95,7 +95,7 @@ async fn sweep(state: &AppState) -> Result<(), String> {
             };
             let only = threads::ReleaseIf {
                 sandbox_id: sandbox.id,
-                idle: !died,
+                idle_since: (!died).then_some(sandbox.last_activity_at),
             };
             threads::release_ending(state, &thread, &reason, ending, Some(only))
                 .await
