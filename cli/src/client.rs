@@ -53,19 +53,6 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-/// Percent-encodes a thread key for a URL path.
-fn encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 impl Client {
     pub fn new(url: String, token: String) -> Client {
         // TLS through ring, like the rest of Centaur; installing twice is harmless.
@@ -162,7 +149,7 @@ impl Client {
     /// The thread's latest execution (if any) and its newest event id.
     pub async fn latest(&self, key: &ThreadKey) -> Result<(Option<Uuid>, i64), Failure> {
         let detail = self
-            .get(&format!("/agent/threads/{}", encode(key.as_str())))
+            .get(&format!("/agent/threads/{}", key.to_path_segment()))
             .await?;
         let execution = detail["last_execution"]["execution_id"]
             .as_str()
@@ -177,14 +164,14 @@ impl Client {
     pub async fn approve(
         &self,
         key: &ThreadKey,
-        approval_id: &str,
+        approval_id: Uuid,
         decision: &str,
     ) -> Result<(), Failure> {
         self.post(
             &format!(
                 "/agent/threads/{}/approvals/{}",
-                encode(key.as_str()),
-                encode(approval_id)
+                key.to_path_segment(),
+                approval_id
             ),
             json!({"decision": decision}),
         )
@@ -209,7 +196,7 @@ impl Client {
             let mut url = format!(
                 "{}/agent/threads/{}/events?after_event_id={after}",
                 self.url,
-                encode(key.as_str())
+                key.to_path_segment()
             );
             if let Some(execution) = execution {
                 url.push_str(&format!("&execution_id={execution}"));

@@ -166,6 +166,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             for_session,
         } => {
             let key = parse_key(&thread_key)?;
+            let approval_id: uuid::Uuid = approval_id
+                .parse()
+                .map_err(|_| Failure::Usage(format!("`{approval_id}` is not an approval id")))?;
             let (decision, said) = match (deny, for_session) {
                 (true, true) => {
                     return Err(Failure::Usage(
@@ -176,7 +179,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 (false, true) => ("approve_for_session", "approved for the session"),
                 (false, false) => ("approve", "approved"),
             };
-            client.approve(&key, &approval_id, decision).await?;
+            client.approve(&key, approval_id, decision).await?;
             println!("{said}: {approval_id}");
             Ok(ExitCode::SUCCESS)
         }

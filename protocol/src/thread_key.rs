@@ -74,6 +74,19 @@ impl ThreadKey {
         ThreadKey(format!("cli:{}", uuid::Uuid::new_v4()))
     }
 
+    /// The key percent-encoded for a URL path segment (`/agent/threads/{key}/…`).
+    pub fn to_path_segment(&self) -> String {
+        let mut out = String::with_capacity(self.0.len());
+        for b in self.0.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

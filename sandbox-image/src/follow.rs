@@ -5,20 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use centaur_protocol::{Event, EventBody, Role};
+use centaur_protocol::{Event, EventBody, Role, ThreadKey};
 use http_body_util::BodyExt;
 use hyper::Method;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::link::{Link, encode};
+use crate::link::Link;
 use crate::turn::{Approvals, Verdict};
 use centaur_protocol::sse::{Frame, Parser};
 
 pub struct Follow {
     pub link: Link,
-    pub thread_key: String,
+    pub thread_key: ThreadKey,
     pub execution_id: Uuid,
     /// The messages the turn started with (not steering).
     pub input_ids: Vec<Uuid>,
@@ -36,7 +36,7 @@ impl Follow {
         while !stop.is_cancelled() && !self.ended.is_cancelled() {
             let path = format!(
                 "/agent/threads/{}/events?after_event_id={}",
-                encode(&self.thread_key),
+                self.thread_key.to_path_segment(),
                 self.after_event_id
             );
             let response = tokio::select! {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::follow::Follow;
 use crate::harness::{self, Harness};
-use crate::link::{Link, LinkError, encode};
+use crate::link::{Link, LinkError};
 use crate::poster::{Posted, Poster};
 use crate::turn::{Approvals, Sandbox, Turn};
 
@@ -59,7 +59,7 @@ impl Runner {
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), RunnerError> {
         let claim_path = format!(
             "/runner/v1/threads/{}/claim",
-            encode(self.attachment.thread_key.as_str())
+            self.attachment.thread_key.to_path_segment()
         );
         let mut backoff = Duration::from_millis(50);
         // The server records the sandbox (and its token) right after handing it over.
@@ -128,7 +128,7 @@ impl Runner {
         let (steering_tx, steering_rx) = mpsc::unbounded_channel();
         let follow = Follow {
             link: self.link.clone(),
-            thread_key: assignment.thread_key.as_str().to_owned(),
+            thread_key: assignment.thread_key.clone(),
             execution_id,
             input_ids: assignment.input.iter().map(|m| m.message_id).collect(),
             after_event_id: assignment.started_event_id,

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use super::Harness;
+use super::{Harness, truncate};
 use crate::turn::{Sandbox, Turn, Verdict};
 
 /// Where Codex keeps its state, inside the workspace so it outlives the sandbox.
@@ -482,15 +482,4 @@ fn approval_request(method: &str, params: &Value) -> Option<(ApprovalKind, Strin
         )),
         _ => None,
     }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
 }

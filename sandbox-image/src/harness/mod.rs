@@ -46,3 +46,15 @@ pub fn for_kind(kind: Kind, sandbox: &Sandbox) -> Result<Box<dyn Harness>, Strin
         Kind::Amp => Ok(Box::new(Amp::new(sandbox))),
     }
 }
+
+/// At most `max` bytes of `text`, cut at a character boundary (for error messages).
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
