@@ -37,34 +37,31 @@ pub struct SecretBinding {
     pub format: Option<String>,
 }
 
-/// The placeholder sandbox `sandbox_id` sees for secret `name`.
-pub fn placeholder(proxy_key: &[u8], sandbox_id: &str, name: &str) -> String {
+/// SHA-256 over `domain`, the proxy's key and `parts` (each after a NUL), as hex.
+fn keyed_hex(domain: &[u8], proxy_key: &[u8], parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(b"centaur-placeholder-v1\0");
+    hasher.update(domain);
     hasher.update(proxy_key);
-    hasher.update([0]);
-    hasher.update(sandbox_id.as_bytes());
-    hasher.update([0]);
-    hasher.update(name.as_bytes());
-    let digest = hasher.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{PLACEHOLDER_PREFIX}{}", &hex[..PLACEHOLDER_HEX])
-}
-
-/// A secret derived from the proxy's key for one purpose and one sandbox (64 hex digits).
-pub fn derive_secret(proxy_key: &[u8], purpose: &str, sandbox_id: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(b"centaur-derived-v1\0");
-    hasher.update(proxy_key);
-    hasher.update([0]);
-    hasher.update(purpose.as_bytes());
-    hasher.update([0]);
-    hasher.update(sandbox_id.as_bytes());
+    for part in parts {
+        hasher.update([0]);
+        hasher.update(part.as_bytes());
+    }
     hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The placeholder sandbox `sandbox_id` sees for secret `name`.
+pub fn placeholder(proxy_key: &[u8], sandbox_id: &str, name: &str) -> String {
+    let hex = keyed_hex(b"centaur-placeholder-v1\0", proxy_key, &[sandbox_id, name]);
+    format!("{PLACEHOLDER_PREFIX}{}", &hex[..PLACEHOLDER_HEX])
+}
+
+/// A secret derived from the proxy's key for one purpose and one sandbox (64 hex digits).
+pub fn derive_secret(proxy_key: &[u8], purpose: &str, sandbox_id: &str) -> String {
+    keyed_hex(b"centaur-derived-v1\0", proxy_key, &[purpose, sandbox_id])
 }
 
 /// Every placeholder-shaped token in `text`, whoever it belongs to.

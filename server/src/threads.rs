@@ -373,6 +373,7 @@ async fn claim_warm(
     if had_sandbox {
         return Ok(None);
     }
+    let policy = approval_policy(state, thread).await?;
     let Some(sandbox_id) = pool.take(harness) else {
         return Ok(None);
     };
@@ -385,13 +386,6 @@ async fn claim_warm(
     // The thread's policy replaces the empty one, atomically, before the runner gets going.
     let egress = match egress::policy::attach(state, sandbox_id, thread).await {
         Ok(egress) => egress,
-        Err(error) => {
-            give_up(error.to_string()).await;
-            return Err(error);
-        }
-    };
-    let policy = match approval_policy(state, thread).await {
-        Ok(policy) => policy,
         Err(error) => {
             give_up(error.to_string()).await;
             return Err(error);

@@ -126,6 +126,11 @@ async fn own_policy(state: &AppState, thread_id: i64) -> ApiResult<Option<Policy
             .bind(thread_id)
             .fetch_one(&state.pool)
             .await?;
+    stored_policy(stored)
+}
+
+/// A policy as `threads.egress_policy` holds it.
+fn stored_policy(stored: Option<Json<serde_json::Value>>) -> ApiResult<Option<Policy>> {
     stored
         .map(|Json(value)| {
             serde_json::from_value(value).map_err(|e| {
@@ -153,12 +158,7 @@ pub async fn attach(
             .bind(thread.id)
             .fetch_one(&mut *tx)
             .await?;
-    let policy = match own {
-        Some(Json(value)) => serde_json::from_value(value).map_err(|e| {
-            ApiError::Internal(anyhow::anyhow!("a stored egress policy is unreadable: {e}"))
-        })?,
-        None => egress.default_policy.clone(),
-    };
+    let policy = stored_policy(own)?.unwrap_or_else(|| egress.default_policy.clone());
     let version: i64 = sqlx::query_scalar(
         "INSERT INTO sandbox_egress (sandbox_id, thread_key, policy, version) \
          VALUES ($1, $2, $3, nextval('egress_versions')) \

@@ -3,7 +3,6 @@
 //! reaches only through the egress proxy (which swaps the `x-api-key` placeholder).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -12,7 +11,7 @@ use axum::response::Response;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::sandboxes::LocalStack;
+use crate::sandboxes::{LocalStack, is_terminal, last_id};
 use crate::support::*;
 
 type Keys = Arc<Mutex<Vec<String>>>;
@@ -111,37 +110,6 @@ async fn mock_messages_api() -> (u16, Keys) {
     (port, keys)
 }
 
-async fn until(
-    stack: &LocalStack,
-    key: &str,
-    after: i64,
-    pred: impl Fn(&Value) -> bool,
-) -> Vec<Value> {
-    let mut stream = stack
-        .server
-        .events(key, &format!("after_event_id={after}"))
-        .await;
-    let mut seen = Vec::new();
-    loop {
-        let frame = stream
-            .next(Duration::from_secs(90))
-            .await
-            .unwrap_or_else(|| panic!("no matching event; saw {seen:#?}"));
-        let done = pred(&frame.data);
-        seen.push(frame.data);
-        if done {
-            return seen;
-        }
-    }
-}
-
-fn is_terminal(e: &Value) -> bool {
-    matches!(
-        e["type"].as_str(),
-        Some("execution.completed" | "execution.failed" | "execution.cancelled")
-    )
-}
-
 #[tokio::test]
 async fn claude_code_turns_with_text_and_approvals() {
     let (port, keys) = mock_messages_api().await;
@@ -171,7 +139,7 @@ async fn claude_code_turns_with_text_and_approvals() {
             json!({"thread_key": key, "harness": "claude-code", "message": "say hello"}),
         )
         .await;
-    let events = until(&stack, key, 0, is_terminal).await;
+    let events = stack.until(key, 0, is_terminal).await;
     let end = events.last().unwrap();
     assert_eq!(end["type"], "execution.completed", "{events:#?}");
     assert_eq!(end["result_text"], "Hello from the mock Claude");
@@ -188,19 +156,11 @@ async fn claude_code_turns_with_text_and_approvals() {
             "only the real key, swapped in by the proxy: {keys:?}"
         );
     }
-    let mut after = events.last().unwrap()["event_id"].as_i64().unwrap();
+    let mut after = last_id(&events);
 
-    let approved_file = || {
-        std::fs::read_dir(stack.data_dir().join("workspaces"))
-            .unwrap()
-            .flatten()
-            .next()
-            .unwrap()
-            .path()
-            .join("approved.txt")
-    };
+    let approved_file = stack.only_workspace().join("approved.txt");
     for (decision, runs) in [("approve", true), ("deny", false)] {
-        let _ = std::fs::remove_file(approved_file());
+        let _ = std::fs::remove_file(&approved_file);
         stack
             .server
             .post(
@@ -208,7 +168,9 @@ async fn claude_code_turns_with_text_and_approvals() {
                 json!({"thread_key": key, "message": "please run the command"}),
             )
             .await;
-        let events = until(&stack, key, after, |e| e["type"] == "approval.requested").await;
+        let events = stack
+            .until(key, after, |e| e["type"] == "approval.requested")
+            .await;
         let request = events.last().unwrap();
         assert_eq!(request["kind"], "command", "{request}");
         assert!(
@@ -228,19 +190,13 @@ async fn claude_code_turns_with_text_and_approvals() {
             )
             .await;
         assert!(status.is_success(), "{body}");
-        let events = until(
-            &stack,
-            key,
-            events.last().unwrap()["event_id"].as_i64().unwrap(),
-            is_terminal,
-        )
-        .await;
+        let events = stack.until(key, last_id(&events), is_terminal).await;
         assert_eq!(
             events.last().unwrap()["type"],
             "execution.completed",
             "{decision}: {events:#?}"
         );
-        assert_eq!(approved_file().exists(), runs, "{decision}: {events:#?}");
+        assert_eq!(approved_file.exists(), runs, "{decision}: {events:#?}");
         if runs {
             assert!(
                 events
@@ -249,6 +205,6 @@ async fn claude_code_turns_with_text_and_approvals() {
                 "{events:#?}"
             );
         }
-        after = events.last().unwrap()["event_id"].as_i64().unwrap();
+        after = last_id(&events);
     }
 }

@@ -13,7 +13,7 @@ use futures_util::stream;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::sandboxes::LocalStack;
+use crate::sandboxes::{LocalStack, is_terminal, last_id};
 use crate::support::*;
 
 /// What the mock model was sent.
@@ -180,46 +180,11 @@ supports_websockets = false
     .await
 }
 
-/// Reads the thread's stream until `pred` matches an event; returns every event seen.
-async fn until(
-    stack: &LocalStack,
-    key: &str,
-    after: i64,
-    pred: impl Fn(&Value) -> bool,
-) -> Vec<Value> {
-    let mut stream = stack
-        .server
-        .events(key, &format!("after_event_id={after}"))
-        .await;
-    let mut seen = Vec::new();
-    loop {
-        let frame = stream
-            .next(Duration::from_secs(90))
-            .await
-            .unwrap_or_else(|| panic!("no matching event; saw {seen:#?}"));
-        let event = frame.data.clone();
-        let done = pred(&event);
-        seen.push(event);
-        if done {
-            return seen;
-        }
-    }
-}
-
-fn last_id(events: &[Value]) -> i64 {
-    events.last().unwrap()["event_id"].as_i64().unwrap()
-}
-
 #[tokio::test]
 async fn codex_turns_with_text_approvals_and_an_interrupt() {
     let (port, seen) = mock_model().await;
     let stack = codex_stack(port).await;
     let key = "api:codex";
-    let terminal = |e: &Value| {
-        e["type"].as_str().is_some_and(|t| {
-            t.starts_with("execution.") && t != "execution.queued" && t != "execution.started"
-        })
-    };
 
     // A turn with text.
     stack
@@ -229,7 +194,7 @@ async fn codex_turns_with_text_approvals_and_an_interrupt() {
             json!({"thread_key": key, "harness": "codex", "message": "say hello"}),
         )
         .await;
-    let events = until(&stack, key, 0, terminal).await;
+    let events = stack.until(key, 0, is_terminal).await;
     let end = events.last().unwrap();
     assert_eq!(end["type"], "execution.completed", "{events:#?}");
     assert_eq!(end["result_text"], "Hello from the mock model");
@@ -257,17 +222,9 @@ async fn codex_turns_with_text_approvals_and_an_interrupt() {
     let mut after = last_id(&events);
 
     // A command that needs approval: approved, it runs.
-    let workspace_file = |stack: &LocalStack| {
-        std::fs::read_dir(stack.data_dir().join("workspaces"))
-            .unwrap()
-            .flatten()
-            .next()
-            .unwrap()
-            .path()
-            .join("approved.txt")
-    };
+    let approved_file = stack.only_workspace().join("approved.txt");
     for (decision, runs) in [("approve", true), ("deny", false)] {
-        let _ = std::fs::remove_file(workspace_file(&stack));
+        let _ = std::fs::remove_file(&approved_file);
         stack
             .server
             .post(
@@ -275,7 +232,9 @@ async fn codex_turns_with_text_approvals_and_an_interrupt() {
                 json!({"thread_key": key, "message": "run the command"}),
             )
             .await;
-        let events = until(&stack, key, after, |e| e["type"] == "approval.requested").await;
+        let events = stack
+            .until(key, after, |e| e["type"] == "approval.requested")
+            .await;
         let request = events.last().unwrap();
         assert_eq!(request["kind"], "command", "{request}");
         assert!(
@@ -295,17 +254,13 @@ async fn codex_turns_with_text_approvals_and_an_interrupt() {
             )
             .await;
         assert!(status.is_success(), "{body}");
-        let events = until(&stack, key, last_id(&events), terminal).await;
+        let events = stack.until(key, last_id(&events), is_terminal).await;
         let end = events.last().unwrap();
         assert_eq!(
             end["type"], "execution.completed",
             "{decision}: {events:#?}"
         );
-        assert_eq!(
-            workspace_file(&stack).exists(),
-            runs,
-            "{decision}: {events:#?}"
-        );
+        assert_eq!(approved_file.exists(), runs, "{decision}: {events:#?}");
         if runs {
             assert!(
                 events
@@ -325,13 +280,15 @@ async fn codex_turns_with_text_approvals_and_an_interrupt() {
             json!({"thread_key": key, "message": "wait for me"}),
         )
         .await;
-    let events = until(&stack, key, after, |e| e["type"] == "execution.started").await;
+    let events = stack
+        .until(key, after, |e| e["type"] == "execution.started")
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stack
         .server
         .post(&format!("/agent/threads/{key}/interrupt"), json!({}))
         .await;
-    let events = until(&stack, key, last_id(&events), terminal).await;
+    let events = stack.until(key, last_id(&events), is_terminal).await;
     assert_eq!(
         events.last().unwrap()["type"],
         "execution.cancelled",

@@ -78,6 +78,49 @@ impl LocalStack {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
+
+    /// The workspace of the stack's only thread.
+    pub fn only_workspace(&self) -> PathBuf {
+        let mut workspaces: Vec<PathBuf> = std::fs::read_dir(self.data_dir().join("workspaces"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(workspaces.len(), 1, "{workspaces:?}");
+        workspaces.pop().unwrap()
+    }
+
+    /// Reads the thread's stream after `after` until `pred` matches an event; returns every
+    /// event seen.
+    pub async fn until(&self, key: &str, after: i64, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut stream = self
+            .server
+            .events(key, &format!("after_event_id={after}"))
+            .await;
+        let mut seen = Vec::new();
+        loop {
+            let frame = stream
+                .next(Duration::from_secs(90))
+                .await
+                .unwrap_or_else(|| panic!("no matching event; saw {seen:#?}"));
+            let done = pred(&frame.data);
+            seen.push(frame.data);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+pub fn is_terminal(e: &Value) -> bool {
+    matches!(
+        e["type"].as_str(),
+        Some("execution.completed" | "execution.failed" | "execution.cancelled")
+    )
+}
+
+pub fn last_id(events: &[Value]) -> i64 {
+    events.last().unwrap()["event_id"].as_i64().unwrap()
 }
 
 impl Drop for LocalStack {
