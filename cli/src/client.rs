@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use centaur_protocol::api::ThreadList;
 use centaur_protocol::sse::Parser;
 use centaur_protocol::{Event, ThreadKey};
 use futures_util::StreamExt;
@@ -47,6 +48,7 @@ impl From<Failure> for ExitCode {
     }
 }
 
+#[derive(Clone)]
 pub struct Client {
     url: String,
     token: String,
@@ -161,6 +163,36 @@ impl Client {
         self.get("/agent/threads?limit=100").await
     }
 
+    pub async fn thread_list(&self) -> Result<ThreadList, Failure> {
+        let list = self.threads().await?;
+        serde_json::from_value(list).map_err(|e| {
+            Failure::Local(format!("the server sent a thread list I cannot read: {e}"))
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A message on the thread; while a turn runs, the harness takes it as steering.
+    pub async fn message(&self, key: &ThreadKey, text: &str) -> Result<(), Failure> {
+        self.post(
+            "/agent/message",
+            json!({"thread_key": key, "text": text, "client_message_id": Uuid::new_v4().to_string()}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn interrupt(&self, key: &ThreadKey) -> Result<(), Failure> {
+        self.post(
+            &format!("/agent/threads/{}/interrupt", key.to_path_segment()),
+            json!({"reason": "interrupted from the terminal"}),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn approve(
         &self,
         key: &ThreadKey,
@@ -180,13 +212,36 @@ impl Client {
     }
 
     /// Follows a thread's events after `after`, handing each to `handle` exactly once and in
-    /// order, until `handle` returns false. A dropped connection is resumed after the last
-    /// event seen (`Last-Event-ID`); the server being away is waited out.
+    /// order, until `handle` returns false. Connection changes are told on stderr.
     pub async fn follow(
         &self,
         key: &ThreadKey,
         after: i64,
         execution: Option<Uuid>,
+        handle: impl FnMut(&Event) -> bool,
+    ) -> Result<(), Failure> {
+        let mut dropped = false;
+        let url = self.url.clone();
+        let tell = move |connection: Connection| match connection {
+            Connection::Reconnecting => {
+                eprintln!("centaur: the connection to {url} dropped; reconnecting…");
+                dropped = true;
+            }
+            Connection::Live if std::mem::take(&mut dropped) => eprintln!("centaur: reconnected"),
+            Connection::Live => {}
+        };
+        self.follow_with(key, after, execution, tell, handle).await
+    }
+
+    /// Like [`Client::follow`], telling connection changes to `on_connection` instead. A
+    /// dropped connection is resumed after the last event seen (`Last-Event-ID`); the server
+    /// being away is waited out.
+    pub async fn follow_with(
+        &self,
+        key: &ThreadKey,
+        after: i64,
+        execution: Option<Uuid>,
+        mut on_connection: impl FnMut(Connection),
         mut handle: impl FnMut(&Event) -> bool,
     ) -> Result<(), Failure> {
         let mut last = after;
@@ -212,7 +267,7 @@ impl Client {
                 Ok(response)
                     if response.status().is_server_error() && (reconnecting || last > after) =>
                 {
-                    self.wait(&mut backoff, &mut reconnecting).await;
+                    wait(&mut backoff, &mut reconnecting, &mut on_connection).await;
                     continue;
                 }
                 Ok(response) if response.status().is_server_error() => {
@@ -222,18 +277,15 @@ impl Client {
                     });
                 }
                 Ok(response) => return self.answer(response).await.map(|_| ()),
-                Err(error) if reconnecting || last > after => {
-                    let _ = error;
-                    self.wait(&mut backoff, &mut reconnecting).await;
+                Err(_) if reconnecting || last > after => {
+                    wait(&mut backoff, &mut reconnecting, &mut on_connection).await;
                     continue;
                 }
                 Err(error) => return Err(self.unreachable(error)),
             };
-            if reconnecting {
-                eprintln!("centaur: reconnected");
-                reconnecting = false;
-            }
+            reconnecting = false;
             backoff = Duration::from_millis(100);
+            on_connection(Connection::Live);
             let mut parser = Parser::default();
             let mut frames = Vec::new();
             let mut body = response.bytes_stream();
@@ -255,21 +307,31 @@ impl Client {
             }
             // The stream ended without the caller being done: the server went away or closed
             // it (shutting down). Resume after the last event.
-            self.wait(&mut backoff, &mut reconnecting).await;
+            wait(&mut backoff, &mut reconnecting, &mut on_connection).await;
         }
     }
+}
 
-    async fn wait(&self, backoff: &mut Duration, reconnecting: &mut bool) {
-        if !*reconnecting {
-            eprintln!(
-                "centaur: the connection to {} dropped; reconnecting…",
-                self.url
-            );
-            *reconnecting = true;
-        }
-        tokio::time::sleep(*backoff).await;
-        *backoff = (*backoff * 2).min(Duration::from_secs(2));
+/// Waits before the next attempt to reach a stream, telling once that it dropped.
+async fn wait(
+    backoff: &mut Duration,
+    reconnecting: &mut bool,
+    on_connection: &mut impl FnMut(Connection),
+) {
+    if !std::mem::replace(reconnecting, true) {
+        on_connection(Connection::Reconnecting);
     }
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+}
+
+/// The state of a followed stream, as a person would want to see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connection {
+    /// Connected: events arrive as they happen.
+    Live,
+    /// The connection dropped; resuming after the last event seen.
+    Reconnecting,
 }
 
 #[cfg(test)]

@@ -3,17 +3,14 @@
 //! Exit codes: 0 success, 1 the turn or operation failed, 2 usage error, 3 cannot reach the
 //! server or not authorised.
 
-mod client;
-mod credentials;
-mod render;
-
 use std::io::Write;
 use std::process::ExitCode;
 
-use centaur_protocol::{Event, EventBody, ThreadKey};
+use centaur_protocol::{Event, EventBody, Harness, ThreadKey};
 use clap::{Parser, Subcommand};
 
-use client::{Client, Failure};
+use centaur_cli::client::{Client, Failure};
+use centaur_cli::{credentials, render, tui};
 
 #[derive(Parser)]
 #[command(name = "centaur", version, about = "Talk to Centaur's agent")]
@@ -29,12 +26,22 @@ struct Cli {
     /// An API token (otherwise the one `centaur login` saved).
     #[arg(long, global = true, env = "CENTAUR_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Without a command: the TUI.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// The terminal interface: threads, a live transcript, a composer and approvals.
+    Tui {
+        /// Open this thread (created by its first message if it does not exist).
+        #[arg(long)]
+        thread_key: Option<String>,
+        /// Start a new thread with this harness (codex, claude-code, amp, shell, echo).
+        #[arg(long)]
+        harness: Option<Harness>,
+    },
     /// One turn from a script: prints `thread_key=<key>`, then the agent's answer.
     Send {
         #[arg(long)]
@@ -63,7 +70,7 @@ enum Command {
         /// Stop after the next execution ends (exit 1 if it failed).
         #[arg(long)]
         exit_on_terminal: bool,
-        /// The terminal interface (not built yet).
+        /// Follow it in the terminal interface instead.
         #[arg(long)]
         tui: bool,
     },
@@ -122,7 +129,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let url = cli.api_url.trim_end_matches('/').to_owned();
-    match cli.command {
+    let command = cli.command.unwrap_or(Command::Tui {
+        thread_key: None,
+        harness: None,
+    });
+    match command {
         Command::Login { token_env } => return credentials::login(&url, token_env).await,
         Command::Logout => return credentials::logout(&url),
         Command::Tools { .. } => return Err(Failure::Unavailable("tools")),
@@ -134,7 +145,23 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         None => credentials::load(&url)?,
     };
     let client = Client::new(url, token);
-    match cli.command {
+    match command {
+        Command::Tui {
+            thread_key,
+            harness,
+        } => {
+            let thread_key = thread_key.as_deref().map(parse_key).transpose()?;
+            let new_thread = thread_key.is_none() && harness.is_some();
+            tui::run(
+                client,
+                tui::Start {
+                    thread_key,
+                    harness,
+                    new_thread,
+                },
+            )
+            .await
+        }
         Command::Send {
             thread_key,
             harness,
@@ -150,12 +177,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             exit_on_terminal,
             tui,
         } => {
-            if tui {
-                return Err(Failure::Usage(
-                    "the TUI is not built yet; attach prints lines without --tui".into(),
-                ));
-            }
             let key = parse_key(&thread_key)?;
+            if tui {
+                let start = tui::Start {
+                    thread_key: Some(key),
+                    ..tui::Start::default()
+                };
+                return tui::run(client, start).await;
+            }
             attach(&client, &key, after_event_id, all_events, exit_on_terminal).await
         }
         Command::Threads { json } => threads(&client, json).await,

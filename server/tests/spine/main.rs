@@ -15,3 +15,4 @@ mod outage;
 mod replicas;
 mod resume;
 mod sandboxes;
+mod tui;

@@ -131,7 +131,7 @@ impl Drop for LocalStack {
 }
 
 /// Tests drop their servers without a graceful shutdown: end their sandboxes here.
-fn kill_sandboxes(data: &Path) {
+pub fn kill_sandboxes(data: &Path) {
     let Ok(entries) = std::fs::read_dir(data.join("sandboxes")) else {
         return;
     };
@@ -502,71 +502,16 @@ async fn wait_for_pool(stack: &LocalStack) {
     panic!("the warm pool never filled");
 }
 
-/// The `centaur-server` binary as its own process, so it can be killed.
-struct ServerProcess {
-    child: std::process::Child,
-    url: String,
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
-impl ServerProcess {
-    fn start(env: &[(String, String)], port: u16) -> ServerProcess {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_centaur-server"))
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("CENTAUR_BIND_ADDR", format!("127.0.0.1:{port}"))
-            .env("CENTAUR_LOG_FORMAT", "json")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the server binary starts");
-        ServerProcess {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let http = crate::support::http().build().unwrap();
-        for _ in 0..400 {
-            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await
-                && r.status() == StatusCode::OK
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the server process never became ready");
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn terminate(&mut self) {
-        // SAFETY: plain signal delivery to our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-/// Kill the server (SIGKILL) in the middle of a turn and start it again: the sandbox keeps
-/// running, its runner reconnects, and the thread's events come out complete, in order, once.
-#[tokio::test]
-async fn a_server_killed_mid_turn_loses_and_doubles_nothing() {
-    let dir = temp_dir("server-crash");
-    let proxy = TestProxy::start(None, dir.join("proxy")).await;
+/// The environment of a `centaur-server` process with the local backend, data under `dir`,
+/// and `proxy` as its egress proxy (with an empty policy).
+pub async fn process_env(dir: &Path, proxy: &TestProxy) -> Vec<(String, String)> {
     std::fs::write(dir.join("policy.json"), "{}").unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let env: Vec<(String, String)> = [
+    [
         ("DATABASE_URL", fresh_database().await),
         ("CENTAUR_ADMIN_API_KEY", ADMIN_KEY.to_owned()),
         ("CENTAUR_DATA_DIR", dir.join("data").display().to_string()),
@@ -585,7 +530,70 @@ async fn a_server_killed_mid_turn_loses_and_doubles_nothing() {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    .collect()
+}
+
+/// The `centaur-server` binary as its own process, so it can be killed.
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl ServerProcess {
+    pub fn start(env: &[(String, String)], port: u16) -> ServerProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_centaur-server"))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("CENTAUR_BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("CENTAUR_LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the server binary starts");
+        ServerProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let http = crate::support::http().build().unwrap();
+        for _ in 0..400 {
+            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the server process never became ready");
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) {
+        // SAFETY: plain signal delivery to our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Kill the server (SIGKILL) in the middle of a turn and start it again: the sandbox keeps
+/// running, its runner reconnects, and the thread's events come out complete, in order, once.
+#[tokio::test]
+async fn a_server_killed_mid_turn_loses_and_doubles_nothing() {
+    let dir = temp_dir("server-crash");
+    let proxy = TestProxy::start(None, dir.join("proxy")).await;
+    let port = free_port();
+    let env = process_env(&dir, &proxy).await;
     let mut server = ServerProcess::start(&env, port);
     server.wait_ready().await;
     let http = crate::support::http().build().unwrap();

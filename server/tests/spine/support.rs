@@ -636,11 +636,34 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// The `centaur-runner` binary, built once per test run.
+/// Cargo, without the variables it sets for a running test: build scripts (ring's) watch
+/// `CARGO_MANIFEST_DIR`, and a different value rebuilds them and everything above them.
+fn cargo() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO"));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
 pub fn runner_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let status = std::process::Command::new(env!("CARGO"))
+            let status = cargo()
                 .args([
                     "build",
                     "--quiet",
@@ -728,7 +751,7 @@ pub fn cli_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let status = std::process::Command::new(env!("CARGO"))
+            let status = cargo()
                 .args(["build", "--quiet", "-p", "centaur-cli", "--bin", "centaur"])
                 .status()
                 .expect("cargo runs");

@@ -1,0 +1,705 @@
+//! The TUI's state and how every event on the bus changes it. `App::handle` never does I/O:
+//! it returns [`Effect`]s (network calls) for the runtime to carry out, whose results come back
+//! as events. What the screen shows is drawn from this state alone (see `view`).
+
+use std::collections::HashSet;
+
+use centaur_protocol::api::{ThreadList, ThreadSummary};
+use centaur_protocol::{Decision, Event, Harness, ThreadKey};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
+};
+use uuid::Uuid;
+
+use super::composer::{Composer, Outcome};
+use super::transcript::Transcript;
+use super::view::TranscriptCache;
+use crate::client::Connection;
+
+/// Everything that can happen to the TUI: input, the server's events, answers to requests.
+#[derive(Debug)]
+pub enum AppEvent {
+    Key(KeyEvent),
+    Paste(String),
+    Mouse(MouseEvent),
+    Resize,
+    /// An event of a followed thread.
+    Server(Box<Event>),
+    Connection {
+        key: ThreadKey,
+        state: Connection,
+    },
+    /// Following a thread stopped for good.
+    StreamEnded {
+        key: ThreadKey,
+        error: Option<StreamError>,
+    },
+    Threads(Result<ThreadList, String>),
+    Executed {
+        key: ThreadKey,
+        result: Result<Uuid, String>,
+    },
+    DecisionFailed {
+        approval_id: Uuid,
+        error: String,
+    },
+    ActionFailed(String),
+    HighlighterReady,
+    /// A second went by (elapsed times, periodic refreshes).
+    Tick,
+}
+
+#[derive(Debug)]
+pub enum StreamError {
+    /// The thread does not exist yet: its first message creates it.
+    NotFound,
+    Other(String),
+}
+
+/// Work for the runtime; each answers with an [`AppEvent`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    LoadThreads,
+    Follow(ThreadKey),
+    Execute {
+        key: ThreadKey,
+        harness: Option<Harness>,
+        text: String,
+    },
+    /// A message while a turn runs: the harness takes it as steering.
+    Steer {
+        key: ThreadKey,
+        text: String,
+    },
+    Interrupt(ThreadKey),
+    Decide {
+        key: ThreadKey,
+        approval_id: Uuid,
+        decision: Decision,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    Threads,
+    Thread,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Overlay {
+    Help,
+    HarnessPicker { selected: usize },
+}
+
+/// How the followed stream is doing, as the status line says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Link {
+    Connecting,
+    Live,
+    Reconnecting,
+    /// A thread that does not exist yet.
+    New,
+    Failed(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Composer,
+    /// Moving between foldable blocks.
+    Transcript,
+}
+
+pub struct ThreadView {
+    pub key: ThreadKey,
+    /// The harness for the thread's first turn (a new thread).
+    pub harness: Option<Harness>,
+    pub transcript: Transcript,
+    pub link: Link,
+    pub composer: Composer,
+    /// Lines scrolled up from the bottom; 0 follows new output.
+    pub scroll: usize,
+    /// Blocks shown the other way from their default (folded ones open, open ones folded).
+    pub toggled: HashSet<usize>,
+    pub expand_all: bool,
+    pub focus: Focus,
+    pub selected: Option<usize>,
+    /// Approvals whose decision is on its way to the server.
+    pub deciding: HashSet<Uuid>,
+    pub cache: TranscriptCache,
+}
+
+impl ThreadView {
+    fn new(key: ThreadKey, harness: Option<Harness>, link: Link) -> ThreadView {
+        ThreadView {
+            key,
+            harness,
+            transcript: Transcript::default(),
+            link,
+            composer: Composer::default(),
+            scroll: 0,
+            toggled: HashSet::new(),
+            expand_all: false,
+            focus: Focus::Composer,
+            selected: None,
+            deciding: HashSet::new(),
+            cache: TranscriptCache::default(),
+        }
+    }
+
+    /// Whether block `index` is drawn open.
+    pub fn is_open(&self, index: usize) -> bool {
+        self.expand_all != self.toggled.contains(&index)
+    }
+
+    fn foldable(&self) -> Vec<usize> {
+        self.transcript
+            .blocks()
+            .iter()
+            .enumerate()
+            .filter(|(_, block)| block.foldable())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The approval the overlay asks about: the oldest not being decided.
+    pub fn asking(&self) -> Option<&super::transcript::PendingApproval> {
+        self.transcript
+            .pending
+            .iter()
+            .find(|p| !self.deciding.contains(&p.approval_id))
+    }
+}
+
+#[derive(Default)]
+pub struct ThreadsList {
+    pub threads: Vec<ThreadSummary>,
+    pub filter: String,
+    pub selected: usize,
+    pub loaded: bool,
+    pub error: Option<String>,
+}
+
+impl ThreadsList {
+    /// The threads matching the filter (every word, in key, platform, harness or status).
+    pub fn visible(&self) -> Vec<&ThreadSummary> {
+        let words: Vec<String> = self
+            .filter
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect();
+        self.threads
+            .iter()
+            .filter(|t| {
+                let haystack = format!(
+                    "{} {} {} {}",
+                    t.thread_key,
+                    t.platform,
+                    t.harness.as_str(),
+                    serde_json::to_value(t.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                )
+                .to_lowercase();
+                words.iter().all(|w| haystack.contains(w.as_str()))
+            })
+            .collect()
+    }
+}
+
+pub struct App {
+    pub server: String,
+    pub screen: Screen,
+    pub threads: ThreadsList,
+    pub thread: Option<ThreadView>,
+    pub overlay: Option<Overlay>,
+    /// A one-line message for the person (an error, or what a key will do).
+    pub notice: Option<String>,
+    /// The harness a new thread gets without asking (`--harness`).
+    pub default_harness: Option<Harness>,
+    quit_armed: bool,
+    pub should_quit: bool,
+    /// Something changed since the last frame.
+    pub dirty: bool,
+    ticks: u64,
+}
+
+/// How the TUI starts.
+#[derive(Clone, Debug, Default)]
+pub struct Start {
+    pub thread_key: Option<ThreadKey>,
+    pub harness: Option<Harness>,
+    /// Open a new thread right away (with `harness`).
+    pub new_thread: bool,
+}
+
+const SCROLL_STEP: usize = 3;
+
+impl App {
+    pub fn new(server: String, start: &Start) -> (App, Vec<Effect>) {
+        let mut app = App {
+            server,
+            screen: Screen::Threads,
+            threads: ThreadsList::default(),
+            thread: None,
+            overlay: None,
+            notice: None,
+            default_harness: start.harness,
+            quit_armed: false,
+            should_quit: false,
+            dirty: true,
+            ticks: 0,
+        };
+        let mut effects = vec![Effect::LoadThreads];
+        if let Some(key) = &start.thread_key {
+            effects.extend(app.open(key.clone()));
+        } else if start.new_thread {
+            app.new_thread(start.harness);
+        }
+        (app, effects)
+    }
+
+    fn open(&mut self, key: ThreadKey) -> Vec<Effect> {
+        self.thread = Some(ThreadView::new(
+            key.clone(),
+            self.default_harness,
+            Link::Connecting,
+        ));
+        self.screen = Screen::Thread;
+        vec![Effect::Follow(key)]
+    }
+
+    fn new_thread(&mut self, harness: Option<Harness>) {
+        let key = ThreadKey::parse(&format!("cli:{}", Uuid::now_v7())).expect("a valid key");
+        self.thread = Some(ThreadView::new(key, harness, Link::New));
+        self.screen = Screen::Thread;
+    }
+
+    pub fn handle(&mut self, event: AppEvent) -> Vec<Effect> {
+        self.dirty = true;
+        match event {
+            AppEvent::Key(key) if key.kind != KeyEventKind::Release => self.key(key),
+            AppEvent::Key(_) => {
+                self.dirty = false;
+                Vec::new()
+            }
+            AppEvent::Paste(text) => {
+                match (self.screen, &mut self.thread) {
+                    (Screen::Thread, Some(thread)) => thread.composer.paste(&text),
+                    _ => self
+                        .threads
+                        .filter
+                        .push_str(text.lines().next().unwrap_or("")),
+                }
+                Vec::new()
+            }
+            AppEvent::Mouse(mouse) => {
+                self.mouse(mouse);
+                Vec::new()
+            }
+            AppEvent::Resize | AppEvent::HighlighterReady => Vec::new(),
+            AppEvent::Server(event) => {
+                if let Some(thread) = self.current(&event.thread_key) {
+                    thread.transcript.apply(&event);
+                    if !matches!(thread.link, Link::Reconnecting) {
+                        thread.link = Link::Live;
+                    }
+                    let pending: HashSet<Uuid> = thread
+                        .transcript
+                        .pending
+                        .iter()
+                        .map(|p| p.approval_id)
+                        .collect();
+                    thread.deciding.retain(|id| pending.contains(id));
+                } else {
+                    self.dirty = false;
+                }
+                Vec::new()
+            }
+            AppEvent::Connection { key, state } => {
+                if let Some(thread) = self.current(&key) {
+                    thread.link = match state {
+                        Connection::Live => Link::Live,
+                        Connection::Reconnecting => Link::Reconnecting,
+                    };
+                }
+                Vec::new()
+            }
+            AppEvent::StreamEnded { key, error } => {
+                if let Some(thread) = self.current(&key) {
+                    thread.link = match error {
+                        Some(StreamError::NotFound) => Link::New,
+                        Some(StreamError::Other(message)) => Link::Failed(message),
+                        None => Link::Failed("the stream ended".into()),
+                    };
+                }
+                Vec::new()
+            }
+            AppEvent::Threads(Ok(list)) => {
+                self.threads.threads = list.threads;
+                self.threads.loaded = true;
+                self.threads.error = None;
+                let visible = self.threads.visible().len();
+                self.threads.selected = self.threads.selected.min(visible.saturating_sub(1));
+                Vec::new()
+            }
+            AppEvent::Threads(Err(error)) => {
+                self.threads.error = Some(error);
+                Vec::new()
+            }
+            AppEvent::Executed { key, result } => {
+                let Some(thread) = self.current(&key) else {
+                    return Vec::new();
+                };
+                match result {
+                    Ok(_) if thread.link == Link::New => {
+                        thread.link = Link::Connecting;
+                        vec![Effect::Follow(key), Effect::LoadThreads]
+                    }
+                    Ok(_) => Vec::new(),
+                    Err(error) => {
+                        self.notice = Some(format!("not sent: {error}"));
+                        Vec::new()
+                    }
+                }
+            }
+            AppEvent::DecisionFailed { approval_id, error } => {
+                if let Some(thread) = &mut self.thread {
+                    thread.deciding.remove(&approval_id);
+                }
+                self.notice = Some(format!("the decision was not taken: {error}"));
+                Vec::new()
+            }
+            AppEvent::ActionFailed(error) => {
+                self.notice = Some(error);
+                Vec::new()
+            }
+            AppEvent::Tick => {
+                self.ticks += 1;
+                // Redraw for elapsed times; refresh the list now and then while it shows.
+                let running = self
+                    .thread
+                    .as_ref()
+                    .is_some_and(|t| t.transcript.running.is_some() || t.link != Link::Live);
+                self.dirty = running || self.screen == Screen::Threads;
+                if self.screen == Screen::Threads && self.ticks.is_multiple_of(5) {
+                    vec![Effect::LoadThreads]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    fn current(&mut self, key: &ThreadKey) -> Option<&mut ThreadView> {
+        self.thread.as_mut().filter(|t| &t.key == key)
+    }
+
+    fn mouse(&mut self, mouse: MouseEvent) {
+        let up = match mouse.kind {
+            MouseEventKind::ScrollUp => true,
+            MouseEventKind::ScrollDown => false,
+            _ => {
+                self.dirty = false;
+                return;
+            }
+        };
+        match (self.screen, &mut self.thread) {
+            (Screen::Thread, Some(thread)) => scroll(thread, up, SCROLL_STEP),
+            _ => self.move_selection(up),
+        }
+    }
+
+    fn move_selection(&mut self, up: bool) {
+        let len = self.threads.visible().len();
+        if up {
+            self.threads.selected = self.threads.selected.saturating_sub(1);
+        } else if self.threads.selected + 1 < len {
+            self.threads.selected += 1;
+        }
+    }
+
+    fn key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let quit_was_armed = std::mem::take(&mut self.quit_armed);
+        self.notice = None;
+        if let Some(overlay) = self.overlay.clone() {
+            return self.overlay_key(overlay, key);
+        }
+        if ctrl && key.code == KeyCode::Char('c') {
+            return self.ctrl_c(quit_was_armed);
+        }
+        if key.code == KeyCode::F(1) {
+            self.overlay = Some(Overlay::Help);
+            return Vec::new();
+        }
+        match self.screen {
+            Screen::Threads => self.threads_key(key),
+            Screen::Thread => self.thread_key(key),
+        }
+    }
+
+    fn ctrl_c(&mut self, armed: bool) -> Vec<Effect> {
+        if armed {
+            self.should_quit = true;
+            return Vec::new();
+        }
+        if self.screen == Screen::Thread
+            && let Some(thread) = &mut self.thread
+        {
+            if thread.transcript.running.is_some() {
+                self.quit_armed = true;
+                self.notice = Some("interrupting… (Ctrl-C again quits)".into());
+                return vec![Effect::Interrupt(thread.key.clone())];
+            }
+            if !thread.composer.is_empty() {
+                thread.composer.clear();
+                return Vec::new();
+            }
+        }
+        self.quit_armed = true;
+        self.notice = Some("press Ctrl-C again to quit".into());
+        Vec::new()
+    }
+
+    fn overlay_key(&mut self, overlay: Overlay, key: KeyEvent) -> Vec<Effect> {
+        match overlay {
+            Overlay::Help => self.overlay = None,
+            Overlay::HarnessPicker { selected } => match key.code {
+                KeyCode::Up | KeyCode::Char('k') => {
+                    self.overlay = Some(Overlay::HarnessPicker {
+                        selected: selected.saturating_sub(1),
+                    })
+                }
+                KeyCode::Down | KeyCode::Char('j') => {
+                    self.overlay = Some(Overlay::HarnessPicker {
+                        selected: (selected + 1).min(Harness::ALL.len() - 1),
+                    })
+                }
+                KeyCode::Enter => {
+                    self.overlay = None;
+                    self.new_thread(Some(Harness::ALL[selected]));
+                }
+                KeyCode::Esc => self.overlay = None,
+                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    self.overlay = None
+                }
+                _ => {}
+            },
+        }
+        Vec::new()
+    }
+
+    fn pick_harness(&mut self) {
+        let selected = self
+            .default_harness
+            .and_then(|h| Harness::ALL.iter().position(|x| *x == h))
+            .unwrap_or(0);
+        self.overlay = Some(Overlay::HarnessPicker { selected });
+    }
+
+    fn threads_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        match key.code {
+            KeyCode::Char('n') if ctrl => self.pick_harness(),
+            KeyCode::Char('r') if ctrl => return vec![Effect::LoadThreads],
+            KeyCode::F(5) => return vec![Effect::LoadThreads],
+            KeyCode::Up => self.move_selection(true),
+            KeyCode::Down => self.move_selection(false),
+            KeyCode::PageUp => {
+                self.threads.selected = self.threads.selected.saturating_sub(10);
+            }
+            KeyCode::PageDown => {
+                let len = self.threads.visible().len();
+                self.threads.selected = (self.threads.selected + 10).min(len.saturating_sub(1));
+            }
+            KeyCode::Enter => {
+                let key = self
+                    .threads
+                    .visible()
+                    .get(self.threads.selected)
+                    .map(|t| t.thread_key.clone());
+                if let Some(key) = key {
+                    if self.thread.as_ref().is_some_and(|t| t.key == key) {
+                        self.screen = Screen::Thread;
+                        return Vec::new();
+                    }
+                    return self.open(key);
+                }
+            }
+            KeyCode::Esc if !self.threads.filter.is_empty() => self.threads.filter.clear(),
+            KeyCode::Esc if self.thread.is_some() => self.screen = Screen::Thread,
+            KeyCode::Backspace => {
+                self.threads.filter.pop();
+                self.threads.selected = 0;
+            }
+            KeyCode::Char('?') if self.threads.filter.is_empty() => {
+                self.overlay = Some(Overlay::Help)
+            }
+            KeyCode::Char(c) if !ctrl => {
+                self.threads.filter.push(c);
+                self.threads.selected = 0;
+            }
+            _ => self.dirty = false,
+        }
+        Vec::new()
+    }
+
+    fn thread_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let shift = key.modifiers.contains(KeyModifiers::SHIFT);
+        let Some(thread) = &mut self.thread else {
+            self.screen = Screen::Threads;
+            return Vec::new();
+        };
+        // The approval overlay takes its keys first.
+        if let Some(asking) = thread.asking() {
+            let decision = match key.code {
+                KeyCode::Char('y') => Some(Decision::Approve),
+                KeyCode::Char('a') => Some(Decision::ApproveForSession),
+                KeyCode::Char('n') | KeyCode::Char('d') => Some(Decision::Deny),
+                _ => None,
+            };
+            if let Some(decision) = decision {
+                let approval_id = asking.approval_id;
+                thread.deciding.insert(approval_id);
+                return vec![Effect::Decide {
+                    key: thread.key.clone(),
+                    approval_id,
+                    decision,
+                }];
+            }
+            // The overlay is modal: only scrolling, folding, leaving and interrupting pass.
+            let passes = matches!(key.code, KeyCode::PageUp | KeyCode::PageDown | KeyCode::Esc)
+                || (shift && matches!(key.code, KeyCode::Up | KeyCode::Down))
+                || (ctrl && matches!(key.code, KeyCode::Char('t') | KeyCode::Char('o')));
+            if !passes {
+                self.dirty = false;
+                return Vec::new();
+            }
+        }
+        match key.code {
+            KeyCode::Char('t') if ctrl => {
+                self.screen = Screen::Threads;
+                return vec![Effect::LoadThreads];
+            }
+            KeyCode::Char('n') if ctrl => {
+                self.pick_harness();
+                return Vec::new();
+            }
+            KeyCode::Char('o') if ctrl => {
+                thread.expand_all = !thread.expand_all;
+                thread.toggled.clear();
+                return Vec::new();
+            }
+            KeyCode::PageUp => return page(thread, true),
+            KeyCode::PageDown => return page(thread, false),
+            KeyCode::Up if shift => return scroll_by(thread, true),
+            KeyCode::Down if shift => return scroll_by(thread, false),
+            KeyCode::Esc if thread.focus == Focus::Transcript => {
+                thread.focus = Focus::Composer;
+                thread.selected = None;
+                return Vec::new();
+            }
+            KeyCode::Esc if thread.transcript.running.is_some() => {
+                self.notice = Some("interrupting…".into());
+                return vec![Effect::Interrupt(thread.key.clone())];
+            }
+            _ => {}
+        }
+        if thread.focus == Focus::Transcript {
+            transcript_key(thread, key);
+            return Vec::new();
+        }
+        if thread.composer.is_empty() {
+            match key.code {
+                KeyCode::Tab => {
+                    thread.focus = Focus::Transcript;
+                    thread.selected = thread.foldable().last().copied();
+                    return Vec::new();
+                }
+                KeyCode::Char('?') => {
+                    self.overlay = Some(Overlay::Help);
+                    return Vec::new();
+                }
+                _ => {}
+            }
+        }
+        match thread.composer.key(key) {
+            Outcome::Submit(text) => {
+                thread.scroll = 0;
+                if thread.transcript.running.is_some() {
+                    vec![Effect::Steer {
+                        key: thread.key.clone(),
+                        text,
+                    }]
+                } else {
+                    vec![Effect::Execute {
+                        key: thread.key.clone(),
+                        harness: thread.harness.filter(|_| thread.link == Link::New),
+                        text,
+                    }]
+                }
+            }
+            Outcome::Edited => Vec::new(),
+            Outcome::Ignored => {
+                self.dirty = false;
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn transcript_key(thread: &mut ThreadView, key: KeyEvent) {
+    let foldable = thread.foldable();
+    let position = thread
+        .selected
+        .and_then(|s| foldable.iter().position(|i| *i == s));
+    match key.code {
+        KeyCode::Up | KeyCode::Char('k') => {
+            if let Some(p) = position.filter(|p| *p > 0) {
+                thread.selected = Some(foldable[p - 1]);
+            }
+        }
+        KeyCode::Down | KeyCode::Char('j') => {
+            if let Some(p) = position.filter(|p| p + 1 < foldable.len()) {
+                thread.selected = Some(foldable[p + 1]);
+            }
+        }
+        KeyCode::Char('g') | KeyCode::Home => thread.selected = foldable.first().copied(),
+        KeyCode::Char('G') | KeyCode::End => thread.selected = foldable.last().copied(),
+        KeyCode::Enter | KeyCode::Char(' ') => {
+            if let Some(selected) = thread.selected
+                && !thread.toggled.remove(&selected)
+            {
+                thread.toggled.insert(selected);
+            }
+        }
+        KeyCode::Tab => {
+            thread.focus = Focus::Composer;
+            thread.selected = None;
+        }
+        _ => {}
+    }
+    // Keep the selected block in view: the view scrolls to it when drawing.
+    thread.cache.reveal = thread.selected;
+}
+
+fn scroll(thread: &mut ThreadView, up: bool, lines: usize) {
+    if up {
+        thread.scroll += lines;
+    } else {
+        thread.scroll = thread.scroll.saturating_sub(lines);
+    }
+}
+
+fn scroll_by(thread: &mut ThreadView, up: bool) -> Vec<Effect> {
+    scroll(thread, up, 1);
+    Vec::new()
+}
+
+fn page(thread: &mut ThreadView, up: bool) -> Vec<Effect> {
+    let height = thread.cache.viewport_height.max(2) - 1;
+    scroll(thread, up, height);
+    Vec::new()
+}

@@ -1,0 +1,384 @@
+//! The agent's Markdown as terminal lines: headings, emphasis, lists, quotes, tables, links,
+//! and code blocks with syntax highlighting. Already wrapped to the width it is drawn at.
+
+use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+
+use super::highlight;
+use super::wrap::wrap;
+
+pub const INLINE_CODE: Style = Style::new().fg(Color::LightYellow);
+const CODE_GUTTER: &str = "│ ";
+
+/// Renders `text` at `width` columns.
+pub fn render(text: &str, width: usize) -> Vec<Line<'static>> {
+    let options =
+        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
+    let mut writer = Writer {
+        width,
+        ..Writer::default()
+    };
+    for event in Parser::new_ext(text, options) {
+        writer.event(event);
+    }
+    writer.flush();
+    writer.lines
+}
+
+/// A container that prefixes its lines: a list item (marker, then spaces) or a quote.
+struct Container {
+    first: Span<'static>,
+    rest: Span<'static>,
+    used: bool,
+}
+
+#[derive(Default)]
+struct Writer {
+    width: usize,
+    lines: Vec<Line<'static>>,
+    spans: Vec<Span<'static>>,
+    styles: Vec<Style>,
+    containers: Vec<Container>,
+    lists: Vec<Option<u64>>,
+    code: Option<(String, String)>,
+    link: Option<String>,
+    table_cells: Vec<Vec<Span<'static>>>,
+    in_table_head: bool,
+    blank_before_next: bool,
+}
+
+impl Writer {
+    fn style(&self) -> Style {
+        self.styles
+            .iter()
+            .fold(Style::default(), |acc, style| acc.patch(*style))
+    }
+
+    /// Starts a block: a blank line between it and the block before.
+    fn block(&mut self) {
+        self.flush();
+        if std::mem::take(&mut self.blank_before_next) && !self.lines.is_empty() {
+            let prefix = self.prefix(true);
+            self.lines.push(Line::from(prefix.0));
+        }
+    }
+
+    /// The prefix spans of the next line and the indent of its continuation lines.
+    fn prefix(&mut self, blank: bool) -> (Vec<Span<'static>>, Span<'static>) {
+        let mut first = Vec::new();
+        let mut rest = String::new();
+        let mut rest_style = Style::default();
+        for container in &mut self.containers {
+            if container.used || blank {
+                first.push(container.rest.clone());
+            } else {
+                first.push(container.first.clone());
+                container.used = true;
+            }
+            rest.push_str(&container.rest.content);
+            rest_style = container.rest.style;
+        }
+        (first, Span::styled(rest, rest_style))
+    }
+
+    fn flush(&mut self) {
+        if self.spans.is_empty() {
+            return;
+        }
+        let spans = std::mem::take(&mut self.spans);
+        let (mut line, indent) = self.prefix(false);
+        line.extend(spans);
+        self.lines
+            .extend(wrap(&Line::from(line), self.width, &indent, false));
+    }
+
+    fn text(&mut self, text: &str) {
+        let style = self.style();
+        self.spans.push(Span::styled(text.to_owned(), style));
+    }
+
+    fn event(&mut self, event: Event<'_>) {
+        if let Some((_, code)) = &mut self.code {
+            match event {
+                Event::Text(text) => {
+                    code.push_str(&text);
+                    return;
+                }
+                Event::End(TagEnd::CodeBlock) => {}
+                _ => return,
+            }
+        }
+        match event {
+            Event::Start(tag) => self.start(tag),
+            Event::End(tag) => self.end(tag),
+            Event::Text(text) => self.text(&text),
+            Event::Code(code) => {
+                let style = self.style().patch(INLINE_CODE);
+                self.spans.push(Span::styled(code.to_string(), style));
+            }
+            Event::InlineMath(text) | Event::DisplayMath(text) => self.text(&text),
+            Event::Html(html) | Event::InlineHtml(html) => {
+                for (i, line) in html.trim_end_matches('\n').split('\n').enumerate() {
+                    if i > 0 {
+                        self.flush();
+                    }
+                    self.text(line);
+                }
+            }
+            Event::SoftBreak => self.text(" "),
+            Event::HardBreak => self.flush(),
+            Event::Rule => {
+                self.block();
+                let rule = "─".repeat(self.width.clamp(1, 60));
+                self.lines
+                    .push(Line::styled(rule, Style::new().fg(Color::DarkGray)));
+                self.blank_before_next = true;
+            }
+            Event::TaskListMarker(done) => self.text(if done { "[x] " } else { "[ ] " }),
+            Event::FootnoteReference(name) => self.text(&format!("[^{name}]")),
+        }
+    }
+
+    fn start(&mut self, tag: Tag<'_>) {
+        match tag {
+            Tag::Paragraph => self.block(),
+            Tag::Heading { level, .. } => {
+                self.block();
+                self.styles.push(match level {
+                    HeadingLevel::H1 => Style::new()
+                        .fg(Color::Magenta)
+                        .add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
+                    HeadingLevel::H2 => Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+                    _ => Style::new().add_modifier(Modifier::BOLD),
+                });
+            }
+            Tag::BlockQuote(_) => {
+                self.block();
+                let bar = Span::styled("▌ ", Style::new().fg(Color::Green));
+                self.containers.push(Container {
+                    first: bar.clone(),
+                    rest: bar,
+                    used: false,
+                });
+                self.styles
+                    .push(Style::new().add_modifier(Modifier::ITALIC));
+            }
+            Tag::CodeBlock(kind) => {
+                self.block();
+                let language = match kind {
+                    CodeBlockKind::Fenced(info) => info.to_string(),
+                    CodeBlockKind::Indented => String::new(),
+                };
+                self.code = Some((language, String::new()));
+            }
+            Tag::List(start) => {
+                if self.lists.is_empty() {
+                    self.block();
+                } else {
+                    self.flush();
+                }
+                self.lists.push(start);
+            }
+            Tag::Item => {
+                self.flush();
+                let marker = match self.lists.last_mut() {
+                    Some(Some(n)) => {
+                        let marker = format!("{n}. ");
+                        *n += 1;
+                        marker
+                    }
+                    _ => "• ".to_owned(),
+                };
+                let width = marker.chars().count();
+                self.containers.push(Container {
+                    first: Span::styled(marker, Style::new().fg(Color::Cyan)),
+                    rest: Span::raw(" ".repeat(width)),
+                    used: false,
+                });
+            }
+            Tag::Emphasis => self
+                .styles
+                .push(Style::new().add_modifier(Modifier::ITALIC)),
+            Tag::Strong => self.styles.push(Style::new().add_modifier(Modifier::BOLD)),
+            Tag::Strikethrough => self
+                .styles
+                .push(Style::new().add_modifier(Modifier::CROSSED_OUT)),
+            Tag::Link { dest_url, .. } | Tag::Image { dest_url, .. } => {
+                self.link = Some(dest_url.to_string());
+                self.styles.push(
+                    Style::new()
+                        .fg(Color::LightBlue)
+                        .add_modifier(Modifier::UNDERLINED),
+                );
+            }
+            Tag::Table(_) => self.block(),
+            Tag::TableHead => self.in_table_head = true,
+            Tag::TableRow | Tag::TableCell => {}
+            _ => {}
+        }
+    }
+
+    fn end(&mut self, tag: TagEnd) {
+        match tag {
+            TagEnd::Paragraph => {
+                self.flush();
+                self.blank_before_next = true;
+            }
+            TagEnd::Heading(_) => {
+                self.styles.pop();
+                self.flush();
+                self.blank_before_next = true;
+            }
+            TagEnd::BlockQuote(_) => {
+                self.flush();
+                self.styles.pop();
+                self.containers.pop();
+                self.blank_before_next = true;
+            }
+            TagEnd::CodeBlock => {
+                if let Some((language, code)) = self.code.take() {
+                    self.code_block(&language, &code);
+                }
+                self.blank_before_next = true;
+            }
+            TagEnd::List(_) => {
+                self.flush();
+                self.lists.pop();
+                if self.lists.is_empty() {
+                    self.blank_before_next = true;
+                }
+            }
+            TagEnd::Item => {
+                self.flush();
+                self.containers.pop();
+                // Paragraphs inside loose items do not add space before the next item.
+                self.blank_before_next = false;
+            }
+            TagEnd::Emphasis | TagEnd::Strong | TagEnd::Strikethrough => {
+                self.styles.pop();
+            }
+            TagEnd::Link | TagEnd::Image => {
+                self.styles.pop();
+                if let Some(url) = self.link.take() {
+                    let shown: String = self
+                        .spans
+                        .last()
+                        .map(|s| s.content.to_string())
+                        .unwrap_or_default();
+                    if shown != url && !url.is_empty() {
+                        self.spans.push(Span::styled(
+                            format!(" ({url})"),
+                            Style::new().fg(Color::DarkGray),
+                        ));
+                    }
+                }
+            }
+            TagEnd::TableCell => {
+                let cell = std::mem::take(&mut self.spans);
+                self.table_cells.push(cell);
+            }
+            TagEnd::TableHead | TagEnd::TableRow => {
+                let head = std::mem::take(&mut self.in_table_head);
+                let cells = std::mem::take(&mut self.table_cells);
+                for (i, cell) in cells.into_iter().enumerate() {
+                    if i > 0 {
+                        self.spans
+                            .push(Span::styled(" │ ", Style::new().fg(Color::DarkGray)));
+                    }
+                    for span in cell {
+                        let span = if head {
+                            span.add_modifier(Modifier::BOLD)
+                        } else {
+                            span
+                        };
+                        self.spans.push(span);
+                    }
+                }
+                self.flush();
+            }
+            TagEnd::Table => self.blank_before_next = true,
+            _ => {}
+        }
+    }
+
+    fn code_block(&mut self, language: &str, code: &str) {
+        let code = code.strip_suffix('\n').unwrap_or(code);
+        let raw: Vec<&str> = code.split('\n').collect();
+        let plain = Style::new().fg(Color::Gray);
+        let highlighted = highlight::highlight(language, &raw).unwrap_or_else(|| {
+            raw.iter()
+                .map(|line| vec![Span::styled((*line).to_owned(), plain)])
+                .collect()
+        });
+        let gutter = Span::styled(CODE_GUTTER, Style::new().fg(Color::DarkGray));
+        for spans in highlighted {
+            let (mut line, indent) = self.prefix(false);
+            line.push(gutter.clone());
+            line.extend(spans);
+            let indent = Span::styled(
+                format!("{}{CODE_GUTTER}", indent.content),
+                Style::new().fg(Color::DarkGray),
+            );
+            self.lines
+                .extend(wrap(&Line::from(line), self.width, &indent, true));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(text: &str, width: usize) -> Vec<String> {
+        render(text, width).iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn blocks_lists_quotes_and_code() {
+        let markdown = "# Title\n\nSome *text* with `code` and a [link](https://example.com).\n\n- one\n- two\n  1. nested\n\n> quoted\n\n```sh\necho hi\n```\n";
+        assert_eq!(
+            texts(markdown, 80),
+            [
+                "Title",
+                "",
+                "Some text with code and a link (https://example.com).",
+                "",
+                "• one",
+                "• two",
+                "  1. nested",
+                "",
+                "▌ quoted",
+                "",
+                "│ echo hi",
+            ]
+        );
+    }
+
+    #[test]
+    fn list_items_wrap_under_their_text() {
+        assert_eq!(
+            texts("- a list item that is too long", 14),
+            ["• a list item ", "  that is too ", "  long"]
+        );
+    }
+
+    #[test]
+    fn highlighted_code_keeps_its_text_and_gains_colours() {
+        highlight::load_now();
+        let lines = render("```rust\nlet x = 1;\n```", 40);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].to_string(), "│ let x = 1;");
+        let colours: std::collections::HashSet<_> =
+            lines[0].spans.iter().filter_map(|s| s.style.fg).collect();
+        assert!(colours.len() >= 3, "{lines:?}");
+    }
+
+    #[test]
+    fn an_unclosed_fence_while_streaming_is_code_so_far() {
+        assert_eq!(
+            texts("Here:\n\n```py\nprint(1)", 40),
+            ["Here:", "", "│ print(1)"]
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! A thread as the TUI shows it: a pure reduction of the thread's protocol events into blocks
+//! (messages, commands, approvals…) and the facts the status line needs. The same events always
+//! give the same transcript.
+
+use std::collections::HashMap;
+
+use centaur_protocol::{ApprovalKind, Event, EventBody, ReadySource, Role};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// One thing in the transcript.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Block {
+    /// A person's message (or a system message stored on the thread).
+    User {
+        role: Role,
+        text: String,
+    },
+    /// The agent's text, rendered as Markdown; `streaming` while deltas still arrive.
+    Agent {
+        text: String,
+        streaming: bool,
+    },
+    /// The agent's reasoning; folded unless opened.
+    Reasoning {
+        text: String,
+    },
+    /// A command and its output; `exit` is `None` while it runs.
+    Command {
+        command: String,
+        output: String,
+        exit: Option<Option<i32>>,
+    },
+    FileChange {
+        path: String,
+        kind: String,
+    },
+    Tool {
+        tool: String,
+        method: String,
+        arguments: Value,
+        outcome: Option<Result<Value, String>>,
+    },
+    Approval {
+        approval_id: Uuid,
+        kind: ApprovalKind,
+        summary: String,
+        /// `(decision, decided_by)` once decided.
+        resolved: Option<(String, String)>,
+    },
+    EgressDenied {
+        host: String,
+        reason: String,
+    },
+    /// The end of a turn.
+    TurnEnd {
+        outcome: TurnOutcome,
+        took: Option<chrono::Duration>,
+    },
+    /// A note about the sandbox or thread.
+    Note {
+        text: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TurnOutcome {
+    Completed,
+    Failed(String),
+    Cancelled(String),
+}
+
+impl Block {
+    /// Whether the block has a folded and an open form.
+    pub fn foldable(&self) -> bool {
+        matches!(
+            self,
+            Block::Reasoning { .. } | Block::Command { .. } | Block::Tool { .. }
+        )
+    }
+}
+
+/// An approval still waiting for a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingApproval {
+    pub approval_id: Uuid,
+    pub kind: ApprovalKind,
+    pub summary: String,
+    pub details: Value,
+    pub requested_at: DateTime<Utc>,
+}
+
+/// The sandbox as the events tell it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SandboxState {
+    None,
+    Assigned {
+        sandbox_id: Uuid,
+        ready_source: ReadySource,
+    },
+    Released {
+        reason: String,
+    },
+}
+
+/// The running turn, if any.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Running {
+    pub execution_id: Option<Uuid>,
+    /// When it started (`None` while queued).
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Transcript {
+    blocks: Vec<Block>,
+    /// Bumped whenever a block changes, so a view can cache what it drew.
+    versions: Vec<u64>,
+    commands: HashMap<String, usize>,
+    tools: HashMap<String, usize>,
+    approvals: HashMap<Uuid, usize>,
+    pub pending: Vec<PendingApproval>,
+    pub harness: Option<String>,
+    pub sandbox: SandboxState,
+    pub running: Option<Running>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub last_event_id: i64,
+    pub events_seen: usize,
+    /// The agent block that deltas currently extend.
+    open_agent: Option<usize>,
+    turn_started_at: Option<DateTime<Utc>>,
+}
+
+impl Default for Transcript {
+    fn default() -> Self {
+        Transcript {
+            blocks: Vec::new(),
+            versions: Vec::new(),
+            commands: HashMap::new(),
+            tools: HashMap::new(),
+            approvals: HashMap::new(),
+            pending: Vec::new(),
+            harness: None,
+            sandbox: SandboxState::None,
+            running: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            last_event_id: 0,
+            events_seen: 0,
+            open_agent: None,
+            turn_started_at: None,
+        }
+    }
+}
+
+impl Transcript {
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    pub fn version(&self, index: usize) -> u64 {
+        self.versions[index]
+    }
+
+    fn push(&mut self, block: Block) -> usize {
+        self.blocks.push(block);
+        self.versions.push(0);
+        self.blocks.len() - 1
+    }
+
+    fn touch(&mut self, index: usize) -> &mut Block {
+        self.versions[index] += 1;
+        &mut self.blocks[index]
+    }
+
+    fn close_agent(&mut self) {
+        if let Some(index) = self.open_agent.take()
+            && let Block::Agent { streaming, .. } = self.touch(index)
+        {
+            *streaming = false;
+        }
+    }
+
+    /// Folds one event in. Events at or before the last one seen are ignored, so a replayed
+    /// event never shows twice.
+    pub fn apply(&mut self, event: &Event) {
+        if event.event_id <= self.last_event_id {
+            return;
+        }
+        self.last_event_id = event.event_id;
+        self.events_seen += 1;
+        match &event.body {
+            EventBody::ThreadCreated { harness } => self.harness = Some(harness.clone()),
+            EventBody::MessageCreated { role, text, .. } => {
+                self.close_agent();
+                match role {
+                    Role::Assistant => self.push(Block::Agent {
+                        text: text.clone(),
+                        streaming: false,
+                    }),
+                    role => self.push(Block::User {
+                        role: *role,
+                        text: text.clone(),
+                    }),
+                };
+            }
+            EventBody::SandboxAssigned {
+                sandbox_id,
+                ready_source,
+            } => {
+                self.sandbox = SandboxState::Assigned {
+                    sandbox_id: *sandbox_id,
+                    ready_source: *ready_source,
+                }
+            }
+            EventBody::SandboxReleased { reason, .. } => {
+                self.sandbox = SandboxState::Released {
+                    reason: reason.clone(),
+                };
+            }
+            EventBody::ExecutionQueued {} => {
+                self.running = Some(Running {
+                    execution_id: event.execution_id,
+                    started_at: None,
+                });
+            }
+            EventBody::ExecutionStarted {} => {
+                self.running = Some(Running {
+                    execution_id: event.execution_id,
+                    started_at: Some(event.created_at),
+                });
+                self.turn_started_at = Some(event.created_at);
+            }
+            EventBody::AgentMessageDelta { text } => match self.open_agent {
+                Some(index) => {
+                    if let Block::Agent { text: so_far, .. } = self.touch(index) {
+                        so_far.push_str(text);
+                    }
+                }
+                None => {
+                    let index = self.push(Block::Agent {
+                        text: text.clone(),
+                        streaming: true,
+                    });
+                    self.open_agent = Some(index);
+                }
+            },
+            EventBody::AgentMessage { text } => match self.open_agent.take() {
+                Some(index) => {
+                    *self.touch(index) = Block::Agent {
+                        text: text.clone(),
+                        streaming: false,
+                    }
+                }
+                None => {
+                    self.push(Block::Agent {
+                        text: text.clone(),
+                        streaming: false,
+                    });
+                }
+            },
+            EventBody::AgentReasoning { text } => {
+                self.close_agent();
+                self.push(Block::Reasoning { text: text.clone() });
+            }
+            EventBody::CommandStarted {
+                command_id,
+                command,
+            } => {
+                self.close_agent();
+                let index = self.push(Block::Command {
+                    command: command.clone(),
+                    output: String::new(),
+                    exit: None,
+                });
+                self.commands.insert(command_id.clone(), index);
+            }
+            EventBody::CommandOutput { command_id, chunk } => {
+                let index = match self.commands.get(command_id) {
+                    Some(index) => *index,
+                    // Output of a command whose start was not seen: show it anyway.
+                    None => {
+                        let index = self.push(Block::Command {
+                            command: String::new(),
+                            output: String::new(),
+                            exit: None,
+                        });
+                        self.commands.insert(command_id.clone(), index);
+                        index
+                    }
+                };
+                if let Block::Command { output, .. } = self.touch(index) {
+                    output.push_str(chunk);
+                }
+            }
+            EventBody::CommandFinished {
+                command_id,
+                exit_code,
+            } => {
+                if let Some(index) = self.commands.get(command_id).copied()
+                    && let Block::Command { exit, .. } = self.touch(index)
+                {
+                    *exit = Some(*exit_code);
+                }
+            }
+            EventBody::FileChanged { path, kind } => {
+                self.close_agent();
+                self.push(Block::FileChange {
+                    path: path.clone(),
+                    kind: kind.clone(),
+                });
+            }
+            EventBody::ToolCallStarted {
+                call_id,
+                tool,
+                method,
+                arguments,
+            } => {
+                self.close_agent();
+                let index = self.push(Block::Tool {
+                    tool: tool.clone(),
+                    method: method.clone(),
+                    arguments: arguments.clone(),
+                    outcome: None,
+                });
+                self.tools.insert(call_id.clone(), index);
+            }
+            EventBody::ToolCallFinished {
+                call_id,
+                result,
+                error,
+                ..
+            } => {
+                if let Some(index) = self.tools.get(call_id).copied()
+                    && let Block::Tool { outcome, .. } = self.touch(index)
+                {
+                    *outcome = Some(match error {
+                        Some(error) => Err(error.clone()),
+                        None => Ok(result.clone().unwrap_or(Value::Null)),
+                    });
+                }
+            }
+            EventBody::ApprovalRequested {
+                approval_id,
+                kind,
+                summary,
+                details,
+            } => {
+                self.close_agent();
+                let index = self.push(Block::Approval {
+                    approval_id: *approval_id,
+                    kind: *kind,
+                    summary: summary.clone(),
+                    resolved: None,
+                });
+                self.approvals.insert(*approval_id, index);
+                self.pending.push(PendingApproval {
+                    approval_id: *approval_id,
+                    kind: *kind,
+                    summary: summary.clone(),
+                    details: details.clone(),
+                    requested_at: event.created_at,
+                });
+            }
+            EventBody::ApprovalResolved {
+                approval_id,
+                decision,
+                decided_by,
+            } => {
+                self.pending.retain(|p| p.approval_id != *approval_id);
+                if let Some(index) = self.approvals.get(approval_id).copied()
+                    && let Block::Approval { resolved, .. } = self.touch(index)
+                {
+                    *resolved = Some((decision.clone(), decided_by.clone()));
+                }
+            }
+            EventBody::EgressDenied { host, reason } => {
+                self.close_agent();
+                self.push(Block::EgressDenied {
+                    host: host.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            EventBody::Usage {
+                input_tokens,
+                output_tokens,
+            } => {
+                self.input_tokens += input_tokens;
+                self.output_tokens += output_tokens;
+            }
+            EventBody::ExecutionCompleted { .. }
+            | EventBody::ExecutionFailed { .. }
+            | EventBody::ExecutionCancelled { .. } => {
+                self.close_agent();
+                let outcome = match &event.body {
+                    EventBody::ExecutionFailed { error } => TurnOutcome::Failed(error.clone()),
+                    EventBody::ExecutionCancelled { reason } => {
+                        TurnOutcome::Cancelled(reason.clone())
+                    }
+                    _ => TurnOutcome::Completed,
+                };
+                let took = self
+                    .turn_started_at
+                    .take()
+                    .map(|started| event.created_at - started);
+                self.push(Block::TurnEnd { outcome, took });
+                self.running = None;
+                // Approvals of an ended turn can no longer be decided.
+                self.pending.clear();
+                // Commands left without an end (the harness died) are over too.
+                let unfinished: Vec<usize> = self
+                    .commands
+                    .drain()
+                    .map(|(_, index)| index)
+                    .filter(|index| {
+                        matches!(self.blocks[*index], Block::Command { exit: None, .. })
+                    })
+                    .collect();
+                for index in unfinished {
+                    if let Block::Command { exit, .. } = self.touch(index) {
+                        *exit = Some(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::fixtures::Script;
+
+    #[test]
+    fn deltas_build_one_message_that_the_whole_message_replaces() {
+        let mut script = Script::new();
+        script.user("hi");
+        script.delta("Hel");
+        script.delta("lo");
+        let mut transcript = Transcript::default();
+        for event in script.events() {
+            transcript.apply(event);
+        }
+        assert_eq!(
+            transcript.blocks()[1],
+            Block::Agent {
+                text: "Hello".into(),
+                streaming: true
+            }
+        );
+        script.agent("Hello!");
+        transcript.apply(script.events().last().unwrap());
+        assert_eq!(
+            transcript.blocks()[1],
+            Block::Agent {
+                text: "Hello!".into(),
+                streaming: false
+            }
+        );
+        // A replayed event changes nothing.
+        let before = transcript.blocks().to_vec();
+        transcript.apply(&script.events()[2]);
+        assert_eq!(transcript.blocks(), before.as_slice());
+    }
+
+    #[test]
+    fn an_approval_decided_elsewhere_leaves_the_queue() {
+        let mut script = Script::new();
+        let first = script.approval("run `rm -rf build`");
+        let second = script.approval("run `make`");
+        let mut transcript = Transcript::default();
+        for event in script.events() {
+            transcript.apply(event);
+        }
+        assert_eq!(transcript.pending.len(), 2);
+        script.resolved(first, "approve", "slack:U123");
+        transcript.apply(script.events().last().unwrap());
+        assert_eq!(transcript.pending.len(), 1);
+        assert_eq!(transcript.pending[0].approval_id, second);
+        script.failed("the harness exited");
+        transcript.apply(script.events().last().unwrap());
+        assert!(transcript.pending.is_empty());
+        assert!(transcript.running.is_none());
+    }
+}

@@ -1,0 +1,128 @@
+//! Wrapping styled lines to a width, so the view knows every block's height before drawing.
+
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use unicode_width::UnicodeWidthChar;
+
+/// Splits `line` into lines at most `width` columns wide: at spaces where it can, mid-word
+/// where a word is longer than the line. Continuation lines start with `indent` (a hanging
+/// indent for list items and quotes). `hard` wraps at the width exactly (for code and output,
+/// where spacing matters).
+pub fn wrap(
+    line: &Line<'static>,
+    width: usize,
+    indent: &Span<'static>,
+    hard: bool,
+) -> Vec<Line<'static>> {
+    let width = width.max(1);
+    let indent_width = indent.width().min(width.saturating_sub(1));
+    let chars: Vec<(char, Style)> = line
+        .spans
+        .iter()
+        .flat_map(|span| {
+            let style = line.style.patch(span.style);
+            span.content.chars().map(move |c| (c, style))
+        })
+        .collect();
+    if chars
+        .iter()
+        .map(|(c, _)| c.width().unwrap_or(0))
+        .sum::<usize>()
+        <= width
+    {
+        return vec![line.clone()];
+    }
+    let mut lines = Vec::new();
+    let mut current: Vec<(char, Style)> = Vec::new();
+    let mut current_width = 0;
+    let mut limit = width;
+    // Index in `current` just after the last space: where a soft break may go.
+    let mut break_at: Option<usize> = None;
+    for (c, style) in chars {
+        let w = c.width().unwrap_or(0);
+        if current_width + w > limit && !current.is_empty() {
+            let rest = match break_at.filter(|_| !hard && c != ' ') {
+                Some(at) => current.split_off(at),
+                None => Vec::new(),
+            };
+            lines.push(finish(
+                std::mem::take(&mut current),
+                lines.is_empty(),
+                indent,
+            ));
+            current = rest;
+            current_width = current.iter().map(|(c, _)| c.width().unwrap_or(0)).sum();
+            limit = width - indent_width;
+            break_at = None;
+            if c == ' ' && current.is_empty() && !hard {
+                // A space at a break is swallowed.
+                continue;
+            }
+        }
+        current.push((c, style));
+        current_width += w;
+        if c == ' ' {
+            break_at = Some(current.len());
+        }
+    }
+    if !current.is_empty() || lines.is_empty() {
+        lines.push(finish(current, lines.is_empty(), indent));
+    }
+    lines
+}
+
+fn finish(chars: Vec<(char, Style)>, first: bool, indent: &Span<'static>) -> Line<'static> {
+    let mut spans = Vec::new();
+    if !first && !indent.content.is_empty() {
+        spans.push(indent.clone());
+    }
+    let mut text = String::new();
+    let mut style = None;
+    for (c, s) in chars {
+        if style.is_some_and(|current| current != s) {
+            spans.push(Span::styled(std::mem::take(&mut text), style.unwrap()));
+        }
+        style = Some(s);
+        text.push(c);
+    }
+    if let Some(style) = style {
+        spans.push(Span::styled(text, style));
+    }
+    Line::from(spans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(lines: &[Line]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn wraps_at_spaces_with_a_hanging_indent() {
+        let line = Line::from("• one two three four five");
+        let lines = wrap(&line, 12, &Span::raw("  "), false);
+        assert_eq!(texts(&lines), ["• one two ", "  three four", "  five"]);
+    }
+
+    #[test]
+    fn long_words_and_hard_wrapping_split_mid_word() {
+        let line = Line::from("abcdefghij klm");
+        assert_eq!(
+            texts(&wrap(&line, 4, &Span::raw(""), false)),
+            ["abcd", "efgh", "ij ", "klm"]
+        );
+        assert_eq!(
+            texts(&wrap(&line, 5, &Span::raw(""), true)),
+            ["abcde", "fghij", " klm"]
+        );
+    }
+
+    #[test]
+    fn wide_characters_count_double() {
+        let line = Line::from("日本語のテキスト");
+        let lines = wrap(&line, 6, &Span::raw(""), true);
+        assert_eq!(texts(&lines), ["日本語", "のテキ", "スト"]);
+    }
+}

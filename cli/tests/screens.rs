@@ -1,0 +1,224 @@
+//! What the TUI shows, as snapshots of the screen, driven by recorded event streams. The
+//! state is a function of the events, so each screen is exactly reproducible.
+
+use centaur_cli::client::Connection;
+use centaur_cli::tui::app::{App, AppEvent, Start};
+use centaur_cli::tui::fixtures::{Script, long_thread};
+use centaur_cli::tui::{highlight, view};
+use centaur_protocol::api::{ThreadList, ThreadSummary};
+use centaur_protocol::{Event, Harness, ThreadKey};
+use chrono::{DateTime, Utc};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// An app showing `events`' thread, connected.
+fn app_with(events: &[Event]) -> App {
+    highlight::load_now();
+    let key = events[0].thread_key.clone();
+    let (mut app, _) = App::new(
+        "http://127.0.0.1:8080".into(),
+        &Start {
+            thread_key: Some(key.clone()),
+            ..Start::default()
+        },
+    );
+    app.handle(AppEvent::Connection {
+        key,
+        state: Connection::Live,
+    });
+    for event in events {
+        app.handle(AppEvent::Server(Box::new(event.clone())));
+    }
+    app
+}
+
+fn screen(app: &mut App, width: u16, height: u16, now: DateTime<Utc>) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| view::draw(frame, app, now)).unwrap();
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        let mut row = String::new();
+        for x in 0..buffer.area.width {
+            row.push_str(buffer[(x, y)].symbol());
+        }
+        text.push_str(row.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+fn press(app: &mut App, code: KeyCode, modifiers: KeyModifiers) {
+    app.handle(AppEvent::Key(KeyEvent::new(code, modifiers)));
+}
+
+#[test]
+fn streaming_text() {
+    let mut script = Script::new();
+    script.thread("codex");
+    script.user("How do I list the files, with sizes?");
+    script.reasoning("The user wants `ls` with human-readable sizes.");
+    for piece in [
+        "## Listing files\n\nUse `ls` with ",
+        "**two** flags:\n\n- `-l` long format\n",
+        "- `-h` human sizes\n\n```sh\nls -lh ",
+    ] {
+        script.delta(piece);
+    }
+    script.wait_ms(3_000);
+    let mut app = app_with(script.events());
+    insta::assert_snapshot!(screen(&mut app, 80, 24, script.now()));
+}
+
+#[test]
+fn long_command_output_folded_then_open() {
+    let mut script = Script::new();
+    script.thread("shell");
+    script.user("seq 1 40");
+    script.command("c1", "seq 1 40");
+    for n in 1..=40 {
+        script.output("c1", &format!("{n}\n"));
+    }
+    script.finished("c1", 0);
+    script.completed("1\n…\n40");
+    let mut app = app_with(script.events());
+    insta::assert_snapshot!("long_output_folded", screen(&mut app, 80, 20, script.now()));
+    press(&mut app, KeyCode::Char('o'), KeyModifiers::CONTROL);
+    insta::assert_snapshot!("long_output_open", screen(&mut app, 80, 20, script.now()));
+    // Scrolled up by a page: the earlier lines, and a note that more is below.
+    press(&mut app, KeyCode::PageUp, KeyModifiers::NONE);
+    insta::assert_snapshot!(
+        "long_output_scrolled",
+        screen(&mut app, 80, 20, script.now())
+    );
+}
+
+#[test]
+fn an_approval_with_another_waiting() {
+    let mut script = Script::new();
+    script.thread("codex");
+    script.user("clean the build and rebuild");
+    script.delta("I'll clean first.");
+    script.agent("I'll clean first.");
+    script.approval("run `rm -rf target`");
+    script.approval("run `cargo build`");
+    let mut app = app_with(script.events());
+    insta::assert_snapshot!(
+        "approval_first_of_two",
+        screen(&mut app, 80, 22, script.now())
+    );
+    // Decided in Slack: the overlay moves on to the next one.
+    let first = match &script.events()[7].body {
+        centaur_protocol::EventBody::ApprovalRequested { approval_id, .. } => *approval_id,
+        other => panic!("{other:?}"),
+    };
+    script.resolved(first, "approve", "slack:U024BE7LH");
+    app.handle(AppEvent::Server(Box::new(
+        script.events().last().unwrap().clone(),
+    )));
+    insta::assert_snapshot!("approval_second", screen(&mut app, 80, 22, script.now()));
+}
+
+#[test]
+fn a_failed_turn() {
+    let mut script = Script::new();
+    script.thread("claude-code");
+    script.user("deploy it");
+    script.command("c1", "curl -sf https://deploy.internal/hook");
+    script.egress_denied("deploy.internal");
+    script.output("c1", "curl: (56) CONNECT tunnel failed, response 403\n");
+    script.finished("c1", 56);
+    script.usage(5123, 210);
+    script.failed("the harness exited with status 1: rate limited by the model API");
+    let mut app = app_with(script.events());
+    insta::assert_snapshot!(screen(&mut app, 80, 18, script.now()));
+}
+
+#[test]
+fn a_narrow_terminal() {
+    let mut script = Script::new();
+    script.thread("codex");
+    script.user("Explain the retry policy in one paragraph, with an example.");
+    script.stream(
+        "Retries back off **exponentially**, from 100 ms up to 2 s, and stop after the server answers.\n\n```rust\nlet delay = (delay * 2).min(MAX);\n```\n",
+        16,
+    );
+    script.command("c1", "grep -rn backoff src/");
+    script.output(
+        "c1",
+        "src/client.rs:42:    let mut backoff = Duration::from_millis(100);\n",
+    );
+    script.finished("c1", 0);
+    script.completed("done");
+    let mut app = app_with(script.events());
+    insta::assert_snapshot!(screen(&mut app, 36, 30, script.now()));
+}
+
+#[test]
+fn the_thread_list_filters() {
+    highlight::load_now();
+    let now = Script::new().now();
+    let summary = |key: &str, harness: Harness, minutes: i64, status: &str| ThreadSummary {
+        thread_key: ThreadKey::parse(key).unwrap(),
+        platform: key.split(':').next().unwrap().to_owned(),
+        harness,
+        persona: None,
+        status: serde_json::from_value(serde_json::json!(status)).unwrap(),
+        created_at: now - chrono::Duration::minutes(minutes + 5),
+        last_activity_at: now - chrono::Duration::minutes(minutes),
+        last_event_id: 12,
+    };
+    let (mut app, _) = App::new("http://127.0.0.1:8080".into(), &Start::default());
+    app.handle(AppEvent::Threads(Ok(ThreadList {
+        threads: vec![
+            summary(
+                "slack:C024BE91L:1763804400.000100",
+                Harness::Codex,
+                0,
+                "running",
+            ),
+            summary(
+                "cli:0196f1c2-0000-7000-8000-000000000001",
+                Harness::Shell,
+                42,
+                "idle",
+            ),
+            summary("api:nightly-report", Harness::ClaudeCode, 60 * 26, "idle"),
+        ],
+        next_before: None,
+    })));
+    insta::assert_snapshot!("threads_all", screen(&mut app, 90, 8, now));
+    for c in "slack".chars() {
+        press(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
+    }
+    insta::assert_snapshot!("threads_filtered", screen(&mut app, 90, 8, now));
+}
+
+#[test]
+fn help_lists_the_keys() {
+    let mut script = Script::new();
+    script.thread("echo");
+    let mut app = app_with(script.events());
+    press(&mut app, KeyCode::F(1), KeyModifiers::NONE);
+    insta::assert_snapshot!(screen(&mut app, 100, 30, script.now()));
+}
+
+/// Drawing as events arrive (with the cache) gives the same screen as drawing everything at
+/// once, at any width, after a resize too.
+#[test]
+fn incremental_frames_match_a_fresh_draw() {
+    let events = long_thread(400);
+    let now = Script::new().now();
+    let mut live = app_with(&events[..1]);
+    for (i, event) in events.iter().enumerate().skip(1) {
+        live.handle(AppEvent::Server(Box::new(event.clone())));
+        if i % 7 == 0 {
+            screen(&mut live, 100, 30, now);
+        }
+    }
+    for width in [100, 57, 100] {
+        let fresh = screen(&mut app_with(&events), width, 30, now);
+        assert_eq!(screen(&mut live, width, 30, now), fresh, "width {width}");
+    }
+}
