@@ -20,6 +20,10 @@ bench-proxy:
 bench-sandboxes:
     cargo bench -p centaur-server --bench sandboxes
 
+# The TUI's figures (frame render with 10,000 events, event to screen, startup).
+bench-tui:
+    cargo bench -p centaur-cli --bench tui
+
 # Formatting and lints, as CI wants them.
 lint:
     cargo fmt --all --check

@@ -1,14 +1,32 @@
-//! Where `centaur login` keeps the token: the login keychain on macOS; on Linux, where the
-//! only keyring every machine has (the kernel's) forgets everything at reboot, a file only its
+//! What `centaur login` keeps: the API URL it logged in to (the default for later commands)
+//! and the token. The token goes to the login keychain on macOS; on Linux, where the only
+//! keyring every machine has (the kernel's) forgets everything at reboot, to a file only its
 //! owner can read. `login` says which.
 
-use std::io::{BufRead, Write};
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, Failure};
 
 const KEYRING_SERVICE: &str = "centaur-cli";
+
+/// Where the API is when neither `--api-url`, `CENTAUR_API_URL` nor a login says otherwise.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
+
+/// `~/.config/centaur/credentials.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    /// The URL of the last login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_url: Option<String>,
+    /// Tokens by API URL (where no keychain holds them).
+    #[serde(default)]
+    tokens: BTreeMap<String, String>,
+}
 
 fn file() -> Result<PathBuf, Failure> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
@@ -18,7 +36,7 @@ fn file() -> Result<PathBuf, Failure> {
     Ok(base.join("centaur").join("credentials.json"))
 }
 
-fn read_file() -> serde_json::Map<String, serde_json::Value> {
+fn read_file() -> Saved {
     file()
         .ok()
         .and_then(|path| std::fs::read_to_string(path).ok())
@@ -26,12 +44,11 @@ fn read_file() -> serde_json::Map<String, serde_json::Value> {
         .unwrap_or_default()
 }
 
-fn write_file(tokens: &serde_json::Map<String, serde_json::Value>) -> Result<PathBuf, Failure> {
-    use std::os::unix::fs::OpenOptionsExt;
+fn write_file(saved: &Saved) -> Result<PathBuf, Failure> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = file()?;
     let failed =
         |e: std::io::Error| Failure::Local(format!("cannot write {}: {e}", path.display()));
-    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().expect("a parent");
     std::fs::create_dir_all(dir).map_err(failed)?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
@@ -46,12 +63,17 @@ fn write_file(tokens: &serde_json::Map<String, serde_json::Value>) -> Result<Pat
     out.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(failed)?;
     out.write_all(
-        serde_json::to_string_pretty(tokens)
+        serde_json::to_string_pretty(saved)
             .expect("json")
             .as_bytes(),
     )
     .map_err(failed)?;
     Ok(path)
+}
+
+/// The API URL of the last `centaur login`, if any.
+pub fn saved_url() -> Option<String> {
+    read_file().api_url
 }
 
 /// The saved token for `url`.
@@ -62,81 +84,87 @@ pub fn load(url: &str) -> Result<String, Failure> {
         return Ok(token);
     }
     read_file()
-        .get(url)
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
+        .tokens
+        .remove(url)
         .ok_or_else(|| Failure::NotLoggedIn(url.to_owned()))
 }
 
+/// Asks for the URL (offering `url`) and the token, checks them against the server, and saves
+/// them. Without a terminal, or with `token_env`, nothing is asked: the token comes from that
+/// variable or from one line on stdin.
 pub async fn login(url: &str, token_env: Option<String>) -> Result<ExitCode, Failure> {
+    let interactive = token_env.is_none() && std::io::stdin().is_terminal();
+    let prompt_failed = |e: dialoguer::Error| Failure::Local(format!("cannot ask: {e}"));
+    let url = if interactive {
+        let answer: String = dialoguer::Input::new()
+            .with_prompt("Centaur API URL")
+            .with_initial_text(url)
+            .interact_text()
+            .map_err(prompt_failed)?;
+        answer.trim().trim_end_matches('/').to_owned()
+    } else {
+        url.to_owned()
+    };
     let token = match token_env {
         Some(var) => {
             std::env::var(&var).map_err(|_| Failure::Usage(format!("{var} is not set")))?
         }
+        None if interactive => dialoguer::Password::new()
+            .with_prompt(format!("API token for {url}"))
+            .interact()
+            .map_err(prompt_failed)?,
         None => {
-            eprint!("API token for {url}: ");
-            let _ = std::io::stderr().flush();
-            let line = read_hidden().map_err(|e| Failure::Local(e.to_string()))?;
-            line.trim().to_owned()
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Failure::Local(e.to_string()))?;
+            line
         }
     };
+    let token = token.trim().to_owned();
     if token.is_empty() {
         return Err(Failure::Usage("the token is empty".into()));
     }
     // Checked before it is kept.
-    Client::new(url.to_owned(), token.clone())
+    Client::new(url.clone(), token.clone())
         .get("/agent/threads?limit=1")
         .await?;
     let keyring = if cfg!(target_os = "macos") {
-        centaur_proxy::keyring::write(KEYRING_SERVICE, url, &token)
+        centaur_proxy::keyring::write(KEYRING_SERVICE, &url, &token)
     } else {
         Err("the kernel keyring would forget it at reboot".to_owned())
     };
-    match keyring {
-        Ok(()) => eprintln!("centaur: logged in to {url}; the token is in the keychain"),
+    let mut saved = read_file();
+    saved.api_url = Some(url.clone());
+    let said = match keyring {
+        Ok(()) => "the token is in the keychain".to_owned(),
         Err(reason) => {
-            let mut tokens = read_file();
-            tokens.insert(url.to_owned(), token.into());
-            let path = write_file(&tokens)?;
-            eprintln!(
-                "centaur: logged in to {url}; the token is in {} (readable only by you), not in an OS keyring: {reason}",
-                path.display()
-            );
+            saved.tokens.insert(url.clone(), token);
+            format!(
+                "the token is in {} (readable only by you), not in an OS keyring: {reason}",
+                file()?.display()
+            )
         }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A line from stdin, not echoed when stdin is a terminal.
-fn read_hidden() -> std::io::Result<String> {
-    // SAFETY: termios calls on stdin with a zeroed struct the kernel fills in.
-    let saved = unsafe {
-        let mut term: libc::termios = std::mem::zeroed();
-        (libc::tcgetattr(0, &mut term) == 0).then_some(term)
     };
-    if let Some(term) = saved {
-        let mut quiet = term;
-        quiet.c_lflag &= !libc::ECHO;
-        // SAFETY: as above.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
-    }
-    let mut line = String::new();
-    let read = std::io::stdin().lock().read_line(&mut line);
-    if let Some(term) = saved {
-        // SAFETY: restores what was read above.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &term) };
-        eprintln!();
-    }
-    read.map(|_| line)
+    write_file(&saved)?;
+    let _ = std::io::stderr().flush();
+    eprintln!("centaur: logged in to {url}; {said}");
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn logout(url: &str) -> Result<ExitCode, Failure> {
     if cfg!(target_os = "macos") {
         let _ = centaur_proxy::keyring::delete(KEYRING_SERVICE, url);
     }
-    let mut tokens = read_file();
-    if tokens.remove(url).is_some() {
-        write_file(&tokens)?;
+    let mut saved = read_file();
+    let had_token = saved.tokens.remove(url).is_some();
+    let was_default = saved.api_url.as_deref() == Some(url);
+    if was_default {
+        saved.api_url = None;
+    }
+    if had_token || was_default {
+        write_file(&saved)?;
     }
     eprintln!("centaur: logged out of {url}");
     Ok(ExitCode::SUCCESS)

@@ -15,14 +15,10 @@ use centaur_cli::{credentials, render, tui};
 #[derive(Parser)]
 #[command(name = "centaur", version, about = "Talk to Centaur's agent")]
 struct Cli {
-    /// The Centaur server.
-    #[arg(
-        long,
-        global = true,
-        env = "CENTAUR_API_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    api_url: String,
+    /// The Centaur server [default: the URL of the last `centaur login`, else
+    /// http://127.0.0.1:8080]
+    #[arg(long, global = true, env = "CENTAUR_API_URL")]
+    api_url: Option<String>,
     /// An API token (otherwise the one `centaur login` saved).
     #[arg(long, global = true, env = "CENTAUR_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -88,9 +84,10 @@ enum Command {
         #[arg(long)]
         for_session: bool,
     },
-    /// Check and save the server's URL and a token (in the OS keyring, or a 0600 file).
+    /// Ask for the server's URL and a token, check them, and save them (the token in the OS
+    /// keyring, or a 0600 file). Without a terminal, the token is one line on stdin.
     Login {
-        /// Read the token from this variable instead of asking.
+        /// Read the token from this variable instead of asking (the URL is --api-url's).
         #[arg(long)]
         token_env: Option<String>,
     },
@@ -128,7 +125,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let url = cli.api_url.trim_end_matches('/').to_owned();
+    let url = cli
+        .api_url
+        .or_else(credentials::saved_url)
+        .unwrap_or_else(|| credentials::DEFAULT_API_URL.to_owned());
+    let url = url.trim_end_matches('/').to_owned();
     let command = cli.command.unwrap_or(Command::Tui {
         thread_key: None,
         harness: None,

@@ -222,3 +222,33 @@ fn incremental_frames_match_a_fresh_draw() {
         assert_eq!(screen(&mut live, width, 30, now), fresh, "width {width}");
     }
 }
+
+/// Scrolled up, the view stays put while output keeps arriving below it.
+#[test]
+fn scrolled_up_the_view_stays_while_output_arrives() {
+    let mut script = Script::new();
+    script.thread("shell");
+    script.user("seq 1 100");
+    script.command("c1", "seq 1 100");
+    for n in 1..=60 {
+        script.output("c1", &format!("{n}\n"));
+    }
+    let mut app = app_with(script.events());
+    press(&mut app, KeyCode::Char('o'), KeyModifiers::CONTROL);
+    let now = script.now();
+    screen(&mut app, 60, 20, now);
+    press(&mut app, KeyCode::PageUp, KeyModifiers::NONE);
+    let before = screen(&mut app, 60, 20, now);
+    for n in 61..=100 {
+        script.output("c1", &format!("{n}\n"));
+        app.handle(AppEvent::Server(Box::new(
+            script.events().last().unwrap().clone(),
+        )));
+        screen(&mut app, 60, 20, now);
+    }
+    let after = screen(&mut app, 60, 20, now);
+    // The transcript's rows but its last (where the "more below" note is).
+    let transcript = |s: &str| s.lines().take(15).collect::<Vec<_>>().join("\n");
+    assert_eq!(transcript(&after), transcript(&before));
+    assert!(after.contains("↓ 55 more lines"), "{after}");
+}

@@ -703,3 +703,177 @@ fn page(thread: &mut ThreadView, up: bool) -> Vec<Effect> {
     scroll(thread, up, height);
     Vec::new()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::fixtures::Script;
+
+    fn key(app: &mut App, code: KeyCode, modifiers: KeyModifiers) -> Vec<Effect> {
+        app.handle(AppEvent::Key(KeyEvent::new(code, modifiers)))
+    }
+
+    fn typed(app: &mut App, text: &str) {
+        for c in text.chars() {
+            key(app, KeyCode::Char(c), KeyModifiers::NONE);
+        }
+    }
+
+    fn showing(script: &Script) -> App {
+        let key = script.events()[0].thread_key.clone();
+        let (mut app, effects) = App::new(
+            "http://server".into(),
+            &Start {
+                thread_key: Some(key.clone()),
+                ..Start::default()
+            },
+        );
+        assert_eq!(effects, [Effect::LoadThreads, Effect::Follow(key)]);
+        for event in script.events() {
+            app.handle(AppEvent::Server(Box::new(event.clone())));
+        }
+        app
+    }
+
+    #[test]
+    fn a_new_thread_sends_with_its_harness_then_follows() {
+        let (mut app, _) = App::new(
+            "http://server".into(),
+            &Start {
+                harness: Some(Harness::Shell),
+                new_thread: true,
+                ..Start::default()
+            },
+        );
+        typed(&mut app, "echo hi");
+        let effects = key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        let thread_key = app.thread.as_ref().unwrap().key.clone();
+        assert!(thread_key.as_ref().starts_with("cli:"));
+        assert_eq!(
+            effects,
+            [Effect::Execute {
+                key: thread_key.clone(),
+                harness: Some(Harness::Shell),
+                text: "echo hi".into()
+            }]
+        );
+        let effects = app.handle(AppEvent::Executed {
+            key: thread_key.clone(),
+            result: Ok(Uuid::nil()),
+        });
+        assert_eq!(effects, [Effect::Follow(thread_key), Effect::LoadThreads]);
+    }
+
+    #[test]
+    fn ctrl_c_interrupts_a_running_turn_and_a_second_quits() {
+        let mut script = Script::new();
+        script.user("sleep 30");
+        let mut app = showing(&script);
+        let thread_key = script.events()[0].thread_key.clone();
+        assert_eq!(
+            key(&mut app, KeyCode::Char('c'), KeyModifiers::CONTROL),
+            [Effect::Interrupt(thread_key.clone())]
+        );
+        assert!(!app.should_quit);
+        key(&mut app, KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert!(app.should_quit);
+
+        // Esc interrupts too; with no turn running, Ctrl-C first clears the message.
+        let mut app = showing(&script);
+        assert_eq!(
+            key(&mut app, KeyCode::Esc, KeyModifiers::NONE),
+            [Effect::Interrupt(thread_key)]
+        );
+        script.cancelled("interrupted");
+        let mut app = showing(&script);
+        typed(&mut app, "draft");
+        key(&mut app, KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert!(app.thread.as_ref().unwrap().composer.is_empty());
+        assert!(!app.should_quit);
+    }
+
+    #[test]
+    fn a_message_during_a_turn_steers_it() {
+        let mut script = Script::new();
+        script.user("write the report");
+        let mut app = showing(&script);
+        typed(&mut app, "use British spelling");
+        let effects = key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        assert_eq!(
+            effects,
+            [Effect::Steer {
+                key: script.events()[0].thread_key.clone(),
+                text: "use British spelling".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn approval_keys_decide_the_oldest_and_typing_waits() {
+        let mut script = Script::new();
+        script.user("build");
+        let first = script.approval("run `make`");
+        let second = script.approval("run `make install`");
+        let mut app = showing(&script);
+        let thread_key = script.events()[0].thread_key.clone();
+        // Letters other than the decisions do not reach the composer while asked.
+        typed(&mut app, "x");
+        assert!(app.thread.as_ref().unwrap().composer.is_empty());
+        assert_eq!(
+            key(&mut app, KeyCode::Char('a'), KeyModifiers::NONE),
+            [Effect::Decide {
+                key: thread_key.clone(),
+                approval_id: first,
+                decision: Decision::ApproveForSession
+            }]
+        );
+        // While that decision travels, the next one is asked.
+        assert_eq!(
+            app.thread.as_ref().unwrap().asking().unwrap().approval_id,
+            second
+        );
+        assert_eq!(
+            key(&mut app, KeyCode::Char('n'), KeyModifiers::NONE),
+            [Effect::Decide {
+                key: thread_key,
+                approval_id: second,
+                decision: Decision::Deny
+            }]
+        );
+        // A refused decision comes back to be asked again.
+        app.handle(AppEvent::DecisionFailed {
+            approval_id: second,
+            error: "the server is away".into(),
+        });
+        assert_eq!(
+            app.thread.as_ref().unwrap().asking().unwrap().approval_id,
+            second
+        );
+    }
+
+    #[test]
+    fn the_thread_list_opens_the_chosen_thread() {
+        let (mut app, _) = App::new("http://server".into(), &Start::default());
+        let summary = |key: &str| centaur_protocol::api::ThreadSummary {
+            thread_key: ThreadKey::parse(key).unwrap(),
+            platform: "api".into(),
+            harness: Harness::Echo,
+            persona: None,
+            status: centaur_protocol::api::ThreadStatus::Idle,
+            created_at: chrono::Utc::now(),
+            last_activity_at: chrono::Utc::now(),
+            last_event_id: 1,
+        };
+        app.handle(AppEvent::Threads(Ok(ThreadList {
+            threads: vec![summary("api:alpha"), summary("api:beta")],
+            next_before: None,
+        })));
+        typed(&mut app, "bet");
+        let effects = key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        assert_eq!(
+            effects,
+            [Effect::Follow(ThreadKey::parse("api:beta").unwrap())]
+        );
+        assert_eq!(app.screen, Screen::Thread);
+    }
+}

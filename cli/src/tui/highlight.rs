@@ -17,15 +17,29 @@ struct Highlighter {
 
 static HIGHLIGHTER: OnceLock<Highlighter> = OnceLock::new();
 
+/// Languages agents write most; their grammars compile their patterns on first use, which
+/// takes tens of milliseconds, so that happens here rather than in a frame.
+const WARM: &[&str] = &[
+    "rust", "sh", "python", "js", "ts", "json", "go", "yaml", "toml", "diff",
+];
+
 fn build() -> Highlighter {
     let mut themes = ThemeSet::load_defaults();
-    Highlighter {
+    let highlighter = Highlighter {
         syntaxes: SyntaxSet::load_defaults_newlines(),
         theme: themes
             .themes
             .remove("base16-ocean.dark")
             .expect("syntect ships base16-ocean.dark"),
+    };
+    for language in WARM {
+        if let Some(syntax) = highlighter.syntaxes.find_syntax_by_token(language) {
+            let mut lines = HighlightLines::new(syntax, &highlighter.theme);
+            let _ =
+                lines.highlight_line("let x = \"a\" + 1 # // /* */ {}\n", &highlighter.syntaxes);
+        }
     }
+    highlighter
 }
 
 /// Loads the grammars on a background thread; `ready` runs once they are in.

@@ -30,7 +30,6 @@ pub struct TranscriptCache {
     entries: Vec<Option<Entry>>,
     width: u16,
     highlighted: bool,
-    last_total: usize,
     /// Rows the transcript had in the last frame (for paging).
     pub viewport_height: usize,
     /// A block to scroll into view at the next frame.
@@ -98,57 +97,64 @@ fn draw_transcript(frame: &mut Frame, thread: &mut ThreadView, area: Rect) {
     let width = area.width.max(1);
     let cache = &mut thread.cache;
     let highlighted = super::highlight::is_ready();
-    if cache.width != width || cache.highlighted != highlighted {
+    let relaid = cache.width != width || cache.highlighted != highlighted;
+    if relaid {
         cache.entries.clear();
         cache.width = width;
         cache.highlighted = highlighted;
     }
+    cache.viewport_height = height;
     let blocks = thread.transcript.blocks();
     cache.entries.resize_with(blocks.len(), || None);
-    let mut total = 0;
-    let mut reveal_range = None;
-    for (index, block) in blocks.iter().enumerate() {
+    // Positions count lines up from the bottom. Walk up from the last block, laying out what
+    // changed, until the view (and a block to reveal) is covered; blocks above stay as they
+    // are, so a frame costs what is on screen, however long the thread.
+    let anchored = thread.scroll > 0 && !relaid;
+    let mut reveal = cache.reveal.take().filter(|r| *r < blocks.len());
+    // (block, position of its bottom line)
+    let mut walked: Vec<(usize, usize)> = Vec::new();
+    let mut below = 0;
+    let mut index = blocks.len();
+    while index > 0 && (below < height + thread.scroll || reveal.is_some_and(|r| r < index)) {
+        index -= 1;
         let version = thread.transcript.version(index);
         let open = thread.expand_all != thread.toggled.contains(&index);
-        let fresh =
-            matches!(&cache.entries[index], Some(e) if e.version == version && e.open == open);
+        let entry = &mut cache.entries[index];
+        let fresh = matches!(entry, Some(e) if e.version == version && e.open == open);
         if !fresh {
+            let before = entry.as_ref().map_or(0, |e| e.lines.len());
             let mut lines = if index == 0 {
                 Vec::new()
             } else {
                 vec![Line::default()]
             };
-            lines.extend(block_lines(block, open, width as usize));
-            cache.entries[index] = Some(Entry {
+            lines.extend(block_lines(&blocks[index], open, width as usize));
+            // New lines below the view while scrolled up keep the view where it was.
+            if anchored && lines.len() > before {
+                thread.scroll += lines.len() - before;
+            }
+            *entry = Some(Entry {
                 version,
                 open,
                 lines,
             });
         }
-        let len = cache.entries[index].as_ref().map_or(0, |e| e.lines.len());
-        if cache.reveal == Some(index) {
-            reveal_range = Some((total, total + len));
+        let len = entry.as_ref().map_or(0, |e| e.lines.len());
+        walked.push((index, below));
+        if reveal == Some(index) {
+            let top = below + len;
+            if top > thread.scroll + height {
+                thread.scroll = top.saturating_sub(height);
+            } else if below < thread.scroll {
+                thread.scroll = below;
+            }
+            reveal = None;
         }
-        total += len;
+        below += len;
     }
-    // New lines while scrolled up keep the view where it was.
-    if thread.scroll > 0 && total > cache.last_total {
-        thread.scroll += total - cache.last_total;
+    if index == 0 {
+        thread.scroll = thread.scroll.min(below.saturating_sub(height));
     }
-    cache.last_total = total;
-    cache.viewport_height = height;
-    let max_scroll = total.saturating_sub(height);
-    if let Some((start, end)) = reveal_range.take() {
-        let top = total.saturating_sub(height + thread.scroll);
-        if start < top {
-            thread.scroll = total.saturating_sub(start + height);
-        } else if end > top + height {
-            thread.scroll = total.saturating_sub(end.min(start + height));
-        }
-        cache.reveal = None;
-    }
-    thread.scroll = thread.scroll.min(max_scroll);
-    let top = total.saturating_sub(height + thread.scroll);
 
     if blocks.is_empty() {
         let hint = match &thread.link {
@@ -176,17 +182,13 @@ fn draw_transcript(frame: &mut Frame, thread: &mut ThreadView, area: Rect) {
     }
 
     let mut visible = Vec::with_capacity(height);
-    let mut offset = 0;
-    for (index, entry) in cache.entries.iter().enumerate() {
-        let lines = &entry.as_ref().expect("drawn above").lines;
-        if offset + lines.len() <= top {
-            offset += lines.len();
-            continue;
-        }
-        let skip = top.saturating_sub(offset);
-        for (i, line) in lines.iter().enumerate().skip(skip) {
-            if visible.len() == height {
-                break;
+    let view = thread.scroll..thread.scroll + height;
+    for &(index, bottom) in walked.iter().rev() {
+        let lines = &cache.entries[index].as_ref().expect("laid out above").lines;
+        let top = bottom + lines.len();
+        for (i, line) in lines.iter().enumerate() {
+            if !view.contains(&(top - 1 - i)) {
+                continue;
             }
             // The selected block's first line is marked.
             let first = i == usize::from(index > 0);
@@ -195,10 +197,6 @@ fn draw_transcript(frame: &mut Frame, thread: &mut ThreadView, area: Rect) {
             } else {
                 visible.push(line.clone());
             }
-        }
-        offset += lines.len();
-        if visible.len() == height {
-            break;
         }
     }
     frame.render_widget(Paragraph::new(visible), area);
@@ -559,11 +557,8 @@ fn draw_composer(
         .border_style(border)
         .title(Span::styled(title, border))
         .title_top(
-            Line::styled(
-                format!(" {} ", shorten(thread.key.as_ref(), key_room)),
-                DIM,
-            )
-            .right_aligned(),
+            Line::styled(format!(" {} ", shorten(thread.key.as_ref(), key_room)), DIM)
+                .right_aligned(),
         );
     let inner = frame_block.inner(area);
     frame.render_widget(frame_block, area);

@@ -151,3 +151,62 @@ async fn send_attach_threads_and_exit_codes() {
         text(&out.stderr)
     );
 }
+
+/// `login` checks the token, keeps it where only its owner can read it, and makes the URL the
+/// default; later commands need neither; `logout` forgets both.
+#[tokio::test]
+async fn login_remembers_the_server_and_the_token() {
+    let stack = LocalStack::start("cli-login", 0, json!({})).await;
+    let home = stack.dir.join("home");
+    let run = |args: &'static [&'static str], stdin: String, with_url: bool| {
+        let mut command = tokio::process::Command::new(cli_binary());
+        command
+            .args(args)
+            .env_remove("CENTAUR_API_URL")
+            .env_remove("CENTAUR_API_TOKEN")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("HOME", &home)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if with_url {
+            command.env("CENTAUR_API_URL", &stack.server.url);
+        }
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut child = command.spawn().unwrap();
+            let mut input = child.stdin.take().unwrap();
+            input.write_all(stdin.as_bytes()).await.unwrap();
+            drop(input);
+            child.wait_with_output().await.unwrap()
+        }
+    };
+
+    // A wrong token is refused and nothing is saved.
+    let out = run(&["login"], "not-the-token\n".into(), true).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let file = home.join(".config/centaur/credentials.json");
+    assert!(!file.exists());
+
+    let out = run(&["login"], format!("{ADMIN_KEY}\n"), true).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("readable only by you"),
+        "{}",
+        text(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // No URL, no token in the environment: the login's are used.
+    let out = run(&["threads"], String::new(), false).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = run(&["logout"], String::new(), false).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(!saved.contains(ADMIN_KEY), "{saved}");
+    let out = run(&["threads"], String::new(), false).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
