@@ -22,7 +22,7 @@ bench-sandboxes:
 
 # The TUI's figures (frame render with 10,000 events, event to screen, startup).
 bench-tui:
-    cargo bench -p centaur-cli --bench tui
+    cargo bench -p centaur --bench tui
 
 # Formatting and lints, as CI wants them.
 lint:

@@ -5,7 +5,7 @@
 //! - from an event written on the socket to its text leaving the TUI for the terminal;
 //! - from starting `centaur tui` in a pseudo-terminal to its first frame.
 //!
-//!     cargo bench -p centaur-cli --bench tui
+//!     cargo bench -p centaur --bench tui
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};

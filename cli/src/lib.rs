@@ -1,7 +1,8 @@
-//! The `centaur` command's parts: the API client, line rendering, saved credentials and the
-//! terminal interface. The binary (`main.rs`) wires them to the command line.
+//! The `centaur` command's parts: the API client, line rendering, saved credentials, the
+//! terminal interface and the local dev stack. The binary (`main.rs`) wires them to the command line.
 
 pub mod client;
 pub mod credentials;
+pub mod dev;
 pub mod render;
 pub mod tui;

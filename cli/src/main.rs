@@ -93,6 +93,14 @@ enum Command {
     },
     /// Forget the saved token.
     Logout,
+    /// The whole stack on this machine: PostgreSQL, the server, the proxy and sandboxes.
+    #[command(args_conflicts_with_subcommands = true)]
+    Dev {
+        #[command(subcommand)]
+        command: Option<centaur_cli::dev::DevCommand>,
+        #[command(flatten)]
+        up: centaur_cli::dev::UpArgs,
+    },
     /// Tools through the API.
     Tools {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -110,6 +118,12 @@ fn main() -> ExitCode {
     // process quietly instead of a panic in `println!`.
     // SAFETY: called before any other thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Started as `centaur-runner` (inside a sandbox of the local stack), this binary is the
+    // runner, so one build serves the whole stack.
+    let name = std::env::args_os().next().map(std::path::PathBuf::from);
+    if name.as_deref().and_then(|n| n.file_name()) == Some("centaur-runner".as_ref()) {
+        return centaur_runner::command::main();
+    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -125,15 +139,22 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let url = cli
-        .api_url
-        .or_else(credentials::saved_url)
-        .unwrap_or_else(|| credentials::DEFAULT_API_URL.to_owned());
-    let url = url.trim_end_matches('/').to_owned();
     let command = cli.command.unwrap_or(Command::Tui {
         thread_key: None,
         harness: None,
     });
+    if let Command::Dev { command, up } = command {
+        return centaur_cli::dev::run(command, up).await;
+    }
+    // Where the API is: the flag or variable, else a running `centaur dev` stack (of this
+    // CENTAUR_HOME), else the last login, else the default.
+    let stack = centaur_cli::dev::running_stack();
+    let url = cli
+        .api_url
+        .or_else(|| stack.as_ref().map(|(url, _)| url.clone()))
+        .or_else(credentials::saved_url)
+        .unwrap_or_else(|| credentials::DEFAULT_API_URL.to_owned());
+    let url = url.trim_end_matches('/').to_owned();
     match command {
         Command::Login { token_env } => return credentials::login(&url, token_env).await,
         Command::Logout => return credentials::logout(&url),
@@ -141,7 +162,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Workflows { .. } => return Err(Failure::Unavailable("workflows")),
         _ => {}
     }
-    let token = match cli.api_token {
+    let stack_token = stack
+        .filter(|(stack_url, _)| *stack_url == url)
+        .map(|(_, token)| token);
+    let token = match cli.api_token.or(stack_token) {
         Some(token) => token,
         None => credentials::load(&url)?,
     };
@@ -159,6 +183,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     thread_key,
                     harness,
                     new_thread,
+                    notice: None,
                 },
             )
             .await
@@ -215,6 +240,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Login { .. }
         | Command::Logout
+        | Command::Dev { .. }
         | Command::Tools { .. }
         | Command::Workflows { .. } => {
             unreachable!("handled above")

@@ -9,6 +9,7 @@
 //! - [`harness`]: the adapters (echo, shell, codex, …).
 //! - [`forward`]: the proxy's socket as a loopback port, and the proxy environment.
 
+pub mod command;
 pub mod follow;
 pub mod forward;
 pub mod harness;

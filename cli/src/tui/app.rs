@@ -231,6 +231,8 @@ pub struct Start {
     pub harness: Option<Harness>,
     /// Open a new thread right away (with `harness`).
     pub new_thread: bool,
+    /// A first line for the person (how to add a model key, say).
+    pub notice: Option<String>,
 }
 
 const SCROLL_STEP: usize = 3;
@@ -243,7 +245,7 @@ impl App {
             threads: ThreadsList::default(),
             thread: None,
             overlay: None,
-            notice: None,
+            notice: start.notice.clone(),
             default_harness: start.harness,
             quit_armed: false,
             should_quit: false,

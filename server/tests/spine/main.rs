@@ -7,6 +7,7 @@ mod bad_input;
 mod claude;
 mod cli;
 mod codex;
+mod dev;
 mod egress;
 mod egress_push;
 mod flow;

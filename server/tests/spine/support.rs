@@ -752,7 +752,7 @@ pub fn cli_binary() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let status = cargo()
-                .args(["build", "--quiet", "-p", "centaur-cli", "--bin", "centaur"])
+                .args(["build", "--quiet", "-p", "centaur", "--bin", "centaur"])
                 .status()
                 .expect("cargo runs");
             assert!(status.success(), "building centaur failed");

@@ -1,0 +1,363 @@
+//! `centaur dev doctor`: every prerequisite and setting of a local stack, each failure with
+//! the command that fixes it on Debian/Ubuntu and on macOS.
+
+use std::process::{Command, ExitCode, Stdio};
+
+use super::home::Home;
+use super::setup::MODEL_KEYS;
+use crate::client::Failure;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Ok,
+    /// Works, with less (for example rlimits instead of cgroups).
+    Warn,
+    Fail,
+}
+
+struct Check {
+    name: &'static str,
+    level: Level,
+    detail: String,
+    debian: Option<String>,
+    macos: Option<String>,
+}
+
+impl Check {
+    fn ok(name: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            level: Level::Ok,
+            detail: detail.into(),
+            debian: None,
+            macos: None,
+        }
+    }
+
+    fn bad(
+        name: &'static str,
+        level: Level,
+        detail: impl Into<String>,
+        debian: &str,
+        macos: &str,
+    ) -> Check {
+        Check {
+            name,
+            level,
+            detail: detail.into(),
+            debian: Some(debian.to_owned()),
+            macos: Some(macos.to_owned()),
+        }
+    }
+}
+
+const KIND: &str = "the local backend needs Linux: use `centaur dev --backend kind`";
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Whether bubblewrap can make the namespaces a sandbox needs.
+pub fn bwrap_works() -> bool {
+    Command::new("bwrap")
+        .args([
+            "--unshare-all",
+            "--die-with-parent",
+            "--ro-bind",
+            "/",
+            "/",
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn checks(home: &Home, port: u16) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let linux = cfg!(target_os = "linux");
+    checks.push(if linux {
+        Check::ok(
+            "operating system",
+            output("uname", &["-sr"]).unwrap_or_else(|| "Linux".into()),
+        )
+    } else {
+        Check::bad("operating system", Level::Fail, "not Linux", "—", KIND)
+    });
+
+    checks.push(match centaur_server::pg_cluster::find_bin_dir() {
+        Some(dir) => {
+            let version = output(&dir.join("pg_ctl").display().to_string(), &["--version"])
+                .unwrap_or_default();
+            let major: u32 = version
+                .split_whitespace()
+                .last()
+                .and_then(|v| v.split('.').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if major >= 13 {
+                Check::ok("PostgreSQL", format!("{version} in {}", dir.display()))
+            } else {
+                Check::bad(
+                    "PostgreSQL",
+                    Level::Fail,
+                    format!("{version} is older than 13"),
+                    "sudo apt-get install -y postgresql",
+                    "brew install postgresql@15",
+                )
+            }
+        }
+        None => Check::bad(
+            "PostgreSQL",
+            Level::Fail,
+            "no initdb and pg_ctl (server binaries) found",
+            "sudo apt-get install -y postgresql",
+            "brew install postgresql@15",
+        ),
+    });
+
+    let bwrap = on_path("bwrap");
+    checks.push(match &bwrap {
+        Some(path) => Check::ok(
+            "bubblewrap",
+            format!(
+                "{} ({})",
+                output("bwrap", &["--version"]).unwrap_or_default(),
+                path.display()
+            ),
+        ),
+        None => Check::bad(
+            "bubblewrap",
+            Level::Fail,
+            "`bwrap` is not on PATH",
+            "sudo apt-get install -y bubblewrap",
+            KIND,
+        ),
+    });
+    if bwrap.is_some() {
+        checks.push(if bwrap_works() {
+            Check::ok("user namespaces", "bubblewrap can make a sandbox")
+        } else {
+            Check::bad(
+                "user namespaces",
+                Level::Fail,
+                "bubblewrap cannot make namespaces here",
+                "sudo sysctl -w kernel.unprivileged_userns_clone=1 (Ubuntu 24.04+: sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0)",
+                KIND,
+            )
+        });
+    }
+
+    let controllers =
+        std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+    checks.push(
+        if controllers.contains("memory") && controllers.contains("pids") {
+            Check::ok("cgroups v2", format!("controllers: {}", controllers.trim()))
+        } else {
+            Check::bad(
+                "cgroups v2",
+                Level::Warn,
+                "no cgroup v2 memory and pids controllers: sandboxes get rlimits instead",
+                "boot with systemd.unified_cgroup_hierarchy=1, and delegate a cgroup (CENTAUR_CGROUP_ROOT)",
+                KIND,
+            )
+        },
+    );
+
+    let node = output("node", &["--version"]);
+    let npm = output("npm", &["--version"]);
+    checks.push(match (&node, &npm) {
+        (Some(node), Some(npm)) => Check::ok("Node.js and npm", format!("node {node}, npm {npm}")),
+        _ => Check::bad(
+            "Node.js and npm",
+            Level::Warn,
+            "missing: the Codex and Claude Code harnesses cannot be installed (shell and echo work)",
+            "sudo apt-get install -y nodejs npm",
+            "brew install node",
+        ),
+    });
+
+    for key in &MODEL_KEYS {
+        let name = match key.harness {
+            centaur_protocol::Harness::Codex => "Codex CLI",
+            _ => "Claude Code CLI",
+        };
+        checks.push(match (key.installed(home), key.present(home)) {
+            (true, true) => Check::ok(name, format!("installed; {} present", key.secret)),
+            (true, false) => Check::bad(
+                name,
+                Level::Warn,
+                format!("installed, but no {}", key.secret),
+                "centaur dev keys",
+                "centaur dev keys",
+            ),
+            (false, true) => Check::bad(
+                name,
+                Level::Warn,
+                format!("not installed yet ({})", key.package),
+                "centaur dev (installs it with npm)",
+                "centaur dev (installs it with npm)",
+            ),
+            (false, false) => Check::bad(
+                name,
+                Level::Warn,
+                format!("not installed, no {} (optional)", key.secret),
+                "centaur dev keys, then centaur dev",
+                "centaur dev keys, then centaur dev",
+            ),
+        });
+    }
+
+    let ours = home
+        .running()
+        .is_some_and(|s| s.api_url.ends_with(&format!(":{port}")));
+    checks.push(
+        if ours || std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            Check::ok(
+                "API port",
+                if ours {
+                    format!("{port} (this stack)")
+                } else {
+                    format!("{port} is free")
+                },
+            )
+        } else {
+            Check::bad(
+                "API port",
+                Level::Fail,
+                format!("{port} is in use"),
+                &format!(
+                    "centaur dev --port {} (or see `ss -ltnp 'sport = :{port}'`)",
+                    port + 1
+                ),
+                &format!("centaur dev --port {} (or see `lsof -i :{port}`)", port + 1),
+            )
+        },
+    );
+
+    checks.push(Check::ok(
+        "keys and tokens",
+        format!(
+            "kept in 0600 files in {} (read by the proxy, never by sandboxes)",
+            home.root.display()
+        ),
+    ));
+
+    checks.push(match free_bytes(&home.root) {
+        Some(free) if free >= 2 << 30 => Check::ok(
+            "disk space",
+            format!("{:.1} GiB free", free as f64 / f64::from(1 << 30)),
+        ),
+        Some(free) => Check::bad(
+            "disk space",
+            if free < 512 << 20 {
+                Level::Fail
+            } else {
+                Level::Warn
+            },
+            format!(
+                "{:.1} GiB free where {} lives",
+                free as f64 / f64::from(1 << 30),
+                home.root.display()
+            ),
+            "free some space, or set CENTAUR_HOME to a larger disk",
+            "free some space, or set CENTAUR_HOME to a larger disk",
+        ),
+        None => Check::bad("disk space", Level::Warn, "cannot tell", "df -h", "df -h"),
+    });
+
+    let now = chrono::Utc::now();
+    checks.push(if now.timestamp() > 1_735_689_600 {
+        Check::ok("clock", now.format("%Y-%m-%d %H:%M UTC").to_string())
+    } else {
+        Check::bad(
+            "clock",
+            Level::Fail,
+            format!(
+                "{} is before 2025: TLS certificates will not verify",
+                now.format("%Y-%m-%d")
+            ),
+            "sudo timedatectl set-ntp true",
+            "sudo sntp -sS time.apple.com",
+        )
+    });
+    checks
+}
+
+/// Free bytes on the file system of `path` (or of its nearest existing parent).
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let c_path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct for a valid C string path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } == 0)
+        .then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+pub fn run(home: &Home, port: u16) -> ExitCode {
+    let checks = checks(home, port);
+    for check in &checks {
+        let mark = match check.level {
+            Level::Ok => "✓",
+            Level::Warn => "!",
+            Level::Fail => "✗",
+        };
+        println!("{mark} {:<18} {}", check.name, check.detail);
+        if check.level != Level::Ok {
+            if let Some(fix) = &check.debian {
+                println!("    Debian/Ubuntu: {fix}");
+            }
+            if let Some(fix) = &check.macos {
+                println!("    macOS:         {fix}");
+            }
+        }
+    }
+    let failed = checks.iter().filter(|c| c.level == Level::Fail).count();
+    if failed == 0 {
+        println!("\nready for `centaur dev`");
+        ExitCode::SUCCESS
+    } else {
+        println!("\n{failed} problem(s) to fix before `centaur dev`");
+        ExitCode::from(1)
+    }
+}
+
+/// What `centaur dev` cannot start without: the first failure as one line with its fix.
+pub fn preflight(port: u16) -> Result<(), Failure> {
+    let home = Home::locate()?;
+    let fatal = checks(&home, port)
+        .into_iter()
+        .find(|c| c.level == Level::Fail);
+    match fatal {
+        None => Ok(()),
+        Some(check) => Err(Failure::Local(format!(
+            "{}: {}; fix: {} (`centaur dev doctor` checks everything)",
+            check.name,
+            check.detail,
+            if cfg!(target_os = "macos") {
+                check.macos.unwrap_or_default()
+            } else {
+                check.debian.unwrap_or_default()
+            }
+        ))),
+    }
+}

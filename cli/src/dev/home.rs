@@ -1,0 +1,160 @@
+//! `CENTAUR_HOME`: where a local stack keeps everything, and the state file through which any
+//! `centaur` command finds a running stack.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::Failure;
+
+/// The folders and files of one stack.
+#[derive(Clone, Debug)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    /// `CENTAUR_HOME`, else the user's data directory (`$XDG_DATA_HOME/centaur` or
+    /// `~/.local/share/centaur`).
+    pub fn locate() -> Result<Home, Failure> {
+        let root = std::env::var_os("CENTAUR_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("XDG_DATA_HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|d| PathBuf::from(d).join("centaur"))
+            })
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/centaur"))
+            })
+            .ok_or_else(|| Failure::Local("set CENTAUR_HOME (or HOME)".into()))?;
+        let root = std::path::absolute(&root)
+            .map_err(|e| Failure::Local(format!("CENTAUR_HOME {}: {e}", root.display())))?;
+        Ok(Home { root })
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("stack.json")
+    }
+    pub fn dev_token(&self) -> PathBuf {
+        self.root.join("dev-token")
+    }
+    pub fn proxy_token(&self) -> PathBuf {
+        self.root.join("proxy-token")
+    }
+    pub fn proxy_dir(&self) -> PathBuf {
+        self.root.join("proxy")
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.proxy_dir().join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.proxy_dir().join("ca-key.pem")
+    }
+    pub fn proxy_key(&self) -> PathBuf {
+        self.proxy_dir().join("key")
+    }
+    pub fn proxy_sockets(&self) -> PathBuf {
+        self.root.join("run").join("proxy")
+    }
+    pub fn secrets(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+    pub fn harnesses(&self) -> PathBuf {
+        self.root.join("harnesses")
+    }
+    pub fn egress_policy(&self) -> PathBuf {
+        self.root.join("egress-policy.json")
+    }
+    pub fn codex_config(&self) -> PathBuf {
+        self.root.join("codex.toml")
+    }
+    pub fn postgres(&self) -> PathBuf {
+        self.root.join("postgres")
+    }
+    pub fn server_data(&self) -> PathBuf {
+        self.root.join("server")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn log(&self, component: &str) -> PathBuf {
+        match component {
+            "postgres" => self.postgres().join("postgres.log"),
+            other => self.logs().join(format!("{other}.log")),
+        }
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("stack.lock")
+    }
+
+    /// The running stack's state, if its process is alive.
+    pub fn running(&self) -> Option<StackState> {
+        let state: StackState =
+            serde_json::from_str(&std::fs::read_to_string(self.state_file()).ok()?).ok()?;
+        alive(state.pid).then_some(state)
+    }
+
+    /// The dev token, if one was made.
+    pub fn read_dev_token(&self) -> Option<String> {
+        std::fs::read_to_string(self.dev_token())
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+/// What `stack.json` says about a running stack.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StackState {
+    /// The process that runs the stack (`centaur dev serve`).
+    pub pid: u32,
+    pub api_url: String,
+    pub proxy_control_url: String,
+    pub postgres_port: u16,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub version: String,
+    pub harnesses_ready: Vec<String>,
+    pub warm_pool: usize,
+}
+
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0
+        && unsafe { libc::kill(pid as i32, 0) } == 0
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+        })
+}
+
+/// Writes `contents` to `path`, readable only by its owner.
+pub fn write_private(path: &Path, contents: &str) -> Result<(), Failure> {
+    let failed =
+        |e: std::io::Error| Failure::Local(format!("cannot write {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(failed)?;
+    file.write_all(contents.as_bytes()).map_err(failed)
+}
+
+/// Writes `contents` to `path` atomically (through a temporary file and a rename).
+pub fn write_atomic(path: &Path, contents: &str) -> Result<(), Failure> {
+    let temporary = path.with_extension("tmp");
+    write_private(&temporary, contents)?;
+    std::fs::rename(&temporary, path)
+        .map_err(|e| Failure::Local(format!("cannot write {}: {e}", path.display())))
+}

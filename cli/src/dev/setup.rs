@@ -1,0 +1,292 @@
+//! What a stack needs before it starts, made once and kept in `CENTAUR_HOME`: the proxy's CA,
+//! the dev and proxy tokens, model keys (asked for, kept in 0600 files the proxy reads, never
+//! in a sandbox), the egress policy and Codex's provider settings, and the harness CLIs.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
+use centaur_protocol::Harness;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::home::{Home, write_private};
+use crate::client::Failure;
+
+/// A model key the proxy swaps in, and the harness that needs it.
+pub struct ModelKey {
+    pub secret: &'static str,
+    pub file: &'static str,
+    pub label: &'static str,
+    pub harness: Harness,
+    /// npm package (pinned to the version Centaur is tested with) and its binary inside
+    /// `node_modules`.
+    pub package: &'static str,
+    pub binary: &'static str,
+    pub command: &'static str,
+}
+
+#[cfg(target_arch = "aarch64")]
+const CODEX_BINARY: &str = "@openai/codex-linux-arm64/vendor/aarch64-unknown-linux-musl/bin/codex";
+#[cfg(not(target_arch = "aarch64"))]
+const CODEX_BINARY: &str = "@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex";
+#[cfg(target_arch = "aarch64")]
+const CLAUDE_BINARY: &str = "@anthropic-ai/claude-code-linux-arm64/claude";
+#[cfg(not(target_arch = "aarch64"))]
+const CLAUDE_BINARY: &str = "@anthropic-ai/claude-code-linux-x64/claude";
+
+pub const MODEL_KEYS: [ModelKey; 2] = [
+    ModelKey {
+        secret: "OPENAI_API_KEY",
+        file: "openai-api-key",
+        label: "OpenAI API key (for Codex)",
+        harness: Harness::Codex,
+        package: "@openai/codex@0.169.0",
+        binary: CODEX_BINARY,
+        command: "codex",
+    },
+    ModelKey {
+        secret: "ANTHROPIC_API_KEY",
+        file: "anthropic-api-key",
+        label: "Anthropic API key (for Claude Code)",
+        harness: Harness::ClaudeCode,
+        package: "@anthropic-ai/claude-code@2.1.197",
+        binary: CLAUDE_BINARY,
+        command: "claude",
+    },
+];
+
+impl ModelKey {
+    pub fn path(&self, home: &Home) -> std::path::PathBuf {
+        home.secrets().join(self.file)
+    }
+
+    pub fn present(&self, home: &Home) -> bool {
+        std::fs::read_to_string(self.path(home)).is_ok_and(|k| !k.trim().is_empty())
+    }
+
+    pub fn installed(&self, home: &Home) -> bool {
+        home.harnesses().join("bin").join(self.command).exists()
+    }
+}
+
+/// One step people wait for: a spinner on a terminal, and a line saying how it went.
+pub struct Step {
+    bar: ProgressBar,
+    what: String,
+    started: Instant,
+}
+
+impl Step {
+    pub fn start(what: impl Into<String>) -> Step {
+        let what = what.into();
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
+                    .expect("a valid template"),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(80));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_message(what.clone());
+        Step {
+            bar,
+            what,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn done(self, detail: &str) {
+        self.bar.finish_and_clear();
+        let took = self.started.elapsed().as_secs_f64();
+        if detail.is_empty() {
+            eprintln!("✓ {} ({took:.1}s)", self.what);
+        } else {
+            eprintln!("✓ {}: {detail} ({took:.1}s)", self.what);
+        }
+    }
+
+    pub fn failed(self) {
+        self.bar.finish_and_clear();
+        eprintln!("✗ {}", self.what);
+    }
+}
+
+/// Makes what is missing: folders, the CA, tokens, the egress policy and Codex settings.
+pub fn prepare(home: &Home) -> Result<(), Failure> {
+    for dir in [
+        home.root.clone(),
+        home.proxy_dir(),
+        home.secrets(),
+        home.logs(),
+    ] {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Failure::Local(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&home.root, std::fs::Permissions::from_mode(0o755));
+    let _ = std::fs::set_permissions(home.secrets(), std::fs::Permissions::from_mode(0o700));
+    if !home.ca_cert().exists() || !home.ca_key().exists() {
+        let (cert, key) = centaur_proxy::tls::generate_ca()
+            .map_err(|e| Failure::Local(format!("cannot make the proxy's CA: {e}")))?;
+        write_private(&home.ca_key(), &key)?;
+        std::fs::write(home.ca_cert(), cert)
+            .map_err(|e| Failure::Local(format!("cannot write the CA: {e}")))?;
+    }
+    for token in [home.dev_token(), home.proxy_token(), home.proxy_key()] {
+        if !token.exists() {
+            write_private(&token, &random_token())?;
+        }
+    }
+    if !home.egress_policy().exists() {
+        std::fs::write(
+            home.egress_policy(),
+            serde_json::to_string_pretty(&default_policy()).expect("json"),
+        )
+        .map_err(|e| Failure::Local(format!("cannot write the egress policy: {e}")))?;
+    }
+    if !home.codex_config().exists() {
+        std::fs::write(home.codex_config(), CODEX_CONFIG)
+            .map_err(|e| Failure::Local(format!("cannot write the Codex settings: {e}")))?;
+    }
+    Ok(())
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("randomness");
+    format!(
+        "cdev_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// Model APIs, with their keys bound where they belong, and the package registries agents
+/// install from. Kept in `CENTAUR_HOME/egress-policy.json`, which may be edited.
+fn default_policy() -> serde_json::Value {
+    json!({
+        "allow": [
+            "api.openai.com", "api.anthropic.com",
+            "pypi.org", "files.pythonhosted.org", "registry.npmjs.org",
+            "crates.io", "index.crates.io", "static.crates.io",
+            "github.com", "codeload.github.com", "objects.githubusercontent.com"
+        ],
+        "secrets": [
+            {"name": "OPENAI_API_KEY", "hosts": ["api.openai.com"],
+             "headers": ["authorization"], "format": "Bearer {value}"},
+            {"name": "ANTHROPIC_API_KEY", "hosts": ["api.anthropic.com"],
+             "headers": ["x-api-key"]}
+        ]
+    })
+}
+
+/// Codex talks to OpenAI with the key from its environment, which in a sandbox is the
+/// placeholder the proxy swaps.
+const CODEX_CONFIG: &str = r#"model_provider = "centaur-openai"
+
+[model_providers.centaur-openai]
+name = "OpenAI (through the Centaur proxy)"
+base_url = "https://api.openai.com/v1"
+wire_api = "responses"
+env_key = "OPENAI_API_KEY"
+supports_websockets = false
+"#;
+
+/// Asks for the model keys not yet given (once; `centaur dev keys` asks again).
+pub fn ask_for_keys(home: &Home, again: bool) -> Result<(), Failure> {
+    let asked = home.secrets().join(".asked");
+    if (asked.exists() && !again) || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    eprintln!(
+        "Model keys stay with the proxy (in {}, readable only by you); sandboxes only ever see placeholders.",
+        home.secrets().display()
+    );
+    for key in &MODEL_KEYS {
+        if key.present(home) && !again {
+            continue;
+        }
+        let value = dialoguer::Password::new()
+            .with_prompt(format!("{} (Enter to skip)", key.label))
+            .allow_empty_password(true)
+            .interact()
+            .map_err(|e| Failure::Local(format!("cannot ask for the key: {e}")))?;
+        if !value.trim().is_empty() {
+            write_private(&key.path(home), value.trim())?;
+        }
+    }
+    write_private(&asked, "")?;
+    Ok(())
+}
+
+/// Installs the harness CLIs whose keys are there (into `CENTAUR_HOME/harnesses` with npm)
+/// and returns the harnesses that are ready.
+pub fn install_harnesses(home: &Home) -> Result<Vec<Harness>, Failure> {
+    let mut ready = Vec::new();
+    for key in &MODEL_KEYS {
+        if !key.present(home) {
+            continue;
+        }
+        if !key.installed(home) {
+            let step = Step::start(format!("installing {} with npm", key.package));
+            match npm_install(home, key) {
+                Ok(()) => step.done(&home.harnesses().display().to_string()),
+                Err(error) => {
+                    step.failed();
+                    return Err(error);
+                }
+            }
+        }
+        ready.push(key.harness);
+    }
+    ready.extend([Harness::Shell, Harness::Echo]);
+    Ok(ready)
+}
+
+fn npm_install(home: &Home, key: &ModelKey) -> Result<(), Failure> {
+    let prefix = home.harnesses();
+    std::fs::create_dir_all(prefix.join("bin"))
+        .map_err(|e| Failure::Local(format!("cannot create {}: {e}", prefix.display())))?;
+    let output = std::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+        .arg(&prefix)
+        .arg(key.package)
+        .output()
+        .map_err(|e| {
+            Failure::Local(format!(
+                "cannot run npm ({e}): install Node.js and npm (Debian/Ubuntu: `sudo apt-get install -y nodejs npm`; macOS: `brew install node`)"
+            ))
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(Failure::Local(format!(
+            "npm install {} failed: {last}",
+            key.package
+        )));
+    }
+    link_binary(&prefix, key)
+}
+
+/// `bin/<command>` as a relative link, so it resolves inside a sandbox where the folder is
+/// mounted elsewhere.
+fn link_binary(prefix: &Path, key: &ModelKey) -> Result<(), Failure> {
+    let target = Path::new("../node_modules").join(key.binary);
+    if !prefix.join("node_modules").join(key.binary).is_file() {
+        return Err(Failure::Local(format!(
+            "{} has no {} for this machine",
+            key.package, key.binary
+        )));
+    }
+    let link = prefix.join("bin").join(key.command);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link)
+        .map_err(|e| Failure::Local(format!("cannot link {}: {e}", link.display())))
+}

@@ -1,0 +1,239 @@
+//! The running stack (`centaur dev serve`, started in the background by `centaur dev`): a
+//! private PostgreSQL, the egress proxy and the server with the local sandbox backend, in one
+//! process. It writes `stack.json` once it serves, and on SIGTERM or Ctrl-C stops the
+//! sandboxes, the server, the proxy and PostgreSQL, in that order, and removes the file.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use centaur_protocol::Harness;
+use centaur_proxy::audit::{AuditSink, HttpSink};
+use centaur_proxy::control::Control;
+use centaur_proxy::secrets::{SecretSource, SecretStore};
+use centaur_proxy::tls::{Authority, Interception, client_config};
+use centaur_proxy::{Limits, Proxy, Registry};
+use centaur_server::pg_cluster::{ClusterOptions, PgCluster};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::prelude::*;
+
+use super::home::{Home, StackState, write_atomic};
+use super::setup::MODEL_KEYS;
+use crate::client::Failure;
+
+pub struct Options {
+    pub port: u16,
+    pub warm_pool: usize,
+}
+
+/// Runs the stack until SIGTERM or Ctrl-C. A failure at start-up stops what had started.
+pub async fn serve(home: Home, options: Options) -> Result<(), Failure> {
+    let _lock = lock(&home)?;
+    init_logging(&home)?;
+    let shutdown = CancellationToken::new();
+    let cluster = {
+        let root = home.postgres();
+        tokio::task::spawn_blocking(move || {
+            PgCluster::start(&ClusterOptions {
+                root,
+                durable: true,
+                max_connections: 100,
+            })
+        })
+        .await
+        .expect("the PostgreSQL start-up task")
+        .map_err(|e| Failure::Local(format!("PostgreSQL did not start: {e}")))?
+    };
+    tracing::info!(port = cluster.port(), "PostgreSQL is up");
+    let started = start_services(&home, &options, &cluster, &shutdown).await;
+    let (server, state) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            shutdown.cancel();
+            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+            return Err(error);
+        }
+    };
+    write_atomic(
+        &home.state_file(),
+        &serde_json::to_string_pretty(&state).expect("json"),
+    )?;
+    tracing::info!(url = %state.api_url, "the stack is up");
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Failure::Local(format!("no SIGTERM handler: {e}")))?;
+    let stopped_elsewhere = server.shutdown_token();
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = stopped_elsewhere.cancelled() => {}
+    }
+    tracing::info!("stopping the stack");
+    let _ = std::fs::remove_file(home.state_file());
+    server.shutdown().await;
+    shutdown.cancel();
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .expect("the PostgreSQL stop task")
+        .map_err(|e| Failure::Local(format!("PostgreSQL did not stop: {e}")))?;
+    tracing::info!("the stack is down");
+    Ok(())
+}
+
+async fn start_services(
+    home: &Home,
+    options: &Options,
+    cluster: &PgCluster,
+    shutdown: &CancellationToken,
+) -> Result<(centaur_server::RunningServer, StackState), Failure> {
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| Failure::Local(format!("cannot read {}: {e}", path.display())))
+    };
+    let dev_token = read(home.dev_token())?;
+    let proxy_token = read(home.proxy_token())?;
+    let api_url = format!("http://127.0.0.1:{}", options.port);
+
+    // The proxy: control API on a free loopback port, one socket per sandbox.
+    // The key placeholders are derived from: kept, so sandboxes survive a restart.
+    let key = read(home.proxy_key())?.into_bytes();
+    let secrets: HashMap<String, SecretSource> = MODEL_KEYS
+        .iter()
+        .map(|k| {
+            (
+                k.secret.to_owned(),
+                SecretSource::File { path: k.path(home) },
+            )
+        })
+        .collect();
+    let interception = Interception {
+        authority: Authority::from_pem(&read(home.ca_cert())?, &read(home.ca_key())?)
+            .map_err(|e| Failure::Local(format!("the proxy's CA: {e}")))?,
+        client: client_config(&[]).map_err(|e| Failure::Local(format!("TLS roots: {e}")))?,
+    };
+    let audit: Arc<dyn AuditSink> = Arc::new(
+        HttpSink::start(&api_url, proxy_token.clone(), shutdown.clone())
+            .map_err(|e| Failure::Local(format!("the audit sink: {e:?}")))?,
+    );
+    let proxy = Proxy::new(
+        Arc::new(Registry::new(key)),
+        Arc::new(SecretStore::new(secrets, Duration::from_secs(60))),
+        audit,
+        Limits::default(),
+        Some(interception),
+    );
+    let control = Control::new(
+        proxy,
+        Some(proxy_token.clone()),
+        Some(home.proxy_sockets()),
+        shutdown.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Failure::Local(format!("the proxy's control API: {e}")))?;
+    let proxy_control_url = format!("http://{}", listener.local_addr().expect("a bound address"));
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { control.serve(listener, shutdown).await });
+    }
+    tracing::info!(target: "centaur_proxy", url = %proxy_control_url, "proxy control API listening");
+
+    // The server with the local backend; `centaur` itself is the runner in sandboxes.
+    let ready: Vec<Harness> = MODEL_KEYS
+        .iter()
+        .filter(|k| k.present(home) && k.installed(home))
+        .map(|k| k.harness)
+        .chain([Harness::Shell, Harness::Echo])
+        .collect();
+    let mut config = centaur_server::Config::new(cluster.url("postgres"));
+    config.bind_addr = ([127, 0, 0, 1], options.port).into();
+    config.admin_api_key = Some(dev_token.as_str().into());
+    config.proxy_token = Some(proxy_token.as_str().into());
+    config.proxy_control_url = Some(proxy_control_url.clone());
+    config.egress_policy = Some(home.egress_policy());
+    config.data_dir = home.server_data();
+    config.sandbox_backend = centaur_server::config::BackendKind::Local;
+    config.runner_bin = Some(
+        std::env::current_exe().map_err(|e| Failure::Local(format!("this program's path: {e}")))?,
+    );
+    config.proxy_ca = Some(home.ca_cert());
+    if home.harnesses().join("bin").is_dir() {
+        config.harness_dir = Some(home.harnesses());
+    }
+    config.codex_config = Some(home.codex_config());
+    config.default_harness = ready[0];
+    config.warm_pool = options.warm_pool;
+    config.warm_harnesses = vec![ready[0]];
+    let server = centaur_server::start(config).await.map_err(|e| {
+        Failure::Local(match e.to_string() {
+            reason if reason.contains("in use") => format!(
+                "port {} is in use: pass --port, or stop what listens there",
+                options.port
+            ),
+            reason => format!("the server did not start: {reason}"),
+        })
+    })?;
+    let state = StackState {
+        pid: std::process::id(),
+        api_url: server.url(),
+        proxy_control_url,
+        postgres_port: cluster.port(),
+        started_at: chrono::Utc::now(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        harnesses_ready: ready.iter().map(|h| h.as_str().to_owned()).collect(),
+        warm_pool: options.warm_pool,
+    };
+    Ok((server, state))
+}
+
+/// One stack per `CENTAUR_HOME`: held until the process ends.
+fn lock(home: &Home) -> Result<std::fs::File, Failure> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.lock_file())
+        .map_err(|e| Failure::Local(format!("cannot open {}: {e}", home.lock_file().display())))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Failure::Local(format!(
+            "a stack already runs on {}: `centaur dev status`",
+            home.root.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// The server's and the proxy's logs, each in its own file under `logs/`.
+fn init_logging(home: &Home) -> Result<(), Failure> {
+    let open = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.log(name))
+            .map_err(|e| Failure::Local(format!("cannot open {}: {e}", home.log(name).display())))
+    };
+    let is_proxy = |target: &str| target.starts_with("centaur_proxy");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let server = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(Mutex::new(open("server")?))
+        .with_filter(tracing_subscriber::filter::filter_fn(move |m| {
+            !is_proxy(m.target())
+        }));
+    let proxy = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(Mutex::new(open("proxy")?))
+        .with_filter(tracing_subscriber::filter::filter_fn(move |m| {
+            is_proxy(m.target())
+        }));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(server)
+        .with(proxy)
+        .try_init()
+        .map_err(|e| Failure::Local(format!("logging: {e}")))
+}

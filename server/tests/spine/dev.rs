@@ -1,0 +1,177 @@
+//! `centaur dev` as a newcomer meets it: a fresh data directory, the stack started in the
+//! background, a turn, its status, stopped with nothing left behind, and started again on the
+//! same data.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::sandboxes::free_port;
+use crate::support::*;
+
+/// `centaur` with `CENTAUR_HOME=home` and nothing else pointing it at a server.
+async fn centaur(home: &Path, args: &[&str], path: Option<&str>) -> Output {
+    let mut command = tokio::process::Command::new(cli_binary());
+    command
+        .args(args)
+        .env("CENTAUR_HOME", home)
+        .env("HOME", home.join("user"))
+        .env_remove("CENTAUR_API_URL")
+        .env_remove("CENTAUR_API_TOKEN")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .stdin(std::process::Stdio::null());
+    if let Some(path) = path {
+        command.env("PATH", path);
+    }
+    command.output().await.expect("centaur runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Live (not zombie) processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[tokio::test]
+async fn dev_boots_serves_stops_and_keeps_its_data() {
+    let home = temp_dir("dev-home");
+    let port = free_port();
+    let port_arg = port.to_string();
+
+    let out = centaur(&home, &["dev", "--detach", "--port", &port_arg], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("harnesses ready: shell, echo"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Found through CENTAUR_HOME: no URL, no token, no login.
+    let out = centaur(
+        &home,
+        &[
+            "send",
+            "--harness",
+            "shell",
+            "--message",
+            "echo hello",
+            "--exit-on-terminal",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let key = stdout
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("thread_key=")
+        .to_owned();
+    assert_eq!(stdout.lines().nth(1), Some("hello"), "{stdout}");
+
+    let out = centaur(&home, &["dev", "status"], None).await;
+    let status = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{status}");
+    for component in ["server", "postgres", "proxy", "sandboxes"] {
+        let row = status
+            .lines()
+            .find(|l| l.starts_with(component))
+            .unwrap_or_else(|| panic!("no {component} row in\n{status}"));
+        assert!(row.contains("healthy"), "{row}");
+    }
+
+    // A second `centaur dev` attaches instead of starting another stack.
+    let out = centaur(&home, &["dev", "--detach", "--port", &port_arg], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("already runs"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("stack.json")).unwrap()).unwrap();
+    let pid = state["pid"].as_u64().unwrap() as i32;
+    let postgres_port = state["postgres_port"].as_u64().unwrap() as u16;
+    let proxy_port: u16 = state["proxy_control_url"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let out = centaur(&home, &["dev", "down"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Gone, or a zombie waiting for an init that does not reap (as in some containers).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    assert!(
+        stat.is_empty() || state.starts_with('Z'),
+        "the stack process runs: {stat}"
+    );
+    for port in [port, postgres_port, proxy_port] {
+        assert!(!listening(port), "something still listens on {port}");
+    }
+    let left = processes_mentioning(&home.display().to_string());
+    assert!(left.is_empty(), "left running: {left:#?}");
+
+    // Up again on the same data: the thread is still there.
+    let out = centaur(&home, &["dev", "--detach", "--port", &port_arg], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = centaur(&home, &["threads"], None).await;
+    assert!(text(&out.stdout).contains(&key), "{}", text(&out.stdout));
+    let out = centaur(&home, &["dev", "down"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!listening(port));
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[tokio::test]
+async fn doctor_names_what_is_missing_and_the_fix() {
+    let home = temp_dir("dev-doctor");
+    let out = centaur(&home, &["dev", "doctor"], Some("/nonexistent")).await;
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("✗ bubblewrap"), "{report}");
+    assert!(report.contains("`bwrap` is not on PATH"), "{report}");
+    assert!(
+        report.contains("Debian/Ubuntu: sudo apt-get install -y bubblewrap"),
+        "{report}"
+    );
+    assert!(report.contains("macOS:"), "{report}");
+
+    // `centaur dev` itself stops before starting anything, with the same fix in one line.
+    let out = centaur(&home, &["dev", "--detach"], Some("/nonexistent")).await;
+    assert_eq!(out.status.code(), Some(1));
+    let error = text(&out.stderr);
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(
+        error.contains("sudo apt-get install -y bubblewrap"),
+        "{error}"
+    );
+    assert!(!home.join("stack.json").exists());
+    let _ = std::fs::remove_dir_all(&home);
+}
