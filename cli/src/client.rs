@@ -11,6 +11,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// How long a stream may stay silent before it is taken for dead and reopened.
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
+
 /// Why a command failed; each maps to an exit code and one line that names the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -289,7 +292,9 @@ impl Client {
             let mut parser = Parser::default();
             let mut frames = Vec::new();
             let mut body = response.bytes_stream();
-            while let Some(chunk) = body.next().await {
+            // The server sends a keep-alive at least every 15 s: silence for longer is a
+            // connection that died without closing.
+            while let Ok(Some(chunk)) = tokio::time::timeout(STREAM_SILENCE, body.next()).await {
                 let Ok(chunk) = chunk else { break };
                 parser.push(&chunk, &mut frames);
                 for frame in frames.drain(..) {

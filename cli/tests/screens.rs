@@ -252,3 +252,23 @@ fn scrolled_up_the_view_stays_while_output_arrives() {
     assert_eq!(transcript(&after), transcript(&before));
     assert!(after.contains("↓ 55 more lines"), "{after}");
 }
+
+/// The first PageUp in a long thread moves one page, not to the top (blocks above the view
+/// are laid out only when reached, and that must not count as new output).
+#[test]
+fn the_first_page_up_moves_one_page() {
+    let mut script = Script::new();
+    script.thread("echo");
+    for n in 1..=50 {
+        script.user(&format!("message {n:03}"));
+    }
+    let mut app = app_with(script.events());
+    let now = script.now();
+    let bottom = screen(&mut app, 60, 24, now);
+    assert!(bottom.contains("message 050"), "{bottom}");
+    press(&mut app, KeyCode::PageUp, KeyModifiers::NONE);
+    let up = screen(&mut app, 60, 24, now);
+    assert!(!up.contains("message 050"), "{up}");
+    assert!(!up.contains("message 001"), "{up}");
+    assert!(up.contains("message 040"), "{up}");
+}

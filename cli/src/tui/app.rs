@@ -221,6 +221,8 @@ pub struct App {
     pub should_quit: bool,
     /// Something changed since the last frame.
     pub dirty: bool,
+    /// `dirty` before the event being handled: an event that changes nothing keeps it.
+    dirty_before: bool,
     ticks: u64,
 }
 
@@ -250,6 +252,7 @@ impl App {
             quit_armed: false,
             should_quit: false,
             dirty: true,
+            dirty_before: true,
             ticks: 0,
         };
         let mut effects = vec![Effect::LoadThreads];
@@ -278,11 +281,12 @@ impl App {
     }
 
     pub fn handle(&mut self, event: AppEvent) -> Vec<Effect> {
+        self.dirty_before = self.dirty;
         self.dirty = true;
         match event {
             AppEvent::Key(key) if key.kind != KeyEventKind::Release => self.key(key),
             AppEvent::Key(_) => {
-                self.dirty = false;
+                self.unchanged();
                 Vec::new()
             }
             AppEvent::Paste(text) => {
@@ -314,7 +318,7 @@ impl App {
                         .collect();
                     thread.deciding.retain(|id| pending.contains(id));
                 } else {
-                    self.dirty = false;
+                    self.unchanged();
                 }
                 Vec::new()
             }
@@ -338,7 +342,20 @@ impl App {
                 Vec::new()
             }
             AppEvent::Threads(Ok(list)) => {
+                let chosen = self
+                    .threads
+                    .visible()
+                    .get(self.threads.selected)
+                    .map(|t| t.thread_key.clone());
                 self.threads.threads = list.threads;
+                if let Some(at) = chosen.and_then(|key| {
+                    self.threads
+                        .visible()
+                        .iter()
+                        .position(|t| t.thread_key == key)
+                }) {
+                    self.threads.selected = at;
+                }
                 self.threads.loaded = true;
                 self.threads.error = None;
                 let visible = self.threads.visible().len();
@@ -383,14 +400,26 @@ impl App {
                     .thread
                     .as_ref()
                     .is_some_and(|t| t.transcript.running.is_some() || t.link != Link::Live);
-                self.dirty = running || self.screen == Screen::Threads;
+                self.dirty = self.dirty_before || running || self.screen == Screen::Threads;
+                let mut effects = Vec::new();
                 if self.screen == Screen::Threads && self.ticks.is_multiple_of(5) {
-                    vec![Effect::LoadThreads]
-                } else {
-                    Vec::new()
+                    effects.push(Effect::LoadThreads);
                 }
+                // A stream that failed (the server refused or was away at first) is tried again.
+                if self.ticks.is_multiple_of(5)
+                    && let Some(thread) = &mut self.thread
+                    && matches!(thread.link, Link::Failed(_))
+                {
+                    thread.link = Link::Connecting;
+                    effects.push(Effect::Follow(thread.key.clone()));
+                }
+                effects
             }
         }
+    }
+
+    fn unchanged(&mut self) {
+        self.dirty = self.dirty_before;
     }
 
     fn current(&mut self, key: &ThreadKey) -> Option<&mut ThreadView> {
@@ -402,7 +431,7 @@ impl App {
             MouseEventKind::ScrollUp => true,
             MouseEventKind::ScrollDown => false,
             _ => {
-                self.dirty = false;
+                self.unchanged();
                 return;
             }
         };
@@ -522,8 +551,12 @@ impl App {
                     .get(self.threads.selected)
                     .map(|t| t.thread_key.clone());
                 if let Some(key) = key {
-                    if self.thread.as_ref().is_some_and(|t| t.key == key) {
+                    if let Some(thread) = self.thread.as_mut().filter(|t| t.key == key) {
                         self.screen = Screen::Thread;
+                        if matches!(thread.link, Link::Failed(_)) {
+                            thread.link = Link::Connecting;
+                            return vec![Effect::Follow(key)];
+                        }
                         return Vec::new();
                     }
                     return self.open(key);
@@ -542,7 +575,7 @@ impl App {
                 self.threads.filter.push(c);
                 self.threads.selected = 0;
             }
-            _ => self.dirty = false,
+            _ => self.unchanged(),
         }
         Vec::new()
     }
@@ -556,7 +589,9 @@ impl App {
         };
         // The approval overlay takes its keys first.
         if let Some(asking) = thread.asking() {
+            let plain = !ctrl && !key.modifiers.contains(KeyModifiers::ALT);
             let decision = match key.code {
+                _ if !plain => None,
                 KeyCode::Char('y') => Some(Decision::Approve),
                 KeyCode::Char('a') => Some(Decision::ApproveForSession),
                 KeyCode::Char('n') | KeyCode::Char('d') => Some(Decision::Deny),
@@ -576,7 +611,7 @@ impl App {
                 || (shift && matches!(key.code, KeyCode::Up | KeyCode::Down))
                 || (ctrl && matches!(key.code, KeyCode::Char('t') | KeyCode::Char('o')));
             if !passes {
-                self.dirty = false;
+                self.unchanged();
                 return Vec::new();
             }
         }
@@ -645,7 +680,7 @@ impl App {
             }
             Outcome::Edited => Vec::new(),
             Outcome::Ignored => {
-                self.dirty = false;
+                self.unchanged();
                 Vec::new()
             }
         }
@@ -851,6 +886,43 @@ mod tests {
             app.thread.as_ref().unwrap().asking().unwrap().approval_id,
             second
         );
+    }
+
+    /// An event that changes nothing (a mouse move) does not cancel the redraw an earlier
+    /// event in the same batch asked for.
+    #[test]
+    fn a_batch_redraws_when_any_event_in_it_changed_something() {
+        let mut script = Script::new();
+        script.user("hi");
+        let mut app = showing(&script);
+        app.dirty = false;
+        script.completed("done");
+        app.handle(AppEvent::Server(Box::new(
+            script.events().last().unwrap().clone(),
+        )));
+        app.handle(AppEvent::Mouse(MouseEvent {
+            kind: MouseEventKind::Moved,
+            column: 3,
+            row: 4,
+            modifiers: KeyModifiers::NONE,
+        }));
+        assert!(app.dirty);
+    }
+
+    /// Keys with Ctrl (Ctrl-N, Ctrl-A, Ctrl-D) are not decisions.
+    #[test]
+    fn control_keys_do_not_decide_an_approval() {
+        let mut script = Script::new();
+        script.user("build");
+        script.approval("run `make`");
+        let mut app = showing(&script);
+        for c in ['n', 'a', 'd'] {
+            let effects = key(&mut app, KeyCode::Char(c), KeyModifiers::CONTROL);
+            assert!(
+                !effects.iter().any(|e| matches!(e, Effect::Decide { .. })),
+                "Ctrl-{c}: {effects:?}"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod wrap;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use centaur_protocol::ThreadKey;
@@ -99,7 +100,7 @@ pub async fn event_loop<B: Backend>(
         for effect in effects {
             runtime.run(effect);
         }
-        if app.should_quit {
+        if app.should_quit || PANICKED.load(Ordering::SeqCst) {
             return Ok(());
         }
         if std::mem::take(&mut app.dirty) {
@@ -114,14 +115,24 @@ pub struct Runtime {
     client: Client,
     bus: UnboundedSender<AppEvent>,
     follow: Option<JoinHandle<()>>,
+    /// Messages go out one at a time, in the order they were typed.
+    outbox: UnboundedSender<Effect>,
 }
 
 impl Runtime {
     pub fn new(client: Client, bus: UnboundedSender<AppEvent>) -> Runtime {
+        let (outbox, mut queue) = unbounded_channel::<Effect>();
+        let (sender, answers) = (client.clone(), bus.clone());
+        tokio::spawn(async move {
+            while let Some(effect) = queue.recv().await {
+                send_message(&sender, &answers, effect).await;
+            }
+        });
         Runtime {
             client,
             bus,
             follow: None,
+            outbox,
         }
     }
 
@@ -141,21 +152,8 @@ impl Runtime {
                 }
                 self.follow = Some(tokio::spawn(follow(client, bus, key)));
             }
-            Effect::Execute { key, harness, text } => {
-                tokio::spawn(async move {
-                    let result = client
-                        .execute(&key, harness.map(|h| h.as_str()), &text, None)
-                        .await
-                        .map_err(|e| e.to_string());
-                    let _ = bus.send(AppEvent::Executed { key, result });
-                });
-            }
-            Effect::Steer { key, text } => {
-                tokio::spawn(async move {
-                    if let Err(error) = client.message(&key, &text).await {
-                        let _ = bus.send(AppEvent::ActionFailed(format!("not sent: {error}")));
-                    }
-                });
+            effect @ (Effect::Execute { .. } | Effect::Steer { .. }) => {
+                let _ = self.outbox.send(effect);
             }
             Effect::Interrupt(key) => {
                 tokio::spawn(async move {
@@ -188,6 +186,24 @@ impl Runtime {
                 });
             }
         }
+    }
+}
+
+async fn send_message(client: &Client, bus: &UnboundedSender<AppEvent>, effect: Effect) {
+    match effect {
+        Effect::Execute { key, harness, text } => {
+            let result = client
+                .execute(&key, harness.map(|h| h.as_str()), &text, None)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = bus.send(AppEvent::Executed { key, result });
+        }
+        Effect::Steer { key, text } => {
+            if let Err(error) = client.message(&key, &text).await {
+                let _ = bus.send(AppEvent::ActionFailed(format!("not sent: {error}")));
+            }
+        }
+        _ => {}
     }
 }
 
@@ -227,19 +243,29 @@ type Screen = Terminal<CrosstermBackend<std::io::BufWriter<std::io::Stdout>>>;
 fn enter() -> std::io::Result<Screen> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        PANICKED.store(true, Ordering::SeqCst);
         leave();
         hook(info);
     }));
-    enable_raw_mode()?;
-    let mut stdout = std::io::stdout();
-    execute!(
-        stdout,
-        EnterAlternateScreen,
-        EnableBracketedPaste,
-        EnableMouseCapture
-    )?;
-    Terminal::new(CrosstermBackend::new(std::io::BufWriter::new(stdout)))
+    let entered = (|| {
+        enable_raw_mode()?;
+        let mut stdout = std::io::stdout();
+        execute!(
+            stdout,
+            EnterAlternateScreen,
+            EnableBracketedPaste,
+            EnableMouseCapture
+        )?;
+        Terminal::new(CrosstermBackend::new(std::io::BufWriter::new(stdout)))
+    })();
+    if entered.is_err() {
+        leave();
+    }
+    entered
 }
+
+/// Set when anything panicked (a task, say): the terminal was given back, so the TUI stops.
+static PANICKED: AtomicBool = AtomicBool::new(false);
 
 fn leave() {
     let mut stdout = std::io::stdout();

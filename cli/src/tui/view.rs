@@ -34,6 +34,8 @@ pub struct TranscriptCache {
     pub viewport_height: usize,
     /// A block to scroll into view at the next frame.
     pub reveal: Option<usize>,
+    /// How many blocks the last frame knew.
+    known: usize,
 }
 
 struct Entry {
@@ -110,6 +112,8 @@ fn draw_transcript(frame: &mut Frame, thread: &mut ThreadView, area: Rect) {
     // changed, until the view (and a block to reveal) is covered; blocks above stay as they
     // are, so a frame costs what is on screen, however long the thread.
     let anchored = thread.scroll > 0 && !relaid;
+    let view_top = height + thread.scroll;
+    let known = std::mem::replace(&mut cache.known, blocks.len());
     let mut reveal = cache.reveal.take().filter(|r| *r < blocks.len());
     // (block, position of its bottom line)
     let mut walked: Vec<(usize, usize)> = Vec::new();
@@ -122,7 +126,13 @@ fn draw_transcript(frame: &mut Frame, thread: &mut ThreadView, area: Rect) {
         let entry = &mut cache.entries[index];
         let fresh = matches!(entry, Some(e) if e.version == version && e.open == open);
         if !fresh {
-            let before = entry.as_ref().map_or(0, |e| e.lines.len());
+            // What it was drawn as before; a block never drawn (above the view until now) did
+            // not move anything.
+            let before = match entry {
+                Some(e) => Some(e.lines.len()),
+                None if index >= known => Some(0),
+                None => None,
+            };
             let mut lines = if index == 0 {
                 Vec::new()
             } else {
@@ -130,7 +140,11 @@ fn draw_transcript(frame: &mut Frame, thread: &mut ThreadView, area: Rect) {
             };
             lines.extend(block_lines(&blocks[index], open, width as usize));
             // New lines below the view while scrolled up keep the view where it was.
-            if anchored && lines.len() > before {
+            if let Some(before) = before
+                && anchored
+                && below < view_top
+                && lines.len() > before
+            {
                 thread.scroll += lines.len() - before;
             }
             *entry = Some(Entry {
@@ -576,7 +590,7 @@ fn draw_composer(
             .collect();
         frame.render_widget(Paragraph::new(lines), inner);
     }
-    if focused {
+    if focused && visible > 0 {
         frame.set_cursor_position((
             inner.x + cursor.1 as u16,
             inner.y + (cursor.0 - first) as u16,

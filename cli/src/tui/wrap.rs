@@ -41,7 +41,17 @@ pub fn wrap(
     for (c, style) in chars {
         let w = c.width().unwrap_or(0);
         if current_width + w > limit && !current.is_empty() {
-            let rest = match break_at.filter(|_| !hard && c != ' ') {
+            let next_limit = width - indent_width;
+            let fits_next = |at: usize| {
+                current[at..]
+                    .iter()
+                    .map(|(c, _)| c.width().unwrap_or(0))
+                    .sum::<usize>()
+                    + w
+                    <= next_limit
+            };
+            // A soft break where the rest of the word fits on the next line; else mid-word.
+            let rest = match break_at.filter(|at| !hard && c != ' ' && fits_next(*at)) {
                 Some(at) => current.split_off(at),
                 None => Vec::new(),
             };
@@ -117,6 +127,15 @@ mod tests {
             texts(&wrap(&line, 5, &Span::raw(""), true)),
             ["abcde", "fghij", " klm"]
         );
+    }
+
+    /// A word longer than a continuation line is cut, never wider than the width.
+    #[test]
+    fn no_line_is_wider_than_the_width() {
+        let line = Line::from(format!("› {}", "a".repeat(20)));
+        for line in wrap(&line, 10, &Span::raw("  "), false) {
+            assert!(line.width() <= 10, "{line:?}");
+        }
     }
 
     #[test]
