@@ -24,6 +24,10 @@ bench-sandboxes:
 bench-tui:
     cargo bench -p centaur --bench tui
 
+# `centaur dev`'s figures (first run and warm start to a served turn).
+bench-dev:
+    cargo bench -p centaur --bench dev
+
 # Formatting and lints, as CI wants them.
 lint:
     cargo fmt --all --check

@@ -175,3 +175,46 @@ async fn doctor_names_what_is_missing_and_the_fix() {
     assert!(!home.join("stack.json").exists());
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// `centaur dev` in a terminal: the TUI opens on a new thread (shell, with no model key, and
+/// it says how to add one); quitting it stops the stack it started.
+#[tokio::test]
+async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
+    use std::time::Duration;
+    let home = temp_dir("dev-tui");
+    let port = free_port();
+    let mut tui = crate::tui::Pty::spawn(
+        std::process::Command::new(cli_binary())
+            .args(["dev", "--port", &port.to_string()])
+            .env("CENTAUR_HOME", &home)
+            .env("HOME", home.join("user"))
+            .env_remove("CENTAUR_API_URL")
+            .env_remove("CENTAUR_API_TOKEN")
+            .env("TERM", "xterm-256color"),
+    );
+    // First run in a terminal: the model keys are asked for; Enter skips each.
+    tui.shows("OpenAI API key", Duration::from_secs(30)).await;
+    tui.type_text("\r");
+    tui.shows("Anthropic API key", Duration::from_secs(10)).await;
+    tui.type_text("\r");
+    tui.shows("new thread · shell", Duration::from_secs(30)).await;
+    assert!(tui.contents().contains("centaur dev keys"), "{}", tui.contents());
+    tui.type_text("echo hi-from-dev\r");
+    tui.until("the answer", Duration::from_secs(30), |s| {
+        s.lines().any(|l| l.trim() == "hi-from-dev") && s.contains("✓ done")
+    })
+    .await;
+    assert!(listening(port));
+    tui.type_text("\x03");
+    tui.type_text("\x03");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tui.child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "centaur dev did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!listening(port), "the stack still serves");
+    assert!(!home.join("stack.json").exists());
+    let left = processes_mentioning(&home.display().to_string());
+    assert!(left.is_empty(), "left running: {left:#?}");
+    let _ = std::fs::remove_dir_all(&home);
+}

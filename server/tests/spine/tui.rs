@@ -15,8 +15,8 @@ const ROWS: u16 = 44;
 const COLS: u16 = 100;
 
 /// A program running in a pseudo-terminal, its screen kept by a terminal emulator.
-struct Pty {
-    child: std::process::Child,
+pub struct Pty {
+    pub child: std::process::Child,
     writer: std::fs::File,
     screen: Arc<Mutex<vt100::Parser>>,
     /// Everything the program wrote.
@@ -24,7 +24,7 @@ struct Pty {
 }
 
 impl Pty {
-    fn spawn(command: &mut std::process::Command) -> Pty {
+    pub fn spawn(command: &mut std::process::Command) -> Pty {
         let mut master = -1;
         let mut slave = -1;
         let size = libc::winsize {
@@ -90,7 +90,7 @@ impl Pty {
         }
     }
 
-    fn contents(&self) -> String {
+    pub fn contents(&self) -> String {
         self.screen.lock().unwrap().screen().contents()
     }
 
@@ -98,13 +98,13 @@ impl Pty {
         self.contents().lines().map(str::to_owned).collect()
     }
 
-    fn type_text(&mut self, text: &str) {
+    pub fn type_text(&mut self, text: &str) {
         self.writer.write_all(text.as_bytes()).unwrap();
         self.writer.flush().unwrap();
     }
 
     /// Waits until the screen shows what `ready` looks for.
-    async fn until(&self, what: &str, timeout: Duration, ready: impl Fn(&str) -> bool) {
+    pub async fn until(&self, what: &str, timeout: Duration, ready: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + timeout;
         loop {
             let contents = self.contents();
@@ -119,7 +119,7 @@ impl Pty {
         }
     }
 
-    async fn shows(&self, text: &str, timeout: Duration) {
+    pub async fn shows(&self, text: &str, timeout: Duration) {
         self.until(&format!("`{text}`"), timeout, |s| s.contains(text))
             .await
     }
