@@ -195,10 +195,16 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     // First run in a terminal: the model keys are asked for; Enter skips each.
     tui.shows("OpenAI API key", Duration::from_secs(30)).await;
     tui.type_text("\r");
-    tui.shows("Anthropic API key", Duration::from_secs(10)).await;
+    tui.shows("Anthropic API key", Duration::from_secs(10))
+        .await;
     tui.type_text("\r");
-    tui.shows("new thread · shell", Duration::from_secs(30)).await;
-    assert!(tui.contents().contains("centaur dev keys"), "{}", tui.contents());
+    tui.shows("new thread · shell", Duration::from_secs(30))
+        .await;
+    assert!(
+        tui.contents().contains("centaur dev keys"),
+        "{}",
+        tui.contents()
+    );
     tui.type_text("echo hi-from-dev\r");
     tui.until("the answer", Duration::from_secs(30), |s| {
         s.lines().any(|l| l.trim() == "hi-from-dev") && s.contains("✓ done")
@@ -209,7 +215,10 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     tui.type_text("\x03");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while tui.child.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "centaur dev did not exit");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "centaur dev did not exit"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!listening(port), "the stack still serves");
