@@ -51,7 +51,7 @@ impl Check {
     }
 }
 
-const KIND: &str = "the local backend needs Linux: use `centaur dev --backend kind`";
+const KIND: &str = "the local backend needs Linux (bubblewrap); on macOS, use a Linux VM until the Kind backend (`centaur dev --backend kind`) lands";
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program)
@@ -108,9 +108,10 @@ fn checks(home: &Home, port: u16) -> Vec<Check> {
         Some(dir) => {
             let version = output(&dir.join("pg_ctl").display().to_string(), &["--version"])
                 .unwrap_or_default();
+            // "pg_ctl (PostgreSQL) 15.14", or with a suffix such as "(Homebrew)".
             let major: u32 = version
                 .split_whitespace()
-                .last()
+                .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
                 .and_then(|v| v.split('.').next())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
@@ -122,7 +123,7 @@ fn checks(home: &Home, port: u16) -> Vec<Check> {
                     Level::Fail,
                     format!("{version} is older than 13"),
                     "sudo apt-get install -y postgresql",
-                    "brew install postgresql@15",
+                    "brew install postgresql@15, then CENTAUR_PG_BINDIR=$(brew --prefix postgresql@15)/bin",
                 )
             }
         }
@@ -130,10 +131,25 @@ fn checks(home: &Home, port: u16) -> Vec<Check> {
             "PostgreSQL",
             Level::Fail,
             "no initdb and pg_ctl (server binaries) found",
-            "sudo apt-get install -y postgresql",
-            "brew install postgresql@15",
+            "sudo apt-get install -y postgresql (or set CENTAUR_PG_BINDIR)",
+            "brew install postgresql@15, then CENTAUR_PG_BINDIR=$(brew --prefix postgresql@15)/bin",
         ),
     });
+    if let Some(blocked) = unreachable_for_postgres(home) {
+        checks.push(Check::bad(
+            "PostgreSQL's folder",
+            Level::Fail,
+            format!(
+                "PostgreSQL runs as `nobody` under root and cannot enter {}",
+                blocked.display()
+            ),
+            &format!(
+                "CENTAUR_HOME=/var/lib/centaur centaur dev (or chmod o+x {})",
+                blocked.display()
+            ),
+            "—",
+        ));
+    }
 
     let bwrap = on_path("bwrap");
     checks.push(match &bwrap {
@@ -301,6 +317,22 @@ fn checks(home: &Home, port: u16) -> Vec<Check> {
         )
     });
     checks
+}
+
+/// Under root, PostgreSQL runs as an unprivileged user, who must be able to enter every
+/// folder above the home: the first one it cannot enter.
+fn unreachable_for_postgres(home: &Home) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    home.root
+        .ancestors()
+        .skip(1)
+        .filter_map(|dir| Some((dir, std::fs::metadata(dir).ok()?)))
+        .find(|(_, meta)| meta.permissions().mode() & 0o001 == 0 && meta.uid() != 65534)
+        .map(|(dir, _)| dir.to_owned())
 }
 
 /// Free bytes on the file system of `path` (or of its nearest existing parent).

@@ -2,6 +2,7 @@
 //! `centaur` command finds a running stack.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -91,11 +92,27 @@ impl Home {
         self.root.join("stack.lock")
     }
 
-    /// The running stack's state, if its process is alive.
+    /// The process holding this home's stack lock (a stack running or starting), if any. The
+    /// lock, not a pid in a file, is the truth: it dies with its process.
+    pub fn lock_holder(&self) -> Option<u32> {
+        let file = std::fs::File::open(self.lock_file()).ok()?;
+        // SAFETY: flock on a descriptor owned here; released when `file` closes.
+        let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+        if free {
+            return None;
+        }
+        std::fs::read_to_string(self.lock_file())
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+            .or(Some(0))
+    }
+
+    /// The running stack's state, once it serves.
     pub fn running(&self) -> Option<StackState> {
+        let holder = self.lock_holder()?;
         let state: StackState =
             serde_json::from_str(&std::fs::read_to_string(self.state_file()).ok()?).ok()?;
-        alive(state.pid).then_some(state)
+        (state.pid == holder && alive(state.pid)).then_some(state)
     }
 
     /// The dev token, if one was made.
@@ -114,7 +131,10 @@ pub struct StackState {
     pub pid: u32,
     pub api_url: String,
     pub proxy_control_url: String,
-    pub postgres_port: u16,
+    /// `host:port` of PostgreSQL, and whether it is the stack's own cluster (not
+    /// `DATABASE_URL`'s).
+    pub postgres_address: String,
+    pub postgres_private: bool,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub version: String,
     pub harnesses_ready: Vec<String>,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use centaur_protocol::Harness;
 use clap::{Subcommand, ValueEnum};
 
-use self::home::{Home, StackState, alive};
+use self::home::{Home, StackState};
 use self::setup::{MODEL_KEYS, Step};
 use crate::client::{Client, Failure};
 use crate::tui;
@@ -79,6 +79,9 @@ pub enum DevCommand {
         port: u16,
         #[arg(long, default_value_t = 1)]
         warm: usize,
+        /// Stop when stdin closes (the starting `centaur dev` went away).
+        #[arg(long)]
+        tied: bool,
     },
 }
 
@@ -95,16 +98,17 @@ pub async fn run(command: Option<DevCommand>, up_args: UpArgs) -> Result<ExitCod
             setup::prepare(&home)?;
             setup::ask_for_keys(&home, true)?;
             eprintln!(
-                "centaur: keys saved; a running stack uses them within seconds, and the next `centaur dev` installs their harnesses"
+                "centaur: keys saved; a running stack uses them within seconds; their harness CLIs are installed when the stack next starts (`centaur dev down`, then `centaur dev`)"
             );
             Ok(ExitCode::SUCCESS)
         }
-        DevCommand::Serve { port, warm } => {
+        DevCommand::Serve { port, warm, tied } => {
             stack::serve(
                 home,
                 stack::Options {
                     port,
                     warm_pool: warm,
+                    tied,
                 },
             )
             .await?;
@@ -133,7 +137,7 @@ async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, Failure> {
             "the kind backend is not built yet; `centaur dev --backend local` runs sandboxes with bubblewrap".into(),
         ));
     }
-    if let Some(state) = home.running() {
+    if let Some(state) = attachable(home).await {
         eprintln!(
             "centaur: a stack already runs on {} at {}; attaching",
             home.root.display(),
@@ -149,15 +153,23 @@ async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, Failure> {
         return open_tui(home, &state, harness).await;
     }
     doctor::preflight(args.port)?;
+    // One `centaur dev` prepares the home at a time.
+    let _setup = setup::lock(home)?;
+    if home.lock_holder().is_some() {
+        return Err(Failure::Local(format!(
+            "another `centaur dev` started a stack on {} meanwhile: run `centaur dev` again to attach",
+            home.root.display()
+        )));
+    }
     let step = Step::start(format!("preparing {}", home.root.display()));
     setup::prepare(home)?;
     step.done("");
     setup::ask_for_keys(home, false)?;
-    let ready = setup::install_harnesses(home)?;
+    let ready = setup::install_harnesses(home);
 
     let step = Step::start("starting PostgreSQL, the proxy and the server");
-    let state = match start_in_background(home, &args).await {
-        Ok(state) => state,
+    let (state, _tie) = match start_in_background(home, &args).await {
+        Ok(started) => started,
         Err(error) => {
             step.failed();
             return Err(error);
@@ -212,10 +224,26 @@ async fn open_tui(
     .await
 }
 
+/// A stack to attach to: the running one, or one being started (waited for).
+async fn attachable(home: &Home) -> Option<StackState> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while home.lock_holder().is_some() && Instant::now() < deadline {
+        if let Some(state) = home.running() {
+            return Some(state);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 /// Starts `centaur dev serve` in its own session, its output in `logs/stack.log`, and waits
 /// until it serves. If it fails, it has already stopped what it started; its last log line
-/// says why.
-async fn start_in_background(home: &Home, args: &UpArgs) -> Result<StackState, Failure> {
+/// says why. Unless detached, the stack is tied to this process through its stdin (the
+/// returned handle): when this process ends, however it ends, the stack stops.
+async fn start_in_background(
+    home: &Home,
+    args: &UpArgs,
+) -> Result<(StackState, Option<std::process::ChildStdin>), Failure> {
     let log_path = home.log("stack");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -226,13 +254,28 @@ async fn start_in_background(home: &Home, args: &UpArgs) -> Result<StackState, F
     let program =
         std::env::current_exe().map_err(|e| Failure::Local(format!("this program's path: {e}")))?;
     let mut command = std::process::Command::new(program);
+    // The server reads its settings from CENTAUR_* variables too; the stack sets its own.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CENTAUR_") && !name.starts_with("CENTAUR_PG_") {
+            command.env_remove(name.as_ref());
+        }
+    }
+    if args.detach {
+        command.args(["dev", "serve", "--port"]);
+    } else {
+        command.args(["dev", "serve", "--tied", "--port"]);
+    }
     command
-        .args(["dev", "serve", "--port"])
         .arg(args.port.to_string())
         .arg("--warm")
         .arg(args.warm.to_string())
         .env("CENTAUR_HOME", &home.root)
-        .stdin(std::process::Stdio::null())
+        .stdin(if args.detach {
+            std::process::Stdio::null()
+        } else {
+            std::process::Stdio::piped()
+        })
         .stdout(log.try_clone().expect("a log handle"))
         .stderr(log);
     // SAFETY: setsid is async-signal-safe; the stack outlives this terminal.
@@ -256,14 +299,10 @@ async fn start_in_background(home: &Home, args: &UpArgs) -> Result<StackState, F
             )));
         }
         if let Some(state) = home.running().filter(|s| s.pid == child.id()) {
-            let client = client_for(home, &state)?;
-            if client.get("/readyz").await.is_ok() {
-                return Ok(state);
-            }
+            return Ok((state, child.stdin.take()));
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_child(home, &mut child).await;
             return Err(Failure::Local(format!(
                 "the stack did not come up in 90 s (log: {})",
                 log_path.display()
@@ -273,16 +312,39 @@ async fn start_in_background(home: &Home, args: &UpArgs) -> Result<StackState, F
     }
 }
 
-/// The last non-empty line written to `path` after `from`.
+/// Stops a stack that would not come up: SIGTERM (it stops what it started), then SIGKILL and
+/// whatever PostgreSQL it left.
+async fn stop_child(home: &Home, child: &mut std::process::Child) {
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    stop_orphaned_postgres(home).await;
+}
+
+/// Why the stack stopped, from what it wrote to `path` after `from`: its own one-line error,
+/// else a panic's message, else its last line.
 fn last_line(path: &std::path::Path, from: u64) -> Option<String> {
     let mut file = std::fs::File::open(path).ok()?;
     file.seek(SeekFrom::Start(from)).ok()?;
     let mut text = String::new();
     file.read_to_string(&mut text).ok()?;
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().trim_start_matches("centaur: ").to_owned())
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(error) = lines.iter().rev().find_map(|l| l.strip_prefix("centaur: ")) {
+        return Some(error.to_owned());
+    }
+    if let Some(at) = lines.iter().position(|l| l.contains("panicked at")) {
+        return lines.get(at + 1).map(|l| format!("it crashed: {l}"));
+    }
+    lines.last().map(|l| (*l).to_owned())
 }
 
 async fn status(home: &Home) -> Result<ExitCode, Failure> {
@@ -295,13 +357,14 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
     };
     let client = client_for(home, &state)?;
     let mut healthy = true;
-    let mut row = |component: &str, address: &str, ok: bool, detail: String| {
+    let stack_pid = state.pid.to_string();
+    let mut row = |component: &str, address: &str, pid: &str, ok: bool, detail: String| {
         healthy &= ok;
         println!(
             "{:<10} {:<28} {:<8} {:<8} {}",
             component,
             address,
-            state.pid,
+            pid,
             if ok { "healthy" } else { "FAILING" },
             detail
         );
@@ -314,6 +377,7 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
     row(
         "server",
         &state.api_url,
+        &stack_pid,
         ready,
         format!(
             "centaur {}, up since {}",
@@ -321,16 +385,35 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
             state.started_at.format("%H:%M:%S")
         ),
     );
-    let postgres = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], state.postgres_port).into(),
-        Duration::from_secs(1),
-    )
-    .is_ok();
+    let postgres = state
+        .postgres_address
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .or_else(|| {
+            use std::net::ToSocketAddrs;
+            state.postgres_address.to_socket_addrs().ok()?.next()
+        })
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+        });
+    let (postgres_pid, postgres_detail) = if state.postgres_private {
+        let pid = std::fs::read_to_string(home.postgres().join("data").join("postmaster.pid"))
+            .ok()
+            .and_then(|p| p.lines().next().map(str::to_owned))
+            .unwrap_or_default();
+        (pid, postgres_version(home))
+    } else {
+        (
+            "-".to_owned(),
+            "DATABASE_URL (not started or stopped by centaur dev)".to_owned(),
+        )
+    };
     row(
         "postgres",
-        &format!("127.0.0.1:{}", state.postgres_port),
+        &state.postgres_address,
+        &postgres_pid,
         postgres,
-        postgres_version(home),
+        postgres_detail,
     );
     let proxy_token = std::fs::read_to_string(home.proxy_token()).unwrap_or_default();
     let sandboxes = reqwest::Client::new()
@@ -352,6 +435,7 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
     row(
         "proxy",
         &state.proxy_control_url,
+        &stack_pid,
         registered.is_some(),
         format!(
             "{} sandboxes registered (warm pool target {})",
@@ -363,6 +447,7 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
     row(
         "sandboxes",
         "local (bubblewrap)",
+        &stack_pid,
         bwrap,
         format!("harnesses ready: {}", state.harnesses_ready.join(", ")),
     );
@@ -379,41 +464,42 @@ fn postgres_version(home: &Home) -> String {
         .unwrap_or_default()
 }
 
-/// Stops the stack and waits until its process, and with it every listener, is gone.
+/// Stops the stack (running or still starting) and waits until its process, and with it
+/// every listener, is gone.
 async fn down(home: &Home) -> Result<ExitCode, Failure> {
-    let Some(state) = home.running() else {
+    let Some(pid) = home.lock_holder().filter(|pid| *pid > 0) else {
         let _ = std::fs::remove_file(home.state_file());
-        stop_orphaned_postgres(home).await;
-        eprintln!("centaur: no stack runs on {}", home.root.display());
+        let orphan = stop_orphaned_postgres(home).await;
+        eprintln!("centaur: no stack runs on {}{orphan}", home.root.display());
         return Ok(ExitCode::SUCCESS);
     };
-    // SAFETY: a signal to the stack's process.
-    unsafe { libc::kill(state.pid as i32, libc::SIGTERM) };
+    // SAFETY: a signal to the process that holds this home's stack lock.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while alive(state.pid) {
+    while home.lock_holder().is_some() {
         if Instant::now() > deadline {
             return Err(Failure::Local(format!(
-                "the stack (pid {}) did not stop in 60 s; see {}",
-                state.pid,
+                "the stack (pid {pid}) did not stop in 60 s; see {}",
                 home.log("stack").display()
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let orphan = stop_orphaned_postgres(home).await;
     eprintln!(
-        "centaur: the stack is down; its data stays in {}",
+        "centaur: the stack is down; its data stays in {}{orphan}",
         home.root.display()
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// A PostgreSQL left running by a stack that was killed.
-async fn stop_orphaned_postgres(home: &Home) {
+/// Stops a PostgreSQL left running by a stack that was killed; says so if it did.
+async fn stop_orphaned_postgres(home: &Home) -> String {
     if !home.postgres().join("data").join("postmaster.pid").exists() {
-        return;
+        return String::new();
     }
     let root = home.postgres();
-    let _ = tokio::task::spawn_blocking(move || {
+    let stopped = tokio::task::spawn_blocking(move || {
         let cluster = centaur_server::pg_cluster::PgCluster::start(
             &centaur_server::pg_cluster::ClusterOptions {
                 root,
@@ -424,10 +510,15 @@ async fn stop_orphaned_postgres(home: &Home) {
         cluster.stop()
     })
     .await;
+    match stopped {
+        Ok(Ok(())) => " (and stopped the PostgreSQL it had left running)".to_owned(),
+        Ok(Err(error)) => format!(" (its PostgreSQL may still run: {error})"),
+        Err(_) => String::new(),
+    }
 }
 
 async fn reset(home: &Home, yes: bool) -> Result<ExitCode, Failure> {
-    if home.running().is_some() {
+    if home.lock_holder().is_some() {
         return Err(Failure::Usage(
             "the stack is running: `centaur dev down` first".into(),
         ));

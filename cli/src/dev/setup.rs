@@ -115,8 +115,27 @@ impl Step {
     }
 }
 
+/// Held while one `centaur dev` prepares the home, so two never write it at once.
+pub fn lock(home: &Home) -> Result<std::fs::File, Failure> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(&home.root)
+        .map_err(|e| Failure::Local(format!("cannot create {}: {e}", home.root.display())))?;
+    let path = home.root.join("setup.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Failure::Local(format!("cannot open {}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor owned here; waits for another `centaur dev`'s setup.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    Ok(file)
+}
+
 /// Makes what is missing: folders, the CA, tokens, the egress policy and Codex settings.
 pub fn prepare(home: &Home) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let fresh = !home.dev_token().exists();
     for dir in [
         home.root.clone(),
         home.proxy_dir(),
@@ -126,8 +145,11 @@ pub fn prepare(home: &Home) -> Result<(), Failure> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Failure::Local(format!("cannot create {}: {e}", dir.display())))?;
     }
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&home.root, std::fs::Permissions::from_mode(0o755));
+    // PostgreSQL may run as another user (`nobody` under root): it must be able to enter the
+    // home. Only a home made here is opened up; secrets stay private either way.
+    if fresh {
+        let _ = std::fs::set_permissions(&home.root, std::fs::Permissions::from_mode(0o755));
+    }
     let _ = std::fs::set_permissions(home.secrets(), std::fs::Permissions::from_mode(0o700));
     if !home.ca_cert().exists() || !home.ca_key().exists() {
         let (cert, key) = centaur_proxy::tls::generate_ca()
@@ -223,8 +245,9 @@ pub fn ask_for_keys(home: &Home, again: bool) -> Result<(), Failure> {
 }
 
 /// Installs the harness CLIs whose keys are there (into `CENTAUR_HOME/harnesses` with npm)
-/// and returns the harnesses that are ready.
-pub fn install_harnesses(home: &Home) -> Result<Vec<Harness>, Failure> {
+/// and returns the harnesses that are ready. One that cannot be installed is reported and
+/// left out: shell and echo work regardless.
+pub fn install_harnesses(home: &Home) -> Vec<Harness> {
     let mut ready = Vec::new();
     for key in &MODEL_KEYS {
         if !key.present(home) {
@@ -236,14 +259,15 @@ pub fn install_harnesses(home: &Home) -> Result<Vec<Harness>, Failure> {
                 Ok(()) => step.done(&home.harnesses().display().to_string()),
                 Err(error) => {
                     step.failed();
-                    return Err(error);
+                    eprintln!("  {} is not available: {error}", key.harness);
+                    continue;
                 }
             }
         }
         ready.push(key.harness);
     }
     ready.extend([Harness::Shell, Harness::Echo]);
-    Ok(ready)
+    ready
 }
 
 fn npm_install(home: &Home, key: &ModelKey) -> Result<(), Failure> {

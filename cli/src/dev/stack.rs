@@ -25,16 +25,74 @@ use crate::client::Failure;
 pub struct Options {
     pub port: u16,
     pub warm_pool: usize,
+    /// Stop when stdin closes: the `centaur dev` that started the stack (and holds the other
+    /// end) has gone, whatever ended it.
+    pub tied: bool,
 }
 
-/// Runs the stack until SIGTERM or Ctrl-C. A failure at start-up stops what had started.
+/// Runs the stack until SIGTERM, Ctrl-C or (when `tied`) its parent goes. Whatever happens
+/// after PostgreSQL started, everything started is stopped on the way out.
 pub async fn serve(home: Home, options: Options) -> Result<(), Failure> {
+    // TLS through ring, like the rest of Centaur (the proxy's upstreams, readiness checks).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stop = stop_signal(options.tied)?;
     let _lock = lock(&home)?;
     init_logging(&home)?;
     let shutdown = CancellationToken::new();
-    let cluster = {
+    let database = Database::start(&home).await?;
+    tracing::info!(address = %database.address(), "PostgreSQL is up");
+    let (server, state) = match start_services(&home, &options, &database, &shutdown).await {
+        Ok(started) => started,
+        Err(error) => {
+            shutdown.cancel();
+            let _ = database.stop().await;
+            return Err(error);
+        }
+    };
+    let serving = async {
+        until_ready(&state.api_url, &stop).await?;
+        if !stop.is_cancelled() {
+            write_atomic(
+                &home.state_file(),
+                &serde_json::to_string_pretty(&state).expect("json"),
+            )?;
+            tracing::info!(url = %state.api_url, "the stack is up");
+        }
+        Ok::<(), Failure>(())
+    };
+    let outcome = serving.await;
+    if outcome.is_ok() {
+        let stopped_elsewhere = server.shutdown_token();
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = stopped_elsewhere.cancelled() => {}
+        }
+    }
+    tracing::info!("stopping the stack");
+    let _ = std::fs::remove_file(home.state_file());
+    server.shutdown().await;
+    shutdown.cancel();
+    database.stop().await?;
+    tracing::info!("the stack is down");
+    outcome
+}
+
+/// Where the stack keeps its data: the server at `DATABASE_URL` if one is given, else a
+/// private cluster in the home, kept across runs.
+enum Database {
+    Private(PgCluster),
+    External(String),
+}
+
+impl Database {
+    async fn start(home: &Home) -> Result<Database, Failure> {
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.is_empty()
+        {
+            return Ok(Database::External(url));
+        }
         let root = home.postgres();
-        tokio::task::spawn_blocking(move || {
+        let cluster = tokio::task::spawn_blocking(move || {
             PgCluster::start(&ClusterOptions {
                 root,
                 durable: true,
@@ -43,48 +101,50 @@ pub async fn serve(home: Home, options: Options) -> Result<(), Failure> {
         })
         .await
         .expect("the PostgreSQL start-up task")
-        .map_err(|e| Failure::Local(format!("PostgreSQL did not start: {e}")))?
-    };
-    tracing::info!(port = cluster.port(), "PostgreSQL is up");
-    let started = start_services(&home, &options, &cluster, &shutdown).await;
-    let (server, state) = match started {
-        Ok(started) => started,
-        Err(error) => {
-            shutdown.cancel();
-            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
-            return Err(error);
-        }
-    };
-    write_atomic(
-        &home.state_file(),
-        &serde_json::to_string_pretty(&state).expect("json"),
-    )?;
-    tracing::info!(url = %state.api_url, "the stack is up");
-
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Failure::Local(format!("no SIGTERM handler: {e}")))?;
-    let stopped_elsewhere = server.shutdown_token();
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = stopped_elsewhere.cancelled() => {}
+        .map_err(|e| Failure::Local(format!("PostgreSQL did not start: {e}")))?;
+        Ok(Database::Private(cluster))
     }
-    tracing::info!("stopping the stack");
-    let _ = std::fs::remove_file(home.state_file());
-    server.shutdown().await;
-    shutdown.cancel();
-    tokio::task::spawn_blocking(move || cluster.stop())
-        .await
-        .expect("the PostgreSQL stop task")
-        .map_err(|e| Failure::Local(format!("PostgreSQL did not stop: {e}")))?;
-    tracing::info!("the stack is down");
-    Ok(())
+
+    fn url(&self) -> String {
+        match self {
+            Database::Private(cluster) => cluster.url("postgres"),
+            Database::External(url) => url.clone(),
+        }
+    }
+
+    /// `host:port`, without credentials.
+    fn address(&self) -> String {
+        match self {
+            Database::Private(cluster) => format!("127.0.0.1:{}", cluster.port()),
+            Database::External(url) => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+                let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+                let host = rest.split(['/', '?']).next().unwrap_or(rest);
+                if host.contains(':') {
+                    host.to_owned()
+                } else {
+                    format!("{host}:5432")
+                }
+            }
+        }
+    }
+
+    /// Stops a private cluster (an external server is not ours to stop).
+    async fn stop(self) -> Result<(), Failure> {
+        let Database::Private(cluster) = self else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || cluster.stop())
+            .await
+            .expect("the PostgreSQL stop task")
+            .map_err(|e| Failure::Local(format!("PostgreSQL did not stop: {e}")))
+    }
 }
 
 async fn start_services(
     home: &Home,
     options: &Options,
-    cluster: &PgCluster,
+    database: &Database,
     shutdown: &CancellationToken,
 ) -> Result<(centaur_server::RunningServer, StackState), Failure> {
     let read = |path: std::path::PathBuf| {
@@ -147,7 +207,7 @@ async fn start_services(
         .map(|k| k.harness)
         .chain([Harness::Shell, Harness::Echo])
         .collect();
-    let mut config = centaur_server::Config::new(cluster.url("postgres"));
+    let mut config = centaur_server::Config::new(database.url());
     config.bind_addr = ([127, 0, 0, 1], options.port).into();
     config.admin_api_key = Some(dev_token.as_str().into());
     config.proxy_token = Some(proxy_token.as_str().into());
@@ -179,7 +239,8 @@ async fn start_services(
         pid: std::process::id(),
         api_url: server.url(),
         proxy_control_url,
-        postgres_port: cluster.port(),
+        postgres_address: database.address(),
+        postgres_private: matches!(database, Database::Private(_)),
         started_at: chrono::Utc::now(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         harnesses_ready: ready.iter().map(|h| h.as_str().to_owned()).collect(),
@@ -188,9 +249,10 @@ async fn start_services(
     Ok((server, state))
 }
 
-/// One stack per `CENTAUR_HOME`: held until the process ends.
+/// One stack per `CENTAUR_HOME`: held until the process ends, with its pid inside.
 fn lock(home: &Home) -> Result<std::fs::File, Failure> {
-    let file = std::fs::OpenOptions::new()
+    use std::io::{Seek, Write};
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
@@ -203,7 +265,66 @@ fn lock(home: &Home) -> Result<std::fs::File, Failure> {
             home.root.display()
         )));
     }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush());
+    written
+        .map_err(|e| Failure::Local(format!("cannot write {}: {e}", home.lock_file().display())))?;
     Ok(file)
+}
+
+/// Resolves when the stack should stop: SIGTERM, Ctrl-C, or (when `tied`) stdin closing
+/// because the `centaur dev` that started it is gone.
+fn stop_signal(tied: bool) -> Result<CancellationToken, Failure> {
+    let stop = CancellationToken::new();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Failure::Local(format!("no SIGTERM handler: {e}")))?;
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        on_signal.cancel();
+    });
+    if tied {
+        let on_eof = stop.clone();
+        std::thread::Builder::new()
+            .name("parent-watch".into())
+            .spawn(move || {
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                on_eof.cancel();
+            })
+            .expect("a thread");
+    }
+    Ok(stop)
+}
+
+/// Waits until the server answers `/readyz` (migrations applied), or `stop`.
+async fn until_ready(url: &str, stop: &CancellationToken) -> Result<(), Failure> {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !stop.is_cancelled() {
+        let ready = http
+            .get(format!("{url}/readyz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Failure::Local(
+                "the server did not become ready in 60 s (see logs/server.log)".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// The server's and the proxy's logs, each in its own file under `logs/`.

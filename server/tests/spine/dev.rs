@@ -19,6 +19,7 @@ async fn centaur(home: &Path, args: &[&str], path: Option<&str>) -> Output {
         .env_remove("CENTAUR_API_TOKEN")
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("XDG_DATA_HOME")
+        .env_remove("DATABASE_URL")
         .stdin(std::process::Stdio::null());
     if let Some(path) = path {
         command.env("PATH", path);
@@ -113,7 +114,14 @@ async fn dev_boots_serves_stops_and_keeps_its_data() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(home.join("stack.json")).unwrap()).unwrap();
     let pid = state["pid"].as_u64().unwrap() as i32;
-    let postgres_port = state["postgres_port"].as_u64().unwrap() as u16;
+    let postgres_port: u16 = state["postgres_address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let proxy_port: u16 = state["proxy_control_url"]
         .as_str()
         .unwrap()
@@ -190,6 +198,7 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
             .env("HOME", home.join("user"))
             .env_remove("CENTAUR_API_URL")
             .env_remove("CENTAUR_API_TOKEN")
+            .env_remove("DATABASE_URL")
             .env("TERM", "xterm-256color"),
     );
     // First run in a terminal: the model keys are asked for; Enter skips each.
@@ -225,5 +234,42 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     assert!(!home.join("stack.json").exists());
     let left = processes_mentioning(&home.display().to_string());
     assert!(left.is_empty(), "left running: {left:#?}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A `centaur dev` killed outright (SIGKILL, a closed terminal) takes its stack with it.
+#[tokio::test]
+async fn a_killed_centaur_dev_takes_its_stack_down() {
+    use std::time::Duration;
+    let home = temp_dir("dev-killed");
+    let port = free_port();
+    std::fs::create_dir_all(home.join("secrets")).unwrap();
+    // Keys asked before: straight to the TUI.
+    std::fs::write(home.join("secrets/.asked"), "").unwrap();
+    let mut tui = crate::tui::Pty::spawn(
+        std::process::Command::new(cli_binary())
+            .args(["dev", "--port", &port.to_string()])
+            .env("CENTAUR_HOME", &home)
+            .env("HOME", home.join("user"))
+            .env_remove("CENTAUR_API_URL")
+            .env_remove("CENTAUR_API_TOKEN")
+            .env_remove("DATABASE_URL")
+            .env("TERM", "xterm-256color"),
+    );
+    tui.shows("new thread · shell", Duration::from_secs(30))
+        .await;
+    assert!(listening(port));
+    tui.child.kill().unwrap();
+    tui.child.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while listening(port) || !processes_mentioning(&home.display().to_string()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running: {:#?}",
+            processes_mentioning(&home.display().to_string())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!home.join("stack.json").exists());
     let _ = std::fs::remove_dir_all(&home);
 }
