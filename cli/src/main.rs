@@ -114,10 +114,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Like other command-line tools: a closed pipe (`centaur attach … | head`) ends the
-    // process quietly instead of a panic in `println!`.
-    // SAFETY: called before any other thread exists.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // Started as `centaur-runner` (inside a sandbox of the local stack), this binary is the
     // runner, so one build serves the whole stack.
     let name = std::env::args_os().next().map(std::path::PathBuf::from);
@@ -125,6 +121,16 @@ fn main() -> ExitCode {
         return centaur_runner::command::main();
     }
     let cli = Cli::parse();
+    // Like other command-line tools, commands that print end quietly on a closed pipe
+    // (`centaur attach … | head`) instead of panicking in `println!`. Not the stack, the
+    // runner or the TUI: there a peer closing a socket must be an error, not death.
+    if matches!(
+        cli.command,
+        Some(Command::Send { .. } | Command::Attach { tui: false, .. } | Command::Threads { .. })
+    ) {
+        // SAFETY: called before any other thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

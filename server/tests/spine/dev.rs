@@ -91,6 +91,18 @@ async fn dev_boots_serves_stops_and_keeps_its_data() {
         .to_owned();
     assert_eq!(stdout.lines().nth(1), Some("hello"), "{stdout}");
 
+    // A peer closing a pipe or socket is the stack's everyday life, not its death: SIGPIPE
+    // must not end it (it did, when the stack inherited the line commands' disposition).
+    let pid: i32 = std::fs::read_to_string(home.join("stack.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: a signal to the stack's process.
+    unsafe { libc::kill(pid, libc::SIGPIPE) };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(listening(port), "SIGPIPE ended the stack");
+
     let out = centaur(&home, &["dev", "status"], None).await;
     let status = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{status}");

@@ -142,6 +142,13 @@ pub fn kill_sandboxes(data: &Path) {
         else {
             continue;
         };
+        // Only a sandbox of this data directory: a pid from an old pid file may since belong to
+        // anything (other tests' processes, busy CI machines reuse pids quickly).
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let ours = String::from_utf8_lossy(&cmdline).contains(data.to_string_lossy().as_ref());
+        if !ours {
+            continue;
+        }
         let children =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         for child in children
