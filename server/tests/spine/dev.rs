@@ -2,7 +2,7 @@
 //! background, a turn, its status, stopped with nothing left behind, and started again on the
 //! same data.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::sandboxes::free_port;
@@ -49,13 +49,43 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
+/// A fresh `CENTAUR_HOME`; dropped (a test passing or failing), its stack is stopped, any
+/// PostgreSQL it left is stopped, and the folder is removed.
+struct Home(PathBuf);
+
+impl Home {
+    fn new(name: &str) -> Home {
+        Home(temp_dir(name))
+    }
+}
+
+impl std::ops::Deref for Home {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(cli_binary())
+            .args(["dev", "down"])
+            .env("CENTAUR_HOME", &self.0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn listening(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 #[tokio::test]
 async fn dev_boots_serves_stops_and_keeps_its_data() {
-    let home = temp_dir("dev-home");
+    let home = Home::new("dev-home");
     let port = free_port();
     let port_arg = port.to_string();
 
@@ -166,12 +196,11 @@ async fn dev_boots_serves_stops_and_keeps_its_data() {
     let out = centaur(&home, &["dev", "down"], None).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!listening(port));
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[tokio::test]
 async fn doctor_names_what_is_missing_and_the_fix() {
-    let home = temp_dir("dev-doctor");
+    let home = Home::new("dev-doctor");
     let out = centaur(&home, &["dev", "doctor"], Some("/nonexistent")).await;
     let report = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{report}");
@@ -193,7 +222,6 @@ async fn doctor_names_what_is_missing_and_the_fix() {
         "{error}"
     );
     assert!(!home.join("stack.json").exists());
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// `centaur dev` in a terminal: the TUI opens on a new thread (shell, with no model key, and
@@ -201,12 +229,12 @@ async fn doctor_names_what_is_missing_and_the_fix() {
 #[tokio::test]
 async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     use std::time::Duration;
-    let home = temp_dir("dev-tui");
+    let home = Home::new("dev-tui");
     let port = free_port();
     let mut tui = crate::tui::Pty::spawn(
         std::process::Command::new(cli_binary())
             .args(["dev", "--port", &port.to_string()])
-            .env("CENTAUR_HOME", &home)
+            .env("CENTAUR_HOME", home.as_path())
             .env("HOME", home.join("user"))
             .env_remove("CENTAUR_API_URL")
             .env_remove("CENTAUR_API_TOKEN")
@@ -246,14 +274,13 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     assert!(!home.join("stack.json").exists());
     let left = processes_mentioning(&home.display().to_string());
     assert!(left.is_empty(), "left running: {left:#?}");
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// A `centaur dev` killed outright (SIGKILL, a closed terminal) takes its stack with it.
 #[tokio::test]
 async fn a_killed_centaur_dev_takes_its_stack_down() {
     use std::time::Duration;
-    let home = temp_dir("dev-killed");
+    let home = Home::new("dev-killed");
     let port = free_port();
     std::fs::create_dir_all(home.join("secrets")).unwrap();
     // Keys asked before: straight to the TUI.
@@ -261,7 +288,7 @@ async fn a_killed_centaur_dev_takes_its_stack_down() {
     let mut tui = crate::tui::Pty::spawn(
         std::process::Command::new(cli_binary())
             .args(["dev", "--port", &port.to_string()])
-            .env("CENTAUR_HOME", &home)
+            .env("CENTAUR_HOME", home.as_path())
             .env("HOME", home.join("user"))
             .env_remove("CENTAUR_API_URL")
             .env_remove("CENTAUR_API_TOKEN")
@@ -283,5 +310,4 @@ async fn a_killed_centaur_dev_takes_its_stack_down() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!home.join("stack.json").exists());
-    let _ = std::fs::remove_dir_all(&home);
 }
