@@ -13,9 +13,9 @@ use std::os::unix::process::CommandExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use centaur_cli::client::{Client, Connection};
+use centaur_cli::client::Client;
 use centaur_cli::tui::app::{App, AppEvent, Start};
-use centaur_cli::tui::fixtures::{Script, long_thread};
+use centaur_cli::tui::fixtures::{Script, app_following, long_thread};
 use centaur_cli::tui::{Runtime, event_loop, highlight, view};
 use centaur_protocol::ThreadKey;
 use ratatui::backend::{CrosstermBackend, TestBackend};
@@ -61,21 +61,8 @@ fn frames() {
     let events = long_thread(10_000);
     let key = events[0].thread_key.clone();
     let before = rss_kib();
-    let (mut app, _) = App::new(
-        "http://127.0.0.1:8080".into(),
-        &Start {
-            thread_key: Some(key.clone()),
-            ..Start::default()
-        },
-    );
-    app.handle(AppEvent::Connection {
-        key: key.clone(),
-        state: Connection::Live,
-    });
     let started = Instant::now();
-    for event in &events {
-        app.handle(AppEvent::Server(Box::new(event.clone())));
-    }
+    let mut app = app_following(&events);
     let applied = started.elapsed();
     let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
     let now = chrono::Utc::now();
@@ -86,16 +73,7 @@ fn frames() {
     let first = started.elapsed();
     let memory_mib = rss_kib().saturating_sub(before) as f64 / 1024.0;
     // The same thread opened again in this process: what opening costs once the process is warm.
-    let (mut again, _) = App::new(
-        "http://127.0.0.1:8080".into(),
-        &Start {
-            thread_key: Some(key.clone()),
-            ..Start::default()
-        },
-    );
-    for event in &events {
-        again.handle(AppEvent::Server(Box::new(event.clone())));
-    }
+    let mut again = app_following(&events);
     let mut second_terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
     let started = Instant::now();
     second_terminal

@@ -45,29 +45,13 @@ fn read_file() -> Saved {
 }
 
 fn write_file(saved: &Saved) -> Result<PathBuf, Failure> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let path = file()?;
-    let failed =
-        |e: std::io::Error| Failure::Local(format!("cannot write {}: {e}", path.display()));
     let dir = path.parent().expect("a parent");
-    std::fs::create_dir_all(dir).map_err(failed)?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::Local(format!("cannot create {}: {e}", dir.display())))?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(failed)?;
-    // A file made earlier with other permissions is tightened before the token goes in.
-    out.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(failed)?;
-    out.write_all(
-        serde_json::to_string_pretty(saved)
-            .expect("json")
-            .as_bytes(),
-    )
-    .map_err(failed)?;
+    crate::private_file::write(&path, &serde_json::to_string_pretty(saved).expect("json"))?;
     Ok(path)
 }
 

@@ -4,5 +4,6 @@
 pub mod client;
 pub mod credentials;
 pub mod dev;
+pub mod private_file;
 pub mod render;
 pub mod tui;

@@ -189,7 +189,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     thread_key,
                     harness,
                     new_thread,
-                    notice: None,
+                    ..tui::Start::default()
                 },
             )
             .await

@@ -1,9 +1,8 @@
 //! What the TUI shows, as snapshots of the screen, driven by recorded event streams. The
 //! state is a function of the events, so each screen is exactly reproducible.
 
-use centaur_cli::client::Connection;
 use centaur_cli::tui::app::{App, AppEvent, Start};
-use centaur_cli::tui::fixtures::{Script, long_thread};
+use centaur_cli::tui::fixtures::{Script, app_following, long_thread};
 use centaur_cli::tui::{highlight, view};
 use centaur_protocol::api::{ThreadList, ThreadSummary};
 use centaur_protocol::{Event, Harness, ThreadKey};
@@ -12,25 +11,10 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-/// An app showing `events`' thread, connected.
+/// An app showing `events`' thread, connected, with code highlighted.
 fn app_with(events: &[Event]) -> App {
     highlight::load_now();
-    let key = events[0].thread_key.clone();
-    let (mut app, _) = App::new(
-        "http://127.0.0.1:8080".into(),
-        &Start {
-            thread_key: Some(key.clone()),
-            ..Start::default()
-        },
-    );
-    app.handle(AppEvent::Connection {
-        key,
-        state: Connection::Live,
-    });
-    for event in events {
-        app.handle(AppEvent::Server(Box::new(event.clone())));
-    }
-    app
+    app_following(events)
 }
 
 fn screen(app: &mut App, width: u16, height: u16, now: DateTime<Utc>) -> String {

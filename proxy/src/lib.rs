@@ -29,6 +29,7 @@ pub mod pool;
 pub mod registry;
 pub mod secrets;
 pub mod server;
+pub mod service;
 pub mod tls;
 
 pub use registry::{Registry, SandboxConfig};

@@ -1,15 +1,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use centaur_proxy::audit::{AuditSink, HttpSink, LogSink};
-use centaur_proxy::control::Control;
-use centaur_proxy::secrets::{SecretSource, SecretStore};
-use centaur_proxy::tls::{Authority, Interception, client_config, generate_ca};
-use centaur_proxy::{Limits, Proxy, Registry, SandboxConfig};
+use centaur_proxy::SandboxConfig;
+use centaur_proxy::secrets::SecretSource;
+use centaur_proxy::service::{self, Settings, load_or_create_key};
+use centaur_proxy::tls::generate_ca;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -125,59 +123,50 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let config: FileConfig =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let key = load_or_create_key(&config.key_file)?;
-    let registry = Arc::new(Registry::new(key));
-    let secrets = Arc::new(SecretStore::new(
-        config.secrets,
-        Duration::from_secs(config.secret_ttl_secs),
-    ));
-    let interception = match (&config.ca_cert, &config.ca_key) {
-        (Some(cert), Some(key)) => {
-            let read = |p: &PathBuf| {
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-            };
-            let extra = config
-                .extra_roots
-                .iter()
-                .map(read)
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Some(Interception {
-                authority: Authority::from_pem(&read(cert)?, &read(key)?)?,
-                client: client_config(&extra)?,
-            })
-        }
+    let key = load_or_create_key(&config.key_file)
+        .with_context(|| format!("the key file {}", config.key_file.display()))?;
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let ca = match (&config.ca_cert, &config.ca_key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
         (None, None) => None,
         _ => anyhow::bail!("set both ca_cert and ca_key, or neither"),
     };
-    let shutdown = CancellationToken::new();
-    let audit: Arc<dyn AuditSink> = match &config.audit_server_url {
-        Some(url) => {
-            let token = std::env::var("CENTAUR_PROXY_TOKEN").context(
-                "audit_server_url is set: set CENTAUR_PROXY_TOKEN to the server's proxy token",
-            )?;
-            Arc::new(HttpSink::start(url, token, shutdown.clone())?)
-        }
-        None => Arc::new(LogSink),
-    };
-    let proxy = Proxy::new(
-        registry.clone(),
-        secrets,
-        audit,
-        Limits::default(),
-        interception,
-    );
+    let extra_roots = config
+        .extra_roots
+        .iter()
+        .map(read)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let token = std::env::var("CENTAUR_PROXY_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    let audit = match config.audit_server_url {
+        Some(url) => Some((
+            url,
+            token.clone().context(
+                "audit_server_url is set: set CENTAUR_PROXY_TOKEN to the server's proxy token",
+            )?,
+        )),
+        None => None,
+    };
     if config.control_listen.is_some() && token.is_none() {
         anyhow::bail!("control_listen is set: set CENTAUR_PROXY_TOKEN to the server's proxy token");
     }
-    let control = Control::new(
-        proxy.clone(),
-        token,
-        config.socket_dir.clone(),
-        shutdown.clone(),
-    );
+    let shutdown = CancellationToken::new();
+    let (proxy, control) = service::build(
+        Settings {
+            key,
+            secrets: config.secrets,
+            secret_ttl: Duration::from_secs(config.secret_ttl_secs),
+            ca,
+            extra_roots,
+            audit,
+            control_token: token,
+            socket_dir: config.socket_dir.clone(),
+        },
+        &shutdown,
+    )?;
     let mut tasks = tokio::task::JoinSet::new();
     for sandbox in config.sandboxes {
         let id = sandbox.sandbox_id.clone();
@@ -243,27 +232,4 @@ fn ca_init(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
     file.write_all(key.as_bytes())?;
     println!("{}", cert_path.display());
     Ok(())
-}
-
-fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(key) = std::fs::read(path) {
-        anyhow::ensure!(
-            key.len() >= 32,
-            "{} holds fewer than 32 bytes",
-            path.display()
-        );
-        return Ok(key);
-    }
-    let mut key = vec![0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(&key))
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(key)
 }

@@ -92,7 +92,8 @@ pub fn bwrap_works() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn checks(home: &Home, port: u16) -> Vec<Check> {
+/// The checks; `advisory` adds those that only warn (tools for optional harnesses).
+fn checks(home: &Home, port: u16, advisory: bool) -> Vec<Check> {
     let mut checks = Vec::new();
     let linux = cfg!(target_os = "linux");
     checks.push(if linux {
@@ -199,9 +200,11 @@ fn checks(home: &Home, port: u16) -> Vec<Check> {
         },
     );
 
-    let node = output("node", &["--version"]);
-    let npm = output("npm", &["--version"]);
-    checks.push(match (&node, &npm) {
+    // What only advises (and takes time: `npm --version` alone is 0.2 s) is left to `doctor`.
+    if advisory {
+        let node = output("node", &["--version"]);
+        let npm = output("npm", &["--version"]);
+        checks.push(match (&node, &npm) {
         (Some(node), Some(npm)) => Check::ok("Node.js and npm", format!("node {node}, npm {npm}")),
         _ => Check::bad(
             "Node.js and npm",
@@ -212,35 +215,36 @@ fn checks(home: &Home, port: u16) -> Vec<Check> {
         ),
     });
 
-    for key in &MODEL_KEYS {
-        let name = match key.harness {
-            centaur_protocol::Harness::Codex => "Codex CLI",
-            _ => "Claude Code CLI",
-        };
-        checks.push(match (key.installed(home), key.present(home)) {
-            (true, true) => Check::ok(name, format!("installed; {} present", key.secret)),
-            (true, false) => Check::bad(
-                name,
-                Level::Warn,
-                format!("installed, but no {}", key.secret),
-                "centaur dev keys",
-                "centaur dev keys",
-            ),
-            (false, true) => Check::bad(
-                name,
-                Level::Warn,
-                format!("not installed yet ({})", key.package),
-                "centaur dev (installs it with npm)",
-                "centaur dev (installs it with npm)",
-            ),
-            (false, false) => Check::bad(
-                name,
-                Level::Warn,
-                format!("not installed, no {} (optional)", key.secret),
-                "centaur dev keys, then centaur dev",
-                "centaur dev keys, then centaur dev",
-            ),
-        });
+        for key in &MODEL_KEYS {
+            let name = match key.harness {
+                centaur_protocol::Harness::Codex => "Codex CLI",
+                _ => "Claude Code CLI",
+            };
+            checks.push(match (key.installed(home), key.present(home)) {
+                (true, true) => Check::ok(name, format!("installed; {} present", key.secret)),
+                (true, false) => Check::bad(
+                    name,
+                    Level::Warn,
+                    format!("installed, but no {}", key.secret),
+                    "centaur dev keys",
+                    "centaur dev keys",
+                ),
+                (false, true) => Check::bad(
+                    name,
+                    Level::Warn,
+                    format!("not installed yet ({})", key.package),
+                    "centaur dev (installs it with npm)",
+                    "centaur dev (installs it with npm)",
+                ),
+                (false, false) => Check::bad(
+                    name,
+                    Level::Warn,
+                    format!("not installed, no {} (optional)", key.secret),
+                    "centaur dev keys, then centaur dev",
+                    "centaur dev keys, then centaur dev",
+                ),
+            });
+        }
     }
 
     let ours = home
@@ -346,7 +350,7 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
 }
 
 pub fn run(home: &Home, port: u16) -> ExitCode {
-    let checks = checks(home, port);
+    let checks = checks(home, port, true);
     for check in &checks {
         let mark = match check.level {
             Level::Ok => "✓",
@@ -376,7 +380,7 @@ pub fn run(home: &Home, port: u16) -> ExitCode {
 /// What `centaur dev` cannot start without: the first failure as one line with its fix.
 pub fn preflight(port: u16) -> Result<(), Failure> {
     let home = Home::locate()?;
-    let fatal = checks(&home, port)
+    let fatal = checks(&home, port, false)
         .into_iter()
         .find(|c| c.level == Level::Fail);
     match fatal {

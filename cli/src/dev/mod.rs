@@ -219,6 +219,7 @@ async fn open_tui(
             harness,
             new_thread: true,
             notice,
+            ..tui::Start::default()
         },
     )
     .await

@@ -10,8 +10,9 @@ use centaur_protocol::Harness;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::home::{Home, write_private};
+use super::home::Home;
 use crate::client::Failure;
+use crate::private_file::write as write_private;
 
 /// A model key the proxy swaps in, and the harness that needs it.
 pub struct ModelKey {
@@ -158,7 +159,7 @@ pub fn prepare(home: &Home) -> Result<(), Failure> {
         std::fs::write(home.ca_cert(), cert)
             .map_err(|e| Failure::Local(format!("cannot write the CA: {e}")))?;
     }
-    for token in [home.dev_token(), home.proxy_token(), home.proxy_key()] {
+    for token in [home.dev_token(), home.proxy_token()] {
         if !token.exists() {
             write_private(&token, &random_token())?;
         }

@@ -5,22 +5,20 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use centaur_protocol::Harness;
-use centaur_proxy::audit::{AuditSink, HttpSink};
-use centaur_proxy::control::Control;
-use centaur_proxy::secrets::{SecretSource, SecretStore};
-use centaur_proxy::tls::{Authority, Interception, client_config};
-use centaur_proxy::{Limits, Proxy, Registry};
+use centaur_proxy::secrets::SecretSource;
+use centaur_proxy::service::{self, Settings, load_or_create_key};
 use centaur_server::pg_cluster::{ClusterOptions, PgCluster};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::prelude::*;
 
-use super::home::{Home, StackState, write_atomic};
+use super::home::{Home, StackState};
 use super::setup::MODEL_KEYS;
 use crate::client::Failure;
+use crate::private_file::write_atomic;
 
 pub struct Options {
     pub port: u16,
@@ -156,9 +154,14 @@ async fn start_services(
     let proxy_token = read(home.proxy_token())?;
     let api_url = format!("http://127.0.0.1:{}", options.port);
 
-    // The proxy: control API on a free loopback port, one socket per sandbox.
-    // The key placeholders are derived from: kept, so sandboxes survive a restart.
-    let key = read(home.proxy_key())?.into_bytes();
+    // The proxy: control API on a free loopback port, one socket per sandbox, audit to the
+    // server, model keys from the files only it reads.
+    let key = load_or_create_key(&home.proxy_key()).map_err(|e| {
+        Failure::Local(format!(
+            "the proxy's key {}: {e}",
+            home.proxy_key().display()
+        ))
+    })?;
     let secrets: HashMap<String, SecretSource> = MODEL_KEYS
         .iter()
         .map(|k| {
@@ -168,28 +171,20 @@ async fn start_services(
             )
         })
         .collect();
-    let interception = Interception {
-        authority: Authority::from_pem(&read(home.ca_cert())?, &read(home.ca_key())?)
-            .map_err(|e| Failure::Local(format!("the proxy's CA: {e}")))?,
-        client: client_config(&[]).map_err(|e| Failure::Local(format!("TLS roots: {e}")))?,
-    };
-    let audit: Arc<dyn AuditSink> = Arc::new(
-        HttpSink::start(&api_url, proxy_token.clone(), shutdown.clone())
-            .map_err(|e| Failure::Local(format!("the audit sink: {e:?}")))?,
-    );
-    let proxy = Proxy::new(
-        Arc::new(Registry::new(key)),
-        Arc::new(SecretStore::new(secrets, Duration::from_secs(60))),
-        audit,
-        Limits::default(),
-        Some(interception),
-    );
-    let control = Control::new(
-        proxy,
-        Some(proxy_token.clone()),
-        Some(home.proxy_sockets()),
-        shutdown.clone(),
-    );
+    let (_, control) = service::build(
+        Settings {
+            key,
+            secrets,
+            secret_ttl: Duration::from_secs(60),
+            ca: Some((read(home.ca_cert())?, read(home.ca_key())?)),
+            extra_roots: Vec::new(),
+            audit: Some((api_url.clone(), proxy_token.clone())),
+            control_token: Some(proxy_token.clone()),
+            socket_dir: Some(home.proxy_sockets()),
+        },
+        shutdown,
+    )
+    .map_err(|e| Failure::Local(format!("the proxy: {e}")))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| Failure::Local(format!("the proxy's control API: {e}")))?;

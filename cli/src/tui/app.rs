@@ -235,6 +235,8 @@ pub struct Start {
     pub new_thread: bool,
     /// A first line for the person (how to add a model key, say).
     pub notice: Option<String>,
+    /// The thread list, when the caller fetched it already.
+    pub threads: Option<ThreadList>,
 }
 
 const SCROLL_STEP: usize = 3;
@@ -255,7 +257,14 @@ impl App {
             dirty_before: true,
             ticks: 0,
         };
-        let mut effects = vec![Effect::LoadThreads];
+        // The list the caller already has is shown as is; otherwise it is fetched.
+        let mut effects = match &start.threads {
+            Some(list) => {
+                app.handle(AppEvent::Threads(Ok(list.clone())));
+                Vec::new()
+            }
+            None => vec![Effect::LoadThreads],
+        };
         if let Some(key) = &start.thread_key {
             effects.extend(app.open(key.clone()));
         } else if start.new_thread {
@@ -923,6 +932,23 @@ mod tests {
                 "Ctrl-{c}: {effects:?}"
             );
         }
+    }
+
+    /// A list fetched before the TUI started is shown, not fetched again.
+    #[test]
+    fn a_list_given_at_start_is_not_fetched_again() {
+        let (app, effects) = App::new(
+            "http://server".into(),
+            &Start {
+                threads: Some(ThreadList {
+                    threads: Vec::new(),
+                    next_before: None,
+                }),
+                ..Start::default()
+            },
+        );
+        assert!(effects.is_empty(), "{effects:?}");
+        assert!(app.threads.loaded);
     }
 
     #[test]

@@ -56,10 +56,13 @@ pub async fn run(client: Client, start: Start) -> Result<ExitCode, Failure> {
     let mut terminal =
         enter().map_err(|e| Failure::Local(format!("cannot use the terminal: {e}")))?;
     read_input(bus.clone());
+    let start = Start {
+        threads: Some(threads),
+        ..start
+    };
     let (mut app, effects) = App::new(client.url().to_owned(), &start);
-    app.handle(AppEvent::Threads(Ok(threads)));
     let mut runtime = Runtime::new(client, bus);
-    for effect in effects.into_iter().filter(|e| *e != Effect::LoadThreads) {
+    for effect in effects {
         runtime.run(effect);
     }
     let outcome = event_loop(&mut terminal, &mut app, &mut runtime, &mut inbox, |_| {}).await;

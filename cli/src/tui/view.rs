@@ -889,10 +889,10 @@ fn ago(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
     }
 }
 
-/// A box of `width` × `height` in the middle of `area`, cleared.
-fn centered(frame: &mut Frame, area: Rect, width: u16, height: u16) -> Rect {
+/// `lines` in a titled box `width` wide in the middle of `area`, over what is there.
+fn draw_box(frame: &mut Frame, area: Rect, width: u16, title: &str, lines: Vec<Line>) {
     let width = width.min(area.width);
-    let height = height.min(area.height);
+    let height = (lines.len() as u16 + 2).min(area.height);
     let rect = Rect::new(
         area.x + (area.width - width) / 2,
         area.y + (area.height - height) / 2,
@@ -900,7 +900,10 @@ fn centered(frame: &mut Frame, area: Rect, width: u16, height: u16) -> Rect {
         height,
     );
     frame.render_widget(Clear, rect);
-    rect
+    frame.render_widget(
+        Paragraph::new(lines).block(Frame_::default().borders(Borders::ALL).title(title)),
+        rect,
+    );
 }
 
 const HELP: &[(&str, &[(&str, &str)])] = &[
@@ -959,15 +962,7 @@ fn draw_help(frame: &mut Frame, area: Rect) {
             ]));
         }
     }
-    let rect = centered(frame, area, 96, lines.len() as u16 + 2);
-    frame.render_widget(
-        Paragraph::new(lines).block(
-            Frame_::default()
-                .borders(Borders::ALL)
-                .title(" Keys · any key closes "),
-        ),
-        rect,
-    );
+    draw_box(frame, area, 96, " Keys · any key closes ", lines);
 }
 
 fn harness_note(harness: Harness) -> &'static str {
@@ -996,13 +991,11 @@ fn draw_picker(frame: &mut Frame, area: Rect, selected: usize) {
             }
         })
         .collect();
-    let rect = centered(frame, area, 72, lines.len() as u16 + 2);
-    frame.render_widget(
-        Paragraph::new(lines).block(
-            Frame_::default()
-                .borders(Borders::ALL)
-                .title(" New thread: pick a harness (Enter, Esc) "),
-        ),
-        rect,
+    draw_box(
+        frame,
+        area,
+        72,
+        " New thread: pick a harness (Enter, Esc) ",
+        lines,
     );
 }

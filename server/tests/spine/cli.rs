@@ -20,10 +20,6 @@ async fn centaur(stack: &LocalStack, args: &[&str], env: &[(&str, &str)]) -> Out
         .expect("centaur runs")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[tokio::test]
 async fn send_attach_threads_and_exit_codes() {
     let stack = LocalStack::start("cli", 0, json!({})).await;

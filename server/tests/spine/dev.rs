@@ -9,26 +9,29 @@ use crate::sandboxes::free_port;
 use crate::support::*;
 
 /// `centaur` with `CENTAUR_HOME=home` and nothing else pointing it at a server.
-async fn centaur(home: &Path, args: &[&str], path: Option<&str>) -> Output {
-    let mut command = tokio::process::Command::new(cli_binary());
+fn command(home: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(cli_binary());
     command
         .args(args)
         .env("CENTAUR_HOME", home)
         .env("HOME", home.join("user"))
+        .env("TERM", "xterm-256color")
         .env_remove("CENTAUR_API_URL")
         .env_remove("CENTAUR_API_TOKEN")
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("XDG_DATA_HOME")
-        .env_remove("DATABASE_URL")
-        .stdin(std::process::Stdio::null());
+        .env_remove("DATABASE_URL");
+    command
+}
+
+/// Runs [`command`] to its end, with `PATH` replaced if given.
+async fn centaur(home: &Path, args: &[&str], path: Option<&str>) -> Output {
+    let mut command = tokio::process::Command::from(command(home, args));
+    command.stdin(std::process::Stdio::null());
     if let Some(path) = path {
         command.env("PATH", path);
     }
     command.output().await.expect("centaur runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Live (not zombie) processes whose command line mentions `needle`.
@@ -68,9 +71,7 @@ impl std::ops::Deref for Home {
 
 impl Drop for Home {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(cli_binary())
-            .args(["dev", "down"])
-            .env("CENTAUR_HOME", &self.0)
+        let _ = command(&self.0, &["dev", "down"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -222,6 +223,16 @@ async fn doctor_names_what_is_missing_and_the_fix() {
         "{error}"
     );
     assert!(!home.join("stack.json").exists());
+
+    // A port that is taken: named, with the flag that avoids it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = centaur(&home, &["dev", "--detach", "--port", &port], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    let error = text(&out.stderr);
+    assert!(error.contains(&format!("{port} is in use")), "{error}");
+    assert!(error.contains("--port"), "{error}");
+    assert!(!home.join("stack.json").exists());
 }
 
 /// `centaur dev` in a terminal: the TUI opens on a new thread (shell, with no model key, and
@@ -231,16 +242,8 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     use std::time::Duration;
     let home = Home::new("dev-tui");
     let port = free_port();
-    let mut tui = crate::tui::Pty::spawn(
-        std::process::Command::new(cli_binary())
-            .args(["dev", "--port", &port.to_string()])
-            .env("CENTAUR_HOME", home.as_path())
-            .env("HOME", home.join("user"))
-            .env_remove("CENTAUR_API_URL")
-            .env_remove("CENTAUR_API_TOKEN")
-            .env_remove("DATABASE_URL")
-            .env("TERM", "xterm-256color"),
-    );
+    let mut tui =
+        crate::tui::Pty::spawn(&mut command(&home, &["dev", "--port", &port.to_string()]));
     // First run in a terminal: the model keys are asked for; Enter skips each.
     tui.shows("OpenAI API key", Duration::from_secs(30)).await;
     tui.type_text("\r");
@@ -262,14 +265,7 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     assert!(listening(port));
     tui.type_text("\x03");
     tui.type_text("\x03");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while tui.child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "centaur dev did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tui.exit(Duration::from_secs(30)).await;
     assert!(!listening(port), "the stack still serves");
     assert!(!home.join("stack.json").exists());
     let left = processes_mentioning(&home.display().to_string());
@@ -285,16 +281,8 @@ async fn a_killed_centaur_dev_takes_its_stack_down() {
     std::fs::create_dir_all(home.join("secrets")).unwrap();
     // Keys asked before: straight to the TUI.
     std::fs::write(home.join("secrets/.asked"), "").unwrap();
-    let mut tui = crate::tui::Pty::spawn(
-        std::process::Command::new(cli_binary())
-            .args(["dev", "--port", &port.to_string()])
-            .env("CENTAUR_HOME", home.as_path())
-            .env("HOME", home.join("user"))
-            .env_remove("CENTAUR_API_URL")
-            .env_remove("CENTAUR_API_TOKEN")
-            .env_remove("DATABASE_URL")
-            .env("TERM", "xterm-256color"),
-    );
+    let mut tui =
+        crate::tui::Pty::spawn(&mut command(&home, &["dev", "--port", &port.to_string()]));
     tui.shows("new thread · shell", Duration::from_secs(30))
         .await;
     assert!(listening(port));

@@ -662,27 +662,28 @@ fn cargo() -> std::process::Command {
 pub fn runner_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let status = cargo()
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "centaur-runner",
-                    "--bin",
-                    "centaur-runner",
-                ])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building centaur-runner failed");
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            let path = target.join("debug").join("centaur-runner");
-            assert!(path.is_file(), "{} is missing", path.display());
-            path
-        })
+        .get_or_init(|| built("centaur-runner", "centaur-runner"))
         .clone()
+}
+
+/// `bin` of `package`, built (debug) with this workspace's cargo.
+fn built(package: &str, bin: &str) -> PathBuf {
+    let status = cargo()
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {bin} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(bin);
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
+/// A process's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// An npm package installed into the harness cache folder (`CENTAUR_HARNESS_CACHE`, default
@@ -749,19 +750,7 @@ pub fn codex_dir() -> PathBuf {
 /// The `centaur` binary, built once per test run.
 pub fn cli_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let status = cargo()
-                .args(["build", "--quiet", "-p", "centaur", "--bin", "centaur"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building centaur failed");
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            target.join("debug").join("centaur")
-        })
-        .clone()
+    BUILT.get_or_init(|| built("centaur", "centaur")).clone()
 }
 
 /// An HTTP client builder; TLS in this workspace goes through ring, installed here once.

@@ -119,6 +119,18 @@ impl Pty {
         }
     }
 
+    /// Waits for the program to exit.
+    pub async fn exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the program did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn shows(&self, text: &str, timeout: Duration) {
         self.until(&format!("`{text}`"), timeout, |s| s.contains(text))
             .await
@@ -204,14 +216,7 @@ async fn a_session_in_the_tui_survives_a_server_restart() {
     tui.shows("press Ctrl-C again to quit", Duration::from_secs(5))
         .await;
     tui.type_text("\x03");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = tui.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the TUI did not quit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = tui.exit(Duration::from_secs(5)).await;
     assert!(status.success(), "{status:?}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let raw = tui.raw.lock().unwrap().clone();
