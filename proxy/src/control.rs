@@ -16,6 +16,7 @@
 //! the proxy also uses towards the server.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -350,6 +351,10 @@ impl Control {
         }
         let _ = std::fs::remove_file(&path);
         let listener = tokio::net::UnixListener::bind(&path)
+            .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        // The sandbox connects as its own unprivileged host uid; only that sandbox has the
+        // socket's folder mounted, so anyone who can reach the socket may use it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| failed(format!("{}: {e}", path.display())))?;
         let stop = self.shutdown.child_token();
         if let Some(previous) = listeners.insert(id.clone(), stop.clone()) {

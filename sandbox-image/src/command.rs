@@ -40,6 +40,10 @@ struct Args {
 /// The runner's command line: what `centaur-runner` runs (and `centaur` when started under
 /// that name, so one binary can serve a whole local stack).
 pub fn main() -> ExitCode {
+    if let Err(error) = become_undumpable() {
+        eprintln!("centaur-runner: cannot protect its memory: {error}");
+        return ExitCode::from(2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -127,4 +131,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     runner.run(stop).await?;
     Ok(())
+}
+
+/// Makes this process non-dumpable, before it holds anything worth stealing: the processes it
+/// starts (the harness and whatever the agent runs) run as the same user, and without this
+/// they could read its memory (`/proc/<pid>/mem`, its token), its descriptors or environment,
+/// or `ptrace` it. Programs it executes become dumpable again, so the agent's own tools keep
+/// working.
+fn become_undumpable() -> std::io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

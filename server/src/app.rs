@@ -16,6 +16,8 @@ use crate::egress::{self, Egress};
 use crate::executions;
 use crate::hub::Hub;
 use crate::routes;
+use crate::runner_socket::{RunnerSocket, SocketPeer};
+use crate::sandbox::host_user::HostUsers;
 use crate::sandbox::local::ResourceLimits;
 use crate::sandbox::warm::WarmPool;
 use crate::sandbox::{ExternalBackend, LocalBackend, LocalOptions, SandboxBackend, reaper, warm};
@@ -100,6 +102,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 pub fn local_backend(config: &Config) -> Result<LocalBackend, StartError> {
     let data_dir = std::path::absolute(&config.data_dir)
         .map_err(|e| StartError::Config(format!("CENTAUR_DATA_DIR: {e}")))?;
+    let host_users =
+        HostUsers::for_this_process(&data_dir, config.sandbox_uid_base, config.sandbox_uid_count);
     let options = LocalOptions {
         server_socket_dir: data_dir.join("run"),
         data_dir,
@@ -111,7 +115,12 @@ pub fn local_backend(config: &Config) -> Result<LocalBackend, StartError> {
             memory_bytes: config.sandbox_memory_mb << 20,
             open_files: config.sandbox_open_files,
             processes: config.sandbox_processes,
+            tmpfs_bytes: config.sandbox_tmpfs_mb << 20,
+            file_bytes: config.sandbox_file_mb << 20,
+            workspace_bytes: config.sandbox_workspace_mb << 20,
         },
+        host_users,
+        allow_unlimited_processes: config.sandbox_allow_unlimited_processes,
         cgroup_root: config.cgroup_root.clone(),
     };
     LocalBackend::new(options).map_err(StartError::Config)
@@ -133,7 +142,9 @@ pub async fn start_with_backend(
     let warm = (config.warm_pool > 0 && backend.supports_warm())
         .then(|| Arc::new(WarmPool::new(config.warm_pool, config.warm_harnesses())));
     let runner_listener = match backend.runner_socket() {
-        Some(path) => Some(bind_unix(&path)?),
+        Some(path) => Some(RunnerSocket::bind(&path).map_err(|e| {
+            StartError::Config(format!("runner socket {}: {e}", path.display()))
+        })?),
         None => None,
     };
     let pool = db::lazy_pool(&config).map_err(StartError::DatabaseUrl)?;
@@ -175,7 +186,9 @@ pub async fn start_with_backend(
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let router = routes::router(state.clone());
     if let Some(listener) = runner_listener {
-        let (router, shutdown) = (router.clone(), shutdown.clone());
+        let router = routes::runner_socket_router(state.clone())
+            .into_make_service_with_connect_info::<SocketPeer>();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let serve =
                 axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
@@ -215,21 +228,6 @@ pub async fn start_with_backend(
         served,
         pool,
     })
-}
-
-/// A Unix socket listener at `path` (replacing a stale socket), reachable by sandboxes.
-fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, StartError> {
-    use std::os::unix::fs::PermissionsExt;
-    let failed =
-        |e: std::io::Error| StartError::Config(format!("runner socket {}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(failed)?;
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path).map_err(failed)?;
-    // Sandboxes connect as another uid when the server runs as root; tokens guard the API.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(failed)?;
-    Ok(listener)
 }
 
 /// Fails executions that ran past `max_duration_ms`, on every replica (they share the work).

@@ -4,7 +4,7 @@
 //! only the SHA-256 of the secret is stored, and it is compared in constant time. Anything else
 //! is checked against the admin key.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use centaur_protocol::ThreadKey;
 use uuid::Uuid;
@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::crypto::{random_hex, secrets_match, sha256};
 use crate::error::{ApiError, ApiResult};
+use crate::runner_socket::SocketPeer;
 
 const API_KEY_PREFIX: &str = "cak_";
 const SANDBOX_TOKEN_PREFIX: &str = "cst_";
@@ -130,7 +131,35 @@ impl FromRequestParts<AppState> for Principal {
             .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        authenticate(state, token).await
+        let principal = authenticate(state, token).await?;
+        match parts.extensions.get::<ConnectInfo<SocketPeer>>() {
+            Some(ConnectInfo(peer)) => on_runner_socket(state, principal, *peer),
+            None => Ok(principal),
+        }
+    }
+}
+
+/// The runner socket is mounted into every sandbox, so it takes sandbox tokens only, and each
+/// only from its own sandbox's runner process: code the runner runs cannot claim turns or post
+/// events even with a token it stole.
+fn on_runner_socket(state: &AppState, principal: Principal, peer: SocketPeer) -> ApiResult<Principal> {
+    match &principal {
+        Principal::Sandbox { sandbox_id, .. } => {
+            let runner = peer
+                .pid
+                .is_some_and(|pid| state.backend.is_runner(*sandbox_id, pid));
+            if runner {
+                Ok(principal)
+            } else {
+                tracing::warn!(%sandbox_id, peer_pid = ?peer.pid, "a sandbox token was used on the runner socket by another process than that sandbox's runner");
+                Err(ApiError::forbidden(
+                    "on the runner socket a sandbox token is taken only from that sandbox's runner process",
+                ))
+            }
+        }
+        _ => Err(ApiError::forbidden(
+            "the runner socket takes only sandbox tokens",
+        )),
     }
 }
 

@@ -102,9 +102,37 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_SANDBOX_OPEN_FILES", default_value_t = 4096)]
     pub sandbox_open_files: u64,
 
-    /// Processes of the server's user (RLIMIT_NPROC; not applied when running as root).
+    /// Processes per sandbox: `pids.max` of its cgroup, or else RLIMIT_NPROC of the host uid
+    /// it runs as (its own when the server runs as root; the server's user's otherwise).
     #[arg(long, env = "CENTAUR_SANDBOX_PROCESSES", default_value_t = 4096)]
     pub sandbox_processes: u64,
+
+    /// Size of each of a sandbox's in-memory folders (`/tmp` and `/home/sandbox`), in MiB.
+    #[arg(long, env = "CENTAUR_SANDBOX_TMPFS_MB", default_value_t = 1024)]
+    pub sandbox_tmpfs_mb: u64,
+
+    /// Largest file a sandbox process may write (RLIMIT_FSIZE), in MiB; 0 for no limit.
+    #[arg(long, env = "CENTAUR_SANDBOX_FILE_MB", default_value_t = 4096)]
+    pub sandbox_file_mb: u64,
+
+    /// A thread's workspace may hold this many MiB; past it the thread's sandbox is stopped
+    /// and its turn fails, saying so. 0 for no cap.
+    #[arg(long, env = "CENTAUR_SANDBOX_WORKSPACE_MB", default_value_t = 10_240)]
+    pub sandbox_workspace_mb: u64,
+
+    /// When the server runs as root: the first of the host uids sandboxes run as (each thread
+    /// gets its own, from a range of CENTAUR_SANDBOX_UID_COUNT).
+    #[arg(long, env = "CENTAUR_SANDBOX_UID_BASE", default_value_t = 1_000_000_000)]
+    pub sandbox_uid_base: u32,
+
+    /// How many host uids sandboxes may use, from CENTAUR_SANDBOX_UID_BASE.
+    #[arg(long, env = "CENTAUR_SANDBOX_UID_COUNT", default_value_t = 1_000_000)]
+    pub sandbox_uid_count: u32,
+
+    /// Start local sandboxes even though nothing limits their processes (no cgroup and
+    /// CENTAUR_SANDBOX_PROCESSES=0). Without it the server refuses to start that way.
+    #[arg(long, env = "CENTAUR_SANDBOX_ALLOW_UNLIMITED_PROCESSES")]
+    pub sandbox_allow_unlimited_processes: bool,
 
     /// A delegated cgroup v2 folder under which each local sandbox gets its own cgroup with
     /// memory and process limits (for example one a systemd unit with `Delegate=yes` owns).

@@ -412,6 +412,18 @@ fn execution_not_found(execution_id: Uuid) -> ApiError {
     )
 }
 
+/// The thread a runner-API caller is confined to: `None` for the admin (any thread), an error
+/// for callers that are not runners.
+fn runner_scope(principal: &Principal) -> ApiResult<Option<i64>> {
+    match principal {
+        Principal::Admin => Ok(None),
+        Principal::Sandbox { thread_id, .. } => Ok(Some(*thread_id)),
+        Principal::ApiKey { .. } | Principal::Proxy => Err(ApiError::forbidden(
+            "the runner API takes a sandbox token or the admin key",
+        )),
+    }
+}
+
 /// `GET /runner/v1/executions/{id}`: where the server is with an execution, for a runner that
 /// reconnects.
 pub async fn runner_view(
@@ -419,8 +431,13 @@ pub async fn runner_view(
     principal: &Principal,
     execution_id: Uuid,
 ) -> ApiResult<RunnerExecution> {
+    // Who asks comes first; for a sandbox, another thread's execution does not exist.
+    let scope = runner_scope(principal)?;
     let mut conn = state.pool.acquire().await?;
     let row = runner_row(&mut conn, execution_id).await?;
+    if scope.is_some_and(|thread_id| thread_id != row.thread_id) {
+        return Err(execution_not_found(execution_id));
+    }
     let thread_key = crate::extract::thread_key(&row.thread_key)?;
     principal.require_runner(&thread_key)?;
     Ok(RunnerExecution {
@@ -440,17 +457,9 @@ pub async fn post_events(
     execution_id: Uuid,
     batch: EventBatch,
 ) -> ApiResult<BatchAccepted> {
-    validate_batch(&batch)?;
     // Only executions of the caller's own thread are touched, not even locked otherwise.
-    let scope = match principal {
-        Principal::Admin => None,
-        Principal::Sandbox { thread_id, .. } => Some(*thread_id),
-        Principal::ApiKey { .. } | Principal::Proxy => {
-            return Err(ApiError::forbidden(
-                "the runner API takes a sandbox token or the admin key",
-            ));
-        }
-    };
+    let scope = runner_scope(principal)?;
+    validate_batch(&batch)?;
     let newest_seq = batch.events.last().map_or(0, |e| e.seq);
     let mut tx = crate::db::begin(&state.pool).await?;
     // Lock the execution, read where it was, and move its seq forward, in one round trip.
@@ -468,17 +477,10 @@ pub async fn post_events(
     .bind(scope)
     .fetch_optional(&mut *tx)
     .await?;
+    // For a sandbox, another thread's execution is no execution at all: the answer must not
+    // tell it which ids exist.
     let Some(row) = row else {
-        drop(tx);
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1::int8 FROM executions WHERE id = $1")
-                .bind(execution_id)
-                .fetch_optional(&state.pool)
-                .await?;
-        return Err(match exists {
-            Some(_) => ApiError::forbidden("a sandbox token can only access its own thread"),
-            None => execution_not_found(execution_id),
-        });
+        return Err(execution_not_found(execution_id));
     };
     let thread = ThreadRef {
         id: row.thread_id,

@@ -23,6 +23,7 @@ pub mod logging;
 pub mod messages;
 pub mod pg_cluster;
 pub mod routes;
+pub mod runner_socket;
 pub mod sandbox;
 pub mod sse;
 pub mod threads;

@@ -1,5 +1,8 @@
 //! Egress audit from the proxy: every record is stored; refusals also reach the thread's
 //! stream as `egress.denied`, in the same transaction.
+//!
+//! A record's thread is the one the server gave its sandbox, whatever the record says: the
+//! proxy's token can report on the sandboxes it serves, not write into any thread it names.
 
 use std::collections::HashMap;
 
@@ -9,17 +12,19 @@ use centaur_protocol::egress::{AuditAccepted, AuditBatch, EgressDecision};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{NewEvent, ThreadRef, append};
+use uuid::Uuid;
 
 const MAX_RECORDS: usize = 10_000;
 
 pub async fn store(state: &AppState, batch: AuditBatch) -> ApiResult<AuditAccepted> {
-    let records = batch.records;
+    let mut records = batch.records;
     if records.len() > MAX_RECORDS {
         return Err(ApiError::bad_request(
             "invalid_request",
             format!("a batch holds at most {MAX_RECORDS} records"),
         ));
     }
+    attribute_to_sandbox_threads(state, &mut records).await?;
     let column = |f: fn(&centaur_protocol::egress::AuditRecord) -> String| -> Vec<String> {
         records.iter().map(f).collect()
     };
@@ -142,4 +147,39 @@ pub async fn store(state: &AppState, batch: AuditBatch) -> ApiResult<AuditAccept
         stored: records.len(),
         events,
     })
+}
+
+/// Sets each record's thread to the thread its sandbox serves (none for a sandbox the server
+/// did not give a thread), so a record cannot name a thread of its choosing.
+async fn attribute_to_sandbox_threads(
+    state: &AppState,
+    records: &mut [centaur_protocol::egress::AuditRecord],
+) -> ApiResult<()> {
+    let ids: Vec<Uuid> = records
+        .iter()
+        .filter_map(|r| Uuid::try_parse(&r.sandbox_id).ok())
+        .collect();
+    let owners: HashMap<Uuid, String> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (Uuid, String)>(
+            "SELECT s.id, t.thread_key FROM sandboxes s JOIN threads t ON t.id = s.thread_id \
+             WHERE s.id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&state.pool)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    for record in records {
+        let owner = Uuid::try_parse(&record.sandbox_id)
+            .ok()
+            .and_then(|id| owners.get(&id).cloned());
+        if record.thread_key.is_some() && record.thread_key != owner {
+            tracing::warn!(sandbox_id = %record.sandbox_id, claimed = ?record.thread_key, actual = ?owner, "an audit record named another thread than its sandbox's");
+        }
+        record.thread_key = owner;
+    }
+    Ok(())
 }

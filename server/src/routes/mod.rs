@@ -69,6 +69,25 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What the runner socket (mounted into every local sandbox) serves: the runner API and the
+/// thread's event stream the runner follows, nothing else. Requests there are taken only with
+/// a sandbox token, and only from that sandbox's runner process
+/// ([`crate::runner_socket::SocketPeer`]).
+pub fn runner_socket_router(state: AppState) -> Router {
+    let limit = state.config.max_runner_batch_bytes;
+    runner::routes()
+        .merge(threads::runner_routes())
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(Extension(BodyLimit(limit)))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+        }))
+        .with_state(state)
+}
+
 /// Until the schema is in place, routes that need the database answer 503.
 async fn require_ready(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if !state.readiness.is_migrated() {

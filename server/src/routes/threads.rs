@@ -35,6 +35,11 @@ pub fn routes() -> Router<AppState> {
         .route("/agent/threads/{thread_key}/release", post(release))
 }
 
+/// The part the runner uses: following its thread's events.
+pub fn runner_routes() -> Router<AppState> {
+    Router::new().route("/agent/threads/{thread_key}/events", get(events))
+}
+
 #[derive(Deserialize)]
 struct ListQuery {
     limit: Option<i64>,

@@ -1,19 +1,29 @@
 //! The `local` backend: each sandbox is a bubblewrap (`bwrap`) process tree on this machine.
 //!
 //! Inside: its own user, mount, PID, IPC, UTS and network namespaces (no network at all), the
-//! system read-only (`/usr` and the few files of `/etc` programs need), a private `/tmp`, the
-//! thread's workspace at `/workspace`, and an unprivileged user (`sandbox`, uid 1000). The only
-//! ways out are two folders mounted read-only: the server's runner socket and the egress
-//! proxy's socket for this sandbox. Nothing else of the host is visible: no home directories,
-//! no server data, no secrets.
+//! system read-only (`/usr` and the few files of `/etc` programs need), a private `/tmp` and
+//! home of bounded size, the thread's workspace at `/workspace`, and an unprivileged user
+//! (`sandbox`, uid 1000). The only ways out are two folders mounted read-only: the server's
+//! runner socket and the egress proxy's socket for this sandbox. Nothing else of the host is
+//! visible: no home directories, no server data, no secrets.
+//!
+//! Outside, the sandbox is a host user of its thread's own when the server runs as root
+//! ([`super::host_user`]), and bubblewrap starts with an empty environment and reads its
+//! arguments from a descriptor, so nothing in the sandbox (its `/proc/1` included) shows the
+//! server's environment or command line. The runner's stderr is a pipe the server copies into
+//! `runner.log`, up to a cap.
 //!
 //! Sandboxes outlive a crashed server (their pid is kept in their folder, and a restarted
 //! server adopts them); warm sandboxes, still waiting for a thread on their stdin, end with it.
 //! Limits: with a delegated cgroup v2 (`CENTAUR_CGROUP_ROOT`), each sandbox gets its own cgroup
-//! with `memory.max` and `pids.max`; otherwise rlimits (address space, processes when not
-//! running as root). Open files and core dumps are always rlimits.
+//! with `memory.max` and `pids.max` (its tmpfs pages count against the memory); otherwise
+//! rlimits (address space; processes of the host uid it runs as). Open files, file size and
+//! core dumps are always rlimits; `/tmp` and the home are tmpfs of a fixed size; the workspace
+//! is measured while the sandbox runs and the sandbox is stopped past its cap.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,11 +37,16 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 use uuid::Uuid;
 
+use super::host_user::{HostUser, HostUsers};
 use super::{SandboxBackend, SandboxError, SandboxSpec, SandboxState};
 
 /// How long a runner may take to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const SANDBOX_UID: u32 = 1000;
+/// What `runner.log` may grow to; past it the rest of the runner's stderr is dropped.
+const RUNNER_LOG_CAP: u64 = 8 << 20;
+/// How often a running sandbox's workspace is measured against its cap.
+const WORKSPACE_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// Inside paths.
 const SERVER_DIR: &str = "/run/centaur/server";
@@ -54,6 +69,10 @@ pub struct LocalOptions {
     /// Harness CLIs, mounted read-only at `/opt/centaur/harness` (its `bin` goes on PATH).
     pub harness_dir: Option<PathBuf>,
     pub limits: ResourceLimits,
+    /// Which host user sandboxes run as.
+    pub host_users: HostUsers,
+    /// Start even though nothing limits a sandbox's processes.
+    pub allow_unlimited_processes: bool,
     /// A delegated cgroup v2 folder (its `cgroup.subtree_control` may enable `memory` and
     /// `pids`) under which each sandbox gets its own cgroup. Without it, rlimits.
     pub cgroup_root: Option<PathBuf>,
@@ -64,9 +83,15 @@ pub struct ResourceLimits {
     /// Address space per process (RLIMIT_AS); 0 for none.
     pub memory_bytes: u64,
     pub open_files: u64,
-    /// Processes (RLIMIT_NPROC). It counts every process of the server's user, so it is only
-    /// set when the server does not run as root.
+    /// Processes: `pids.max` with a cgroup, else RLIMIT_NPROC of the host uid the sandbox runs
+    /// as (its thread's own as root, so per sandbox; the server's user's otherwise). 0: none.
     pub processes: u64,
+    /// Size of `/tmp` and of `/home/sandbox`, each.
+    pub tmpfs_bytes: u64,
+    /// Largest file a process may write (RLIMIT_FSIZE); 0 for no limit.
+    pub file_bytes: u64,
+    /// What the workspace may hold; 0 for no cap.
+    pub workspace_bytes: u64,
 }
 
 impl Default for ResourceLimits {
@@ -75,38 +100,91 @@ impl Default for ResourceLimits {
             memory_bytes: 8 << 30,
             open_files: 4096,
             processes: 4096,
+            tmpfs_bytes: 1 << 30,
+            file_bytes: 4 << 30,
+            workspace_bytes: 10 << 30,
         }
     }
 }
 
 impl ResourceLimits {
     /// What is in force, in words (for `centaur dev doctor` and the logs).
-    pub fn describe(&self, cgroup_root: Option<&Path>) -> String {
+    pub fn describe(&self, cgroup_root: Option<&Path>, host_users: &HostUsers) -> String {
+        let common = format!(
+            "{} open files, files up to {} MiB, /tmp and home {} MiB each, workspace {} MiB",
+            self.open_files,
+            self.file_bytes >> 20,
+            self.tmpfs_bytes >> 20,
+            self.workspace_bytes >> 20
+        );
         if let Some(root) = cgroup_root {
             return format!(
-                "cgroups v2 under {}: {} MiB of memory and {} processes per sandbox; rlimits: {} open files",
+                "cgroups v2 under {}: {} MiB of memory and {} processes per sandbox; rlimits: {common}",
                 root.display(),
                 self.memory_bytes >> 20,
                 self.processes,
-                self.open_files
             );
         }
-        let processes = if is_root() {
-            "no process limit (running as root)".to_owned()
-        } else {
-            format!("{} processes per user", self.processes)
+        let processes = match (self.processes, host_users.switches()) {
+            (0, _) => "no process limit".to_owned(),
+            (n, true) => format!("{n} processes per sandbox (its own host uid)"),
+            (n, false) => format!("{n} processes for the server's user, sandboxes included"),
         };
         format!(
-            "rlimits: {} MiB address space per process, {} open files, {processes}; cgroups are not used",
+            "rlimits: {} MiB address space per process, {processes}, {common}; cgroups are not used",
             self.memory_bytes >> 20,
-            self.open_files
         )
     }
 }
 
-fn is_root() -> bool {
+pub(super) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// What one start of bubblewrap needs besides the spec and its folders.
+struct Start<'a> {
+    seccomp_fd: i32,
+    cgroup: Option<&'a Path>,
+    /// The host user to run as, when not the server's.
+    user: Option<HostUser>,
+}
+
+/// bubblewrap's arguments, handed over NUL-separated through a descriptor (`--args`).
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn arg(&mut self, arg: impl AsRef<std::ffi::OsStr>) -> &mut Args {
+        self.0.push(arg.as_ref().to_owned());
+        self
+    }
+
+    fn args<S: AsRef<std::ffi::OsStr>>(&mut self, args: impl IntoIterator<Item = S>) -> &mut Args {
+        for arg in args {
+            self.arg(arg);
+        }
+        self
+    }
+
+    /// Writes the arguments to `path` (0600) and opens it for bubblewrap to read.
+    fn into_descriptor(self, path: &Path) -> std::io::Result<OwnedFd> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut bytes = Vec::new();
+        for arg in &self.0 {
+            bytes.extend_from_slice(arg.as_bytes());
+            bytes.push(0);
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        std::io::Write::write_all(&mut file, &bytes)?;
+        Ok(std::fs::File::open(path)?.into())
+    }
 }
 
 struct Running {
@@ -117,16 +195,45 @@ struct Running {
     exited: Arc<std::sync::atomic::AtomicBool>,
     /// Taken by another server process that crashed; not our child.
     adopted: bool,
+    watch: Watch,
+}
+
+/// What a sandbox's workspace watcher shares with the backend: where the workspace is (a warm
+/// sandbox's moves when it is claimed) and, once the watcher stopped the sandbox, why.
+#[derive(Clone, Default)]
+struct Watch {
+    workspace: Arc<Mutex<Option<PathBuf>>>,
+    ended: Arc<Mutex<Option<String>>>,
+}
+
+impl Watch {
+    fn new(workspace: PathBuf) -> Watch {
+        let watch = Watch::default();
+        *watch.workspace.lock().expect("watch lock") = Some(workspace);
+        watch
+    }
 }
 
 pub struct LocalBackend {
     options: LocalOptions,
+    /// The runner binary sandboxes mount: a copy in the data folder when sandboxes run as
+    /// another user, who may not reach the original.
+    runner_bin: PathBuf,
     running: Mutex<HashMap<Uuid, Running>>,
 }
 
 impl LocalBackend {
     /// Checks the prerequisites and adopts sandboxes a previous server left running.
     pub fn new(options: LocalOptions) -> Result<LocalBackend, String> {
+        if options.cgroup_root.is_none()
+            && options.limits.processes == 0
+            && !options.allow_unlimited_processes
+        {
+            return Err(
+                "nothing would limit a sandbox's processes (no CENTAUR_CGROUP_ROOT and CENTAUR_SANDBOX_PROCESSES=0); set a limit, or CENTAUR_SANDBOX_ALLOW_UNLIMITED_PROCESSES=true to run without one"
+                    .into(),
+            );
+        }
         if !options.runner_bin.is_file() {
             return Err(format!(
                 "the runner binary {} does not exist (build it: cargo build -p centaur-runner, or set CENTAUR_RUNNER_BIN)",
@@ -139,23 +246,30 @@ impl LocalBackend {
                 options.bwrap.display()
             ));
         }
-        for dir in ["sandboxes", "workspaces"] {
+        for dir in ["sandboxes", "workspaces", "run"] {
             std::fs::create_dir_all(options.data_dir.join(dir))
                 .map_err(|e| format!("creating {}: {e}", options.data_dir.join(dir).display()))?;
         }
+        let switches = options.host_users.switches();
+        let runner_bin = if switches {
+            prepare_for_sandbox_users(&options)?
+        } else {
+            options.runner_bin.clone()
+        };
         let backend = LocalBackend {
             options,
+            runner_bin,
             running: Mutex::new(HashMap::new()),
         };
         if let Some(root) = &backend.options.cgroup_root {
             enable_controllers(root)?;
         }
         backend.adopt();
-        let limits = backend
-            .options
-            .limits
-            .describe(backend.options.cgroup_root.as_deref());
-        tracing::info!(%limits, "local sandbox backend ready");
+        let limits = backend.options.limits.describe(
+            backend.options.cgroup_root.as_deref(),
+            &backend.options.host_users,
+        );
+        tracing::info!(%limits, per_thread_host_users = switches, "local sandbox backend ready");
         Ok(backend)
     }
 
@@ -194,6 +308,8 @@ impl LocalBackend {
                             stdin: None,
                             exited: Arc::default(),
                             adopted: true,
+                            // Which workspace it mounts is not recorded: not measured.
+                            watch: Watch::default(),
                         },
                     );
                 }
@@ -231,39 +347,42 @@ impl LocalBackend {
         Ok(Some(cgroup))
     }
 
+    /// The sandbox's bubblewrap command. Its arguments go to bubblewrap through a descriptor
+    /// (`--args`), so no process list shows them; its environment is empty (bubblewrap's own
+    /// process stays in the sandbox as its pid 1, where `/proc/1/environ` is readable).
     fn bwrap_command(
         &self,
         spec: &SandboxSpec,
         dir: &Path,
         workspace: &Path,
-        cgroup: Option<&Path>,
-        seccomp_fd: i32,
-    ) -> tokio::process::Command {
+        start: Start<'_>,
+    ) -> std::io::Result<(tokio::process::Command, OwnedFd)> {
         let o = &self.options;
-        let mut c = tokio::process::Command::new(&o.bwrap);
-        c.arg("--seccomp").arg(seccomp_fd.to_string());
-        c.args([
+        let mut a = Args::default();
+        a.arg("--seccomp").arg(start.seccomp_fd.to_string());
+        a.args([
             "--unshare-user",
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",
             "--unshare-net",
             "--unshare-cgroup-try",
+            "--disable-userns",
             "--new-session",
             "--hostname",
             "sandbox",
         ]);
-        c.arg("--uid").arg(SANDBOX_UID.to_string());
-        c.arg("--gid").arg(SANDBOX_UID.to_string());
-        c.args(["--ro-bind", "/usr", "/usr"]);
+        a.arg("--uid").arg(SANDBOX_UID.to_string());
+        a.arg("--gid").arg(SANDBOX_UID.to_string());
+        a.args(["--ro-bind", "/usr", "/usr"]);
         for top in ["bin", "lib", "lib64", "sbin"] {
             let host = Path::new("/").join(top);
             match std::fs::read_link(&host) {
                 Ok(target) => {
-                    c.arg("--symlink").arg(target).arg(&host);
+                    a.arg("--symlink").arg(target).arg(&host);
                 }
                 Err(_) if host.is_dir() => {
-                    c.arg("--ro-bind").arg(&host).arg(&host);
+                    a.arg("--ro-bind").arg(&host).arg(&host);
                 }
                 Err(_) => {}
             }
@@ -281,38 +400,41 @@ impl LocalBackend {
             "/etc/mime.types",
         ] {
             if Path::new(file).exists() {
-                c.args(["--ro-bind", file, file]);
+                a.args(["--ro-bind", file, file]);
             }
         }
         for file in ["passwd", "group", "hosts"] {
-            c.arg("--ro-bind")
+            a.arg("--ro-bind")
                 .arg(dir.join("etc").join(file))
                 .arg(format!("/etc/{file}"));
         }
-        c.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
-        c.args(["--tmpfs", "/home/sandbox", "--dir", "/run/centaur"]);
-        c.arg("--bind").arg(workspace).arg(WORKSPACE);
-        c.arg("--ro-bind").arg(&o.server_socket_dir).arg(SERVER_DIR);
+        let tmpfs_size = o.limits.tmpfs_bytes.to_string();
+        a.args(["--proc", "/proc", "--dev", "/dev"]);
+        a.args(["--size", &tmpfs_size, "--tmpfs", "/tmp"]);
+        a.args(["--size", &tmpfs_size, "--tmpfs", "/home/sandbox"]);
+        a.args(["--dir", "/run/centaur"]);
+        a.arg("--bind").arg(workspace).arg(WORKSPACE);
+        a.arg("--ro-bind").arg(&o.server_socket_dir).arg(SERVER_DIR);
         let proxy_dir = spec
             .egress
             .as_ref()
             .and_then(|e| e.socket.as_ref())
             .and_then(|s| s.parent());
         if let Some(proxy_dir) = proxy_dir {
-            c.arg("--ro-bind").arg(proxy_dir).arg(PROXY_DIR);
+            a.arg("--ro-bind").arg(proxy_dir).arg(PROXY_DIR);
         }
-        c.arg("--ro-bind").arg(&o.runner_bin).arg(RUNNER);
+        a.arg("--ro-bind").arg(&self.runner_bin).arg(RUNNER);
         if let Some(ca) = &o.ca_file {
-            c.arg("--ro-bind").arg(ca).arg(CA_FILE);
+            a.arg("--ro-bind").arg(ca).arg(CA_FILE);
         }
         let mut path = String::from("/usr/local/bin:/usr/bin:/bin");
         if let Some(harness) = &o.harness_dir {
-            c.arg("--ro-bind").arg(harness).arg(HARNESS_DIR);
+            a.arg("--ro-bind").arg(harness).arg(HARNESS_DIR);
             path = format!("{HARNESS_DIR}/bin:{path}");
         }
         // Everything not mounted writable above (the workspace, /tmp, the home) is read-only.
-        c.args(["--remount-ro", "/"]);
-        c.arg("--clearenv");
+        a.args(["--remount-ro", "/"]);
+        a.arg("--clearenv");
         let mut env: Vec<(&str, String)> = vec![
             ("PATH", path),
             ("HOME", "/home/sandbox".into()),
@@ -332,14 +454,27 @@ impl LocalBackend {
             env.push(("RUST_LOG", filter));
         }
         for (key, value) in env {
-            c.arg("--setenv").arg(key).arg(value);
+            a.arg("--setenv").arg(key).arg(value);
         }
-        c.args(["--chdir", WORKSPACE, RUNNER]);
+        a.args(["--chdir", WORKSPACE]);
+        let args_fd = a.into_descriptor(&dir.join("bwrap.args"))?;
+
+        let mut c = tokio::process::Command::new(&o.bwrap);
+        c.env_clear();
+        // The options come from the descriptor; the command itself must be on the line.
+        c.arg("--args")
+            .arg(args_fd.as_raw_fd().to_string())
+            .arg("--")
+            .arg(RUNNER);
         let limits = o.limits;
-        let root = is_root();
+        let user = start.user;
+        // RLIMIT_NPROC counts the processes of the uid bubblewrap runs as: the sandbox's own
+        // when it has one; the server's otherwise, except root's, which it does not bound.
+        let limit_processes = user.is_some() || !is_root();
+        let inherited = [start.seccomp_fd, args_fd.as_raw_fd()];
         // Joining the cgroup happens in the child before exec, so bubblewrap and everything it
         // starts are inside from the first instruction.
-        let procs = cgroup.map(|cg| {
+        let procs = start.cgroup.map(|cg| {
             std::ffi::CString::new(
                 cg.join("cgroup.procs")
                     .into_os_string()
@@ -347,13 +482,16 @@ impl LocalBackend {
             )
             .expect("no NUL in a path")
         });
-        // SAFETY: only async-signal-safe calls (fcntl, open, write, close, setrlimit) between fork
-        // and exec; the path was prepared before the fork.
+        // SAFETY: only async-signal-safe calls (fcntl, open, write, close, setrlimit, setgroups,
+        // setgid, setuid) between fork and exec; the path was prepared before the fork.
         unsafe {
             c.pre_exec(move || {
-                // The seccomp program's descriptor must survive exec, in this child only.
-                if libc::fcntl(seccomp_fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                // The seccomp program's and the arguments' descriptors must survive exec, in
+                // this child only.
+                for fd in inherited {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 if let Some(procs) = &procs {
                     let fd = libc::open(
@@ -383,8 +521,20 @@ impl LocalBackend {
                 }
                 set(libc::RLIMIT_NOFILE, limits.open_files);
                 set(libc::RLIMIT_CORE, 0);
-                if procs.is_none() && !root && limits.processes > 0 {
+                if limits.file_bytes > 0 {
+                    set(libc::RLIMIT_FSIZE, limits.file_bytes);
+                }
+                if procs.is_none() && limit_processes && limits.processes > 0 {
                     set(libc::RLIMIT_NPROC, limits.processes);
+                }
+                // Last: the cgroup and the limits above needed the server's rights.
+                if let Some(user) = user {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(user.gid) != 0
+                        || libc::setuid(user.uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -392,8 +542,9 @@ impl LocalBackend {
         c.process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(false);
-        c
+        Ok((c, args_fd))
     }
 
     fn write_etc(dir: &Path) -> std::io::Result<()> {
@@ -417,20 +568,225 @@ impl LocalBackend {
     }
 
     fn kill(&self, pid: u32) {
-        // The sandbox's init is bwrap's child; killing it ends every process in the sandbox's
-        // PID namespace. Then bwrap itself.
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        for child in children
-            .split_whitespace()
-            .filter_map(|c| c.parse::<i32>().ok())
-        {
-            // SAFETY: plain signal delivery.
-            unsafe { libc::kill(child, libc::SIGKILL) };
-        }
-        // SAFETY: plain signal delivery.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill_sandbox(pid);
     }
+
+    /// Measures the workspace every few seconds while the sandbox runs; past the cap, stops
+    /// the sandbox and records why (the reaper then fails its turn with that reason).
+    fn watch_workspace(
+        &self,
+        id: Uuid,
+        pid: u32,
+        watch: &Watch,
+        exited: &Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let cap = self.options.limits.workspace_bytes;
+        if cap == 0 {
+            return;
+        }
+        let (watch, exited) = (watch.clone(), exited.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WORKSPACE_CHECK_EVERY).await;
+                if exited.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Some(path) = watch.workspace.lock().expect("watch lock").clone() else {
+                    return;
+                };
+                let Ok(used) = tokio::task::spawn_blocking(move || disk_usage(&path)).await else {
+                    return;
+                };
+                if used <= cap || exited.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let reason = format!(
+                    "the workspace holds {} MiB, over its cap of {} MiB (CENTAUR_SANDBOX_WORKSPACE_MB); the sandbox was stopped: free space in the workspace before the next turn",
+                    used >> 20,
+                    cap >> 20
+                );
+                tracing::warn!(sandbox_id = %id, %reason, "stopping a sandbox");
+                *watch.ended.lock().expect("watch lock") = Some(reason);
+                kill_sandbox(pid);
+                return;
+            }
+        });
+    }
+}
+
+/// Ends a sandbox: the sandbox's init is bwrap's child, and killing it ends every process in
+/// the sandbox's PID namespace. Then bwrap itself.
+fn kill_sandbox(pid: u32) {
+    for child in children(pid) {
+        // SAFETY: plain signal delivery.
+        unsafe { libc::kill(child as i32, libc::SIGKILL) };
+    }
+    // SAFETY: plain signal delivery.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+/// `(parent, pid inside its innermost PID namespace)` of a process, from `/proc/<pid>/status`.
+fn parent_and_inner_pid(pid: u32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    let parent = field("PPid:")?.parse().ok()?;
+    let inner = field("NSpid:")?.split_whitespace().last()?.parse().ok()?;
+    Some((parent, inner))
+}
+
+/// Whether `peer` is the runner of the sandbox whose bubblewrap is `bwrap`: the process
+/// bubblewrap's init (the sandbox's pid 1) started first, which is the sandbox's pid 2 for
+/// as long as the sandbox lives. Processes the runner starts, even those that outlive their
+/// parent and are handed to init, never have that pid.
+fn is_runner_of(bwrap: u32, peer: u32) -> bool {
+    let Some((init, 2)) = parent_and_inner_pid(peer) else {
+        return false;
+    };
+    matches!(parent_and_inner_pid(init), Some((parent, 1)) if parent == bwrap)
+}
+
+/// Bytes the files below `root` take on disk (links not followed; unreadable parts skipped).
+fn disk_usage(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut pending = vec![root.to_owned()];
+    while let Some(path) = pending.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        total += meta.blocks() * 512;
+        if meta.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&path)
+        {
+            pending.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    total
+}
+
+/// Appends what `from` gives to the file at `to`, up to `cap` bytes; past it, one line says
+/// so and the rest is read and dropped, so the writer never blocks on a full pipe.
+async fn copy_capped(mut from: tokio::process::ChildStderr, to: PathBuf, cap: u64) {
+    use std::os::unix::fs::OpenOptionsExt;
+    use tokio::io::AsyncReadExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&to);
+    let mut file = match file {
+        Ok(file) => Some(tokio::fs::File::from_std(file)),
+        Err(error) => {
+            tracing::warn!(path = %to.display(), %error, "cannot open the runner log; dropping it");
+            None
+        }
+    };
+    let mut written = 0u64;
+    let mut buffer = vec![0; 16 << 10];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let Some(out) = file.as_mut() else {
+            continue;
+        };
+        let room = cap.saturating_sub(written);
+        let take = (n as u64).min(room) as usize;
+        if out.write_all(&buffer[..take]).await.is_err() {
+            file = None;
+            continue;
+        }
+        written += take as u64;
+        if take < n {
+            let _ = out
+                .write_all(format!("\n[runner.log reached {cap} bytes; the rest is dropped]\n").as_bytes())
+                .await;
+            let _ = out.flush().await;
+            file = None;
+        }
+    }
+}
+
+/// Readies the data folder for sandboxes that run as unprivileged host users: its folders
+/// become searchable (not listable) by others, the paths sandboxes mount must be reachable by
+/// them, and the runner binary is copied where they can read it. Returns the copy's path.
+fn prepare_for_sandbox_users(options: &LocalOptions) -> Result<PathBuf, String> {
+    let data = &options.data_dir;
+    for dir in [
+        data.clone(),
+        data.join("sandboxes"),
+        data.join("workspaces"),
+        data.join("run"),
+    ] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| format!("opening {} to sandbox users: {e}", dir.display()))?;
+    }
+    let mounted = [Some(data.as_path()), options.ca_file.as_deref(), options.harness_dir.as_deref()];
+    for path in mounted.into_iter().flatten() {
+        reachable_by_others(path).map_err(|blocked| {
+            format!(
+                "sandboxes run as unprivileged host users (the server runs as root) and cannot reach {}: {} is not open to other users (chmod o+x it, or keep the data elsewhere)",
+                path.display(),
+                blocked.display()
+            )
+        })?;
+    }
+    let bin = data.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| format!("creating {}: {e}", bin.display()))?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let copy = bin.join("centaur-runner");
+    install_copy(&options.runner_bin, &copy).map_err(|e| {
+        format!(
+            "copying the runner {} to {}: {e}",
+            options.runner_bin.display(),
+            copy.display()
+        )
+    })?;
+    Ok(copy)
+}
+
+/// `Err(folder)` naming the first folder on the way to `path` that other users cannot search.
+fn reachable_by_others(path: &Path) -> Result<(), PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::path::absolute(path).map_err(|_| path.to_owned())?;
+    for folder in path.ancestors().skip(1) {
+        let mode = std::fs::metadata(folder).map_err(|_| folder.to_owned())?.mode();
+        if mode & 0o001 == 0 {
+            return Err(folder.to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Copies `from` to `to` (0755) unless `to` already holds the same file, replacing it in one
+/// rename so a starting sandbox never mounts half a binary.
+fn install_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    let source = std::fs::metadata(from)?;
+    if let Ok(existing) = std::fs::metadata(to)
+        && existing.len() == source.len()
+        && existing.modified()? >= source.modified()?
+    {
+        return Ok(());
+    }
+    let partial = to.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::copy(from, &partial)?;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&partial, to)
 }
 
 /// Checks that `root` is a cgroup v2 folder that can limit memory and processes for its
@@ -519,21 +875,25 @@ impl SandboxBackend for LocalBackend {
         let id = spec.sandbox_id;
         let dir = self.sandbox_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| failure("creating the sandbox folder", e))?;
+        let switches = self.options.host_users.switches();
+        // Sandbox users must pass through it to what it mounts; its files stay the server's.
+        let folder_mode = if switches { 0o711 } else { 0o700 };
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(folder_mode))
+            .map_err(|e| failure("securing the sandbox folder", e))?;
         Self::write_etc(&dir).map_err(|e| failure("writing the sandbox's /etc", e))?;
         let workspace = match &spec.attachment {
             Some(attachment) => self.workspace_of(attachment.thread_key.as_str()),
             None => dir.join("workspace"),
         };
         std::fs::create_dir_all(&workspace).map_err(|e| failure("creating the workspace", e))?;
-        if is_root() {
-            // The sandbox's user is the server's user seen from inside; keep it writable.
-            let _ = std::fs::set_permissions(&workspace, std::fs::Permissions::from_mode(0o755));
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("runner.log"))
-            .map_err(|e| failure("opening the runner log", e))?;
+        // Only the sandbox's host user may enter it (the server, as root, still can).
+        std::fs::set_permissions(&workspace, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| failure("securing the workspace", e))?;
+        let user = self
+            .options
+            .host_users
+            .for_workspace(&workspace)
+            .map_err(|e| failure("choosing the sandbox's host user", e))?;
         let cgroup = self.cgroup(id)?;
         // bubblewrap reads the seccomp program from an inherited descriptor.
         let seccomp_path = dir.join("seccomp.bpf");
@@ -546,11 +906,16 @@ impl SandboxBackend for LocalBackend {
             .map_err(|e| failure("writing the seccomp filter", e))?;
         let seccomp = std::fs::File::open(&seccomp_path)
             .map_err(|e| failure("opening the seccomp filter", e))?;
-        let seccomp_fd = std::os::fd::AsRawFd::as_raw_fd(&seccomp);
-        let mut command = self.bwrap_command(spec, &dir, &workspace, cgroup.as_deref(), seccomp_fd);
-        command.stderr(log);
+        let start = Start {
+            seccomp_fd: seccomp.as_raw_fd(),
+            cgroup: cgroup.as_deref(),
+            user,
+        };
+        let (mut command, args_fd) = self
+            .bwrap_command(spec, &dir, &workspace, start)
+            .map_err(|e| failure("preparing bubblewrap's arguments", e))?;
         let spawned = command.spawn();
-        drop(seccomp);
+        drop((seccomp, args_fd));
         let mut child = match spawned {
             Ok(child) => child,
             Err(error) => {
@@ -568,12 +933,18 @@ impl SandboxBackend for LocalBackend {
         }
         let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
         let mut stdin = child.stdin.take().expect("piped");
+        let logged = tokio::spawn(copy_capped(
+            child.stderr.take().expect("piped"),
+            dir.join("runner.log"),
+            RUNNER_LOG_CAP,
+        ));
         let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut line = String::new();
         let ready = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line)).await;
         if !matches!(ready, Ok(Ok(n)) if n > 0 && line.trim() == "ready") {
             self.kill(pid);
             let _ = child.wait().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), logged).await;
             let log = std::fs::read_to_string(dir.join("runner.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
             let _ = std::fs::remove_dir_all(&dir);
@@ -595,6 +966,8 @@ impl SandboxBackend for LocalBackend {
             Some(attachment) => send_attachment(&mut stdin, attachment).await,
             None => Ok(()),
         };
+        let watch = Watch::new(workspace);
+        self.watch_workspace(id, pid, &watch, &exited);
         self.running.lock().expect("running lock").insert(
             id,
             Running {
@@ -602,6 +975,7 @@ impl SandboxBackend for LocalBackend {
                 stdin: spec.attachment.is_none().then_some(stdin),
                 exited,
                 adopted: false,
+                watch,
             },
         );
         if let Err(error) = attached {
@@ -629,7 +1003,17 @@ impl SandboxBackend for LocalBackend {
         };
         // The warm sandbox's empty workspace becomes the thread's (the mount follows it). Never
         // over a workspace a concurrent spawn just made.
-        rename_no_replace(&self.sandbox_dir(sandbox_id).join("workspace"), &workspace).map_err(
+        let claimed = self.sandbox_dir(sandbox_id).join("workspace");
+        if let Some(watched) = self
+            .running
+            .lock()
+            .expect("running lock")
+            .get(&sandbox_id)
+            .map(|r| r.watch.workspace.clone())
+        {
+            *watched.lock().expect("watch lock") = Some(workspace.clone());
+        }
+        rename_no_replace(&claimed, &workspace).map_err(
             |e| match e.raw_os_error() {
                 Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => {
                     SandboxError::NotAttachable("the thread's workspace appeared meanwhile".into())
@@ -694,6 +1078,22 @@ impl SandboxBackend for LocalBackend {
 
     fn runner_socket(&self) -> Option<PathBuf> {
         Some(self.options.server_socket_dir.join("server.sock"))
+    }
+
+    fn is_runner(&self, sandbox_id: Uuid, pid: u32) -> bool {
+        let bwrap = match self.running.lock().expect("running lock").get(&sandbox_id) {
+            Some(sandbox) => sandbox.pid,
+            None => return false,
+        };
+        is_runner_of(bwrap, pid)
+    }
+
+    async fn why_stopped(&self, sandbox_id: Uuid) -> Option<String> {
+        self.running
+            .lock()
+            .expect("running lock")
+            .get(&sandbox_id)
+            .and_then(|r| r.watch.ended.lock().expect("watch lock").clone())
     }
 
     async fn shutdown(&self) {

@@ -5,11 +5,13 @@
 //! [`Attachment`]; the server never execs into a sandbox.
 //!
 //! - [`local`]: bubblewrap on this machine.
+//! - [`host_user`]: which host uid a local sandbox runs as.
 //! - [`external`]: starts nothing; runners attach on their own.
 //! - [`warm`]: ready sandboxes per harness, claimed on spawn (backend-independent).
 //! - [`reaper`]: releases sandboxes that died, idled or lived too long, and stops orphans.
 
 mod external;
+pub mod host_user;
 pub mod local;
 pub mod reaper;
 mod seccomp;
@@ -114,6 +116,18 @@ pub trait SandboxBackend: Send + Sync + 'static {
     /// A Unix socket the server should serve the runner API on, for sandboxes that reach it
     /// that way.
     fn runner_socket(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Whether the process `pid` (as this server sees it), which connected to the runner
+    /// socket, is the runner of `sandbox_id`. Only it may use that sandbox's token there: the
+    /// code the runner runs may not, even if it learned the token.
+    fn is_runner(&self, _sandbox_id: Uuid, _pid: u32) -> bool {
+        false
+    }
+
+    /// Why the backend stopped a sandbox itself (a cap it exceeded), if it did.
+    async fn why_stopped(&self, _sandbox_id: Uuid) -> Option<String> {
         None
     }
 }

@@ -64,7 +64,9 @@ async fn sweep(state: &AppState) -> Result<(), String> {
         let reason = match state.backend.status(sandbox.id).await {
             Ok(SandboxState::Stopped | SandboxState::Missing) => {
                 died = true;
-                Some("the sandbox stopped unexpectedly (its harness crashed or was killed); the next turn starts a new one".to_owned())
+                Some(state.backend.why_stopped(sandbox.id).await.unwrap_or_else(|| {
+                    "the sandbox stopped unexpectedly (its harness crashed or was killed); the next turn starts a new one".to_owned()
+                }))
             }
             _ if !sandbox.busy && now - sandbox.last_activity_at > idle => Some(format!(
                 "idle for more than {} s",

@@ -5,9 +5,15 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn record(thread_key: Option<&str>, decision: &str, host: &str, reason: Option<&str>) -> Value {
+fn record(
+    sandbox_id: &str,
+    thread_key: Option<&str>,
+    decision: &str,
+    host: &str,
+    reason: Option<&str>,
+) -> Value {
     json!({
-        "at": "2026-11-22T01:00:00Z", "sandbox_id": "sb-1", "thread_key": thread_key,
+        "at": "2026-11-22T01:00:00Z", "sandbox_id": sandbox_id, "thread_key": thread_key,
         "host": host, "port": 443, "method": "GET", "path": "/", "status": 403,
         "bytes_up": 0, "bytes_down": 0, "decision": decision, "reason": reason,
         "secrets_swapped": if decision == "allowed" { json!(["OPENAI_API_KEY"]) } else { json!([]) },
@@ -15,7 +21,8 @@ fn record(thread_key: Option<&str>, decision: &str, host: &str, reason: Option<&
     })
 }
 
-/// The proxy reports its audit: everything is stored, refusals reach their threads' streams.
+/// The proxy reports its audit: everything is stored, refusals reach the streams of the threads
+/// their sandboxes serve (whatever thread a record names).
 #[tokio::test]
 async fn egress_audit_is_stored_and_refusals_reach_the_thread() {
     let database_url = fresh_database().await;
@@ -23,15 +30,21 @@ async fn egress_audit_is_stored_and_refusals_reach_the_thread() {
     config.proxy_token = Some(PROXY_TOKEN.into());
     let server = TestServer::start_with(config, true).await;
     let key = "api:egress";
-    let (_, sandbox_token) = server.spawn(key).await;
+    let (sandbox, sandbox_token) = server.spawn(key).await;
+    let (other_sandbox, _) = server.spawn("api:egress-other").await;
+    let (sandbox, other_sandbox) = (sandbox.to_string(), other_sandbox.to_string());
     let mut stream = server.events(key, "after_event_id=2").await;
+    let mut other_stream = server.events("api:egress-other", "after_event_id=2").await;
 
     let batch = json!({"records": [
-        record(Some(key), "allowed", "api.openai.com", None),
-        record(Some(key), "denied", "evil.example", Some("evil.example:443 is not on this sandbox's list of allowed hosts")),
-        record(Some(key), "leak_blocked", "paste.example", Some("placeholder for OPENAI_API_KEY found in the request body")),
-        record(Some("api:not-a-thread"), "denied", "x.example", None),
-        record(None, "denied", "y.example", None),
+        record(&sandbox, Some(key), "allowed", "api.openai.com", None),
+        record(&sandbox, Some(key), "denied", "evil.example", Some("evil.example:443 is not on this sandbox's list of allowed hosts")),
+        record(&sandbox, None, "leak_blocked", "paste.example", Some("placeholder for OPENAI_API_KEY found in the request body")),
+        // A sandbox the server never started, naming a real thread: stored, no event.
+        record("0190f5a8-0000-7000-8000-000000000000", Some(key), "denied", "x.example", None),
+        record("sb-unknown", Some("api:egress-other"), "denied", "y.example", None),
+        // Another thread's sandbox naming this thread: the event goes to its own thread.
+        record(&other_sandbox, Some(key), "denied", "z.example", None),
     ]});
     let (status, answer) = server
         .call(
@@ -42,7 +55,7 @@ async fn egress_audit_is_stored_and_refusals_reach_the_thread() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer, json!({"stored": 5, "events": 2}));
+    assert_eq!(answer, json!({"stored": 6, "events": 3}));
 
     let frames = stream.until_id(4, Duration::from_secs(5)).await;
     assert_eq!(
@@ -57,6 +70,14 @@ async fn egress_audit_is_stored_and_refusals_reach_the_thread() {
             .contains("not on this sandbox's list")
     );
     assert_eq!(frames[1].data["host"], "paste.example");
+    // The other thread got its own sandbox's refusal, nothing else.
+    let other = other_stream.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (other.event.as_str(), other.data["host"].as_str()),
+        ("egress.denied", Some("z.example"))
+    );
+    assert!(other_stream.next(Duration::from_millis(300)).await.is_none());
+    assert!(stream.next(Duration::from_millis(300)).await.is_none());
 
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url)
         .await
@@ -66,7 +87,7 @@ async fn egress_audit_is_stored_and_refusals_reach_the_thread() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 6);
     assert_eq!(
         rows[0],
         (

@@ -163,12 +163,12 @@ pub fn kill_sandboxes(data: &Path) {
     }
 }
 
-fn result_text(event: &Value) -> &str {
+pub fn result_text(event: &Value) -> &str {
     assert_eq!(event["type"], "execution.completed", "{event}");
     event["result_text"].as_str().unwrap()
 }
 
-fn lines(text: &str) -> std::collections::HashMap<String, String> {
+pub fn lines(text: &str) -> std::collections::HashMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
