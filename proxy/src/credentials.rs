@@ -262,7 +262,11 @@ fn percent_encode(value: &str, lowercase: bool) -> String {
 /// Replaces real secret values in a response stream with their placeholders, also across chunk
 /// boundaries: the last `longest - 1` bytes are held back until the next chunk (or the end).
 pub struct Scrubber {
+    /// Each form of each value (see [`Scrubber::new`]) and the placeholder that replaces it,
+    /// longest first.
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The same forms in lower case, for header names (which arrive lowercased).
+    name_pairs: Vec<(Vec<u8>, Vec<u8>)>,
     longest: usize,
     carry: Vec<u8>,
     pub replaced: usize,
@@ -295,9 +299,17 @@ impl Scrubber {
             }
         }
         pairs.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+        let mut name_pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (value, placeholder) in &pairs {
+            let lower = value.to_ascii_lowercase();
+            if !name_pairs.iter().any(|(v, _)| *v == lower) {
+                name_pairs.push((lower, placeholder.clone()));
+            }
+        }
         let longest = pairs.iter().map(|(v, _)| v.len()).max().unwrap_or(0);
         Scrubber {
             pairs,
+            name_pairs,
             longest,
             carry: Vec::new(),
             replaced: 0,
@@ -325,44 +337,114 @@ impl Scrubber {
         out
     }
 
+    /// Scrubs a piece that stands alone (a WebSocket control frame's payload), without touching
+    /// what a stream holds back.
+    pub fn scrub_whole(&mut self, data: &[u8]) -> Vec<u8> {
+        let (out, _, replaced) = replace_forms(&self.pairs, data, data.len());
+        self.replaced += replaced;
+        out
+    }
+
     /// Scrubs matches that start before `cut`; returns the output and where the unprocessed
     /// rest begins.
     fn scrub(&mut self, data: &[u8], cut: usize) -> (Vec<u8>, usize) {
-        let mut out = Vec::with_capacity(data.len());
-        let mut i = 0;
-        'scan: while i < cut {
-            for (value, placeholder) in &self.pairs {
-                if data[i..].starts_with(value) {
-                    out.extend_from_slice(placeholder);
-                    i += value.len();
-                    self.replaced += 1;
-                    continue 'scan;
-                }
-            }
-            out.push(data[i]);
-            i += 1;
-        }
-        (out, i)
+        let (out, rest_from, replaced) = replace_forms(&self.pairs, data, cut);
+        self.replaced += replaced;
+        (out, rest_from)
     }
 
-    /// Scrubs response headers in place; returns how many values were replaced.
+    /// Scrubs response headers (or trailers) in place, names and values; returns how many
+    /// echoes were replaced. A header named after a value is renamed after its placeholder. A
+    /// header that would no longer be valid is dropped, never passed on unscrubbed.
     pub fn scrub_headers(&mut self, headers: &mut HeaderMap) -> usize {
         let before = self.replaced;
-        for value in headers.values_mut() {
-            let bytes = value.as_bytes();
-            if self
-                .pairs
-                .iter()
-                .any(|(v, _)| bytes.windows(v.len()).any(|w| w == v.as_slice()))
-            {
-                let (out, _) = self.scrub(bytes, bytes.len());
-                if let Ok(new) = HeaderValue::from_bytes(&out) {
-                    *value = new;
-                }
+        let mut name = None;
+        for (next_name, value) in std::mem::take(headers) {
+            // `None` continues the previous name (a header with several values).
+            if let Some(next_name) = next_name {
+                name = self.scrub_name(next_name);
+            }
+            if let (Some(name), Some(value)) = (&name, self.scrub_value(value)) {
+                headers.append(name.clone(), value);
             }
         }
         self.replaced - before
     }
+
+    /// A header name with any (lowercased) value replaced, or `None` to drop the header.
+    fn scrub_name(&mut self, name: HeaderName) -> Option<HeaderName> {
+        let bytes = name.as_str().as_bytes();
+        if !contains_any(&self.name_pairs, bytes) {
+            return Some(name);
+        }
+        let (out, _, replaced) = replace_forms(&self.name_pairs, bytes, bytes.len());
+        self.replaced += replaced;
+        HeaderName::from_bytes(&out).ok()
+    }
+
+    /// A header value with any value replaced, or `None` to drop it.
+    fn scrub_value(&mut self, value: HeaderValue) -> Option<HeaderValue> {
+        let bytes = value.as_bytes();
+        if !contains_any(&self.pairs, bytes) {
+            return Some(value);
+        }
+        let (out, _) = self.scrub(bytes, bytes.len());
+        let mut scrubbed = HeaderValue::from_bytes(&out).ok()?;
+        scrubbed.set_sensitive(value.is_sensitive());
+        Some(scrubbed)
+    }
+}
+
+/// Whether `data` holds any of the `forms`.
+fn contains_any(forms: &[(Vec<u8>, Vec<u8>)], data: &[u8]) -> bool {
+    forms
+        .iter()
+        .any(|(form, _)| data.windows(form.len()).any(|w| w == form.as_slice()))
+}
+
+/// Replaces each of the `forms` that starts before `cut` in `data` by its placeholder; returns
+/// the output, where the unprocessed rest begins, and how many were replaced.
+fn replace_forms(forms: &[(Vec<u8>, Vec<u8>)], data: &[u8], cut: usize) -> (Vec<u8>, usize, usize) {
+    let mut out = Vec::with_capacity(data.len());
+    let mut replaced = 0;
+    let mut i = 0;
+    'scan: while i < cut {
+        for (form, placeholder) in forms {
+            if data[i..].starts_with(form) {
+                out.extend_from_slice(placeholder);
+                i += form.len();
+                replaced += 1;
+                continue 'scan;
+            }
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    (out, i, replaced)
+}
+
+/// The codings a response body is wrapped in that the scrubber cannot see through, as one
+/// readable list (empty when there are none): every `Content-Encoding` header and every item of
+/// its comma lists but `identity`, and every `Transfer-Encoding` but `chunked` (which hyper
+/// takes off) and `identity`. A value that is not text counts as an unknown coding.
+pub fn opaque_codings(headers: &HeaderMap) -> String {
+    let mut opaque: Vec<String> = Vec::new();
+    let mut collect = |name: HeaderName, readable: &[&str]| {
+        for value in headers.get_all(&name) {
+            let Ok(text) = value.to_str() else {
+                opaque.push(format!("a {name} that is not text"));
+                continue;
+            };
+            for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if !readable.iter().any(|r| r.eq_ignore_ascii_case(coding)) {
+                    opaque.push(coding.to_ascii_lowercase());
+                }
+            }
+        }
+    };
+    collect(hyper::header::CONTENT_ENCODING, &["identity"]);
+    collect(hyper::header::TRANSFER_ENCODING, &["chunked", "identity"]);
+    opaque.join(", ")
 }
 
 #[cfg(test)]
@@ -583,5 +665,36 @@ mod tests {
         let mut scrubber = Scrubber::new(std::slice::from_ref(&c));
         assert_eq!(scrubber.scrub_headers(&mut headers), 1);
         assert_eq!(headers["x-echo"], format!("key={}", c.placeholder));
+    }
+
+    #[test]
+    fn header_names_are_scrubbed_whatever_their_case() {
+        let c = credential("KEY", &["a.example"], &["x-key"], None, "Sk-Real-ABC123");
+        let mut headers = HeaderMap::new();
+        // HTTP/1.1 names arrive lowercased, whatever case the upstream wrote.
+        headers.append("sk-real-abc123", "1".parse().unwrap());
+        headers.append("x-sk-real-abc123-b", "Sk-Real-ABC123".parse().unwrap());
+        headers.append("x-sk-real-abc123-b", "second".parse().unwrap());
+        headers.append("x-other", "kept".parse().unwrap());
+        let mut scrubber = Scrubber::new(std::slice::from_ref(&c));
+        assert_eq!(scrubber.scrub_headers(&mut headers), 3);
+        let names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        let renamed = format!("x-{}-b", c.placeholder);
+        assert_eq!(names, [c.placeholder.as_str(), renamed.as_str(), "x-other"]);
+        let values: Vec<_> = headers.get_all(&renamed).iter().collect();
+        assert_eq!(values, [c.placeholder.as_str(), "second"]);
+    }
+
+    #[test]
+    fn every_coding_the_scrubber_cannot_read_is_named() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(opaque_codings(&headers), "");
+        headers.append("content-encoding", "identity".parse().unwrap());
+        headers.append("transfer-encoding", "chunked".parse().unwrap());
+        assert_eq!(opaque_codings(&headers), "");
+        headers.append("content-encoding", "Identity, GZIP".parse().unwrap());
+        headers.append("content-encoding", "br".parse().unwrap());
+        headers.append("transfer-encoding", "deflate, chunked".parse().unwrap());
+        assert_eq!(opaque_codings(&headers), "gzip, br, deflate");
     }
 }

@@ -11,6 +11,9 @@
 //! - [`control`]: the API through which the server pushes sandboxes and policies.
 //! - [`server`]: listeners (a Unix socket per sandbox, TCP with a proxy credential) and the
 //!   request path.
+//! - [`limits`]: caps per sandbox and for the whole proxy (connections, buffered bytes,
+//!   tunnels, requests in flight).
+//! - [`websocket`]: frames after a WebSocket upgrade, scrubbed on their way to the sandbox.
 //! - [`audit`]: one record per request, never a secret value.
 //! - [`forward`]: the sandbox side: loopback to the proxy socket, and the sandbox environment.
 //!
@@ -24,6 +27,7 @@ pub mod forward;
 pub mod host;
 pub mod http;
 pub mod keyring;
+pub mod limits;
 pub mod policy;
 pub mod pool;
 pub mod registry;
@@ -31,6 +35,8 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod tls;
+pub mod websocket;
 
+pub use limits::Limits;
 pub use registry::{Registry, SandboxConfig};
-pub use server::{Limits, Proxy};
+pub use server::Proxy;

@@ -87,6 +87,10 @@ struct FileConfig {
     /// CENTAUR_PROXY_TOKEN. Without it, records are written to the log.
     #[serde(default)]
     audit_server_url: Option<String>,
+    /// Caps per sandbox and for the whole proxy, and timeouts (see docs/proxy.md); each one
+    /// left out keeps its default.
+    #[serde(default)]
+    limits: centaur_proxy::Limits,
 }
 
 fn default_ttl() -> u64 {
@@ -164,6 +168,7 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             audit,
             control_token: token,
             socket_dir: config.socket_dir.clone(),
+            limits: config.limits,
         },
         &shutdown,
     )?;

@@ -7,22 +7,22 @@
 //!
 //! Absolute-form `http://` requests are forwarded with credentials swapped and the response
 //! scrubbed; `CONNECT` opens a tunnel to an allowed host. Every request is audited; every
-//! refusal is a 403 (or 407, 413, 429, 502) whose body and `x-centaur-deny-reason` header say,
-//! in words, why and what to do.
+//! refusal is a 403 (or 400, 407, 413, 429, 502, 503) whose body and `x-centaur-deny-reason`
+//! header say, in words, why and what to do. Connections and buffered bytes are capped per
+//! sandbox and for the whole proxy ([`crate::limits`]).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
@@ -31,45 +31,23 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::address::resolve;
 use crate::audit::{AuditRecord, AuditSink, Decision};
-use crate::credentials::{Credential, Scrubber, check_body, swap_request};
+use crate::credentials::{Credential, Scrubber, check_body, opaque_codings, swap_request};
+pub use crate::limits::Limits;
+use crate::limits::{Admitted, Buffered, CapReached, Caps, Counters, Slot};
 use crate::policy::{DenyReason, Verdict};
 use crate::pool::{Pool, PoolKey, Sender};
 use crate::registry::{Registry, Sandbox};
 use crate::secrets::SecretStore;
 use crate::tls::Interception;
+use crate::websocket::{ScrubbedFrames, check_upgrade};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
-
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Open CONNECT tunnels per sandbox; one sandbox's flood cannot starve another.
-    pub max_tunnels_per_sandbox: usize,
-    /// Requests in flight per sandbox (request bodies are buffered for inspection).
-    pub max_requests_per_sandbox: usize,
-    /// Largest request body the proxy inspects and forwards (413 beyond).
-    pub max_body_bytes: usize,
-    /// Time to establish an upstream TCP connection.
-    pub connect_timeout: Duration,
-    /// A tunnel or connection with no traffic for this long is closed.
-    pub idle_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_tunnels_per_sandbox: 64,
-            max_requests_per_sandbox: 64,
-            max_body_bytes: 32 * 1024 * 1024,
-            connect_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-        }
-    }
-}
 
 pub struct Proxy {
     pub registry: Arc<Registry>,
@@ -80,6 +58,7 @@ pub struct Proxy {
     pool: Arc<Pool>,
     tunnels: Counters,
     in_flight: Counters,
+    caps: Caps,
 }
 
 /// A request on its way upstream, credentials already swapped in.
@@ -119,11 +98,12 @@ impl Proxy {
             registry,
             secrets,
             audit,
-            limits,
             interception,
             pool: Arc::new(Pool::default()),
             tunnels: Counters::default(),
             in_flight: Counters::default(),
+            caps: Caps::new(&limits),
+            limits,
         })
     }
 
@@ -152,9 +132,20 @@ impl Proxy {
                 _ = shutdown.cancelled() => return Ok(()),
                 accepted = listener.accept() => accepted?,
             };
+            let admitted = match self.caps.admit_connection(Some(&sandbox_id)) {
+                Ok(admitted) => admitted,
+                Err(cap) => {
+                    self.refuse_connection(stream, Some(&sandbox_id), &cap);
+                    continue;
+                }
+            };
             let proxy = self.clone();
             let sandbox_id = sandbox_id.clone();
-            tokio::spawn(async move { proxy.serve_connection(stream, Some(sandbox_id)).await });
+            tokio::spawn(async move {
+                proxy
+                    .serve_connection(stream, Some(sandbox_id), admitted)
+                    .await
+            });
         }
     }
 
@@ -175,13 +166,72 @@ impl Proxy {
                 accepted = listener.accept() => accepted?,
             };
             let _ = stream.set_nodelay(true);
+            let admitted = match self.caps.admit_connection(None) {
+                Ok(admitted) => admitted,
+                Err(cap) => {
+                    self.refuse_connection(stream, None, &cap);
+                    continue;
+                }
+            };
             let proxy = self.clone();
-            tokio::spawn(async move { proxy.serve_connection(stream, None).await });
+            tokio::spawn(async move { proxy.serve_connection(stream, None, admitted).await });
         }
     }
 
-    async fn serve_connection<S>(self: Arc<Self>, stream: S, sandbox_id: Option<String>)
+    /// Answers a connection that a cap refused (429 or 503) and closes it, promptly: refused
+    /// connections must not pile up. The refusal is audited for the sandbox whose socket it
+    /// came in on, at most once a second (see [`Caps::audit_refusal`]); on the shared TCP
+    /// listener the sandbox is not known yet, so it is only logged.
+    fn refuse_connection<S>(&self, stream: S, sandbox_id: Option<&str>, cap: &CapReached)
     where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        match sandbox_id {
+            Some(id) => self.audit_refused_connection(id, cap),
+            None => tracing::warn!(reason = %cap, "refused a connection on the TCP listener"),
+        }
+        let answer = answer_and_close(stream, connection_refusal(cap), self.caps.linger());
+        tokio::spawn(answer);
+    }
+
+    fn audit_refused_connection(&self, sandbox_id: &str, cap: &CapReached) {
+        let Some(sandbox) = self.registry.get(sandbox_id) else {
+            return;
+        };
+        let Some(left_out) = self.caps.audit_refusal(sandbox_id) else {
+            return;
+        };
+        let reason = match left_out {
+            0 => cap.to_string(),
+            n => format!("{cap} ({n} more connections were refused since the last record)"),
+        };
+        let ctx = Ctx {
+            sandbox,
+            started: Instant::now(),
+            host: "any host".into(),
+            port: 0,
+            method: String::new(),
+            path: String::new(),
+        };
+        self.record(
+            &ctx,
+            Some(cap.status().as_u16()),
+            0,
+            0,
+            Decision::Denied,
+            Some(reason),
+            Vec::new(),
+        );
+    }
+
+    /// Serves one accepted connection; `_admitted` holds its place under the caps until it
+    /// closes.
+    async fn serve_connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        sandbox_id: Option<String>,
+        _admitted: Admitted,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let proxy = self.clone();
@@ -262,25 +312,27 @@ impl Proxy {
         sandbox: Arc<Sandbox>,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
-        let Some((host, port)) = request
+        let target = request
             .uri()
             .authority()
-            .map(|a| (a.host().to_owned(), a.port_u16().unwrap_or(443)))
-        else {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "CONNECT needs a host:port target",
-                "?",
-            );
-        };
+            .map(|a| (a.host().to_owned(), a.port_u16().unwrap_or(443)));
         let ctx = Ctx {
             sandbox,
             started: Instant::now(),
-            host,
-            port,
+            host: target
+                .as_ref()
+                .map_or_else(|| request.uri().to_string(), |(host, _)| host.clone()),
+            port: target.as_ref().map_or(0, |(_, port)| *port),
             method: "CONNECT".into(),
             path: String::new(),
         };
+        if target.is_none() {
+            return self.deny(
+                &ctx,
+                StatusCode::BAD_REQUEST,
+                "CONNECT needs a host:port target",
+            );
+        }
         let (intercept, allow_private) =
             match ctx.sandbox.config.policy.verdict(&ctx.host, ctx.port) {
                 Verdict::Denied(reason) => {
@@ -347,10 +399,18 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let uri = request.uri().clone();
         let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return refusal(
+            let ctx = Ctx {
+                sandbox,
+                started: Instant::now(),
+                host: uri.host().unwrap_or("?").to_owned(),
+                port: uri.port_u16().unwrap_or(0),
+                method: request.method().to_string(),
+                path: uri.path().to_owned(),
+            };
+            return self.deny(
+                &ctx,
                 StatusCode::BAD_REQUEST,
                 "send absolute http:// URLs to the proxy, and use CONNECT for https",
-                uri.host().unwrap_or("?"),
             );
         };
         let ctx = Ctx {
@@ -471,21 +531,24 @@ impl Proxy {
         });
         // The sandbox's current policy, not the one the tunnel was opened under: a narrowed or
         // removed policy takes effect for the next request.
-        let Some(sandbox) = self.registry.get(&base.sandbox.config.sandbox_id) else {
-            return refusal(
-                StatusCode::FORBIDDEN,
-                "this sandbox is no longer registered with the egress proxy",
-                &base.host,
-            );
-        };
+        let current = self.registry.get(&base.sandbox.config.sandbox_id);
+        let registered = current.is_some();
         let ctx = Ctx {
-            sandbox,
+            // A released sandbox's refusal is audited under the registration it had.
+            sandbox: current.unwrap_or_else(|| base.sandbox.clone()),
             started: Instant::now(),
             host: base.host.clone(),
             port: base.port,
             method: request.method().to_string(),
             path: request.uri().path().to_owned(),
         };
+        if !registered {
+            return self.deny(
+                &ctx,
+                StatusCode::FORBIDDEN,
+                "this sandbox is no longer registered with the egress proxy",
+            );
+        }
         match ctx.sandbox.config.policy.verdict(&ctx.host, ctx.port) {
             Verdict::Denied(reason) => {
                 return self.deny(&ctx, StatusCode::FORBIDDEN, &policy_reason(&reason, &ctx));
@@ -576,24 +639,10 @@ impl Proxy {
             Ok(result) => result,
             Err(leak) => return self.block_leak(&ctx, &leak.to_string()),
         };
-        let body = match Limited::new(body, self.limits.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                return self.deny(
-                    &ctx,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
-                        "the request body is larger than the proxy's limit of {} bytes",
-                        self.limits.max_body_bytes
-                    ),
-                );
-            }
-            Err(error) => {
-                return self.fail(&ctx, &format!("reading the request body failed: {error}"));
-            }
+        // Held until the exchange is over: the body may be sent twice (a rotated credential).
+        let (body, _buffered) = match self.read_body(&ctx, body).await {
+            Ok(read) => read,
+            Err(refusal) => return *refusal,
         };
         if let Err(leak) = check_body(&credentials, &ctx.host, &body) {
             return self.block_leak(&ctx, &leak.to_string());
@@ -603,11 +652,13 @@ impl Proxy {
         let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let outgoing = |headers: &mut HeaderMap| {
             if has_bound {
-                // A compressed echo would pass the scrubber: ask for plain bodies.
+                // A compressed echo would pass the scrubber: ask for plain bodies, and for
+                // WebSocket frames without compression (or any other extension).
                 headers.insert(
                     header::ACCEPT_ENCODING,
                     HeaderValue::from_static("identity"),
                 );
+                headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
             }
             strip_hop_by_hop(headers);
             if let Some(protocol) = &upgrade {
@@ -688,13 +739,19 @@ impl Proxy {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
-            // WebSocket (or another upgrade): relay the raw streams both ways from here on,
-            // counted against the sandbox's tunnels.
+            // WebSocket (or another upgrade): relay the streams both ways from here on, counted
+            // against the sandbox's tunnels. With values to scrub, the upstream's side is read
+            // as WebSocket frames and scrubbed; an upgrade that cannot be is refused.
+            let mut scrubber = Scrubber::new(&credentials);
+            let scrub_frames = !scrubber.is_empty();
+            if scrub_frames && let Err(error) = check_upgrade(response.headers()) {
+                return self.fail(&ctx, &format!("{} {error}", ctx.host));
+            }
             let slot = match self.take_tunnel(&ctx) {
                 Ok(slot) => slot,
                 Err(refusal) => return *refusal,
             };
-            Scrubber::new(&credentials).scrub_headers(response.headers_mut());
+            scrubber.scrub_headers(response.headers_mut());
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             let idle = self.limits.idle_timeout;
             let mut record =
@@ -703,27 +760,34 @@ impl Proxy {
             tokio::spawn(async move {
                 let _slot = slot;
                 if let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) {
-                    let (up, down) =
-                        relay_io(TokioIo::new(client), TokioIo::new(upstream), idle).await;
+                    let (up, down) = relay_upgraded(
+                        TokioIo::new(client),
+                        TokioIo::new(upstream),
+                        idle,
+                        scrub_frames.then_some(scrubber),
+                        &mut record,
+                    )
+                    .await;
                     record.bytes_up += up;
                     record.bytes_down = down;
                 }
                 sink.record(record);
             });
-            let (parts, _) = response.into_parts();
+            let (mut parts, _) = response.into_parts();
+            forget_upstream_wire(&mut parts.extensions);
             return Response::from_parts(parts, empty());
         }
 
         let (mut parts, body) = response.into_parts();
+        forget_upstream_wire(&mut parts.extensions);
         let mut scrubber = Scrubber::new(&credentials);
-        let encoded = parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded && !scrubber.is_empty() {
+        // Every coding counts (all `Content-Encoding` headers, their lists, `Transfer-Encoding`):
+        // the scrubber sees only plain bytes.
+        let opaque = opaque_codings(&parts.headers);
+        if !opaque.is_empty() && !scrubber.is_empty() {
             return self.fail(
                 &ctx,
-                &format!("{} sent an encoded body although asked not to; the proxy cannot check it for credentials", ctx.host),
+                &format!("{} sent a body encoded as `{opaque}` although asked not to; the proxy cannot check it for credentials", ctx.host),
             );
         }
         scrubber.scrub_headers(&mut parts.headers);
@@ -754,6 +818,45 @@ impl Proxy {
             pending_trailers: None,
         };
         Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    }
+
+    /// Reads a request body whole, for inspection. Its bytes are counted against the sandbox's
+    /// and the proxy's budgets as they arrive, and stay counted while the returned hold lives.
+    /// Over `max_body_bytes` is a 413; a budget reached is a 429 (the sandbox's) or a 503 (the
+    /// proxy's).
+    async fn read_body(
+        &self,
+        ctx: &Ctx,
+        mut body: Incoming,
+    ) -> Result<(Bytes, Buffered<'_>), Box<Response<ProxyBody>>> {
+        let mut buffered = self.caps.buffer(&ctx.sandbox.config.sandbox_id);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| {
+                Box::new(self.fail(ctx, &format!("reading the request body failed: {error}")))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total = total.saturating_add(data.len());
+            if total > self.limits.max_body_bytes {
+                let reason = format!(
+                    "the request body is larger than the proxy's limit of {} bytes",
+                    self.limits.max_body_bytes
+                );
+                return Err(Box::new(self.deny(
+                    ctx,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &reason,
+                )));
+            }
+            if let Err(cap) = buffered.grow(data.len()) {
+                return Err(Box::new(self.deny(ctx, cap.status(), &cap.to_string())));
+            }
+            chunks.push(data);
+        }
+        Ok((concat(chunks, total), buffered))
     }
 
     /// Sends one request upstream: on a kept-alive connection when `pooled` allows (a pooled
@@ -788,11 +891,7 @@ impl Proxy {
             }
             let scheme = if sender.is_http2() { "https" } else { "" };
             let uri = build_uri(scheme, out.authority, &out.path_and_query).map_err(|error| {
-                Box::new(refusal(
-                    StatusCode::BAD_REQUEST,
-                    &format!("bad URL: {error}"),
-                    &ctx.host,
-                ))
+                Box::new(self.deny(ctx, StatusCode::BAD_REQUEST, &format!("bad URL: {error}")))
             })?;
             let mut headers = out.headers.clone();
             if sender.is_http2() {
@@ -973,13 +1072,16 @@ impl Proxy {
         refusal(StatusCode::FORBIDDEN, reason, &ctx.host)
     }
 
+    /// A 502: the upstream could not be reached or failed its checks (certificate, encoded
+    /// body), or a bound credential is unavailable. It is audited as a denial, like every
+    /// refusal the sandbox is answered with, so it reaches the thread as `egress.denied`.
     fn fail(&self, ctx: &Ctx, reason: &str) -> Response<ProxyBody> {
         self.record(
             ctx,
             Some(502),
             0,
             0,
-            Decision::UpstreamError,
+            Decision::Denied,
             Some(reason.to_owned()),
             Vec::new(),
         );
@@ -1046,6 +1148,22 @@ fn policy_reason(reason: &DenyReason, ctx: &Ctx) -> String {
 /// A refusal the agent can read: status, `x-centaur-deny-reason`, and a plain-text body saying
 /// why and how to ask for access.
 pub fn refusal(status: StatusCode, reason: &str, host: &str) -> Response<ProxyBody> {
+    let (header_reason, body) = refusal_text(reason, host);
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&header_reason) {
+        headers.insert("x-centaur-deny-reason", value);
+    }
+    response
+}
+
+/// A refusal's `x-centaur-deny-reason` value (printable ASCII only) and its body.
+fn refusal_text(reason: &str, host: &str) -> (String, String) {
     let header_reason: String = reason
         .chars()
         .map(|c| {
@@ -1063,18 +1181,60 @@ pub fn refusal(status: StatusCode, reason: &str, host: &str) -> Response<ProxyBo
          bound. If the task needs {host}, stop and ask a person on this thread to allow it; \
          do not try to work around the proxy.\n"
     );
-    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&header_reason) {
-        headers.insert("x-centaur-deny-reason", value);
-    }
-    response
+    (header_reason, body)
 }
+
+/// A whole HTTP/1.1 refusal of a connection, written before its request is read.
+fn connection_refusal(cap: &CapReached) -> Vec<u8> {
+    let status = cap.status();
+    let (header_reason, body) = refusal_text(&cap.to_string(), "any host");
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         x-centaur-deny-reason: {header_reason}\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends `answer` on a refused connection and closes it. With `linger`, the request is read
+/// (up to a bound, for a moment) after the answer, so the client can send it whole and read the
+/// answer rather than meet a reset; without, the answer goes out only if the socket takes it at
+/// once, and the connection is closed on the spot.
+async fn answer_and_close<S>(mut stream: S, answer: Vec<u8>, linger: Option<OwnedSemaphorePermit>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::FutureExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(_linger) = linger else {
+        let _ = stream.write_all(&answer).now_or_never();
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + REFUSAL_LINGER;
+    let answered = tokio::time::timeout_at(deadline, async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await
+    });
+    if !matches!(answered.await, Ok(Ok(()))) {
+        return;
+    }
+    let mut scratch = [0u8; 4096];
+    let mut drained = 0;
+    while drained < REFUSAL_DRAIN_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+/// How long a refused connection may stay open while its answer goes out and its request is
+/// read, and how much of the request is read.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -1109,6 +1269,18 @@ fn build_uri(
     }
 }
 
+/// One buffer of `chunks`, which hold `total` bytes (copied only if there are several).
+fn concat(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
+    if chunks.len() <= 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut whole = bytes::BytesMut::with_capacity(total);
+    for chunk in chunks {
+        whole.extend_from_slice(&chunk);
+    }
+    whole.freeze()
+}
+
 fn empty() -> ProxyBody {
     Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
 }
@@ -1136,6 +1308,41 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
+}
+
+/// What hyper kept of the upstream's wire format in a response's extensions (its reason
+/// phrase, which an upstream could fill with anything, a value included) stays behind: the
+/// sandbox gets the canonical reason for the status.
+fn forget_upstream_wire(extensions: &mut hyper::http::Extensions) {
+    extensions.clear();
+}
+
+/// Relays an upgraded connection. With a `scrubber`, what the upstream sends is read as
+/// WebSocket frames and scrubbed ([`crate::websocket`]); if the proxy has to end the connection
+/// (a frame it cannot read), `record` turns into a denial that says why, like every refusal.
+/// Returns the bytes sent up and down.
+async fn relay_upgraded<A, B>(
+    client: A,
+    upstream: B,
+    idle: Duration,
+    scrubber: Option<Scrubber>,
+    record: &mut AuditRecord,
+) -> (u64, u64)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Some(scrubber) = scrubber else {
+        return relay_io(client, upstream, idle).await;
+    };
+    let upstream = ScrubbedFrames::new(upstream, scrubber);
+    let refusal = upstream.refusal();
+    let moved = relay_io(client, upstream, idle).await;
+    if let Some(reason) = refusal.get() {
+        record.decision = Decision::Denied;
+        record.reason = Some(format!("the proxy ended the WebSocket: {reason}"));
+    }
+    moved
 }
 
 /// Copies both ways until either side closes or nothing moves for `idle`; returns the bytes
@@ -1172,39 +1379,6 @@ where
     let _ = upstream_write.shutdown().await;
     let _ = client_write.shutdown().await;
     (up, down)
-}
-
-/// Per-sandbox counts of something limited (open tunnels, requests in flight).
-type Counters = Arc<Mutex<HashMap<String, usize>>>;
-
-/// One unit of a sandbox's limit, held while it lives.
-struct Slot {
-    counters: Counters,
-    sandbox_id: String,
-}
-
-impl Slot {
-    fn take(counters: &Counters, sandbox_id: &str, limit: usize) -> Option<Slot> {
-        let mut counts = counters.lock().expect("counter lock");
-        let open = counts.entry(sandbox_id.to_owned()).or_default();
-        if *open >= limit {
-            return None;
-        }
-        *open += 1;
-        Some(Slot {
-            counters: counters.clone(),
-            sandbox_id: sandbox_id.to_owned(),
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.counters.lock().expect("counter lock");
-        if let Some(open) = counts.get_mut(&self.sandbox_id) {
-            *open = open.saturating_sub(1);
-        }
-    }
 }
 
 /// An upstream response body on its way to the sandbox: scrubbed, counted, and audited when it

@@ -33,6 +33,8 @@ pub struct Settings {
     pub control_token: Option<String>,
     /// Folder for the per-sandbox Unix sockets.
     pub socket_dir: Option<PathBuf>,
+    /// Caps per sandbox and for the whole proxy, and timeouts.
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +66,7 @@ pub fn build(
         Arc::new(Registry::new(settings.key)),
         Arc::new(SecretStore::new(settings.secrets, settings.secret_ttl)),
         audit,
-        Limits::default(),
+        settings.limits,
         interception,
     );
     let control = Control::new(

@@ -12,6 +12,7 @@ use centaur_proxy::audit::{AuditRecord, ChannelSink, Decision};
 use centaur_proxy::secrets::{SecretSource, SecretStore};
 use centaur_proxy::tls::{Authority, Interception, client_config, generate_ca};
 use centaur_proxy::{Limits, Proxy, Registry, SandboxConfig};
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -19,6 +20,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_util::sync::CancellationToken;
 
 /// An HTTP client builder; TLS in this workspace goes through ring, installed here once.
@@ -960,7 +966,11 @@ async fn upstream_certificates_are_verified() {
             && reason.to_lowercase().contains("certificate"),
         "{reason}"
     );
-    assert_eq!(h.next_audit().await.decision, Decision::UpstreamError);
+    let record = h.next_audit().await;
+    assert_eq!(
+        (record.status, record.decision),
+        (Some(502), Decision::Denied)
+    );
     assert!(seen.lock().unwrap().is_empty());
 }
 
@@ -985,17 +995,20 @@ async fn websocket_upgrades_pass_through_interception() {
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 101);
     let mut io = TokioIo::new(hyper::upgrade::on(response).await.unwrap());
-    io.write_all(b"frames both ways").await.unwrap();
-    let mut buf = [0u8; 16];
+    // The upstream echoes bytes as they come, so this frame goes unmasked, as a server's would:
+    // the proxy reads what comes back as frames.
+    let frame = ws_frame(OpCode::Data(Data::Text), true, false, b"frames both ways");
+    io.write_all(&frame).await.unwrap();
+    let mut buf = [0u8; 18];
     io.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"frames both ways");
+    assert_eq!(buf[..], frame[..]);
     drop(io);
     let record = h.next_audit().await;
     assert_eq!(
         (record.status, record.decision),
         (Some(101), Decision::Allowed)
     );
-    assert_eq!((record.bytes_up, record.bytes_down), (16, 16));
+    assert_eq!((record.bytes_up, record.bytes_down), (18, 18));
 }
 
 #[tokio::test]
@@ -1304,7 +1317,7 @@ async fn a_missing_secret_only_affects_its_own_hosts() {
             .unwrap()
             .contains("NOT_CONFIGURED")
     );
-    assert_eq!(h.next_audit().await.decision, Decision::UpstreamError);
+    assert_eq!(h.next_audit().await.decision, Decision::Denied);
     assert!(seen.lock().unwrap().is_empty());
     assert_eq!(other_seen.lock().unwrap().len(), 1);
 }
@@ -1313,14 +1326,15 @@ async fn a_missing_secret_only_affects_its_own_hosts() {
 #[tokio::test]
 async fn credentials_are_not_sent_over_plain_http_to_public_hosts() {
     let mut h = Harness::start(Limits::default()).await;
-    // 203.0.113.1 (TEST-NET-3) counts as public; the request must be refused before any dial.
+    // 192.31.196.1 (AS112, a globally reachable special-purpose block) counts as public; the
+    // request must be refused before any dial.
     let placeholder = h.sandbox("sb1", json!({
-        "allow": ["203.0.113.1"],
-        "secrets": [{"name": "OPENAI_API_KEY", "hosts": ["203.0.113.1"], "headers": ["authorization"]}],
+        "allow": ["192.31.196.1"],
+        "secrets": [{"name": "OPENAI_API_KEY", "hosts": ["192.31.196.1"], "headers": ["authorization"]}],
     }))["OPENAI_API_KEY"].clone();
     let response = h
         .client("sb1")
-        .get("http://203.0.113.1/v1")
+        .get("http://192.31.196.1/v1")
         .header("authorization", &placeholder)
         .send()
         .await
@@ -1389,6 +1403,331 @@ async fn requests_in_flight_are_limited_per_sandbox() {
             .status(),
         200
     );
+}
+
+// ---- Caps on what sandboxes can make the proxy hold ------------------------------------------
+
+/// Serves sandbox `id` on its own Unix socket; returns the socket's path.
+async fn unix_socket(h: &Harness, id: &str) -> PathBuf {
+    let socket = h.dir.join(format!("{id}.sock"));
+    let (proxy, shutdown) = (h.proxy.clone(), h.shutdown.clone());
+    let (path, sandbox_id) = (socket.clone(), id.to_owned());
+    tokio::spawn(async move { proxy.serve_unix(&path, sandbox_id, shutdown).await });
+    while !socket.exists() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    socket
+}
+
+/// Sends `request` on a connection the proxy refused, and reads its answer until the proxy
+/// closes the connection, which must be soon.
+async fn refused_answer(mut stream: UnixStream, request: &str) -> String {
+    // The proxy may have answered and closed before the request is written.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a refused connection is closed promptly");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Sends `request` on a served connection and returns the answer's head (its body, of the
+/// length it announces, is read and dropped), leaving the connection open.
+async fn answer_head(stream: &mut UnixStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    head
+}
+
+/// The next `count` audit records that are not `allowed`.
+async fn denials(h: &mut Harness, count: usize) -> Vec<AuditRecord> {
+    let mut found = Vec::new();
+    while found.len() < count {
+        let record = h.next_audit().await;
+        if record.decision != Decision::Allowed {
+            found.push(record);
+        }
+    }
+    found
+}
+
+/// One sandbox cannot hold more than its share of connections, nor all sandboxes together more
+/// than the proxy's: a connection beyond either cap is answered (429 or 503) and closed at once,
+/// audited, and a closed connection gives its place back.
+#[tokio::test]
+async fn connections_are_capped_per_sandbox_and_for_the_whole_proxy() {
+    let mut h = Harness::start(Limits {
+        max_connections_per_sandbox: 2,
+        max_connections: 3,
+        ..Limits::default()
+    })
+    .await;
+    let (up, _seen) = upstream().await;
+    let policy = json!({"allow": ["127.0.0.1"], "allow_private": ["127.0.0.1"]});
+    h.sandbox("sb1", policy.clone());
+    h.sandbox("sb2", policy);
+    let (sb1, sb2) = (unix_socket(&h, "sb1").await, unix_socket(&h, "sb2").await);
+    let request = format!("GET http://{up}/ HTTP/1.1\r\nHost: {up}\r\n\r\n");
+
+    // sb1: two connections are served; the third is refused.
+    let mut first = UnixStream::connect(&sb1).await.unwrap();
+    let mut second = UnixStream::connect(&sb1).await.unwrap();
+    let third = UnixStream::connect(&sb1).await.unwrap();
+    let answer = refused_answer(third, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.contains("x-centaur-deny-reason: this sandbox already has 2 connections open"),
+        "{answer}"
+    );
+    for served in [&mut first, &mut second] {
+        let head = answer_head(served, &request).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+
+    // sb2: one connection is served, which takes the proxy to its 3; the next is refused.
+    let mut other = UnixStream::connect(&sb2).await.unwrap();
+    let head = answer_head(&mut other, &request).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let answer = refused_answer(UnixStream::connect(&sb2).await.unwrap(), &request).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("limit of 3 connections for all sandboxes"),
+        "{answer}"
+    );
+
+    let refused = denials(&mut h, 2).await;
+    assert_eq!(
+        refused
+            .iter()
+            .map(|r| (r.thread_key.as_deref(), r.status, r.decision))
+            .collect::<Vec<_>>(),
+        [
+            (Some("api:sb1"), Some(429), Decision::Denied),
+            (Some("api:sb2"), Some(503), Decision::Denied)
+        ]
+    );
+    assert!(
+        refused[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("2 connections open")),
+        "{refused:?}"
+    );
+
+    // A closed connection gives its place back.
+    drop(first);
+    let mut served = false;
+    for _ in 0..100 {
+        let mut again = UnixStream::connect(&sb2).await.unwrap();
+        if again.write_all(request.as_bytes()).await.is_ok() {
+            let mut answer = [0u8; 12];
+            if again.read_exact(&mut answer).await.is_ok() && answer.starts_with(b"HTTP/1.1 200") {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "sb2 gets a connection once sb1 closed one");
+}
+
+/// Request bodies are held whole for inspection: one sandbox cannot hold more than its budget
+/// of bytes (429), nor all sandboxes together more than the proxy's (503); bytes come back when
+/// the request is over.
+#[tokio::test]
+async fn buffered_request_bytes_are_capped_per_sandbox_and_for_the_whole_proxy() {
+    const KIB: usize = 1024;
+    let mut h = Harness::start(Limits {
+        max_buffered_bytes_per_sandbox: 64 * KIB,
+        max_buffered_bytes: 96 * KIB,
+        ..Limits::default()
+    })
+    .await;
+    let slow = serve_http(|request: hyper::Request<hyper::body::Incoming>| async {
+        let _ = request.into_body().collect().await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        hyper::Response::new(Full::new(Bytes::from_static(b"slow")))
+    })
+    .await;
+    let policy = json!({"allow": ["127.0.0.1"], "allow_private": ["127.0.0.1"]});
+    h.sandbox("sb1", policy.clone());
+    h.sandbox("sb2", policy);
+    let (one, two) = (h.client("sb1"), h.client("sb2"));
+    let post = |client: &reqwest::Client, size: usize| {
+        client
+            .post(format!("http://{slow}/upload"))
+            .body(vec![b'x'; size])
+            .send()
+    };
+
+    // sb1 has 60 KiB held while its upstream thinks...
+    let held = tokio::spawn(post(&one, 60 * KIB));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...so 10 KiB more would take it over its 64 KiB.
+    let response = post(&one, 10 * KIB).await.unwrap();
+    assert_eq!(response.status(), 429);
+    let reason = response.headers()["x-centaur-deny-reason"]
+        .to_str()
+        .unwrap();
+    assert!(
+        reason.contains("65536 bytes of request bodies held"),
+        "{reason}"
+    );
+    // sb2: 40 KiB would take the proxy over its 96 KiB; 30 KiB fits.
+    let response = post(&two, 40 * KIB).await.unwrap();
+    assert_eq!(response.status(), 503);
+    let reason = response.headers()["x-centaur-deny-reason"]
+        .to_str()
+        .unwrap();
+    assert!(
+        reason.contains("98304 bytes of request bodies for all sandboxes"),
+        "{reason}"
+    );
+    assert_eq!(post(&two, 30 * KIB).await.unwrap().status(), 200);
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    // Over: sb1's bytes are back.
+    assert_eq!(post(&one, 60 * KIB).await.unwrap().status(), 200);
+
+    let refused = denials(&mut h, 2).await;
+    assert_eq!(
+        refused
+            .iter()
+            .map(|r| (r.sandbox_id.as_str(), r.status, r.decision))
+            .collect::<Vec<_>>(),
+        [
+            ("sb1", Some(429), Decision::Denied),
+            ("sb2", Some(503), Decision::Denied)
+        ]
+    );
+}
+
+/// Every refusal the sandbox is answered with is audited as a denial (so it reaches the thread
+/// as `egress.denied`): a body the proxy cannot check, an upstream it cannot reach, a request it
+/// cannot parse.
+#[tokio::test]
+async fn every_refusal_is_audited_as_a_denial() {
+    let mut h = Harness::start(Limits::default()).await;
+    let encoded = serve_http(|_request: hyper::Request<hyper::body::Incoming>| async {
+        let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"\x1f\x8b")));
+        response
+            .headers_mut()
+            .insert("content-encoding", "gzip".parse().unwrap());
+        response
+    })
+    .await;
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let placeholder = h.sandbox("sb1", openai_policy(encoded))["OPENAI_API_KEY"].clone();
+    let client = h.client("sb1");
+
+    let response = client
+        .get(format!("http://{encoded}/compressed"))
+        .header("authorization", &placeholder)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let record = h.next_audit().await;
+    assert_eq!(
+        (record.status, record.decision, record.path.as_str()),
+        (Some(502), Decision::Denied, "/compressed")
+    );
+
+    let response = client
+        .get(format!("http://{closed}/unreachable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let record = h.next_audit().await;
+    assert_eq!(
+        (record.status, record.decision, record.path.as_str()),
+        (Some(502), Decision::Denied, "/unreachable")
+    );
+    assert!(
+        record
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("cannot connect")),
+        "{record:?}"
+    );
+
+    // Origin-form is for servers, not proxies.
+    let mut stream = TcpStream::connect(h.tcp).await.unwrap();
+    let credentials =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "sb1:cred-sb1");
+    stream
+        .write_all(
+            format!("GET /origin-form HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic {credentials}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 400");
+    let record = h.next_audit().await;
+    assert_eq!(
+        (record.status, record.decision, record.path.as_str()),
+        (Some(400), Decision::Denied, "/origin-form")
+    );
+}
+
+/// Documentation ranges, and private addresses wrapped in NAT64 or 6to4, are refused like any
+/// other non-public address.
+#[tokio::test]
+async fn documentation_and_wrapped_private_addresses_are_refused() {
+    let mut h = Harness::start(Limits::default()).await;
+    let targets = [
+        "192.0.2.10",
+        "198.51.100.10",
+        "203.0.113.10",
+        "[2001:db8::1]",
+        "[64:ff9b::a9fe:a9fe]",
+        "[2002:a00:1::1]",
+    ];
+    let hosts: Vec<&str> = targets.iter().map(|t| t.trim_matches(['[', ']'])).collect();
+    h.sandbox("sb1", json!({ "allow": hosts }));
+    let client = h.client("sb1");
+    for target in targets {
+        let response = client
+            .get(format!("http://{target}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{target}");
+        let reason = response.headers()["x-centaur-deny-reason"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            ["documentation", "cloud metadata", "private"]
+                .iter()
+                .any(|class| reason.contains(&format!("a {class} address"))),
+            "{target}: {reason}"
+        );
+        assert_eq!(h.next_audit().await.decision, Decision::Denied, "{target}");
+    }
 }
 
 /// A loopback TCP port that forwards to the Unix socket at `socket`, like the sandbox's
@@ -1635,4 +1974,390 @@ async fn a_rejected_credential_is_read_again_and_the_request_retried() {
         assert_eq!(h.next_audit().await.status, Some(200));
     }
     assert_eq!(h.next_audit().await.status, Some(401));
+}
+
+// ---- Echoes the scrubber must catch ------------------------------------------------------
+
+/// Reads an HTTP head byte by byte, so nothing after it (a body, WebSocket frames) is taken.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// An upstream that answers every request with `answer`, byte for byte (a status line, headers
+/// and a body, or a 101 and WebSocket frames), then waits for the other side to close. Returns
+/// its address and the request heads it received, lowercased.
+async fn raw_upstream(answer: Vec<u8>) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let log = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (answer, log) = (answer.clone(), log.clone());
+            tokio::spawn(async move {
+                let head = read_head(&mut stream).await;
+                log.lock().unwrap().push(head.to_ascii_lowercase());
+                if stream.write_all(&answer).await.is_err() {
+                    return;
+                }
+                let mut rest = [0u8; 1024];
+                while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Sends a request head (request line and headers, each ending in CRLF) to the proxy as
+/// sandbox `id` on a raw socket; returns the socket, positioned after the answer's head, and
+/// that head.
+async fn raw_through(proxy: SocketAddr, id: &str, head: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    let credentials = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{id}:cred-{id}"),
+    );
+    stream
+        .write_all(format!("{head}Proxy-Authorization: Basic {credentials}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    (stream, head)
+}
+
+/// One WebSocket frame as a server sends it (unmasked).
+fn ws_frame(opcode: OpCode, is_final: bool, rsv1: bool, payload: &[u8]) -> Vec<u8> {
+    let header = FrameHeader {
+        is_final,
+        rsv1,
+        opcode,
+        ..FrameHeader::default()
+    };
+    let mut frame = Vec::new();
+    header.format(payload.len() as u64, &mut frame).unwrap();
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A 101 answer to a WebSocket handshake with `extra` headers (each ending in CRLF), and the
+/// frames that follow it.
+fn switching(reason: &str, extra: &str, frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut answer = format!(
+        "HTTP/1.1 101 {reason}\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
+         sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n{extra}\r\n"
+    )
+    .into_bytes();
+    for frame in frames {
+        answer.extend_from_slice(frame);
+    }
+    answer
+}
+
+/// The head of a WebSocket handshake through the proxy, offering compression.
+fn websocket_request(up: SocketAddr, placeholder: &str, protocol: &str) -> String {
+    format!(
+        "GET http://{up}/socket HTTP/1.1\r\nHost: {up}\r\nAuthorization: Bearer {placeholder}\r\n\
+         Connection: Upgrade\r\nUpgrade: {protocol}\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    )
+}
+
+/// An upstream that writes the key as its status line's reason phrase: the sandbox gets the
+/// canonical phrase instead.
+#[tokio::test]
+async fn a_reason_phrase_never_carries_a_secret() {
+    let mut h = Harness::start(Limits::default()).await;
+    let answer = format!("HTTP/1.1 200 {REAL_KEY}\r\ncontent-length: 2\r\n\r\nok");
+    let (up, heads) = raw_upstream(answer.into_bytes()).await;
+    let placeholder = h.sandbox("sb1", openai_policy(up))["OPENAI_API_KEY"].clone();
+    let request = format!(
+        "GET http://{up}/ HTTP/1.1\r\nHost: {up}\r\nAuthorization: Bearer {placeholder}\r\n"
+    );
+    let (_stream, head) = raw_through(h.tcp, "sb1", &request).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(!head.contains(REAL_KEY), "{head}");
+    assert!(
+        heads.lock().unwrap()[0].contains(&format!("authorization: bearer {REAL_KEY}")),
+        "the upstream got the real key"
+    );
+    assert_eq!(h.next_audit().await.decision, Decision::Allowed);
+}
+
+/// Headers named after the key (whole, or as part of the name) reach the sandbox named after the
+/// placeholder.
+#[tokio::test]
+async fn response_header_names_never_carry_a_secret() {
+    let h = Harness::start(Limits::default()).await;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\n{REAL_KEY}: 1\r\nx-{REAL_KEY}-echo: {REAL_KEY}\r\ncontent-length: 2\r\n\r\nok"
+    );
+    let (up, _) = raw_upstream(answer.into_bytes()).await;
+    let placeholder = h.sandbox("sb1", openai_policy(up))["OPENAI_API_KEY"].clone();
+    let response = h
+        .client("sb1")
+        .get(format!("http://{up}/"))
+        .header("authorization", format!("Bearer {placeholder}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for (name, value) in response.headers() {
+        assert!(!name.as_str().contains(REAL_KEY), "{name}");
+        assert!(
+            !value.to_str().unwrap().contains(REAL_KEY),
+            "{name}: {value:?}"
+        );
+    }
+    assert_eq!(response.headers()[placeholder.as_str()], "1");
+    assert_eq!(
+        response.headers()[format!("x-{placeholder}-echo").as_str()],
+        placeholder.as_str()
+    );
+}
+
+/// Every coding counts, not only the first `Content-Encoding`: a body the scrubber cannot read
+/// is refused with a 502 (and audited), never passed on.
+#[tokio::test]
+async fn bodies_in_codings_the_scrubber_cannot_read_are_refused() {
+    let mut h = Harness::start(Limits::default()).await;
+    // Stands for a compressed body: the scrubber cannot see the key inside it.
+    let body = "\u{1f}\u{8b}compressed";
+    let cases = [
+        (
+            "two headers",
+            format!(
+                "content-encoding: identity\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            Some("gzip"),
+        ),
+        (
+            "a list",
+            format!(
+                "content-encoding: identity, br\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            Some("br"),
+        ),
+        (
+            "a transfer coding",
+            format!(
+                "transfer-encoding: gzip, chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            ),
+            Some("gzip"),
+        ),
+        (
+            "identity only",
+            format!(
+                "content-encoding: identity\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            None,
+        ),
+    ];
+    for (i, (case, rest, refused)) in cases.into_iter().enumerate() {
+        let (up, heads) = raw_upstream(format!("HTTP/1.1 200 OK\r\n{rest}").into_bytes()).await;
+        let id = format!("sb{i}");
+        let placeholder = h.sandbox(&id, openai_policy(up))["OPENAI_API_KEY"].clone();
+        let response = h
+            .client(&id)
+            .get(format!("http://{up}/"))
+            .header("authorization", format!("Bearer {placeholder}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            heads.lock().unwrap().len(),
+            1,
+            "{case}: the request went out"
+        );
+        let record = h.next_audit().await;
+        let Some(coding) = refused else {
+            assert_eq!(response.status(), 200, "{case}");
+            assert_eq!(record.decision, Decision::Allowed, "{case}");
+            continue;
+        };
+        assert_eq!(response.status(), 502, "{case}");
+        let reason = response.headers()["x-centaur-deny-reason"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            reason.contains(coding) && reason.contains("cannot check"),
+            "{case}: {reason}"
+        );
+        assert!(
+            !response.text().await.unwrap().contains("compressed"),
+            "{case}"
+        );
+        assert_eq!(record.decision, Decision::Denied, "{case}");
+        assert_eq!(record.reason.as_deref(), Some(reason.as_str()), "{case}");
+    }
+}
+
+/// After a 101, what the upstream sends is read as WebSocket frames and the key is replaced in
+/// every payload: text, binary (also across the proxy's reads), control frames, and a message
+/// fragmented with the key split across its frames. The sandbox's offer of compression never
+/// reaches the upstream.
+#[tokio::test]
+async fn websocket_frames_from_upstream_are_scrubbed() {
+    let mut h = Harness::start(Limits::default()).await;
+    let text = OpCode::Data(Data::Text);
+    let mut large = vec![b'x'; 40_000];
+    large[16_380..16_380 + REAL_KEY.len()].copy_from_slice(REAL_KEY.as_bytes());
+    let (head, tail) = REAL_KEY.split_at(10);
+    let frames = [
+        ws_frame(text, true, false, format!("you sent {REAL_KEY}").as_bytes()),
+        ws_frame(OpCode::Data(Data::Binary), true, false, &large),
+        ws_frame(text, false, false, format!("split {head}").as_bytes()),
+        ws_frame(
+            OpCode::Control(Control::Ping),
+            true,
+            false,
+            REAL_KEY.as_bytes(),
+        ),
+        ws_frame(OpCode::Data(Data::Continue), false, false, tail.as_bytes()),
+        ws_frame(OpCode::Data(Data::Continue), true, false, b" across frames"),
+        ws_frame(
+            OpCode::Control(Control::Close),
+            true,
+            false,
+            &[
+                &1000u16.to_be_bytes()[..],
+                format!("bye {REAL_KEY}").as_bytes(),
+            ]
+            .concat(),
+        ),
+    ];
+    let (up, heads) = raw_upstream(switching(REAL_KEY, "", &frames)).await;
+    let placeholder = h.sandbox("sb1", openai_policy(up))["OPENAI_API_KEY"].clone();
+    let (stream, head) = raw_through(
+        h.tcp,
+        "sb1",
+        &websocket_request(up, &placeholder, "websocket"),
+    )
+    .await;
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains(REAL_KEY), "{head}");
+    {
+        let heads = heads.lock().unwrap();
+        assert!(heads[0].contains(&format!("authorization: bearer {REAL_KEY}")));
+        assert!(
+            !heads[0].contains("sec-websocket-extensions"),
+            "no compression offered upstream: {}",
+            heads[0]
+        );
+    }
+
+    let mut ws = WebSocketStream::from_raw_socket(stream, Role::Client, None).await;
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("the stream is open")
+            .expect("a valid message")
+    };
+    assert_eq!(
+        next().await,
+        Message::text(format!("you sent {placeholder}"))
+    );
+    let mut expected = large.clone();
+    expected.splice(
+        16_380..16_380 + REAL_KEY.len(),
+        placeholder.bytes().collect::<Vec<_>>(),
+    );
+    assert_eq!(next().await, Message::binary(expected));
+    assert_eq!(next().await, Message::Ping(placeholder.clone().into()));
+    assert_eq!(
+        next().await,
+        Message::text(format!("split {placeholder} across frames"))
+    );
+    let Message::Close(Some(close)) = next().await else {
+        panic!("a close frame");
+    };
+    assert_eq!(close.reason.as_str(), format!("bye {placeholder}"));
+    drop(ws);
+
+    let record = h.next_audit().await;
+    assert_eq!(
+        (record.status, record.decision),
+        (Some(101), Decision::Allowed)
+    );
+}
+
+/// What the proxy cannot scrub after a 101 is refused: an upstream that turns compression on
+/// anyway, a protocol other than WebSocket on a host with bound credentials, and compressed
+/// frames (which end the connection with a close frame saying why).
+#[tokio::test]
+async fn upgrades_the_proxy_cannot_scrub_are_refused() {
+    let mut h = Harness::start(Limits::default()).await;
+    for (case, answer, protocol) in [
+        (
+            "compression",
+            switching("Switching Protocols", "sec-websocket-extensions: permessage-deflate\r\n", &[]),
+            "websocket",
+        ),
+        (
+            "another protocol",
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: raw-bytes\r\nconnection: upgrade\r\n\r\n"
+                .to_vec(),
+            "raw-bytes",
+        ),
+    ] {
+        let (up, heads) = raw_upstream(answer).await;
+        let placeholder = h.sandbox("sb1", openai_policy(up))["OPENAI_API_KEY"].clone();
+        let (_stream, head) =
+            raw_through(h.tcp, "sb1", &websocket_request(up, &placeholder, protocol)).await;
+        assert!(head.starts_with("HTTP/1.1 502"), "{case}: {head}");
+        assert!(head.contains("cannot check"), "{case}: {head}");
+        assert_eq!(heads.lock().unwrap().len(), 1);
+        assert_eq!(h.next_audit().await.decision, Decision::Denied, "{case}");
+    }
+
+    let compressed = ws_frame(OpCode::Data(Data::Text), true, true, REAL_KEY.as_bytes());
+    let (up, _) = raw_upstream(switching("Switching Protocols", "", &[compressed])).await;
+    let placeholder = h.sandbox("sb1", openai_policy(up))["OPENAI_API_KEY"].clone();
+    let (stream, head) = raw_through(
+        h.tcp,
+        "sb1",
+        &websocket_request(up, &placeholder, "websocket"),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut ws = WebSocketStream::from_raw_socket(stream, Role::Client, None).await;
+    let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a message in time");
+    let Some(Ok(Message::Close(Some(close)))) = message else {
+        panic!("a close frame, not {message:?}");
+    };
+    assert_eq!(close.code, CloseCode::Policy);
+    assert!(
+        close.reason.as_str().contains("reserved bits"),
+        "{}",
+        close.reason.as_str()
+    );
+    drop(ws);
+    let record = h.next_audit().await;
+    assert_eq!(
+        (record.status, record.decision),
+        (Some(101), Decision::Denied)
+    );
+    assert!(
+        record.reason.unwrap().contains("reserved bits"),
+        "the refusal is audited"
+    );
 }

@@ -181,6 +181,7 @@ async fn start_services(
             audit: Some((api_url.clone(), proxy_token.clone())),
             control_token: Some(proxy_token.clone()),
             socket_dir: Some(home.proxy_sockets()),
+            limits: Default::default(),
         },
         shutdown,
     )
