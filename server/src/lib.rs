@@ -4,7 +4,8 @@
 //! Layers, top to bottom: [`routes`] (HTTP, auth, parsing) call the domain modules
 //! ([`threads`], [`messages`], [`executions`], [`approvals`], [`api_keys`]), which write through
 //! [`events`] (the log) and hand committed events to the [`hub`] for live delivery; [`sse`] turns
-//! log and hub into a client's stream.
+//! log and hub into a client's stream. [`runner_socket`] is the socket mounted into local
+//! sandboxes, where [`routes::runner_socket_router`] serves only the runner API.
 
 pub mod api_keys;
 pub mod app;

@@ -138,10 +138,10 @@ fn checks(home: &Home, port: u16, advisory: bool) -> Vec<Check> {
     });
     if let Some(blocked) = unreachable_for_postgres(home) {
         checks.push(Check::bad(
-            "PostgreSQL's folder",
+            "the home's folders",
             Level::Fail,
             format!(
-                "PostgreSQL runs as `nobody` under root and cannot enter {}",
+                "under root, PostgreSQL (as `nobody`) and sandboxes (as unprivileged uids of their own) cannot enter {}",
                 blocked.display()
             ),
             &format!(

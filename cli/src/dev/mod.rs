@@ -486,12 +486,25 @@ async fn down(home: &Home) -> Result<ExitCode, Failure> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The lock goes a moment before the process does: "down" means gone.
+    while process_lives(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let orphan = stop_orphaned_postgres(home).await;
     eprintln!(
         "centaur: the stack is down; its data stays in {}{orphan}",
         home.root.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `pid` runs: it exists and is not a zombie waiting for a parent that does not reap.
+fn process_lives(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    !state.starts_with('Z') && !state.starts_with('X')
 }
 
 /// Stops a PostgreSQL left running by a stack that was killed; says so if it did.

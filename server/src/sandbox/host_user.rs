@@ -169,3 +169,34 @@ fn chown_tree(root: &Path, user: HostUser) -> Result<(), HostUserError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn per_thread(dir: &Path) -> HostUsers {
+        HostUsers::PerThread {
+            base: 3_000_000_000,
+            count: 2,
+            counter: dir.join("sandbox-uids"),
+        }
+    }
+
+    #[test]
+    fn uids_are_handed_out_in_turn_and_wrap_within_the_range() {
+        let dir = std::env::temp_dir().join(format!("host-users-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let users = per_thread(&dir);
+        let uids: Vec<u32> = (0..3).map(|_| users.allocate().unwrap().uid).collect();
+        assert_eq!(uids, [3_000_000_000, 3_000_000_001, 3_000_000_000]);
+        assert!(users.in_range(3_000_000_001) && !users.in_range(3_000_000_002));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_ordinary_user_maps_only_itself() {
+        let users = HostUsers::ServerUser;
+        assert!(!users.switches());
+        assert_eq!(users.for_workspace(Path::new("/nonexistent")).unwrap(), None);
+    }
+}

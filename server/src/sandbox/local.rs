@@ -528,13 +528,12 @@ impl LocalBackend {
                     set(libc::RLIMIT_NPROC, limits.processes);
                 }
                 // Last: the cgroup and the limits above needed the server's rights.
-                if let Some(user) = user {
-                    if libc::setgroups(0, std::ptr::null()) != 0
+                if let Some(user) = user
+                    && (libc::setgroups(0, std::ptr::null()) != 0
                         || libc::setgid(user.gid) != 0
-                        || libc::setuid(user.uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                        || libc::setuid(user.uid) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
@@ -1124,4 +1123,49 @@ async fn send_attachment(
         .flush()
         .await
         .map_err(|e| failure("handing the sandbox its thread", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(processes: u64, allow_unlimited_processes: bool) -> LocalOptions {
+        LocalOptions {
+            data_dir: std::env::temp_dir().join(format!("local-{}", Uuid::new_v4())),
+            server_socket_dir: PathBuf::from("/nonexistent"),
+            runner_bin: PathBuf::from("/nonexistent/centaur-runner"),
+            bwrap: PathBuf::from("bwrap"),
+            ca_file: None,
+            harness_dir: None,
+            limits: ResourceLimits {
+                processes,
+                ..ResourceLimits::default()
+            },
+            host_users: HostUsers::ServerUser,
+            allow_unlimited_processes,
+            cgroup_root: None,
+        }
+    }
+
+    #[test]
+    fn no_process_limit_at_all_is_refused_unless_asked_for() {
+        let error = LocalBackend::new(options(0, false)).err().unwrap();
+        assert!(error.contains("CENTAUR_SANDBOX_ALLOW_UNLIMITED_PROCESSES"), "{error}");
+        // Opted out, it gets past that check (to the missing runner binary).
+        let error = LocalBackend::new(options(0, true)).err().unwrap();
+        assert!(error.contains("runner binary"), "{error}");
+    }
+
+    #[test]
+    fn bubblewrap_arguments_are_written_nul_separated() {
+        let dir = std::env::temp_dir().join(format!("args-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args = Args::default();
+        args.args(["--ro-bind", "/usr", "/usr"]).arg("--clearenv");
+        let fd = args.into_descriptor(&dir.join("bwrap.args")).unwrap();
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut read).unwrap();
+        assert_eq!(read, "--ro-bind\0/usr\0/usr\0--clearenv\0");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
