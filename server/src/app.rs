@@ -141,12 +141,13 @@ pub async fn start_with_backend(
     };
     let warm = (config.warm_pool > 0 && backend.supports_warm())
         .then(|| Arc::new(WarmPool::new(config.warm_pool, config.warm_harnesses())));
-    let runner_listener = match backend.runner_socket() {
-        Some(path) => Some(RunnerSocket::bind(&path).map_err(|e| {
-            StartError::Config(format!("runner socket {}: {e}", path.display()))
-        })?),
-        None => None,
-    };
+    let runner_listener =
+        match backend.runner_socket() {
+            Some(path) => Some(RunnerSocket::bind(&path).map_err(|e| {
+                StartError::Config(format!("runner socket {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
     let pool = db::lazy_pool(&config).map_err(StartError::DatabaseUrl)?;
     let listener = TcpListener::bind(config.bind_addr)
         .await

@@ -142,7 +142,11 @@ impl FromRequestParts<AppState> for Principal {
 /// The runner socket is mounted into every sandbox, so it takes sandbox tokens only, and each
 /// only from its own sandbox's runner process: code the runner runs cannot claim turns or post
 /// events even with a token it stole.
-fn on_runner_socket(state: &AppState, principal: Principal, peer: SocketPeer) -> ApiResult<Principal> {
+fn on_runner_socket(
+    state: &AppState,
+    principal: Principal,
+    peer: SocketPeer,
+) -> ApiResult<Principal> {
     match &principal {
         Principal::Sandbox { sandbox_id, .. } => {
             let runner = peer

@@ -122,7 +122,11 @@ pub struct Config {
 
     /// When the server runs as root: the first of the host uids sandboxes run as (each thread
     /// gets its own, from a range of CENTAUR_SANDBOX_UID_COUNT).
-    #[arg(long, env = "CENTAUR_SANDBOX_UID_BASE", default_value_t = 1_000_000_000)]
+    #[arg(
+        long,
+        env = "CENTAUR_SANDBOX_UID_BASE",
+        default_value_t = 1_000_000_000
+    )]
     pub sandbox_uid_base: u32,
 
     /// How many host uids sandboxes may use, from CENTAUR_SANDBOX_UID_BASE.

@@ -197,6 +197,9 @@ mod tests {
     fn an_ordinary_user_maps_only_itself() {
         let users = HostUsers::ServerUser;
         assert!(!users.switches());
-        assert_eq!(users.for_workspace(Path::new("/nonexistent")).unwrap(), None);
+        assert_eq!(
+            users.for_workspace(Path::new("/nonexistent")).unwrap(),
+            None
+        );
     }
 }

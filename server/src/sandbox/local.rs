@@ -712,7 +712,9 @@ async fn copy_capped(mut from: tokio::process::ChildStderr, to: PathBuf, cap: u6
         written += take as u64;
         if take < n {
             let _ = out
-                .write_all(format!("\n[runner.log reached {cap} bytes; the rest is dropped]\n").as_bytes())
+                .write_all(
+                    format!("\n[runner.log reached {cap} bytes; the rest is dropped]\n").as_bytes(),
+                )
                 .await;
             let _ = out.flush().await;
             file = None;
@@ -734,7 +736,11 @@ fn prepare_for_sandbox_users(options: &LocalOptions) -> Result<PathBuf, String> 
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
             .map_err(|e| format!("opening {} to sandbox users: {e}", dir.display()))?;
     }
-    let mounted = [Some(data.as_path()), options.ca_file.as_deref(), options.harness_dir.as_deref()];
+    let mounted = [
+        Some(data.as_path()),
+        options.ca_file.as_deref(),
+        options.harness_dir.as_deref(),
+    ];
     for path in mounted.into_iter().flatten() {
         reachable_by_others(path).map_err(|blocked| {
             format!(
@@ -764,7 +770,9 @@ fn reachable_by_others(path: &Path) -> Result<(), PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let path = std::path::absolute(path).map_err(|_| path.to_owned())?;
     for folder in path.ancestors().skip(1) {
-        let mode = std::fs::metadata(folder).map_err(|_| folder.to_owned())?.mode();
+        let mode = std::fs::metadata(folder)
+            .map_err(|_| folder.to_owned())?
+            .mode();
         if mode & 0o001 == 0 {
             return Err(folder.to_owned());
         }
@@ -896,11 +904,11 @@ impl SandboxBackend for LocalBackend {
         let cgroup = self.cgroup(id)?;
         // bubblewrap reads the seccomp program from an inherited descriptor.
         let seccomp_path = dir.join("seccomp.bpf");
-        let program = super::seccomp::program().ok_or_else(|| {
-            SandboxError::Backend(
-                "the sandbox's seccomp filter knows only x86_64 and aarch64 system calls".into(),
-            )
-        })?;
+        // The cached program; when there is none, building it again says why.
+        let program = match super::seccomp::program() {
+            Some(program) => program,
+            None => super::seccomp::try_program().map_err(|e| failure("the seccomp filter", e))?,
+        };
         std::fs::write(&seccomp_path, program)
             .map_err(|e| failure("writing the seccomp filter", e))?;
         let seccomp = std::fs::File::open(&seccomp_path)
@@ -1012,14 +1020,12 @@ impl SandboxBackend for LocalBackend {
         {
             *watched.lock().expect("watch lock") = Some(workspace.clone());
         }
-        rename_no_replace(&claimed, &workspace).map_err(
-            |e| match e.raw_os_error() {
-                Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => {
-                    SandboxError::NotAttachable("the thread's workspace appeared meanwhile".into())
-                }
-                _ => failure("moving the workspace", e),
-            },
-        )?;
+        rename_no_replace(&claimed, &workspace).map_err(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => {
+                SandboxError::NotAttachable("the thread's workspace appeared meanwhile".into())
+            }
+            _ => failure("moving the workspace", e),
+        })?;
         send_attachment(&mut stdin, attachment).await
     }
 
@@ -1150,7 +1156,10 @@ mod tests {
     #[test]
     fn no_process_limit_at_all_is_refused_unless_asked_for() {
         let error = LocalBackend::new(options(0, false)).err().unwrap();
-        assert!(error.contains("CENTAUR_SANDBOX_ALLOW_UNLIMITED_PROCESSES"), "{error}");
+        assert!(
+            error.contains("CENTAUR_SANDBOX_ALLOW_UNLIMITED_PROCESSES"),
+            "{error}"
+        );
         // Opted out, it gets past that check (to the missing runner binary).
         let error = LocalBackend::new(options(0, true)).err().unwrap();
         assert!(error.contains("runner binary"), "{error}");

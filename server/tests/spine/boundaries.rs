@@ -173,9 +173,21 @@ echo nproc=$(ulimit -u)
     let done = stack.turn("api:limits", "shell", script).await;
     let text = result_text(&done);
     let seen = lines(text);
-    assert_eq!(seen.get("tmp_kb").map(String::as_str), Some("16384"), "{text}");
-    assert_eq!(seen.get("home_kb").map(String::as_str), Some("16384"), "{text}");
-    assert_eq!(seen.get("tmp_fill").map(String::as_str), Some("refused"), "{text}");
+    assert_eq!(
+        seen.get("tmp_kb").map(String::as_str),
+        Some("16384"),
+        "{text}"
+    );
+    assert_eq!(
+        seen.get("home_kb").map(String::as_str),
+        Some("16384"),
+        "{text}"
+    );
+    assert_eq!(
+        seen.get("tmp_fill").map(String::as_str),
+        Some("refused"),
+        "{text}"
+    );
     assert_eq!(seen.get("nproc").map(String::as_str), Some("64"), "{text}");
 
     let done = stack

@@ -76,7 +76,12 @@ async fn egress_audit_is_stored_and_refusals_reach_the_thread() {
         (other.event.as_str(), other.data["host"].as_str()),
         ("egress.denied", Some("z.example"))
     );
-    assert!(other_stream.next(Duration::from_millis(300)).await.is_none());
+    assert!(
+        other_stream
+            .next(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
     assert!(stream.next(Duration::from_millis(300)).await.is_none());
 
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url)

@@ -4,6 +4,7 @@ mod support;
 
 mod auth;
 mod bad_input;
+mod boundaries;
 mod claude;
 mod cli;
 mod codex;
@@ -16,4 +17,5 @@ mod outage;
 mod replicas;
 mod resume;
 mod sandboxes;
+mod seccomp;
 mod tui;
