@@ -10,6 +10,7 @@ use centaur_protocol::{Event, EventBody, Harness, ThreadKey};
 use clap::{Parser, Subcommand};
 
 use centaur_cli::client::{Client, Failure};
+use centaur_cli::sanitize::{Colours, clean, json_line};
 use centaur_cli::{credentials, render, tui};
 
 #[derive(Parser)]
@@ -138,7 +139,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("centaur: {failure}");
+            // The server's messages can quote a thread's text.
+            eprintln!("centaur: {}", clean(&failure.to_string(), Colours::Drop));
             ExitCode::from(failure.exit_code())
         }
     }
@@ -276,16 +278,18 @@ async fn send(
         .execute(&key, harness.as_deref(), &message, max_duration_ms)
         .await?;
     let mut outcome = ExitCode::from(1);
+    let colours = Colours::for_stdout();
     client
         .follow(&key, 0, Some(execution_id), |event| {
             if json {
-                println!("{}", serde_json::to_string(event).expect("serializable"));
+                println!("{}", json_line(event).expect("serializable"));
             }
             match &event.body {
                 EventBody::ExecutionCompleted { result_text } => {
                     if !json {
+                        let result_text = clean(result_text, colours);
                         print!("{result_text}");
-                        if !result_text.ends_with('\n') {
+                        if !result_text.trim_end_matches("\x1b[0m").ends_with('\n') {
                             println!();
                         }
                     }
@@ -293,11 +297,14 @@ async fn send(
                     false
                 }
                 EventBody::ExecutionFailed { error } => {
-                    eprintln!("centaur: the turn failed: {error}");
+                    eprintln!("centaur: the turn failed: {}", clean(error, Colours::Drop));
                     false
                 }
                 EventBody::ExecutionCancelled { reason } => {
-                    eprintln!("centaur: the turn was cancelled: {reason}");
+                    eprintln!(
+                        "centaur: the turn was cancelled: {}",
+                        clean(reason, Colours::Drop)
+                    );
                     false
                 }
                 _ => true,
@@ -315,7 +322,7 @@ async fn attach(
     exit_on_terminal: bool,
 ) -> Result<ExitCode, Failure> {
     let mut outcome = ExitCode::SUCCESS;
-    let mut renderer = render::Lines::default();
+    let mut renderer = render::Lines::new(Colours::for_stdout());
     // "The next execution": the thread's latest one (running or just ended), or a later one;
     // not an older turn replayed from the start.
     let (latest_execution, last_event_id) = if exit_on_terminal {
@@ -327,11 +334,7 @@ async fn attach(
         .follow(key, after_event_id, None, |event: &Event| {
             let mut out = std::io::stdout().lock();
             if all_events {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string(event).expect("serializable")
-                );
+                let _ = writeln!(out, "{}", json_line(event).expect("serializable"));
             } else if let Some(text) = renderer.render(event) {
                 let _ = out.write_all(text.as_bytes());
             }
@@ -353,7 +356,7 @@ async fn attach(
 async fn threads(client: &Client, json: bool) -> Result<ExitCode, Failure> {
     let list = client.threads().await?;
     if json {
-        println!("{}", serde_json::to_string(&list).expect("serializable"));
+        println!("{}", json_line(&list).expect("serializable"));
         return Ok(ExitCode::SUCCESS);
     }
     let threads = list["threads"].as_array().cloned().unwrap_or_default();
@@ -361,12 +364,13 @@ async fn threads(client: &Client, json: bool) -> Result<ExitCode, Failure> {
         println!("no threads yet: start one with `centaur send --message ...`");
     }
     for thread in threads {
+        let field = |name: &str| clean(thread[name].as_str().unwrap_or(""), Colours::Drop);
         println!(
             "{:<44} {:<12} {:<8} {}",
-            thread["thread_key"].as_str().unwrap_or(""),
-            thread["harness"].as_str().unwrap_or(""),
-            thread["status"].as_str().unwrap_or(""),
-            thread["last_activity_at"].as_str().unwrap_or(""),
+            field("thread_key"),
+            field("harness"),
+            field("status"),
+            field("last_activity_at"),
         );
     }
     Ok(ExitCode::SUCCESS)

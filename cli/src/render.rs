@@ -3,57 +3,96 @@
 
 use centaur_protocol::{Event, EventBody};
 
+use crate::sanitize::{Colours, Sanitizer, clean};
+
+/// Every string that comes from the thread goes through [`crate::sanitize`] before it is
+/// printed, so nothing a sandbox prints can control the terminal.
 #[derive(Default)]
 pub struct Lines {
+    /// Whether colour sequences in the thread's text are kept.
+    colours: Colours,
     /// Agent text is streaming (deltas printed, the line not yet ended).
     streaming: bool,
     /// The current agent message arrived as deltas (so its whole text is not printed again).
     streamed: bool,
+    /// The text arriving in pieces now (agent text or one command's output) and the sanitizer
+    /// that carries a sequence cut between two pieces.
+    stream: Option<(Stream, Sanitizer)>,
+}
+
+/// Text that arrives in pieces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Stream {
+    Agent,
+    Command(String),
 }
 
 impl Lines {
+    /// Lines that keep the thread's colours or not (keep them only for a terminal).
+    pub fn new(colours: Colours) -> Lines {
+        Lines {
+            colours,
+            ..Lines::default()
+        }
+    }
+
     /// The text to print for `event`, if any.
     pub fn render(&mut self, event: &Event) -> Option<String> {
-        let end_stream = |this: &mut Lines| -> &'static str {
-            if std::mem::take(&mut this.streaming) {
-                "\n"
-            } else {
-                ""
-            }
-        };
         let text = match &event.body {
             EventBody::AgentMessageDelta { text } => {
+                let text = self.piece(Stream::Agent, text);
                 self.streaming = true;
                 self.streamed = true;
-                return Some(text.clone());
+                return Some(text);
             }
             // The whole message was streamed already; print it only if it was not.
             EventBody::AgentMessage { text } => {
                 if std::mem::take(&mut self.streamed) {
-                    return std::mem::take(&mut self.streaming).then(|| "\n".into());
+                    let end = self.end_stream(None);
+                    return (!end.is_empty()).then_some(end);
                 }
-                format!("{}agent: {text}\n", end_stream(self))
+                format!("{}agent: {}\n", self.end_stream(None), self.clean(text))
             }
             EventBody::MessageCreated { role, text, .. } => {
-                format!("{}{}: {text}\n", end_stream(self), role.as_str())
+                format!(
+                    "{}{}: {}\n",
+                    self.end_stream(None),
+                    role.as_str(),
+                    self.clean(text)
+                )
             }
             EventBody::AgentReasoning { text } => {
-                format!("{}(thinking) {text}\n", end_stream(self))
+                format!("{}(thinking) {}\n", self.end_stream(None), self.clean(text))
             }
             EventBody::CommandStarted { command, .. } => {
-                format!("{}$ {command}\n", end_stream(self))
+                format!("{}$ {}\n", self.end_stream(None), self.clean(command))
             }
-            EventBody::CommandOutput { chunk, .. } => format!("{}{chunk}", end_stream(self)),
+            EventBody::CommandOutput { command_id, chunk } => {
+                self.piece(Stream::Command(command_id.clone()), chunk)
+            }
             EventBody::CommandFinished { exit_code, .. } => match exit_code {
                 Some(0) => return None,
-                Some(code) => format!("{}[exit status {code}]\n", end_stream(self)),
-                None => format!("{}[command ended without a status]\n", end_stream(self)),
+                Some(code) => format!("{}[exit status {code}]\n", self.end_stream(None)),
+                None => format!(
+                    "{}[command ended without a status]\n",
+                    self.end_stream(None)
+                ),
             },
             EventBody::FileChanged { path, kind } => {
-                format!("{}file {kind}: {path}\n", end_stream(self))
+                format!(
+                    "{}file {}: {}\n",
+                    self.end_stream(None),
+                    self.clean(kind),
+                    self.clean(path)
+                )
             }
             EventBody::ToolCallStarted { tool, method, .. } => {
-                format!("{}tool {tool}.{method}…\n", end_stream(self))
+                format!(
+                    "{}tool {}.{}…\n",
+                    self.end_stream(None),
+                    self.clean(tool),
+                    self.clean(method)
+                )
             }
             EventBody::ToolCallFinished {
                 tool,
@@ -61,55 +100,114 @@ impl Lines {
                 error,
                 ..
             } => match error {
-                Some(error) => {
-                    format!("{}tool {tool}.{method} failed: {error}\n", end_stream(self))
-                }
-                None => format!("{}tool {tool}.{method} done\n", end_stream(self)),
+                Some(error) => format!(
+                    "{}tool {}.{} failed: {}\n",
+                    self.end_stream(None),
+                    self.clean(tool),
+                    self.clean(method),
+                    self.clean(error)
+                ),
+                None => format!(
+                    "{}tool {}.{} done\n",
+                    self.end_stream(None),
+                    self.clean(tool),
+                    self.clean(method)
+                ),
             },
             EventBody::ApprovalRequested {
                 approval_id,
                 summary,
                 ..
             } => format!(
-                "{}approval needed: {summary}\n  centaur approve {} {approval_id}   (add --deny to refuse)\n",
-                end_stream(self),
-                event.thread_key
+                "{}approval needed: {}\n  centaur approve {} {approval_id}   (add --deny to refuse)\n",
+                self.end_stream(None),
+                self.clean(summary),
+                self.clean(event.thread_key.as_str())
             ),
             EventBody::ApprovalResolved {
                 decision,
                 decided_by,
                 ..
-            } => {
-                format!("{}approval {decision} by {decided_by}\n", end_stream(self))
-            }
-            EventBody::EgressDenied { host, reason } => {
-                format!("{}egress to {host} denied: {reason}\n", end_stream(self))
-            }
+            } => format!(
+                "{}approval {} by {}\n",
+                self.end_stream(None),
+                self.clean(decision),
+                self.clean(decided_by)
+            ),
+            EventBody::EgressDenied { host, reason } => format!(
+                "{}egress to {} denied: {}\n",
+                self.end_stream(None),
+                self.clean(host),
+                self.clean(reason)
+            ),
             EventBody::Usage {
                 input_tokens,
                 output_tokens,
             } => format!(
                 "{}tokens: {input_tokens} in, {output_tokens} out\n",
-                end_stream(self)
+                self.end_stream(None)
             ),
-            EventBody::ExecutionStarted {} => format!("{}— turn started\n", end_stream(self)),
+            EventBody::ExecutionStarted {} => format!("{}— turn started\n", self.end_stream(None)),
             EventBody::ExecutionCompleted { .. } => {
-                format!("{}— turn completed\n", end_stream(self))
+                format!("{}— turn completed\n", self.end_stream(None))
             }
             EventBody::ExecutionFailed { error } => {
-                format!("{}— turn failed: {error}\n", end_stream(self))
+                format!(
+                    "{}— turn failed: {}\n",
+                    self.end_stream(None),
+                    self.clean(error)
+                )
             }
             EventBody::ExecutionCancelled { reason } => {
-                format!("{}— turn cancelled: {reason}\n", end_stream(self))
+                format!(
+                    "{}— turn cancelled: {}\n",
+                    self.end_stream(None),
+                    self.clean(reason)
+                )
             }
             EventBody::SandboxReleased { reason, .. } => {
-                format!("{}— sandbox released: {reason}\n", end_stream(self))
+                format!(
+                    "{}— sandbox released: {}\n",
+                    self.end_stream(None),
+                    self.clean(reason)
+                )
             }
             EventBody::ThreadCreated { .. }
             | EventBody::SandboxAssigned { .. }
             | EventBody::ExecutionQueued {} => return None,
         };
         Some(text)
+    }
+
+    /// One whole string from the thread, safe to print.
+    fn clean(&self, text: &str) -> String {
+        clean(text, self.colours)
+    }
+
+    /// Ends the text arriving in pieces unless it goes on with `next`: what its sanitizer still
+    /// owes (a line break, a colour reset), then a line break after streamed agent text.
+    fn end_stream(&mut self, next: Option<&Stream>) -> String {
+        let mut out = String::new();
+        if self.stream.as_ref().is_some_and(|(s, _)| Some(s) != next)
+            && let Some((_, mut sanitizer)) = self.stream.take()
+        {
+            sanitizer.finish(&mut out);
+        }
+        if next != Some(&Stream::Agent) && std::mem::take(&mut self.streaming) {
+            out.push('\n');
+        }
+        out
+    }
+
+    /// One piece of `stream`, safe to print.
+    fn piece(&mut self, stream: Stream, text: &str) -> String {
+        let mut out = self.end_stream(Some(&stream));
+        let colours = self.colours;
+        let (_, sanitizer) = self
+            .stream
+            .get_or_insert_with(|| (stream, Sanitizer::new(colours)));
+        sanitizer.push(text, &mut out);
+        out
     }
 }
 
@@ -165,5 +263,150 @@ mod tests {
             printed,
             "Hello\n$ ls\na\nDone\n[exit status 2]\n— turn completed\n"
         );
+    }
+
+    /// Every string field of every event printed: hostile sequences in each, none printed,
+    /// whether colours are kept or not.
+    #[test]
+    fn nothing_from_the_thread_controls_the_terminal() {
+        const BAD: &str =
+            "\x1b]0;pwned\x07\x1b[2J\x1b]52;c;cm0gLXJmIH4K\x1b\\\u{9b}H\x1bc\x08\rX\x1b[31mred";
+        let bad = || BAD.to_owned();
+        let approval_id = uuid::Uuid::nil();
+        let bodies = vec![
+            EventBody::MessageCreated {
+                message_id: approval_id,
+                role: centaur_protocol::Role::User,
+                text: bad(),
+            },
+            EventBody::AgentMessageDelta { text: bad() },
+            EventBody::AgentMessageDelta {
+                text: "\x1b]52;c;".into(),
+            },
+            EventBody::AgentMessage { text: bad() },
+            EventBody::AgentMessage { text: bad() },
+            EventBody::AgentReasoning { text: bad() },
+            EventBody::CommandStarted {
+                command_id: bad(),
+                command: bad(),
+            },
+            EventBody::CommandOutput {
+                command_id: bad(),
+                chunk: bad(),
+            },
+            EventBody::CommandOutput {
+                command_id: bad(),
+                chunk: "\x1b]0;cut".into(),
+            },
+            EventBody::CommandOutput {
+                command_id: "other".into(),
+                chunk: bad(),
+            },
+            EventBody::CommandFinished {
+                command_id: bad(),
+                exit_code: Some(1),
+            },
+            EventBody::FileChanged {
+                path: bad(),
+                kind: bad(),
+            },
+            EventBody::ToolCallStarted {
+                call_id: bad(),
+                tool: bad(),
+                method: bad(),
+                arguments: serde_json::json!({ "a": BAD }),
+            },
+            EventBody::ToolCallFinished {
+                call_id: bad(),
+                tool: bad(),
+                method: bad(),
+                result: Some(serde_json::json!(BAD)),
+                error: Some(bad()),
+            },
+            EventBody::ToolCallFinished {
+                call_id: bad(),
+                tool: bad(),
+                method: bad(),
+                result: None,
+                error: None,
+            },
+            EventBody::ApprovalRequested {
+                approval_id,
+                kind: centaur_protocol::ApprovalKind::Command,
+                summary: bad(),
+                details: serde_json::json!({ "command": BAD }),
+            },
+            EventBody::ApprovalResolved {
+                approval_id,
+                decision: bad(),
+                decided_by: bad(),
+            },
+            EventBody::EgressDenied {
+                host: bad(),
+                reason: bad(),
+            },
+            EventBody::ExecutionFailed { error: bad() },
+            EventBody::ExecutionCancelled { reason: bad() },
+            EventBody::SandboxReleased {
+                sandbox_id: approval_id,
+                reason: bad(),
+            },
+            EventBody::ExecutionCompleted { result_text: bad() },
+        ];
+        for colours in [Colours::Keep, Colours::Drop] {
+            let mut lines = Lines::new(colours);
+            let printed: String = bodies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, body)| lines.render(&event(i as i64 + 1, body.clone())))
+                .collect();
+            // The only escape left: colours on a terminal.
+            let rest = printed.replace("\x1b[31m", "").replace("\x1b[0m", "");
+            assert!(
+                !rest
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t'),
+                "{printed:?}"
+            );
+            assert!(
+                !printed.contains("pwned") && !printed.contains("cm0g"),
+                "{printed:?}"
+            );
+            assert!(printed.contains("\nX"), "{printed:?}");
+            assert_eq!(
+                printed.contains("\x1b[31m"),
+                colours == Colours::Keep,
+                "{printed:?}"
+            );
+            // Colours never run on past the text they came with.
+            let opened = printed.matches("\x1b[31m").count();
+            assert_eq!(printed.matches("\x1b[0m").count(), opened, "{printed:?}");
+        }
+    }
+
+    /// A sequence cut between two chunks of one command's output is still removed; another
+    /// event in between ends the chunk's text, so it hides nothing after it.
+    #[test]
+    fn sequences_cut_between_chunks() {
+        let output = |chunk: &str| EventBody::CommandOutput {
+            command_id: "c".into(),
+            chunk: chunk.into(),
+        };
+        let mut lines = Lines::default();
+        let printed: String = [
+            output("a\x1b]0;pw"),
+            output("ned\x07b\x1b"),
+            output("[2Jc\n\x1b]52;c;"),
+            EventBody::CommandFinished {
+                command_id: "c".into(),
+                exit_code: Some(1),
+            },
+            output("AAAA\x07d\n"),
+        ]
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, body)| lines.render(&event(i as i64 + 1, body)))
+        .collect();
+        assert_eq!(printed, "abc\n[exit status 1]\nAAAAd\n");
     }
 }

@@ -206,3 +206,71 @@ async fn login_remembers_the_server_and_the_token() {
     let out = run(&["threads"], String::new(), false).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 }
+
+/// What a sandbox prints cannot control the terminal of whoever follows the thread: titles,
+/// clipboard writes (OSC 52), clearing the screen and C1 controls are removed from `send` and
+/// `attach` (colours too, stdout being a pipe here), and `--all-events` carries them escaped.
+#[tokio::test]
+async fn sandbox_output_cannot_control_the_terminal() {
+    let stack = LocalStack::start("cli-escapes", 0, json!({})).await;
+    let command = r"printf 'a\033]52;c;cHduZWQK\007b\033]0;pwned\007c\033[2Jd\302\2332Je\033[31mred\033[0m\n'";
+    let hostile = |out: &str| {
+        out.chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    };
+
+    let out = centaur(
+        &stack,
+        &["send", "--harness", "shell", "--message", command],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!hostile(&stdout), "{stdout:?}");
+    let mut lines = stdout.lines();
+    let key = lines
+        .next()
+        .unwrap()
+        .trim_start_matches("thread_key=")
+        .to_owned();
+    assert_eq!(lines.next(), Some("abcdered"), "{stdout:?}");
+
+    let out = centaur(&stack, &["attach", &key, "--exit-on-terminal"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!hostile(&stdout), "{stdout:?}");
+    for sequence in [
+        "\x1b]52;c;",
+        "\x1b]0;pwned\x07",
+        "\x1b[2J",
+        "\u{9b}2J",
+        "\x1b[31m",
+    ] {
+        assert!(!stdout.contains(sequence), "{sequence:?} in {stdout:?}");
+    }
+    assert_eq!(
+        stdout,
+        format!("user: {command}\n— turn started\n$ {command}\nabcdered\n— turn completed\n")
+    );
+
+    // JSON carries the output as it was, every control character escaped.
+    let out = centaur(
+        &stack,
+        &["attach", &key, "--all-events", "--exit-on-terminal"],
+        &[],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert!(!hostile(&stdout), "{stdout:?}");
+    let output: String = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == "command.output")
+        .map(|e| e["chunk"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        output,
+        "a\x1b]52;c;cHduZWQK\x07b\x1b]0;pwned\x07c\x1b[2Jd\u{9b}2Je\x1b[31mred\x1b[0m\n"
+    );
+}
