@@ -17,7 +17,7 @@ use crate::executions;
 use crate::hub::Hub;
 use crate::routes;
 use crate::runner_socket::{RunnerSocket, SocketPeer};
-use crate::sandbox::host_user::HostUsers;
+use crate::sandbox::host_user::{self, HostUsers};
 use crate::sandbox::local::ResourceLimits;
 use crate::sandbox::warm::WarmPool;
 use crate::sandbox::{ExternalBackend, LocalBackend, LocalOptions, SandboxBackend, reaper, warm};
@@ -102,8 +102,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 pub fn local_backend(config: &Config) -> Result<LocalBackend, StartError> {
     let data_dir = std::path::absolute(&config.data_dir)
         .map_err(|e| StartError::Config(format!("CENTAUR_DATA_DIR: {e}")))?;
-    let host_users =
-        HostUsers::for_this_process(&data_dir, config.sandbox_uid_base, config.sandbox_uid_count);
+    let uid_base = config
+        .sandbox_uid_base
+        .unwrap_or_else(|| host_user::default_base(&data_dir));
+    let host_users = HostUsers::for_this_process(&data_dir, uid_base, config.sandbox_uid_count);
     let options = LocalOptions {
         server_socket_dir: data_dir.join("run"),
         data_dir,

@@ -121,13 +121,11 @@ pub struct Config {
     pub sandbox_workspace_mb: u64,
 
     /// When the server runs as root: the first of the host uids sandboxes run as (each thread
-    /// gets its own, from a range of CENTAUR_SANDBOX_UID_COUNT).
-    #[arg(
-        long,
-        env = "CENTAUR_SANDBOX_UID_BASE",
-        default_value_t = 1_000_000_000
-    )]
-    pub sandbox_uid_base: u32,
+    /// gets its own, from a range of CENTAUR_SANDBOX_UID_COUNT). Default: 1,000,000,000 plus a
+    /// multiple of 1,000,000 derived from the data folder, so servers with different data
+    /// folders on one machine use different ranges.
+    #[arg(long, env = "CENTAUR_SANDBOX_UID_BASE")]
+    pub sandbox_uid_base: Option<u32>,
 
     /// How many host uids sandboxes may use, from CENTAUR_SANDBOX_UID_BASE.
     #[arg(long, env = "CENTAUR_SANDBOX_UID_COUNT", default_value_t = 1_000_000)]

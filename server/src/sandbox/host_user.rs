@@ -17,6 +17,18 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// The first uid of the default range for a data folder: 1,000,000,000 plus one of 1,000
+/// blocks of 1,000,000, chosen by the folder's path, so two servers on one machine (a `centaur
+/// dev` stack and a production one, or parallel tests) do not share uids, and with them process
+/// limits.
+pub fn default_base(data_dir: &Path) -> u32 {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::ffi::OsStrExt;
+    let digest = Sha256::digest(data_dir.as_os_str().as_bytes());
+    let block = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % 1_000;
+    1_000_000_000 + block * 1_000_000
+}
+
 /// A host uid and gid (the same number) bubblewrap runs as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostUser {
@@ -191,6 +203,18 @@ mod tests {
         assert_eq!(uids, [3_000_000_000, 3_000_000_001, 3_000_000_000]);
         assert!(users.in_range(3_000_000_001) && !users.in_range(3_000_000_002));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn default_ranges_depend_on_the_data_folder() {
+        let a = default_base(Path::new("/var/lib/centaur"));
+        let b = default_base(Path::new("/home/me/.local/share/centaur"));
+        assert_ne!(a, b);
+        for base in [a, b] {
+            assert!((1_000_000_000..2_000_000_000).contains(&base));
+            assert_eq!(base % 1_000_000, 0);
+        }
+        assert_eq!(a, default_base(Path::new("/var/lib/centaur")));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::sandboxes::{LocalStack, lines, result_text};
 
-const DEFAULT_UID_BASE: u32 = 1_000_000_000;
+const LOWEST_UID_BASE: u32 = 1_000_000_000;
 
 /// Nothing of the server's environment or command line is readable inside, and the runner's
 /// memory, environment and descriptors are closed to the code it runs.
@@ -61,7 +61,7 @@ echo workspace_owner=$(stat -c %u /workspace)
     let workspace = stack.only_workspace();
     let meta = std::fs::metadata(&workspace).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o700);
-    assert!(meta.uid() >= DEFAULT_UID_BASE, "owner {}", meta.uid());
+    assert!(meta.uid() >= LOWEST_UID_BASE, "owner {}", meta.uid());
     let made = std::fs::metadata(workspace.join("made-inside")).unwrap();
     assert_eq!((made.uid(), made.gid()), (meta.uid(), meta.uid()));
 

@@ -130,6 +130,38 @@ impl Drop for LocalStack {
     }
 }
 
+/// Whether `pid` is a bubblewrap process that started no later than `file` was written.
+fn is_bwrap_started_before(pid: i32, file: &Path) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let first = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    if !first.ends_with(b"bwrap") {
+        return false;
+    }
+    let Ok(written) = std::fs::metadata(file).and_then(|m| m.modified()) else {
+        return false;
+    };
+    // Field 22 of /proc/<pid>/stat: start time in clock ticks after boot (100 per second).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat.rsplit(')').next().unwrap_or_default();
+    let Some(ticks) = after_comm
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    let boot = std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|t| t.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let started = std::time::UNIX_EPOCH + Duration::from_millis((boot * 100 + ticks) * 10);
+    started <= written + Duration::from_secs(2)
+}
+
 /// Tests drop their servers without a graceful shutdown: end their sandboxes here.
 pub fn kill_sandboxes(data: &Path) {
     let Ok(entries) = std::fs::read_dir(data.join("sandboxes")) else {
@@ -143,10 +175,10 @@ pub fn kill_sandboxes(data: &Path) {
             continue;
         };
         // Only a sandbox of this data directory: a pid from an old pid file may since belong to
-        // anything (other tests' processes, busy CI machines reuse pids quickly).
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let ours = String::from_utf8_lossy(&cmdline).contains(data.to_string_lossy().as_ref());
-        if !ours {
+        // anything (other tests' processes, busy CI machines reuse pids quickly). bubblewrap's
+        // arguments come from a descriptor, so its command line does not name the folder: the
+        // process must be bubblewrap and must have started before its pid file was written.
+        if !is_bwrap_started_before(pid, &entry.path().join("pid")) {
             continue;
         }
         let children =
