@@ -9,6 +9,7 @@ use centaur_protocol::runner::ApprovalPolicy;
 use clap::{Parser, ValueEnum};
 
 use crate::crypto::Secret;
+use crate::sse::StreamLimits;
 
 #[derive(Clone, Debug, Parser)]
 #[command(name = "centaur-server", version, about = "The Centaur control plane")]
@@ -202,6 +203,16 @@ pub struct Config {
     /// terminal. Filter with RUST_LOG (default `info`).
     #[arg(long, env = "CENTAUR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+
+    /// Event streams one caller (an API key, a sandbox token, the admin key) may have open on
+    /// this server at once; past it a new one is answered `429`.
+    #[arg(long, env = "CENTAUR_MAX_STREAMS_PER_TOKEN", default_value_t = 64)]
+    pub max_streams_per_token: usize,
+
+    /// Event streams this server holds open at once, all callers together; past it a new one
+    /// is answered `429`.
+    #[arg(long, env = "CENTAUR_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -273,6 +284,11 @@ impl Config {
         if self.sse_keepalive_secs == 0 || self.sse_keepalive_secs > 15 {
             return Err("CENTAUR_SSE_KEEPALIVE_SECS must be between 1 and 15".into());
         }
+        if self.max_streams_per_token == 0 || self.max_streams == 0 {
+            return Err(
+                "CENTAUR_MAX_STREAMS_PER_TOKEN and CENTAUR_MAX_STREAMS must be positive".into(),
+            );
+        }
         Ok(())
     }
 
@@ -307,5 +323,13 @@ impl Config {
 
     pub fn sse_keepalive(&self) -> Duration {
         Duration::from_secs(self.sse_keepalive_secs)
+    }
+
+    /// How many event streams may be open at once.
+    pub fn stream_limits(&self) -> StreamLimits {
+        StreamLimits {
+            per_caller: self.max_streams_per_token,
+            total: self.max_streams,
+        }
     }
 }

@@ -184,3 +184,59 @@ where
         })
         .collect())
 }
+
+/// A row of [`read_page`]'s query: id, execution, type, data, and the id after it.
+type PageRow = (i64, Option<Uuid>, String, String, Option<i64>);
+
+/// One page of a thread's events, as [`read_page`] reads it.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    /// Whether the table may hold more events after this page.
+    pub more: bool,
+}
+
+/// The events of a thread after `after_event_id`, in order: at most `max_events`, and no more
+/// than `max_bytes` of event data, except that a page always holds at least one event when there
+/// is one (an event larger than `max_bytes` comes alone). The byte limit is applied in the
+/// database, so a page of huge events is never fetched whole.
+pub async fn read_page<'c, E>(
+    executor: E,
+    thread_id: i64,
+    after_event_id: i64,
+    max_events: i64,
+    max_bytes: usize,
+) -> sqlx::Result<Page>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    // `next_id` is the event after each row among those scanned: on the last row returned it
+    // tells whether the byte limit cut the page short.
+    let rows: Vec<PageRow> = sqlx::query_as(
+        "SELECT event_id, execution_id, type, data, next_id FROM ( \
+             SELECT event_id, execution_id, type, data, \
+                    sum(octet_length(data)) OVER w AS upto, \
+                    row_number() OVER w AS n, \
+                    lead(event_id) OVER w AS next_id \
+             FROM (SELECT event_id, execution_id, type, data::text AS data FROM events \
+                   WHERE thread_id = $1 AND event_id > $2 ORDER BY event_id LIMIT $3) AS scanned \
+             WINDOW w AS (ORDER BY event_id)) AS page \
+         WHERE n = 1 OR upto <= $4 \
+         ORDER BY event_id",
+    )
+    .bind(thread_id)
+    .bind(after_event_id)
+    .bind(max_events)
+    .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+    .fetch_all(executor)
+    .await?;
+    let cut_short = rows.last().is_some_and(|row| row.4.is_some());
+    let more = cut_short || rows.len() as i64 >= max_events;
+    let events = rows
+        .into_iter()
+        .map(|(id, execution_id, event_type, data, _)| {
+            StoredEvent::new(id, execution_id, &event_type, &data)
+        })
+        .collect();
+    Ok(Page { events, more })
+}

@@ -11,24 +11,33 @@
 //!
 //! Subscribers skip ids they have seen and read the table themselves when they see a gap, so a
 //! late, doubled or lost hint never loses or doubles an event.
+//!
+//! Each subscriber has its own inbox, bounded in bytes: a subscriber that does not keep up (its
+//! client reads slowly, or not at all) is dropped from the live path once its inbox is full,
+//! and reads the table from where it was when it next asks for events. A slow reader therefore
+//! holds at most [`INBOX_BYTES`] of live events, however much the thread produces.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::crypto::random_hex;
-use crate::events::{StoredEvent, read_after};
+use crate::events::{StoredEvent, read_page};
+use crate::sse::StreamSlots;
 
 const CHANNEL: &str = "centaur_events";
-/// Batches a lagging subscriber may fall behind before it re-reads from the table.
-const FEED_CAPACITY: usize = 1024;
+/// Bytes of live events (their frames) that may wait for one subscriber. Past it the subscriber
+/// is dropped from the live path and re-reads from the table.
+pub const INBOX_BYTES: usize = 1024 * 1024;
 const CATCH_UP_PAGE: i64 = 2000;
+/// At most this many bytes of events per catch-up read (one event alone may be larger).
+const CATCH_UP_BYTES: usize = 256 * 1024;
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 pub type EventBatchRef = Arc<[StoredEvent]>;
@@ -44,20 +53,122 @@ struct Inner {
     feeds: Mutex<HashMap<i64, Arc<Feed>>>,
     notify_tx: mpsc::Sender<(i64, i64)>,
     shutdown: CancellationToken,
+    streams: Arc<StreamSlots>,
 }
 
 /// The live events of one thread on this replica.
 struct Feed {
-    tx: broadcast::Sender<EventBatchRef>,
-    /// Highest event id broadcast so far.
+    /// The inboxes of this thread's subscribers; a dropped subscription leaves a dead entry,
+    /// pruned on the next delivery.
+    inboxes: Mutex<Vec<Weak<Inbox>>>,
+    /// Highest event id delivered so far.
     last: AtomicI64,
     wake: Notify,
     stop: CancellationToken,
 }
 
+impl Feed {
+    /// Hands a batch to every live subscriber.
+    fn deliver(&self, events: Vec<StoredEvent>) {
+        let bytes = events.iter().map(|e| e.frame.len()).sum();
+        let batch: EventBatchRef = events.into();
+        self.inboxes
+            .lock()
+            .expect("hub lock")
+            .retain(|inbox| match inbox.upgrade() {
+                Some(inbox) => {
+                    inbox.push(&batch, bytes);
+                    true
+                }
+                None => false,
+            });
+    }
+
+    /// Whether anyone still subscribes (and forgets those who left).
+    fn has_subscribers(&self) -> bool {
+        let mut inboxes = self.inboxes.lock().expect("hub lock");
+        inboxes.retain(|inbox| inbox.strong_count() > 0);
+        !inboxes.is_empty()
+    }
+}
+
+/// Live batches waiting for one subscriber, at most [`INBOX_BYTES`] of them.
+#[derive(Default)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct InboxState {
+    /// Each batch with its size in bytes.
+    batches: VecDeque<(EventBatchRef, usize)>,
+    bytes: usize,
+    /// Batches were dropped since the subscriber last looked: it must read the table.
+    lagged: bool,
+}
+
+impl Inbox {
+    /// Queues a batch, or, if that would pass the byte limit, empties the inbox and marks the
+    /// subscriber as lagged (nothing more is queued until it has noticed).
+    fn push(&self, batch: &EventBatchRef, bytes: usize) {
+        {
+            let mut state = self.state.lock().expect("inbox lock");
+            if state.lagged {
+                return;
+            }
+            if state.bytes + bytes > INBOX_BYTES {
+                state.batches.clear();
+                state.bytes = 0;
+                state.lagged = true;
+            } else {
+                state.batches.push_back((batch.clone(), bytes));
+                state.bytes += bytes;
+            }
+        }
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Option<Live> {
+        let mut state = self.state.lock().expect("inbox lock");
+        if state.lagged {
+            state.lagged = false;
+            return Some(Live::Lagged);
+        }
+        let (batch, bytes) = state.batches.pop_front()?;
+        state.bytes -= bytes;
+        Some(Live::Batch(batch))
+    }
+}
+
+/// What a subscription receives.
+pub enum Live {
+    /// Events, in order; they may repeat ids the subscriber has seen, or skip some.
+    Batch(EventBatchRef),
+    /// The subscriber fell too far behind and events were dropped: read the table.
+    Lagged,
+}
+
 /// A live subscription to one thread's events.
 pub struct Subscription {
-    pub rx: broadcast::Receiver<EventBatchRef>,
+    pub rx: LiveReceiver,
+}
+
+/// The receiving end of a subscription's inbox.
+pub struct LiveReceiver {
+    inbox: Arc<Inbox>,
+}
+
+impl LiveReceiver {
+    /// The next batch, or word that some were dropped. Cancel-safe.
+    pub async fn recv(&mut self) -> Live {
+        loop {
+            if let Some(live) = self.inbox.take() {
+                return live;
+            }
+            self.inbox.ready.notified().await;
+        }
+    }
 }
 
 impl Hub {
@@ -71,6 +182,7 @@ impl Hub {
                 feeds: Mutex::new(HashMap::new()),
                 notify_tx,
                 shutdown,
+                streams: Arc::new(StreamSlots::default()),
             }),
         };
         tokio::spawn(hub.clone().run_notifier(notify_rx));
@@ -87,9 +199,19 @@ impl Hub {
         let feed = feeds
             .entry(thread_id)
             .or_insert_with(|| self.new_feed(thread_id, known_last));
+        let inbox = Arc::new(Inbox::default());
+        feed.inboxes
+            .lock()
+            .expect("hub lock")
+            .push(Arc::downgrade(&inbox));
         Subscription {
-            rx: feed.tx.subscribe(),
+            rx: LiveReceiver { inbox },
         }
+    }
+
+    /// The count of open event streams on this replica, against which new ones are admitted.
+    pub fn stream_slots(&self) -> &Arc<StreamSlots> {
+        &self.inner.streams
     }
 
     /// Hands freshly committed events to local subscribers and tells the other replicas.
@@ -100,8 +222,7 @@ impl Hub {
         let feed = self.feed(thread_id);
         if let Some(feed) = feed {
             feed.last.fetch_max(last, Ordering::AcqRel);
-            // An error only means nobody is listening right now.
-            let _ = feed.tx.send(events.into());
+            feed.deliver(events);
         }
         // Full queue: the other replicas' periodic refresh picks the events up.
         let _ = self.inner.notify_tx.try_send((thread_id, last));
@@ -118,7 +239,7 @@ impl Hub {
 
     fn new_feed(&self, thread_id: i64, known_last: i64) -> Arc<Feed> {
         let feed = Arc::new(Feed {
-            tx: broadcast::channel(FEED_CAPACITY).0,
+            inboxes: Mutex::new(Vec::new()),
             last: AtomicI64::new(known_last),
             wake: Notify::new(),
             stop: self.inner.shutdown.child_token(),
@@ -137,14 +258,22 @@ impl Hub {
             }
             loop {
                 let after = feed.last.load(Ordering::Acquire);
-                match read_after(&self.inner.pool, thread_id, after, CATCH_UP_PAGE).await {
-                    Ok(events) if events.is_empty() => break,
-                    Ok(events) => {
-                        let last = events.last().expect("non-empty").event_id;
-                        let full = events.len() as i64 == CATCH_UP_PAGE;
+                let page = read_page(
+                    &self.inner.pool,
+                    thread_id,
+                    after,
+                    CATCH_UP_PAGE,
+                    CATCH_UP_BYTES,
+                )
+                .await;
+                match page {
+                    Ok(page) => {
+                        let Some(last) = page.events.last().map(|e| e.event_id) else {
+                            break;
+                        };
                         feed.last.fetch_max(last, Ordering::AcqRel);
-                        let _ = feed.tx.send(events.into());
-                        if !full {
+                        feed.deliver(page.events);
+                        if !page.more {
                             break;
                         }
                     }
@@ -259,7 +388,7 @@ impl Hub {
             let watched: Vec<(i64, Arc<Feed>)> = {
                 let mut feeds = self.inner.feeds.lock().expect("hub lock");
                 feeds.retain(|_, feed| {
-                    let keep = feed.tx.receiver_count() > 0;
+                    let keep = feed.has_subscribers();
                     if !keep {
                         feed.stop.cancel();
                     }

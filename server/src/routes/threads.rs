@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use centaur_protocol::api::{
@@ -91,6 +91,15 @@ async fn events(
 ) -> ApiResult<Response> {
     let key = thread_key(&raw)?;
     principal.require_read(&key)?;
+    // Counted from here until the stream ends (or this request fails).
+    let slot = match state
+        .hub
+        .stream_slots()
+        .acquire(&principal, state.config.stream_limits())
+    {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(refused.into_response()),
+    };
     // A reconnecting EventSource sends Last-Event-ID with the original URL: it wins.
     let after_event_id = match headers.get("last-event-id") {
         Some(value) => value
@@ -136,6 +145,7 @@ async fn events(
         hub: state.hub.clone(),
         keepalive: state.config.sse_keepalive(),
         shutdown: state.shutdown.clone(),
+        slot,
     };
     let request = StreamRequest {
         after_event_id,

@@ -18,4 +18,5 @@ mod replicas;
 mod resume;
 mod sandboxes;
 mod seccomp;
+mod streams;
 mod tui;
