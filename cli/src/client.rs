@@ -14,6 +14,11 @@ use uuid::Uuid;
 /// How long a stream may stay silent before it is taken for dead and reopened.
 const STREAM_SILENCE: Duration = Duration::from_secs(45);
 
+/// The error codes of a server that runs but cannot use its database: `database_unavailable`
+/// (a query failed because the database went away) and `not_ready` (it has not reached the
+/// database since it started).
+const DATABASE_CODES: [&str; 2] = ["database_unavailable", "not_ready"];
+
 /// Why a command failed; each maps to an exit code and one line that names the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -21,6 +26,10 @@ pub enum Failure {
         "cannot reach the Centaur server at {url} ({reason}); is it running? (`centaur dev`, or set CENTAUR_API_URL)"
     )]
     Unreachable { url: String, reason: String },
+    #[error(
+        "the Centaur server at {url} answers, but its database is unavailable ({code}); retry shortly (with `centaur dev`: `centaur dev status`, `centaur dev logs postgres`)"
+    )]
+    DatabaseUnavailable { url: String, code: String },
     #[error("the server refused the token ({0}); run `centaur login` or set CENTAUR_API_TOKEN")]
     Unauthorized(String),
     #[error("no token for {0}: run `centaur login`, or set CENTAUR_API_TOKEN")]
@@ -38,7 +47,10 @@ pub enum Failure {
 impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Failure::Unreachable { .. } | Failure::Unauthorized(_) | Failure::NotLoggedIn(_) => 3,
+            Failure::Unreachable { .. }
+            | Failure::DatabaseUnavailable { .. }
+            | Failure::Unauthorized(_)
+            | Failure::NotLoggedIn(_) => 3,
             Failure::Usage(_) => 2,
             Failure::Api { .. } | Failure::Unavailable(_) | Failure::Local(_) => 1,
         }
@@ -90,6 +102,12 @@ impl Client {
         match status {
             s if s.is_success() => Ok(body),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Failure::Unauthorized(message)),
+            StatusCode::SERVICE_UNAVAILABLE if DATABASE_CODES.contains(&code.as_str()) => {
+                Err(Failure::DatabaseUnavailable {
+                    url: self.url.clone(),
+                    code,
+                })
+            }
             _ => Err(Failure::Api {
                 code: if code.is_empty() {
                     status.to_string()
@@ -274,9 +292,13 @@ impl Client {
                     continue;
                 }
                 Ok(response) if response.status().is_server_error() => {
-                    return Err(Failure::Unreachable {
-                        url: self.url.clone(),
-                        reason: format!("it answered {}", response.status()),
+                    let status = response.status();
+                    return Err(match self.answer(response).await {
+                        Err(unavailable @ Failure::DatabaseUnavailable { .. }) => unavailable,
+                        _ => Failure::Unreachable {
+                            url: self.url.clone(),
+                            reason: format!("it answered {status}"),
+                        },
                     });
                 }
                 Ok(response) => return self.answer(response).await.map(|_| ()),

@@ -10,6 +10,7 @@ use centaur_protocol::{Event, EventBody, Harness, ThreadKey};
 use clap::{Parser, Subcommand};
 
 use centaur_cli::client::{Client, Failure};
+use centaur_cli::dev::DevCommand;
 use centaur_cli::sanitize::{Colours, clean, json_line};
 use centaur_cli::{credentials, render, tui};
 
@@ -127,7 +128,20 @@ fn main() -> ExitCode {
     // runner or the TUI: there a peer closing a socket must be an error, not death.
     if matches!(
         cli.command,
-        Some(Command::Send { .. } | Command::Attach { tui: false, .. } | Command::Threads { .. })
+        Some(
+            Command::Send { .. }
+                | Command::Attach { tui: false, .. }
+                | Command::Threads { .. }
+                | Command::Dev {
+                    command: Some(
+                        DevCommand::Status
+                            | DevCommand::Logs { .. }
+                            | DevCommand::Keys
+                            | DevCommand::Doctor { .. }
+                    ),
+                    ..
+                }
+        )
     ) {
         // SAFETY: called before any other thread exists.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };

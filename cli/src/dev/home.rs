@@ -137,6 +137,48 @@ pub struct StackState {
     pub version: String,
     pub harnesses_ready: Vec<String>,
     pub warm_pool: usize,
+    /// What the stack's supervisor saw of its private PostgreSQL (see `supervise`).
+    #[serde(default)]
+    pub postgres_health: PartHealth,
+    /// What the stack's supervisor saw of the proxy's control API.
+    #[serde(default)]
+    pub proxy_health: PartHealth,
+}
+
+/// How the stack's supervisor sees one part it restarts when it dies; the default is a part
+/// that never failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartHealth {
+    /// Down and being restarted.
+    pub down: bool,
+    /// How many times it died (and was restarted, or is being restarted).
+    pub failures: u32,
+    /// When it last died, and why.
+    pub last_failure_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_failure: Option<String>,
+    /// While down: why the last attempt to restart it failed.
+    pub restart_error: Option<String>,
+}
+
+impl PartHealth {
+    /// One line for people: "" for a part that never failed, else what happened to it.
+    pub fn describe(&self) -> String {
+        let Some(at) = self.last_failure_at else {
+            return String::new();
+        };
+        let at = at.format("%H:%M:%S");
+        let why = self.last_failure.as_deref().unwrap_or("it stopped");
+        if self.down {
+            let error = self
+                .restart_error
+                .as_deref()
+                .map(|e| format!("; last attempt: {e}"))
+                .unwrap_or_default();
+            return format!("down since {at} ({why}), restarting{error}");
+        }
+        let times = if self.failures == 1 { "time" } else { "times" };
+        format!("restarted {} {times}, last {at}: {why}", self.failures)
+    }
 }
 
 pub fn alive(pid: u32) -> bool {

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod home;
 pub mod setup;
 pub mod stack;
+pub mod supervise;
 
 use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
@@ -138,6 +139,13 @@ async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, Failure> {
         ));
     }
     if let Some(state) = attachable(home).await {
+        if let Some(trouble) = trouble(home, &state).await {
+            return Err(Failure::Local(format!(
+                "a stack runs on {} at {}, but {trouble}; if it does not heal, restart it: `centaur dev down && centaur dev`",
+                home.root.display(),
+                state.api_url
+            )));
+        }
         eprintln!(
             "centaur: a stack already runs on {} at {}; attaching",
             home.root.display(),
@@ -223,6 +231,43 @@ async fn open_tui(
         },
     )
     .await
+}
+
+/// What is wrong with a running stack, if anything, once a restart under way had a few
+/// seconds to heal it: a part down, or a server that is not ready.
+async fn trouble(home: &Home, state: &StackState) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let client = client_for(home, state).ok()?;
+    loop {
+        // The supervisor rewrites `stack.json` as the parts' health changes.
+        let state = home.running().unwrap_or_else(|| state.clone());
+        let found = if state.postgres_health.down {
+            Some(format!(
+                "PostgreSQL is down ({}); see `centaur dev logs postgres`",
+                state.postgres_health.describe()
+            ))
+        } else if state.proxy_health.down {
+            Some(format!(
+                "the proxy is down ({}); see `centaur dev logs proxy`",
+                state.proxy_health.describe()
+            ))
+        } else {
+            match client.get("/readyz").await {
+                Ok(_) => None,
+                Err(Failure::DatabaseUnavailable { .. }) => Some(
+                    "the server cannot reach its database; see `centaur dev logs postgres` and `centaur dev logs server`"
+                        .to_owned(),
+                ),
+                Err(error) => Some(format!(
+                    "the server is not ready ({error}); see `centaur dev logs server`"
+                )),
+            }
+        };
+        if found.is_none() || Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A stack to attach to: the running one, or one being started (waited for).
@@ -359,19 +404,19 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
     let client = client_for(home, &state)?;
     let mut healthy = true;
     let stack_pid = state.pid.to_string();
-    let mut row = |component: &str, address: &str, pid: &str, ok: bool, detail: String| {
-        healthy &= ok;
+    let mut row = |component: &str, address: &str, pid: &str, health: Health, detail: String| {
+        healthy &= health == Health::Healthy;
         println!(
-            "{:<10} {:<28} {:<8} {:<8} {}",
+            "{:<10} {:<28} {:<8} {:<10} {}",
             component,
             address,
             pid,
-            if ok { "healthy" } else { "FAILING" },
+            health.label(),
             detail
         );
     };
     println!(
-        "{:<10} {:<28} {:<8} {:<8} detail",
+        "{:<10} {:<28} {:<8} {:<10} detail",
         "component", "address", "pid", "health"
     );
     let ready = client.get("/readyz").await.is_ok();
@@ -379,7 +424,7 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
         "server",
         &state.api_url,
         &stack_pid,
-        ready,
+        Health::of(ready, false),
         format!(
             "centaur {}, up since {}",
             state.version,
@@ -402,7 +447,10 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
             .ok()
             .and_then(|p| p.lines().next().map(str::to_owned))
             .unwrap_or_default();
-        (pid, postgres_version(home))
+        (
+            pid,
+            with_history(postgres_version(home), &state.postgres_health),
+        )
     } else {
         (
             "-".to_owned(),
@@ -413,7 +461,7 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
         "postgres",
         &state.postgres_address,
         &postgres_pid,
-        postgres,
+        Health::of(postgres, state.postgres_health.down),
         postgres_detail,
     );
     let proxy_token = std::fs::read_to_string(home.proxy_token()).unwrap_or_default();
@@ -437,11 +485,14 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
         "proxy",
         &state.proxy_control_url,
         &stack_pid,
-        registered.is_some(),
-        format!(
-            "{} sandboxes registered (warm pool target {})",
-            registered.unwrap_or(0),
-            state.warm_pool
+        Health::of(registered.is_some(), state.proxy_health.down),
+        with_history(
+            format!(
+                "{} sandboxes registered (warm pool target {})",
+                registered.unwrap_or(0),
+                state.warm_pool
+            ),
+            &state.proxy_health,
         ),
     );
     let bwrap = doctor::bwrap_works();
@@ -449,7 +500,7 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
         "sandboxes",
         "local (bubblewrap)",
         &stack_pid,
-        bwrap,
+        Health::of(bwrap, false),
         format!("harnesses ready: {}", state.harnesses_ready.join(", ")),
     );
     Ok(if healthy {
@@ -457,6 +508,42 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// A component's health as `centaur dev status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Health {
+    Healthy,
+    /// Down, and the stack is restarting it.
+    Restarting,
+    Failing,
+}
+
+impl Health {
+    fn of(ok: bool, restarting: bool) -> Health {
+        match (ok, restarting) {
+            (_, true) => Health::Restarting,
+            (true, false) => Health::Healthy,
+            (false, false) => Health::Failing,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Restarting => "restarting",
+            Health::Failing => "FAILING",
+        }
+    }
+}
+
+/// `detail`, followed by what the supervisor did to the part, if anything.
+fn with_history(detail: String, health: &home::PartHealth) -> String {
+    match health.describe() {
+        history if history.is_empty() => detail,
+        history if detail.is_empty() => history,
+        history => format!("{detail}; {history}"),
+    }
 }
 
 fn postgres_version(home: &Home) -> String {

@@ -1,6 +1,7 @@
 //! The running stack (`centaur dev serve`, started in the background by `centaur dev`): a
 //! private PostgreSQL, the egress proxy and the server with the local sandbox backend, in one
-//! process. It writes `stack.json` once it serves, and on SIGTERM or Ctrl-C stops the
+//! process. It writes `stack.json` once it serves, restarts PostgreSQL and the proxy when they
+//! die (see [`super::supervise`]), and on SIGTERM or Ctrl-C stops the
 //! sandboxes, the server, the proxy and PostgreSQL, in that order, and removes the file.
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use tracing_subscriber::prelude::*;
 
 use super::home::{Home, StackState};
 use super::setup::MODEL_KEYS;
+use super::supervise::{Postgres, ProxyApi, Supervisor};
 use crate::client::Failure;
 use crate::private_file::write_atomic;
 
@@ -39,7 +41,7 @@ pub async fn serve(home: Home, options: Options) -> Result<(), Failure> {
     let shutdown = CancellationToken::new();
     let database = Database::start(&home).await?;
     tracing::info!(address = %database.address(), "PostgreSQL is up");
-    let (server, state) = match start_services(&home, &options, &database, &shutdown).await {
+    let (server, state, proxy) = match start_services(&home, &options, &database, &shutdown).await {
         Ok(started) => started,
         Err(error) => {
             shutdown.cancel();
@@ -59,6 +61,17 @@ pub async fn serve(home: Home, options: Options) -> Result<(), Failure> {
         Ok::<(), Failure>(())
     };
     let outcome = serving.await;
+    // From here on, PostgreSQL and the proxy are restarted when they die.
+    let supervisor = (outcome.is_ok() && !stop.is_cancelled()).then(|| {
+        let postgres = match &database {
+            Database::Private(cluster) => Some(Postgres {
+                root: cluster.root().to_path_buf(),
+                port: cluster.port(),
+            }),
+            Database::External(_) => None,
+        };
+        Supervisor::start(&home, state.clone(), postgres, proxy)
+    });
     if outcome.is_ok() {
         let stopped_elsewhere = server.shutdown_token();
         tokio::select! {
@@ -67,6 +80,9 @@ pub async fn serve(home: Home, options: Options) -> Result<(), Failure> {
         }
     }
     tracing::info!("stopping the stack");
+    if let Some(supervisor) = supervisor {
+        supervisor.stop().await;
+    }
     let _ = std::fs::remove_file(home.state_file());
     server.shutdown().await;
     shutdown.cancel();
@@ -144,7 +160,7 @@ async fn start_services(
     options: &Options,
     database: &Database,
     shutdown: &CancellationToken,
-) -> Result<(centaur_server::RunningServer, StackState), Failure> {
+) -> Result<(centaur_server::RunningServer, StackState, ProxyApi), Failure> {
     let read = |path: std::path::PathBuf| {
         std::fs::read_to_string(&path)
             .map(|s| s.trim().to_owned())
@@ -189,11 +205,9 @@ async fn start_services(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| Failure::Local(format!("the proxy's control API: {e}")))?;
-    let proxy_control_url = format!("http://{}", listener.local_addr().expect("a bound address"));
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { control.serve(listener, shutdown).await });
-    }
+    let proxy = ProxyApi::start(control, listener, shutdown.clone())
+        .map_err(|e| Failure::Local(format!("the proxy's control API: {e}")))?;
+    let proxy_control_url = format!("http://{}", proxy.addr());
     tracing::info!(target: "centaur_proxy", url = %proxy_control_url, "proxy control API listening");
 
     // The server with the local backend; `centaur` itself is the runner in sandboxes.
@@ -241,8 +255,10 @@ async fn start_services(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         harnesses_ready: ready.iter().map(|h| h.as_str().to_owned()).collect(),
         warm_pool: options.warm_pool,
+        postgres_health: Default::default(),
+        proxy_health: Default::default(),
     };
-    Ok((server, state))
+    Ok((server, state, proxy))
 }
 
 /// One stack per `CENTAUR_HOME`: held until the process ends, with its pid inside.

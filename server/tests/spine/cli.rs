@@ -274,3 +274,38 @@ async fn sandbox_output_cannot_control_the_terminal() {
         "a\x1b]52;c;cHduZWQK\x07b\x1b]0;pwned\x07c\x1b[2Jd\u{9b}2Je\x1b[31mred\x1b[0m\n"
     );
 }
+
+/// A server that runs but cannot reach its database answers 503: `attach` says that, not
+/// that the server cannot be reached.
+#[tokio::test]
+async fn attach_says_when_the_servers_database_is_unavailable() {
+    let database_url = fresh_database().await;
+    let relay = Relay::start(&database_url).await;
+    let mut config = centaur_server::Config::new(via(&database_url, relay.addr));
+    config.db_acquire_timeout_ms = 500;
+    let server = TestServer::start_with(config, true).await;
+    relay.cut();
+    let home = temp_dir("cli-db-away");
+    for args in [
+        &["attach", "api:db-away"][..],
+        &["attach", "api:db-away", "--exit-on-terminal"][..],
+    ] {
+        let out = tokio::process::Command::new(cli_binary())
+            .args(args)
+            .env("CENTAUR_API_URL", &server.url)
+            .env("CENTAUR_API_TOKEN", ADMIN_KEY)
+            .env("HOME", &home)
+            .env_remove("CENTAUR_HOME")
+            .output()
+            .await
+            .expect("centaur runs");
+        let error = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {error}");
+        assert!(
+            error.contains("its database is unavailable"),
+            "{args:?}: {error}"
+        );
+        assert!(!error.contains("cannot reach"), "{args:?}: {error}");
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -299,3 +299,165 @@ async fn a_killed_centaur_dev_takes_its_stack_down() {
     }
     assert!(!home.join("stack.json").exists());
 }
+
+/// The postgres row of `centaur dev status`, and the whole report.
+async fn postgres_row(home: &Path) -> (String, String) {
+    let out = centaur(home, &["dev", "status"], None).await;
+    let status = text(&out.stdout);
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("postgres"))
+        .unwrap_or_default()
+        .to_owned();
+    (row, status)
+}
+
+/// Waits up to `secs` for the postgres row of `centaur dev status` to satisfy `done`.
+async fn until_postgres_row(home: &Path, secs: u64, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (row, status) = postgres_row(home).await;
+        if done(&row) {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never got there:\n{status}\n{}",
+            std::fs::read_to_string(home.join("logs/stack.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// PostgreSQL killed outright (SIGKILL of its postmaster): the stack says so and restarts it;
+/// while it cannot, `centaur dev` refuses to attach and names the fix; once it is back, turns
+/// work again without restarting anything by hand.
+#[tokio::test]
+async fn dev_restarts_a_killed_postgres() {
+    use std::time::{Duration, Instant};
+    let home = Home::new("dev-heal");
+    let port_arg = free_port().to_string();
+    let out = centaur(&home, &["dev", "--detach", "--port", &port_arg], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("stack.json")).unwrap()).unwrap();
+    let postgres_port: u16 = state["postgres_address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let postmaster: i32 = std::fs::read_to_string(home.join("postgres/data/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: a signal to the stack's PostgreSQL.
+    assert_eq!(unsafe { libc::kill(postmaster, libc::SIGKILL) }, 0);
+    // Its port taken meanwhile: the restarts fail until it is free again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let squatter = loop {
+        match tokio::net::TcpListener::bind(("127.0.0.1", postgres_port)).await {
+            Ok(listener) => break listener,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot take {postgres_port}: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+
+    let row = until_postgres_row(&home, 20, |row| {
+        row.contains("restarting") && row.contains("last attempt")
+    })
+    .await;
+    assert!(row.contains(&format!("pid {postmaster}")), "{row}");
+    let out = centaur(&home, &["dev", "status"], None).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+
+    // Attaching to a stack that does not work: refused, with the reason and the fix.
+    let out = centaur(&home, &["dev", "--detach", "--port", &port_arg], None).await;
+    let error = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{error}");
+    assert!(error.contains("PostgreSQL is down"), "{error}");
+    assert!(error.contains("centaur dev logs postgres"), "{error}");
+    assert!(error.contains("centaur dev down && centaur dev"), "{error}");
+    assert!(!error.contains("attaching"), "{error}");
+
+    drop(squatter);
+    let row = until_postgres_row(&home, 60, |row| row.contains("healthy")).await;
+    assert!(row.contains("restarted 1 time, last"), "{row}");
+    assert!(
+        row.contains(&format!("the postmaster (pid {postmaster}) exited")),
+        "{row}"
+    );
+    let log = std::fs::read_to_string(home.join("logs/stack.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "postgres: the postmaster (pid {postmaster}) exited"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("postgres: restart attempt 1 failed"), "{log}");
+    assert!(log.contains("postgres: restarted"), "{log}");
+
+    // The server reconnects by itself: a turn works again within seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = centaur(
+            &home,
+            &[
+                "send",
+                "--harness",
+                "shell",
+                "--message",
+                "echo healed",
+                "--exit-on-terminal",
+            ],
+            None,
+        )
+        .await;
+        if out.status.code() == Some(0) {
+            assert_eq!(text(&out.stdout).lines().nth(1), Some("healed"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no turn after the restart: {}",
+            text(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let out = centaur(&home, &["dev", "status"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let out = centaur(&home, &["dev", "--detach", "--port", &port_arg], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("already runs"));
+
+    // Printing commands read by something that stops early (`| head -2`) end quietly.
+    for args in [
+        &["dev", "status"][..],
+        &["dev", "logs"][..],
+        &["dev", "doctor"][..],
+    ] {
+        let mut child = command(&home, args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let error = text(&out.stderr);
+        assert!(!error.contains("panicked"), "{args:?}: {error}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {error}");
+    }
+}
