@@ -181,6 +181,11 @@ pub async fn start_with_backend(
         let (pool, shutdown) = (pool.clone(), shutdown.clone());
         async move { db::migrate_until_done(pool, &readiness, shutdown).await }
     });
+    tokio::spawn(db::probe_until_shutdown(
+        pool.clone(),
+        state.readiness.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(enforce_deadlines(state.clone()));
     egress::policy::spawn_sync(state.clone());
     reaper::spawn(state.clone());

@@ -1,12 +1,13 @@
 //! The PostgreSQL pool, embedded migrations and readiness.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -31,15 +32,171 @@ pub fn lazy_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options))
 }
 
-/// Whether migrations have been applied since start-up.
-#[derive(Debug, Default)]
+/// How often the background probe asks the database whether it is there.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long one probe (connecting, if need be, and `SELECT 1`) may take before it counts as a
+/// failure.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A probe result older than this says nothing any more: `/readyz` answers 503 until a fresh
+/// one arrives (the probe task is stuck, or the runtime is starved).
+const PROBE_STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// What the server last learned about its database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabaseState {
+    /// No probe has finished yet.
+    Unknown,
+    /// The last probe got an answer.
+    Up,
+    /// The last probe got none: requests that need the database are refused at once.
+    Down,
+}
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// The server's view of its database, shared by every request: whether migrations have been
+/// applied since start-up, and the result and time of the last probe. Reading it never waits
+/// on the pool.
+#[derive(Debug)]
 pub struct Readiness {
     migrated: AtomicBool,
+    state: AtomicU8,
+    /// When `state` was last set, in milliseconds since `epoch`.
+    checked_ms: AtomicU64,
+    epoch: Instant,
+    /// Wakes the probe early, when a request saw the database fail.
+    suspect: Notify,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            migrated: AtomicBool::new(false),
+            state: AtomicU8::new(UNKNOWN),
+            checked_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            suspect: Notify::new(),
+        }
+    }
 }
 
 impl Readiness {
     pub fn is_migrated(&self) -> bool {
         self.migrated.load(Ordering::Acquire)
+    }
+
+    /// The last probe's result.
+    pub fn database(&self) -> DatabaseState {
+        match self.state.load(Ordering::Acquire) {
+            UP => DatabaseState::Up,
+            DOWN => DatabaseState::Down,
+            _ => DatabaseState::Unknown,
+        }
+    }
+
+    /// How long ago the last probe finished; `None` before the first.
+    pub fn checked_ago(&self) -> Option<Duration> {
+        match self.database() {
+            DatabaseState::Unknown => None,
+            _ => {
+                let at = Duration::from_millis(self.checked_ms.load(Ordering::Acquire));
+                Some(self.epoch.elapsed().saturating_sub(at))
+            }
+        }
+    }
+
+    /// Whether the database is known to be away: requests that need it are refused without
+    /// waiting for a connection.
+    pub fn is_known_down(&self) -> bool {
+        self.database() == DatabaseState::Down
+    }
+
+    /// `/readyz`: migrations applied and a recent probe got an answer.
+    pub fn is_ready(&self) -> bool {
+        self.is_migrated()
+            && self.database() == DatabaseState::Up
+            && self
+                .checked_ago()
+                .is_some_and(|ago| ago <= PROBE_STALE_AFTER)
+    }
+
+    /// Records a probe's result.
+    pub fn record(&self, up: bool) {
+        let at = self.epoch.elapsed().as_millis() as u64;
+        self.checked_ms.store(at, Ordering::Release);
+        let previous = self
+            .state
+            .swap(if up { UP } else { DOWN }, Ordering::AcqRel);
+        match (previous, up) {
+            (DOWN, true) => tracing::info!("the database answers again"),
+            (UNKNOWN | UP, false) => tracing::warn!("the database does not answer"),
+            _ => {}
+        }
+    }
+
+    /// A request failed as if the database were away: probe now rather than at the next tick.
+    pub fn suspect(&self) {
+        self.suspect.notify_one();
+    }
+}
+
+/// Asks the database whether it is there every [`PROBE_EVERY`] (and at once when a request
+/// [suspects](Readiness::suspect) it is not), on a connection of its own: a busy pool neither
+/// delays the probe nor makes the database look away.
+pub async fn probe_until_shutdown(
+    pool: PgPool,
+    readiness: std::sync::Arc<Readiness>,
+    shutdown: CancellationToken,
+) {
+    let options = pool.connect_options();
+    let mut connection: Option<PgConnection> = None;
+    loop {
+        let reused = connection.is_some();
+        let mut up = probe(&options, &mut connection).await;
+        if !up && reused {
+            // The kept connection may be all that broke (terminated by an administrator, say):
+            // only a fresh one that fails too means the database is away.
+            up = probe(&options, &mut connection).await;
+        }
+        readiness.record(up);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+            _ = readiness.suspect.notified() => {}
+        }
+    }
+    drop(connection);
+}
+
+/// One probe: `SELECT 1` on the kept connection, connecting first if there is none. A failure
+/// drops the connection.
+async fn probe(options: &PgConnectOptions, connection: &mut Option<PgConnection>) -> bool {
+    let attempt = async {
+        if connection.is_none() {
+            *connection = Some(PgConnection::connect_with(options).await?);
+        }
+        match connection.as_mut() {
+            Some(connection) => sqlx::query("SELECT 1")
+                .execute(connection)
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "database probe failed");
+            *connection = None;
+            false
+        }
+        Err(_) => {
+            tracing::debug!("database probe timed out");
+            *connection = None;
+            false
+        }
     }
 }
 
@@ -50,6 +207,7 @@ pub async fn migrate_until_done(pool: PgPool, readiness: &Readiness, shutdown: C
         match MIGRATOR.run(&pool).await {
             Ok(()) => {
                 readiness.migrated.store(true, Ordering::Release);
+                readiness.record(true);
                 tracing::info!(
                     migrations = MIGRATOR.iter().count(),
                     "database schema is up to date"
@@ -66,11 +224,6 @@ pub async fn migrate_until_done(pool: PgPool, readiness: &Readiness, shutdown: C
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
-}
-
-/// `/readyz`: the database answers and the schema is current.
-pub async fn is_ready(pool: &PgPool, readiness: &Readiness) -> bool {
-    readiness.is_migrated() && sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }
 
 /// Starts a transaction without the cancellation hazard of `Pool::begin` on PostgreSQL in sqlx

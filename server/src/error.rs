@@ -22,6 +22,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// The database did not answer (or is known to be away): `503 database_unavailable`.
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable,
     /// A component the server depends on (the egress proxy) refused.
     #[error("{message}")]
     BadGateway { code: &'static str, message: String },
@@ -70,7 +73,9 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::DatabaseUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,6 +88,7 @@ impl ApiError {
             | ApiError::Conflict { code, .. }
             | ApiError::Unavailable { code, .. }
             | ApiError::BadGateway { code, .. } => code,
+            ApiError::DatabaseUnavailable => "database_unavailable",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -102,7 +108,9 @@ impl IntoResponse for ApiError {
             } => {
                 tracing::debug!(error = %self, "not ready")
             }
-            ApiError::Unavailable { .. } | ApiError::BadGateway { .. } => {
+            ApiError::Unavailable { .. }
+            | ApiError::BadGateway { .. }
+            | ApiError::DatabaseUnavailable => {
                 tracing::warn!(error = %self, "unavailable")
             }
             _ => tracing::debug!(code = self.code(), error = %self, "request rejected"),
@@ -126,6 +134,9 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("1"),
             );
         }
+        if matches!(self, ApiError::DatabaseUnavailable) {
+            response.extensions_mut().insert(DatabaseFailed);
+        }
         response
     }
 }
@@ -143,10 +154,7 @@ impl From<sqlx::Error> for ApiError {
             );
         }
         if is_unavailable(&error) {
-            return ApiError::Unavailable {
-                code: "database_unavailable",
-                message: "the database is unavailable; retry shortly".into(),
-            };
+            return ApiError::DatabaseUnavailable;
         }
         ApiError::Internal(error.into())
     }
@@ -167,6 +175,12 @@ impl From<crate::sandbox::SandboxError> for ApiError {
         }
     }
 }
+
+/// Marks a response to a request that failed because the database did not answer, so the
+/// middleware in front of the routes can have the database probed at once
+/// ([`crate::db::Readiness::suspect`]).
+#[derive(Clone, Copy, Debug)]
+pub struct DatabaseFailed;
 
 /// Whether a database error means "the database cannot be reached right now" rather than a bug.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {

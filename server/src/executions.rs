@@ -9,7 +9,7 @@ use centaur_protocol::api::{ExecuteRequest, ExecuteResponse, InterruptResponse, 
 use centaur_protocol::runner::{
     Assignment, BatchAccepted, EventBatch, Finish, InputMessage, RunnerExecution,
 };
-use centaur_protocol::{EventBody, ExecutionStatus, Harness, Role};
+use centaur_protocol::{EventBody, ExecutionStatus, Harness, ReadySource, Role};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -65,10 +65,28 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
     }
 
     // Without a message there must be a thread to run; with one, it is created.
-    let thread = match request.message {
+    let (thread, created) = match request.message {
         Some(_) => threads::ensure(state, &request.thread_key, request.harness, None).await?,
-        None => threads::find(state, &request.thread_key).await?,
+        None => (threads::find(state, &request.thread_key).await?, false),
     };
+    let mut started = None;
+    let queued = queue(state, &request, &thread, max_duration_ms, &mut started).await;
+    if queued.is_err() && created {
+        // A refused request stores nothing: not the thread it created, nor a sandbox for it.
+        threads::abandon_new_thread(state, &thread, started).await;
+    }
+    queued
+}
+
+/// Queues the execution on `thread`, spawning its sandbox if need be; `started` is set to the
+/// sandbox this call started, if it started one.
+async fn queue(
+    state: &AppState,
+    request: &ExecuteRequest,
+    thread: &ThreadRow,
+    max_duration_ms: u64,
+    started: &mut Option<Uuid>,
+) -> ApiResult<ExecuteResponse> {
     if let Some(key) = &request.idempotency_key
         && let Some(existing) = by_idempotency_key(state, thread.id, key).await?
     {
@@ -85,6 +103,9 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
         },
     )
     .await?;
+    if spawned.ready_source != ReadySource::Reused {
+        *started = Some(spawned.sandbox_id);
+    }
 
     let execution_id = Uuid::now_v7();
     let mut tx = crate::db::begin(&state.pool).await?;
@@ -103,7 +124,7 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
     if let Err(error) = inserted {
         drop(tx);
         return match unique_violation(&error).as_deref() {
-            Some("executions_one_active_per_thread") => Err(active_conflict(state, &thread).await),
+            Some("executions_one_active_per_thread") => Err(active_conflict(state, thread).await),
             Some("executions_idempotency") => {
                 let key = request.idempotency_key.as_deref().unwrap_or_default();
                 by_idempotency_key(state, thread.id, key)

@@ -7,6 +7,7 @@ use centaur_protocol::api::{
 use centaur_protocol::runner::{ApprovalPolicy, Attachment, Finish};
 use centaur_protocol::{EventBody, ExecutionStatus, Harness, ReadySource, ThreadKey};
 use chrono::{DateTime, Utc};
+use std::time::Duration;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -68,13 +69,15 @@ pub async fn find(state: &AppState, key: &ThreadKey) -> ApiResult<ThreadRow> {
     .ok_or_else(|| ApiError::thread_not_found(key.as_str()))
 }
 
-/// The thread, created (with its `thread.created` event) if it does not exist yet.
+/// The thread, created (with its `thread.created` event) if it does not exist yet, and whether
+/// this call created it: a request that then fails takes a thread it created back with
+/// [`abandon_new_thread`].
 pub async fn ensure(
     state: &AppState,
     key: &ThreadKey,
     harness: Option<Harness>,
     persona: Option<&str>,
-) -> ApiResult<ThreadRow> {
+) -> ApiResult<(ThreadRow, bool)> {
     let harness = harness.unwrap_or(state.config.default_harness);
     let mut tx = crate::db::begin(&state.pool).await?;
     let created: Option<ThreadRow> = sqlx::query_as(concat!(
@@ -100,7 +103,7 @@ pub async fn ensure(
                 .execute(&state.pool)
                 .await?;
         }
-        return Ok(thread);
+        return Ok((thread, false));
     };
     let events = append(
         &mut tx,
@@ -113,7 +116,123 @@ pub async fn ensure(
     tx.commit().await?;
     state.hub.publish(thread.id, events);
     tracing::info!(thread_key = %key, %harness, "thread created");
-    Ok(thread)
+    Ok((thread, true))
+}
+
+/// How long a refused request keeps trying to take back the thread it created while the
+/// database is away.
+const ABANDON_RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Takes back what a refused request stored on a thread it created, so that a refused request
+/// stores nothing. The sandbox it started (`started`) is stopped at once, which needs no
+/// database; then the thread is deleted with its events and sandbox records, unless something
+/// else uses it by now (another request's execution, message or sandbox). While the database is
+/// away, the deletion is retried in the background until it answers again.
+pub async fn abandon_new_thread(state: &AppState, thread: &ThreadRow, started: Option<Uuid>) {
+    if let Some(sandbox_id) = started
+        && let Err(error) = state
+            .backend
+            .stop(sandbox_id, "its request was refused")
+            .await
+    {
+        tracing::warn!(%error, %sandbox_id, "could not stop the sandbox of a refused request");
+    }
+    if !state.readiness.is_known_down() {
+        match delete_unused_thread(state, thread.id, started).await {
+            Ok(deleted) => {
+                abandoned(state, thread, started, deleted).await;
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, thread_key = %thread.thread_key, "cannot delete a refused request's thread yet");
+            }
+        }
+    }
+    let (state, thread) = (state.clone(), thread.clone());
+    tokio::spawn(async move {
+        let give_up = tokio::time::Instant::now() + ABANDON_RETRY_FOR;
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(crate::db::PROBE_EVERY) => {}
+            }
+            let outcome = if state.readiness.is_known_down() {
+                None
+            } else {
+                Some(delete_unused_thread(&state, thread.id, started).await)
+            };
+            match outcome {
+                Some(Ok(deleted)) => {
+                    abandoned(&state, &thread, started, deleted).await;
+                    return;
+                }
+                Some(Err(error)) if tokio::time::Instant::now() >= give_up => {
+                    tracing::warn!(%error, thread_key = %thread.thread_key, "gave up deleting the thread of a refused request");
+                    return;
+                }
+                None if tokio::time::Instant::now() >= give_up => {
+                    tracing::warn!(thread_key = %thread.thread_key, "gave up deleting the thread of a refused request: the database stayed away");
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// After [`delete_unused_thread`]: the stopped sandbox leaves the egress proxy too.
+async fn abandoned(state: &AppState, thread: &ThreadRow, started: Option<Uuid>, deleted: bool) {
+    if let Some(sandbox_id) = started {
+        egress::policy::detach(state, sandbox_id).await;
+    }
+    if deleted {
+        tracing::info!(thread_key = %thread.thread_key, "deleted the thread of a refused request");
+    }
+}
+
+/// Deletes a thread nothing uses: no execution, no message, no sandbox but `ours`. Whether it
+/// was deleted.
+async fn delete_unused_thread(
+    state: &AppState,
+    thread_id: i64,
+    ours: Option<Uuid>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = crate::db::begin(&state.pool).await?;
+    // Appends lock the thread row too: nothing is added to the thread while this runs.
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM threads WHERE id = $1 FOR UPDATE")
+        .bind(thread_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    let used: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM executions WHERE thread_id = $1) \
+         OR EXISTS (SELECT 1 FROM messages WHERE thread_id = $1) \
+         OR EXISTS (SELECT 1 FROM sandboxes WHERE thread_id = $1 AND id IS DISTINCT FROM $2::uuid)",
+    )
+    .bind(thread_id)
+    .bind(ours)
+    .fetch_one(&mut *tx)
+    .await?;
+    if used {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    for statement in [
+        "DELETE FROM spawn_requests WHERE thread_id = $1",
+        "DELETE FROM sandboxes WHERE thread_id = $1",
+        "DELETE FROM events WHERE thread_id = $1",
+        "DELETE FROM threads WHERE id = $1",
+    ] {
+        sqlx::query(statement)
+            .bind(thread_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 #[derive(sqlx::FromRow)]
@@ -156,13 +275,26 @@ pub async fn spawn(state: &AppState, request: &SpawnRequest) -> ApiResult<SpawnR
     {
         return Ok(answer);
     }
-    let thread = ensure(
+    let (thread, created) = ensure(
         state,
         &request.thread_key,
         request.harness,
         request.persona.as_deref(),
     )
     .await?;
+    let answer = spawn_on(state, request, &thread).await;
+    if answer.is_err() && created {
+        abandon_new_thread(state, &thread, None).await;
+    }
+    answer
+}
+
+/// Gives `thread` a sandbox: its live one, or a new one.
+async fn spawn_on(
+    state: &AppState,
+    request: &SpawnRequest,
+    thread: &ThreadRow,
+) -> ApiResult<SpawnResponse> {
     if let Some(policy) = request.approval_policy {
         sqlx::query("UPDATE threads SET approval_policy = $2 WHERE id = $1")
             .bind(thread.id)

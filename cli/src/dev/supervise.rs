@@ -410,3 +410,138 @@ impl Part for ProxyApi {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A part that is down from the start and whose first `failing` restarts fail.
+    struct Flaky {
+        up: bool,
+        failing: Arc<AtomicU32>,
+    }
+
+    impl Part for Flaky {
+        const NAME: &'static str = "flaky";
+        const SLOT: Slot = Slot::Proxy;
+
+        async fn check(&mut self) -> Option<String> {
+            (!self.up).then(|| "it fell over".to_owned())
+        }
+
+        async fn restart(&mut self) -> Result<(), RestartError> {
+            if self.failing.load(Ordering::SeqCst) > 0 {
+                self.failing.fetch_sub(1, Ordering::SeqCst);
+                return Err(RestartError::Postgres("not yet".into()));
+            }
+            self.up = true;
+            Ok(())
+        }
+    }
+
+    fn state() -> StackState {
+        StackState {
+            pid: 1,
+            api_url: "http://127.0.0.1:1".into(),
+            proxy_control_url: "http://127.0.0.1:2".into(),
+            postgres_address: "127.0.0.1:3".into(),
+            postgres_private: true,
+            started_at: chrono::Utc::now(),
+            version: "test".into(),
+            harnesses_ready: vec!["shell".into()],
+            warm_pool: 0,
+            postgres_health: PartHealth::default(),
+            proxy_health: PartHealth::default(),
+        }
+    }
+
+    fn read(path: &Path) -> StackState {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// A death is recorded at once, a failed attempt with its reason, and the recovery; the
+    /// count stays one death.
+    #[tokio::test]
+    async fn a_dead_part_is_restarted_and_its_history_recorded() {
+        let dir = std::env::temp_dir().join(format!("centaur-supervise-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stack.json");
+        let record = Record {
+            path: path.clone(),
+            state: Arc::new(Mutex::new(state())),
+        };
+        let failing = Arc::new(AtomicU32::new(1));
+        let part = Flaky {
+            up: false,
+            failing: failing.clone(),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch(part, record, stop.clone()));
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut saw_failed_attempt = false;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(state) = serde_json::from_str::<StackState>(&text)
+            {
+                let health = &state.proxy_health;
+                saw_failed_attempt |= health.down
+                    && health.restart_error.as_deref() == Some("PostgreSQL did not start: not yet");
+                if !health.down && health.failures == 1 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "never restarted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let health = read(&path).proxy_health;
+        assert!(saw_failed_attempt, "the failed attempt was not recorded");
+        assert_eq!(health.last_failure.as_deref(), Some("it fell over"));
+        assert_eq!(health.restart_error, None);
+        assert!(
+            health.describe().starts_with("restarted 1 time, last "),
+            "{}",
+            health.describe()
+        );
+        assert_eq!(read(&path).postgres_health, PartHealth::default());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The proxy's control API, its task gone, is noticed and served again on its port.
+    #[tokio::test]
+    async fn the_proxy_control_api_comes_back_on_its_port() {
+        let (_, control) = centaur_proxy::service::build(
+            centaur_proxy::service::Settings {
+                key: vec![7; 32],
+                secrets: Default::default(),
+                secret_ttl: Duration::from_secs(60),
+                ca: None,
+                extra_roots: Vec::new(),
+                audit: None,
+                control_token: Some("token".into()),
+                socket_dir: None,
+                limits: Default::default(),
+            },
+            &CancellationToken::new(),
+        )
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut api = ProxyApi::start(control, listener, shutdown.clone()).unwrap();
+        assert_eq!(api.check().await, None);
+        let addr = api.addr();
+        api.task.take().unwrap().abort();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+        assert!(api.check().await.is_some());
+        api.restart().await.unwrap();
+        assert_eq!(api.addr(), addr);
+        assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
+        assert_eq!(api.check().await, None);
+        shutdown.cancel();
+    }
+}

@@ -10,7 +10,7 @@ use centaur_protocol::api::{
 
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::{executions, messages, threads};
 
@@ -28,7 +28,9 @@ async fn spawn(
     ApiJson(request): ApiJson<SpawnRequest>,
 ) -> ApiResult<Json<SpawnResponse>> {
     principal.require_user()?;
-    threads::spawn(&state, &request).await.map(Json)
+    to_the_end(async move { threads::spawn(&state, &request).await })
+        .await
+        .map(Json)
 }
 
 #[tracing::instrument(skip_all, fields(thread_key = %request.thread_key))]
@@ -48,6 +50,17 @@ async fn execute(
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> ApiResult<(StatusCode, Json<ExecuteResponse>)> {
     principal.require_user()?;
-    let accepted = executions::execute(&state, request).await?;
+    let accepted = to_the_end(async move { executions::execute(&state, request).await }).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// Runs `work` in a task of its own, so a client that goes away mid-request does not cut it
+/// short: a refused spawn or execute then still takes back what it stored (the thread it
+/// created, the sandbox it started).
+async fn to_the_end<T: Send + 'static>(
+    work: impl Future<Output = ApiResult<T>> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::spawn(tracing::Instrument::in_current_span(work))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the request's task failed: {e}")))?
 }

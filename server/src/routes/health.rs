@@ -5,7 +5,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::db;
+use crate::db::DatabaseState;
 use crate::error::ApiError;
 
 pub fn routes() -> Router<AppState> {
@@ -18,18 +18,28 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "ok": true }))
 }
 
+/// Answers from the last probe of the database ([`crate::db::probe_until_shutdown`]), never
+/// waiting on the connection pool: a load balancer asking during an outage gets its 503 at once.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if db::is_ready(&state.pool, &state.readiness).await {
+    let readiness = &state.readiness;
+    if readiness.is_ready() {
         return Json(json!({ "ok": true })).into_response();
     }
-    let message = if state.readiness.is_migrated() {
-        "the database is unreachable"
-    } else {
-        "the database is unreachable or migrations are not applied yet"
+    let message = match (readiness.is_migrated(), readiness.database()) {
+        (_, DatabaseState::Down) => match readiness.checked_ago() {
+            Some(ago) => format!(
+                "the database is unreachable (last checked {} ms ago)",
+                ago.as_millis()
+            ),
+            None => "the database is unreachable".to_owned(),
+        },
+        (false, _) => "the database is unreachable or migrations are not applied yet".to_owned(),
+        (true, DatabaseState::Unknown) => "the database has not been checked yet".to_owned(),
+        (true, DatabaseState::Up) => "the database has not been checked recently".to_owned(),
     };
     ApiError::Unavailable {
         code: "not_ready",
-        message: message.into(),
+        message,
     }
     .into_response()
 }

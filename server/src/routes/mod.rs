@@ -17,7 +17,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, DatabaseFailed};
 use crate::extract::BodyLimit;
 
 pub fn router(state: AppState) -> Router {
@@ -88,7 +88,10 @@ pub fn runner_socket_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Until the schema is in place, routes that need the database answer 503.
+/// Until the schema is in place, routes that need the database answer 503; while the database
+/// is known to be away (its last probe failed) they answer `503 database_unavailable` at once
+/// instead of waiting for a connection. A request that fails because the database did not
+/// answer has it probed at once.
 async fn require_ready(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if !state.readiness.is_migrated() {
         return ApiError::Unavailable {
@@ -97,7 +100,14 @@ async fn require_ready(State(state): State<AppState>, request: Request, next: Ne
         }
         .into_response();
     }
-    next.run(request).await
+    if state.readiness.is_known_down() {
+        return ApiError::DatabaseUnavailable.into_response();
+    }
+    let response = next.run(request).await;
+    if response.extensions().get::<DatabaseFailed>().is_some() {
+        state.readiness.suspect();
+    }
+    response
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

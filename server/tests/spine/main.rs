@@ -8,6 +8,7 @@ mod boundaries;
 mod claude;
 mod cli;
 mod codex;
+mod db_down;
 mod dev;
 mod egress;
 mod egress_push;
