@@ -9,7 +9,7 @@ use centaur_protocol::api::{ExecuteRequest, ExecuteResponse, InterruptResponse, 
 use centaur_protocol::runner::{
     Assignment, BatchAccepted, EventBatch, Finish, InputMessage, RunnerExecution,
 };
-use centaur_protocol::{EventBody, ExecutionStatus, Harness, ReadySource, Role};
+use centaur_protocol::{EventBody, ExecutionStatus, Harness, Role};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -69,30 +69,30 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
         Some(_) => threads::ensure(state, &request.thread_key, request.harness, None).await?,
         None => (threads::find(state, &request.thread_key).await?, false),
     };
-    let mut started = None;
+    let mut started = Vec::new();
     let queued = queue(state, &request, &thread, max_duration_ms, &mut started).await;
     if queued.is_err() && created {
         // A refused request stores nothing: not the thread it created, nor a sandbox for it.
-        threads::abandon_new_thread(state, &thread, started).await;
+        threads::abandon_new_thread(state, &thread, &started).await;
     }
     queued
 }
 
-/// Queues the execution on `thread`, spawning its sandbox if need be; `started` is set to the
-/// sandbox this call started, if it started one.
+/// Queues the execution on `thread`, spawning its sandbox if need be; `started` gets the
+/// sandboxes this call started.
 async fn queue(
     state: &AppState,
     request: &ExecuteRequest,
     thread: &ThreadRow,
     max_duration_ms: u64,
-    started: &mut Option<Uuid>,
+    started: &mut Vec<Uuid>,
 ) -> ApiResult<ExecuteResponse> {
     if let Some(key) = &request.idempotency_key
         && let Some(existing) = by_idempotency_key(state, thread.id, key).await?
     {
         return Ok(existing);
     }
-    let spawned = threads::spawn(
+    let spawned = threads::spawn_on(
         state,
         &SpawnRequest {
             thread_key: request.thread_key.clone(),
@@ -101,11 +101,10 @@ async fn queue(
             spawn_id: None,
             approval_policy: request.approval_policy,
         },
+        thread,
+        started,
     )
     .await?;
-    if spawned.ready_source != ReadySource::Reused {
-        *started = Some(spawned.sandbox_id);
-    }
 
     let execution_id = Uuid::now_v7();
     let mut tx = crate::db::begin(&state.pool).await?;

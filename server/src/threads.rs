@@ -113,7 +113,12 @@ pub async fn ensure(
         })],
     )
     .await?;
-    tx.commit().await?;
+    if let Err(error) = tx.commit().await {
+        // The commit may have reached the database with only its answer lost: then the thread
+        // exists, and this refused request must take it back.
+        abandon_new_thread(state, &thread, &[]).await;
+        return Err(error.into());
+    }
     state.hub.publish(thread.id, events);
     tracing::info!(thread_key = %key, %harness, "thread created");
     Ok((thread, true))
@@ -124,18 +129,19 @@ pub async fn ensure(
 const ABANDON_RETRY_FOR: Duration = Duration::from_secs(600);
 
 /// Takes back what a refused request stored on a thread it created, so that a refused request
-/// stores nothing. The sandbox it started (`started`) is stopped at once, which needs no
+/// stores nothing. The sandboxes it started (`started`) are stopped at once, which needs no
 /// database; then the thread is deleted with its events and sandbox records, unless something
 /// else uses it by now (another request's execution, message or sandbox). While the database is
 /// away, the deletion is retried in the background until it answers again.
-pub async fn abandon_new_thread(state: &AppState, thread: &ThreadRow, started: Option<Uuid>) {
-    if let Some(sandbox_id) = started
-        && let Err(error) = state
+pub async fn abandon_new_thread(state: &AppState, thread: &ThreadRow, started: &[Uuid]) {
+    for &sandbox_id in started {
+        if let Err(error) = state
             .backend
             .stop(sandbox_id, "its request was refused")
             .await
-    {
-        tracing::warn!(%error, %sandbox_id, "could not stop the sandbox of a refused request");
+        {
+            tracing::warn!(%error, %sandbox_id, "could not stop the sandbox of a refused request");
+        }
     }
     if !state.readiness.is_known_down() {
         match delete_unused_thread(state, thread.id, started).await {
@@ -148,7 +154,7 @@ pub async fn abandon_new_thread(state: &AppState, thread: &ThreadRow, started: O
             }
         }
     }
-    let (state, thread) = (state.clone(), thread.clone());
+    let (state, thread, started) = (state.clone(), thread.clone(), started.to_vec());
     tokio::spawn(async move {
         let give_up = tokio::time::Instant::now() + ABANDON_RETRY_FOR;
         loop {
@@ -159,11 +165,11 @@ pub async fn abandon_new_thread(state: &AppState, thread: &ThreadRow, started: O
             let outcome = if state.readiness.is_known_down() {
                 None
             } else {
-                Some(delete_unused_thread(&state, thread.id, started).await)
+                Some(delete_unused_thread(&state, thread.id, &started).await)
             };
             match outcome {
                 Some(Ok(deleted)) => {
-                    abandoned(&state, &thread, started, deleted).await;
+                    abandoned(&state, &thread, &started, deleted).await;
                     return;
                 }
                 Some(Err(error)) if tokio::time::Instant::now() >= give_up => {
@@ -181,8 +187,8 @@ pub async fn abandon_new_thread(state: &AppState, thread: &ThreadRow, started: O
 }
 
 /// After [`delete_unused_thread`]: the stopped sandbox leaves the egress proxy too.
-async fn abandoned(state: &AppState, thread: &ThreadRow, started: Option<Uuid>, deleted: bool) {
-    if let Some(sandbox_id) = started {
+async fn abandoned(state: &AppState, thread: &ThreadRow, started: &[Uuid], deleted: bool) {
+    for &sandbox_id in started {
         egress::policy::detach(state, sandbox_id).await;
     }
     if deleted {
@@ -195,7 +201,7 @@ async fn abandoned(state: &AppState, thread: &ThreadRow, started: Option<Uuid>, 
 async fn delete_unused_thread(
     state: &AppState,
     thread_id: i64,
-    ours: Option<Uuid>,
+    ours: &[Uuid],
 ) -> Result<bool, sqlx::Error> {
     let mut tx = crate::db::begin(&state.pool).await?;
     // Appends lock the thread row too: nothing is added to the thread while this runs.
@@ -210,7 +216,7 @@ async fn delete_unused_thread(
     let used: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM executions WHERE thread_id = $1) \
          OR EXISTS (SELECT 1 FROM messages WHERE thread_id = $1) \
-         OR EXISTS (SELECT 1 FROM sandboxes WHERE thread_id = $1 AND id IS DISTINCT FROM $2::uuid)",
+         OR EXISTS (SELECT 1 FROM sandboxes WHERE thread_id = $1 AND id <> ALL($2::uuid[]))",
     )
     .bind(thread_id)
     .bind(ours)
@@ -282,18 +288,21 @@ pub async fn spawn(state: &AppState, request: &SpawnRequest) -> ApiResult<SpawnR
         request.persona.as_deref(),
     )
     .await?;
-    let answer = spawn_on(state, request, &thread).await;
+    let mut started = Vec::new();
+    let answer = spawn_on(state, request, &thread, &mut started).await;
     if answer.is_err() && created {
-        abandon_new_thread(state, &thread, None).await;
+        abandon_new_thread(state, &thread, &started).await;
     }
     answer
 }
 
-/// Gives `thread` a sandbox: its live one, or a new one.
-async fn spawn_on(
+/// Gives `thread` a sandbox: its live one, or a new one. `started` gets the id of every sandbox
+/// this call started, recorded or not, so a caller that is refused later can take them back.
+pub async fn spawn_on(
     state: &AppState,
     request: &SpawnRequest,
     thread: &ThreadRow,
+    started: &mut Vec<Uuid>,
 ) -> ApiResult<SpawnResponse> {
     if let Some(policy) = request.approval_policy {
         sqlx::query("UPDATE threads SET approval_policy = $2 WHERE id = $1")
@@ -345,10 +354,11 @@ async fn spawn_on(
                 start_sandbox(&state, &thread, harness, spawn_id.as_deref()).await
             })
         };
-        let started = starting
+        let (sandbox_id, outcome) = starting
             .await
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("starting a sandbox failed: {e}")))?;
-        if let Some(answer) = started? {
+        started.extend(sandbox_id);
+        if let Some(answer) = outcome? {
             return Ok(answer);
         }
     }
@@ -397,17 +407,35 @@ fn parse_ready_source(s: &str) -> ReadySource {
 }
 
 /// Starts a sandbox (from the warm pool when one is ready and the thread is new, else cold) and
-/// records it. `None` when another spawn won the race for the thread.
+/// records it: the id of the sandbox it started, if it got that far, and the answer (`None`
+/// when another spawn won the race for the thread).
 async fn start_sandbox(
     state: &AppState,
     thread: &ThreadRow,
     harness: Harness,
     spawn_id: Option<&str>,
-) -> ApiResult<Option<SpawnResponse>> {
-    let started = match claim_warm(state, thread, harness).await? {
-        Some(warm) => warm,
-        None => start_cold(state, thread, harness).await?,
+) -> (Option<Uuid>, ApiResult<Option<SpawnResponse>>) {
+    let started = match claim_warm(state, thread, harness).await {
+        Ok(Some(warm)) => warm,
+        Ok(None) => match start_cold(state, thread, harness).await {
+            Ok(cold) => cold,
+            Err(error) => return (None, Err(error)),
+        },
+        Err(error) => return (None, Err(error)),
     };
+    let sandbox_id = started.0;
+    let outcome = record_started(state, thread, harness, spawn_id, started).await;
+    (Some(sandbox_id), outcome)
+}
+
+/// Records a sandbox [`start_sandbox`] started, or stops it if it cannot be assigned.
+async fn record_started(
+    state: &AppState,
+    thread: &ThreadRow,
+    harness: Harness,
+    spawn_id: Option<&str>,
+    started: (Uuid, Vec<u8>, ReadySource),
+) -> ApiResult<Option<SpawnResponse>> {
     let (sandbox_id, token_hash, ready_source) = started;
     let recorded = record_sandbox(
         state,

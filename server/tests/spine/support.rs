@@ -504,6 +504,8 @@ impl SseReader {
 pub struct Relay {
     pub addr: SocketAddr,
     up: Arc<Mutex<(bool, Vec<tokio::task::AbortHandle>)>>,
+    /// While cut: new connections are held open, unanswered, instead of being dropped.
+    hanging: Arc<Mutex<Option<Vec<TcpStream>>>>,
 }
 
 impl Relay {
@@ -513,14 +515,19 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(Mutex::new((true, Vec::new())));
+        let hanging: Arc<Mutex<Option<Vec<TcpStream>>>> = Arc::new(Mutex::new(None));
         let shared = up.clone();
+        let held = hanging.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     return;
                 };
                 if !shared.lock().unwrap().0 {
-                    drop(client);
+                    match held.lock().unwrap().as_mut() {
+                        Some(held) => held.push(client),
+                        None => drop(client),
+                    }
                     continue;
                 }
                 let target = target.clone();
@@ -532,7 +539,14 @@ impl Relay {
                 shared.lock().unwrap().1.push(task.abort_handle());
             }
         });
-        Relay { addr, up }
+        Relay { addr, up, hanging }
+    }
+
+    /// Like [`Relay::cut`], but new connections hang, unanswered, as they do when the
+    /// database's host is gone (rather than refusing them at once).
+    pub fn hang(&self) {
+        *self.hanging.lock().unwrap() = Some(Vec::new());
+        self.cut();
     }
 
     /// Drops every connection and refuses new ones: the database "goes away".
@@ -546,6 +560,7 @@ impl Relay {
 
     pub fn restore(&self) {
         self.up.lock().unwrap().0 = true;
+        self.hanging.lock().unwrap().take();
     }
 }
 
