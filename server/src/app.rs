@@ -15,6 +15,7 @@ use crate::db::{self, Readiness};
 use crate::egress::{self, Egress};
 use crate::executions;
 use crate::hub::Hub;
+use crate::replicas;
 use crate::routes;
 use crate::runner_socket::{RunnerSocket, SocketPeer};
 use crate::sandbox::host_user::{self, HostUsers};
@@ -38,6 +39,8 @@ pub struct AppState {
     /// The content of `CENTAUR_CODEX_CONFIG`, read at start-up.
     pub codex_config: Option<Arc<str>>,
     pub readiness: Arc<Readiness>,
+    /// This replica's id: the owner of the sandboxes it runs ([`crate::replicas`]).
+    pub replica: Arc<str>,
     /// Cancelled when the server begins to shut down; long-lived streams end on it.
     pub shutdown: CancellationToken,
 }
@@ -166,6 +169,7 @@ pub async fn start_with_backend(
 
     let shutdown = CancellationToken::new();
     let readiness = Arc::new(Readiness::default());
+    let replica: Arc<str> = replicas::id_for(&config, backend.name()).into();
     let state = AppState {
         hub: Hub::start(pool.clone(), shutdown.child_token()),
         pool: pool.clone(),
@@ -175,6 +179,7 @@ pub async fn start_with_backend(
         warm,
         codex_config,
         readiness: readiness.clone(),
+        replica,
         shutdown: shutdown.clone(),
     };
     tokio::spawn({
@@ -188,6 +193,7 @@ pub async fn start_with_backend(
     ));
     tokio::spawn(enforce_deadlines(state.clone()));
     egress::policy::spawn_sync(state.clone());
+    replicas::spawn_heartbeat(state.clone());
     reaper::spawn(state.clone());
     warm::spawn_filler(state.clone());
 

@@ -159,6 +159,16 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_REAPER_MS", default_value_t = 2000)]
     pub reaper_ms: u64,
 
+    /// This replica's name in the database: the owner of the sandboxes it runs. Default: the
+    /// backend, the host's name and a digest of the data folder, the same across restarts.
+    #[arg(long, env = "CENTAUR_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// A replica not heard from for this long is dead: any other replica releases its
+    /// sandboxes (their turns fail, the threads get new sandboxes on their next turn).
+    #[arg(long, env = "CENTAUR_REPLICA_DEAD_AFTER_SECS", default_value_t = 30)]
+    pub replica_dead_after_secs: u64,
+
     /// When harnesses ask before acting: `never`, `on-request` or `always`.
     #[arg(long, env = "CENTAUR_APPROVAL_POLICY", default_value = "on-request", value_parser = parse_approval_policy)]
     pub approval_policy: ApprovalPolicy,
@@ -277,6 +287,9 @@ impl Config {
         }
         if self.reaper_ms == 0 {
             return Err("CENTAUR_REAPER_MS must be positive".into());
+        }
+        if self.replica_dead_after_secs == 0 {
+            return Err("CENTAUR_REPLICA_DEAD_AFTER_SECS must be positive".into());
         }
         if self.egress_sync_ms == 0 {
             return Err("CENTAUR_EGRESS_SYNC_MS must be positive".into());

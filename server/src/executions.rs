@@ -316,6 +316,9 @@ pub async fn interrupt(
     })
 }
 
+/// How long a claim waits for the first egress sync after start-up.
+const FIRST_EGRESS_SYNC_WAIT: Duration = Duration::from_secs(10);
+
 /// `POST /runner/v1/threads/{key}/claim`: the thread's queued execution, now running, with its
 /// input; waits up to `wait` for one to be queued.
 pub async fn claim(
@@ -325,6 +328,12 @@ pub async fn claim(
     wait: Duration,
 ) -> ApiResult<Option<Assignment>> {
     let deadline = tokio::time::Instant::now() + wait.min(MAX_CLAIM_WAIT);
+    // A sandbox adopted after a restart takes no turn before the proxy knows it again.
+    if let Some(egress) = &state.egress
+        && !egress.first_sync(FIRST_EGRESS_SYNC_WAIT).await
+    {
+        tracing::warn!("no egress sync yet since start-up; handing out the turn anyway");
+    }
     let mut subscription = state.hub.subscribe(thread.id, thread.last_event_id);
     loop {
         if let Some(assignment) = claim_now(state, principal, thread).await? {

@@ -23,6 +23,7 @@ pub mod hub;
 pub mod logging;
 pub mod messages;
 pub mod pg_cluster;
+pub mod replicas;
 pub mod routes;
 pub mod runner_socket;
 pub mod sandbox;

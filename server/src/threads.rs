@@ -619,8 +619,8 @@ async fn record_sandbox(
 ) -> ApiResult<Recorded> {
     let mut tx = crate::db::begin(&state.pool).await?;
     let inserted = sqlx::query(
-        "INSERT INTO sandboxes (id, thread_id, backend, harness, state, ready_source, token_hash) \
-         VALUES ($1, $2, $3, $4, 'ready', $5, $6)",
+        "INSERT INTO sandboxes (id, thread_id, backend, harness, state, ready_source, token_hash, owner) \
+         VALUES ($1, $2, $3, $4, 'ready', $5, $6, $7)",
     )
     .bind(sandbox_id)
     .bind(thread.id)
@@ -628,6 +628,7 @@ async fn record_sandbox(
     .bind(harness.as_str())
     .bind(ready_source.as_str())
     .bind(token_hash)
+    .bind(state.replica.as_ref())
     .execute(&mut *tx)
     .await;
     match inserted {

@@ -35,7 +35,13 @@ pub struct Egress {
     client: ControlClient,
     default_policy: Policy,
     sync_every: Duration,
+    /// Whether a full sync has succeeded since this server started: until then a proxy that
+    /// restarted with it may not know the sandboxes this server adopted.
+    synced: tokio::sync::watch::Sender<bool>,
 }
+
+/// Until the first full sync succeeds, it is tried this often.
+const FIRST_SYNC_RETRY: Duration = Duration::from_millis(200);
 
 impl Egress {
     /// `None` when no proxy is configured.
@@ -56,7 +62,17 @@ impl Egress {
             client,
             default_policy,
             sync_every: Duration::from_millis(config.egress_sync_ms),
+            synced: tokio::sync::watch::Sender::new(false),
         })))
+    }
+
+    /// Waits (at most `limit`) until a full sync has succeeded since start-up; says whether it
+    /// has. Turns wait on it, so an adopted sandbox never starts a turn the proxy cannot serve.
+    pub async fn first_sync(&self, limit: Duration) -> bool {
+        let mut synced = self.synced.subscribe();
+        tokio::time::timeout(limit, synced.wait_for(|done| *done))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -511,27 +527,33 @@ pub fn spawn_sync(state: AppState) {
     };
     tokio::spawn(async move {
         let mut failing = false;
-        let mut ticks = tokio::time::interval(egress.sync_every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // At once when the server is ready, then every `sync_every`; quickly until the
+            // first sync since start-up has succeeded.
+            if state.readiness.is_migrated() {
+                match sync(&state).await {
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!("egress sync works again");
+                        }
+                        failing = false;
+                        egress.synced.send_replace(true);
+                    }
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(%error, "egress sync failed; retrying");
+                    }
+                    Err(_) => {}
+                }
+            }
+            let pause = if *egress.synced.borrow() {
+                egress.sync_every
+            } else {
+                FIRST_SYNC_RETRY
+            };
             tokio::select! {
                 _ = state.shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            if !state.readiness.is_migrated() {
-                continue;
-            }
-            match sync(&state).await {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("egress sync works again");
-                }
-                Ok(()) => {}
-                Err(error) if !failing => {
-                    failing = true;
-                    tracing::warn!(%error, "egress sync failed; retrying");
-                }
-                Err(_) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     });

@@ -1,6 +1,11 @@
 //! Keeps sandboxes honest: releases the ones whose process died (the thread gets a fresh one on
 //! its next turn), that sat idle too long or reached their maximum lifetime, and stops the ones
 //! no thread owns (left over from a crash).
+//!
+//! A replica judges only the sandboxes it runs ([`crate::replicas`]): another replica's are not
+//! dead because this one's backend does not know them. The sandboxes of a replica that has not
+//! been heard from for `CENTAUR_REPLICA_DEAD_AFTER_SECS` are released by whichever live replica
+//! sees them first (a release is conditional and happens once).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -20,6 +25,8 @@ struct Live {
     created_at: DateTime<Utc>,
     last_activity_at: DateTime<Utc>,
     busy: bool,
+    /// Another replica's, that replica dead; `None` for this replica's own.
+    dead_owner: Option<String>,
 }
 
 pub fn spawn(state: AppState) {
@@ -45,14 +52,23 @@ async fn sweep(state: &AppState) -> Result<(), String> {
     // from the pool meanwhile is then in the database's list.
     let running = state.backend.list().await.map_err(|e| e.to_string())?;
     let warm: Vec<Uuid> = state.warm.iter().flat_map(|pool| pool.ids()).collect();
+    // This replica's sandboxes (and rows from before owners were recorded), and those of
+    // replicas not seen for too long.
     let live: Vec<Live> = sqlx::query_as(
         "SELECT s.id, t.thread_key, s.created_at, t.last_activity_at, \
            EXISTS (SELECT 1 FROM executions e WHERE e.thread_id = t.id \
-                   AND e.status IN ('queued', 'running')) AS busy \
+                   AND e.status IN ('queued', 'running')) AS busy, \
+           CASE WHEN s.owner IS NULL OR s.owner = $2 THEN NULL ELSE s.owner END AS dead_owner \
          FROM sandboxes s JOIN threads t ON t.id = s.thread_id \
-         WHERE s.state <> 'released' AND s.backend = $1",
+         WHERE s.state <> 'released' AND s.backend = $1 \
+           AND (s.owner IS NULL OR s.owner = $2 OR ( \
+                s.created_at < now() - make_interval(secs => $3) AND NOT EXISTS ( \
+                  SELECT 1 FROM replicas r WHERE r.id = s.owner \
+                    AND r.seen_at > now() - make_interval(secs => $3))))",
     )
     .bind(state.backend.name())
+    .bind(state.replica.as_ref())
+    .bind(state.config.replica_dead_after_secs as f64)
     .fetch_all(&state.pool)
     .await
     .map_err(|e| e.to_string())?;
@@ -61,7 +77,20 @@ async fn sweep(state: &AppState) -> Result<(), String> {
     let lifetime = chrono::Duration::seconds(state.config.sandbox_max_lifetime_secs as i64);
     for sandbox in &live {
         let mut died = false;
-        let reason = match state.backend.status(sandbox.id).await {
+        let status = match &sandbox.dead_owner {
+            // Not ours to ask about: its replica is gone, and with it whatever ran it.
+            Some(_) => Ok(SandboxState::Missing),
+            None => state.backend.status(sandbox.id).await,
+        };
+        let reason = match status {
+            Ok(SandboxState::Stopped | SandboxState::Missing) if sandbox.dead_owner.is_some() => {
+                died = true;
+                Some(format!(
+                    "the server replica that ran the sandbox ({}) has not been heard from for {} s; the next turn starts a new one",
+                    sandbox.dead_owner.as_deref().unwrap_or_default(),
+                    state.config.replica_dead_after_secs
+                ))
+            }
             Ok(SandboxState::Stopped | SandboxState::Missing) => {
                 died = true;
                 Some(state.backend.why_stopped(sandbox.id).await.unwrap_or_else(|| {

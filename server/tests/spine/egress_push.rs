@@ -197,3 +197,30 @@ async fn spawning_while_the_proxy_is_away_fails_cleanly() {
     assert!(server.backend.spec(sandbox_id).egress.is_some());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A server that restarts next to a proxy that restarted too (as `centaur dev` does) pushes
+/// every sandbox's policy as soon as it is ready, not a sync period later: sandboxes it adopts
+/// can reach their hosts from their first turn.
+#[tokio::test]
+async fn a_restarted_server_syncs_the_proxy_as_soon_as_it_is_ready() {
+    let dir = temp_dir("egress-first-sync");
+    let proxy = TestProxy::start(None, dir.join("sockets")).await;
+    let mut first = server_with_proxy(&proxy, &dir).await;
+    let (sandbox_id, _) = first.spawn("api:egress-restart").await;
+    assert!(proxy.allows(sandbox_id, "api.openai.com"));
+    let database_url = first.database_url.clone();
+    first.shutdown().await;
+
+    // Both come back: a fresh proxy knows nothing; the sync period is a minute.
+    let proxy = TestProxy::start(None, dir.join("sockets-2")).await;
+    let mut config = centaur_server::Config::new(&database_url);
+    config.proxy_token = Some(PROXY_TOKEN.into());
+    config.proxy_control_url = Some(format!("http://{}", proxy.addr));
+    config.egress_policy = Some(dir.join("policy.json"));
+    config.egress_sync_ms = 60_000;
+    let _second = TestServer::start_with(config, true).await;
+    eventually("the proxy knows the sandbox again", || {
+        proxy.allows(sandbox_id, "api.openai.com")
+    })
+    .await;
+}

@@ -143,3 +143,78 @@ async fn a_second_server_process_streams_live_and_stops_on_sigterm() {
     assert!(on_b.next(Duration::from_secs(2)).await.is_none());
     assert!(on_b.ended, "the stream ended cleanly");
 }
+
+/// Two replicas with the local backend on one database: each runs turns in its own sandboxes and
+/// leaves the other's alone; when one is gone, the other releases its sandboxes deliberately
+/// and serves its threads.
+#[tokio::test]
+async fn local_replicas_keep_their_own_sandboxes_and_take_over_from_a_dead_one() {
+    use crate::sandboxes::{LocalStack, result_text};
+    let a = LocalStack::start_with("replica-a", 0, json!({}), |config, _| {
+        config.replica_dead_after_secs = 4;
+    })
+    .await;
+    let database_url = a.server.database_url.clone();
+    let b = LocalStack::start_with("replica-b", 0, json!({}), move |config, _| {
+        config.database_url = database_url.as_str().into();
+        config.replica_dead_after_secs = 4;
+    })
+    .await;
+
+    // Turns that outlast the 4 s during which a new sandbox is not judged at all, so each
+    // reaper (every 200 ms) looks at the other's sandbox, and its owner's heartbeat, often.
+    let (on_a, on_b) = tokio::join!(
+        a.turn("api:on-a", "shell", "sleep 6; echo done-on-a"),
+        b.turn("api:on-b", "shell", "sleep 6; echo done-on-b"),
+    );
+    assert!(result_text(&on_a).contains("done-on-a"), "{on_a}");
+    assert!(result_text(&on_b).contains("done-on-b"), "{on_b}");
+
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&a.server.database_url)
+        .await
+        .unwrap();
+    let owners: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT t.thread_key, s.owner FROM sandboxes s JOIN threads t ON t.id = s.thread_id \
+         WHERE s.state <> 'released' ORDER BY t.thread_key",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(owners.len(), 2, "both sandboxes live: {owners:?}");
+    assert_ne!(owners[0].1, owners[1].1, "{owners:?}");
+
+    // B goes away; its thread's sandbox is released by A once B counts as dead, and the thread's
+    // next turn, through A, runs in a new sandbox of A's.
+    let b_owner = owners[1].1.clone();
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reason = loop {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT s.state, s.release_reason FROM sandboxes s JOIN threads t ON t.id = s.thread_id \
+             WHERE t.thread_key = 'api:on-b' AND s.owner = $1",
+        )
+        .bind(&b_owner)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        if let Some((state, reason)) = row
+            && state == "released"
+        {
+            break reason.unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "A never released B's sandbox");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(reason.contains("has not been heard from"), "{reason}");
+    let again = a.turn("api:on-b", "shell", "echo served-by-a").await;
+    assert!(result_text(&again).contains("served-by-a"), "{again}");
+    // A's own thread kept its sandbox throughout.
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sandboxes s JOIN threads t ON t.id = s.thread_id \
+         WHERE t.thread_key = 'api:on-a'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(kept, 1);
+}
