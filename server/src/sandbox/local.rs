@@ -657,6 +657,29 @@ fn is_runner_of(bwrap: u32, peer: u32) -> bool {
     matches!(parent_and_inner_pid(init), Some((parent, 1)) if parent == bwrap)
 }
 
+/// Below this much room, the disk of a workspace counts as full.
+const DISK_FULL_BELOW: u64 = 1 << 20;
+
+/// "The disk is full" in words, when the file system holding `path` has less than
+/// [`DISK_FULL_BELOW`] left for unprivileged users.
+fn disk_full(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes only into the struct it is given; the path is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let free = u64::from(stat.f_bavail) * u64::from(stat.f_frsize);
+    (free < DISK_FULL_BELOW).then(|| {
+        format!(
+            "the sandbox stopped with no space left on the disk that holds its workspace ({}: {} KiB free); free space there, and the next turn starts a new sandbox",
+            path.display(),
+            free >> 10
+        )
+    })
+}
+
 /// Bytes the files below `root` take on disk (links not followed; unreadable parts skipped).
 fn disk_usage(root: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -1094,11 +1117,21 @@ impl SandboxBackend for LocalBackend {
     }
 
     async fn why_stopped(&self, sandbox_id: Uuid) -> Option<String> {
-        self.running
-            .lock()
-            .expect("running lock")
-            .get(&sandbox_id)
-            .and_then(|r| r.watch.ended.lock().expect("watch lock").clone())
+        let workspace = {
+            let running = self.running.lock().expect("running lock");
+            let sandbox = running.get(&sandbox_id)?;
+            if let Some(reason) = sandbox.watch.ended.lock().expect("watch lock").clone() {
+                return Some(reason);
+            }
+            sandbox
+                .watch
+                .workspace
+                .lock()
+                .expect("watch lock")
+                .clone()?
+        };
+        // A full disk makes harnesses and the runner fail in ways that look like crashes.
+        disk_full(&workspace)
     }
 
     async fn shutdown(&self) {

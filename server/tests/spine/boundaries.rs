@@ -274,3 +274,49 @@ async fn socket_call(socket: &Path, token: &str, method: &str, path: &str) -> (u
         .unwrap_or_default();
     (status, body)
 }
+
+/// A sandbox that dies while the disk holding its workspace is full is reported as that, not
+/// as a harness crash (on a 4 MiB tmpfs mounted where the workspaces live).
+#[tokio::test]
+async fn a_full_disk_is_named_as_the_cause() {
+    let stack = LocalStack::start_with("boundary-disk", 0, json!({}), |config, dir| {
+        let workspaces = dir.join("data").join("workspaces");
+        std::fs::create_dir_all(&workspaces).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&workspaces)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mounting a tmpfs needs root");
+        config.sandbox_workspace_mb = 0;
+    })
+    .await;
+    let workspaces = stack.data_dir().join("workspaces");
+    let _unmount = Unmount(workspaces.clone());
+    // Fill the disk; then the sandbox dies (its runner is killed, as a crash would).
+    let filled = stack
+        .turn(
+            "api:disk",
+            "shell",
+            "head -c 8000000 /dev/zero > /workspace/fill; df -k /workspace | tail -1",
+        )
+        .await;
+    assert_eq!(filled["type"], "execution.completed", "{filled}");
+    let done = stack.turn("api:disk", "shell", "kill -9 2; sleep 30").await;
+    assert_eq!(done["type"], "execution.failed", "{done}");
+    let error = done["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no space left on the disk"), "{done}");
+    assert!(!error.contains("crashed"), "{done}");
+}
+
+/// Unmounts a test's tmpfs when the test ends, passing or failing.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
