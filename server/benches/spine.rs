@@ -4,10 +4,12 @@
 //! - append throughput through the runner API (batched),
 //! - append-to-delivery latency to 100 concurrent SSE subscribers,
 //! - replay of a 100,000-event thread,
+//! - server memory with 100 stalled readers replaying a large thread,
 //! - server idle memory.
 //!
 //! Run with `cargo bench -p centaur-server --bench spine` (or `just bench`). Uses DATABASE_URL
-//! when set, otherwise starts its own cluster.
+//! when set, otherwise starts its own cluster. `SPINE_BENCH_ONLY` runs one section only:
+//! `throughput`, `latency`, `replay` or `stalled-readers`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 
@@ -48,14 +51,25 @@ async fn main() {
         idle as f64 / 1024.0
     );
 
-    append_throughput(&bench, 500).await;
-    append_throughput(&bench, 100).await;
-    for pause in [10, 1] {
-        let pause = Duration::from_millis(pause);
-        delivery_latency(&bench, 1, 300, pause).await;
-        delivery_latency(&bench, 100, 300, pause).await;
+    let only = std::env::var("SPINE_BENCH_ONLY").ok();
+    let runs = |section: &str| only.as_deref().is_none_or(|only| only == section);
+    if runs("throughput") {
+        append_throughput(&bench, 500).await;
+        append_throughput(&bench, 100).await;
     }
-    replay(&bench, 100_000).await;
+    if runs("latency") {
+        for pause in [10, 1] {
+            let pause = Duration::from_millis(pause);
+            delivery_latency(&bench, 1, 300, pause).await;
+            delivery_latency(&bench, 100, 300, pause).await;
+        }
+    }
+    if runs("replay") {
+        replay(&bench, 100_000).await;
+    }
+    if runs("stalled-readers") {
+        stalled_readers(&bench, &database_url, 100).await;
+    }
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = rss_kib(bench.server.id());
@@ -75,6 +89,8 @@ async fn start_server(database_url: &str) -> Bench {
         .env("DATABASE_URL", database_url)
         .env("CENTAUR_BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("CENTAUR_ADMIN_API_KEY", ADMIN)
+        // Every client here uses the admin key; 100 streams at once are more than its default.
+        .env("CENTAUR_MAX_STREAMS_PER_TOKEN", "1000")
         .env(
             "RUST_LOG",
             std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -379,4 +395,74 @@ async fn replay(bench: &Bench, count: u64) {
         last,
         best.as_secs_f64() * 1000.0
     );
+}
+
+/// Server memory while `readers` clients replay a large thread (10,000 events of about 4 KB,
+/// 40 MB) and never read: each opens the stream, with a small receive buffer, and stops there.
+/// What each may pin is bounded (the connection's write buffer, a page), not the thread.
+/// Measured on a second server process over the same database, started after the thread was
+/// written, so the memory that writing it left in the allocator does not hide the readers'.
+async fn stalled_readers(bench: &Bench, database_url: &str, readers: usize) {
+    let key = "api:stalled-readers";
+    let execution_id = bench.running_execution(key).await;
+    let (count, batch) = (10_000, 1000);
+    let filler = "x".repeat(4000);
+    let mut seq = 1;
+    while seq <= count {
+        let body = batch_body(seq, batch, |s| format!("{s} {filler}"));
+        bench.client().post_batch(&execution_id, body).await;
+        seq += batch;
+    }
+    let fresh = start_server(database_url).await;
+    let pid = fresh.server.id();
+    let before = rss_kib(pid);
+    let addr: std::net::SocketAddr = fresh.url.trim_start_matches("http://").parse().unwrap();
+    let request = format!(
+        "GET /agent/threads/{key}/events HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {ADMIN}\r\n\r\n"
+    );
+    let mut stalled = Vec::with_capacity(readers);
+    for _ in 0..readers {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    let (settled, peak) = settled_rss(pid).await;
+    for stream in &mut stalled {
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "every reader got its stream");
+    }
+    drop(stalled);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let closed = rss_kib(pid);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "{readers} stalled readers replaying a {count}-event thread (40 MB): server RSS {:.1} MiB \
+         before, {:.1} MiB with them (peak {:.1}), {:.2} MiB per reader; {:.1} MiB once closed",
+        mib(before),
+        mib(settled),
+        mib(peak),
+        (mib(settled) - mib(before)) / readers as f64,
+        mib(closed),
+    );
+}
+
+/// A process's RSS once it stops growing (no new high for 3 s, at most 30 s), and its peak.
+async fn settled_rss(pid: u32) -> (u64, u64) {
+    let started = Instant::now();
+    let mut peak = rss_kib(pid);
+    let mut peak_at = Instant::now();
+    while peak_at.elapsed() < Duration::from_secs(3) && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = rss_kib(pid);
+        if now > peak + peak / 100 {
+            peak_at = Instant::now();
+        }
+        peak = peak.max(now);
+    }
+    (rss_kib(pid), peak)
 }

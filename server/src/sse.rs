@@ -39,9 +39,9 @@ use crate::hub::{EventBatchRef, Hub, Live, Subscription};
 /// Most events per database read.
 pub const PAGE_EVENTS: i64 = 1000;
 /// Most bytes of event data per database read (one event alone may be larger).
-pub const PAGE_BYTES: usize = 256 * 1024;
+pub const PAGE_BYTES: usize = 64 * 1024;
 /// Most bytes per chunk handed to the connection (one event alone may be larger).
-pub const CHUNK_BYTES: usize = 256 * 1024;
+pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Events asked for in the first read, before the stream knows how large this thread's are.
 const FIRST_PAGE_EVENTS: i64 = 256;
 /// What a client refused for too many streams is told to wait, in seconds.

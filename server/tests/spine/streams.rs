@@ -15,7 +15,7 @@ use crate::support::*;
 const WAIT: Duration = Duration::from_secs(30);
 /// The most bytes the server puts in one chunk (`CHUNK_BYTES` in `sse.rs`, documented in
 /// docs/api.md); a single larger event goes alone, and the events here are far smaller.
-const MAX_CHUNK: usize = 256 * 1024;
+const MAX_CHUNK: usize = 64 * 1024;
 
 /// `count` deltas of about `size` bytes of text each.
 fn deltas(count: usize, size: usize, tag: &str) -> Vec<Value> {
