@@ -670,7 +670,7 @@ fn disk_full(path: &Path) -> Option<String> {
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
         return None;
     }
-    let free = u64::from(stat.f_bavail) * u64::from(stat.f_frsize);
+    let free = stat.f_bavail * stat.f_frsize;
     (free < DISK_FULL_BELOW).then(|| {
         format!(
             "the sandbox stopped with no space left on the disk that holds its workspace ({}: {} KiB free); free space there, and the next turn starts a new sandbox",
