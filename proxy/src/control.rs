@@ -348,6 +348,12 @@ impl Control {
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+            // Searchable, not listable: only a sandbox that has its folder mounted (or knows
+            // its name) reaches its socket; other host users cannot list the others.
+            for folder in [Some(dir), dir.parent()].into_iter().flatten() {
+                std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o711))
+                    .map_err(|e| failed(format!("{}: {e}", folder.display())))?;
+            }
         }
         let _ = std::fs::remove_file(&path);
         let listener = tokio::net::UnixListener::bind(&path)

@@ -745,7 +745,11 @@ impl Proxy {
             let mut scrubber = Scrubber::new(&credentials);
             let scrub_frames = !scrubber.is_empty();
             if scrub_frames && let Err(error) = check_upgrade(response.headers()) {
-                return self.fail(&ctx, &format!("{} {error}", ctx.host));
+                // The reason quotes the upstream's headers: scrubbed like everything it sends.
+                let reason = format!("{} {error}", ctx.host);
+                let reason =
+                    String::from_utf8_lossy(&scrubber.scrub_whole(reason.as_bytes())).into_owned();
+                return self.fail(&ctx, &reason);
             }
             let slot = match self.take_tunnel(&ctx) {
                 Ok(slot) => slot,
@@ -785,10 +789,14 @@ impl Proxy {
         // the scrubber sees only plain bytes.
         let opaque = opaque_codings(&parts.headers);
         if !opaque.is_empty() && !scrubber.is_empty() {
-            return self.fail(
-                &ctx,
-                &format!("{} sent a body encoded as `{opaque}` although asked not to; the proxy cannot check it for credentials", ctx.host),
+            // The reason quotes the upstream's headers: scrubbed like everything it sends.
+            let reason = format!(
+                "{} sent a body encoded as `{opaque}` although asked not to; the proxy cannot check it for credentials",
+                ctx.host
             );
+            let reason =
+                String::from_utf8_lossy(&scrubber.scrub_whole(reason.as_bytes())).into_owned();
+            return self.fail(&ctx, &reason);
         }
         scrubber.scrub_headers(&mut parts.headers);
         strip_hop_by_hop(&mut parts.headers);

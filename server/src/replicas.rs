@@ -63,7 +63,14 @@ pub fn spawn_heartbeat(state: AppState) {
     });
 }
 
+/// Replicas not heard from for this long are forgotten.
+const FORGET_AFTER_DAYS: i32 = 7;
+
 async fn beat(state: &AppState) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM replicas WHERE seen_at < now() - make_interval(days => $1)")
+        .bind(FORGET_AFTER_DAYS)
+        .execute(&state.pool)
+        .await?;
     sqlx::query(
         "INSERT INTO replicas (id) VALUES ($1) \
          ON CONFLICT (id) DO UPDATE SET seen_at = now()",

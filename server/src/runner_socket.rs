@@ -5,7 +5,9 @@
 //! token is taken only from that sandbox's runner process. Each sandbox (told apart by the
 //! PID namespace of the connecting process) may hold at most [`PER_SANDBOX`] connections at
 //! once; past that, new ones are closed as soon as they are accepted, so no sandbox can take
-//! the server to its descriptor limit.
+//! the server to its descriptor limit. The runner (its sandbox's pid 2) has a budget of its
+//! own, so the code it runs cannot use up its runner's connections. A connection whose sandbox
+//! cannot be told (the process is already gone) is closed.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -93,10 +95,10 @@ impl Listener for RunnerSocket {
                 .ok()
                 .and_then(|cred| cred.pid())
                 .and_then(|pid| u32::try_from(pid).ok());
-            let sandbox = pid
-                .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok())
-                .map(|ns| ns.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let Some(sandbox) = pid.and_then(budget_of) else {
+                tracing::debug!(peer_pid = ?pid, "runner socket: cannot tell the peer's sandbox; closing");
+                continue;
+            };
             match self.admit(sandbox) {
                 Some(slot) => {
                     return (
@@ -122,6 +124,21 @@ impl Listener for RunnerSocket {
     fn local_addr(&self) -> std::io::Result<SocketPeer> {
         Ok(SocketPeer { pid: None })
     }
+}
+
+/// Whose budget a connection from `pid` counts against: its PID namespace, and within it the
+/// runner (the namespace's pid 2) apart from everything else.
+fn budget_of(pid: u32) -> Option<String> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let inner = status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .to_owned();
+    let who = if inner == "2" { "runner" } else { "others" };
+    Some(format!("{}/{who}", ns.to_string_lossy()))
 }
 
 /// One admitted connection's place in its sandbox's count, given back on drop.

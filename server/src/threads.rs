@@ -129,24 +129,23 @@ pub async fn ensure(
 const ABANDON_RETRY_FOR: Duration = Duration::from_secs(600);
 
 /// Takes back what a refused request stored on a thread it created, so that a refused request
-/// stores nothing. The sandboxes it started (`started`) are stopped at once, which needs no
-/// database; then the thread is deleted with its events and sandbox records, unless something
-/// else uses it by now (another request's execution, message or sandbox). While the database is
-/// away, the deletion is retried in the background until it answers again.
+/// stores nothing. The thread is deleted with its events and sandbox records, unless something
+/// else uses it by now (another request's execution, message or sandbox), and the sandboxes the
+/// request started (`started`) are stopped, except one another request now uses. While the
+/// database is away, nothing else can take those sandboxes up: they are stopped at once (which
+/// needs no database), and the deletion is retried in the background until it answers again.
 pub async fn abandon_new_thread(state: &AppState, thread: &ThreadRow, started: &[Uuid]) {
-    for &sandbox_id in started {
-        if let Err(error) = state
-            .backend
-            .stop(sandbox_id, "its request was refused")
-            .await
-        {
-            tracing::warn!(%error, %sandbox_id, "could not stop the sandbox of a refused request");
-        }
-    }
     if !state.readiness.is_known_down() {
         match delete_unused_thread(state, thread.id, started).await {
             Ok(deleted) => {
-                abandoned(state, thread, started, deleted).await;
+                // Kept: the thread is another request's now, and so may be its live sandbox.
+                let unused = if deleted {
+                    started.to_vec()
+                } else {
+                    not_recorded_live(state, started).await
+                };
+                stop_started(state, &unused).await;
+                abandoned(state, thread, &unused, deleted).await;
                 return;
             }
             Err(error) => {
@@ -154,6 +153,7 @@ pub async fn abandon_new_thread(state: &AppState, thread: &ThreadRow, started: &
             }
         }
     }
+    stop_started(state, started).await;
     let (state, thread, started) = (state.clone(), thread.clone(), started.to_vec());
     tokio::spawn(async move {
         let give_up = tokio::time::Instant::now() + ABANDON_RETRY_FOR;
@@ -184,6 +184,37 @@ pub async fn abandon_new_thread(state: &AppState, thread: &ThreadRow, started: &
             }
         }
     });
+}
+
+/// Stops the sandboxes a refused request started.
+async fn stop_started(state: &AppState, started: &[Uuid]) {
+    for &sandbox_id in started {
+        if let Err(error) = state
+            .backend
+            .stop(sandbox_id, "its request was refused")
+            .await
+        {
+            tracing::warn!(%error, %sandbox_id, "could not stop the sandbox of a refused request");
+        }
+    }
+}
+
+/// Those of `started` with no live sandbox row (never recorded, or released): no other request
+/// can be using them. When the database cannot tell, none (the reaper stops unowned sandboxes).
+async fn not_recorded_live(state: &AppState, started: &[Uuid]) -> Vec<Uuid> {
+    let live: Result<Vec<Uuid>, sqlx::Error> =
+        sqlx::query_scalar("SELECT id FROM sandboxes WHERE id = ANY($1) AND state <> 'released'")
+            .bind(started)
+            .fetch_all(&state.pool)
+            .await;
+    match live {
+        Ok(live) => started
+            .iter()
+            .copied()
+            .filter(|id| !live.contains(id))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// After [`delete_unused_thread`]: the stopped sandbox leaves the egress proxy too.

@@ -1034,6 +1034,13 @@ impl SandboxBackend for LocalBackend {
         // The warm sandbox's empty workspace becomes the thread's (the mount follows it). Never
         // over a workspace a concurrent spawn just made.
         let claimed = self.sandbox_dir(sandbox_id).join("workspace");
+        rename_no_replace(&claimed, &workspace).map_err(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => {
+                SandboxError::NotAttachable("the thread's workspace appeared meanwhile".into())
+            }
+            _ => failure("moving the workspace", e),
+        })?;
+        // The watcher measures the workspace where it is now (only once it moved there).
         if let Some(watched) = self
             .running
             .lock()
@@ -1043,12 +1050,6 @@ impl SandboxBackend for LocalBackend {
         {
             *watched.lock().expect("watch lock") = Some(workspace.clone());
         }
-        rename_no_replace(&claimed, &workspace).map_err(|e| match e.raw_os_error() {
-            Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => {
-                SandboxError::NotAttachable("the thread's workspace appeared meanwhile".into())
-            }
-            _ => failure("moving the workspace", e),
-        })?;
         send_attachment(&mut stdin, attachment).await
     }
 

@@ -279,6 +279,7 @@ async fn socket_call(socket: &Path, token: &str, method: &str, path: &str) -> (u
 /// as a harness crash (on a 4 MiB tmpfs mounted where the workspaces live).
 #[tokio::test]
 async fn a_full_disk_is_named_as_the_cause() {
+    let mut unmount = None;
     let stack = LocalStack::start_with("boundary-disk", 0, json!({}), |config, dir| {
         let workspaces = dir.join("data").join("workspaces");
         std::fs::create_dir_all(&workspaces).unwrap();
@@ -288,11 +289,12 @@ async fn a_full_disk_is_named_as_the_cause() {
             .status()
             .unwrap();
         assert!(mounted.success(), "mounting a tmpfs needs root");
+        // Unmounted when the test ends, even if the stack fails to start.
+        unmount = Some(Unmount(workspaces));
         config.sandbox_workspace_mb = 0;
     })
     .await;
-    let workspaces = stack.data_dir().join("workspaces");
-    let _unmount = Unmount(workspaces.clone());
+    let _unmount = unmount;
     // Fill the disk; then the sandbox dies (its runner is killed, as a crash would).
     let filled = stack
         .turn(

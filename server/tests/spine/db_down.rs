@@ -45,7 +45,8 @@ async fn requests_fail_fast_while_the_database_is_down_and_recover() {
             (status, error_code(&body)),
             (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
         );
-        assert!(took < Duration::from_millis(500), "readyz took {took:?}");
+        // Well under the pool's 3 s wait, with room for a loaded 2-core machine.
+        assert!(took < Duration::from_secs(2), "readyz took {took:?}");
     }
     let asked = Instant::now();
     let (status, body) = server
@@ -61,7 +62,7 @@ async fn requests_fail_fast_while_the_database_is_down_and_recover() {
         (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
         "{body}"
     );
-    assert!(took < Duration::from_secs(1), "execute took {took:?}");
+    assert!(took < Duration::from_secs(2), "execute took {took:?}");
     let asked = Instant::now();
     let response = server
         .request(
@@ -74,7 +75,7 @@ async fn requests_fail_fast_while_the_database_is_down_and_recover() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(
-        asked.elapsed() < Duration::from_secs(1),
+        asked.elapsed() < Duration::from_secs(2),
         "a new stream took {:?}",
         asked.elapsed()
     );
