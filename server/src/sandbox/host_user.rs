@@ -51,6 +51,12 @@ pub enum HostUserError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading the owner of the workspace {path}: {source}")]
+    Workspace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the sandbox uid range is empty (CENTAUR_SANDBOX_UID_COUNT is 0)")]
     EmptyRange,
 }
@@ -105,9 +111,8 @@ impl HostUsers {
         }
         let owner = std::fs::symlink_metadata(workspace)
             .map(|m| m.uid())
-            .map_err(|source| HostUserError::Chown {
+            .map_err(|source| HostUserError::Workspace {
                 path: workspace.to_owned(),
-                uid: 0,
                 source,
             })?;
         if self.in_range(owner) {

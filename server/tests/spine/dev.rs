@@ -34,6 +34,12 @@ async fn centaur(home: &Path, args: &[&str], path: Option<&str>) -> Output {
     command.output().await.expect("centaur runs")
 }
 
+/// The port at the end of an address or URL in `stack.json`.
+fn port_in(address: &serde_json::Value) -> u16 {
+    let address = address.as_str().expect("an address");
+    address.rsplit(':').next().unwrap().parse().expect("a port")
+}
+
 /// Live (not zombie) processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -157,22 +163,8 @@ async fn dev_boots_serves_stops_and_keeps_its_data() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(home.join("stack.json")).unwrap()).unwrap();
     let pid = state["pid"].as_u64().unwrap() as i32;
-    let postgres_port: u16 = state["postgres_address"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let proxy_port: u16 = state["proxy_control_url"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let postgres_port: u16 = port_in(&state["postgres_address"]);
+    let proxy_port: u16 = port_in(&state["proxy_control_url"]);
 
     let out = centaur(&home, &["dev", "down"], None).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -342,14 +334,7 @@ async fn dev_restarts_a_killed_postgres() {
 
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(home.join("stack.json")).unwrap()).unwrap();
-    let postgres_port: u16 = state["postgres_address"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let postgres_port: u16 = port_in(&state["postgres_address"]);
     let postmaster: i32 = std::fs::read_to_string(home.join("postgres/data/postmaster.pid"))
         .unwrap()
         .lines()

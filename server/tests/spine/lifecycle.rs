@@ -9,14 +9,7 @@ use crate::support::*;
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn event_types(server: &TestServer, key: &str) -> Vec<String> {
-    let (_, detail) = server
-        .admin(
-            Method::GET,
-            &format!("/agent/threads/{}", enc(key)),
-            json!(null),
-        )
-        .await;
-    let last = detail["last_event_id"].as_i64().unwrap();
+    let last = server.last_event_id(key).await;
     let frames = server.events(key, "").await.until_id(last, WAIT).await;
     frames.into_iter().map(|f| f.event).collect()
 }
@@ -384,10 +377,7 @@ async fn approvals_are_decided_once_and_expire_with_their_execution() {
         (StatusCode::CONFLICT, "approval_expired")
     );
 
-    let (_, detail) = server
-        .admin(Method::GET, &format!("/agent/threads/{key}"), json!(null))
-        .await;
-    let last = detail["last_event_id"].as_i64().unwrap();
+    let last = server.last_event_id(key).await;
     let frames = server.events(key, "").await.until_id(last, WAIT).await;
     let resolved: Vec<&Value> = frames
         .iter()

@@ -1,6 +1,5 @@
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
 
 use crate::support::*;
@@ -31,14 +30,7 @@ async fn busy_thread(server: &TestServer, key: &str) -> i64 {
             )
             .await;
     }
-    let (_, detail) = server
-        .admin(
-            Method::GET,
-            &format!("/agent/threads/{}", enc(key)),
-            json!(null),
-        )
-        .await;
-    detail["last_event_id"].as_i64().unwrap()
+    server.last_event_id(key).await
 }
 
 /// From every possible position, a client gets exactly the remaining events, in order.
@@ -123,14 +115,7 @@ async fn reconnect_during_a_live_execution() {
             Some(json!({"status": "completed", "result_text": "done"})),
         )
         .await;
-    let (_, detail) = server
-        .admin(
-            Method::GET,
-            &format!("/agent/threads/{}", enc(key)),
-            json!(null),
-        )
-        .await;
-    let last = detail["last_event_id"].as_i64().unwrap();
+    let last = server.last_event_id(key).await;
     seen.extend(stream.until_id(last, WAIT).await);
     assert_eq!(
         seen.iter().map(|f| f.id).collect::<Vec<_>>(),

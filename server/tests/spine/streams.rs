@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use centaur_server::Config;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -22,17 +22,6 @@ fn deltas(count: usize, size: usize, tag: &str) -> Vec<Value> {
     (0..count)
         .map(|i| json!({"type": "agent.message.delta", "text": format!("{tag}{i}:{}", "x".repeat(size))}))
         .collect()
-}
-
-async fn last_event_id(server: &TestServer, key: &str) -> i64 {
-    let (_, detail) = server
-        .admin(
-            Method::GET,
-            &format!("/agent/threads/{}", enc(key)),
-            json!(null),
-        )
-        .await;
-    detail["last_event_id"].as_i64().unwrap()
 }
 
 /// An event stream read from a bare socket, chunk by chunk.
@@ -269,7 +258,7 @@ async fn large_replay_comes_in_bounded_chunks_exactly_once() {
             .post(execution_id, deltas(500, 600, &format!("b{batch}.")), None)
             .await;
     }
-    let last = last_event_id(&server, key).await;
+    let last = server.last_event_id(key).await;
     assert!(last > 3000, "thread has {last} events");
 
     let mut stream = RawStream::open(&server, key, "", false).await;
@@ -327,7 +316,7 @@ async fn a_stalled_reader_resumes_with_everything() {
             Some(json!({"status": "completed", "result_text": "done"})),
         )
         .await;
-    let last = last_event_id(&server, key).await;
+    let last = server.last_event_id(key).await;
     assert!(last > 6000, "thread has {last} events");
 
     let ids = stream.ids_until(last).await;

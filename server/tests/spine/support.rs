@@ -230,6 +230,13 @@ impl TestServer {
         self.call(method, path, Some(ADMIN_KEY), body).await
     }
 
+    /// The id of the newest event of thread `key`, from its detail.
+    pub async fn last_event_id(&self, key: &str) -> i64 {
+        let path = format!("/agent/threads/{}", enc(key));
+        let (_, detail) = self.admin(Method::GET, &path, Value::Null).await;
+        detail["last_event_id"].as_i64().unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Value {
         let (status, json) = self.admin(Method::POST, path, body).await;
         assert!(status.is_success(), "POST {path} -> {status}: {json}");
