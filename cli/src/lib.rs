@@ -1,11 +1,10 @@
-//! The `centaur` command's parts: the API client, line rendering, making a thread's text safe
-//! to print, saved credentials, the terminal interface and the local dev stack. The binary
-//! (`main.rs`) wires them to the command line.
+//! The `centaur` command's own parts; the binary (`main.rs`) wires them to the command line.
+//!
+//! - [`dev`]: `centaur dev`, the local stack (private PostgreSQL, the proxy, the server and
+//!   the sandboxes' runner in one supervised process), its home folder, first-run setup,
+//!   keys and `doctor`. The one place that links the server, the proxy and the runner.
+//!
+//! Talking to a server is `centaur-client`'s; the terminal interface is `centaur-tui`'s.
+#![cfg_attr(test, allow(clippy::unwrap_used))] // tests stop at the first surprise
 
-pub mod client;
-pub mod credentials;
 pub mod dev;
-pub mod private_file;
-pub mod render;
-pub mod sanitize;
-pub mod tui;

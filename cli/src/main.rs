@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use centaur_protocol::{Event, EventBody, Harness, ThreadKey};
 use clap::{Parser, Subcommand};
 
-use centaur_cli::client::{Client, Failure};
 use centaur_cli::dev::DevCommand;
-use centaur_cli::sanitize::{Colours, clean, json_line};
-use centaur_cli::{credentials, render, tui};
+use centaur_client::api::{Client, Failure};
+use centaur_client::sanitize::{Colours, clean, json_line};
+use centaur_client::{credentials, render};
+use centaur_tui as tui;
 
 #[derive(Parser)]
 #[command(name = "centaur", version, about = "Talk to Centaur's agent")]
@@ -99,7 +100,7 @@ enum Command {
     #[command(args_conflicts_with_subcommands = true)]
     Dev {
         #[command(subcommand)]
-        command: Option<centaur_cli::dev::DevCommand>,
+        command: Option<DevCommand>,
         #[command(flatten)]
         up: centaur_cli::dev::UpArgs,
     },

@@ -7,6 +7,7 @@
 //! - idle memory, and memory over a soak (`BENCH_SOAK_SECS`, e.g. 600).
 //!
 //! Run with `cargo bench -p centaur-proxy --bench proxy` (or `just bench-proxy`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -379,6 +380,6 @@ fn pin_to_cpu(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
     }
 }

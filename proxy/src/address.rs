@@ -140,7 +140,7 @@ pub async fn resolve(
     port: u16,
     allow_private: bool,
 ) -> Result<SocketAddr, AddressError> {
-    let bare = crate::host::normalize(host);
+    let bare = centaur_protocol::egress::host::normalize(host);
     let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::time::timeout(

@@ -4,18 +4,12 @@
 //! proxy that restarted). Every state carries a version, so late or duplicated pushes are
 //! harmless (see [`crate::registry`]).
 //!
-//! | route | body | answer |
-//! |---|---|---|
-//! | `PUT /v1/sandboxes/{id}` | [`DesiredSandbox`] | [`SandboxApplied`] |
-//! | `DELETE /v1/sandboxes/{id}?version=N` | | `{"removed": bool}` |
-//! | `PUT /v1/sandboxes` | [`SyncRequest`] | [`SyncResponse`] |
-//! | `GET /v1/sandboxes` | | `{"sandboxes": [SandboxApplied]}` |
-//! | `GET /healthz` | | `{"ok": true}` (no token needed) |
+//! The routes and bodies are [`centaur_protocol::egress::control`]'s.
 //!
 //! Every route but `/healthz` needs `Authorization: Bearer <CENTAUR_PROXY_TOKEN>`, the token
 //! the proxy also uses towards the server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -27,13 +21,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use bytes::Bytes;
-use http_body_util::Full;
-use serde::{Deserialize, Serialize};
+use centaur_protocol::egress::Policy;
+use centaur_protocol::egress::control::{
+    ControlErrorCode, DesiredSandbox, RemoveQuery, Removed, SandboxApplied, SandboxList,
+    SyncRequest, SyncResponse,
+};
+use centaur_protocol::{ErrorBody, ErrorDetail};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::Proxy;
-use crate::policy::Policy;
 use crate::registry::{Applied, Sandbox, SandboxConfig};
 
 /// A sandbox absent from a full sync is kept if it was pushed this recently: the push may have
@@ -41,78 +38,6 @@ use crate::registry::{Applied, Sandbox, SandboxConfig};
 pub const SYNC_GRACE: Duration = Duration::from_secs(30);
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 const MAX_SANDBOX_ID_BYTES: usize = 64;
-
-/// The state the server wants for one sandbox.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DesiredSandbox {
-    /// Increases with every change anywhere in the deployment.
-    pub version: u64,
-    #[serde(default)]
-    pub thread_key: Option<String>,
-    #[serde(default)]
-    pub policy: Policy,
-}
-
-/// The sandbox's state after a push: what its environment and the backend need.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-pub struct SandboxApplied {
-    pub sandbox_id: String,
-    /// The version in force (newer than the push when the push was stale).
-    pub version: u64,
-    /// Whether this push changed the state.
-    pub applied: bool,
-    /// The Unix socket serving this sandbox (local backend), if the proxy has a socket folder.
-    pub socket: Option<PathBuf>,
-    /// For `Proxy-Authorization: Basic <sandbox_id:credential>` on the TCP listener.
-    pub proxy_credential: String,
-    /// Secret name → the placeholder the sandbox's environment holds.
-    pub placeholders: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for SandboxApplied {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SandboxApplied")
-            .field("sandbox_id", &self.sandbox_id)
-            .field("version", &self.version)
-            .field("applied", &self.applied)
-            .field("socket", &self.socket)
-            .field("proxy_credential", &"<redacted>")
-            .field("secrets", &self.placeholders.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncEntry {
-    pub sandbox_id: String,
-    #[serde(flatten)]
-    pub desired: DesiredSandbox,
-}
-
-/// The server's whole desired state, as of version `as_of`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncRequest {
-    pub as_of: u64,
-    pub sandboxes: Vec<SyncEntry>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SyncResponse {
-    pub sandboxes: Vec<SandboxApplied>,
-    /// Sandboxes the proxy held that the server no longer wants.
-    pub removed: Vec<String>,
-    /// Entries the proxy refused (sandbox id, reason); the rest of the sync still applies.
-    #[serde(default)]
-    pub rejected: Vec<(String, String)>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SandboxList {
-    pub sandboxes: Vec<SandboxApplied>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -127,12 +52,19 @@ pub enum ControlError {
 }
 
 impl ControlError {
-    fn code(&self) -> (StatusCode, &'static str) {
+    fn code(&self) -> (StatusCode, ControlErrorCode) {
         match self {
-            ControlError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ControlError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            ControlError::Removed { .. } => (StatusCode::CONFLICT, "sandbox_removed"),
-            ControlError::Socket { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "socket_failed"),
+            ControlError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, ControlErrorCode::Unauthorized)
+            }
+            ControlError::Invalid(_) => (StatusCode::BAD_REQUEST, ControlErrorCode::InvalidRequest),
+            ControlError::Removed { .. } => {
+                (StatusCode::CONFLICT, ControlErrorCode::SandboxRemoved)
+            }
+            ControlError::Socket { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ControlErrorCode::SocketFailed,
+            ),
         }
     }
 }
@@ -140,7 +72,12 @@ impl ControlError {
 impl IntoResponse for ControlError {
     fn into_response(self) -> Response {
         let (status, code) = self.code();
-        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.as_str().to_owned(),
+                message: self.to_string(),
+            },
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -306,7 +243,7 @@ impl Control {
         }
         policy
             .validate(|name| self.proxy.secrets().knows(name))
-            .map_err(ControlError::Invalid)?;
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         Ok(SandboxConfig {
             sandbox_id: sandbox_id.to_owned(),
             thread_key,
@@ -439,17 +376,12 @@ async fn apply(
     Ok(Json(applied))
 }
 
-#[derive(Deserialize)]
-struct RemoveQuery {
-    version: u64,
-}
-
 async fn remove(
     State(control): State<Arc<Control>>,
     Path(sandbox_id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ControlError> {
+) -> Result<Json<Removed>, ControlError> {
     control.authorize(&headers)?;
     let Query(query) = query
         .map_err(|_| ControlError::Invalid("give the removal's version: ?version=N".into()))?;
@@ -457,7 +389,7 @@ async fn remove(
     if removed {
         tracing::info!(%sandbox_id, version = query.version, "sandbox removed");
     }
-    Ok(Json(serde_json::json!({ "removed": removed })))
+    Ok(Json(Removed { removed }))
 }
 
 async fn sync(
@@ -482,126 +414,4 @@ async fn list(
     Ok(Json(SandboxList {
         sandboxes: control.list(),
     }))
-}
-
-/// The server's side of the control API.
-#[derive(Clone)]
-pub struct ControlClient {
-    authority: hyper::http::uri::Authority,
-    token: String,
-}
-
-impl std::fmt::Debug for ControlClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlClient")
-            .field("authority", &self.authority)
-            .field("token", &"<redacted>")
-            .finish()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("the egress proxy at {authority} is unreachable: {reason}")]
-    Unreachable { authority: String, reason: String },
-    #[error("the egress proxy refused the request ({status} {code}): {message}")]
-    Refused {
-        status: u16,
-        code: String,
-        message: String,
-    },
-    #[error("the egress proxy sent an unreadable answer: {0}")]
-    Protocol(String),
-}
-
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl ControlClient {
-    /// `url` is `http://host:port` of the proxy's control listener.
-    pub fn new(url: &str, token: String) -> Result<ControlClient, String> {
-        let authority = crate::http::http_authority(url).ok_or_else(|| {
-            format!("the proxy control URL must be http://host:port, got `{url}`")
-        })?;
-        Ok(ControlClient { authority, token })
-    }
-
-    pub async fn apply(
-        &self,
-        sandbox_id: &str,
-        desired: &DesiredSandbox,
-    ) -> Result<SandboxApplied, ClientError> {
-        self.call(
-            hyper::Method::PUT,
-            &format!("/v1/sandboxes/{sandbox_id}"),
-            Some(serde_json::to_vec(desired).expect("serializable")),
-        )
-        .await
-    }
-
-    pub async fn remove(&self, sandbox_id: &str, version: u64) -> Result<bool, ClientError> {
-        let answer: serde_json::Value = self
-            .call(
-                hyper::Method::DELETE,
-                &format!("/v1/sandboxes/{sandbox_id}?version={version}"),
-                None,
-            )
-            .await?;
-        Ok(answer["removed"].as_bool().unwrap_or(false))
-    }
-
-    pub async fn sync(&self, request: &SyncRequest) -> Result<SyncResponse, ClientError> {
-        self.call(
-            hyper::Method::PUT,
-            "/v1/sandboxes",
-            Some(serde_json::to_vec(request).expect("serializable")),
-        )
-        .await
-    }
-
-    pub async fn list(&self) -> Result<Vec<SandboxApplied>, ClientError> {
-        let list: SandboxList = self.call(hyper::Method::GET, "/v1/sandboxes", None).await?;
-        Ok(list.sandboxes)
-    }
-
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        method: hyper::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<T, ClientError> {
-        let mut request = hyper::Request::builder().method(method).uri(path).header(
-            hyper::header::AUTHORIZATION,
-            format!("Bearer {}", self.token),
-        );
-        if body.is_some() {
-            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let unreachable = |reason: String| ClientError::Unreachable {
-            authority: self.authority.to_string(),
-            reason,
-        };
-        let (status, body) =
-            tokio::time::timeout(CLIENT_TIMEOUT, crate::http::send(&self.authority, request))
-                .await
-                .map_err(|_| unreachable("timed out".into()))?
-                .map_err(unreachable)?;
-        if !status.is_success() {
-            let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            return Err(ClientError::Refused {
-                status: status.as_u16(),
-                code: error["error"]["code"]
-                    .as_str()
-                    .unwrap_or("unknown")
-                    .to_owned(),
-                message: error["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no message")
-                    .to_owned(),
-            });
-        }
-        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
-    }
 }

@@ -6,36 +6,14 @@
 //! or a placeholder that is not this sandbox's) blocks the request as an attempted leak.
 //! Responses are scrubbed: a real value echoed back is replaced by its placeholder.
 
+pub use centaur_protocol::egress::SecretBinding;
 use hyper::HeaderMap;
 use hyper::header::{HeaderName, HeaderValue};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use crate::host::HostPattern;
 
 pub const PLACEHOLDER_PREFIX: &str = "cph_";
 const PLACEHOLDER_HEX: usize = 40;
 pub const PLACEHOLDER_LEN: usize = PLACEHOLDER_PREFIX.len() + PLACEHOLDER_HEX;
-
-/// Where a secret may be used.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretBinding {
-    /// The secret's name in the proxy's secret store.
-    pub name: String,
-    /// Hosts it may be sent to.
-    pub hosts: Vec<HostPattern>,
-    /// Request headers it may appear in (case-insensitive).
-    #[serde(default)]
-    pub headers: Vec<String>,
-    /// A query parameter it may appear in.
-    #[serde(default)]
-    pub query_param: Option<String>,
-    /// How a bound header is written with the real value, e.g. `Bearer {value}`; without it,
-    /// the placeholder is replaced where it stands.
-    #[serde(default)]
-    pub format: Option<String>,
-}
 
 /// SHA-256 over `domain`, the proxy's key and `parts` (each after a NUL), as hex.
 fn keyed_hex(domain: &[u8], proxy_key: &[u8], parts: &[&str]) -> String {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::{derive_secret, placeholder};
-use crate::policy::Policy;
+use centaur_protocol::egress::policy::Policy;
 
 /// How long a removal is remembered.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(600);

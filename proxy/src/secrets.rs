@@ -37,7 +37,7 @@ pub enum SecretSource {
         token_env: String,
     },
     /// The OS keyring of the proxy's user (for local development): the kernel keyring on
-    /// Linux, the login keychain on macOS. See [`crate::keyring`].
+    /// Linux, the login keychain on macOS. See [`centaur_keyring`].
     Keyring {
         #[serde(default = "default_keyring_service")]
         service: String,
@@ -203,9 +203,10 @@ async fn read_source(source: &SecretSource) -> Result<String, String> {
         }
         SecretSource::Keyring { service, account } => {
             let (service, account) = (service.clone(), account.clone());
-            tokio::task::spawn_blocking(move || crate::keyring::read(&service, &account))
+            tokio::task::spawn_blocking(move || centaur_keyring::read(&service, &account))
                 .await
                 .map_err(|e| format!("reading the keyring failed: {e}"))?
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -328,7 +329,7 @@ mod tests {
     }
 
     /// A fake `op` that counts its calls in `calls` and prints the content of `value`.
-    fn counting_op(dir: &std::path::Path) -> std::path::PathBuf {
+    fn counting_op(dir: &std::path::Path) -> PathBuf {
         let op = dir.join("op");
         std::fs::write(
             &op,
@@ -425,7 +426,7 @@ mod tests {
     #[tokio::test]
     async fn keyring_source() {
         let account = format!("test-{}", uuid::Uuid::new_v4().simple());
-        crate::keyring::write("centaur-test", &account, "sk-from-keyring")
+        centaur_keyring::write("centaur-test", &account, "sk-from-keyring")
             .expect("the kernel keyring works on this machine");
         let secrets = store(
             "K",
@@ -435,7 +436,7 @@ mod tests {
             },
         );
         assert_eq!(secrets.get("K").await.unwrap(), "sk-from-keyring");
-        crate::keyring::delete("centaur-test", &account).unwrap();
+        centaur_keyring::delete("centaur-test", &account).unwrap();
         let missing = store(
             "K",
             SecretSource::Keyring {

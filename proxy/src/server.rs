@@ -39,12 +39,12 @@ use crate::audit::{AuditRecord, AuditSink, Decision};
 use crate::credentials::{Credential, Scrubber, check_body, opaque_codings, swap_request};
 pub use crate::limits::Limits;
 use crate::limits::{Admitted, Buffered, CapReached, Caps, Counters, Slot};
-use crate::policy::{DenyReason, Verdict};
 use crate::pool::{Pool, PoolKey, Sender};
 use crate::registry::{Registry, Sandbox};
 use crate::secrets::SecretStore;
 use crate::tls::Interception;
 use crate::websocket::{ScrubbedFrames, check_upgrade};
+use centaur_protocol::egress::policy::{DenyReason, Verdict};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -564,7 +564,8 @@ impl Proxy {
             }
         }
         if let Some(named) = named
-            && crate::host::normalize(&named) != crate::host::normalize(&ctx.host)
+            && centaur_protocol::egress::host::normalize(&named)
+                != centaur_protocol::egress::host::normalize(&ctx.host)
         {
             return self.deny(
                 &ctx,
@@ -681,7 +682,9 @@ impl Proxy {
         let key = PoolKey {
             sandbox_id: ctx.sandbox.config.sandbox_id.clone(),
             addr,
-            server_name: tls.as_ref().map(|_| crate::host::normalize(&ctx.host)),
+            server_name: tls
+                .as_ref()
+                .map(|_| centaur_protocol::egress::host::normalize(&ctx.host)),
         };
         let outbound = Outbound {
             key: &key,
@@ -992,9 +995,10 @@ impl Proxy {
         let handshake = match tls {
             None => Sender::handshake_http1(TokioIo::new(stream)).await,
             Some(client) => {
-                let server_name =
-                    rustls::pki_types::ServerName::try_from(crate::host::normalize(&ctx.host))
-                        .map_err(|e| format!("bad server name {}: {e}", ctx.host))?;
+                let server_name = rustls::pki_types::ServerName::try_from(
+                    centaur_protocol::egress::host::normalize(&ctx.host),
+                )
+                .map_err(|e| format!("bad server name {}: {e}", ctx.host))?;
                 let connecting =
                     tokio_rustls::TlsConnector::from(client).connect(server_name, stream);
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {

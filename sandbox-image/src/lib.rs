@@ -8,6 +8,7 @@
 //! - [`follow`]: the thread's stream for interrupts, approval decisions and new messages.
 //! - [`harness`]: the adapters (echo, shell, codex, …).
 //! - [`forward`]: the proxy's socket as a loopback port, and the proxy environment.
+#![cfg_attr(test, allow(clippy::unwrap_used))] // tests stop at the first surprise
 
 pub mod command;
 pub mod follow;

@@ -1,5 +1,6 @@
 //! The stream-json harnesses (Amp, Claude Code's format) against scripted CLIs that replay a
 //! transcript: what the runner makes of it, resuming, and a CLI that prints garbage.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@
 //! - 50 sandboxes at once, each running a turn; memory per idle sandbox.
 //!
 //! Run with `cargo bench -p centaur-server --bench sandboxes` (or `just bench-sandboxes`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
 
 mod common;
 

@@ -10,6 +10,7 @@
 //! Run with `cargo bench -p centaur-server --bench spine` (or `just bench`). Uses DATABASE_URL
 //! when set, otherwise starts its own cluster. `SPINE_BENCH_ONLY` runs one section only:
 //! `throughput`, `latency`, `replay` or `stalled-readers`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

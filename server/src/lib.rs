@@ -6,6 +6,7 @@
 //! [`events`] (the log) and hand committed events to the [`hub`] for live delivery; [`sse`] turns
 //! log and hub into a client's stream. [`runner_socket`] is the socket mounted into local
 //! sandboxes, where [`routes::runner_socket_router`] serves only the runner API.
+#![cfg_attr(test, allow(clippy::unwrap_used))] // tests stop at the first surprise
 
 pub mod api_keys;
 pub mod app;

@@ -5,7 +5,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use super::home::Home;
 use super::setup::MODEL_KEYS;
-use crate::client::Failure;
+use centaur_client::api::Failure;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Level {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::Failure;
+use centaur_client::api::Failure;
 
 /// The folders and files of one stack.
 #[derive(Clone, Debug)]

@@ -21,8 +21,8 @@ use clap::{Subcommand, ValueEnum};
 
 use self::home::{Home, StackState};
 use self::setup::{MODEL_KEYS, Step};
-use crate::client::{Client, Failure};
-use crate::tui;
+use centaur_client::api::{Client, Failure};
+use centaur_tui as tui;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {

@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::home::Home;
-use crate::client::Failure;
-use crate::private_file::write as write_private;
+use centaur_client::api::Failure;
+use centaur_client::private_file::write as write_private;
 
 /// A model key the proxy swaps in, and the harness that needs it.
 pub struct ModelKey {

@@ -19,8 +19,8 @@ use tracing_subscriber::prelude::*;
 use super::home::{Home, StackState};
 use super::setup::MODEL_KEYS;
 use super::supervise::{Postgres, ProxyApi, Supervisor};
-use crate::client::Failure;
-use crate::private_file::write_atomic;
+use centaur_client::api::Failure;
+use centaur_client::private_file::write_atomic;
 
 pub struct Options {
     pub port: u16,

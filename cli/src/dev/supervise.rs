@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::home::{Home, PartHealth, StackState, alive};
-use crate::private_file::write_atomic;
+use centaur_client::private_file::write_atomic;
 
 /// How often each part is checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);

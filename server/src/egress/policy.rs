@@ -14,15 +14,14 @@ use std::time::Duration;
 
 use centaur_protocol::ThreadKey;
 use centaur_protocol::api::EgressPolicyView;
-use centaur_proxy::control::{
-    ClientError, ControlClient, DesiredSandbox, SandboxApplied, SyncEntry, SyncRequest,
-};
-use centaur_proxy::policy::Policy;
+use centaur_protocol::egress::Policy;
+use centaur_protocol::egress::control::{DesiredSandbox, SandboxApplied, SyncEntry, SyncRequest};
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::config::Config;
+use crate::egress::proxy_client::{ProxyClient, ProxyClientError};
 use crate::error::{ApiError, ApiResult};
 use crate::threads::ThreadRow;
 
@@ -32,7 +31,7 @@ const ORPHAN_AFTER_SECS: i64 = 120;
 
 /// The server's link to the egress proxy.
 pub struct Egress {
-    client: ControlClient,
+    client: ProxyClient,
     default_policy: Policy,
     sync_every: Duration,
     /// Whether a full sync has succeeded since this server started: until then a proxy that
@@ -53,7 +52,7 @@ impl Egress {
             .proxy_token
             .as_ref()
             .ok_or("CENTAUR_PROXY_CONTROL_URL needs CENTAUR_PROXY_TOKEN")?;
-        let client = ControlClient::new(url, token.expose().to_owned())?;
+        let client = ProxyClient::new(url, token.expose().to_owned()).map_err(|e| e.to_string())?;
         let default_policy = match &config.egress_policy {
             Some(path) => read_policy(path)?,
             None => Policy::default(),
@@ -118,13 +117,13 @@ impl From<SandboxApplied> for SandboxEgress {
     }
 }
 
-fn proxy_error(error: ClientError) -> ApiError {
+fn proxy_error(error: ProxyClientError) -> ApiError {
     match error {
-        ClientError::Unreachable { .. } => ApiError::Unavailable {
+        ProxyClientError::Unreachable { .. } => ApiError::Unavailable {
             code: "egress_unavailable",
             message: format!("{error}; sandboxes cannot start until it is back"),
         },
-        ClientError::Refused { status: 400, .. } => ApiError::BadGateway {
+        ProxyClientError::Refused { status: 400, .. } => ApiError::BadGateway {
             code: "egress_policy_refused",
             message: error.to_string(),
         },
@@ -330,7 +329,7 @@ async fn set_now(
     if let Some(policy) = &policy {
         policy
             .validate(|_| true)
-            .map_err(|e| ApiError::bad_request("invalid_policy", e))?;
+            .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
     }
     let in_force = policy
         .clone()

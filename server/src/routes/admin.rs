@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use centaur_protocol::api::{
     ApiKeyList, CreateApiKeyRequest, CreatedApiKey, EgressPolicyView, OkResponse,
 };
-use centaur_proxy::policy::Policy;
+use centaur_protocol::egress::Policy;
 use uuid::Uuid;
 
 use crate::app::AppState;

@@ -189,7 +189,7 @@ async fn no_admin_key_means_no_admin() {
     config.admin_api_key = None;
     config.bind_addr = "127.0.0.1:0".parse().unwrap();
     let server = centaur_server::start(config).await.unwrap();
-    let http = crate::support::http().build().unwrap();
+    let http = http().build().unwrap();
     while http
         .get(format!("{}/readyz", server.url()))
         .send()

@@ -234,8 +234,11 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     use std::time::Duration;
     let home = Home::new("dev-tui");
     let port = free_port();
-    let mut tui =
-        crate::tui::Pty::spawn(&mut command(&home, &["dev", "--port", &port.to_string()]));
+    let mut tui = centaur_test_support::pty::Pty::spawn(
+        &mut command(&home, &["dev", "--port", &port.to_string()]),
+        44,
+        100,
+    );
     // First run in a terminal: the model keys are asked for; Enter skips each.
     tui.shows("OpenAI API key", Duration::from_secs(30)).await;
     tui.type_text("\r");
@@ -273,8 +276,11 @@ async fn a_killed_centaur_dev_takes_its_stack_down() {
     std::fs::create_dir_all(home.join("secrets")).unwrap();
     // Keys asked before: straight to the TUI.
     std::fs::write(home.join("secrets/.asked"), "").unwrap();
-    let mut tui =
-        crate::tui::Pty::spawn(&mut command(&home, &["dev", "--port", &port.to_string()]));
+    let mut tui = centaur_test_support::pty::Pty::spawn(
+        &mut command(&home, &["dev", "--port", &port.to_string()]),
+        44,
+        100,
+    );
     tui.shows("new thread · shell", Duration::from_secs(30))
         .await;
     assert!(listening(port));

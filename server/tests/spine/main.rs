@@ -1,4 +1,5 @@
 //! Integration tests of the control plane over real HTTP against real PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
 
 mod support;
 

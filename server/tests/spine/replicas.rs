@@ -96,7 +96,7 @@ async fn a_second_server_process_streams_live_and_stops_on_sigterm() {
         .spawn()
         .expect("start centaur-server");
     let b_url = format!("http://127.0.0.1:{port}");
-    let http = crate::support::http().build().unwrap();
+    let http = http().build().unwrap();
     let mut ready = false;
     for _ in 0..200 {
         if http

@@ -595,7 +595,7 @@ impl ServerProcess {
     }
 
     pub async fn wait_ready(&self) {
-        let http = crate::support::http().build().unwrap();
+        let http = http().build().unwrap();
         for _ in 0..400 {
             if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await
                 && r.status() == StatusCode::OK
@@ -635,7 +635,7 @@ async fn a_server_killed_mid_turn_loses_and_doubles_nothing() {
     let env = process_env(&dir, &proxy).await;
     let mut server = ServerProcess::start(&env, port);
     server.wait_ready().await;
-    let http = crate::support::http().build().unwrap();
+    let http = http().build().unwrap();
     let key = "api:crash";
     let script = "for i in 1 2 3 4 5 6 7 8; do echo line-$i; sleep 0.4; done";
     let accepted: Value = http

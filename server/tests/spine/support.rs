@@ -624,10 +624,9 @@ impl TestProxy {
             Some(sockets),
             shutdown.clone(),
         );
-        let listener =
-            tokio::net::TcpListener::bind(addr.unwrap_or("127.0.0.1:0".parse().unwrap()))
-                .await
-                .unwrap();
+        let listener = TcpListener::bind(addr.unwrap_or("127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let s = shutdown.clone();
         tokio::spawn(async move { control.serve(listener, s).await });

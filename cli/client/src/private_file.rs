@@ -4,7 +4,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use crate::client::Failure;
+use crate::api::Failure;
 
 /// Writes `contents` to `path`, readable only by its owner.
 pub fn write(path: &Path, contents: &str) -> Result<(), Failure> {

@@ -2,22 +2,24 @@
 //!
 //! - a frame of a 10,000-event transcript: the first (everything laid out) and the frames
 //!   while an answer streams in (one block changes), and the memory the transcript takes;
-//! - from an event written on the socket to its text leaving the TUI for the terminal;
-//! - from starting `centaur tui` in a pseudo-terminal to its first frame.
+//! - from an event written on the socket to its text leaving the TUI for the terminal.
 //!
-//!     cargo bench -p centaur --bench tui
+//! `centaur tui`'s start to its first frame is the `centaur` crate's `startup` benchmark.
+//!
+//!     cargo bench -p centaur-tui --bench tui
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
 
-use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use centaur_cli::client::Client;
-use centaur_cli::tui::app::{App, AppEvent, Start};
-use centaur_cli::tui::fixtures::{Script, app_following, long_thread};
-use centaur_cli::tui::{Runtime, event_loop, highlight, view};
+use centaur_client::Client;
 use centaur_protocol::ThreadKey;
+use centaur_test_support::measure::{ms, percentile};
+use centaur_test_support::script::{Script, long_thread};
+use centaur_test_support::tui::app_following;
+use centaur_tui::app::{App, AppEvent, Start};
+use centaur_tui::{Runtime, event_loop, highlight, view};
 use ratatui::backend::{CrosstermBackend, TestBackend};
 use ratatui::{Terminal, TerminalOptions, Viewport};
 use serde_json::json;
@@ -36,16 +38,6 @@ fn main() {
         .unwrap();
     frames();
     runtime.block_on(event_to_screen());
-    runtime.block_on(startup());
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn rss_kib() -> u64 {
@@ -191,7 +183,7 @@ async fn event_to_screen() {
         },
     );
     let mut runtime = Runtime::new(client, bus.clone());
-    runtime.run(centaur_cli::tui::Effect::Follow(key));
+    runtime.run(centaur_tui::Effect::Follow(key));
     let tty = Tty::default();
     let mut terminal = Terminal::with_options(
         CrosstermBackend::new(tty.clone()),
@@ -254,118 +246,5 @@ async fn event_to_screen() {
         ms(percentile(&mut latencies, 0.5)),
         ms(percentile(&mut latencies, 0.99)),
         ms(*latencies.iter().max().unwrap())
-    );
-}
-
-/// A fake server answering the thread list `centaur tui` asks for first.
-async fn list_server() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let Ok(n) = stream.read(&mut buf).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        request.extend_from_slice(&buf[..n]);
-                    }
-                    let at = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-                    request.drain(..at + 4);
-                    let body = r#"{"threads":[],"next_before":null}"#;
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if stream.write_all(response.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    url
-}
-
-/// Starts `centaur tui` in a pseudo-terminal; returns how long until its first frame arrived.
-fn time_to_first_frame(url: &str) -> Duration {
-    let (mut master, mut slave) = (-1, -1);
-    let size = libc::winsize {
-        ws_row: 40,
-        ws_col: 120,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two descriptors it opened.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0);
-    // SAFETY: just opened, owned here.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_centaur"));
-    command
-        .arg("tui")
-        .env("CENTAUR_API_URL", url)
-        .env("CENTAUR_API_TOKEN", "token")
-        .env("TERM", "xterm-256color")
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave.try_clone().unwrap());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let started = Instant::now();
-    let mut child = command.spawn().unwrap();
-    drop(slave);
-    let mut reader = std::fs::File::from(master);
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 65536];
-    let took = loop {
-        let n = reader.read(&mut buf).unwrap();
-        seen.extend_from_slice(&buf[..n]);
-        if String::from_utf8_lossy(&seen).contains("Threads") {
-            break started.elapsed();
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    took
-}
-
-async fn startup() {
-    let url = list_server().await;
-    let url_for_thread = url.clone();
-    let mut samples = tokio::task::spawn_blocking(move || {
-        // The first start warms the page cache.
-        time_to_first_frame(&url_for_thread);
-        (0..30)
-            .map(|_| time_to_first_frame(&url_for_thread))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
-    println!(
-        "`centaur tui` start to first frame in a pseudo-terminal (30 starts): p50 {} / p99 {}",
-        ms(percentile(&mut samples, 0.5)),
-        ms(percentile(&mut samples, 0.99))
     );
 }

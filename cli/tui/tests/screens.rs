@@ -1,11 +1,13 @@
 //! What the TUI shows, as snapshots of the screen, driven by recorded event streams. The
 //! state is a function of the events, so each screen is exactly reproducible.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
 
-use centaur_cli::tui::app::{App, AppEvent, Start};
-use centaur_cli::tui::fixtures::{Script, app_following, long_thread};
-use centaur_cli::tui::{highlight, view};
 use centaur_protocol::api::{ThreadList, ThreadSummary};
 use centaur_protocol::{Event, Harness, ThreadKey};
+use centaur_test_support::script::{Script, long_thread};
+use centaur_test_support::tui::app_following;
+use centaur_tui::app::{App, AppEvent, Start};
+use centaur_tui::{highlight, view};
 use chrono::{DateTime, Utc};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::{Client, Failure};
+use crate::api::{Client, Failure};
 
 const KEYRING_SERVICE: &str = "centaur-cli";
 
@@ -63,7 +63,7 @@ pub fn saved_url() -> Option<String> {
 /// The saved token for `url`.
 pub fn load(url: &str) -> Result<String, Failure> {
     if cfg!(target_os = "macos")
-        && let Ok(token) = centaur_proxy::keyring::read(KEYRING_SERVICE, url)
+        && let Ok(token) = centaur_keyring::read(KEYRING_SERVICE, url)
     {
         return Ok(token);
     }
@@ -115,7 +115,7 @@ pub async fn login(url: &str, token_env: Option<String>) -> Result<ExitCode, Fai
         .get("/agent/threads?limit=1")
         .await?;
     let keyring = if cfg!(target_os = "macos") {
-        centaur_proxy::keyring::write(KEYRING_SERVICE, &url, &token)
+        centaur_keyring::write(KEYRING_SERVICE, &url, &token).map_err(|e| e.to_string())
     } else {
         Err("the kernel keyring would forget it at reboot".to_owned())
     };
@@ -139,7 +139,7 @@ pub async fn login(url: &str, token_env: Option<String>) -> Result<ExitCode, Fai
 
 pub fn logout(url: &str) -> Result<ExitCode, Failure> {
     if cfg!(target_os = "macos") {
-        let _ = centaur_proxy::keyring::delete(KEYRING_SERVICE, url);
+        let _ = centaur_keyring::delete(KEYRING_SERVICE, url);
     }
     let mut saved = read_file();
     let had_token = saved.tokens.remove(url).is_some();

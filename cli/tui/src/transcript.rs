@@ -431,7 +431,7 @@ impl Transcript {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::fixtures::Script;
+    use centaur_test_support::script::Script;
 
     #[test]
     fn deltas_build_one_message_that_the_whole_message_replaces() {

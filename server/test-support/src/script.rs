@@ -258,24 +258,3 @@ pub fn long_thread(events: usize) -> Vec<Event> {
     }
     script.into_events()
 }
-
-/// An app showing the thread of `events`, connected, with every event applied.
-pub fn app_following(events: &[Event]) -> super::App {
-    use super::app::{AppEvent, Start};
-    let key = events[0].thread_key.clone();
-    let (mut app, _) = super::App::new(
-        "http://127.0.0.1:8080".into(),
-        &Start {
-            thread_key: Some(key.clone()),
-            ..Start::default()
-        },
-    );
-    app.handle(AppEvent::Connection {
-        key,
-        state: crate::client::Connection::Live,
-    });
-    for event in events {
-        app.handle(AppEvent::Server(Box::new(event.clone())));
-    }
-    app
-}

@@ -5,10 +5,10 @@
 //! [`Effect`]s; the [`Runtime`] carries those out on tasks that answer on the bus. Input is read
 //! on its own thread. After draining what is on the bus, the loop draws once, so bursts of
 //! events cost one frame.
+#![cfg_attr(test, allow(clippy::unwrap_used))] // tests stop at the first surprise
 
 pub mod app;
 pub mod composer;
-pub mod fixtures;
 pub mod highlight;
 pub mod markdown;
 pub mod transcript;
@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 
 pub use app::{App, AppEvent, Effect, Start, StreamError};
 
-use crate::client::{Client, Failure};
+use centaur_client::api::{Client, Failure};
 
 /// At most this long is spent taking events off the bus before a frame is drawn.
 const DRAIN_BUDGET: Duration = Duration::from_millis(8);

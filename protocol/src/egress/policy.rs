@@ -4,8 +4,27 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::credentials::SecretBinding;
-use crate::host::HostPattern;
+use super::host::HostPattern;
+
+/// Where a secret may be used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBinding {
+    /// The secret's name in the proxy's secret store.
+    pub name: String,
+    /// Hosts it may be sent to.
+    pub hosts: Vec<HostPattern>,
+    /// Request headers it may appear in (case-insensitive).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// A query parameter it may appear in.
+    #[serde(default)]
+    pub query_param: Option<String>,
+    /// How a bound header is written with the real value, e.g. `Bearer {value}`; without it,
+    /// the placeholder is replaced where it stands.
+    #[serde(default)]
+    pub format: Option<String>,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,37 +82,46 @@ impl Policy {
     }
 }
 
+/// Why a policy that parsed cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("secret `{0}` is bound twice; list all its hosts in one binding")]
+    BoundTwice(String),
+    #[error("secret `{0}` is not configured in the proxy")]
+    UnknownSecret(String),
+    #[error("secret `{0}` is bound to no host")]
+    NoHost(String),
+    #[error("secret `{0}` has no place to go: give `headers` or `query_param`")]
+    NoPlace(String),
+    #[error("the format of secret `{0}` must contain {{value}}")]
+    FormatWithoutValue(String),
+}
+
 impl Policy {
     /// Checks what parsing cannot: every bound secret is known (`known`), is bound to at least
     /// one host and one place, appears once, and its format has a `{value}`.
-    pub fn validate(&self, known: impl Fn(&str) -> bool) -> Result<(), String> {
+    pub fn validate(&self, known: impl Fn(&str) -> bool) -> Result<(), PolicyError> {
         let mut seen = std::collections::HashSet::new();
         for binding in &self.secrets {
             let name = &binding.name;
             if !seen.insert(name.as_str()) {
-                return Err(format!(
-                    "secret `{name}` is bound twice; list all its hosts in one binding"
-                ));
+                return Err(PolicyError::BoundTwice(name.clone()));
             }
             if !known(name) {
-                return Err(format!("secret `{name}` is not configured in the proxy"));
+                return Err(PolicyError::UnknownSecret(name.clone()));
             }
             if binding.hosts.is_empty() {
-                return Err(format!("secret `{name}` is bound to no host"));
+                return Err(PolicyError::NoHost(name.clone()));
             }
             if binding.headers.is_empty() && binding.query_param.is_none() {
-                return Err(format!(
-                    "secret `{name}` has no place to go: give `headers` or `query_param`"
-                ));
+                return Err(PolicyError::NoPlace(name.clone()));
             }
             if binding
                 .format
                 .as_ref()
                 .is_some_and(|f| !f.contains("{value}"))
             {
-                return Err(format!(
-                    "the format of secret `{name}` must contain {{value}}"
-                ));
+                return Err(PolicyError::FormatWithoutValue(name.clone()));
             }
         }
         Ok(())

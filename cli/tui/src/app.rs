@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::composer::{Composer, Outcome};
 use super::transcript::Transcript;
 use super::view::TranscriptCache;
-use crate::client::Connection;
+use centaur_client::api::Connection;
 
 /// Everything that can happen to the TUI: input, the server's events, answers to requests.
 #[derive(Debug)]
@@ -753,7 +753,7 @@ fn page(thread: &mut ThreadView, up: bool) -> Vec<Effect> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::fixtures::Script;
+    use centaur_test_support::script::Script;
 
     fn key(app: &mut App, code: KeyCode, modifiers: KeyModifiers) -> Vec<Effect> {
         app.handle(AppEvent::Key(KeyEvent::new(code, modifiers)))
@@ -954,7 +954,7 @@ mod tests {
     #[test]
     fn the_thread_list_opens_the_chosen_thread() {
         let (mut app, _) = App::new("http://server".into(), &Start::default());
-        let summary = |key: &str| centaur_protocol::api::ThreadSummary {
+        let summary = |key: &str| ThreadSummary {
             thread_key: ThreadKey::parse(key).unwrap(),
             platform: "api".into(),
             harness: Harness::Echo,

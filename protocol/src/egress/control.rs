@@ -1,0 +1,124 @@
+//! The proxy's control API: how the server tells the proxy which sandboxes exist and what each
+//! may reach (`docs/proxy.md` lists the routes).
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `PUT /v1/sandboxes/{id}` | [`DesiredSandbox`] | [`SandboxApplied`] |
+//! | `DELETE /v1/sandboxes/{id}?version=N` | | [`Removed`] |
+//! | `PUT /v1/sandboxes` | [`SyncRequest`] | [`SyncResponse`] |
+//! | `GET /v1/sandboxes` | | [`SandboxList`] |
+//! | `GET /healthz` | | [`crate::api::OkResponse`] (no token needed) |
+//!
+//! Errors are [`crate::api::ErrorBody`] with a [`ControlErrorCode`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::policy::Policy;
+
+/// The state the server wants for one sandbox.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredSandbox {
+    /// Increases with every change anywhere in the deployment.
+    pub version: u64,
+    #[serde(default)]
+    pub thread_key: Option<String>,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// The sandbox's state after a push: what its environment and the backend need.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxApplied {
+    pub sandbox_id: String,
+    /// The version in force (newer than the push when the push was stale).
+    pub version: u64,
+    /// Whether this push changed the state.
+    pub applied: bool,
+    /// The Unix socket serving this sandbox (local backend), if the proxy has a socket folder.
+    pub socket: Option<PathBuf>,
+    /// For `Proxy-Authorization: Basic <sandbox_id:credential>` on the TCP listener.
+    pub proxy_credential: String,
+    /// Secret name → the placeholder the sandbox's environment holds.
+    pub placeholders: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SandboxApplied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxApplied")
+            .field("sandbox_id", &self.sandbox_id)
+            .field("version", &self.version)
+            .field("applied", &self.applied)
+            .field("socket", &self.socket)
+            .field("proxy_credential", &"<redacted>")
+            .field("secrets", &self.placeholders.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncEntry {
+    pub sandbox_id: String,
+    #[serde(flatten)]
+    pub desired: DesiredSandbox,
+}
+
+/// The server's whole desired state, as of version `as_of`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    pub as_of: u64,
+    pub sandboxes: Vec<SyncEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub sandboxes: Vec<SandboxApplied>,
+    /// Sandboxes the proxy held that the server no longer wants.
+    pub removed: Vec<String>,
+    /// Entries the proxy refused (sandbox id, reason); the rest of the sync still applies.
+    #[serde(default)]
+    pub rejected: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SandboxList {
+    pub sandboxes: Vec<SandboxApplied>,
+}
+
+/// The answer to a removal: whether the sandbox was there at an older version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub removed: bool,
+}
+
+/// The query of a removal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveQuery {
+    pub version: u64,
+}
+
+/// The `code` of a control API error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlErrorCode {
+    Unauthorized,
+    InvalidRequest,
+    SandboxRemoved,
+    SocketFailed,
+}
+
+impl ControlErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlErrorCode::Unauthorized => "unauthorized",
+            ControlErrorCode::InvalidRequest => "invalid_request",
+            ControlErrorCode::SandboxRemoved => "sandbox_removed",
+            ControlErrorCode::SocketFailed => "socket_failed",
+        }
+    }
+}
