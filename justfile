@@ -20,18 +20,19 @@ bench-proxy:
 bench-sandboxes:
     cargo bench -p centaur-server --bench sandboxes
 
-# The TUI's figures (frame render with 10,000 events, event to screen, startup).
+# The TUI's figures (frame render with 10,000 events, event to screen, start to first frame).
 bench-tui:
-    cargo bench -p centaur --bench tui
+    cargo bench -p centaur-tui --bench tui
+    cargo bench -p centaur --bench startup
 
 # `centaur dev`'s figures (first run and warm start to a served turn).
 bench-dev:
     cargo bench -p centaur --bench dev
 
-# Formatting and lints, as CI wants them.
+# Formatting and lints (the workspace lints in Cargo.toml), as CI runs them.
 lint:
     cargo fmt --all --check
-    cargo clippy --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets -- -D warnings
 
 fmt:
     cargo fmt --all

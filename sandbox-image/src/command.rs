@@ -75,7 +75,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let endpoint = Endpoint::parse(&args.server).map_err(anyhow::Error::msg)?;
+    let endpoint: Endpoint = args.server.parse()?;
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     if let Some(socket) = args.proxy_socket {
         let listener = tokio::net::TcpListener::bind(args.proxy_listen)
@@ -117,7 +117,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         approval_policy: attachment.approval_policy,
     };
     let link = Link::new(endpoint, attachment.token.clone());
-    let runner = Runner::new(link, attachment, sandbox)?;
+    let runner = Runner::new(link, attachment, sandbox);
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::link::Link;
-use crate::turn::{Approvals, Verdict};
+use crate::turn::Approvals;
 use centaur_protocol::sse::{Frame, Parser};
 
 pub struct Follow {
@@ -94,27 +94,43 @@ impl Follow {
         match event.body {
             EventBody::ExecutionCompleted { .. }
             | EventBody::ExecutionFailed { .. }
-            | EventBody::ExecutionCancelled { .. }
-                if ours =>
-            {
-                self.ended.cancel();
+            | EventBody::ExecutionCancelled { .. } => {
+                if ours {
+                    self.ended.cancel();
+                }
             }
             EventBody::SandboxReleased { .. } => self.ended.cancel(),
             EventBody::ApprovalResolved {
                 approval_id,
                 decision,
                 ..
-            } => self
-                .approvals
-                .resolve(approval_id, Verdict::parse(&decision)),
+            } => self.approvals.resolve(approval_id, decision),
             EventBody::MessageCreated {
                 message_id,
-                role: Role::User,
+                role,
                 text,
-            } if !self.input_ids.contains(&message_id) => {
-                let _ = self.steering.send(text);
+            } => {
+                if role == Role::User && !self.input_ids.contains(&message_id) {
+                    let _ = self.steering.send(text);
+                }
             }
-            _ => {}
+            // What the runner wrote itself, or the server's bookkeeping: nothing to act on.
+            EventBody::ThreadCreated { .. }
+            | EventBody::SandboxAssigned { .. }
+            | EventBody::ExecutionQueued {}
+            | EventBody::ExecutionStarted {}
+            | EventBody::AgentMessageDelta { .. }
+            | EventBody::AgentMessage { .. }
+            | EventBody::AgentReasoning { .. }
+            | EventBody::CommandStarted { .. }
+            | EventBody::CommandOutput { .. }
+            | EventBody::CommandFinished { .. }
+            | EventBody::FileChanged { .. }
+            | EventBody::ToolCallStarted { .. }
+            | EventBody::ToolCallFinished { .. }
+            | EventBody::ApprovalRequested { .. }
+            | EventBody::EgressDenied { .. }
+            | EventBody::Usage { .. } => {}
         }
     }
 }

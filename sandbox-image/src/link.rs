@@ -21,15 +21,22 @@ pub enum Endpoint {
     Tcp(String),
 }
 
-impl Endpoint {
+/// A server address the runner cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("the server URL must be unix:/path or http://host:port, got `{0}`")]
+pub struct BadEndpoint(String);
+
+impl std::str::FromStr for Endpoint {
+    type Err = BadEndpoint;
+
     /// `unix:/path` or `http://host:port`.
-    pub fn parse(s: &str) -> Result<Endpoint, String> {
+    fn from_str(s: &str) -> Result<Endpoint, BadEndpoint> {
         if let Some(path) = s.strip_prefix("unix:") {
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
-        let rest = s.strip_prefix("http://").ok_or_else(|| {
-            format!("the server URL must be unix:/path or http://host:port, got `{s}`")
-        })?;
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or_else(|| BadEndpoint(s.to_owned()))?;
         Ok(Endpoint::Tcp(rest.trim_end_matches('/').to_owned()))
     }
 }

@@ -22,8 +22,6 @@ const ORPHANED_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("{0}")]
-    Harness(String),
     #[error("the server refused this runner: {0}")]
     Refused(LinkError),
     #[error("the harness broke; this sandbox must be replaced")]
@@ -40,19 +38,14 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn new(
-        link: Link,
-        attachment: Attachment,
-        sandbox: Sandbox,
-    ) -> Result<Runner, RunnerError> {
-        let harness =
-            harness::for_kind(attachment.harness, &sandbox).map_err(RunnerError::Harness)?;
-        Ok(Runner {
+    pub fn new(link: Link, attachment: Attachment, sandbox: Sandbox) -> Runner {
+        let harness = harness::for_kind(attachment.harness, &sandbox);
+        Runner {
             link,
             attachment,
             sandbox,
             harness,
-        })
+        }
     }
 
     /// Serves the thread until `stop`, or until the harness breaks.

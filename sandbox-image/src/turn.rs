@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use centaur_protocol::runner::{ApprovalPolicy, InputMessage};
-use centaur_protocol::{ApprovalKind, EventBody};
+use centaur_protocol::{ApprovalKind, ApprovalResolution, EventBody};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -20,39 +20,22 @@ pub struct Sandbox {
     pub approval_policy: ApprovalPolicy,
 }
 
-/// A decision on an approval as the harness needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Approve,
-    ApproveForSession,
-    Deny,
-    /// The execution ended before anyone decided.
-    Cancelled,
-}
-
-impl Verdict {
-    pub fn parse(decision: &str) -> Verdict {
-        match decision {
-            "approve" => Verdict::Approve,
-            "approve_for_session" => Verdict::ApproveForSession,
-            "deny" => Verdict::Deny,
-            _ => Verdict::Cancelled,
-        }
-    }
-
-    pub fn approved(self) -> bool {
-        matches!(self, Verdict::Approve | Verdict::ApproveForSession)
+/// Whether the harness may go ahead after an approval ended this way.
+pub fn approved(verdict: ApprovalResolution) -> bool {
+    match verdict {
+        ApprovalResolution::Approve | ApprovalResolution::ApproveForSession => true,
+        ApprovalResolution::Deny | ApprovalResolution::Cancelled => false,
     }
 }
 
 /// Approvals waiting for a decision from the thread's stream.
 #[derive(Default)]
 pub struct Approvals {
-    waiting: Mutex<HashMap<Uuid, oneshot::Sender<Verdict>>>,
+    waiting: Mutex<HashMap<Uuid, oneshot::Sender<ApprovalResolution>>>,
 }
 
 impl Approvals {
-    pub fn resolve(&self, approval_id: Uuid, verdict: Verdict) {
+    pub fn resolve(&self, approval_id: Uuid, verdict: ApprovalResolution) {
         if let Some(tx) = self
             .waiting
             .lock()
@@ -63,7 +46,7 @@ impl Approvals {
         }
     }
 
-    fn wait(&self, approval_id: Uuid) -> oneshot::Receiver<Verdict> {
+    fn wait(&self, approval_id: Uuid) -> oneshot::Receiver<ApprovalResolution> {
         let (tx, rx) = oneshot::channel();
         self.waiting
             .lock()
@@ -125,7 +108,7 @@ impl Turn {
         kind: ApprovalKind,
         summary: String,
         details: serde_json::Value,
-    ) -> Verdict {
+    ) -> ApprovalResolution {
         let approval_id = Uuid::now_v7();
         let decided = self.approvals.wait(approval_id);
         self.emit(EventBody::ApprovalRequested {
@@ -135,8 +118,8 @@ impl Turn {
             details,
         });
         tokio::select! {
-            verdict = decided => verdict.unwrap_or(Verdict::Cancelled),
-            _ = self.cancelled.cancelled() => Verdict::Cancelled,
+            verdict = decided => verdict.unwrap_or(ApprovalResolution::Cancelled),
+            _ = self.cancelled.cancelled() => ApprovalResolution::Cancelled,
         }
     }
 }

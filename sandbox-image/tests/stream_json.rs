@@ -1,6 +1,6 @@
 //! The stream-json harnesses (Amp, Claude Code's format) against scripted CLIs that replay a
 //! transcript: what the runner makes of it, resuming, and a CLI that prints garbage.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // tests and benchmarks stop at the first surprise
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ async fn an_amp_transcript_becomes_centaur_events_and_the_thread_is_continued() 
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/amp-turn.jsonl");
     let cli = fake_cli(&dir, &transcript);
     let sandbox = sandbox(&dir, &cli);
-    let mut amp = harness::for_kind(Kind::Amp, &sandbox).unwrap();
+    let mut amp = harness::for_kind(Kind::Amp, &sandbox);
 
     let (finish, events) = run_turn(&mut amp, &sandbox, "run the tests").await;
     assert_eq!(
@@ -158,7 +158,7 @@ async fn an_amp_transcript_becomes_centaur_events_and_the_thread_is_continued() 
 
     // A new sandbox on the same workspace continues the Amp thread.
     drop(amp);
-    let mut amp = harness::for_kind(Kind::Amp, &sandbox).unwrap();
+    let mut amp = harness::for_kind(Kind::Amp, &sandbox);
     run_turn(&mut amp, &sandbox, "and now?").await;
     let args = std::fs::read_to_string(dir.join("args")).unwrap();
     let last = args.lines().last().unwrap();
@@ -180,7 +180,7 @@ async fn a_cli_that_prints_garbage_fails_the_turn_and_breaks_the_harness() {
     .unwrap();
     let cli = fake_cli(&dir, &transcript);
     let sandbox = sandbox(&dir, &cli);
-    let mut amp = harness::for_kind(Kind::Amp, &sandbox).unwrap();
+    let mut amp = harness::for_kind(Kind::Amp, &sandbox);
     let (finish, _) = run_turn(&mut amp, &sandbox, "hello").await;
     match finish {
         Finish::Failed { error } => {
@@ -201,7 +201,7 @@ async fn a_cli_that_prints_garbage_fails_the_turn_and_breaks_the_harness() {
         format!("#!/bin/sh\nread -r line\ncat {}\n", transcript.display()),
     )
     .unwrap();
-    let mut amp = harness::for_kind(Kind::Amp, &sandbox).unwrap();
+    let mut amp = harness::for_kind(Kind::Amp, &sandbox);
     let (finish, _) = run_turn(&mut amp, &sandbox, "hello").await;
     assert!(
         matches!(&finish, Finish::Failed { error } if error.contains("exited in the middle of a turn")),

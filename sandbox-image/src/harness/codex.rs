@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use centaur_protocol::runner::{ApprovalPolicy, Finish};
-use centaur_protocol::{ApprovalKind, EventBody};
+use centaur_protocol::{ApprovalKind, ApprovalResolution, EventBody};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::{Harness, truncate};
-use crate::turn::{Sandbox, Turn, Verdict};
+use crate::turn::{Sandbox, Turn};
 
 /// Where Codex keeps its state, inside the workspace so it outlives the sandbox.
 const CODEX_HOME: &str = ".centaur/codex";
@@ -57,12 +57,12 @@ enum Broke {
 }
 
 impl Codex {
-    pub fn new(sandbox: &Sandbox) -> Result<Codex, String> {
-        Ok(Codex {
+    pub fn new(sandbox: &Sandbox) -> Codex {
+        Codex {
             sandbox: sandbox.clone(),
             process: None,
             broken: false,
-        })
+        }
     }
 
     fn home(&self) -> PathBuf {
@@ -446,19 +446,19 @@ impl TurnState {
     }
 }
 
-type Answer = fn(Verdict) -> &'static str;
+type Answer = fn(ApprovalResolution) -> &'static str;
 
 /// An approval waiting for its decision: the request id and the answer to send.
 type Pending<'a> = Pin<Box<dyn Future<Output = (Value, Value)> + Send + 'a>>;
 
 /// Codex's approval requests as Centaur approvals: kind, summary, details, and how to answer.
 fn approval_request(method: &str, params: &Value) -> Option<(ApprovalKind, String, Value, Answer)> {
-    fn answer(verdict: Verdict) -> &'static str {
+    fn answer(verdict: ApprovalResolution) -> &'static str {
         match verdict {
-            Verdict::Approve => "accept",
-            Verdict::ApproveForSession => "acceptForSession",
-            Verdict::Deny => "decline",
-            Verdict::Cancelled => "cancel",
+            ApprovalResolution::Approve => "accept",
+            ApprovalResolution::ApproveForSession => "acceptForSession",
+            ApprovalResolution::Deny => "decline",
+            ApprovalResolution::Cancelled => "cancel",
         }
     }
     match method {

@@ -36,14 +36,14 @@ pub trait Harness: Send {
     }
 }
 
-/// The adapter for `kind`, or why there is none.
-pub fn for_kind(kind: Kind, sandbox: &Sandbox) -> Result<Box<dyn Harness>, String> {
+/// The adapter for `kind`.
+pub fn for_kind(kind: Kind, sandbox: &Sandbox) -> Box<dyn Harness> {
     match kind {
-        Kind::Echo => Ok(Box::new(Echo)),
-        Kind::Shell => Ok(Box::new(Shell)),
-        Kind::Codex => Ok(Box::new(Codex::new(sandbox)?)),
-        Kind::ClaudeCode => Ok(Box::new(ClaudeCode::new(sandbox))),
-        Kind::Amp => Ok(Box::new(Amp::new(sandbox))),
+        Kind::Echo => Box::new(Echo),
+        Kind::Shell => Box::new(Shell),
+        Kind::Codex => Box::new(Codex::new(sandbox)),
+        Kind::ClaudeCode => Box::new(ClaudeCode::new(sandbox)),
+        Kind::Amp => Box::new(Amp::new(sandbox)),
     }
 }
 

@@ -31,7 +31,7 @@ impl Harness for Shell {
                         serde_json::json!({"command": command, "cwd": turn.sandbox.workspace}),
                     )
                     .await;
-                if !verdict.approved() {
+                if !crate::turn::approved(verdict) {
                     return if turn.cancelled.is_cancelled() {
                         Finish::Cancelled {
                             reason: "interrupted".into(),

@@ -154,7 +154,7 @@ impl Session {
                             let input = request["input"].clone();
                             let (kind, summary) = describe_tool(&request);
                             let verdict = turn.approval(kind, summary, json!({"tool": request["tool_name"], "input": input})).await;
-                            let response = if verdict.approved() {
+                            let response = if crate::turn::approved(verdict) {
                                 json!({"behavior": "allow", "updatedInput": input})
                             } else {
                                 json!({"behavior": "deny", "message": "a person on this thread denied it"})
@@ -368,7 +368,7 @@ impl TurnState {
                 .filter_map(|p| p["text"].as_str())
                 .collect::<Vec<_>>()
                 .join("\n"),
-            _ => String::new(),
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::Object(_) => String::new(),
         };
         if name == "Bash" {
             if !output.is_empty() {
