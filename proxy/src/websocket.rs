@@ -429,7 +429,7 @@ mod tests {
                     .expect("a message to continue")
                     .1
                     .extend(payload),
-                opcode => {
+                opcode @ OpCode::Data(_) => {
                     assert!(message.is_none(), "a message began inside another");
                     message = Some((opcode, payload));
                 }
