@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Decision, ExecutionStatus, Harness, ReadySource, Role, ThreadKey};
+use crate::egress::Policy;
+use crate::{
+    Decision, ExecutionStatus, Harness, ReadySource, Role, ThreadKey, UnknownName, by_name,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,10 +136,85 @@ pub struct ThreadList {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SandboxView {
     pub sandbox_id: Uuid,
-    pub backend: String,
-    pub state: String,
+    pub backend: SandboxBackendKind,
+    pub state: SandboxState,
     pub ready_source: ReadySource,
     pub created_at: DateTime<Utc>,
+}
+
+/// Where a sandbox runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxBackendKind {
+    /// bubblewrap on the server's machine.
+    Local,
+    /// A pod in a Kubernetes cluster.
+    Kubernetes,
+    /// Started by someone else; its runner attached on its own.
+    External,
+}
+
+impl SandboxBackendKind {
+    pub const ALL: [SandboxBackendKind; 3] = [
+        SandboxBackendKind::Local,
+        SandboxBackendKind::Kubernetes,
+        SandboxBackendKind::External,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxBackendKind::Local => "local",
+            SandboxBackendKind::Kubernetes => "kubernetes",
+            SandboxBackendKind::External => "external",
+        }
+    }
+}
+
+impl std::fmt::Display for SandboxBackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SandboxBackendKind {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        by_name(
+            "sandbox backend",
+            s,
+            &SandboxBackendKind::ALL,
+            SandboxBackendKind::as_str,
+        )
+    }
+}
+
+/// Whether a sandbox still serves its thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    Ready,
+    /// Stopped; the thread gets a new sandbox on its next turn.
+    Released,
+}
+
+impl SandboxState {
+    pub const ALL: [SandboxState; 2] = [SandboxState::Ready, SandboxState::Released];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Ready => "ready",
+            SandboxState::Released => "released",
+        }
+    }
+}
+
+impl std::str::FromStr for SandboxState {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        by_name("sandbox state", s, &SandboxState::ALL, SandboxState::as_str)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -194,11 +272,44 @@ pub struct ApiKeyList {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EgressPolicyView {
     pub thread_key: ThreadKey,
-    /// `thread` (its own) or `default` (the deployment's).
-    pub source: String,
-    pub policy: serde_json::Value,
+    pub source: PolicySource,
+    pub policy: Policy,
     /// The live sandbox the policy is in force on, if any.
     pub sandbox_id: Option<Uuid>,
     /// The version pushed to the proxy for that sandbox.
     pub version: Option<i64>,
+}
+
+/// Whose egress policy is in force on a thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicySource {
+    /// The thread's own, set by an admin.
+    Thread,
+    /// The deployment's default (`CENTAUR_EGRESS_POLICY`).
+    Default,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_and_policy_enums_keep_their_wire_strings() {
+        for kind in SandboxBackendKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(kind.as_str().parse::<SandboxBackendKind>(), Ok(kind));
+        }
+        for state in SandboxState::ALL {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+            assert_eq!(state.as_str().parse::<SandboxState>(), Ok(state));
+        }
+        let view: EgressPolicyView = serde_json::from_value(serde_json::json!({
+            "thread_key": "api:t", "source": "default", "policy": {},
+            "sandbox_id": null, "version": null
+        }))
+        .unwrap();
+        assert_eq!(view.source, PolicySource::Default);
+        assert_eq!(view.policy, Policy::default());
+    }
 }

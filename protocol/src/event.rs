@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::ThreadKey;
+use crate::{Harness, ThreadKey, UnknownName, by_name};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -20,12 +20,22 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 3] = [Role::User, Role::Assistant, Role::System];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
             Role::Assistant => "assistant",
             Role::System => "system",
         }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        by_name("role", s, &Role::ALL, Role::as_str)
     }
 }
 
@@ -39,6 +49,12 @@ pub enum ReadySource {
 }
 
 impl ReadySource {
+    pub const ALL: [ReadySource; 3] = [
+        ReadySource::Reused,
+        ReadySource::WarmPool,
+        ReadySource::Cold,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ReadySource::Reused => "reused",
@@ -48,12 +64,30 @@ impl ReadySource {
     }
 }
 
+impl std::str::FromStr for ReadySource {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        by_name("ready source", s, &ReadySource::ALL, ReadySource::as_str)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalKind {
     Command,
     FileChange,
     Tool,
+}
+
+impl ApprovalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalKind::Command => "command",
+            ApprovalKind::FileChange => "file_change",
+            ApprovalKind::Tool => "tool",
+        }
+    }
 }
 
 /// A person's answer to an approval request.
@@ -67,11 +101,65 @@ pub enum Decision {
 
 impl Decision {
     pub fn as_str(self) -> &'static str {
+        ApprovalResolution::from(self).as_str()
+    }
+}
+
+/// How an approval request ended: a person's [`Decision`], or `cancelled` when its execution
+/// ended first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalResolution {
+    Approve,
+    ApproveForSession,
+    Deny,
+    Cancelled,
+}
+
+impl ApprovalResolution {
+    pub const ALL: [ApprovalResolution; 4] = [
+        ApprovalResolution::Approve,
+        ApprovalResolution::ApproveForSession,
+        ApprovalResolution::Deny,
+        ApprovalResolution::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            Decision::Approve => "approve",
-            Decision::ApproveForSession => "approve_for_session",
-            Decision::Deny => "deny",
+            ApprovalResolution::Approve => "approve",
+            ApprovalResolution::ApproveForSession => "approve_for_session",
+            ApprovalResolution::Deny => "deny",
+            ApprovalResolution::Cancelled => "cancelled",
         }
+    }
+}
+
+impl From<Decision> for ApprovalResolution {
+    fn from(decision: Decision) -> Self {
+        match decision {
+            Decision::Approve => ApprovalResolution::Approve,
+            Decision::ApproveForSession => ApprovalResolution::ApproveForSession,
+            Decision::Deny => ApprovalResolution::Deny,
+        }
+    }
+}
+
+impl std::fmt::Display for ApprovalResolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ApprovalResolution {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        by_name(
+            "approval resolution",
+            s,
+            &ApprovalResolution::ALL,
+            ApprovalResolution::as_str,
+        )
     }
 }
 
@@ -80,7 +168,7 @@ impl Decision {
 #[serde(tag = "type")]
 pub enum EventBody {
     #[serde(rename = "thread.created")]
-    ThreadCreated { harness: String },
+    ThreadCreated { harness: Harness },
     #[serde(rename = "message.created")]
     MessageCreated {
         message_id: Uuid,
@@ -140,11 +228,10 @@ pub enum EventBody {
         #[serde(default)]
         details: Value,
     },
-    /// `decision` is a [`Decision`], or `cancelled` when the execution ended first.
     #[serde(rename = "approval.resolved")]
     ApprovalResolved {
         approval_id: Uuid,
-        decision: String,
+        decision: ApprovalResolution,
         decided_by: String,
     },
     #[serde(rename = "egress.denied")]
@@ -287,5 +374,47 @@ mod tests {
         assert!(EventBody::ExecutionFailed { error: "e".into() }.is_terminal());
         assert!(!EventBody::ExecutionStarted {}.is_terminal());
         assert!(!EventBody::ExecutionStarted {}.is_runner_event());
+    }
+
+    #[test]
+    fn typed_fields_keep_their_wire_strings() {
+        let created: EventBody = serde_json::from_value(
+            serde_json::json!({"type": "thread.created", "harness": "claude-code"}),
+        )
+        .unwrap();
+        assert_eq!(
+            created,
+            EventBody::ThreadCreated {
+                harness: Harness::ClaudeCode
+            }
+        );
+        for resolution in ApprovalResolution::ALL {
+            let json = serde_json::to_value(resolution).unwrap();
+            assert_eq!(json, resolution.as_str());
+            assert_eq!(
+                resolution.as_str().parse::<ApprovalResolution>(),
+                Ok(resolution)
+            );
+        }
+        for decision in [
+            Decision::Approve,
+            Decision::ApproveForSession,
+            Decision::Deny,
+        ] {
+            assert_eq!(serde_json::to_value(decision).unwrap(), decision.as_str());
+        }
+        for role in Role::ALL {
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        for source in ReadySource::ALL {
+            assert_eq!(serde_json::to_value(source).unwrap(), source.as_str());
+            assert_eq!(source.as_str().parse::<ReadySource>(), Ok(source));
+        }
+        for kind in [ApprovalKind::Command, ApprovalKind::FileChange, ApprovalKind::Tool] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        let unknown = "maybe".parse::<ApprovalResolution>().unwrap_err();
+        assert_eq!(unknown.value, "maybe");
     }
 }

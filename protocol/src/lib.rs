@@ -2,7 +2,7 @@
 //!
 //! Everything here is part of the external contract in `SPEC.md`: thread keys, the events of the
 //! thread stream, the JSON bodies of the HTTP API, and the runner-facing API.
-#![cfg_attr(test, allow(clippy::unwrap_used))] // tests stop at the first surprise
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm))] // tests stop at the first surprise
 
 pub mod api;
 pub mod egress;
@@ -11,7 +11,7 @@ pub mod runner;
 pub mod sse;
 pub mod thread_key;
 
-pub use event::{ApprovalKind, Decision, Event, EventBody, ReadySource, Role};
+pub use event::{ApprovalKind, ApprovalResolution, Decision, Event, EventBody, ReadySource, Role};
 pub use thread_key::{ThreadKey, ThreadKeyError};
 
 use serde::{Deserialize, Serialize};
@@ -53,20 +53,50 @@ impl std::fmt::Display for Harness {
     }
 }
 
+/// A name that is not one of an enum's wire names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{value}`; expected one of {expected}")]
+pub struct UnknownName {
+    /// What was being named (`harness`, `execution status`, ...).
+    pub kind: &'static str,
+    pub value: String,
+    /// The accepted names, comma-separated.
+    pub expected: String,
+}
+
+impl UnknownName {
+    /// `value` is none of `names`.
+    pub fn new<'a>(
+        kind: &'static str,
+        value: &str,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> UnknownName {
+        UnknownName {
+            kind,
+            value: value.to_owned(),
+            expected: names.into_iter().collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+/// The variant of `all` whose wire name (`as_str`) is `value`.
+fn by_name<T: Copy>(
+    kind: &'static str,
+    value: &str,
+    all: &[T],
+    as_str: fn(T) -> &'static str,
+) -> Result<T, UnknownName> {
+    all.iter()
+        .copied()
+        .find(|v| as_str(*v) == value)
+        .ok_or_else(|| UnknownName::new(kind, value, all.iter().map(|v| as_str(*v))))
+}
+
 impl std::str::FromStr for Harness {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Harness::ALL
-            .into_iter()
-            .find(|h| h.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Harness::ALL.iter().map(|h| h.as_str()).collect();
-                format!(
-                    "unknown harness `{s}`; expected one of {}",
-                    names.join(", ")
-                )
-            })
+        by_name("harness", s, &Harness::ALL, Harness::as_str)
     }
 }
 
@@ -82,6 +112,14 @@ pub enum ExecutionStatus {
 }
 
 impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 5] = [
+        ExecutionStatus::Queued,
+        ExecutionStatus::Running,
+        ExecutionStatus::Completed,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ExecutionStatus::Queued => "queued",
@@ -98,28 +136,186 @@ impl ExecutionStatus {
 }
 
 impl std::str::FromStr for ExecutionStatus {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "queued" => ExecutionStatus::Queued,
-            "running" => ExecutionStatus::Running,
-            "completed" => ExecutionStatus::Completed,
-            "failed" => ExecutionStatus::Failed,
-            "cancelled" => ExecutionStatus::Cancelled,
-            other => return Err(format!("unknown execution status `{other}`")),
-        })
+        by_name(
+            "execution status",
+            s,
+            &ExecutionStatus::ALL,
+            ExecutionStatus::as_str,
+        )
     }
 }
 
 /// The JSON body of every error answer: `{"error":{"code":"snake_case","message":"..."}}`.
+/// The server's codes are [`ErrorCode`]; the egress proxy's control API answers the same shape
+/// with its own codes ([`egress::control::ControlErrorCode`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
+pub struct ErrorBody<C = ErrorCode> {
+    pub error: ErrorDetail<C>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    pub code: String,
+pub struct ErrorDetail<C = ErrorCode> {
+    pub code: C,
     pub message: String,
+}
+
+/// Why the server refused a request: the `code` of its error answers (docs/api.md lists them
+/// by HTTP status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // 400
+    InvalidJson,
+    InvalidRequest,
+    InvalidBody,
+    InvalidThreadKey,
+    InvalidPath,
+    InvalidQuery,
+    InvalidLastEventId,
+    InvalidSeq,
+    InvalidPolicy,
+    EventNotAllowed,
+    // 401, 403
+    Unauthorized,
+    Forbidden,
+    // 404
+    NotFound,
+    ThreadNotFound,
+    ExecutionNotFound,
+    ApprovalNotFound,
+    ApiKeyNotFound,
+    EgressNotConfigured,
+    // 405
+    MethodNotAllowed,
+    // 409
+    ExecutionActive,
+    ExecutionFinished,
+    ExecutionNotStarted,
+    SeqGap,
+    ApprovalAlreadyDecided,
+    ApprovalExpired,
+    ApprovalExists,
+    HarnessConflict,
+    IdempotencyConflict,
+    SpawnContended,
+    // 413, 415, 429
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    TooManyStreams,
+    // 500
+    Internal,
+    // 502
+    EgressPolicyRefused,
+    EgressFailed,
+    // 503
+    DatabaseUnavailable,
+    NotReady,
+    SandboxCapacity,
+    SandboxBackendUnavailable,
+    EgressUnavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::InvalidThreadKey => "invalid_thread_key",
+            ErrorCode::InvalidPath => "invalid_path",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::InvalidLastEventId => "invalid_last_event_id",
+            ErrorCode::InvalidSeq => "invalid_seq",
+            ErrorCode::InvalidPolicy => "invalid_policy",
+            ErrorCode::EventNotAllowed => "event_not_allowed",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ThreadNotFound => "thread_not_found",
+            ErrorCode::ExecutionNotFound => "execution_not_found",
+            ErrorCode::ApprovalNotFound => "approval_not_found",
+            ErrorCode::ApiKeyNotFound => "api_key_not_found",
+            ErrorCode::EgressNotConfigured => "egress_not_configured",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::ExecutionActive => "execution_active",
+            ErrorCode::ExecutionFinished => "execution_finished",
+            ErrorCode::ExecutionNotStarted => "execution_not_started",
+            ErrorCode::SeqGap => "seq_gap",
+            ErrorCode::ApprovalAlreadyDecided => "approval_already_decided",
+            ErrorCode::ApprovalExpired => "approval_expired",
+            ErrorCode::ApprovalExists => "approval_exists",
+            ErrorCode::HarnessConflict => "harness_conflict",
+            ErrorCode::IdempotencyConflict => "idempotency_conflict",
+            ErrorCode::SpawnContended => "spawn_contended",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::TooManyStreams => "too_many_streams",
+            ErrorCode::Internal => "internal",
+            ErrorCode::EgressPolicyRefused => "egress_policy_refused",
+            ErrorCode::EgressFailed => "egress_failed",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::SandboxCapacity => "sandbox_capacity",
+            ErrorCode::SandboxBackendUnavailable => "sandbox_backend_unavailable",
+            ErrorCode::EgressUnavailable => "egress_unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_their_snake_case_names_on_the_wire() {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: ErrorCode::DatabaseUnavailable,
+                message: "m".into(),
+            },
+        };
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {"code": "database_unavailable", "message": "m"}})
+        );
+        for name in [
+            "invalid_last_event_id",
+            "api_key_not_found",
+            "too_many_streams",
+            "sandbox_backend_unavailable",
+        ] {
+            let code: ErrorCode = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(code.as_str(), name);
+        }
+        // Another service's codes travel in the same shape.
+        let other: ErrorBody<String> = serde_json::from_value(
+            serde_json::json!({"error": {"code": "sandbox_removed", "message": "m"}}),
+        )
+        .unwrap();
+        assert_eq!(other.error.code, "sandbox_removed");
+    }
+
+    #[test]
+    fn unknown_names_are_refused_naming_the_choices() {
+        let error = "clippy".parse::<Harness>().unwrap_err();
+        assert_eq!(error.kind, "harness");
+        assert!(error.expected.contains("claude-code"), "{error}");
+        for status in ExecutionStatus::ALL {
+            assert_eq!(status.as_str().parse::<ExecutionStatus>(), Ok(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        for harness in Harness::ALL {
+            assert_eq!(serde_json::to_value(harness).unwrap(), harness.as_str());
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! API keys: created and revoked by an admin, stored as hashes.
 
+use centaur_protocol::ErrorCode;
 use centaur_protocol::api::{ApiKeyView, CreatedApiKey};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -14,7 +15,7 @@ pub async fn create(state: &AppState, name: &str) -> ApiResult<CreatedApiKey> {
     let name = name.trim();
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("name must be 1 to {MAX_NAME_BYTES} bytes"),
         ));
     }
@@ -72,5 +73,5 @@ pub async fn revoke(state: &AppState, id: Uuid) -> ApiResult<()> {
     .await?;
     found
         .map(|_| tracing::info!(api_key_id = %id, "API key revoked"))
-        .ok_or_else(|| ApiError::not_found("api_key_not_found", format!("no API key {id}")))
+        .ok_or_else(|| ApiError::not_found(ErrorCode::ApiKeyNotFound, format!("no API key {id}")))
 }

@@ -1,6 +1,7 @@
 //! Assembles the server: state, background work, the HTTP listener, graceful shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,16 +11,16 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, Config, ConfigError};
 use crate::db::{self, Readiness};
-use crate::egress::{self, Egress};
+use crate::egress::{self, Egress, EgressSetupError};
 use crate::executions;
 use crate::hub::Hub;
 use crate::replicas;
 use crate::routes;
 use crate::runner_socket::{RunnerSocket, SocketPeer};
 use crate::sandbox::host_user::{self, HostUsers};
-use crate::sandbox::local::ResourceLimits;
+use crate::sandbox::local::{LocalSetupError, ResourceLimits};
 use crate::sandbox::warm::WarmPool;
 use crate::sandbox::{ExternalBackend, LocalBackend, LocalOptions, SandboxBackend, reaper, warm};
 
@@ -48,7 +49,25 @@ pub struct AppState {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+    #[error("invalid configuration: CENTAUR_DATA_DIR: {0}")]
+    DataDir(#[source] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    LocalBackend(#[from] LocalSetupError),
+    #[error("invalid configuration: {0}")]
+    Egress(#[from] EgressSetupError),
+    #[error("invalid configuration: CENTAUR_CODEX_CONFIG {}: {source}", path.display())]
+    CodexConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: runner socket {}: {source}", path.display())]
+    RunnerSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid DATABASE_URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
     #[error(
@@ -103,8 +122,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
 /// The local backend as `config` describes it.
 pub fn local_backend(config: &Config) -> Result<LocalBackend, StartError> {
-    let data_dir = std::path::absolute(&config.data_dir)
-        .map_err(|e| StartError::Config(format!("CENTAUR_DATA_DIR: {e}")))?;
+    let data_dir = std::path::absolute(&config.data_dir).map_err(StartError::DataDir)?;
     let uid_base = config
         .sandbox_uid_base
         .unwrap_or_else(|| host_user::default_base(&data_dir));
@@ -128,31 +146,35 @@ pub fn local_backend(config: &Config) -> Result<LocalBackend, StartError> {
         allow_unlimited_processes: config.sandbox_allow_unlimited_processes,
         cgroup_root: config.cgroup_root.clone(),
     };
-    LocalBackend::new(options).map_err(StartError::Config)
+    Ok(LocalBackend::new(options)?)
 }
 
-/// Starts the server with a given sandbox backend (tests, embedders).
+/// Starts the server with a given sandbox backend (tests, embedders): checks the
+/// configuration, binds, assembles the state, starts the background work, then serves.
 pub async fn start_with_backend(
     config: Config,
     backend: Arc<dyn SandboxBackend>,
 ) -> Result<RunningServer, StartError> {
-    config.validate().map_err(StartError::Config)?;
-    let egress = Egress::from_config(&config).map_err(StartError::Config)?;
+    config.validate()?;
+    let egress = Egress::from_config(&config)?;
     let codex_config = match &config.codex_config {
-        Some(path) => Some(Arc::from(std::fs::read_to_string(path).map_err(|e| {
-            StartError::Config(format!("CENTAUR_CODEX_CONFIG {}: {e}", path.display()))
-        })?)),
+        Some(path) => Some(Arc::from(std::fs::read_to_string(path).map_err(
+            |source| StartError::CodexConfig {
+                path: path.clone(),
+                source,
+            },
+        )?)),
         None => None,
     };
     let warm = (config.warm_pool > 0 && backend.supports_warm())
         .then(|| Arc::new(WarmPool::new(config.warm_pool, config.warm_harnesses())));
-    let runner_listener =
-        match backend.runner_socket() {
-            Some(path) => Some(RunnerSocket::bind(&path).map_err(|e| {
-                StartError::Config(format!("runner socket {}: {e}", path.display()))
-            })?),
-            None => None,
-        };
+    let runner_listener = match backend.runner_socket() {
+        Some(path) => Some(
+            RunnerSocket::bind(&path)
+                .map_err(|source| StartError::RunnerSocket { path, source })?,
+        ),
+        None => None,
+    };
     let pool = db::lazy_pool(&config).map_err(StartError::DatabaseUrl)?;
     let listener = TcpListener::bind(config.bind_addr)
         .await
@@ -168,8 +190,7 @@ pub async fn start_with_backend(
     config.bind_addr = addr;
 
     let shutdown = CancellationToken::new();
-    let readiness = Arc::new(Readiness::default());
-    let replica: Arc<str> = replicas::id_for(&config, backend.name()).into();
+    let replica: Arc<str> = replicas::id_for(&config, backend.kind().as_str()).into();
     let state = AppState {
         hub: Hub::start(pool.clone(), shutdown.child_token()),
         pool: pool.clone(),
@@ -178,69 +199,87 @@ pub async fn start_with_backend(
         egress,
         warm,
         codex_config,
-        readiness: readiness.clone(),
+        readiness: Arc::new(Readiness::default()),
         replica,
         shutdown: shutdown.clone(),
     };
+    spawn_background(&state);
+    if let Some(listener) = runner_listener {
+        serve_runner_socket(&state, listener);
+    }
+    let served = serve_http(&state, listener);
+    tracing::info!(%addr, backend = %state.backend.kind(), "centaur-server listening");
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        served,
+        pool,
+    })
+}
+
+/// Migrations, the database probe, deadlines, egress sync, the replica heartbeat, the reaper
+/// and the warm pool, each until shutdown.
+fn spawn_background(state: &AppState) {
     tokio::spawn({
-        let (pool, shutdown) = (pool.clone(), shutdown.clone());
+        let (pool, readiness, shutdown) = (
+            state.pool.clone(),
+            state.readiness.clone(),
+            state.shutdown.clone(),
+        );
         async move { db::migrate_until_done(pool, &readiness, shutdown).await }
     });
     tokio::spawn(db::probe_until_shutdown(
-        pool.clone(),
+        state.pool.clone(),
         state.readiness.clone(),
-        shutdown.clone(),
+        state.shutdown.clone(),
     ));
     tokio::spawn(enforce_deadlines(state.clone()));
     egress::policy::spawn_sync(state.clone());
     replicas::spawn_heartbeat(state.clone());
     reaper::spawn(state.clone());
     warm::spawn_filler(state.clone());
+}
 
-    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-    let router = routes::router(state.clone());
-    if let Some(listener) = runner_listener {
-        let router = routes::runner_socket_router(state.clone())
-            .into_make_service_with_connect_info::<SocketPeer>();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "runner socket failed");
-            }
-        });
-    }
-    let backend = state.backend.clone();
-    let served = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            // Event frames are small writes that must leave at once.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let serve = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-            let serve = std::pin::pin!(serve.into_future());
-            tokio::select! {
-                result = serve => {
-                    if let Err(error) = result {
-                        tracing::error!(%error, "HTTP server failed");
-                    }
-                }
-                _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-                    tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; closing them");
-                }
-            }
-            backend.shutdown().await;
+/// The runner API on the backend's runner socket, until shutdown.
+fn serve_runner_socket(state: &AppState, listener: RunnerSocket) {
+    let router = routes::runner_socket_router(state.clone())
+        .into_make_service_with_connect_info::<SocketPeer>();
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        let serve =
+            axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "runner socket failed");
         }
     });
-    tracing::info!(%addr, backend = state.backend.name(), "centaur-server listening");
-    Ok(RunningServer {
-        addr,
-        shutdown,
-        served,
-        pool,
+}
+
+/// The HTTP API until shutdown, then at most the grace period for requests still running;
+/// then the backend stops its sandboxes.
+fn serve_http(state: &AppState, listener: TcpListener) -> JoinHandle<()> {
+    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    let router = routes::router(state.clone());
+    let backend = state.backend.clone();
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        // Event frames are small writes that must leave at once.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serve = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let serve = std::pin::pin!(serve.into_future());
+        tokio::select! {
+            result = serve => {
+                if let Err(error) = result {
+                    tracing::error!(%error, "HTTP server failed");
+                }
+            }
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; closing them");
+            }
+        }
+        backend.shutdown().await;
     })
 }
 

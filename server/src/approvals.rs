@@ -1,16 +1,20 @@
 //! Deciding approvals. Runners request them (an `approval.requested` event); people decide
 //! them here, once; the decision reaches the runner as `approval.resolved` on the stream.
 
-use centaur_protocol::{Decision, EventBody};
+use centaur_protocol::ErrorCode;
+use centaur_protocol::{ApprovalResolution, Decision, EventBody};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::db::stored;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{NewEvent, append};
 use crate::threads::ThreadRow;
 
 const MAX_REASON_BYTES: usize = 4096;
+/// `approvals.status` until a decision (or the execution's end) resolves it.
+const PENDING: &str = "pending";
 
 pub async fn decide(
     state: &AppState,
@@ -22,7 +26,7 @@ pub async fn decide(
 ) -> ApiResult<()> {
     if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("reason must be at most {MAX_REASON_BYTES} bytes"),
         ));
     }
@@ -50,7 +54,7 @@ pub async fn decide(
             execution_id,
             EventBody::ApprovalResolved {
                 approval_id,
-                decision: decision.as_str().to_owned(),
+                decision: decision.into(),
                 decided_by,
             },
         )],
@@ -72,17 +76,29 @@ async fn why_not_pending(
             .bind(thread_id)
             .fetch_optional(&state.pool)
             .await?;
-    Ok(match status {
-        None => ApiError::not_found(
-            "approval_not_found",
+    let Some((status, decided_by)) = status else {
+        return Ok(ApiError::not_found(
+            ErrorCode::ApprovalNotFound,
             format!("no approval {approval_id} on this thread"),
-        ),
-        Some((status, _)) if status == "cancelled" => ApiError::conflict(
-            "approval_expired",
+        ));
+    };
+    // Still `pending` only if the runner's batch that asked committed after the update.
+    let resolution: Option<ApprovalResolution> = match status.as_str() {
+        PENDING => None,
+        resolved => Some(stored("approvals.status", resolved)?),
+    };
+    Ok(match resolution {
+        Some(ApprovalResolution::Cancelled) => ApiError::conflict(
+            ErrorCode::ApprovalExpired,
             "the execution that asked for this approval has ended",
         ),
-        Some((status, decided_by)) => ApiError::conflict(
-            "approval_already_decided",
+        None
+        | Some(
+            ApprovalResolution::Approve
+            | ApprovalResolution::ApproveForSession
+            | ApprovalResolution::Deny,
+        ) => ApiError::conflict(
+            ErrorCode::ApprovalAlreadyDecided,
             format!(
                 "approval {approval_id} was already decided ({status} by {})",
                 decided_by.unwrap_or_default()

@@ -48,7 +48,9 @@ impl Principal {
     pub fn require_admin(&self) -> ApiResult<()> {
         match self {
             Principal::Admin => Ok(()),
-            _ => Err(ApiError::forbidden("this needs the admin key")),
+            Principal::ApiKey { .. } | Principal::Proxy | Principal::Sandbox { .. } => {
+                Err(ApiError::forbidden("this needs the admin key"))
+            }
         }
     }
 
@@ -101,7 +103,7 @@ impl Principal {
     pub fn require_proxy(&self) -> ApiResult<()> {
         match self {
             Principal::Admin | Principal::Proxy => Ok(()),
-            _ => Err(ApiError::forbidden(
+            Principal::ApiKey { .. } | Principal::Sandbox { .. } => Err(ApiError::forbidden(
                 "this needs the proxy token or the admin key",
             )),
         }
@@ -110,7 +112,7 @@ impl Principal {
     pub fn sandbox_id(&self) -> Option<Uuid> {
         match self {
             Principal::Sandbox { sandbox_id, .. } => Some(*sandbox_id),
-            _ => None,
+            Principal::Admin | Principal::ApiKey { .. } | Principal::Proxy => None,
         }
     }
 }
@@ -161,7 +163,7 @@ fn on_runner_socket(
                 ))
             }
         }
-        _ => Err(ApiError::forbidden(
+        Principal::Admin | Principal::ApiKey { .. } | Principal::Proxy => Err(ApiError::forbidden(
             "the runner socket takes only sandbox tokens",
         )),
     }

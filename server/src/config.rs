@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use centaur_protocol::Harness;
 use centaur_protocol::runner::ApprovalPolicy;
+use centaur_protocol::{Harness, UnknownName};
 use clap::{Parser, ValueEnum};
 
 use crate::crypto::Secret;
@@ -238,25 +238,58 @@ pub enum LogFormat {
     Json,
 }
 
-fn parse_harness(s: &str) -> Result<Harness, String> {
+fn parse_harness(s: &str) -> Result<Harness, UnknownName> {
     s.parse()
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+/// A `KEY=VALUE` setting that is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyValueError {
+    #[error("`{0}` is not KEY=VALUE")]
+    NoEquals(String),
+    #[error("`{0}` is not an environment variable name")]
+    BadName(String),
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), KeyValueError> {
     let (key, value) = s
         .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+        .ok_or_else(|| KeyValueError::NoEquals(s.to_owned()))?;
     let valid = !key.is_empty()
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !key.as_bytes()[0].is_ascii_digit();
     if !valid {
-        return Err(format!("`{key}` is not an environment variable name"));
+        return Err(KeyValueError::BadName(key.to_owned()));
     }
     Ok((key.to_owned(), value.to_owned()))
 }
 
-fn parse_approval_policy(s: &str) -> Result<ApprovalPolicy, String> {
-    s.parse()
+/// An approval policy that is none of `never`, `on-request`, `always`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ApprovalPolicyError(String);
+
+fn parse_approval_policy(s: &str) -> Result<ApprovalPolicy, ApprovalPolicyError> {
+    s.parse().map_err(ApprovalPolicyError)
+}
+
+/// Settings that do not go together, or are out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("CENTAUR_ADMIN_API_KEY must be at least 16 characters")]
+    ShortAdminKey,
+    #[error("CENTAUR_PROXY_TOKEN must be at least 16 characters")]
+    ShortProxyToken,
+    #[error("CENTAUR_DEFAULT_EXECUTION_MS must be positive and at most CENTAUR_MAX_EXECUTION_MS")]
+    DefaultExecution,
+    #[error("CENTAUR_PROXY_CONTROL_URL needs CENTAUR_PROXY_TOKEN")]
+    ProxyControlWithoutToken,
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
+    #[error("CENTAUR_SSE_KEEPALIVE_SECS must be between 1 and 15")]
+    SseKeepalive,
+    #[error("CENTAUR_MAX_STREAMS_PER_TOKEN and CENTAUR_MAX_STREAMS must be positive")]
+    MaxStreams,
 }
 
 impl Config {
@@ -265,42 +298,37 @@ impl Config {
         Config::parse_from(["centaur-server", "--database-url", &database_url.into()])
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(key) = &self.admin_api_key
             && key.expose().len() < 16
         {
-            return Err("CENTAUR_ADMIN_API_KEY must be at least 16 characters".into());
+            return Err(ConfigError::ShortAdminKey);
         }
         if let Some(token) = &self.proxy_token
             && token.expose().len() < 16
         {
-            return Err("CENTAUR_PROXY_TOKEN must be at least 16 characters".into());
+            return Err(ConfigError::ShortProxyToken);
         }
         if self.default_execution_ms == 0 || self.default_execution_ms > self.max_execution_ms {
-            return Err(
-                "CENTAUR_DEFAULT_EXECUTION_MS must be positive and at most CENTAUR_MAX_EXECUTION_MS"
-                    .into(),
-            );
+            return Err(ConfigError::DefaultExecution);
         }
         if self.proxy_control_url.is_some() && self.proxy_token.is_none() {
-            return Err("CENTAUR_PROXY_CONTROL_URL needs CENTAUR_PROXY_TOKEN".into());
+            return Err(ConfigError::ProxyControlWithoutToken);
         }
         if self.reaper_ms == 0 {
-            return Err("CENTAUR_REAPER_MS must be positive".into());
+            return Err(ConfigError::NotPositive("CENTAUR_REAPER_MS"));
         }
         if self.replica_dead_after_secs == 0 {
-            return Err("CENTAUR_REPLICA_DEAD_AFTER_SECS must be positive".into());
+            return Err(ConfigError::NotPositive("CENTAUR_REPLICA_DEAD_AFTER_SECS"));
         }
         if self.egress_sync_ms == 0 {
-            return Err("CENTAUR_EGRESS_SYNC_MS must be positive".into());
+            return Err(ConfigError::NotPositive("CENTAUR_EGRESS_SYNC_MS"));
         }
         if self.sse_keepalive_secs == 0 || self.sse_keepalive_secs > 15 {
-            return Err("CENTAUR_SSE_KEEPALIVE_SECS must be between 1 and 15".into());
+            return Err(ConfigError::SseKeepalive);
         }
         if self.max_streams_per_token == 0 || self.max_streams == 0 {
-            return Err(
-                "CENTAUR_MAX_STREAMS_PER_TOKEN and CENTAUR_MAX_STREAMS must be positive".into(),
-            );
+            return Err(ConfigError::MaxStreams);
         }
         Ok(())
     }

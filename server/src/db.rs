@@ -100,7 +100,7 @@ impl Readiness {
     pub fn checked_ago(&self) -> Option<Duration> {
         match self.database() {
             DatabaseState::Unknown => None,
-            _ => {
+            DatabaseState::Up | DatabaseState::Down => {
                 let at = Duration::from_millis(self.checked_ms.load(Ordering::Acquire));
                 Some(self.epoch.elapsed().saturating_sub(at))
             }
@@ -238,4 +238,28 @@ pub async fn begin(
     tokio::spawn(async move { pool.begin().await })
         .await
         .map_err(|e| sqlx::Error::Protocol(format!("the BEGIN task failed: {e}")))?
+}
+
+/// A value in the database that the server does not know: written by a newer server, or by
+/// hand. Fails the request (`500`) rather than being read as something it is not.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown value `{value}` in {column}: {reason}")]
+pub struct UnknownStored {
+    /// `table.column`.
+    pub column: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Reads a stored enum: `value` of `column` (`table.column`) as a `T`.
+pub fn stored<T>(column: &'static str, value: &str) -> Result<T, UnknownStored>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|reason: T::Err| UnknownStored {
+        column,
+        value: value.to_owned(),
+        reason: reason.to_string(),
+    })
 }

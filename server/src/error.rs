@@ -1,55 +1,91 @@
-//! API errors: each maps to an HTTP status and a stable snake_case code.
+//! API errors: each maps to an HTTP status and a stable [`ErrorCode`].
+//!
+//! An error turned into a response leaves a [`Rejection`] on it; the routes' log layer
+//! ([`crate::routes`]) logs it there, once, inside the request's span.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use centaur_protocol::{ErrorBody, ErrorDetail};
+use centaur_protocol::{ErrorBody, ErrorCode, ErrorDetail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: ErrorCode, message: String },
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
     #[error("{message}")]
-    NotFound { code: &'static str, message: String },
+    NotFound { code: ErrorCode, message: String },
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{message}")]
-    Unavailable { code: &'static str, message: String },
+    Unavailable { code: ErrorCode, message: String },
     /// The database did not answer (or is known to be away): `503 database_unavailable`.
     #[error("the database is unavailable; retry shortly")]
     DatabaseUnavailable,
     /// A component the server depends on (the egress proxy) refused.
     #[error("{message}")]
-    BadGateway { code: &'static str, message: String },
+    BadGateway { code: ErrorCode, message: String },
     #[error("internal error")]
-    Internal(#[source] anyhow::Error),
+    Internal(#[source] InternalError),
+}
+
+/// What went wrong when a request fails through the server's own fault (`500 internal`).
+#[derive(Debug, thiserror::Error)]
+pub enum InternalError {
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error(transparent)]
+    Stored(#[from] crate::db::UnknownStored),
+    #[error("a stored thread key is invalid: {0}")]
+    StoredThreadKey(#[from] centaur_protocol::ThreadKeyError),
+    #[error("a stored egress policy is unreadable: {0}")]
+    StoredPolicy(#[source] serde_json::Error),
+    #[error("{what} failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("a handler panicked")]
+    Panicked,
+}
+
+impl From<InternalError> for ApiError {
+    fn from(error: InternalError) -> Self {
+        ApiError::Internal(error)
+    }
+}
+
+impl From<crate::db::UnknownStored> for ApiError {
+    fn from(error: crate::db::UnknownStored) -> Self {
+        ApiError::Internal(error.into())
+    }
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             code,
             message: message.into(),
         }
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::NotFound {
             code,
             message: message.into(),
         }
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::Conflict {
             code,
             message: message.into(),
@@ -57,11 +93,19 @@ impl ApiError {
     }
 
     pub fn thread_not_found(thread_key: &str) -> Self {
-        ApiError::not_found("thread_not_found", format!("no thread `{thread_key}`"))
+        ApiError::not_found(
+            ErrorCode::ThreadNotFound,
+            format!("no thread `{thread_key}`"),
+        )
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
         ApiError::Forbidden(message.into())
+    }
+
+    /// A task the request ran in failed (it panicked, or was cancelled at shutdown).
+    pub fn task_failed(what: &'static str, source: tokio::task::JoinError) -> Self {
+        ApiError::Internal(InternalError::Task { what, source })
     }
 
     pub fn status(&self) -> StatusCode {
@@ -81,19 +125,84 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::Unavailable { code, .. }
-            | ApiError::BadGateway { code, .. } => code,
-            ApiError::DatabaseUnavailable => "database_unavailable",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::Internal(_) => "internal",
+            | ApiError::BadGateway { code, .. } => *code,
+            ApiError::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// How the log layer reports this error.
+    fn rejection(&self) -> Rejection {
+        let seriousness = match self {
+            ApiError::Internal(source) => Seriousness::Internal {
+                cause: format!("{source:?}"),
+            },
+            ApiError::Unavailable {
+                code: ErrorCode::NotReady,
+                ..
+            } => Seriousness::NotReady,
+            ApiError::Unavailable { .. }
+            | ApiError::BadGateway { .. }
+            | ApiError::DatabaseUnavailable => Seriousness::Unavailable,
+            ApiError::BadRequest { .. }
+            | ApiError::Unauthorized
+            | ApiError::Forbidden(_)
+            | ApiError::NotFound { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::UnsupportedMediaType(_) => Seriousness::Refused,
+        };
+        Rejection {
+            code: self.code(),
+            message: self.to_string(),
+            seriousness,
+        }
+    }
+}
+
+/// A request the server answered with an error, as the response carries it (an extension) for
+/// the log layer, which logs it once.
+#[derive(Clone, Debug)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+    pub seriousness: Seriousness,
+}
+
+/// How loudly a [`Rejection`] is logged.
+#[derive(Clone, Debug)]
+pub enum Seriousness {
+    /// The server's own fault: an error, with its cause.
+    Internal { cause: String },
+    /// Start-up: the database is not reached yet (debug).
+    NotReady,
+    /// The database or the egress proxy is away or refused (warning).
+    Unavailable,
+    /// The request was at fault (debug).
+    Refused,
+}
+
+impl Rejection {
+    /// Logs the rejection at its level.
+    pub fn log(&self) {
+        let Rejection { code, message, .. } = self;
+        match &self.seriousness {
+            Seriousness::Internal { cause } => tracing::error!(error = %cause, "internal error"),
+            Seriousness::NotReady => tracing::debug!(error = %message, "not ready"),
+            Seriousness::Unavailable => tracing::warn!(error = %message, "unavailable"),
+            Seriousness::Refused => {
+                tracing::debug!(code = code.as_str(), error = %message, "request rejected")
+            }
         }
     }
 }
@@ -101,23 +210,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            ApiError::Internal(source) => tracing::error!(error = ?source, "internal error"),
-            ApiError::Unavailable {
-                code: "not_ready", ..
-            } => {
-                tracing::debug!(error = %self, "not ready")
-            }
-            ApiError::Unavailable { .. }
-            | ApiError::BadGateway { .. }
-            | ApiError::DatabaseUnavailable => {
-                tracing::warn!(error = %self, "unavailable")
-            }
-            _ => tracing::debug!(code = self.code(), error = %self, "request rejected"),
-        }
+        let rejection = self.rejection();
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code().to_owned(),
+                code: self.code(),
                 message: self.to_string(),
             },
         };
@@ -134,9 +230,7 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("1"),
             );
         }
-        if matches!(self, ApiError::DatabaseUnavailable) {
-            response.extensions_mut().insert(DatabaseFailed);
-        }
+        response.extensions_mut().insert(rejection);
         response
     }
 }
@@ -149,14 +243,14 @@ impl From<sqlx::Error> for ApiError {
             // Data exception: a value PostgreSQL cannot take (a NUL character, a date out of
             // range). The request is at fault, and nothing was stored.
             return ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("a value in the request cannot be stored: {}", db.message()),
             );
         }
         if is_unavailable(&error) {
             return ApiError::DatabaseUnavailable;
         }
-        ApiError::Internal(error.into())
+        ApiError::Internal(InternalError::Database(error))
     }
 }
 
@@ -164,10 +258,13 @@ impl From<crate::sandbox::SandboxError> for ApiError {
     fn from(error: crate::sandbox::SandboxError) -> Self {
         use crate::sandbox::SandboxError;
         let code = match error {
-            SandboxError::Capacity(_) => "sandbox_capacity",
-            SandboxError::Backend(_) | SandboxError::NotAttachable(_) => {
-                "sandbox_backend_unavailable"
-            }
+            SandboxError::Capacity(_) => ErrorCode::SandboxCapacity,
+            SandboxError::Host { .. }
+            | SandboxError::HostUser(_)
+            | SandboxError::Seccomp(_)
+            | SandboxError::DidNotStart { .. }
+            | SandboxError::NotStarting(_)
+            | SandboxError::NotAttachable(_) => ErrorCode::SandboxBackendUnavailable,
         };
         ApiError::Unavailable {
             code,
@@ -176,13 +273,8 @@ impl From<crate::sandbox::SandboxError> for ApiError {
     }
 }
 
-/// Marks a response to a request that failed because the database did not answer, so the
-/// middleware in front of the routes can have the database probed at once
-/// ([`crate::db::Readiness::suspect`]).
-#[derive(Clone, Copy, Debug)]
-pub struct DatabaseFailed;
-
 /// Whether a database error means "the database cannot be reached right now" rather than a bug.
+#[allow(clippy::wildcard_enum_match_arm)] // sqlx::Error is non-exhaustive
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut
@@ -206,10 +298,8 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
 
 /// The name of the constraint a unique violation tripped, if that is what `error` is.
 pub fn unique_violation(error: &sqlx::Error) -> Option<String> {
-    match error {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-            Some(db.constraint().unwrap_or_default().to_owned())
-        }
-        _ => None,
-    }
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    (db.code().as_deref() == Some("23505")).then(|| db.constraint().unwrap_or_default().to_owned())
 }

@@ -3,19 +3,22 @@
 //! Every way an execution can end (the runner reports it, an interrupt, the deadline, a
 //! release) goes through [`finish_in`], whose conditional update lets exactly one of them win.
 
+use centaur_protocol::ErrorCode;
 use std::time::Duration;
 
 use centaur_protocol::api::{ExecuteRequest, ExecuteResponse, InterruptResponse, SpawnRequest};
 use centaur_protocol::runner::{
-    Assignment, BatchAccepted, EventBatch, Finish, InputMessage, RunnerExecution,
+    Assignment, BatchAccepted, EventBatch, Finish, InputMessage, RunnerEvent, RunnerExecution,
 };
-use centaur_protocol::{EventBody, ExecutionStatus, Harness, Role};
+use centaur_protocol::{ApprovalResolution, EventBody, ExecutionStatus, Harness, Role};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::assignment;
 use crate::auth::Principal;
+use crate::db::{UnknownStored, stored};
 use crate::error::{ApiError, ApiResult, unique_violation};
 use crate::events::{NewEvent, ThreadRef, append};
 use crate::threads::{self, ThreadRow};
@@ -30,13 +33,13 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
         None => state.config.default_execution_ms,
         Some(0) => {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "max_duration_ms must be positive",
             ));
         }
         Some(ms) if ms > state.config.max_execution_ms => {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!(
                     "max_duration_ms must be at most {}",
                     state.config.max_execution_ms
@@ -49,7 +52,7 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
         && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
     {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
         ));
     }
@@ -59,7 +62,7 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
         .is_some_and(|m| m.trim().is_empty())
     {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "message must not be empty",
         ));
     }
@@ -73,7 +76,7 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
     let queued = queue(state, &request, &thread, max_duration_ms, &mut started).await;
     if queued.is_err() && created {
         // A refused request stores nothing: not the thread it created, nor a sandbox for it.
-        threads::abandon_new_thread(state, &thread, &started).await;
+        assignment::abandon_new_thread(state, &thread, &started).await;
     }
     queued
 }
@@ -92,7 +95,7 @@ async fn queue(
     {
         return Ok(existing);
     }
-    let spawned = threads::spawn_on(
+    let spawned = assignment::spawn_on(
         state,
         &SpawnRequest {
             thread_key: request.thread_key.clone(),
@@ -128,7 +131,9 @@ async fn queue(
                 let key = request.idempotency_key.as_deref().unwrap_or_default();
                 by_idempotency_key(state, thread.id, key)
                     .await?
-                    .ok_or_else(|| ApiError::conflict("idempotency_conflict", "retry the request"))
+                    .ok_or_else(|| {
+                        ApiError::conflict(ErrorCode::IdempotencyConflict, "retry the request")
+                    })
             }
             _ => Err(error.into()),
         };
@@ -179,10 +184,13 @@ async fn by_idempotency_key(
     .bind(key)
     .fetch_optional(&state.pool)
     .await?;
-    Ok(row.map(|(execution_id, status)| ExecuteResponse {
-        execution_id,
-        status: parse_status(&status),
-    }))
+    row.map(|(execution_id, status)| {
+        Ok(ExecuteResponse {
+            execution_id,
+            status: stored("executions.status", &status)?,
+        })
+    })
+    .transpose()
 }
 
 async fn active_conflict(state: &AppState, thread: &ThreadRow) -> ApiError {
@@ -196,16 +204,12 @@ async fn active_conflict(state: &AppState, thread: &ThreadRow) -> ApiError {
     .flatten();
     let which = active.map(|id| format!(" ({id})")).unwrap_or_default();
     ApiError::conflict(
-        "execution_active",
+        ErrorCode::ExecutionActive,
         format!(
             "thread `{}` already has an execution in progress{which}; wait for it or interrupt it",
             thread.thread_key
         ),
     )
-}
-
-fn parse_status(s: &str) -> ExecutionStatus {
-    s.parse().unwrap_or(ExecutionStatus::Failed)
 }
 
 /// Ends an active execution: stores the outcome and returns the events to append (cancelled
@@ -272,7 +276,7 @@ pub async fn finish_in(
                 execution_id,
                 EventBody::ApprovalResolved {
                     approval_id,
-                    decision: "cancelled".into(),
+                    decision: ApprovalResolution::Cancelled,
                     decided_by: "system".into(),
                 },
             )
@@ -379,6 +383,17 @@ async fn claim_now(
     .fetch_all(&mut *tx)
     .await?;
     input.sort_by_key(|m| m.3);
+    let harness: Harness = stored("executions.harness", &harness)?;
+    let input = input
+        .into_iter()
+        .map(|(message_id, role, text, _)| {
+            Ok(InputMessage {
+                message_id,
+                role: stored("messages.role", &role)?,
+                text,
+            })
+        })
+        .collect::<Result<Vec<_>, UnknownStored>>()?;
     let events = append(
         &mut tx,
         &thread.as_ref(),
@@ -395,20 +410,9 @@ async fn claim_now(
     Ok(Some(Assignment {
         execution_id,
         thread_key: thread.key(),
-        harness: harness.parse().unwrap_or(Harness::Shell),
+        harness,
         deadline_at,
-        input: input
-            .into_iter()
-            .map(|(message_id, role, text, _)| InputMessage {
-                message_id,
-                role: match role.as_str() {
-                    "assistant" => Role::Assistant,
-                    "system" => Role::System,
-                    _ => Role::User,
-                },
-                text,
-            })
-            .collect(),
+        input,
         runner_seq,
         started_event_id,
     }))
@@ -436,7 +440,7 @@ async fn runner_row(conn: &mut PgConnection, execution_id: Uuid) -> ApiResult<Ru
 
 fn execution_not_found(execution_id: Uuid) -> ApiError {
     ApiError::not_found(
-        "execution_not_found",
+        ErrorCode::ExecutionNotFound,
         format!("no execution {execution_id}"),
     )
 }
@@ -472,7 +476,7 @@ pub async fn runner_view(
     Ok(RunnerExecution {
         execution_id,
         thread_key,
-        status: parse_status(&row.status),
+        status: stored("executions.status", &row.status)?,
         runner_seq: row.runner_seq,
         deadline_at: row.deadline_at,
     })
@@ -491,8 +495,70 @@ pub async fn post_events(
     validate_batch(&batch)?;
     let newest_seq = batch.events.last().map_or(0, |e| e.seq);
     let mut tx = crate::db::begin(&state.pool).await?;
-    // Lock the execution, read where it was, and move its seq forward, in one round trip.
-    // (Refused batches roll back, undoing the move.)
+    let (thread, row) = lock_for_batch(&mut tx, principal, execution_id, newest_seq, scope).await?;
+    let status: ExecutionStatus = stored("executions.status", &row.status)?;
+    let received = batch.events.len();
+    let fresh: Vec<RunnerEvent> = batch
+        .events
+        .into_iter()
+        .filter(|e| e.seq > row.runner_seq)
+        .collect();
+    let accepted = fresh.len();
+    let duplicates = received - accepted;
+    if let Some(retry) = check_batch_fits(execution_id, status, row.runner_seq, &fresh)? {
+        return Ok(BatchAccepted {
+            accepted: 0,
+            duplicates,
+            runner_seq: retry,
+            status,
+        });
+    }
+    let mut new_events = Vec::with_capacity(accepted + 2);
+    let runner_seq = row.runner_seq.max(fresh.last().map_or(0, |e| e.seq));
+    for event in fresh {
+        record_approval_request(&mut tx, &thread, execution_id, &event.body).await?;
+        new_events.push(NewEvent::execution(execution_id, event.body));
+    }
+    let final_status = match &batch.finish {
+        Some(finish) => match finish_in(&mut tx, execution_id, finish).await? {
+            Some(end) => {
+                new_events.extend(end);
+                finished_as(finish)
+            }
+            None => status,
+        },
+        None => status,
+    };
+    let events = append(&mut tx, &thread, &new_events).await?;
+    tx.commit().await?;
+    state.hub.publish(thread.id, events);
+    Ok(BatchAccepted {
+        accepted,
+        duplicates,
+        runner_seq,
+        status: final_status,
+    })
+}
+
+/// The status an execution ends with.
+fn finished_as(finish: &Finish) -> ExecutionStatus {
+    match finish {
+        Finish::Completed { .. } => ExecutionStatus::Completed,
+        Finish::Failed { .. } => ExecutionStatus::Failed,
+        Finish::Cancelled { .. } => ExecutionStatus::Cancelled,
+    }
+}
+
+/// Locks the execution, reads where it was, and moves its seq forward to `newest_seq`, in one
+/// round trip (a refused batch rolls back, undoing the move). For a sandbox, another thread's
+/// execution is no execution at all: the answer must not tell it which ids exist.
+async fn lock_for_batch(
+    tx: &mut PgConnection,
+    principal: &Principal,
+    execution_id: Uuid,
+    newest_seq: i64,
+    scope: Option<i64>,
+) -> ApiResult<(ThreadRef, RunnerRow)> {
     let row: Option<RunnerRow> = sqlx::query_as(
         "UPDATE executions e SET runner_seq = GREATEST(e.runner_seq, $2) \
          FROM (SELECT runner_seq FROM executions \
@@ -506,8 +572,6 @@ pub async fn post_events(
     .bind(scope)
     .fetch_optional(&mut *tx)
     .await?;
-    // For a sandbox, another thread's execution is no execution at all: the answer must not
-    // tell it which ids exist.
     let Some(row) = row else {
         return Err(execution_not_found(execution_id));
     };
@@ -516,116 +580,95 @@ pub async fn post_events(
         key: crate::extract::thread_key(&row.thread_key)?,
     };
     principal.require_runner(&thread.key)?;
-    let status = parse_status(&row.status);
+    Ok((thread, row))
+}
 
-    let received = batch.events.len();
-    let fresh: Vec<_> = batch
-        .events
-        .into_iter()
-        .filter(|e| e.seq > row.runner_seq)
-        .collect();
-    let total_fresh = fresh.len();
-    let duplicates = received - total_fresh;
+/// Whether the execution takes these events: it must be running, and they must follow the
+/// stored ones. `Some(runner_seq)` for a retry of a batch stored before the execution ended,
+/// which is answered without storing anything.
+fn check_batch_fits(
+    execution_id: Uuid,
+    status: ExecutionStatus,
+    runner_seq: i64,
+    fresh: &[RunnerEvent],
+) -> ApiResult<Option<i64>> {
     match status {
         ExecutionStatus::Queued => {
             return Err(ApiError::conflict(
-                "execution_not_started",
+                ErrorCode::ExecutionNotStarted,
                 "claim the execution before posting its events",
             ));
         }
-        s if s.is_terminal() => {
-            if total_fresh == 0 {
-                // A retry of a batch that was stored before the execution ended.
-                return Ok(BatchAccepted {
-                    accepted: 0,
-                    duplicates,
-                    runner_seq: row.runner_seq,
-                    status,
-                });
+        ExecutionStatus::Completed | ExecutionStatus::Failed | ExecutionStatus::Cancelled => {
+            if fresh.is_empty() {
+                return Ok(Some(runner_seq));
             }
             return Err(ApiError::conflict(
-                "execution_finished",
+                ErrorCode::ExecutionFinished,
                 format!(
                     "execution {execution_id} has already ended ({}); stop the turn",
-                    s.as_str()
+                    status.as_str()
                 ),
             ));
         }
-        _ => {}
+        ExecutionStatus::Running => {}
     }
     if let Some(first) = fresh.first()
-        && first.seq != row.runner_seq + 1
+        && first.seq != runner_seq + 1
     {
         return Err(ApiError::conflict(
-            "seq_gap",
+            ErrorCode::SeqGap,
             format!(
-                "the server has events up to seq {}; send seq {} next (got {})",
-                row.runner_seq,
-                row.runner_seq + 1,
+                "the server has events up to seq {runner_seq}; send seq {} next (got {})",
+                runner_seq + 1,
                 first.seq
             ),
         ));
     }
+    Ok(None)
+}
 
-    let mut new_events = Vec::with_capacity(total_fresh + 2);
-    let mut runner_seq = row.runner_seq;
-    for event in fresh {
-        runner_seq = event.seq;
-        if let EventBody::ApprovalRequested {
-            approval_id,
-            kind,
-            summary,
-            ..
-        } = &event.body
-        {
-            let kind = serde_json::to_value(kind).expect("serialises");
-            sqlx::query(
-                "INSERT INTO approvals (id, thread_id, execution_id, kind, summary) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(approval_id)
-            .bind(thread.id)
-            .bind(execution_id)
-            .bind(kind.as_str())
-            .bind(summary)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match unique_violation(&e) {
-                Some(_) => ApiError::conflict(
-                    "approval_exists",
-                    format!("approval {approval_id} already exists"),
-                ),
-                None => e.into(),
-            })?;
-        }
-        new_events.push(NewEvent::execution(execution_id, event.body));
-    }
-    let mut final_status = status;
-    if let Some(finish) = &batch.finish
-        && let Some(end) = finish_in(&mut tx, execution_id, finish).await?
-    {
-        new_events.extend(end);
-        final_status = match finish {
-            Finish::Completed { .. } => ExecutionStatus::Completed,
-            Finish::Failed { .. } => ExecutionStatus::Failed,
-            Finish::Cancelled { .. } => ExecutionStatus::Cancelled,
-        };
-    }
-    let events = append(&mut tx, &thread, &new_events).await?;
-    tx.commit().await?;
-    state.hub.publish(thread.id, events);
-    Ok(BatchAccepted {
-        accepted: total_fresh,
-        duplicates,
-        runner_seq,
-        status: final_status,
-    })
+/// An `approval.requested` event also opens the approval a person decides.
+async fn record_approval_request(
+    tx: &mut PgConnection,
+    thread: &ThreadRef,
+    execution_id: Uuid,
+    body: &EventBody,
+) -> ApiResult<()> {
+    let EventBody::ApprovalRequested {
+        approval_id,
+        kind,
+        summary,
+        ..
+    } = body
+    else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO approvals (id, thread_id, execution_id, kind, summary) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(approval_id)
+    .bind(thread.id)
+    .bind(execution_id)
+    .bind(kind.as_str())
+    .bind(summary)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match unique_violation(&e) {
+        Some(_) => ApiError::conflict(
+            ErrorCode::ApprovalExists,
+            format!("approval {approval_id} already exists"),
+        ),
+        None => e.into(),
+    })?;
+    Ok(())
 }
 
 fn validate_batch(batch: &EventBatch) -> ApiResult<()> {
     if batch.events.len() > MAX_BATCH_EVENTS {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("a batch holds at most {MAX_BATCH_EVENTS} events"),
         ));
     }
@@ -633,7 +676,7 @@ fn validate_batch(batch: &EventBatch) -> ApiResult<()> {
     for event in &batch.events {
         if event.seq <= previous {
             return Err(ApiError::bad_request(
-                "invalid_seq",
+                ErrorCode::InvalidSeq,
                 format!(
                     "event seq must start at 1 and grow within a batch (got {} after {previous})",
                     event.seq
@@ -643,7 +686,7 @@ fn validate_batch(batch: &EventBatch) -> ApiResult<()> {
         previous = event.seq;
         if !event.body.is_runner_event() {
             return Err(ApiError::bad_request(
-                "event_not_allowed",
+                ErrorCode::EventNotAllowed,
                 format!("runners cannot post `{}` events", event.body.event_type()),
             ));
         }

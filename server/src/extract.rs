@@ -3,6 +3,7 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use centaur_protocol::ErrorCode;
 use centaur_protocol::ThreadKey;
 use serde::de::DeserializeOwned;
 
@@ -43,21 +44,24 @@ fn unreadable_body(status: axum::http::StatusCode, text: String, limit: usize) -
     if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge { limit }
     } else {
-        ApiError::bad_request("invalid_body", text)
+        ApiError::bad_request(ErrorCode::InvalidBody, text)
     }
 }
 
 fn json_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
     match rejection {
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::bad_request("invalid_json", format!("malformed JSON: {}", e.body_text()))
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+            ErrorCode::InvalidJson,
+            format!("malformed JSON: {}", e.body_text()),
+        ),
+        JsonRejection::JsonDataError(e) => {
+            ApiError::bad_request(ErrorCode::InvalidRequest, e.body_text())
         }
-        JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_request", e.body_text()),
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
             "send the body as JSON with `Content-Type: application/json`".into(),
         ),
         JsonRejection::BytesRejection(e) => unreadable_body(e.status(), e.body_text(), limit),
-        other => ApiError::bad_request("invalid_request", other.body_text()),
+        other => ApiError::bad_request(ErrorCode::InvalidRequest, other.body_text()),
     }
 }
 
@@ -75,7 +79,9 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e: QueryRejection| {
+                ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text())
+            })
     }
 }
 
@@ -93,13 +99,16 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|e: PathRejection| ApiError::bad_request("invalid_path", e.body_text()))
+            .map_err(|e: PathRejection| {
+                ApiError::bad_request(ErrorCode::InvalidPath, e.body_text())
+            })
     }
 }
 
 /// Parses a thread key from a path segment; malformed keys are a 400.
 pub fn thread_key(raw: &str) -> Result<ThreadKey, ApiError> {
-    ThreadKey::parse(raw).map_err(|e| ApiError::bad_request("invalid_thread_key", e.to_string()))
+    ThreadKey::parse(raw)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidThreadKey, e.to_string()))
 }
 
 /// A JSON body that may also be empty (or absent), meaning `T::default()`.
@@ -124,9 +133,13 @@ where
             .map(ApiJsonOrEmpty)
             .map_err(|e| match e.classify() {
                 serde_json::error::Category::Data => {
-                    ApiError::bad_request("invalid_request", e.to_string())
+                    ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string())
                 }
-                _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")),
+                serde_json::error::Category::Io
+                | serde_json::error::Category::Syntax
+                | serde_json::error::Category::Eof => {
+                    ApiError::bad_request(ErrorCode::InvalidJson, format!("malformed JSON: {e}"))
+                }
             })
     }
 }

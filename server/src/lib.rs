@@ -1,16 +1,39 @@
 //! The Centaur control plane: threads, sandboxes, executions and the replayable event stream,
 //! stored in PostgreSQL and served over HTTP.
 //!
-//! Layers, top to bottom: [`routes`] (HTTP, auth, parsing) call the domain modules
-//! ([`threads`], [`messages`], [`executions`], [`approvals`], [`api_keys`]), which write through
-//! [`events`] (the log) and hand committed events to the [`hub`] for live delivery; [`sse`] turns
-//! log and hub into a client's stream. [`runner_socket`] is the socket mounted into local
-//! sandboxes, where [`routes::runner_socket_router`] serves only the runner API.
-#![cfg_attr(test, allow(clippy::unwrap_used))] // tests stop at the first surprise
+//! Layers, top to bottom: [`routes`] (HTTP, auth, parsing) call the domain modules, which write
+//! through [`events`] (the log) and hand committed events to the [`hub`] for live delivery.
+//!
+//! Modules:
+//! - [`api_keys`]: API keys, created and revoked by an admin, stored as hashes.
+//! - [`app`]: assembles the server: state, background work, listeners, shutdown.
+//! - [`approvals`]: people deciding what a harness asked to do.
+//! - [`assignment`]: a thread gets a sandbox (reused, warm or cold) and gives it back.
+//! - [`auth`]: who is calling (admin key, API key, sandbox token, proxy token).
+//! - [`config`]: every setting, as a flag and an environment variable.
+//! - [`crypto`]: secrets, random tokens and their hashes.
+//! - [`db`]: the connection pool, migrations, readiness, stored enums.
+//! - [`egress`]: each sandbox's egress policy at the proxy, and the proxy's audit.
+//! - [`error`]: API errors, their codes, and the rejections the log layer logs.
+//! - [`events`]: the event log: appending to a thread, reading it back.
+//! - [`executions`]: an execution's lifecycle, from queued to its one terminal event.
+//! - [`extract`]: request extractors that answer malformed requests with JSON errors.
+//! - [`hub`]: live delivery of committed events to this replica's streams.
+//! - [`logging`]: the tracing subscriber.
+//! - [`messages`]: messages posted to threads.
+//! - [`pg_cluster`]: a PostgreSQL cluster of the server's own (`centaur dev`, tests).
+//! - [`replicas`]: who this replica is, and which replicas are alive.
+//! - [`routes`]: the HTTP routes; thin handlers over the modules above.
+//! - [`runner_socket`]: the Unix socket mounted into local sandboxes for the runner API.
+//! - [`sandbox`]: the backends sandboxes come from, the warm pool and the reaper.
+//! - [`sse`]: a thread's stream: replay from the log, then live from the hub.
+//! - [`threads`]: thread rows: create, look up, list, describe.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm))] // tests stop at the first surprise
 
 pub mod api_keys;
 pub mod app;
 pub mod approvals;
+pub mod assignment;
 pub mod auth;
 pub mod config;
 pub mod crypto;

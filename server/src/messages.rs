@@ -1,5 +1,6 @@
 //! `POST /agent/message`: stores a message on a thread, once per `client_message_id`.
 
+use centaur_protocol::ErrorCode;
 use centaur_protocol::api::{MessageRequest, MessageResponse};
 use centaur_protocol::{EventBody, Role};
 use uuid::Uuid;
@@ -14,7 +15,7 @@ const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 200;
 pub async fn post(state: &AppState, request: MessageRequest) -> ApiResult<MessageResponse> {
     if request.text.trim().is_empty() {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "text must not be empty",
         ));
     }
@@ -22,7 +23,7 @@ pub async fn post(state: &AppState, request: MessageRequest) -> ApiResult<Messag
         && (id.is_empty() || id.len() > MAX_CLIENT_MESSAGE_ID_BYTES)
     {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("client_message_id must be 1 to {MAX_CLIENT_MESSAGE_ID_BYTES} bytes"),
         ));
     }
@@ -65,7 +66,9 @@ pub async fn post(state: &AppState, request: MessageRequest) -> ApiResult<Messag
             drop(tx);
             return by_client_id(state, thread.id, client_id.unwrap_or_default())
                 .await?
-                .ok_or_else(|| ApiError::conflict("idempotency_conflict", "retry the request"));
+                .ok_or_else(|| {
+                    ApiError::conflict(ErrorCode::IdempotencyConflict, "retry the request")
+                });
         }
         other => {
             other?;

@@ -208,7 +208,9 @@ impl PgCluster {
                 what,
                 detail: format!("{detail}; see {}", self.root.join("postgres.log").display()),
             },
-            other => other,
+            other @ (ClusterError::BinariesNotFound
+            | ClusterError::NoUnprivilegedUser(_)
+            | ClusterError::Io(..)) => other,
         })
     }
 

@@ -25,7 +25,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use centaur_protocol::{ErrorBody, ErrorDetail};
+use centaur_protocol::{ErrorBody, ErrorCode, ErrorDetail};
 use sqlx::PgPool;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -164,7 +164,7 @@ impl IntoResponse for StreamRefused {
         tracing::debug!(error = %self, "event stream refused");
         let body = ErrorBody {
             error: ErrorDetail {
-                code: "too_many_streams".to_owned(),
+                code: ErrorCode::TooManyStreams,
                 message: self.to_string(),
             },
         };

@@ -4,31 +4,48 @@
 //! A record's thread is the one the server gave its sandbox, whatever the record says: the
 //! proxy's token can report on the sandboxes it serves, not write into any thread it names.
 
+use centaur_protocol::ErrorCode;
 use std::collections::HashMap;
 
 use centaur_protocol::EventBody;
-use centaur_protocol::egress::{AuditAccepted, AuditBatch, EgressDecision};
+use centaur_protocol::egress::{AuditAccepted, AuditBatch, AuditRecord, EgressDecision};
+use sqlx::PgConnection;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::events::{NewEvent, ThreadRef, append};
+use crate::events::{NewEvent, StoredEvent, ThreadRef, append};
 use uuid::Uuid;
 
 const MAX_RECORDS: usize = 10_000;
 
+/// Stores a batch of audit records; refusals also become `egress.denied` events on their
+/// threads, in the same transaction.
 pub async fn store(state: &AppState, batch: AuditBatch) -> ApiResult<AuditAccepted> {
     let mut records = batch.records;
     if records.len() > MAX_RECORDS {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("a batch holds at most {MAX_RECORDS} records"),
         ));
     }
     attribute_to_sandbox_threads(state, &mut records).await?;
-    let column = |f: fn(&centaur_protocol::egress::AuditRecord) -> String| -> Vec<String> {
-        records.iter().map(f).collect()
-    };
     let mut tx = crate::db::begin(&state.pool).await?;
+    insert_records(&mut tx, &records).await?;
+    let refusals = refusals_by_thread(&records);
+    let (published, events) = append_refusals(&mut tx, refusals).await?;
+    tx.commit().await?;
+    for (thread_id, stored) in published {
+        state.hub.publish(thread_id, stored);
+    }
+    Ok(AuditAccepted {
+        stored: records.len(),
+        events,
+    })
+}
+
+/// The records, in one statement.
+async fn insert_records(tx: &mut PgConnection, records: &[AuditRecord]) -> sqlx::Result<()> {
+    let column = |f: fn(&AuditRecord) -> String| -> Vec<String> { records.iter().map(f).collect() };
     sqlx::query(
         "INSERT INTO egress_audit (at, sandbox_id, thread_key, host, port, method, path, status, \
            bytes_up, bytes_down, decision, reason, secrets_swapped, duration_ms) \
@@ -98,10 +115,13 @@ pub async fn store(state: &AppState, batch: AuditBatch) -> ApiResult<AuditAccept
     )
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
 
-    // Refusals, grouped by thread, become events on the threads that exist.
+/// The `egress.denied` events of the refusals among `records`, by thread key.
+fn refusals_by_thread(records: &[AuditRecord]) -> HashMap<&str, Vec<NewEvent>> {
     let mut refusals: HashMap<&str, Vec<NewEvent>> = HashMap::new();
-    for record in &records {
+    for record in records {
         let refused = matches!(
             record.decision,
             EgressDecision::Denied | EgressDecision::LeakBlocked
@@ -119,41 +139,43 @@ pub async fn store(state: &AppState, batch: AuditBatch) -> ApiResult<AuditAccept
                 }));
         }
     }
+    refusals
+}
+
+/// Appends the refusals to the threads that exist: the stored events to publish after the
+/// commit, per thread, and how many there are.
+async fn append_refusals(
+    tx: &mut PgConnection,
+    mut refusals: HashMap<&str, Vec<NewEvent>>,
+) -> sqlx::Result<(Vec<(i64, Vec<StoredEvent>)>, usize)> {
     let mut published = Vec::new();
     let mut events = 0;
-    if !refusals.is_empty() {
-        let keys: Vec<&str> = refusals.keys().copied().collect();
-        let threads: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, thread_key FROM threads WHERE thread_key = ANY($1) ORDER BY id",
-        )
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, key) in threads {
-            let Ok(key) = centaur_protocol::ThreadKey::parse(&key) else {
-                continue;
-            };
-            let new_events = refusals.remove(key.as_str()).unwrap_or_default();
-            events += new_events.len();
-            let stored = append(&mut tx, &ThreadRef { id, key }, &new_events).await?;
-            published.push((id, stored));
-        }
+    if refusals.is_empty() {
+        return Ok((published, events));
     }
-    tx.commit().await?;
-    for (thread_id, stored) in published {
-        state.hub.publish(thread_id, stored);
+    let keys: Vec<&str> = refusals.keys().copied().collect();
+    let threads: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, thread_key FROM threads WHERE thread_key = ANY($1) ORDER BY id")
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
+    for (id, key) in threads {
+        let Ok(key) = centaur_protocol::ThreadKey::parse(&key) else {
+            continue;
+        };
+        let new_events = refusals.remove(key.as_str()).unwrap_or_default();
+        events += new_events.len();
+        let stored = append(&mut *tx, &ThreadRef { id, key }, &new_events).await?;
+        published.push((id, stored));
     }
-    Ok(AuditAccepted {
-        stored: records.len(),
-        events,
-    })
+    Ok((published, events))
 }
 
 /// Sets each record's thread to the thread its sandbox serves (none for a sandbox the server
 /// did not give a thread), so a record cannot name a thread of its choosing.
 async fn attribute_to_sandbox_threads(
     state: &AppState,
-    records: &mut [centaur_protocol::egress::AuditRecord],
+    records: &mut [AuditRecord],
 ) -> ApiResult<()> {
     let ids: Vec<Uuid> = records
         .iter()

@@ -10,4 +10,4 @@ pub mod audit;
 pub mod policy;
 pub mod proxy_client;
 
-pub use policy::{Egress, SandboxEgress};
+pub use policy::{Egress, EgressError, EgressSetupError, SandboxEgress};

@@ -7,22 +7,23 @@
 //! sandbox starts, when its thread's policy changes and when it is released; a full sync every
 //! `CENTAUR_EGRESS_SYNC_MS` repairs anything a failed push or a restarted proxy left behind.
 
+use centaur_protocol::ErrorCode;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use centaur_protocol::ThreadKey;
-use centaur_protocol::api::EgressPolicyView;
-use centaur_protocol::egress::Policy;
+use centaur_protocol::api::{EgressPolicyView, PolicySource};
 use centaur_protocol::egress::control::{DesiredSandbox, SandboxApplied, SyncEntry, SyncRequest};
+use centaur_protocol::egress::{Policy, PolicyError};
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::config::Config;
 use crate::egress::proxy_client::{ProxyClient, ProxyClientError};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, InternalError};
 use crate::threads::ThreadRow;
 
 /// Rows of sandboxes that never got recorded (a crash mid-spawn, a warm pool that is gone) are
@@ -42,17 +43,60 @@ pub struct Egress {
 /// Until the first full sync succeeds, it is tried this often.
 const FIRST_SYNC_RETRY: Duration = Duration::from_millis(200);
 
+/// Why the server cannot reach the egress proxy as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressSetupError {
+    #[error("CENTAUR_PROXY_CONTROL_URL needs CENTAUR_PROXY_TOKEN")]
+    NoToken,
+    #[error(transparent)]
+    ProxyUrl(ProxyClientError),
+    #[error("cannot read CENTAUR_EGRESS_POLICY {}: {source}", path.display())]
+    ReadPolicy {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("CENTAUR_EGRESS_POLICY {}: {source}", path.display())]
+    ParsePolicy {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("CENTAUR_EGRESS_POLICY {}: {source}", path.display())]
+    InvalidPolicy { path: PathBuf, source: PolicyError },
+}
+
+/// Why the desired state could not be recorded or delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Proxy(#[from] ProxyClientError),
+    #[error("a stored egress policy is unreadable: {0}")]
+    StoredPolicy(#[source] serde_json::Error),
+}
+
+impl From<EgressError> for ApiError {
+    fn from(error: EgressError) -> Self {
+        match error {
+            EgressError::Database(error) => error.into(),
+            EgressError::Proxy(error) => proxy_error(error),
+            EgressError::StoredPolicy(error) => InternalError::StoredPolicy(error).into(),
+        }
+    }
+}
+
 impl Egress {
     /// `None` when no proxy is configured.
-    pub fn from_config(config: &Config) -> Result<Option<Arc<Egress>>, String> {
+    pub fn from_config(config: &Config) -> Result<Option<Arc<Egress>>, EgressSetupError> {
         let Some(url) = &config.proxy_control_url else {
             return Ok(None);
         };
         let token = config
             .proxy_token
             .as_ref()
-            .ok_or("CENTAUR_PROXY_CONTROL_URL needs CENTAUR_PROXY_TOKEN")?;
-        let client = ProxyClient::new(url, token.expose().to_owned()).map_err(|e| e.to_string())?;
+            .ok_or(EgressSetupError::NoToken)?;
+        let client =
+            ProxyClient::new(url, token.expose().to_owned()).map_err(EgressSetupError::ProxyUrl)?;
         let default_policy = match &config.egress_policy {
             Some(path) => read_policy(path)?,
             None => Policy::default(),
@@ -75,14 +119,22 @@ impl Egress {
     }
 }
 
-fn read_policy(path: &PathBuf) -> Result<Policy, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read CENTAUR_EGRESS_POLICY {}: {e}", path.display()))?;
-    let policy: Policy = serde_json::from_str(&text)
-        .map_err(|e| format!("CENTAUR_EGRESS_POLICY {}: {e}", path.display()))?;
+fn read_policy(path: &Path) -> Result<Policy, EgressSetupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EgressSetupError::ReadPolicy {
+        path: path.to_owned(),
+        source,
+    })?;
+    let policy: Policy =
+        serde_json::from_str(&text).map_err(|source| EgressSetupError::ParsePolicy {
+            path: path.to_owned(),
+            source,
+        })?;
     policy
         .validate(|_| true)
-        .map_err(|e| format!("CENTAUR_EGRESS_POLICY {}: {e}", path.display()))?;
+        .map_err(|source| EgressSetupError::InvalidPolicy {
+            path: path.to_owned(),
+            source,
+        })?;
     Ok(policy)
 }
 
@@ -120,22 +172,24 @@ impl From<SandboxApplied> for SandboxEgress {
 fn proxy_error(error: ProxyClientError) -> ApiError {
     match error {
         ProxyClientError::Unreachable { .. } => ApiError::Unavailable {
-            code: "egress_unavailable",
+            code: ErrorCode::EgressUnavailable,
             message: format!("{error}; sandboxes cannot start until it is back"),
         },
         ProxyClientError::Refused { status: 400, .. } => ApiError::BadGateway {
-            code: "egress_policy_refused",
+            code: ErrorCode::EgressPolicyRefused,
             message: error.to_string(),
         },
-        other => ApiError::BadGateway {
-            code: "egress_failed",
-            message: other.to_string(),
+        ProxyClientError::Refused { .. }
+        | ProxyClientError::BadUrl(_)
+        | ProxyClientError::Protocol(_) => ApiError::BadGateway {
+            code: ErrorCode::EgressFailed,
+            message: error.to_string(),
         },
     }
 }
 
 /// The thread's own policy, if it has one.
-async fn own_policy(state: &AppState, thread_id: i64) -> ApiResult<Option<Policy>> {
+async fn own_policy(state: &AppState, thread_id: i64) -> Result<Option<Policy>, EgressError> {
     let stored: Option<Json<serde_json::Value>> =
         sqlx::query_scalar("SELECT egress_policy FROM threads WHERE id = $1")
             .bind(thread_id)
@@ -145,13 +199,9 @@ async fn own_policy(state: &AppState, thread_id: i64) -> ApiResult<Option<Policy
 }
 
 /// A policy as `threads.egress_policy` holds it.
-fn stored_policy(stored: Option<Json<serde_json::Value>>) -> ApiResult<Option<Policy>> {
+fn stored_policy(stored: Option<Json<serde_json::Value>>) -> Result<Option<Policy>, EgressError> {
     stored
-        .map(|Json(value)| {
-            serde_json::from_value(value).map_err(|e| {
-                ApiError::Internal(anyhow::anyhow!("a stored egress policy is unreadable: {e}"))
-            })
-        })
+        .map(|Json(value)| serde_json::from_value(value).map_err(EgressError::StoredPolicy))
         .transpose()
 }
 
@@ -161,7 +211,7 @@ pub async fn attach(
     state: &AppState,
     sandbox_id: Uuid,
     thread: &ThreadRow,
-) -> ApiResult<Option<SandboxEgress>> {
+) -> Result<Option<SandboxEgress>, EgressError> {
     let Some(egress) = &state.egress else {
         return Ok(None);
     };
@@ -196,14 +246,17 @@ pub async fn attach(
         Ok(applied) => Ok(Some(applied.into())),
         Err(error) => {
             forget(state, sandbox_id).await;
-            Err(proxy_error(error))
+            Err(error.into())
         }
     }
 }
 
 /// Registers a warm sandbox, which has no thread yet, under an empty policy: it can reach
 /// nothing until it is claimed.
-pub async fn attach_warm(state: &AppState, sandbox_id: Uuid) -> ApiResult<Option<SandboxEgress>> {
+pub async fn attach_warm(
+    state: &AppState,
+    sandbox_id: Uuid,
+) -> Result<Option<SandboxEgress>, EgressError> {
     let Some(egress) = &state.egress else {
         return Ok(None);
     };
@@ -225,7 +278,7 @@ pub async fn attach_warm(state: &AppState, sandbox_id: Uuid) -> ApiResult<Option
         Ok(applied) => Ok(Some(applied.into())),
         Err(error) => {
             forget(state, sandbox_id).await;
-            Err(proxy_error(error))
+            Err(error.into())
         }
     }
 }
@@ -287,15 +340,18 @@ struct LiveEgress {
     version: i64,
 }
 
-async fn live_egress(state: &AppState, thread: &ThreadRow) -> ApiResult<Option<LiveEgress>> {
-    Ok(sqlx::query_as(
+async fn live_egress(
+    state: &AppState,
+    thread: &ThreadRow,
+) -> Result<Option<LiveEgress>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT e.sandbox_id, e.version FROM sandbox_egress e \
          JOIN sandboxes s ON s.id = e.sandbox_id \
          WHERE s.thread_id = $1 AND s.state <> 'released'",
     )
     .bind(thread.id)
     .fetch_optional(&state.pool)
-    .await?)
+    .await
 }
 
 /// `GET /admin/threads/{key}/egress-policy`.
@@ -317,7 +373,7 @@ pub async fn set(
     let (state, thread) = (state.clone(), thread.clone());
     tokio::spawn(async move { set_now(&state, &thread, policy).await })
         .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the policy change failed: {e}")))?
+        .map_err(|e| ApiError::task_failed("the policy change", e))?
 }
 
 async fn set_now(
@@ -329,7 +385,7 @@ async fn set_now(
     if let Some(policy) = &policy {
         policy
             .validate(|_| true)
-            .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPolicy, e.to_string()))?;
     }
     let in_force = policy
         .clone()
@@ -428,7 +484,7 @@ async fn restore(state: &AppState, sandbox_ids: &[Uuid]) {
 fn configured(state: &AppState) -> ApiResult<&Arc<Egress>> {
     state.egress.as_ref().ok_or_else(|| {
         ApiError::not_found(
-            "egress_not_configured",
+            ErrorCode::EgressNotConfigured,
             "this server has no egress proxy (set CENTAUR_PROXY_CONTROL_URL)",
         )
     })
@@ -440,12 +496,15 @@ fn policy_view(
     default: &Policy,
     live: Option<LiveEgress>,
 ) -> EgressPolicyView {
-    let source = if own.is_some() { "thread" } else { "default" };
+    let source = match own {
+        Some(_) => PolicySource::Thread,
+        None => PolicySource::Default,
+    };
     let policy = own.unwrap_or_else(|| default.clone());
     EgressPolicyView {
         thread_key,
-        source: source.into(),
-        policy: serde_json::to_value(policy).expect("a policy serializes"),
+        source,
+        policy,
         sandbox_id: live.as_ref().map(|l| l.sandbox_id),
         version: live.map(|l| l.version),
     }
@@ -461,7 +520,7 @@ struct DesiredRow {
 
 /// Pushes the whole desired state to the proxy (which removes what is no longer wanted), and
 /// sweeps rows of sandboxes that were never recorded.
-pub async fn sync(state: &AppState) -> Result<(), String> {
+pub async fn sync(state: &AppState) -> Result<(), EgressError> {
     let Some(egress) = &state.egress else {
         return Ok(());
     };
@@ -471,19 +530,16 @@ pub async fn sync(state: &AppState) -> Result<(), String> {
     )
     .bind(ORPHAN_AFTER_SECS as f64)
     .execute(&state.pool)
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     // A row written after the snapshot below either has a newer version than `as_of` or was
     // pushed within the proxy's grace period, so the proxy keeps it.
     let as_of: i64 = sqlx::query_scalar("SELECT nextval('egress_versions')")
         .fetch_one(&state.pool)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let rows: Vec<DesiredRow> =
         sqlx::query_as("SELECT sandbox_id, thread_key, policy, version FROM sandbox_egress")
             .fetch_all(&state.pool)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     let mut sandboxes = Vec::with_capacity(rows.len());
     for row in rows {
         match serde_json::from_value::<Policy>(row.policy.0) {
@@ -504,11 +560,7 @@ pub async fn sync(state: &AppState) -> Result<(), String> {
         as_of: as_of as u64,
         sandboxes,
     };
-    let response = egress
-        .client
-        .sync(&request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = egress.client.sync(&request).await?;
     if !response.removed.is_empty() {
         tracing::info!(removed = ?response.removed, "egress sync removed sandboxes the server no longer runs");
     }

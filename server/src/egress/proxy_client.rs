@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use centaur_protocol::ErrorBody;
+#[cfg(doc)]
+use centaur_protocol::egress::control::ControlErrorCode;
 use centaur_protocol::egress::control::{
     DesiredSandbox, Removed, SandboxApplied, SandboxList, SyncRequest, SyncResponse,
 };
@@ -117,7 +119,8 @@ impl ProxyClient {
             .await
             .map_err(|e| ProxyClientError::Protocol(e.to_string()))?;
         if !status.is_success() {
-            let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+            // The proxy's codes ([`ControlErrorCode`]) as it sent them, known or not.
+            let (code, message) = match serde_json::from_slice::<ErrorBody<String>>(&body) {
                 Ok(error) => (error.error.code, error.error.message),
                 Err(_) => ("unknown".to_owned(), "no message".to_owned()),
             };

@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::{executions, messages, threads};
+use crate::{assignment, executions, messages};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -28,7 +28,7 @@ async fn spawn(
     ApiJson(request): ApiJson<SpawnRequest>,
 ) -> ApiResult<Json<SpawnResponse>> {
     principal.require_user()?;
-    to_the_end(async move { threads::spawn(&state, &request).await })
+    to_the_end(async move { assignment::spawn(&state, &request).await })
         .await
         .map(Json)
 }
@@ -62,5 +62,5 @@ async fn to_the_end<T: Send + 'static>(
 ) -> ApiResult<T> {
     tokio::spawn(tracing::Instrument::in_current_span(work))
         .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the request's task failed: {e}")))?
+        .map_err(|e| ApiError::task_failed("the request's task", e))?
 }

@@ -2,6 +2,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use centaur_protocol::ErrorCode;
 use serde_json::json;
 
 use crate::app::AppState;
@@ -38,7 +39,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (true, DatabaseState::Up) => "the database has not been checked recently".to_owned(),
     };
     ApiError::Unavailable {
-        code: "not_ready",
+        code: ErrorCode::NotReady,
         message,
     }
     .into_response()

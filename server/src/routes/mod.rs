@@ -12,12 +12,13 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
+use centaur_protocol::ErrorCode;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::app::AppState;
-use crate::error::{ApiError, DatabaseFailed};
+use crate::error::{ApiError, InternalError, Rejection};
 use crate::extract::BodyLimit;
 
 pub fn router(state: AppState) -> Router {
@@ -42,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .merge(needs_database)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(middleware::map_response(log_rejection))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -58,14 +61,11 @@ pub fn router(state: AppState) -> Router {
                         .level(tracing::Level::DEBUG)
                         .latency_unit(tower_http::LatencyUnit::Micros),
                 )
-                // ApiError already logs server-side failures, once, with their cause.
+                // The rejection layer logs server-side failures, once, with their cause.
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-        }))
         .with_state(state)
 }
 
@@ -82,9 +82,8 @@ pub fn runner_socket_router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(middleware::map_response(log_rejection))
         .with_state(state)
 }
 
@@ -95,7 +94,7 @@ pub fn runner_socket_router(state: AppState) -> Router {
 async fn require_ready(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if !state.readiness.is_migrated() {
         return ApiError::Unavailable {
-            code: "not_ready",
+            code: ErrorCode::NotReady,
             message: "the server cannot reach its database yet; retry shortly".into(),
         }
         .into_response();
@@ -104,20 +103,40 @@ async fn require_ready(State(state): State<AppState>, request: Request, next: Ne
         return ApiError::DatabaseUnavailable.into_response();
     }
     let response = next.run(request).await;
-    if response.extensions().get::<DatabaseFailed>().is_some() {
+    let database_failed = response
+        .extensions()
+        .get::<Rejection>()
+        .is_some_and(|r| r.code == ErrorCode::DatabaseUnavailable);
+    if database_failed {
         state.readiness.suspect();
     }
     response
 }
 
+/// Logs every request answered with an [`ApiError`], once, inside the request's span, at the
+/// level its [`Rejection`] says.
+async fn log_rejection(response: Response) -> Response {
+    if let Some(rejection) = response.extensions().get::<Rejection>() {
+        rejection.log();
+    }
+    response
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal(InternalError::Panicked).into_response()
+}
+
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found("not_found", format!("no route for {method} {}", uri.path()))
+    ApiError::not_found(
+        ErrorCode::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let body = centaur_protocol::ErrorBody {
         error: centaur_protocol::ErrorDetail {
-            code: "method_not_allowed".into(),
+            code: ErrorCode::MethodNotAllowed,
             message: format!("{method} is not allowed on {}", uri.path()),
         },
     };

@@ -5,6 +5,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use centaur_protocol::ErrorCode;
 use centaur_protocol::api::{
     ApprovalDecisionRequest, InterruptRequest, InterruptResponse, OkResponse, ReleaseResponse,
     ThreadDetail, ThreadList,
@@ -17,7 +18,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery, thread_key};
 use crate::sse::{self, StreamContext, StreamRequest};
-use crate::{approvals, executions, threads};
+use crate::{approvals, assignment, executions, threads};
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
@@ -55,7 +56,7 @@ async fn list(
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("limit must be between 1 and {MAX_PAGE}"),
         ));
     }
@@ -107,20 +108,23 @@ async fn events(
             .ok()
             .and_then(|v| v.trim().parse::<i64>().ok())
             .ok_or_else(|| {
-                ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an event id")
+                ApiError::bad_request(
+                    ErrorCode::InvalidLastEventId,
+                    "Last-Event-ID must be an event id",
+                )
             })?,
         None => query.after_event_id.unwrap_or(0),
     };
     if after_event_id < 0 {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "after_event_id must not be negative",
         ));
     }
     let thread = threads::find(&state, &key).await?;
     if after_event_id > thread.last_event_id {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!(
                 "after_event_id {after_event_id} is beyond the thread's newest event ({})",
                 thread.last_event_id
@@ -135,7 +139,7 @@ async fn events(
                 .await?;
         if belongs != Some(thread.id) {
             return Err(ApiError::not_found(
-                "execution_not_found",
+                ErrorCode::ExecutionNotFound,
                 format!("no execution {execution_id} on this thread"),
             ));
         }
@@ -201,7 +205,7 @@ async fn release(
     let key = thread_key(&raw)?;
     principal.require_user()?;
     let thread = threads::find(&state, &key).await?;
-    threads::release(&state, &thread, "released")
+    assignment::release(&state, &thread, "released")
         .await
         .map(Json)
 }

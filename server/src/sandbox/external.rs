@@ -3,6 +3,7 @@
 //! key or a sandbox token.
 
 use async_trait::async_trait;
+use centaur_protocol::api::SandboxBackendKind;
 use uuid::Uuid;
 
 use super::{SandboxBackend, SandboxError, SandboxSpec, SandboxState};
@@ -12,8 +13,8 @@ pub struct ExternalBackend;
 
 #[async_trait]
 impl SandboxBackend for ExternalBackend {
-    fn name(&self) -> &'static str {
-        "external"
+    fn kind(&self) -> SandboxBackendKind {
+        SandboxBackendKind::External
     }
 
     async fn create(&self, _spec: &SandboxSpec) -> Result<(), SandboxError> {

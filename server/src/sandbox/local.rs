@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use centaur_protocol::api::SandboxBackendKind;
 use centaur_protocol::runner::Attachment;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -38,7 +39,7 @@ use tokio::process::ChildStdin;
 use uuid::Uuid;
 
 use super::host_user::{HostUser, HostUsers};
-use super::{SandboxBackend, SandboxError, SandboxSpec, SandboxState};
+use super::{NotAttachable, SandboxBackend, SandboxError, SandboxSpec, SandboxState};
 
 /// How long a runner may take to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -187,6 +188,17 @@ impl Args {
     }
 }
 
+/// A sandbox between [`SandboxBackend::create`] and [`SandboxBackend::ready`].
+struct Starting {
+    child: tokio::process::Child,
+    /// The bwrap process.
+    pid: u32,
+    /// Copies the runner's stderr into `runner.log`.
+    logged: Option<tokio::task::JoinHandle<()>>,
+    workspace: PathBuf,
+    attachment: Option<Attachment>,
+}
+
 struct Running {
     /// The bwrap process.
     pid: u32,
@@ -214,41 +226,89 @@ impl Watch {
     }
 }
 
+/// Why the local backend cannot run sandboxes on this machine.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalSetupError {
+    #[error(
+        "nothing would limit a sandbox's processes (no CENTAUR_CGROUP_ROOT and CENTAUR_SANDBOX_PROCESSES=0); set a limit, or CENTAUR_SANDBOX_ALLOW_UNLIMITED_PROCESSES=true to run without one"
+    )]
+    UnlimitedProcesses,
+    #[error(
+        "the runner binary {} does not exist (build it: cargo build -p centaur-runner, or set CENTAUR_RUNNER_BIN)",
+        .0.display()
+    )]
+    NoRunner(PathBuf),
+    #[error("bubblewrap ({}) is not installed: apt-get install -y bubblewrap", .0.display())]
+    NoBubblewrap(PathBuf),
+    #[error("creating {}: {source}", path.display())]
+    CreateFolder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening {} to sandbox users: {source}", path.display())]
+    OpenToSandboxUsers {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "sandboxes run as unprivileged host users (the server runs as root) and cannot reach {}: {} is not open to other users (chmod o+x it, or keep the data elsewhere)",
+        path.display(),
+        blocked.display()
+    )]
+    Unreachable { path: PathBuf, blocked: PathBuf },
+    #[error("copying the runner {} to {}: {source}", from.display(), to.display())]
+    CopyRunner {
+        from: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "CENTAUR_CGROUP_ROOT {} is not a cgroup v2 folder offering the `{controller}` controller (see docs/sandboxes.md)",
+        root.display()
+    )]
+    NotCgroupV2 {
+        root: PathBuf,
+        controller: &'static str,
+    },
+    #[error(
+        "cannot enable the `{controller}` controller under {} ({source}); delegate that cgroup to the server's user",
+        root.display()
+    )]
+    EnableController {
+        root: PathBuf,
+        controller: &'static str,
+        source: std::io::Error,
+    },
+}
+
 pub struct LocalBackend {
     options: LocalOptions,
     /// The runner binary sandboxes mount: a copy in the data folder when sandboxes run as
     /// another user, who may not reach the original.
     runner_bin: PathBuf,
     running: Mutex<HashMap<Uuid, Running>>,
+    starting: Mutex<HashMap<Uuid, Starting>>,
 }
 
 impl LocalBackend {
     /// Checks the prerequisites and adopts sandboxes a previous server left running.
-    pub fn new(options: LocalOptions) -> Result<LocalBackend, String> {
+    pub fn new(options: LocalOptions) -> Result<LocalBackend, LocalSetupError> {
         if options.cgroup_root.is_none()
             && options.limits.processes == 0
             && !options.allow_unlimited_processes
         {
-            return Err(
-                "nothing would limit a sandbox's processes (no CENTAUR_CGROUP_ROOT and CENTAUR_SANDBOX_PROCESSES=0); set a limit, or CENTAUR_SANDBOX_ALLOW_UNLIMITED_PROCESSES=true to run without one"
-                    .into(),
-            );
+            return Err(LocalSetupError::UnlimitedProcesses);
         }
         if !options.runner_bin.is_file() {
-            return Err(format!(
-                "the runner binary {} does not exist (build it: cargo build -p centaur-runner, or set CENTAUR_RUNNER_BIN)",
-                options.runner_bin.display()
-            ));
+            return Err(LocalSetupError::NoRunner(options.runner_bin.clone()));
         }
         if which(&options.bwrap).is_none() {
-            return Err(format!(
-                "bubblewrap ({}) is not installed: apt-get install -y bubblewrap",
-                options.bwrap.display()
-            ));
+            return Err(LocalSetupError::NoBubblewrap(options.bwrap.clone()));
         }
         for dir in ["sandboxes", "workspaces", "run"] {
-            std::fs::create_dir_all(options.data_dir.join(dir))
-                .map_err(|e| format!("creating {}: {e}", options.data_dir.join(dir).display()))?;
+            let path = options.data_dir.join(dir);
+            std::fs::create_dir_all(&path)
+                .map_err(|source| LocalSetupError::CreateFolder { path, source })?;
         }
         let switches = options.host_users.switches();
         let runner_bin = if switches {
@@ -260,6 +320,7 @@ impl LocalBackend {
             options,
             runner_bin,
             running: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashMap::new()),
         };
         if let Some(root) = &backend.options.cgroup_root {
             enable_controllers(root)?;
@@ -338,7 +399,7 @@ impl LocalBackend {
             ("pids.max", limits.processes.to_string()),
         ] {
             std::fs::write(cgroup.join(file), value)
-                .map_err(|e| failure(&format!("setting {file} of the sandbox's cgroup"), e))?;
+                .map_err(|e| failure(format!("setting {file} of the sandbox's cgroup"), e))?;
         }
         // No swapping around the memory limit, where the kernel offers the knob.
         if cgroup.join("memory.swap.max").exists() {
@@ -357,52 +418,42 @@ impl LocalBackend {
         workspace: &Path,
         start: Start<'_>,
     ) -> std::io::Result<(tokio::process::Command, OwnedFd)> {
-        let o = &self.options;
         let mut a = Args::default();
         a.arg("--seccomp").arg(start.seccomp_fd.to_string());
-        a.args([
-            "--unshare-user",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-net",
-            "--unshare-cgroup-try",
-            "--disable-userns",
-            "--new-session",
-            "--hostname",
-            "sandbox",
-        ]);
-        a.arg("--uid").arg(SANDBOX_UID.to_string());
-        a.arg("--gid").arg(SANDBOX_UID.to_string());
-        a.args(["--ro-bind", "/usr", "/usr"]);
-        for top in ["bin", "lib", "lib64", "sbin"] {
-            let host = Path::new("/").join(top);
-            match std::fs::read_link(&host) {
-                Ok(target) => {
-                    a.arg("--symlink").arg(target).arg(&host);
-                }
-                Err(_) if host.is_dir() => {
-                    a.arg("--ro-bind").arg(&host).arg(&host);
-                }
-                Err(_) => {}
-            }
-        }
-        // The parts of /etc that programs need, nothing else.
-        for file in [
-            "/etc/ssl/certs",
-            "/etc/ca-certificates",
-            "/etc/alternatives",
-            "/etc/ld.so.cache",
-            "/etc/localtime",
-            "/etc/nsswitch.conf",
-            "/etc/bash.bashrc",
-            "/etc/profile",
-            "/etc/mime.types",
-        ] {
-            if Path::new(file).exists() {
-                a.args(["--ro-bind", file, file]);
-            }
-        }
+        isolation(&mut a);
+        system_mounts(&mut a);
+        let proxied = self.sandbox_mounts(&mut a, spec, dir, workspace);
+        self.environment(&mut a, proxied);
+        a.args(["--chdir", WORKSPACE]);
+        let args_fd = a.into_descriptor(&dir.join("bwrap.args"))?;
+
+        let mut c = tokio::process::Command::new(&self.options.bwrap);
+        c.env_clear();
+        // The options come from the descriptor; the command itself must be on the line.
+        c.arg("--args")
+            .arg(args_fd.as_raw_fd().to_string())
+            .arg("--")
+            .arg(RUNNER);
+        self.confine(&mut c, &start, args_fd.as_raw_fd());
+        c.process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        Ok((c, args_fd))
+    }
+
+    /// What the sandbox sees of its own: private `/proc`, `/dev`, `/tmp` and home, the
+    /// workspace, the server's and the proxy's socket folders, the runner, the CA and the
+    /// harnesses; then everything else read-only. Whether the proxy's socket is mounted.
+    fn sandbox_mounts(
+        &self,
+        a: &mut Args,
+        spec: &SandboxSpec,
+        dir: &Path,
+        workspace: &Path,
+    ) -> bool {
+        let o = &self.options;
         for file in ["passwd", "group", "hosts"] {
             a.arg("--ro-bind")
                 .arg(dir.join("etc").join(file))
@@ -427,13 +478,21 @@ impl LocalBackend {
         if let Some(ca) = &o.ca_file {
             a.arg("--ro-bind").arg(ca).arg(CA_FILE);
         }
-        let mut path = String::from("/usr/local/bin:/usr/bin:/bin");
         if let Some(harness) = &o.harness_dir {
             a.arg("--ro-bind").arg(harness).arg(HARNESS_DIR);
-            path = format!("{HARNESS_DIR}/bin:{path}");
         }
         // Everything not mounted writable above (the workspace, /tmp, the home) is read-only.
         a.args(["--remount-ro", "/"]);
+        proxy_dir.is_some()
+    }
+
+    /// The runner's environment, from nothing.
+    fn environment(&self, a: &mut Args, proxied: bool) {
+        let o = &self.options;
+        let mut path = String::from("/usr/local/bin:/usr/bin:/bin");
+        if o.harness_dir.is_some() {
+            path = format!("{HARNESS_DIR}/bin:{path}");
+        }
         a.arg("--clearenv");
         let mut env: Vec<(&str, String)> = vec![
             ("PATH", path),
@@ -444,7 +503,7 @@ impl LocalBackend {
             ("CENTAUR_SERVER", format!("unix:{SERVER_DIR}/server.sock")),
             ("CENTAUR_WORKSPACE", WORKSPACE.into()),
         ];
-        if proxy_dir.is_some() {
+        if proxied {
             env.push(("CENTAUR_PROXY_SOCKET", format!("{PROXY_DIR}/proxy.sock")));
         }
         if o.ca_file.is_some() {
@@ -456,22 +515,17 @@ impl LocalBackend {
         for (key, value) in env {
             a.arg("--setenv").arg(key).arg(value);
         }
-        a.args(["--chdir", WORKSPACE]);
-        let args_fd = a.into_descriptor(&dir.join("bwrap.args"))?;
+    }
 
-        let mut c = tokio::process::Command::new(&o.bwrap);
-        c.env_clear();
-        // The options come from the descriptor; the command itself must be on the line.
-        c.arg("--args")
-            .arg(args_fd.as_raw_fd().to_string())
-            .arg("--")
-            .arg(RUNNER);
-        let limits = o.limits;
+    /// What bubblewrap's process gets before it runs: the inherited descriptors, the cgroup,
+    /// the rlimits and the host user.
+    fn confine(&self, c: &mut tokio::process::Command, start: &Start<'_>, args_fd: i32) {
+        let limits = self.options.limits;
         let user = start.user;
         // RLIMIT_NPROC counts the processes of the uid bubblewrap runs as: the sandbox's own
         // when it has one; the server's otherwise, except root's, which it does not bound.
         let limit_processes = user.is_some() || !is_root();
-        let inherited = [start.seccomp_fd, args_fd.as_raw_fd()];
+        let inherited = [start.seccomp_fd, args_fd];
         // Joining the cgroup happens in the child before exec, so bubblewrap and everything it
         // starts are inside from the first instruction.
         let procs = start.cgroup.map(|cg| {
@@ -538,12 +592,89 @@ impl LocalBackend {
                 Ok(())
             });
         }
-        c.process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
-        Ok((c, args_fd))
+    }
+
+    /// The sandbox's folder (its `/etc` files inside) and its workspace: the thread's, or for a
+    /// warm sandbox an empty one of its own. Returns the workspace.
+    fn prepare_folders(&self, spec: &SandboxSpec, dir: &Path) -> Result<PathBuf, SandboxError> {
+        std::fs::create_dir_all(dir).map_err(|e| failure("creating the sandbox folder", e))?;
+        // Sandbox users must pass through it to what it mounts; its files stay the server's.
+        let folder_mode = if self.options.host_users.switches() {
+            0o711
+        } else {
+            0o700
+        };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(folder_mode))
+            .map_err(|e| failure("securing the sandbox folder", e))?;
+        Self::write_etc(dir).map_err(|e| failure("writing the sandbox's /etc", e))?;
+        let workspace = match &spec.attachment {
+            Some(attachment) => self.workspace_of(attachment.thread_key.as_str()),
+            None => dir.join("workspace"),
+        };
+        std::fs::create_dir_all(&workspace).map_err(|e| failure("creating the workspace", e))?;
+        // Only the sandbox's host user may enter it (the server, as root, still can).
+        std::fs::set_permissions(&workspace, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| failure("securing the workspace", e))?;
+        Ok(workspace)
+    }
+
+    /// Starts bubblewrap with the seccomp filter and its arguments on inherited descriptors.
+    fn spawn_bwrap(
+        &self,
+        spec: &SandboxSpec,
+        dir: &Path,
+        workspace: &Path,
+        cgroup: Option<&Path>,
+        user: Option<HostUser>,
+    ) -> Result<tokio::process::Child, SandboxError> {
+        // bubblewrap reads the seccomp program from an inherited descriptor.
+        let seccomp_path = dir.join("seccomp.bpf");
+        // The cached program; when there is none, building it again says why.
+        let program = match super::seccomp::program() {
+            Some(program) => program,
+            None => super::seccomp::try_program()?,
+        };
+        std::fs::write(&seccomp_path, program)
+            .map_err(|e| failure("writing the seccomp filter", e))?;
+        let seccomp = std::fs::File::open(&seccomp_path)
+            .map_err(|e| failure("opening the seccomp filter", e))?;
+        let start = Start {
+            seccomp_fd: seccomp.as_raw_fd(),
+            cgroup,
+            user,
+        };
+        let (mut command, args_fd) = self
+            .bwrap_command(spec, dir, workspace, start)
+            .map_err(|e| failure("preparing bubblewrap's arguments", e))?;
+        let spawned = command.spawn();
+        drop((seccomp, args_fd));
+        spawned.map_err(|error| {
+            let _ = std::fs::remove_dir_all(dir);
+            failure("starting bubblewrap", error)
+        })
+    }
+
+    /// After a runner that never said it was ready: ends the sandbox, and says what its log
+    /// ended with.
+    async fn did_not_start(
+        &self,
+        sandbox_id: Uuid,
+        pid: u32,
+        mut child: tokio::process::Child,
+        logged: Option<tokio::task::JoinHandle<()>>,
+    ) -> SandboxError {
+        self.kill(pid);
+        let _ = child.wait().await;
+        if let Some(logged) = logged {
+            let _ = tokio::time::timeout(Duration::from_secs(1), logged).await;
+        }
+        let dir = self.sandbox_dir(sandbox_id);
+        let log = std::fs::read_to_string(dir.join("runner.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        SandboxError::DidNotStart {
+            log_tail: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+        }
     }
 
     fn write_etc(dir: &Path) -> std::io::Result<()> {
@@ -610,6 +741,57 @@ impl LocalBackend {
                 return;
             }
         });
+    }
+}
+
+/// bubblewrap's namespaces and the sandbox's user (uid 1000 inside).
+fn isolation(a: &mut Args) {
+    a.args([
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-net",
+        "--unshare-cgroup-try",
+        "--disable-userns",
+        "--new-session",
+        "--hostname",
+        "sandbox",
+    ]);
+    a.arg("--uid").arg(SANDBOX_UID.to_string());
+    a.arg("--gid").arg(SANDBOX_UID.to_string());
+}
+
+/// The host's system, read-only: `/usr`, the top-level folders that lead into it, and the parts
+/// of `/etc` that programs need, nothing else.
+fn system_mounts(a: &mut Args) {
+    a.args(["--ro-bind", "/usr", "/usr"]);
+    for top in ["bin", "lib", "lib64", "sbin"] {
+        let host = Path::new("/").join(top);
+        match std::fs::read_link(&host) {
+            Ok(target) => {
+                a.arg("--symlink").arg(target).arg(&host);
+            }
+            Err(_) if host.is_dir() => {
+                a.arg("--ro-bind").arg(&host).arg(&host);
+            }
+            Err(_) => {}
+        }
+    }
+    for file in [
+        "/etc/ssl/certs",
+        "/etc/ca-certificates",
+        "/etc/alternatives",
+        "/etc/ld.so.cache",
+        "/etc/localtime",
+        "/etc/nsswitch.conf",
+        "/etc/bash.bashrc",
+        "/etc/profile",
+        "/etc/mime.types",
+    ] {
+        if Path::new(file).exists() {
+            a.args(["--ro-bind", file, file]);
+        }
     }
 }
 
@@ -748,7 +930,7 @@ async fn copy_capped(mut from: tokio::process::ChildStderr, to: PathBuf, cap: u6
 /// Readies the data folder for sandboxes that run as unprivileged host users: its folders
 /// become searchable (not listable) by others, the paths sandboxes mount must be reachable by
 /// them, and the runner binary is copied where they can read it. Returns the copy's path.
-fn prepare_for_sandbox_users(options: &LocalOptions) -> Result<PathBuf, String> {
+fn prepare_for_sandbox_users(options: &LocalOptions) -> Result<PathBuf, LocalSetupError> {
     let data = &options.data_dir;
     for dir in [
         data.clone(),
@@ -757,7 +939,7 @@ fn prepare_for_sandbox_users(options: &LocalOptions) -> Result<PathBuf, String> 
         data.join("run"),
     ] {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
-            .map_err(|e| format!("opening {} to sandbox users: {e}", dir.display()))?;
+            .map_err(|source| LocalSetupError::OpenToSandboxUsers { path: dir, source })?;
     }
     let mounted = [
         Some(data.as_path()),
@@ -765,25 +947,27 @@ fn prepare_for_sandbox_users(options: &LocalOptions) -> Result<PathBuf, String> 
         options.harness_dir.as_deref(),
     ];
     for path in mounted.into_iter().flatten() {
-        reachable_by_others(path).map_err(|blocked| {
-            format!(
-                "sandboxes run as unprivileged host users (the server runs as root) and cannot reach {}: {} is not open to other users (chmod o+x it, or keep the data elsewhere)",
-                path.display(),
-                blocked.display()
-            )
+        reachable_by_others(path).map_err(|blocked| LocalSetupError::Unreachable {
+            path: path.to_owned(),
+            blocked,
         })?;
     }
     let bin = data.join("bin");
-    std::fs::create_dir_all(&bin).map_err(|e| format!("creating {}: {e}", bin.display()))?;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    std::fs::create_dir_all(&bin).map_err(|source| LocalSetupError::CreateFolder {
+        path: bin.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
+        LocalSetupError::OpenToSandboxUsers {
+            path: bin.clone(),
+            source,
+        }
+    })?;
     let copy = bin.join("centaur-runner");
-    install_copy(&options.runner_bin, &copy).map_err(|e| {
-        format!(
-            "copying the runner {} to {}: {e}",
-            options.runner_bin.display(),
-            copy.display()
-        )
+    install_copy(&options.runner_bin, &copy).map_err(|source| LocalSetupError::CopyRunner {
+        from: options.runner_bin.clone(),
+        to: copy.clone(),
+        source,
     })?;
     Ok(copy)
 }
@@ -821,25 +1005,28 @@ fn install_copy(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// Checks that `root` is a cgroup v2 folder that can limit memory and processes for its
 /// children, enabling those controllers for them if needed.
-fn enable_controllers(root: &Path) -> Result<(), String> {
+fn enable_controllers(root: &Path) -> Result<(), LocalSetupError> {
     let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap_or_default();
     let available = read("cgroup.controllers");
     for controller in ["memory", "pids"] {
         if !available.split_whitespace().any(|c| c == controller) {
-            return Err(format!(
-                "CENTAUR_CGROUP_ROOT {} is not a cgroup v2 folder offering the `{controller}` controller (see docs/sandboxes.md)",
-                root.display()
-            ));
+            return Err(LocalSetupError::NotCgroupV2 {
+                root: root.to_owned(),
+                controller,
+            });
         }
     }
     let enabled = read("cgroup.subtree_control");
     for controller in ["memory", "pids"] {
         if !enabled.split_whitespace().any(|c| c == controller) {
-            std::fs::write(root.join("cgroup.subtree_control"), format!("+{controller}")).map_err(|e| {
-                format!(
-                    "cannot enable the `{controller}` controller under {} ({e}); delegate that cgroup to the server's user",
-                    root.display()
-                )
+            std::fs::write(
+                root.join("cgroup.subtree_control"),
+                format!("+{controller}"),
+            )
+            .map_err(|source| LocalSetupError::EnableController {
+                root: root.to_owned(),
+                controller,
+                source,
             })?;
         }
     }
@@ -887,14 +1074,17 @@ fn which(program: &Path) -> Option<PathBuf> {
     })
 }
 
-fn failure(what: &str, error: impl std::fmt::Display) -> SandboxError {
-    SandboxError::Backend(format!("{what}: {error}"))
+fn failure(what: impl Into<String>, source: std::io::Error) -> SandboxError {
+    SandboxError::Host {
+        what: what.into(),
+        source,
+    }
 }
 
 #[async_trait]
 impl SandboxBackend for LocalBackend {
-    fn name(&self) -> &'static str {
-        "local"
+    fn kind(&self) -> SandboxBackendKind {
+        SandboxBackendKind::Local
     }
 
     fn supports_warm(&self) -> bool {
@@ -904,56 +1094,12 @@ impl SandboxBackend for LocalBackend {
     async fn create(&self, spec: &SandboxSpec) -> Result<(), SandboxError> {
         let id = spec.sandbox_id;
         let dir = self.sandbox_dir(id);
-        std::fs::create_dir_all(&dir).map_err(|e| failure("creating the sandbox folder", e))?;
-        let switches = self.options.host_users.switches();
-        // Sandbox users must pass through it to what it mounts; its files stay the server's.
-        let folder_mode = if switches { 0o711 } else { 0o700 };
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(folder_mode))
-            .map_err(|e| failure("securing the sandbox folder", e))?;
-        Self::write_etc(&dir).map_err(|e| failure("writing the sandbox's /etc", e))?;
-        let workspace = match &spec.attachment {
-            Some(attachment) => self.workspace_of(attachment.thread_key.as_str()),
-            None => dir.join("workspace"),
-        };
-        std::fs::create_dir_all(&workspace).map_err(|e| failure("creating the workspace", e))?;
-        // Only the sandbox's host user may enter it (the server, as root, still can).
-        std::fs::set_permissions(&workspace, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| failure("securing the workspace", e))?;
-        let user = self
-            .options
-            .host_users
-            .for_workspace(&workspace)
-            .map_err(|e| failure("choosing the sandbox's host user", e))?;
+        let workspace = self.prepare_folders(spec, &dir)?;
+        let user = self.options.host_users.for_workspace(&workspace)?;
         let cgroup = self.cgroup(id)?;
-        // bubblewrap reads the seccomp program from an inherited descriptor.
-        let seccomp_path = dir.join("seccomp.bpf");
-        // The cached program; when there is none, building it again says why.
-        let program = match super::seccomp::program() {
-            Some(program) => program,
-            None => super::seccomp::try_program().map_err(|e| failure("the seccomp filter", e))?,
-        };
-        std::fs::write(&seccomp_path, program)
-            .map_err(|e| failure("writing the seccomp filter", e))?;
-        let seccomp = std::fs::File::open(&seccomp_path)
-            .map_err(|e| failure("opening the seccomp filter", e))?;
-        let start = Start {
-            seccomp_fd: seccomp.as_raw_fd(),
-            cgroup: cgroup.as_deref(),
-            user,
-        };
-        let (mut command, args_fd) = self
-            .bwrap_command(spec, &dir, &workspace, start)
-            .map_err(|e| failure("preparing bubblewrap's arguments", e))?;
-        let spawned = command.spawn();
-        drop((seccomp, args_fd));
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(error) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(failure("starting bubblewrap", error));
-            }
-        };
+        let child = self.spawn_bwrap(spec, &dir, &workspace, cgroup.as_deref(), user)?;
         let pid = child.id().unwrap_or_default();
+        let mut child = child;
         if let Err(error) = std::fs::write(dir.join("pid"), pid.to_string()) {
             // Untracked, it could not be adopted or reaped later: end it now.
             self.kill(pid);
@@ -961,55 +1107,73 @@ impl SandboxBackend for LocalBackend {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(failure("writing the pid file", error));
         }
-        let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
-        let mut stdin = child.stdin.take().expect("piped");
-        let logged = tokio::spawn(copy_capped(
-            child.stderr.take().expect("piped"),
-            dir.join("runner.log"),
-            RUNNER_LOG_CAP,
-        ));
-        let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut line = String::new();
-        let ready = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line)).await;
-        if !matches!(ready, Ok(Ok(n)) if n > 0 && line.trim() == "ready") {
-            self.kill(pid);
-            let _ = child.wait().await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), logged).await;
-            let log = std::fs::read_to_string(dir.join("runner.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(SandboxError::Backend(format!(
-                "the sandbox did not start: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            )));
+        let logged = child.stderr.take().map(|stderr| {
+            tokio::spawn(copy_capped(stderr, dir.join("runner.log"), RUNNER_LOG_CAP))
+        });
+        self.starting.lock().expect("starting lock").insert(
+            id,
+            Starting {
+                child,
+                pid,
+                logged,
+                workspace,
+                attachment: spec.attachment.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn ready(&self, sandbox_id: Uuid) -> Result<(), SandboxError> {
+        let starting = self
+            .starting
+            .lock()
+            .expect("starting lock")
+            .remove(&sandbox_id)
+            .ok_or(SandboxError::NotStarting(sandbox_id))?;
+        let Starting {
+            mut child,
+            pid,
+            logged,
+            workspace,
+            attachment,
+        } = starting;
+        let (Some(stdout), Some(mut stdin)) = (child.stdout.take(), child.stdin.take()) else {
+            return Err(SandboxError::NotStarting(sandbox_id));
+        };
+        let mut stdout = tokio::io::BufReader::new(stdout);
+        if !said_ready(&mut stdout).await {
+            return Err(self.did_not_start(sandbox_id, pid, child, logged).await);
         }
+        let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
             let exited = exited.clone();
             tokio::spawn(async move {
                 let status = child.wait().await;
                 exited.store(true, std::sync::atomic::Ordering::SeqCst);
-                tracing::info!(sandbox_id = %id, ?status, "sandbox exited");
+                tracing::info!(%sandbox_id, ?status, "sandbox exited");
                 drop(stdout);
             });
         }
-        let attached = match &spec.attachment {
+        let attached = match &attachment {
             Some(attachment) => send_attachment(&mut stdin, attachment).await,
             None => Ok(()),
         };
         let watch = Watch::new(workspace);
-        self.watch_workspace(id, pid, &watch, &exited);
+        self.watch_workspace(sandbox_id, pid, &watch, &exited);
         self.running.lock().expect("running lock").insert(
-            id,
+            sandbox_id,
             Running {
                 pid,
-                stdin: spec.attachment.is_none().then_some(stdin),
+                stdin: attachment.is_none().then_some(stdin),
                 exited,
                 adopted: false,
                 watch,
             },
         );
         if let Err(error) = attached {
-            let _ = self.stop(id, "could not hand over its thread").await;
+            let _ = self
+                .stop(sandbox_id, "could not hand over its thread")
+                .await;
             return Err(error);
         }
         Ok(())
@@ -1018,26 +1182,18 @@ impl SandboxBackend for LocalBackend {
     async fn attach(&self, sandbox_id: Uuid, attachment: &Attachment) -> Result<(), SandboxError> {
         let workspace = self.workspace_of(attachment.thread_key.as_str());
         if workspace.exists() {
-            return Err(SandboxError::NotAttachable(
-                "the thread already has a workspace, which only a new sandbox can mount".into(),
-            ));
+            return Err(NotAttachable::HasWorkspace.into());
         }
         let mut stdin = {
             let mut running = self.running.lock().expect("running lock");
-            let sandbox = running
-                .get_mut(&sandbox_id)
-                .ok_or_else(|| SandboxError::NotAttachable("no such warm sandbox".into()))?;
-            sandbox.stdin.take().ok_or_else(|| {
-                SandboxError::NotAttachable("the sandbox is already attached".into())
-            })?
+            let sandbox = running.get_mut(&sandbox_id).ok_or(NotAttachable::Unknown)?;
+            sandbox.stdin.take().ok_or(NotAttachable::AlreadyAttached)?
         };
         // The warm sandbox's empty workspace becomes the thread's (the mount follows it). Never
         // over a workspace a concurrent spawn just made.
         let claimed = self.sandbox_dir(sandbox_id).join("workspace");
         rename_no_replace(&claimed, &workspace).map_err(|e| match e.raw_os_error() {
-            Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => {
-                SandboxError::NotAttachable("the thread's workspace appeared meanwhile".into())
-            }
+            Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => NotAttachable::WorkspaceAppeared.into(),
             _ => failure("moving the workspace", e),
         })?;
         // The watcher measures the workspace where it is now (only once it moved there).
@@ -1079,6 +1235,16 @@ impl SandboxBackend for LocalBackend {
                 self.kill(sandbox.pid);
             }
             tracing::info!(%sandbox_id, reason, "sandbox stopped");
+        }
+        let starting = self
+            .starting
+            .lock()
+            .expect("starting lock")
+            .remove(&sandbox_id);
+        if let Some(mut starting) = starting {
+            self.kill(starting.pid);
+            let _ = starting.child.wait().await;
+            tracing::info!(%sandbox_id, reason, "sandbox stopped while starting");
         }
         // The workspace lives elsewhere (a warm sandbox's unused one goes with it).
         let _ = std::fs::remove_dir_all(self.sandbox_dir(sandbox_id));
@@ -1136,17 +1302,25 @@ impl SandboxBackend for LocalBackend {
     }
 
     async fn shutdown(&self) {
-        let ids: Vec<Uuid> = self
+        let mut ids: Vec<Uuid> = self
             .running
             .lock()
             .expect("running lock")
             .keys()
             .copied()
             .collect();
+        ids.extend(self.starting.lock().expect("starting lock").keys().copied());
         for id in ids {
             let _ = self.stop(id, "the server is shutting down").await;
         }
     }
+}
+
+/// Whether the runner's first line (within [`READY_TIMEOUT`]) is `ready`.
+async fn said_ready(stdout: &mut tokio::io::BufReader<tokio::process::ChildStdout>) -> bool {
+    let mut line = String::new();
+    let ready = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line)).await;
+    matches!(ready, Ok(Ok(n)) if n > 0 && line.trim() == "ready")
 }
 
 async fn send_attachment(
@@ -1191,12 +1365,18 @@ mod tests {
     fn no_process_limit_at_all_is_refused_unless_asked_for() {
         let error = LocalBackend::new(options(0, false)).err().unwrap();
         assert!(
-            error.contains("CENTAUR_SANDBOX_ALLOW_UNLIMITED_PROCESSES"),
+            matches!(error, LocalSetupError::UnlimitedProcesses),
             "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("CENTAUR_SANDBOX_ALLOW_UNLIMITED_PROCESSES"),
+            "the refusal names the way out: {error}"
         );
         // Opted out, it gets past that check (to the missing runner binary).
         let error = LocalBackend::new(options(0, true)).err().unwrap();
-        assert!(error.contains("runner binary"), "{error}");
+        assert!(matches!(error, LocalSetupError::NoRunner(_)), "{error}");
     }
 
     #[test]

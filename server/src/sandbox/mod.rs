@@ -7,8 +7,11 @@
 //! - [`local`]: bubblewrap on this machine.
 //! - [`host_user`]: which host uid a local sandbox runs as.
 //! - [`external`]: starts nothing; runners attach on their own.
+//! - [`seccomp`]: the system-call filter of local sandboxes.
 //! - [`warm`]: ready sandboxes per harness, claimed on spawn (backend-independent).
 //! - [`reaper`]: releases sandboxes that died, idled or lived too long, and stops orphans.
+//!
+//! Which sandbox a thread gets, and when it is given back, is [`crate::assignment`]'s.
 
 mod external;
 pub mod host_user;
@@ -21,6 +24,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use centaur_protocol::Harness;
+use centaur_protocol::api::SandboxBackendKind;
 use centaur_protocol::runner::Attachment;
 use uuid::Uuid;
 
@@ -56,6 +60,7 @@ impl fmt::Debug for SandboxSpec {
     }
 }
 
+/// What the backend knows of a sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SandboxState {
     Starting,
@@ -69,26 +74,66 @@ pub enum SandboxState {
 pub enum SandboxError {
     #[error("the sandbox backend is at capacity: {0}")]
     Capacity(String),
-    #[error("sandbox backend failure: {0}")]
-    Backend(String),
-    /// A warm sandbox cannot take this thread (its workspace already exists elsewhere); start a
-    /// cold one instead.
+    /// Something the backend did on its host failed.
+    #[error("sandbox backend failure: {what}: {source}")]
+    Host {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox backend failure: choosing the sandbox's host user: {0}")]
+    HostUser(#[from] host_user::HostUserError),
+    #[error("sandbox backend failure: the seccomp filter: {0}")]
+    Seccomp(#[from] seccomp::FilterError),
+    /// Its runner never said it was ready; the sandbox is gone.
+    #[error("sandbox backend failure: the sandbox did not start: {log_tail}")]
+    DidNotStart { log_tail: String },
+    /// [`SandboxBackend::ready`] for a sandbox that is not starting.
+    #[error("sandbox backend failure: sandbox {0} is not starting")]
+    NotStarting(Uuid),
+    /// A warm sandbox cannot take this thread; start a cold one instead.
     #[error("this warm sandbox cannot serve the thread: {0}")]
-    NotAttachable(String),
+    NotAttachable(#[from] NotAttachable),
 }
 
+/// Why a warm sandbox cannot take a thread.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAttachable {
+    #[error("the {0} backend has no warm sandboxes")]
+    NoWarmSandboxes(SandboxBackendKind),
+    #[error("the thread already has a workspace, which only a new sandbox can mount")]
+    HasWorkspace,
+    #[error("the thread's workspace appeared meanwhile")]
+    WorkspaceAppeared,
+    #[error("no such warm sandbox")]
+    Unknown,
+    #[error("the sandbox is already attached")]
+    AlreadyAttached,
+}
+
+/// How the server starts, watches and stops sandboxes. A sandbox is created, becomes
+/// [ready](SandboxBackend::ready), serves its thread (a warm one once it is
+/// [attached](SandboxBackend::attach)) and is stopped; [`SandboxBackend::list`] lets the reaper
+/// find the ones nobody owns.
 #[async_trait]
 pub trait SandboxBackend: Send + Sync + 'static {
-    /// `local`, `kubernetes`, `external`.
-    fn name(&self) -> &'static str;
+    /// Which backend this is; sandbox rows record it.
+    fn kind(&self) -> SandboxBackendKind;
 
     /// Whether [`SandboxBackend::create`] without an attachment (a warm sandbox) works.
     fn supports_warm(&self) -> bool {
         false
     }
 
-    /// Starts a sandbox. Returns when its runner is up.
+    /// Starts a sandbox; its runner may still be coming up when this returns.
     async fn create(&self, spec: &SandboxSpec) -> Result<(), SandboxError>;
+
+    /// Waits until the runner of a created sandbox serves (and holds the spec's attachment, if
+    /// it had one). On failure the sandbox is stopped. For backends whose `create` returns
+    /// only once the runner is up, there is nothing to wait for.
+    async fn ready(&self, _sandbox_id: Uuid) -> Result<(), SandboxError> {
+        Ok(())
+    }
 
     /// Hands a warm sandbox its thread.
     async fn attach(
@@ -96,10 +141,7 @@ pub trait SandboxBackend: Send + Sync + 'static {
         _sandbox_id: Uuid,
         _attachment: &Attachment,
     ) -> Result<(), SandboxError> {
-        Err(SandboxError::NotAttachable(format!(
-            "the {} backend has no warm sandboxes",
-            self.name()
-        )))
+        Err(NotAttachable::NoWarmSandboxes(self.kind()).into())
     }
 
     async fn status(&self, sandbox_id: Uuid) -> Result<SandboxState, SandboxError>;

@@ -14,9 +14,10 @@ use centaur_protocol::runner::Finish;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::SandboxState;
+use super::{SandboxError, SandboxState};
 use crate::app::AppState;
-use crate::threads;
+use crate::error::ApiError;
+use crate::{assignment, threads};
 
 #[derive(sqlx::FromRow)]
 struct Live {
@@ -47,14 +48,42 @@ pub fn spawn(state: AppState) {
     });
 }
 
-async fn sweep(state: &AppState) -> Result<(), String> {
+/// Why a sweep stopped short (it is tried again at the next tick).
+#[derive(Debug, thiserror::Error)]
+enum SweepError {
+    #[error(transparent)]
+    Backend(#[from] SandboxError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Release(#[from] ApiError),
+}
+
+async fn sweep(state: &AppState) -> Result<(), SweepError> {
     // What the backend runs and the pool holds, before the database is read: a sandbox claimed
     // from the pool meanwhile is then in the database's list.
-    let running = state.backend.list().await.map_err(|e| e.to_string())?;
+    let running = state.backend.list().await?;
     let warm: Vec<Uuid> = state.warm.iter().flat_map(|pool| pool.ids()).collect();
-    // This replica's sandboxes (and rows from before owners were recorded), and those of
-    // replicas not seen for too long.
-    let live: Vec<Live> = sqlx::query_as(
+    let live = judged_here(state).await?;
+    for sandbox in &live {
+        if let Some(verdict) = judge(state, sandbox).await {
+            release(state, sandbox, verdict).await?;
+        }
+    }
+    // Sandboxes the backend runs that no thread (and no warm pool) owns.
+    let owned: HashSet<Uuid> = live.iter().map(|s| s.id).chain(warm).collect();
+    for id in running {
+        if !owned.contains(&id) && !recently_created(id) {
+            assignment::stop_unowned(state, id).await;
+        }
+    }
+    Ok(())
+}
+
+/// The live sandboxes this replica judges: its own (and rows from before owners were
+/// recorded), and those of replicas not seen for too long.
+async fn judged_here(state: &AppState) -> Result<Vec<Live>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT s.id, t.thread_key, s.created_at, t.last_activity_at, \
            EXISTS (SELECT 1 FROM executions e WHERE e.thread_id = t.id \
                    AND e.status IN ('queued', 'running')) AS busy, \
@@ -66,82 +95,86 @@ async fn sweep(state: &AppState) -> Result<(), String> {
                   SELECT 1 FROM replicas r WHERE r.id = s.owner \
                     AND r.seen_at > now() - make_interval(secs => $3))))",
     )
-    .bind(state.backend.name())
+    .bind(state.backend.kind().as_str())
     .bind(state.replica.as_ref())
     .bind(state.config.replica_dead_after_secs as f64)
     .fetch_all(&state.pool)
     .await
-    .map_err(|e| e.to_string())?;
+}
+
+/// Why a sandbox goes.
+struct Verdict {
+    reason: String,
+    /// It is gone already (its turn fails); otherwise it is released between turns.
+    died: bool,
+}
+
+/// Whether `sandbox` goes, and why: it died (or its replica did), idled, or lived too long.
+async fn judge(state: &AppState, sandbox: &Live) -> Option<Verdict> {
+    let status = match &sandbox.dead_owner {
+        // Not ours to ask about: its replica is gone, and with it whatever ran it.
+        Some(_) => Ok(SandboxState::Missing),
+        None => state.backend.status(sandbox.id).await,
+    };
+    let gone = matches!(status, Ok(SandboxState::Stopped | SandboxState::Missing));
+    if gone {
+        let reason = match &sandbox.dead_owner {
+            Some(owner) => format!(
+                "the server replica that ran the sandbox ({owner}) has not been heard from for {} s; the next turn starts a new one",
+                state.config.replica_dead_after_secs
+            ),
+            None => state.backend.why_stopped(sandbox.id).await.unwrap_or_else(|| {
+                "the sandbox stopped unexpectedly (its harness crashed or was killed); the next turn starts a new one".to_owned()
+            }),
+        };
+        return Some(Verdict { reason, died: true });
+    }
     let now = Utc::now();
     let idle = chrono::Duration::seconds(state.config.sandbox_idle_secs as i64);
     let lifetime = chrono::Duration::seconds(state.config.sandbox_max_lifetime_secs as i64);
-    for sandbox in &live {
-        let mut died = false;
-        let status = match &sandbox.dead_owner {
-            // Not ours to ask about: its replica is gone, and with it whatever ran it.
-            Some(_) => Ok(SandboxState::Missing),
-            None => state.backend.status(sandbox.id).await,
-        };
-        let reason = match status {
-            Ok(SandboxState::Stopped | SandboxState::Missing) if sandbox.dead_owner.is_some() => {
-                died = true;
-                Some(format!(
-                    "the server replica that ran the sandbox ({}) has not been heard from for {} s; the next turn starts a new one",
-                    sandbox.dead_owner.as_deref().unwrap_or_default(),
-                    state.config.replica_dead_after_secs
-                ))
-            }
-            Ok(SandboxState::Stopped | SandboxState::Missing) => {
-                died = true;
-                Some(state.backend.why_stopped(sandbox.id).await.unwrap_or_else(|| {
-                    "the sandbox stopped unexpectedly (its harness crashed or was killed); the next turn starts a new one".to_owned()
-                }))
-            }
-            _ if !sandbox.busy && now - sandbox.last_activity_at > idle => Some(format!(
-                "idle for more than {} s",
-                state.config.sandbox_idle_secs
-            )),
-            _ if !sandbox.busy && now - sandbox.created_at > lifetime => Some(format!(
-                "reached its maximum lifetime of {} s",
-                state.config.sandbox_max_lifetime_secs
-            )),
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            let Ok(key) = centaur_protocol::ThreadKey::parse(&sandbox.thread_key) else {
-                continue;
-            };
-            let thread = threads::find(state, &key)
-                .await
-                .map_err(|e| e.to_string())?;
-            tracing::info!(sandbox_id = %sandbox.id, thread_key = %sandbox.thread_key, %reason, "releasing a sandbox");
-            let ending = if died {
-                Finish::Failed {
-                    error: reason.clone(),
-                }
-            } else {
-                Finish::Cancelled {
-                    reason: reason.clone(),
-                }
-            };
-            let only = threads::ReleaseIf {
-                sandbox_id: sandbox.id,
-                idle_since: (!died).then_some(sandbox.last_activity_at),
-            };
-            threads::release_ending(state, &thread, &reason, ending, Some(only))
-                .await
-                .map_err(|e| e.to_string())?;
+    let reason = if sandbox.busy {
+        None
+    } else if now - sandbox.last_activity_at > idle {
+        Some(format!(
+            "idle for more than {} s",
+            state.config.sandbox_idle_secs
+        ))
+    } else if now - sandbox.created_at > lifetime {
+        Some(format!(
+            "reached its maximum lifetime of {} s",
+            state.config.sandbox_max_lifetime_secs
+        ))
+    } else {
+        None
+    };
+    reason.map(|reason| Verdict {
+        reason,
+        died: false,
+    })
+}
+
+/// Releases the sandbox, if the thread still has it (and, unless it died, still idles).
+async fn release(state: &AppState, sandbox: &Live, verdict: Verdict) -> Result<(), SweepError> {
+    let Ok(key) = centaur_protocol::ThreadKey::parse(&sandbox.thread_key) else {
+        return Ok(());
+    };
+    let thread = threads::find(state, &key).await?;
+    let Verdict { reason, died } = verdict;
+    tracing::info!(sandbox_id = %sandbox.id, thread_key = %sandbox.thread_key, %reason, "releasing a sandbox");
+    let ending = if died {
+        Finish::Failed {
+            error: reason.clone(),
         }
-    }
-    // Sandboxes the backend runs that no thread (and no warm pool) owns.
-    let owned: HashSet<Uuid> = live.iter().map(|s| s.id).chain(warm).collect();
-    for id in running {
-        if !owned.contains(&id) && !recently_created(id) {
-            tracing::info!(sandbox_id = %id, "stopping a sandbox no thread owns");
-            let _ = state.backend.stop(id, "no thread owns it").await;
-            crate::egress::policy::detach(state, id).await;
+    } else {
+        Finish::Cancelled {
+            reason: reason.clone(),
         }
-    }
+    };
+    let only = assignment::ReleaseIf {
+        sandbox_id: sandbox.id,
+        idle_since: (!died).then_some(sandbox.last_activity_at),
+    };
+    assignment::release_ending(state, &thread, &reason, ending, Some(only)).await?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The warm pool: ready sandboxes per harness, so a new thread's spawn only hands one its
 //! thread instead of starting a sandbox. A warm sandbox is registered with the egress proxy
 //! under an empty policy (it can reach nothing); claiming it pushes the thread's policy and
-//! placeholders, and a background task starts a replacement.
+//! placeholders ([`crate::assignment`]), and a background task starts a replacement.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -11,9 +11,8 @@ use centaur_protocol::Harness;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::SandboxSpec;
 use crate::app::AppState;
-use crate::egress;
+use crate::{assignment, egress};
 
 pub struct WarmPool {
     size: usize,
@@ -111,7 +110,7 @@ pub fn spawn_filler(state: AppState) {
                 }
                 continue;
             };
-            match start_warm(&state, harness).await {
+            match assignment::start_warm(&state, harness).await {
                 Ok(id) => {
                     if failing {
                         tracing::info!("warm sandboxes start again");
@@ -137,24 +136,4 @@ pub fn spawn_filler(state: AppState) {
             }
         }
     });
-}
-
-async fn start_warm(state: &AppState, harness: Harness) -> Result<Uuid, String> {
-    let sandbox_id = Uuid::now_v7();
-    let egress = egress::policy::attach_warm(state, sandbox_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    let spec = SandboxSpec {
-        sandbox_id,
-        harness,
-        server_url: state.config.public_url(),
-        egress,
-        attachment: None,
-    };
-    if let Err(error) = state.backend.create(&spec).await {
-        egress::policy::detach(state, sandbox_id).await;
-        return Err(error.to_string());
-    }
-    tracing::debug!(%sandbox_id, %harness, "warm sandbox ready");
-    Ok(sandbox_id)
 }

@@ -81,7 +81,7 @@ impl Script {
 
     pub fn thread(&mut self, harness: &str) -> &mut Self {
         self.push(EventBody::ThreadCreated {
-            harness: harness.into(),
+            harness: harness.parse().expect("a harness name"),
         })
     }
 
@@ -196,7 +196,7 @@ impl Script {
     pub fn resolved(&mut self, approval_id: Uuid, decision: &str, by: &str) -> &mut Self {
         self.push(EventBody::ApprovalResolved {
             approval_id,
-            decision: decision.into(),
+            decision: decision.parse().expect("an approval resolution"),
             decided_by: by.into(),
         })
     }

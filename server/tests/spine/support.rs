@@ -15,6 +15,7 @@ use centaur_proxy::control::Control;
 use centaur_proxy::secrets::{SecretSource, SecretStore};
 use centaur_proxy::{Limits, Proxy, Registry};
 use centaur_server::pg_cluster::{ClusterOptions, PgCluster};
+use centaur_protocol::api::SandboxBackendKind;
 use centaur_server::sandbox::{SandboxBackend, SandboxError, SandboxSpec, SandboxState};
 use centaur_server::{Config, RunningServer};
 use futures_util::StreamExt;
@@ -95,8 +96,8 @@ impl RecordingBackend {
 
 #[async_trait]
 impl SandboxBackend for RecordingBackend {
-    fn name(&self) -> &'static str {
-        "recording"
+    fn kind(&self) -> SandboxBackendKind {
+        SandboxBackendKind::External
     }
     async fn create(&self, spec: &SandboxSpec) -> Result<(), SandboxError> {
         self.specs
