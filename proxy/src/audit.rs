@@ -133,26 +133,40 @@ async fn upload(
     }
 }
 
+/// Why a batch of records was not delivered (it is retried).
+#[derive(Debug, thiserror::Error)]
+enum PostError {
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Request(#[from] hyper::http::Error),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+    #[error("the server answered {status}: {body}")]
+    Refused {
+        status: hyper::StatusCode,
+        body: String,
+    },
+}
+
 async fn post(
     base_path: &str,
     authority: &hyper::http::uri::Authority,
     token: &str,
     records: &[AuditRecord],
-) -> Result<(), String> {
+) -> Result<(), PostError> {
     let body = serde_json::to_vec(&centaur_protocol::egress::AuditBatch {
         records: records.to_vec(),
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     let request = hyper::Request::post(format!("{base_path}/proxy/v1/audit"))
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
     match crate::http::send(authority, request).await? {
         (status, _) if status.is_success() => Ok(()),
-        (status, body) => Err(format!(
-            "the server answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        )),
+        (status, body) => Err(PostError::Refused {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }),
     }
 }

@@ -102,95 +102,158 @@ pub fn swap_request(
     query: Option<&str>,
     headers: &mut HeaderMap,
 ) -> Result<(Option<String>, Vec<String>), Leak> {
-    let leak = |secret: &str, location: String| Leak {
-        secret: secret.to_owned(),
-        location,
-        host: host.to_owned(),
+    let swap = Swap {
+        credentials,
+        host,
+        port,
     };
-    let find = |placeholder: &str| credentials.iter().find(|c| c.placeholder == placeholder);
-    let bound_here = |c: &Credential| c.binding.hosts.iter().any(|p| p.matches(host, port));
+    swap.check_path(path)?;
     let mut swapped = Vec::new();
+    swap.headers(headers, &mut swapped)?;
+    let new_query = match query {
+        Some(query) if !placeholders_in(query.as_bytes()).is_empty() => {
+            Some(swap.query(query, &mut swapped)?)
+        }
+        Some(_) | None => None,
+    };
+    swapped.sort();
+    swapped.dedup();
+    Ok((new_query, swapped))
+}
 
-    if let Some(found) = placeholders_in(path.as_bytes()).first() {
-        let name = find(found).map_or("unknown placeholder", |c| &c.binding.name);
-        return Err(leak(name, "the URL path".into()));
+/// One request's swap: the sandbox's credentials, for `host:port`.
+struct Swap<'a> {
+    credentials: &'a [Credential],
+    host: &'a str,
+    port: u16,
+}
+
+impl<'a> Swap<'a> {
+    fn leak(&self, secret: &str, location: String) -> Leak {
+        Leak {
+            secret: secret.to_owned(),
+            location,
+            host: self.host.to_owned(),
+        }
     }
 
-    // Every value of a header name, rewritten or not, in order: duplicates are kept.
-    let mut rewritten: Vec<(HeaderName, Vec<HeaderValue>)> = Vec::new();
-    let mut names: Vec<HeaderName> = headers.keys().cloned().collect();
-    names.dedup();
-    for name in names {
-        let mut values = Vec::new();
-        let mut changed = false;
-        for value in headers.get_all(&name) {
-            let found = placeholders_in(value.as_bytes());
-            if found.is_empty() {
-                values.push(value.clone());
-                continue;
-            }
-            changed = true;
-            let mut text = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            for placeholder in found {
-                let Some(credential) = find(placeholder) else {
-                    return Err(leak("unknown placeholder", format!("header `{name}`")));
-                };
-                let header_bound = credential
-                    .binding
-                    .headers
-                    .iter()
-                    .any(|h| h.eq_ignore_ascii_case(name.as_str()));
-                if !(header_bound && bound_here(credential)) {
-                    return Err(leak(&credential.binding.name, format!("header `{name}`")));
+    /// This sandbox's credential with `placeholder`.
+    fn find(&self, placeholder: &str) -> Option<&'a Credential> {
+        self.credentials
+            .iter()
+            .find(|c| c.placeholder == placeholder)
+    }
+
+    /// The secret's name for a leak report, whoever's placeholder it is.
+    fn name_of(&self, placeholder: &str) -> &'a str {
+        self.find(placeholder)
+            .map_or("unknown placeholder", |c| &c.binding.name)
+    }
+
+    fn bound_here(&self, credential: &Credential) -> bool {
+        credential
+            .binding
+            .hosts
+            .iter()
+            .any(|p| p.matches(self.host, self.port))
+    }
+
+    /// No placeholder travels in a URL path.
+    fn check_path(&self, path: &str) -> Result<(), Leak> {
+        match placeholders_in(path.as_bytes()).first() {
+            Some(found) => Err(self.leak(self.name_of(found), "the URL path".into())),
+            None => Ok(()),
+        }
+    }
+
+    /// Swaps placeholders in the headers they are bound to; adds the names of the secrets
+    /// swapped in to `swapped`.
+    fn headers(&self, headers: &mut HeaderMap, swapped: &mut Vec<String>) -> Result<(), Leak> {
+        // Every value of a header name, rewritten or not, in order: duplicates are kept.
+        let mut rewritten: Vec<(HeaderName, Vec<HeaderValue>)> = Vec::new();
+        let mut names: Vec<HeaderName> = headers.keys().cloned().collect();
+        names.dedup();
+        for name in names {
+            let mut values = Vec::new();
+            let mut changed = false;
+            for value in headers.get_all(&name) {
+                let found = placeholders_in(value.as_bytes());
+                if found.is_empty() {
+                    values.push(value.clone());
+                    continue;
                 }
-                text = match &credential.binding.format {
-                    Some(format) => format.replace("{value}", &credential.value),
-                    None => text.replace(placeholder, &credential.value),
-                };
-                swapped.push(credential.binding.name.clone());
+                changed = true;
+                values.push(self.header_value(&name, value, found, swapped)?);
             }
-            let mut value = HeaderValue::from_str(&text)
-                .map_err(|_| leak(&swapped[swapped.len() - 1], format!("header `{name}`")))?;
-            value.set_sensitive(true);
-            values.push(value);
+            if changed {
+                rewritten.push((name, values));
+            }
         }
-        if changed {
-            rewritten.push((name, values));
+        for (name, values) in rewritten {
+            headers.remove(&name);
+            for value in values {
+                headers.append(name.clone(), value);
+            }
         }
-    }
-    for (name, values) in rewritten {
-        headers.remove(&name);
-        for value in values {
-            headers.append(name.clone(), value);
-        }
+        Ok(())
     }
 
-    let mut new_query = None;
-    if let Some(query) = query
-        && !placeholders_in(query.as_bytes()).is_empty()
-    {
+    /// One header value with the placeholders `found` in it swapped.
+    fn header_value(
+        &self,
+        name: &HeaderName,
+        value: &HeaderValue,
+        found: Vec<&str>,
+        swapped: &mut Vec<String>,
+    ) -> Result<HeaderValue, Leak> {
+        let mut text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        for placeholder in found {
+            let Some(credential) = self.find(placeholder) else {
+                return Err(self.leak("unknown placeholder", format!("header `{name}`")));
+            };
+            let header_bound = credential
+                .binding
+                .headers
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name.as_str()));
+            if !(header_bound && self.bound_here(credential)) {
+                return Err(self.leak(&credential.binding.name, format!("header `{name}`")));
+            }
+            text = match &credential.binding.format {
+                Some(format) => format.replace("{value}", &credential.value),
+                None => text.replace(placeholder, &credential.value),
+            };
+            swapped.push(credential.binding.name.clone());
+        }
+        let mut value = HeaderValue::from_str(&text)
+            .map_err(|_| self.leak(&swapped[swapped.len() - 1], format!("header `{name}`")))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// The query with placeholders swapped in the parameters they are bound to; adds the names
+    /// of the secrets swapped in to `swapped`.
+    fn query(&self, query: &str, swapped: &mut Vec<String>) -> Result<String, Leak> {
         let mut pairs = Vec::new();
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let found = placeholders_in(value.as_bytes());
             if let Some(found) = placeholders_in(key.as_bytes()).first() {
-                let name = find(found).map_or("unknown placeholder", |c| &c.binding.name);
-                return Err(leak(name, "a query parameter name".into()));
+                return Err(self.leak(self.name_of(found), "a query parameter name".into()));
             }
             let mut value = value.to_owned();
             for placeholder in found {
-                let Some(credential) = find(placeholder) else {
-                    return Err(leak(
-                        "unknown placeholder",
-                        format!("query parameter `{key}`"),
-                    ));
+                let Some(credential) = self.find(placeholder) else {
+                    return Err(
+                        self.leak("unknown placeholder", format!("query parameter `{key}`"))
+                    );
                 };
-                if credential.binding.query_param.as_deref() != Some(key) || !bound_here(credential)
+                if credential.binding.query_param.as_deref() != Some(key)
+                    || !self.bound_here(credential)
                 {
-                    return Err(leak(
-                        &credential.binding.name,
-                        format!("query parameter `{key}`"),
-                    ));
+                    return Err(
+                        self.leak(&credential.binding.name, format!("query parameter `{key}`"))
+                    );
                 }
                 value = value.replace(placeholder, &percent_encode(&credential.value, false));
                 swapped.push(credential.binding.name.clone());
@@ -201,11 +264,8 @@ pub fn swap_request(
                 key.to_owned()
             });
         }
-        new_query = Some(pairs.join("&"));
+        Ok(pairs.join("&"))
     }
-    swapped.sort();
-    swapped.dedup();
-    Ok((new_query, swapped))
 }
 
 /// Checks a request body (or a part of it) for placeholders: none may travel in a body.

@@ -8,10 +8,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use centaur_keyring::KeyringError;
+use hyper::http::uri::Authority;
 use serde::{Deserialize, Serialize};
+
+use crate::http::HttpError;
 
 /// The keyring service secrets are stored under unless a source names another.
 pub const KEYRING_SERVICE: &str = "centaur";
@@ -54,7 +58,60 @@ pub enum SecretError {
     #[error("secret `{0}` is not configured in the proxy")]
     Unknown(String),
     #[error("secret `{name}` is unavailable: {reason}")]
-    Unavailable { name: String, reason: String },
+    Unavailable { name: String, reason: SourceError },
+}
+
+/// Why a source did not give a secret's value. Cached like a value (a failed read is remembered
+/// for a moment), hence cloneable: the errors of other crates are shared.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the value is empty")]
+    Empty,
+    #[error("environment variable {var} is not set")]
+    EnvUnset { var: String },
+    #[error("cannot read {}: {error}", path.display())]
+    File {
+        path: PathBuf,
+        error: Arc<std::io::Error>,
+    },
+    #[error("`{op} read` timed out")]
+    OpTimedOut { op: String },
+    #[error("cannot run `{op}` (install the 1Password CLI or set CENTAUR_OP_PATH): {error}")]
+    OpNotRunnable {
+        op: String,
+        error: Arc<std::io::Error>,
+    },
+    /// `op read` failed; `said` is the first line of what it printed on stderr.
+    #[error("`{op} read` failed: {said}")]
+    OpFailed { op: String, said: String },
+    #[error("`op read` printed a value that is not UTF-8")]
+    OpNotUtf8,
+    #[error("the Connect URL must be http://host:port, got `{url}`")]
+    ConnectUrl { url: String },
+    /// The item's path (vault and item ids) does not make a request.
+    #[error(transparent)]
+    ConnectRequest(Arc<hyper::http::Error>),
+    #[error("1Password Connect timed out")]
+    ConnectTimedOut,
+    #[error("1Password Connect at {authority}: {error}")]
+    ConnectUnreachable {
+        authority: Authority,
+        error: Arc<HttpError>,
+    },
+    #[error("1Password Connect answered {status} for item {item} in vault {vault}")]
+    ConnectRefused {
+        status: hyper::StatusCode,
+        item: String,
+        vault: String,
+    },
+    #[error("1Password Connect sent an unreadable item: {0}")]
+    ConnectUnreadable(Arc<serde_json::Error>),
+    #[error("item {item} has no field `{field}` with a value")]
+    ConnectNoField { item: String, field: String },
+    #[error("reading the keyring failed: {0}")]
+    KeyringTask(Arc<tokio::task::JoinError>),
+    #[error(transparent)]
+    Keyring(Arc<KeyringError>),
 }
 
 /// How long a failed read is remembered before the source is asked again.
@@ -160,7 +217,7 @@ impl SecretStore {
             .await
             .and_then(|value| {
                 if value.is_empty() {
-                    Err("the value is empty".to_owned())
+                    Err(SourceError::Empty)
                 } else {
                     Ok(value)
                 }
@@ -179,14 +236,15 @@ impl SecretStore {
     }
 }
 
-async fn read_source(source: &SecretSource) -> Result<String, String> {
+async fn read_source(source: &SecretSource) -> Result<String, SourceError> {
     match source {
-        SecretSource::Env { var } => {
-            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
-        }
+        SecretSource::Env { var } => env(var),
         SecretSource::File { path } => Ok(tokio::fs::read_to_string(path)
             .await
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .map_err(|error| SourceError::File {
+                path: path.clone(),
+                error: Arc::new(error),
+            })?
             .trim_end_matches(['\n', '\r'])
             .to_owned()),
         SecretSource::OnePassword { reference } => op_read(reference).await,
@@ -197,45 +255,51 @@ async fn read_source(source: &SecretSource) -> Result<String, String> {
             field,
             token_env,
         } => {
-            let token = std::env::var(token_env)
-                .map_err(|_| format!("environment variable {token_env} is not set"))?;
+            let token = env(token_env)?;
             connect_read(url, vault, item, field, &token).await
         }
         SecretSource::Keyring { service, account } => {
             let (service, account) = (service.clone(), account.clone());
             tokio::task::spawn_blocking(move || centaur_keyring::read(&service, &account))
                 .await
-                .map_err(|e| format!("reading the keyring failed: {e}"))?
-                .map_err(|e| e.to_string())
+                .map_err(|error| SourceError::KeyringTask(Arc::new(error)))?
+                .map_err(|error| SourceError::Keyring(Arc::new(error)))
         }
     }
+}
+
+fn env(var: &str) -> Result<String, SourceError> {
+    std::env::var(var).map_err(|_| SourceError::EnvUnset {
+        var: var.to_owned(),
+    })
 }
 
 const SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `op read --no-newline <reference>`.
-async fn op_read(reference: &str) -> Result<String, String> {
+async fn op_read(reference: &str) -> Result<String, SourceError> {
     let op = std::env::var("CENTAUR_OP_PATH").unwrap_or_else(|_| "op".into());
     let run = tokio::process::Command::new(&op)
         .args(["read", "--no-newline", reference])
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(SOURCE_TIMEOUT, run)
-        .await
-        .map_err(|_| format!("`{op} read` timed out"))?
-        .map_err(|e| {
-            format!("cannot run `{op}` (install the 1Password CLI or set CENTAUR_OP_PATH): {e}")
-        })?;
+    let output = match tokio::time::timeout(SOURCE_TIMEOUT, run).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(error)) => {
+            return Err(SourceError::OpNotRunnable {
+                op,
+                error: Arc::new(error),
+            });
+        }
+        Err(_) => return Err(SourceError::OpTimedOut { op }),
+    };
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!(
-            "`{op} read` failed: {}",
-            stderr.lines().next().unwrap_or("no output")
-        ));
+        let said = stderr.lines().next().unwrap_or("no output").to_owned();
+        return Err(SourceError::OpFailed { op, said });
     }
-    String::from_utf8(output.stdout)
-        .map_err(|_| "`op read` printed a value that is not UTF-8".into())
+    String::from_utf8(output.stdout).map_err(|_| SourceError::OpNotUtf8)
 }
 
 /// `GET {url}/v1/vaults/{vault}/items/{item}` on a 1Password Connect server; the value of the
@@ -246,25 +310,34 @@ async fn connect_read(
     item: &str,
     field: &str,
     token: &str,
-) -> Result<String, String> {
-    let authority = crate::http::http_authority(url)
-        .ok_or_else(|| format!("the Connect URL must be http://host:port, got `{url}`"))?;
+) -> Result<String, SourceError> {
+    let authority = crate::http::http_authority(url).ok_or_else(|| SourceError::ConnectUrl {
+        url: url.to_owned(),
+    })?;
     let request = hyper::Request::get(format!("/v1/vaults/{vault}/items/{item}"))
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| SourceError::ConnectRequest(Arc::new(error)))?;
     let (status, body) =
-        tokio::time::timeout(SOURCE_TIMEOUT, crate::http::send(&authority, request))
-            .await
-            .map_err(|_| "1Password Connect timed out".to_owned())?
-            .map_err(|e| format!("1Password Connect at {authority}: {e}"))?;
+        match tokio::time::timeout(SOURCE_TIMEOUT, crate::http::send(&authority, request)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                return Err(SourceError::ConnectUnreachable {
+                    authority,
+                    error: Arc::new(error),
+                });
+            }
+            Err(_) => return Err(SourceError::ConnectTimedOut),
+        };
     if !status.is_success() {
-        return Err(format!(
-            "1Password Connect answered {status} for item {item} in vault {vault}"
-        ));
+        return Err(SourceError::ConnectRefused {
+            status,
+            item: item.to_owned(),
+            vault: vault.to_owned(),
+        });
     }
     let item_json: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| format!("1Password Connect sent an unreadable item: {e}"))?;
+        .map_err(|error| SourceError::ConnectUnreadable(Arc::new(error)))?;
     item_json["fields"]
         .as_array()
         .into_iter()
@@ -272,7 +345,10 @@ async fn connect_read(
         .find(|f| f["label"] == field || f["id"] == field)
         .and_then(|f| f["value"].as_str())
         .map(str::to_owned)
-        .ok_or_else(|| format!("item {item} has no field `{field}` with a value"))
+        .ok_or_else(|| SourceError::ConnectNoField {
+            item: item.to_owned(),
+            field: field.to_owned(),
+        })
 }
 
 #[cfg(test)]
@@ -317,11 +393,19 @@ mod tests {
                 var: "CENTAUR_TEST_SURELY_UNSET".into(),
             },
         );
+        let error = missing.get("M").await.unwrap_err();
         assert!(
-            missing
-                .get("M")
-                .await
-                .unwrap_err()
+            matches!(
+                &error,
+                SecretError::Unavailable {
+                    reason: SourceError::EnvUnset { var },
+                    ..
+                } if var == "CENTAUR_TEST_SURELY_UNSET"
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error
                 .to_string()
                 .contains("CENTAUR_TEST_SURELY_UNSET is not set")
         );
@@ -491,7 +575,18 @@ mod tests {
                 reference: "op://Dev/Nope/credential".into(),
             },
         );
-        let error = wrong.get("W").await.unwrap_err().to_string();
+        let error = wrong.get("W").await.unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                SecretError::Unavailable {
+                    reason: SourceError::OpFailed { .. },
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let error = error.to_string();
         assert!(error.contains("item not found"), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -564,17 +659,26 @@ mod tests {
                 .unwrap(),
             "sk-from-connect"
         );
+        let refused_with = |error: &SecretError| match error {
+            SecretError::Unavailable {
+                reason: SourceError::ConnectRefused { status, .. },
+                ..
+            } => Some(status.as_u16()),
+            SecretError::Unknown(_) | SecretError::Unavailable { .. } => None,
+        };
         let error = store("C", source("item-2", "CENTAUR_TEST_CONNECT_TOKEN"))
             .get("C")
             .await
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        assert_eq!(refused_with(&error), Some(404), "{error:?}");
+        let error = error.to_string();
         assert!(error.contains("404"), "{error}");
         let error = store("C", source("item-1", "CENTAUR_TEST_CONNECT_BAD"))
             .get("C")
             .await
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        assert_eq!(refused_with(&error), Some(401), "{error:?}");
+        let error = error.to_string();
         assert!(error.contains("401"), "{error}");
     }
 }
