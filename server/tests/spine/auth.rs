@@ -1,7 +1,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::*;
+use centaur_test_support::http::http;
+use centaur_test_support::pg::fresh_database;
+use centaur_test_support::server::{ADMIN_KEY, TestServer, error_code};
 
 /// Who may do what: admin key, API keys, sandbox tokens; 401 without a valid token, 403
 /// without the right.

@@ -1,7 +1,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::*;
+use centaur_test_support::pg::fresh_database;
+use centaur_test_support::server::{ADMIN_KEY, TestServer, error_code};
 
 async fn raw(
     server: &TestServer,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::sandboxes::{LocalStack, lines, result_text};
+use centaur_test_support::events::{lines, result_text};
+use centaur_test_support::local_stack::LocalStack;
+use centaur_test_support::server::ADMIN_KEY;
 
 const LOWEST_UID_BASE: u32 = 1_000_000_000;
 
@@ -125,7 +127,7 @@ echo started
     let (status, body) = socket_call(&socket, &token, "POST", &claim).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("runner process"), "{body}");
-    let (status, body) = socket_call(&socket, crate::support::ADMIN_KEY, "POST", &claim).await;
+    let (status, body) = socket_call(&socket, ADMIN_KEY, "POST", &claim).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only sandbox tokens"), "{body}");
     let (status, _) = socket_call(&socket, &token, "GET", "/agent/threads").await;

@@ -11,8 +11,10 @@ use axum::response::Response;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::sandboxes::{LocalStack, is_terminal, last_id};
-use crate::support::*;
+use centaur_test_support::events::{is_terminal, last_id};
+use centaur_test_support::local_stack::LocalStack;
+use centaur_test_support::npm::claude_dir;
+use centaur_test_support::proxy::REAL_ANTHROPIC_KEY;
 
 type Keys = Arc<Mutex<Vec<String>>>;
 

@@ -4,8 +4,12 @@ use std::process::Output;
 
 use serde_json::json;
 
-use crate::sandboxes::LocalStack;
-use crate::support::*;
+use centaur_test_support::binaries::{cli_binary, text};
+use centaur_test_support::local_stack::LocalStack;
+use centaur_test_support::pg::{fresh_database, via};
+use centaur_test_support::relay::Relay;
+use centaur_test_support::server::{ADMIN_KEY, TestServer};
+use centaur_test_support::temp::temp_dir;
 
 /// Runs `centaur` with `args`, as the stack's admin unless `env` says otherwise.
 async fn centaur(stack: &LocalStack, args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -13,8 +13,10 @@ use futures_util::stream;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::sandboxes::{LocalStack, is_terminal, last_id};
-use crate::support::*;
+use centaur_test_support::events::{is_terminal, last_id};
+use centaur_test_support::local_stack::LocalStack;
+use centaur_test_support::npm::codex_dir;
+use centaur_test_support::proxy::REAL_OPENAI_KEY;
 
 /// What the mock model was sent.
 #[derive(Default)]

@@ -8,7 +8,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Connection;
 
-use crate::support::*;
+use centaur_test_support::pg::{fresh_database, via};
+use centaur_test_support::relay::Relay;
+use centaur_test_support::server::{ADMIN_KEY, TestServer, enc, error_code};
 
 /// While the database is known to be away, `/readyz` answers from its last probe and the API
 /// answers `503 database_unavailable` without waiting for a connection (the pool would wait

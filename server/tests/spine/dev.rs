@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::sandboxes::free_port;
-use crate::support::*;
+use centaur_test_support::binaries::{cli_binary, text};
+use centaur_test_support::process::free_port;
+use centaur_test_support::temp::temp_dir;
 
 /// `centaur` with `CENTAUR_HOME=home` and nothing else pointing it at a server.
 fn command(home: &Path, args: &[&str]) -> std::process::Command {

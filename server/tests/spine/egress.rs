@@ -3,7 +3,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::*;
+use centaur_test_support::pg::fresh_database;
+use centaur_test_support::proxy::PROXY_TOKEN;
+use centaur_test_support::server::{ADMIN_KEY, TestServer, error_code};
 
 fn record(
     sandbox_id: &str,

@@ -6,7 +6,10 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::*;
+use centaur_test_support::pg::fresh_database;
+use centaur_test_support::proxy::{PROXY_TOKEN, TestProxy};
+use centaur_test_support::server::{TestServer, enc, error_code};
+use centaur_test_support::temp::temp_dir;
 
 async fn server_with_proxy(proxy: &TestProxy, dir: &std::path::Path) -> TestServer {
     std::fs::write(

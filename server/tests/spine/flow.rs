@@ -3,7 +3,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::*;
+use centaur_test_support::pg::fresh_database;
+use centaur_test_support::server::{TestServer, enc};
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -4,7 +4,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::*;
+use centaur_test_support::events::SseReader;
+use centaur_test_support::server::{ADMIN_KEY, TestServer, error_code};
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -3,7 +3,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::*;
+use centaur_test_support::pg::{fresh_database, via};
+use centaur_test_support::relay::Relay;
+use centaur_test_support::server::{TestServer, error_code};
 
 /// The database goes away mid-flight: clear 503s, nothing half-written, and recovery without
 /// a restart when it comes back.

@@ -2,7 +2,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::*;
+use centaur_test_support::events::{SseReader, result_text};
+use centaur_test_support::http::http;
+use centaur_test_support::local_stack::LocalStack;
+use centaur_test_support::server::{ADMIN_KEY, TestServer};
 
 /// Two servers on one database: what is appended through one streams live from the other.
 #[tokio::test]
@@ -149,7 +152,6 @@ async fn a_second_server_process_streams_live_and_stops_on_sigterm() {
 /// and serves its threads.
 #[tokio::test]
 async fn local_replicas_keep_their_own_sandboxes_and_take_over_from_a_dead_one() {
-    use crate::sandboxes::{LocalStack, result_text};
     let a = LocalStack::start_with("replica-a", 0, json!({}), |config, _| {
         config.replica_dead_after_secs = 4;
     })

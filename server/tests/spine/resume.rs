@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::*;
+use centaur_test_support::events::SseReader;
+use centaur_test_support::server::{ADMIN_KEY, TestServer, enc};
 
 const WAIT: Duration = Duration::from_secs(5);
 

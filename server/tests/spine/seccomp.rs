@@ -4,25 +4,13 @@
 //! Each probe is chosen so that without the filter the kernel would answer something else
 //! (`EFAULT`, `EINVAL`, `EBADF`, success), so a refusal seen here is the filter's.
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::sandboxes::LocalStack;
-
-fn result_text(event: &Value) -> String {
-    assert_eq!(event["type"], "execution.completed", "{event}");
-    event["result_text"].as_str().unwrap().to_owned()
-}
-
-fn lines(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
+use centaur_test_support::events::{lines, result_text};
+use centaur_test_support::local_stack::LocalStack;
 
 fn expect_all(text: &str, expected: &[(&str, &str)]) {
     let seen = lines(text);
@@ -107,7 +95,7 @@ async fn refused_kernel_interfaces_are_refused_from_inside() {
         .turn("api:seccomp-refused", "shell", &probe_script())
         .await;
     expect_all(
-        &result_text(&done),
+        result_text(&done),
         &[
             ("perf_event_open", "EPERM"),
             ("bpf", "EPERM"),
@@ -165,7 +153,7 @@ echo ordinary_mode=$(mode ordinary)
 "#;
     let done = stack.turn("api:seccomp-setid", "shell", script).await;
     expect_all(
-        &result_text(&done),
+        result_text(&done),
         &[
             ("chmod_u", "refused"),
             ("chmod_g", "refused"),
@@ -229,7 +217,7 @@ fi
 "#;
     let done = stack.turn("api:seccomp-ordinary", "shell", script).await;
     expect_all(
-        &result_text(&done),
+        result_text(&done),
         &[
             ("git_commits", "1"),
             ("python", "ok"),

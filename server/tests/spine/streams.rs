@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::support::*;
+use centaur_test_support::pg::fresh_database;
+use centaur_test_support::server::{ADMIN_KEY, TestServer, enc, error_code};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The most bytes the server puts in one chunk (`CHUNK_BYTES` in `sse.rs`, documented in

@@ -4,9 +4,13 @@
 
 use std::time::Duration;
 
-use crate::sandboxes::{ServerProcess, free_port, kill_sandboxes, process_env};
-use crate::support::*;
+use centaur_test_support::binaries::cli_binary;
+use centaur_test_support::local_stack::kill_sandboxes;
+use centaur_test_support::process::{ServerProcess, free_port, process_env};
+use centaur_test_support::proxy::TestProxy;
 use centaur_test_support::pty::Pty;
+use centaur_test_support::server::ADMIN_KEY;
+use centaur_test_support::temp::temp_dir;
 
 const ROWS: u16 = 44;
 const COLS: u16 = 100;
@@ -20,7 +24,7 @@ async fn a_session_in_the_tui_survives_a_server_restart() {
     let port = free_port();
     let mut env = process_env(&dir, &proxy).await;
     env.push(("CENTAUR_APPROVAL_POLICY".into(), "always".into()));
-    let mut server = ServerProcess::start(&env, port);
+    let mut server = ServerProcess::start(env!("CARGO_BIN_EXE_centaur-server"), &env, port);
     server.wait_ready().await;
 
     let mut tui = Pty::spawn(
@@ -60,7 +64,7 @@ async fn a_session_in_the_tui_survives_a_server_restart() {
     server.kill();
     tui.shows("reconnecting", Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut server = ServerProcess::start(&env, port);
+    let mut server = ServerProcess::start(env!("CARGO_BIN_EXE_centaur-server"), &env, port);
     server.wait_ready().await;
     tui.until("the turn's end", Duration::from_secs(60), |s| {
         s.matches("✓ done").count() == 2 && s.contains("● live")
