@@ -7,9 +7,7 @@
 //! - 50 sandboxes at once, each running a turn; memory per idle sandbox.
 //!
 //! Run with `cargo bench -p centaur-server --bench sandboxes` (or `just bench-sandboxes`).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
-
-mod common;
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // tests and benchmarks stop at the first surprise
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +18,9 @@ use centaur_proxy::audit::LogSink;
 use centaur_proxy::control::Control;
 use centaur_proxy::secrets::SecretStore;
 use centaur_proxy::{Limits, Proxy, Registry};
-use common::{num_cpus, pss_kib, quantile};
+use centaur_test_support::http::http;
+use centaur_test_support::measure::{num_cpus, pss_kib, quantile};
+use centaur_test_support::pg::bench_database;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -264,7 +264,7 @@ async fn start_proxy(dir: &Path) -> ProxyHandle {
 async fn start_server(dir: &Path, runner: &Path, proxy: &ProxyHandle, warm: usize) -> Stack {
     std::fs::create_dir_all(dir).unwrap();
     let _ = &proxy.sockets;
-    let database_url = common::database(&format!("sandboxes_{warm}")).await;
+    let database_url = bench_database(&format!("sandboxes_{warm}")).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -292,7 +292,7 @@ async fn start_server(dir: &Path, runner: &Path, proxy: &ProxyHandle, warm: usiz
         .expect("start centaur-server");
     let stack = Stack {
         url: format!("http://127.0.0.1:{port}"),
-        http: common::http().pool_max_idle_per_host(256).build().unwrap(),
+        http: http().pool_max_idle_per_host(256).build().unwrap(),
         server,
         data,
     };

@@ -10,20 +10,19 @@
 //! Run with `cargo bench -p centaur-server --bench spine` (or `just bench`). Uses DATABASE_URL
 //! when set, otherwise starts its own cluster. `SPINE_BENCH_ONLY` runs one section only:
 //! `throughput`, `latency`, `replay` or `stalled-readers`.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // tests and benchmarks stop at the first surprise
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use centaur_test_support::http::http;
+use centaur_test_support::measure::{num_cpus, rss_kib};
+use centaur_test_support::pg::bench_database;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-mod common;
-
-use common::{num_cpus, rss_kib};
 
 const ADMIN: &str = "bench-admin-key-0123456789";
 
@@ -42,7 +41,7 @@ impl Drop for Bench {
 
 #[tokio::main]
 async fn main() {
-    let database_url = common::database("spine").await;
+    let database_url = bench_database("spine").await;
     let bench = start_server(&database_url).await;
     println!("centaur-server spine benchmarks ({} cores)\n", num_cpus());
 
@@ -101,7 +100,7 @@ async fn start_server(database_url: &str) -> Bench {
         .expect("start centaur-server");
     let bench = Bench {
         url: format!("http://127.0.0.1:{port}"),
-        http: common::http().pool_max_idle_per_host(256).build().unwrap(),
+        http: http().pool_max_idle_per_host(256).build().unwrap(),
         server,
     };
     for _ in 0..400 {
