@@ -2,7 +2,7 @@
 //! against a server answering the thread list at once.
 //!
 //!     cargo bench -p centaur --bench startup
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // tests and benchmarks stop at the first surprise
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use centaur_protocol::{Event, EventBody, Harness, ThreadKey};
+use centaur_protocol::{Decision, Event, EventBody, Harness, ThreadKey};
 use clap::{Parser, Subcommand};
 
 use centaur_cli::dev::DevCommand;
@@ -45,8 +45,9 @@ enum Command {
     Send {
         #[arg(long)]
         thread_key: Option<String>,
+        /// The harness (codex, claude-code, amp, shell, echo).
         #[arg(long)]
-        harness: Option<String>,
+        harness: Option<Harness>,
         #[arg(long)]
         message: String,
         /// Return when the turn ends (what `send` does anyway; kept for scripts).
@@ -104,12 +105,14 @@ enum Command {
         #[command(flatten)]
         up: centaur_cli::dev::UpArgs,
     },
-    /// Tools through the API.
+    /// Tools through the API: not built yet, so hidden from the help.
+    #[command(hide = true)]
     Tools {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Workflows through the API.
+    /// Workflows through the API: not built yet, so hidden from the help.
+    #[command(hide = true)]
     Workflows {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -166,51 +169,20 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         thread_key: None,
         harness: None,
     });
-    if let Command::Dev { command, up } = command {
-        return centaur_cli::dev::run(command, up).await;
-    }
-    // Where the API is: the flag or variable, else a running `centaur dev` stack (of this
-    // CENTAUR_HOME), else the last login, else the default.
-    let stack = centaur_cli::dev::running_stack();
-    let url = cli
-        .api_url
-        .or_else(|| stack.as_ref().map(|(url, _)| url.clone()))
-        .or_else(credentials::saved_url)
-        .unwrap_or_else(|| credentials::DEFAULT_API_URL.to_owned());
-    let url = url.trim_end_matches('/').to_owned();
-    match command {
-        Command::Login { token_env } => return credentials::login(&url, token_env).await,
-        Command::Logout => return credentials::logout(&url),
-        Command::Tools { .. } => return Err(Failure::Unavailable("tools")),
-        Command::Workflows { .. } => return Err(Failure::Unavailable("workflows")),
-        _ => {}
-    }
-    let stack_token = stack
-        .filter(|(stack_url, _)| *stack_url == url)
-        .map(|(_, token)| token);
-    let token = match cli.api_token.or(stack_token) {
-        Some(token) => token,
-        None => credentials::load(&url)?,
+    let server = Server {
+        url: cli.api_url,
+        token: cli.api_token,
     };
-    let client = Client::new(url, token);
     match command {
+        Command::Dev { command, up } => centaur_cli::dev::run(command, up).await,
+        Command::Tools { .. } => Err(Failure::Unavailable("tools")),
+        Command::Workflows { .. } => Err(Failure::Unavailable("workflows")),
+        Command::Login { token_env } => credentials::login(&server.url().0, token_env).await,
+        Command::Logout => credentials::logout(&server.url().0),
         Command::Tui {
             thread_key,
             harness,
-        } => {
-            let thread_key = thread_key.as_deref().map(parse_key).transpose()?;
-            let new_thread = thread_key.is_none() && harness.is_some();
-            tui::run(
-                client,
-                tui::Start {
-                    thread_key,
-                    harness,
-                    new_thread,
-                    ..tui::Start::default()
-                },
-            )
-            .await
-        }
+        } => open_tui(server.client()?, thread_key, harness).await,
         Command::Send {
             thread_key,
             harness,
@@ -218,7 +190,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             exit_on_terminal: _,
             max_duration_ms,
             json,
-        } => send(&client, thread_key, harness, message, max_duration_ms, json).await,
+        } => {
+            let client = server.client()?;
+            send(&client, thread_key, harness, message, max_duration_ms, json).await
+        }
         Command::Attach {
             thread_key,
             after_event_id,
@@ -226,6 +201,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             exit_on_terminal,
             tui,
         } => {
+            let client = server.client()?;
             let key = parse_key(&thread_key)?;
             if tui {
                 let start = tui::Start {
@@ -236,39 +212,110 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             attach(&client, &key, after_event_id, all_events, exit_on_terminal).await
         }
-        Command::Threads { json } => threads(&client, json).await,
+        Command::Threads { json } => threads(&server.client()?, json).await,
         Command::Approve {
             thread_key,
             approval_id,
             deny,
             for_session,
         } => {
-            let key = parse_key(&thread_key)?;
-            let approval_id: uuid::Uuid = approval_id
-                .parse()
-                .map_err(|_| Failure::Usage(format!("`{approval_id}` is not an approval id")))?;
-            let (decision, said) = match (deny, for_session) {
-                (true, true) => {
-                    return Err(Failure::Usage(
-                        "--deny and --for-session do not go together".into(),
-                    ));
-                }
-                (true, false) => ("deny", "denied"),
-                (false, true) => ("approve_for_session", "approved for the session"),
-                (false, false) => ("approve", "approved"),
-            };
-            client.approve(&key, approval_id, decision).await?;
-            println!("{said}: {approval_id}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Login { .. }
-        | Command::Logout
-        | Command::Dev { .. }
-        | Command::Tools { .. }
-        | Command::Workflows { .. } => {
-            unreachable!("handled above")
+            let client = server.client()?;
+            approve(&client, &thread_key, &approval_id, deny, for_session).await
         }
     }
+}
+
+/// The server a command talks to, as the flags and variables name it.
+struct Server {
+    url: Option<String>,
+    token: Option<String>,
+}
+
+impl Server {
+    /// The API's URL, and the running `centaur dev` stack of this CENTAUR_HOME (its URL and
+    /// token), if any.
+    fn url(&self) -> (String, Option<(String, String)>) {
+        let stack = centaur_cli::dev::running_stack();
+        (server_url(self.url.clone(), stack.as_ref()), stack)
+    }
+
+    /// A client for the API, with its token.
+    fn client(self) -> Result<Client, Failure> {
+        let (url, stack) = self.url();
+        let token = server_token(&url, self.token, stack)?;
+        Ok(Client::new(url, token))
+    }
+}
+
+/// Where the API is: the flag or variable, else a running `centaur dev` stack (of this
+/// CENTAUR_HOME), else the last login, else the default.
+fn server_url(flag: Option<String>, stack: Option<&(String, String)>) -> String {
+    let url = flag
+        .or_else(|| stack.map(|(url, _)| url.clone()))
+        .or_else(credentials::saved_url)
+        .unwrap_or_else(|| credentials::DEFAULT_API_URL.to_owned());
+    url.trim_end_matches('/').to_owned()
+}
+
+/// The token for `url`: the flag or variable, else the running stack's (when `url` is its), else
+/// the saved one.
+fn server_token(
+    url: &str,
+    flag: Option<String>,
+    stack: Option<(String, String)>,
+) -> Result<String, Failure> {
+    let stack_token = stack
+        .filter(|(stack_url, _)| stack_url == url)
+        .map(|(_, token)| token);
+    match flag.or(stack_token) {
+        Some(token) => Ok(token),
+        None => credentials::load(url),
+    }
+}
+
+async fn open_tui(
+    client: Client,
+    thread_key: Option<String>,
+    harness: Option<Harness>,
+) -> Result<ExitCode, Failure> {
+    let thread_key = thread_key.as_deref().map(parse_key).transpose()?;
+    let new_thread = thread_key.is_none() && harness.is_some();
+    tui::run(
+        client,
+        tui::Start {
+            thread_key,
+            harness,
+            new_thread,
+            ..tui::Start::default()
+        },
+    )
+    .await
+}
+
+async fn approve(
+    client: &Client,
+    thread_key: &str,
+    approval_id: &str,
+    deny: bool,
+    for_session: bool,
+) -> Result<ExitCode, Failure> {
+    let key = parse_key(thread_key)?;
+    let approval_id: uuid::Uuid = approval_id
+        .parse()
+        .map_err(|_| Failure::Usage(format!("`{approval_id}` is not an approval id")))?;
+    let (decision, said) = match (deny, for_session) {
+        (true, true) => {
+            return Err(Failure::Usage(
+                "--deny and --for-session do not go together".into(),
+            ));
+        }
+        (true, false) => (Decision::Deny, "denied"),
+        (false, true) => (Decision::ApproveForSession, "approved for the session"),
+        (false, false) => (Decision::Approve, "approved"),
+    };
+    client.approve(&key, approval_id, decision).await?;
+    println!("{said}: {approval_id}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_key(raw: &str) -> Result<ThreadKey, Failure> {
@@ -278,7 +325,7 @@ fn parse_key(raw: &str) -> Result<ThreadKey, Failure> {
 async fn send(
     client: &Client,
     thread_key: Option<String>,
-    harness: Option<String>,
+    harness: Option<Harness>,
     message: String,
     max_duration_ms: Option<u64>,
     json: bool,
@@ -290,7 +337,7 @@ async fn send(
     println!("thread_key={key}");
     let _ = std::io::stdout().flush();
     let execution_id = client
-        .execute(&key, harness.as_deref(), &message, max_duration_ms)
+        .execute(&key, harness, &message, max_duration_ms)
         .await?;
     let mut outcome = ExitCode::from(1);
     let colours = Colours::for_stdout();
@@ -322,7 +369,25 @@ async fn send(
                     );
                     false
                 }
-                _ => true,
+                EventBody::ThreadCreated { .. }
+                | EventBody::MessageCreated { .. }
+                | EventBody::SandboxAssigned { .. }
+                | EventBody::SandboxReleased { .. }
+                | EventBody::ExecutionQueued { .. }
+                | EventBody::ExecutionStarted { .. }
+                | EventBody::AgentMessageDelta { .. }
+                | EventBody::AgentMessage { .. }
+                | EventBody::AgentReasoning { .. }
+                | EventBody::CommandStarted { .. }
+                | EventBody::CommandOutput { .. }
+                | EventBody::CommandFinished { .. }
+                | EventBody::FileChanged { .. }
+                | EventBody::ToolCallStarted { .. }
+                | EventBody::ToolCallFinished { .. }
+                | EventBody::ApprovalRequested { .. }
+                | EventBody::ApprovalResolved { .. }
+                | EventBody::EgressDenied { .. }
+                | EventBody::Usage { .. } => true,
             }
         })
         .await?;
@@ -374,18 +439,16 @@ async fn threads(client: &Client, json: bool) -> Result<ExitCode, Failure> {
         println!("{}", json_line(&list).expect("serializable"));
         return Ok(ExitCode::SUCCESS);
     }
-    let threads = list["threads"].as_array().cloned().unwrap_or_default();
-    if threads.is_empty() {
+    if list.threads.is_empty() {
         println!("no threads yet: start one with `centaur send --message ...`");
     }
-    for thread in threads {
-        let field = |name: &str| clean(thread[name].as_str().unwrap_or(""), Colours::Drop);
+    for thread in list.threads {
         println!(
             "{:<44} {:<12} {:<8} {}",
-            field("thread_key"),
-            field("harness"),
-            field("status"),
-            field("last_activity_at"),
+            clean(thread.thread_key.as_str(), Colours::Drop),
+            thread.harness.as_str(),
+            render::thread_status(thread.status),
+            render::timestamp(thread.last_activity_at),
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -1,23 +1,23 @@
-//! The Centaur API as the command needs it, and the errors people see.
+//! The Centaur API as the command needs it, and the errors people see. Request bodies are the
+//! protocol's request types and answers are read into its response types.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use centaur_protocol::api::ThreadList;
+use centaur_protocol::api::{
+    ApprovalDecisionRequest, ExecuteRequest, ExecuteResponse, InterruptRequest, InterruptResponse,
+    MessageRequest, MessageResponse, OkResponse, ThreadDetail, ThreadList,
+};
 use centaur_protocol::sse::Parser;
-use centaur_protocol::{Event, ThreadKey};
+use centaur_protocol::{Decision, ErrorBody, ErrorCode, Event, Harness, ThreadKey};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 /// How long a stream may stay silent before it is taken for dead and reopened.
 const STREAM_SILENCE: Duration = Duration::from_secs(45);
-
-/// The error codes of a server that runs but cannot use its database: `database_unavailable`
-/// (a query failed because the database went away) and `not_ready` (it has not reached the
-/// database since it started).
-const DATABASE_CODES: [&str; 2] = ["database_unavailable", "not_ready"];
 
 /// Why a command failed; each maps to an exit code and one line that names the fix.
 #[derive(Debug, thiserror::Error)]
@@ -29,13 +29,19 @@ pub enum Failure {
     #[error(
         "the Centaur server at {url} answers, but its database is unavailable ({code}); retry shortly (with `centaur dev`: `centaur dev status`, `centaur dev logs postgres`)"
     )]
-    DatabaseUnavailable { url: String, code: String },
+    DatabaseUnavailable { url: String, code: ErrorCode },
     #[error("the server refused the token ({0}); run `centaur login` or set CENTAUR_API_TOKEN")]
     Unauthorized(String),
     #[error("no token for {0}: run `centaur login`, or set CENTAUR_API_TOKEN")]
     NotLoggedIn(String),
     #[error("{message} ({code})")]
-    Api { code: String, message: String },
+    Api { code: Code, message: String },
+    /// A success whose body is not what the protocol says it is.
+    #[error("the server sent {what} I cannot read: {source}")]
+    Unreadable {
+        what: &'static str,
+        source: serde_json::Error,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("{0} are not available on this server yet")]
@@ -52,14 +58,39 @@ impl Failure {
             | Failure::Unauthorized(_)
             | Failure::NotLoggedIn(_) => 3,
             Failure::Usage(_) => 2,
-            Failure::Api { .. } | Failure::Unavailable(_) | Failure::Local(_) => 1,
+            Failure::Api { .. }
+            | Failure::Unreadable { .. }
+            | Failure::Unavailable(_)
+            | Failure::Local(_) => 1,
         }
+    }
+
+    /// Whether the server refused with `code`.
+    pub fn is_api(&self, code: ErrorCode) -> bool {
+        matches!(self, Failure::Api { code: Code::Known(known), .. } if *known == code)
     }
 }
 
 impl From<Failure> for ExitCode {
     fn from(failure: Failure) -> ExitCode {
         ExitCode::from(failure.exit_code())
+    }
+}
+
+/// The code of an error answer: one of the protocol's, or what stands in for it (a code this
+/// client does not know, or the HTTP status of an answer without the error body).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Code {
+    Known(ErrorCode),
+    Other(String),
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Code::Known(code) => f.write_str(code.as_str()),
+            Code::Other(code) => f.write_str(code),
+        }
     }
 }
 
@@ -81,6 +112,10 @@ impl Client {
         }
     }
 
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     fn unreachable(&self, error: reqwest::Error) -> Failure {
         let mut reason = error.to_string();
         let mut source = std::error::Error::source(&error);
@@ -94,36 +129,59 @@ impl Client {
         }
     }
 
-    async fn answer(&self, response: reqwest::Response) -> Result<Value, Failure> {
+    /// A success read as `T` (`what` names it for people), or the server's refusal.
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+        what: &'static str,
+    ) -> Result<T, Failure> {
+        if !response.status().is_success() {
+            return Err(self.refusal(response).await);
+        }
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        serde_json::from_slice(&body).map_err(|source| Failure::Unreadable { what, source })
+    }
+
+    /// An error answer as a [`Failure`].
+    async fn refusal(&self, response: reqwest::Response) -> Failure {
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or_default();
-        let message = body["error"]["message"].as_str().unwrap_or("").to_owned();
-        let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
-        match status {
-            s if s.is_success() => Ok(body),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Failure::Unauthorized(message)),
-            StatusCode::SERVICE_UNAVAILABLE if DATABASE_CODES.contains(&code.as_str()) => {
-                Err(Failure::DatabaseUnavailable {
-                    url: self.url.clone(),
-                    code,
-                })
-            }
-            _ => Err(Failure::Api {
-                code: if code.is_empty() {
-                    status.to_string()
-                } else {
-                    code
-                },
+        let body = response.bytes().await.unwrap_or_default();
+        // A code this client does not know still has its message and its name.
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(known) => (Some(Code::Known(known.error.code)), known.error.message),
+            Err(_) => match serde_json::from_slice::<ErrorBody<String>>(&body) {
+                Ok(other) => (
+                    Some(other.error.code)
+                        .filter(|c| !c.is_empty())
+                        .map(Code::Other),
+                    other.error.message,
+                ),
+                Err(_) => (None, String::new()),
+            },
+        };
+        match (status, code) {
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => Failure::Unauthorized(message),
+            // A server that runs but cannot use its database: a query failed because the
+            // database went away, or it has not reached it since it started.
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(Code::Known(code @ (ErrorCode::DatabaseUnavailable | ErrorCode::NotReady))),
+            ) => Failure::DatabaseUnavailable {
+                url: self.url.clone(),
+                code,
+            },
+            (status, code) => Failure::Api {
+                code: code.unwrap_or_else(|| Code::Other(status.to_string())),
                 message: if message.is_empty() {
                     format!("the server answered {status}")
                 } else {
                     message
                 },
-            }),
+            },
         }
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
+    async fn get<T: DeserializeOwned>(&self, path: &str, what: &'static str) -> Result<T, Failure> {
         let response = self
             .http
             .get(format!("{}{path}", self.url))
@@ -131,102 +189,130 @@ impl Client {
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
-        self.answer(response).await
+        self.answer(response, what).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Result<Value, Failure> {
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        what: &'static str,
+    ) -> Result<T, Failure> {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
-        self.answer(response).await
+        self.answer(response, what).await
     }
 
+    /// Whether the server is ready (`/readyz`: it reaches its database).
+    pub async fn ready(&self) -> Result<(), Failure> {
+        self.get::<OkResponse>("/readyz", "a readiness answer")
+            .await
+            .map(|_| ())
+    }
+
+    /// Checks the URL and the token with the smallest request that needs both.
+    pub async fn check(&self) -> Result<(), Failure> {
+        self.get::<ThreadList>("/agent/threads?limit=1", "a thread list")
+            .await
+            .map(|_| ())
+    }
+
+    /// Starts a turn; the id of its execution.
     pub async fn execute(
         &self,
         key: &ThreadKey,
-        harness: Option<&str>,
+        harness: Option<Harness>,
         message: &str,
         max_duration_ms: Option<u64>,
     ) -> Result<Uuid, Failure> {
-        let mut body = json!({"thread_key": key, "message": message});
-        if let Some(harness) = harness {
-            body["harness"] = json!(harness);
-        }
-        if let Some(ms) = max_duration_ms {
-            body["max_duration_ms"] = json!(ms);
-        }
-        let accepted = self.post("/agent/execute", body).await?;
-        accepted["execution_id"]
-            .as_str()
-            .and_then(|id| id.parse().ok())
-            .ok_or_else(|| {
-                Failure::Local("the server did not say which execution it started".into())
-            })
+        let request = ExecuteRequest {
+            thread_key: key.clone(),
+            idempotency_key: None,
+            message: Some(message.to_owned()),
+            harness,
+            max_duration_ms,
+            approval_policy: None,
+        };
+        let accepted: ExecuteResponse = self
+            .post(
+                "/agent/execute",
+                &request,
+                "an answer to the turn it was asked to run",
+            )
+            .await?;
+        Ok(accepted.execution_id)
+    }
+
+    pub async fn thread(&self, key: &ThreadKey) -> Result<ThreadDetail, Failure> {
+        self.get(
+            &format!("/agent/threads/{}", key.to_path_segment()),
+            "a thread",
+        )
+        .await
     }
 
     /// The thread's latest execution (if any) and its newest event id.
     pub async fn latest(&self, key: &ThreadKey) -> Result<(Option<Uuid>, i64), Failure> {
-        let detail = self
-            .get(&format!("/agent/threads/{}", key.to_path_segment()))
-            .await?;
-        let execution = detail["last_execution"]["execution_id"]
-            .as_str()
-            .and_then(|id| id.parse().ok());
-        Ok((execution, detail["last_event_id"].as_i64().unwrap_or(0)))
+        let detail = self.thread(key).await?;
+        Ok((
+            detail.last_execution.map(|e| e.execution_id),
+            detail.summary.last_event_id,
+        ))
     }
 
-    pub async fn threads(&self) -> Result<Value, Failure> {
-        self.get("/agent/threads?limit=100").await
-    }
-
-    pub async fn thread_list(&self) -> Result<ThreadList, Failure> {
-        let list = self.threads().await?;
-        serde_json::from_value(list).map_err(|e| {
-            Failure::Local(format!("the server sent a thread list I cannot read: {e}"))
-        })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The most recently active threads (up to 100).
+    pub async fn threads(&self) -> Result<ThreadList, Failure> {
+        self.get("/agent/threads?limit=100", "a thread list").await
     }
 
     /// A message on the thread; while a turn runs, the harness takes it as steering.
-    pub async fn message(&self, key: &ThreadKey, text: &str) -> Result<(), Failure> {
-        self.post(
-            "/agent/message",
-            json!({"thread_key": key, "text": text, "client_message_id": Uuid::new_v4().to_string()}),
-        )
-        .await
-        .map(|_| ())
+    pub async fn message(&self, key: &ThreadKey, text: &str) -> Result<MessageResponse, Failure> {
+        let request = MessageRequest {
+            thread_key: key.clone(),
+            role: None,
+            text: text.to_owned(),
+            client_message_id: Some(Uuid::new_v4().to_string()),
+        };
+        self.post("/agent/message", &request, "an answer to the message")
+            .await
     }
 
-    pub async fn interrupt(&self, key: &ThreadKey) -> Result<(), Failure> {
+    pub async fn interrupt(&self, key: &ThreadKey) -> Result<InterruptResponse, Failure> {
+        let request = InterruptRequest {
+            reason: Some("interrupted from the terminal".to_owned()),
+        };
         self.post(
             &format!("/agent/threads/{}/interrupt", key.to_path_segment()),
-            json!({"reason": "interrupted from the terminal"}),
+            &request,
+            "an answer to the interrupt",
         )
         .await
-        .map(|_| ())
     }
 
     pub async fn approve(
         &self,
         key: &ThreadKey,
         approval_id: Uuid,
-        decision: &str,
+        decision: Decision,
     ) -> Result<(), Failure> {
-        self.post(
+        let request = ApprovalDecisionRequest {
+            decision,
+            reason: None,
+        };
+        self.post::<_, OkResponse>(
             &format!(
                 "/agent/threads/{}/approvals/{}",
                 key.to_path_segment(),
                 approval_id
             ),
-            json!({"decision": decision}),
+            &request,
+            "an answer to the decision",
         )
         .await
         .map(|_| ())
@@ -293,15 +379,17 @@ impl Client {
                 }
                 Ok(response) if response.status().is_server_error() => {
                     let status = response.status();
-                    return Err(match self.answer(response).await {
-                        Err(unavailable @ Failure::DatabaseUnavailable { .. }) => unavailable,
-                        _ => Failure::Unreachable {
+                    let refusal = self.refusal(response).await;
+                    return Err(if matches!(refusal, Failure::DatabaseUnavailable { .. }) {
+                        refusal
+                    } else {
+                        Failure::Unreachable {
                             url: self.url.clone(),
                             reason: format!("it answered {status}"),
-                        },
+                        }
                     });
                 }
-                Ok(response) => return self.answer(response).await.map(|_| ()),
+                Ok(response) => return Err(self.refusal(response).await),
                 Err(_) if reconnecting || last > after => {
                     wait(&mut backoff, &mut reconnecting, &mut on_connection).await;
                     continue;
@@ -393,8 +481,16 @@ mod tests {
                 let until = if first { cut.min(total) } else { total };
                 first = false;
                 for id in after + 1..=until {
-                    let event = json!({"event_id": id, "thread_key": "api:t", "type": "agent.message.delta",
-                        "created_at": "2026-11-22T00:00:00Z", "execution_id": null, "text": format!("part {id} ")});
+                    let event = Event {
+                        event_id: id,
+                        thread_key: ThreadKey::parse("api:t").unwrap(),
+                        created_at: "2026-11-22T00:00:00Z".parse().unwrap(),
+                        execution_id: None,
+                        body: centaur_protocol::EventBody::AgentMessageDelta {
+                            text: format!("part {id} "),
+                        },
+                    };
+                    let event = serde_json::to_string(&event).unwrap();
                     body.push_str(&format!(
                         "id: {id}\nevent: agent.message.delta\ndata: {event}\n\n"
                     ));

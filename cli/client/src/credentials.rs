@@ -73,6 +73,15 @@ pub fn load(url: &str) -> Result<String, Failure> {
         .ok_or_else(|| Failure::NotLoggedIn(url.to_owned()))
 }
 
+/// Why a token went to the credentials file instead of an OS keyring.
+#[derive(Debug, thiserror::Error)]
+enum NotInKeyring {
+    #[error("the kernel keyring would forget it at reboot")]
+    ForgetsAtReboot,
+    #[error(transparent)]
+    Refused(centaur_keyring::KeyringError),
+}
+
 /// Asks for the URL (offering `url`) and the token, checks them against the server, and saves
 /// them. Without a terminal, or with `token_env`, nothing is asked: the token comes from that
 /// variable or from one line on stdin.
@@ -111,13 +120,11 @@ pub async fn login(url: &str, token_env: Option<String>) -> Result<ExitCode, Fai
         return Err(Failure::Usage("the token is empty".into()));
     }
     // Checked before it is kept.
-    Client::new(url.clone(), token.clone())
-        .get("/agent/threads?limit=1")
-        .await?;
+    Client::new(url.clone(), token.clone()).check().await?;
     let keyring = if cfg!(target_os = "macos") {
-        centaur_keyring::write(KEYRING_SERVICE, &url, &token).map_err(|e| e.to_string())
+        centaur_keyring::write(KEYRING_SERVICE, &url, &token).map_err(NotInKeyring::Refused)
     } else {
-        Err("the kernel keyring would forget it at reboot".to_owned())
+        Err(NotInKeyring::ForgetsAtReboot)
     };
     let mut saved = read_file();
     saved.api_url = Some(url.clone());

@@ -1,9 +1,25 @@
 //! Events as lines for people (`centaur attach` without `--all-events`). A pure function of
 //! the events seen: the same events always print the same text.
 
+use centaur_protocol::api::ThreadStatus;
 use centaur_protocol::{Event, EventBody};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::sanitize::{Colours, Sanitizer, clean};
+
+/// A thread's status as the API names it.
+pub fn thread_status(status: ThreadStatus) -> &'static str {
+    match status {
+        ThreadStatus::Idle => "idle",
+        ThreadStatus::Queued => "queued",
+        ThreadStatus::Running => "running",
+    }
+}
+
+/// A time as the API writes it (RFC 3339, UTC, as many fraction digits as it has).
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
 
 /// Every string that comes from the thread goes through [`crate::sanitize`] before it is
 /// printed, so nothing a sandbox prints can control the terminal.
@@ -38,7 +54,9 @@ impl Lines {
 
     /// The text to print for `event`, if any.
     pub fn render(&mut self, event: &Event) -> Option<String> {
-        let text = match &event.body {
+        let colours = self.colours;
+        let c = |text: &str| clean(text, colours);
+        let line = match &event.body {
             EventBody::AgentMessageDelta { text } => {
                 let text = self.piece(Stream::Agent, text);
                 self.streaming = true;
@@ -51,48 +69,24 @@ impl Lines {
                     let end = self.end_stream(None);
                     return (!end.is_empty()).then_some(end);
                 }
-                format!("{}agent: {}\n", self.end_stream(None), self.clean(text))
-            }
-            EventBody::MessageCreated { role, text, .. } => {
-                format!(
-                    "{}{}: {}\n",
-                    self.end_stream(None),
-                    role.as_str(),
-                    self.clean(text)
-                )
-            }
-            EventBody::AgentReasoning { text } => {
-                format!("{}(thinking) {}\n", self.end_stream(None), self.clean(text))
-            }
-            EventBody::CommandStarted { command, .. } => {
-                format!("{}$ {}\n", self.end_stream(None), self.clean(command))
+                format!("agent: {}", c(text))
             }
             EventBody::CommandOutput { command_id, chunk } => {
-                self.piece(Stream::Command(command_id.clone()), chunk)
+                return Some(self.piece(Stream::Command(command_id.clone()), chunk));
             }
+            EventBody::MessageCreated { role, text, .. } => {
+                format!("{}: {}", role.as_str(), c(text))
+            }
+            EventBody::AgentReasoning { text } => format!("(thinking) {}", c(text)),
+            EventBody::CommandStarted { command, .. } => format!("$ {}", c(command)),
             EventBody::CommandFinished { exit_code, .. } => match exit_code {
                 Some(0) => return None,
-                Some(code) => format!("{}[exit status {code}]\n", self.end_stream(None)),
-                None => format!(
-                    "{}[command ended without a status]\n",
-                    self.end_stream(None)
-                ),
+                Some(code) => format!("[exit status {code}]"),
+                None => "[command ended without a status]".to_owned(),
             },
-            EventBody::FileChanged { path, kind } => {
-                format!(
-                    "{}file {}: {}\n",
-                    self.end_stream(None),
-                    self.clean(kind),
-                    self.clean(path)
-                )
-            }
+            EventBody::FileChanged { path, kind } => format!("file {}: {}", c(kind), c(path)),
             EventBody::ToolCallStarted { tool, method, .. } => {
-                format!(
-                    "{}tool {}.{}…\n",
-                    self.end_stream(None),
-                    self.clean(tool),
-                    self.clean(method)
-                )
+                format!("tool {}.{}…", c(tool), c(method))
             }
             EventBody::ToolCallFinished {
                 tool,
@@ -100,88 +94,45 @@ impl Lines {
                 error,
                 ..
             } => match error {
-                Some(error) => format!(
-                    "{}tool {}.{} failed: {}\n",
-                    self.end_stream(None),
-                    self.clean(tool),
-                    self.clean(method),
-                    self.clean(error)
-                ),
-                None => format!(
-                    "{}tool {}.{} done\n",
-                    self.end_stream(None),
-                    self.clean(tool),
-                    self.clean(method)
-                ),
+                Some(error) => format!("tool {}.{} failed: {}", c(tool), c(method), c(error)),
+                None => format!("tool {}.{} done", c(tool), c(method)),
             },
             EventBody::ApprovalRequested {
                 approval_id,
                 summary,
                 ..
             } => format!(
-                "{}approval needed: {}\n  centaur approve {} {approval_id}   (add --deny to refuse)\n",
-                self.end_stream(None),
-                self.clean(summary),
-                self.clean(event.thread_key.as_str())
+                "approval needed: {}\n  centaur approve {} {approval_id}   (add --deny to refuse)",
+                c(summary),
+                c(event.thread_key.as_str())
             ),
             EventBody::ApprovalResolved {
                 decision,
                 decided_by,
                 ..
-            } => format!(
-                "{}approval {} by {}\n",
-                self.end_stream(None),
-                self.clean(decision),
-                self.clean(decided_by)
-            ),
-            EventBody::EgressDenied { host, reason } => format!(
-                "{}egress to {} denied: {}\n",
-                self.end_stream(None),
-                self.clean(host),
-                self.clean(reason)
-            ),
+            } => format!("approval {} by {}", decision.as_str(), c(decided_by)),
+            EventBody::EgressDenied { host, reason } => {
+                format!("egress to {} denied: {}", c(host), c(reason))
+            }
             EventBody::Usage {
                 input_tokens,
                 output_tokens,
-            } => format!(
-                "{}tokens: {input_tokens} in, {output_tokens} out\n",
-                self.end_stream(None)
-            ),
-            EventBody::ExecutionStarted {} => format!("{}— turn started\n", self.end_stream(None)),
-            EventBody::ExecutionCompleted { .. } => {
-                format!("{}— turn completed\n", self.end_stream(None))
-            }
-            EventBody::ExecutionFailed { error } => {
-                format!(
-                    "{}— turn failed: {}\n",
-                    self.end_stream(None),
-                    self.clean(error)
-                )
-            }
+            } => format!("tokens: {input_tokens} in, {output_tokens} out"),
+            EventBody::ExecutionStarted {} => "— turn started".to_owned(),
+            EventBody::ExecutionCompleted { .. } => "— turn completed".to_owned(),
+            EventBody::ExecutionFailed { error } => format!("— turn failed: {}", c(error)),
             EventBody::ExecutionCancelled { reason } => {
-                format!(
-                    "{}— turn cancelled: {}\n",
-                    self.end_stream(None),
-                    self.clean(reason)
-                )
+                format!("— turn cancelled: {}", c(reason))
             }
             EventBody::SandboxReleased { reason, .. } => {
-                format!(
-                    "{}— sandbox released: {}\n",
-                    self.end_stream(None),
-                    self.clean(reason)
-                )
+                format!("— sandbox released: {}", c(reason))
             }
             EventBody::ThreadCreated { .. }
             | EventBody::SandboxAssigned { .. }
             | EventBody::ExecutionQueued {} => return None,
         };
-        Some(text)
-    }
-
-    /// One whole string from the thread, safe to print.
-    fn clean(&self, text: &str) -> String {
-        clean(text, self.colours)
+        // A line of its own, after whatever was arriving in pieces.
+        Some(format!("{}{line}\n", self.end_stream(None)))
     }
 
     /// Ends the text arriving in pieces unless it goes on with `next`: what its sanitizer still
@@ -215,11 +166,31 @@ impl Lines {
 mod tests {
     use super::*;
 
+    /// Statuses and times print as the API's JSON writes them.
+    #[test]
+    fn names_and_times_as_on_the_wire() {
+        for status in [
+            ThreadStatus::Idle,
+            ThreadStatus::Queued,
+            ThreadStatus::Running,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), thread_status(status));
+        }
+        for at in [
+            "2026-11-22T10:00:00Z",
+            "2026-11-22T10:00:00.120Z",
+            "2026-11-22T10:00:00.123456789Z",
+        ] {
+            let at: DateTime<Utc> = at.parse().unwrap();
+            assert_eq!(serde_json::to_value(at).unwrap(), timestamp(at));
+        }
+    }
+
     fn event(id: i64, body: EventBody) -> Event {
         Event {
             event_id: id,
             thread_key: centaur_protocol::ThreadKey::parse("api:t").unwrap(),
-            created_at: chrono::Utc::now(),
+            created_at: Utc::now(),
             execution_id: None,
             body,
         }
@@ -338,7 +309,7 @@ mod tests {
             },
             EventBody::ApprovalResolved {
                 approval_id,
-                decision: bad(),
+                decision: centaur_protocol::ApprovalResolution::Approve,
                 decided_by: bad(),
             },
             EventBody::EgressDenied {

@@ -3,8 +3,10 @@
 
 use std::process::{Command, ExitCode, Stdio};
 
+use centaur_protocol::Harness;
+
 use super::home::Home;
-use super::setup::MODEL_KEYS;
+use super::setup::{MODEL_KEYS, ModelKey};
 use centaur_client::api::Failure;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,7 +53,8 @@ impl Check {
     }
 }
 
-const KIND: &str = "the local backend needs Linux (bubblewrap); on macOS, use a Linux VM until the Kind backend (`centaur dev --backend kind`) lands";
+/// The fix on a machine that is not Linux: no sandbox backend runs elsewhere yet.
+const NOT_LINUX: &str = "the local backend needs Linux (bubblewrap): use a Linux VM";
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program)
@@ -94,117 +97,147 @@ pub fn bwrap_works() -> bool {
 
 /// The checks; `advisory` adds those that only warn (tools for optional harnesses).
 fn checks(home: &Home, port: u16, advisory: bool) -> Vec<Check> {
-    let mut checks = Vec::new();
-    let linux = cfg!(target_os = "linux");
-    checks.push(if linux {
+    let mut checks = vec![operating_system(), postgres()];
+    checks.extend(home_folders(home));
+    checks.extend(bubblewrap());
+    checks.push(cgroups());
+    // What only advises (and takes time: `npm --version` alone is 0.2 s) is left to `doctor`.
+    if advisory {
+        checks.push(node());
+        checks.extend(MODEL_KEYS.iter().map(|key| harness_cli(home, key)));
+    }
+    checks.push(api_port(home, port));
+    checks.push(Check::ok(
+        "keys and tokens",
+        format!(
+            "kept in 0600 files in {} (read by the proxy, never by sandboxes)",
+            home.root.display()
+        ),
+    ));
+    checks.push(disk_space(home));
+    checks.push(clock());
+    checks
+}
+
+fn operating_system() -> Check {
+    if cfg!(target_os = "linux") {
         Check::ok(
             "operating system",
             output("uname", &["-sr"]).unwrap_or_else(|| "Linux".into()),
         )
     } else {
-        Check::bad("operating system", Level::Fail, "not Linux", "—", KIND)
-    });
+        Check::bad("operating system", Level::Fail, "not Linux", "—", NOT_LINUX)
+    }
+}
 
-    checks.push(match centaur_server::pg_cluster::find_bin_dir() {
-        Some(dir) => {
-            let version = output(&dir.join("pg_ctl").display().to_string(), &["--version"])
-                .unwrap_or_default();
-            // "pg_ctl (PostgreSQL) 15.14", or with a suffix such as "(Homebrew)".
-            let major: u32 = version
-                .split_whitespace()
-                .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
-                .and_then(|v| v.split('.').next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if major >= 13 {
-                Check::ok("PostgreSQL", format!("{version} in {}", dir.display()))
-            } else {
-                Check::bad(
-                    "PostgreSQL",
-                    Level::Fail,
-                    format!("{version} is older than 13"),
-                    "sudo apt-get install -y postgresql",
-                    "brew install postgresql@15, then CENTAUR_PG_BINDIR=$(brew --prefix postgresql@15)/bin",
-                )
-            }
-        }
-        None => Check::bad(
+/// PostgreSQL's server binaries, 13 or newer.
+fn postgres() -> Check {
+    const MACOS: &str =
+        "brew install postgresql@15, then CENTAUR_PG_BINDIR=$(brew --prefix postgresql@15)/bin";
+    let Some(dir) = centaur_server::pg_cluster::find_bin_dir() else {
+        return Check::bad(
             "PostgreSQL",
             Level::Fail,
             "no initdb and pg_ctl (server binaries) found",
             "sudo apt-get install -y postgresql (or set CENTAUR_PG_BINDIR)",
-            "brew install postgresql@15, then CENTAUR_PG_BINDIR=$(brew --prefix postgresql@15)/bin",
-        ),
-    });
-    if let Some(blocked) = unreachable_for_postgres(home) {
-        checks.push(Check::bad(
-            "the home's folders",
+            MACOS,
+        );
+    };
+    let version =
+        output(&dir.join("pg_ctl").display().to_string(), &["--version"]).unwrap_or_default();
+    // "pg_ctl (PostgreSQL) 15.14", or with a suffix such as "(Homebrew)".
+    let major: u32 = version
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if major >= 13 {
+        Check::ok("PostgreSQL", format!("{version} in {}", dir.display()))
+    } else {
+        Check::bad(
+            "PostgreSQL",
             Level::Fail,
-            format!(
-                "under root, PostgreSQL (as `nobody`) and sandboxes (as unprivileged uids of their own) cannot enter {}",
-                blocked.display()
-            ),
-            &format!(
-                "CENTAUR_HOME=/var/lib/centaur centaur dev (or chmod o+x {})",
-                blocked.display()
-            ),
-            "—",
-        ));
+            format!("{version} is older than 13"),
+            "sudo apt-get install -y postgresql",
+            MACOS,
+        )
     }
+}
 
-    let bwrap = on_path("bwrap");
-    checks.push(match &bwrap {
-        Some(path) => Check::ok(
-            "bubblewrap",
-            format!(
-                "{} ({})",
-                output("bwrap", &["--version"]).unwrap_or_default(),
-                path.display()
-            ),
+/// Under root: a folder above the home that PostgreSQL and the sandboxes cannot enter.
+fn home_folders(home: &Home) -> Option<Check> {
+    let blocked = unreachable_for_postgres(home)?;
+    Some(Check::bad(
+        "the home's folders",
+        Level::Fail,
+        format!(
+            "under root, PostgreSQL (as `nobody`) and sandboxes (as unprivileged uids of their own) cannot enter {}",
+            blocked.display()
         ),
-        None => Check::bad(
+        &format!(
+            "CENTAUR_HOME=/var/lib/centaur centaur dev (or chmod o+x {})",
+            blocked.display()
+        ),
+        "—",
+    ))
+}
+
+/// bubblewrap on PATH, and (when it is) whether it can make a sandbox's namespaces.
+fn bubblewrap() -> Vec<Check> {
+    let Some(path) = on_path("bwrap") else {
+        return vec![Check::bad(
             "bubblewrap",
             Level::Fail,
             "`bwrap` is not on PATH",
             "sudo apt-get install -y bubblewrap",
-            KIND,
+            NOT_LINUX,
+        )];
+    };
+    let found = Check::ok(
+        "bubblewrap",
+        format!(
+            "{} ({})",
+            output("bwrap", &["--version"]).unwrap_or_default(),
+            path.display()
         ),
-    });
-    if bwrap.is_some() {
-        checks.push(if bwrap_works() {
-            Check::ok("user namespaces", "bubblewrap can make a sandbox")
-        } else {
-            Check::bad(
-                "user namespaces",
-                Level::Fail,
-                "bubblewrap cannot make namespaces here",
-                "sudo sysctl -w kernel.unprivileged_userns_clone=1 (Ubuntu 24.04+: sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0)",
-                KIND,
-            )
-        });
-    }
+    );
+    let namespaces = if bwrap_works() {
+        Check::ok("user namespaces", "bubblewrap can make a sandbox")
+    } else {
+        Check::bad(
+            "user namespaces",
+            Level::Fail,
+            "bubblewrap cannot make namespaces here",
+            "sudo sysctl -w kernel.unprivileged_userns_clone=1 (Ubuntu 24.04+: sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0)",
+            NOT_LINUX,
+        )
+    };
+    vec![found, namespaces]
+}
 
+fn cgroups() -> Check {
     let controllers =
         std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
-    checks.push(
-        if controllers.contains("memory") && controllers.contains("pids") {
-            Check::ok("cgroups v2", format!("controllers: {}", controllers.trim()))
-        } else {
-            Check::bad(
-                "cgroups v2",
-                Level::Warn,
-                "no cgroup v2 memory and pids controllers: sandboxes get rlimits instead",
-                "boot with systemd.unified_cgroup_hierarchy=1, and delegate a cgroup (CENTAUR_CGROUP_ROOT)",
-                KIND,
-            )
-        },
-    );
+    if controllers.contains("memory") && controllers.contains("pids") {
+        Check::ok("cgroups v2", format!("controllers: {}", controllers.trim()))
+    } else {
+        Check::bad(
+            "cgroups v2",
+            Level::Warn,
+            "no cgroup v2 memory and pids controllers: sandboxes get rlimits instead",
+            "boot with systemd.unified_cgroup_hierarchy=1, and delegate a cgroup (CENTAUR_CGROUP_ROOT)",
+            NOT_LINUX,
+        )
+    }
+}
 
-    // What only advises (and takes time: `npm --version` alone is 0.2 s) is left to `doctor`.
-    if advisory {
-        let node = output("node", &["--version"]);
-        let npm = output("npm", &["--version"]);
-        checks.push(match (&node, &npm) {
+/// Node.js and npm, which install the Codex and Claude Code CLIs.
+fn node() -> Check {
+    match (
+        output("node", &["--version"]),
+        output("npm", &["--version"]),
+    ) {
         (Some(node), Some(npm)) => Check::ok("Node.js and npm", format!("node {node}, npm {npm}")),
         _ => Check::bad(
             "Node.js and npm",
@@ -213,80 +246,66 @@ fn checks(home: &Home, port: u16, advisory: bool) -> Vec<Check> {
             "sudo apt-get install -y nodejs npm",
             "brew install node",
         ),
-    });
-
-        for key in &MODEL_KEYS {
-            let name = match key.harness {
-                centaur_protocol::Harness::Codex => "Codex CLI",
-                _ => "Claude Code CLI",
-            };
-            checks.push(match (key.installed(home), key.present(home)) {
-                (true, true) => Check::ok(name, format!("installed; {} present", key.secret)),
-                (true, false) => Check::bad(
-                    name,
-                    Level::Warn,
-                    format!("installed, but no {}", key.secret),
-                    "centaur dev keys",
-                    "centaur dev keys",
-                ),
-                (false, true) => Check::bad(
-                    name,
-                    Level::Warn,
-                    format!("not installed yet ({})", key.package),
-                    "centaur dev (installs it with npm)",
-                    "centaur dev (installs it with npm)",
-                ),
-                (false, false) => Check::bad(
-                    name,
-                    Level::Warn,
-                    format!("not installed, no {} (optional)", key.secret),
-                    "centaur dev keys, then centaur dev",
-                    "centaur dev keys, then centaur dev",
-                ),
-            });
-        }
     }
+}
 
+/// A model harness's CLI: installed, and its key given.
+fn harness_cli(home: &Home, key: &ModelKey) -> Check {
+    let name = match key.harness {
+        Harness::Codex => "Codex CLI",
+        Harness::ClaudeCode | Harness::Amp | Harness::Shell | Harness::Echo => "Claude Code CLI",
+    };
+    let (detail, fix) = match (key.installed(home), key.present(home)) {
+        (true, true) => {
+            return Check::ok(name, format!("installed; {} present", key.secret));
+        }
+        (true, false) => (
+            format!("installed, but no {}", key.secret),
+            "centaur dev keys",
+        ),
+        (false, true) => (
+            format!("not installed yet ({})", key.package),
+            "centaur dev (installs it with npm)",
+        ),
+        (false, false) => (
+            format!("not installed, no {} (optional)", key.secret),
+            "centaur dev keys, then centaur dev",
+        ),
+    };
+    Check::bad(name, Level::Warn, detail, fix, fix)
+}
+
+/// The API's port: free, or this home's running stack's.
+fn api_port(home: &Home, port: u16) -> Check {
     let ours = home
         .running()
         .is_some_and(|s| s.api_url.ends_with(&format!(":{port}")));
-    checks.push(
-        if ours || std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            Check::ok(
-                "API port",
-                if ours {
-                    format!("{port} (this stack)")
-                } else {
-                    format!("{port} is free")
-                },
-            )
-        } else {
-            Check::bad(
-                "API port",
-                Level::Fail,
-                format!("{port} is in use"),
-                &format!(
-                    "centaur dev --port {} (or see `ss -ltnp 'sport = :{port}'`)",
-                    port + 1
-                ),
-                &format!("centaur dev --port {} (or see `lsof -i :{port}`)", port + 1),
-            )
-        },
-    );
-
-    checks.push(Check::ok(
-        "keys and tokens",
-        format!(
-            "kept in 0600 files in {} (read by the proxy, never by sandboxes)",
-            home.root.display()
+    if ours {
+        return Check::ok("API port", format!("{port} (this stack)"));
+    }
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        return Check::ok("API port", format!("{port} is free"));
+    }
+    Check::bad(
+        "API port",
+        Level::Fail,
+        format!("{port} is in use"),
+        &format!(
+            "centaur dev --port {} (or see `ss -ltnp 'sport = :{port}'`)",
+            port + 1
         ),
-    ));
+        &format!("centaur dev --port {} (or see `lsof -i :{port}`)", port + 1),
+    )
+}
 
-    checks.push(match free_bytes(&home.root) {
-        Some(free) if free >= 2 << 30 => Check::ok(
-            "disk space",
-            format!("{:.1} GiB free", free as f64 / f64::from(1 << 30)),
-        ),
+/// Room where the home lives: 2 GiB is plenty, under 512 MiB too little.
+fn disk_space(home: &Home) -> Check {
+    const FIX: &str = "free some space, or set CENTAUR_HOME to a larger disk";
+    let gib = |bytes: u64| bytes as f64 / f64::from(1 << 30);
+    match free_bytes(&home.root) {
+        Some(free) if free >= 2 << 30 => {
+            Check::ok("disk space", format!("{:.1} GiB free", gib(free)))
+        }
         Some(free) => Check::bad(
             "disk space",
             if free < 512 << 20 {
@@ -296,17 +315,20 @@ fn checks(home: &Home, port: u16, advisory: bool) -> Vec<Check> {
             },
             format!(
                 "{:.1} GiB free where {} lives",
-                free as f64 / f64::from(1 << 30),
+                gib(free),
                 home.root.display()
             ),
-            "free some space, or set CENTAUR_HOME to a larger disk",
-            "free some space, or set CENTAUR_HOME to a larger disk",
+            FIX,
+            FIX,
         ),
         None => Check::bad("disk space", Level::Warn, "cannot tell", "df -h", "df -h"),
-    });
+    }
+}
 
+/// A clock far enough along for TLS certificates to verify.
+fn clock() -> Check {
     let now = chrono::Utc::now();
-    checks.push(if now.timestamp() > 1_735_689_600 {
+    if now.timestamp() > 1_735_689_600 {
         Check::ok("clock", now.format("%Y-%m-%d %H:%M UTC").to_string())
     } else {
         Check::bad(
@@ -319,8 +341,7 @@ fn checks(home: &Home, port: u16, advisory: bool) -> Vec<Check> {
             "sudo timedatectl set-ntp true",
             "sudo sntp -sS time.apple.com",
         )
-    });
-    checks
+    }
 }
 
 /// Under root, PostgreSQL runs as an unprivileged user, who must be able to enter every

@@ -4,6 +4,7 @@
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
+use centaur_protocol::Harness;
 use serde::{Deserialize, Serialize};
 
 use centaur_client::api::Failure;
@@ -135,7 +136,7 @@ pub struct StackState {
     pub postgres_private: bool,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub version: String,
-    pub harnesses_ready: Vec<String>,
+    pub harnesses_ready: Vec<Harness>,
     pub warm_pool: usize,
     /// What the stack's supervisor saw of its private PostgreSQL (see `supervise`).
     #[serde(default)]

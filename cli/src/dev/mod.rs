@@ -4,6 +4,12 @@
 //! (`centaur dev serve`, see [`stack`]), waits until it serves, and opens the TUI on a new
 //! thread; quitting the TUI stops the stack unless it was already running. Every other
 //! `centaur` command with the same `CENTAUR_HOME` finds the stack through `stack.json`.
+//!
+//! - [`doctor`]: every prerequisite and setting, each failure with its fix.
+//! - [`home`]: `CENTAUR_HOME`'s folders and files, and the running stack's `stack.json`.
+//! - [`setup`]: what a stack needs before it starts (CA, tokens, keys, harness CLIs).
+//! - [`stack`]: the running stack itself (`centaur dev serve`).
+//! - [`supervise`]: restarting the parts of the stack that die on their own.
 
 pub mod doctor;
 pub mod home;
@@ -17,6 +23,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use centaur_protocol::Harness;
+use centaur_protocol::egress::control::SandboxList;
 use clap::{Subcommand, ValueEnum};
 
 use self::home::{Home, StackState};
@@ -27,12 +34,14 @@ use centaur_tui as tui;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
     Local,
+    /// A local Kubernetes cluster: not built yet, so refused and left out of the help.
+    #[value(hide = true)]
     Kind,
 }
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct UpArgs {
-    /// Where sandboxes run: `local` (bubblewrap) or `kind` (a local Kubernetes cluster).
+    /// Where sandboxes run: `local` (bubblewrap).
     #[arg(long, value_enum, default_value = "local")]
     pub backend: Backend,
     /// Leave the stack running in the background instead of opening the TUI.
@@ -154,10 +163,7 @@ async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, Failure> {
         if args.detach {
             return Ok(ExitCode::SUCCESS);
         }
-        let harness = state
-            .harnesses_ready
-            .first()
-            .and_then(|h| h.parse::<Harness>().ok());
+        let harness = state.harnesses_ready.first().copied();
         return open_tui(home, &state, harness).await;
     }
     doctor::preflight(args.port)?;
@@ -252,7 +258,7 @@ async fn trouble(home: &Home, state: &StackState) -> Option<String> {
                 state.proxy_health.describe()
             ))
         } else {
-            match client.get("/readyz").await {
+            match client.ready().await {
                 Ok(_) => None,
                 Err(Failure::DatabaseUnavailable { .. }) => Some(
                     "the server cannot reach its database; see `centaur dev logs postgres` and `centaur dev logs server`"
@@ -402,36 +408,63 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::from(1));
     };
     let client = client_for(home, &state)?;
-    let mut healthy = true;
-    let stack_pid = state.pid.to_string();
-    let mut row = |component: &str, address: &str, pid: &str, health: Health, detail: String| {
-        healthy &= health == Health::Healthy;
-        println!(
-            "{:<10} {:<28} {:<8} {:<10} {}",
-            component,
-            address,
-            pid,
-            health.label(),
-            detail
-        );
-    };
     println!(
         "{:<10} {:<28} {:<8} {:<10} detail",
         "component", "address", "pid", "health"
     );
-    let ready = client.get("/readyz").await.is_ok();
-    row(
-        "server",
-        &state.api_url,
-        &stack_pid,
-        Health::of(ready, false),
-        format!(
+    let rows = [
+        server_row(&client, &state).await,
+        postgres_row(home, &state),
+        proxy_row(home, &state).await,
+        sandboxes_row(&state),
+    ];
+    let mut healthy = true;
+    for row in rows {
+        healthy &= row.health == Health::Healthy;
+        println!(
+            "{:<10} {:<28} {:<8} {:<10} {}",
+            row.component,
+            row.address,
+            row.pid,
+            row.health.label(),
+            row.detail
+        );
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One line of `centaur dev status`.
+struct Row {
+    component: &'static str,
+    address: String,
+    pid: String,
+    health: Health,
+    detail: String,
+}
+
+/// The server: ready when it answers `/readyz`.
+async fn server_row(client: &Client, state: &StackState) -> Row {
+    let ready = client.ready().await.is_ok();
+    Row {
+        component: "server",
+        address: state.api_url.clone(),
+        pid: state.pid.to_string(),
+        health: Health::of(ready, false),
+        detail: format!(
             "centaur {}, up since {}",
             state.version,
             state.started_at.format("%H:%M:%S")
         ),
-    );
-    let postgres = state
+    }
+}
+
+/// PostgreSQL: healthy when its port takes a connection.
+fn postgres_row(home: &Home, state: &StackState) -> Row {
+    let reachable = state
         .postgres_address
         .parse::<std::net::SocketAddr>()
         .ok()
@@ -442,7 +475,7 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
         .is_some_and(|addr| {
             std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
         });
-    let (postgres_pid, postgres_detail) = if state.postgres_private {
+    let (pid, detail) = if state.postgres_private {
         let pid = std::fs::read_to_string(home.postgres().join("data").join("postmaster.pid"))
             .ok()
             .and_then(|p| p.lines().next().map(str::to_owned))
@@ -457,13 +490,17 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
             "DATABASE_URL (not started or stopped by centaur dev)".to_owned(),
         )
     };
-    row(
-        "postgres",
-        &state.postgres_address,
-        &postgres_pid,
-        Health::of(postgres, state.postgres_health.down),
-        postgres_detail,
-    );
+    Row {
+        component: "postgres",
+        address: state.postgres_address.clone(),
+        pid,
+        health: Health::of(reachable, state.postgres_health.down),
+        detail,
+    }
+}
+
+/// The proxy: healthy when its control API lists the sandboxes registered with it.
+async fn proxy_row(home: &Home, state: &StackState) -> Row {
     let proxy_token = std::fs::read_to_string(home.proxy_token()).unwrap_or_default();
     let sandboxes = reqwest::Client::new()
         .get(format!("{}/v1/sandboxes", state.proxy_control_url))
@@ -475,18 +512,18 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
         .filter(|r| r.status().is_success());
     let registered = match sandboxes {
         Some(response) => response
-            .json::<serde_json::Value>()
+            .json::<SandboxList>()
             .await
             .ok()
-            .and_then(|v| v["sandboxes"].as_array().map(Vec::len)),
+            .map(|list| list.sandboxes.len()),
         None => None,
     };
-    row(
-        "proxy",
-        &state.proxy_control_url,
-        &stack_pid,
-        Health::of(registered.is_some(), state.proxy_health.down),
-        with_history(
+    Row {
+        component: "proxy",
+        address: state.proxy_control_url.clone(),
+        pid: state.pid.to_string(),
+        health: Health::of(registered.is_some(), state.proxy_health.down),
+        detail: with_history(
             format!(
                 "{} sandboxes registered (warm pool target {})",
                 registered.unwrap_or(0),
@@ -494,20 +531,19 @@ async fn status(home: &Home) -> Result<ExitCode, Failure> {
             ),
             &state.proxy_health,
         ),
-    );
-    let bwrap = doctor::bwrap_works();
-    row(
-        "sandboxes",
-        "local (bubblewrap)",
-        &stack_pid,
-        Health::of(bwrap, false),
-        format!("harnesses ready: {}", state.harnesses_ready.join(", ")),
-    );
-    Ok(if healthy {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    }
+}
+
+/// The sandboxes: healthy when bubblewrap can make one.
+fn sandboxes_row(state: &StackState) -> Row {
+    let names: Vec<&str> = state.harnesses_ready.iter().map(|h| h.as_str()).collect();
+    Row {
+        component: "sandboxes",
+        address: "local (bubblewrap)".to_owned(),
+        pid: state.pid.to_string(),
+        health: Health::of(doctor::bwrap_works(), false),
+        detail: format!("harnesses ready: {}", names.join(", ")),
+    }
 }
 
 /// A component's health as `centaur dev status` shows it.

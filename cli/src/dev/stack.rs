@@ -6,21 +6,81 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use centaur_protocol::Harness;
 use centaur_proxy::secrets::SecretSource;
-use centaur_proxy::service::{self, Settings, load_or_create_key};
-use centaur_server::pg_cluster::{ClusterOptions, PgCluster};
+use centaur_proxy::service::{self, ServiceError, Settings, load_or_create_key};
+use centaur_server::StartError;
+use centaur_server::pg_cluster::{ClusterError, ClusterOptions, PgCluster};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::prelude::*;
 
 use super::home::{Home, StackState};
 use super::setup::MODEL_KEYS;
-use super::supervise::{Postgres, ProxyApi, Supervisor};
+use super::supervise::{Postgres, ProxyApi, RestartError, Supervisor};
 use centaur_client::api::Failure;
 use centaur_client::private_file::write_atomic;
+
+/// Why the stack did not start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("PostgreSQL did not start: {0}")]
+    PostgresStart(#[source] ClusterError),
+    #[error("PostgreSQL did not stop: {0}")]
+    PostgresStop(#[source] ClusterError),
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the proxy's key {}: {source}", .path.display())]
+    ProxyKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the proxy: {0}")]
+    Proxy(#[source] ServiceError),
+    #[error("the proxy's control API: {0}")]
+    ControlListener(#[source] std::io::Error),
+    #[error("the proxy's control API: {0}")]
+    ControlApi(#[source] RestartError),
+    #[error("this program's path: {0}")]
+    OwnPath(#[source] std::io::Error),
+    #[error("port {0} is in use: pass --port, or stop what listens there")]
+    PortInUse(u16),
+    #[error("the server did not start: {0}")]
+    Server(#[source] StartError),
+    #[error("cannot open {}: {source}", .path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a stack already runs on {}: `centaur dev status`", .0.display())]
+    AlreadyRunning(PathBuf),
+    #[error("no SIGTERM handler: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("the server did not become ready in 60 s (see logs/server.log)")]
+    NotReady,
+    #[error("logging: {0}")]
+    Logging(#[source] tracing_subscriber::util::TryInitError),
+    /// Writing `stack.json`.
+    #[error(transparent)]
+    State(Failure),
+}
+
+impl From<StackError> for Failure {
+    fn from(error: StackError) -> Failure {
+        Failure::Local(error.to_string())
+    }
+}
 
 pub struct Options {
     pub port: u16,
@@ -32,7 +92,7 @@ pub struct Options {
 
 /// Runs the stack until SIGTERM, Ctrl-C or (when `tied`) its parent goes. Whatever happens
 /// after PostgreSQL started, everything started is stopped on the way out.
-pub async fn serve(home: Home, options: Options) -> Result<(), Failure> {
+pub async fn serve(home: Home, options: Options) -> Result<(), StackError> {
     // TLS through ring, like the rest of Centaur (the proxy's upstreams, readiness checks).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let stop = stop_signal(options.tied)?;
@@ -55,10 +115,11 @@ pub async fn serve(home: Home, options: Options) -> Result<(), Failure> {
             write_atomic(
                 &home.state_file(),
                 &serde_json::to_string_pretty(&state).expect("json"),
-            )?;
+            )
+            .map_err(StackError::State)?;
             tracing::info!(url = %state.api_url, "the stack is up");
         }
-        Ok::<(), Failure>(())
+        Ok::<(), StackError>(())
     };
     let outcome = serving.await;
     // From here on, PostgreSQL and the proxy are restarted when they die.
@@ -99,7 +160,7 @@ enum Database {
 }
 
 impl Database {
-    async fn start(home: &Home) -> Result<Database, Failure> {
+    async fn start(home: &Home) -> Result<Database, StackError> {
         if let Ok(url) = std::env::var("DATABASE_URL")
             && !url.is_empty()
         {
@@ -115,7 +176,7 @@ impl Database {
         })
         .await
         .expect("the PostgreSQL start-up task")
-        .map_err(|e| Failure::Local(format!("PostgreSQL did not start: {e}")))?;
+        .map_err(StackError::PostgresStart)?;
         Ok(Database::Private(cluster))
     }
 
@@ -144,39 +205,96 @@ impl Database {
     }
 
     /// Stops a private cluster (an external server is not ours to stop).
-    async fn stop(self) -> Result<(), Failure> {
+    async fn stop(self) -> Result<(), StackError> {
         let Database::Private(cluster) = self else {
             return Ok(());
         };
         tokio::task::spawn_blocking(move || cluster.stop())
             .await
             .expect("the PostgreSQL stop task")
-            .map_err(|e| Failure::Local(format!("PostgreSQL did not stop: {e}")))
+            .map_err(StackError::PostgresStop)
     }
 }
 
+/// The proxy, then the server that uses it; and what `stack.json` will say about them.
 async fn start_services(
     home: &Home,
     options: &Options,
     database: &Database,
     shutdown: &CancellationToken,
-) -> Result<(centaur_server::RunningServer, StackState, ProxyApi), Failure> {
-    let read = |path: std::path::PathBuf| {
-        std::fs::read_to_string(&path)
-            .map(|s| s.trim().to_owned())
-            .map_err(|e| Failure::Local(format!("cannot read {}: {e}", path.display())))
-    };
-    let dev_token = read(home.dev_token())?;
-    let proxy_token = read(home.proxy_token())?;
+) -> Result<(centaur_server::RunningServer, StackState, ProxyApi), StackError> {
+    let tokens = Tokens::read(home)?;
     let api_url = format!("http://127.0.0.1:{}", options.port);
+    let proxy = start_proxy(home, &api_url, &tokens, shutdown).await?;
+    let proxy_control_url = format!("http://{}", proxy.addr());
+    tracing::info!(target: "centaur_proxy", url = %proxy_control_url, "proxy control API listening");
 
-    // The proxy: control API on a free loopback port, one socket per sandbox, audit to the
-    // server, model keys from the files only it reads.
-    let key = load_or_create_key(&home.proxy_key()).map_err(|e| {
-        Failure::Local(format!(
-            "the proxy's key {}: {e}",
-            home.proxy_key().display()
-        ))
+    // Harnesses whose CLI is installed and whose key is given, then those that need neither.
+    let ready: Vec<Harness> = MODEL_KEYS
+        .iter()
+        .filter(|k| k.present(home) && k.installed(home))
+        .map(|k| k.harness)
+        .chain([Harness::Shell, Harness::Echo])
+        .collect();
+    let config = server_config(home, options, database, &tokens, &proxy_control_url, &ready)?;
+    let server = centaur_server::start(config).await.map_err(|error| {
+        let in_use = matches!(&error, StartError::Bind { source, .. }
+            if source.kind() == std::io::ErrorKind::AddrInUse);
+        if in_use {
+            StackError::PortInUse(options.port)
+        } else {
+            StackError::Server(error)
+        }
+    })?;
+    let state = StackState {
+        pid: std::process::id(),
+        api_url: server.url(),
+        proxy_control_url,
+        postgres_address: database.address(),
+        postgres_private: matches!(database, Database::Private(_)),
+        started_at: chrono::Utc::now(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        harnesses_ready: ready,
+        warm_pool: options.warm_pool,
+        postgres_health: Default::default(),
+        proxy_health: Default::default(),
+    };
+    Ok((server, state, proxy))
+}
+
+/// The tokens made by setup: the dev token (the API's admin key) and the one the server and
+/// the proxy share.
+struct Tokens {
+    dev: String,
+    proxy: String,
+}
+
+impl Tokens {
+    fn read(home: &Home) -> Result<Tokens, StackError> {
+        Ok(Tokens {
+            dev: read_trimmed(home.dev_token())?,
+            proxy: read_trimmed(home.proxy_token())?,
+        })
+    }
+}
+
+fn read_trimmed(path: PathBuf) -> Result<String, StackError> {
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|source| StackError::Read { path, source })
+}
+
+/// The proxy: control API on a free loopback port, one socket per sandbox, audit to the
+/// server at `api_url`, model keys from the files only it reads.
+async fn start_proxy(
+    home: &Home,
+    api_url: &str,
+    tokens: &Tokens,
+    shutdown: &CancellationToken,
+) -> Result<ProxyApi, StackError> {
+    let key = load_or_create_key(&home.proxy_key()).map_err(|source| StackError::ProxyKey {
+        path: home.proxy_key(),
+        source,
     })?;
     let secrets: HashMap<String, SecretSource> = MODEL_KEYS
         .iter()
@@ -192,42 +310,41 @@ async fn start_services(
             key,
             secrets,
             secret_ttl: Duration::from_secs(60),
-            ca: Some((read(home.ca_cert())?, read(home.ca_key())?)),
+            ca: Some((read_trimmed(home.ca_cert())?, read_trimmed(home.ca_key())?)),
             extra_roots: Vec::new(),
-            audit: Some((api_url.clone(), proxy_token.clone())),
-            control_token: Some(proxy_token.clone()),
+            audit: Some((api_url.to_owned(), tokens.proxy.clone())),
+            control_token: Some(tokens.proxy.clone()),
             socket_dir: Some(home.proxy_sockets()),
             limits: Default::default(),
         },
         shutdown,
     )
-    .map_err(|e| Failure::Local(format!("the proxy: {e}")))?;
+    .map_err(StackError::Proxy)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| Failure::Local(format!("the proxy's control API: {e}")))?;
-    let proxy = ProxyApi::start(control, listener, shutdown.clone())
-        .map_err(|e| Failure::Local(format!("the proxy's control API: {e}")))?;
-    let proxy_control_url = format!("http://{}", proxy.addr());
-    tracing::info!(target: "centaur_proxy", url = %proxy_control_url, "proxy control API listening");
+        .map_err(StackError::ControlListener)?;
+    ProxyApi::start(control, listener, shutdown.clone()).map_err(StackError::ControlApi)
+}
 
-    // The server with the local backend; `centaur` itself is the runner in sandboxes.
-    let ready: Vec<Harness> = MODEL_KEYS
-        .iter()
-        .filter(|k| k.present(home) && k.installed(home))
-        .map(|k| k.harness)
-        .chain([Harness::Shell, Harness::Echo])
-        .collect();
+/// The server's settings: the local backend (`centaur` itself is the runner in sandboxes),
+/// the proxy, and a warm pool of the first ready harness.
+fn server_config(
+    home: &Home,
+    options: &Options,
+    database: &Database,
+    tokens: &Tokens,
+    proxy_control_url: &str,
+    ready: &[Harness],
+) -> Result<centaur_server::Config, StackError> {
     let mut config = centaur_server::Config::new(database.url());
     config.bind_addr = ([127, 0, 0, 1], options.port).into();
-    config.admin_api_key = Some(dev_token.as_str().into());
-    config.proxy_token = Some(proxy_token.as_str().into());
-    config.proxy_control_url = Some(proxy_control_url.clone());
+    config.admin_api_key = Some(tokens.dev.as_str().into());
+    config.proxy_token = Some(tokens.proxy.as_str().into());
+    config.proxy_control_url = Some(proxy_control_url.to_owned());
     config.egress_policy = Some(home.egress_policy());
     config.data_dir = home.server_data();
     config.sandbox_backend = centaur_server::config::BackendKind::Local;
-    config.runner_bin = Some(
-        std::env::current_exe().map_err(|e| Failure::Local(format!("this program's path: {e}")))?,
-    );
+    config.runner_bin = Some(std::env::current_exe().map_err(StackError::OwnPath)?);
     config.proxy_ca = Some(home.ca_cert());
     if home.harnesses().join("bin").is_dir() {
         config.harness_dir = Some(home.harnesses());
@@ -236,63 +353,43 @@ async fn start_services(
     config.default_harness = ready[0];
     config.warm_pool = options.warm_pool;
     config.warm_harnesses = vec![ready[0]];
-    let server = centaur_server::start(config).await.map_err(|e| {
-        Failure::Local(match e.to_string() {
-            reason if reason.contains("in use") => format!(
-                "port {} is in use: pass --port, or stop what listens there",
-                options.port
-            ),
-            reason => format!("the server did not start: {reason}"),
-        })
-    })?;
-    let state = StackState {
-        pid: std::process::id(),
-        api_url: server.url(),
-        proxy_control_url,
-        postgres_address: database.address(),
-        postgres_private: matches!(database, Database::Private(_)),
-        started_at: chrono::Utc::now(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        harnesses_ready: ready.iter().map(|h| h.as_str().to_owned()).collect(),
-        warm_pool: options.warm_pool,
-        postgres_health: Default::default(),
-        proxy_health: Default::default(),
-    };
-    Ok((server, state, proxy))
+    Ok(config)
 }
 
 /// One stack per `CENTAUR_HOME`: held until the process ends, with its pid inside.
-fn lock(home: &Home) -> Result<std::fs::File, Failure> {
+fn lock(home: &Home) -> Result<std::fs::File, StackError> {
     use std::io::{Seek, Write};
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(home.lock_file())
-        .map_err(|e| Failure::Local(format!("cannot open {}: {e}", home.lock_file().display())))?;
+        .map_err(|source| StackError::Open {
+            path: home.lock_file(),
+            source,
+        })?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(Failure::Local(format!(
-            "a stack already runs on {}: `centaur dev status`",
-            home.root.display()
-        )));
+        return Err(StackError::AlreadyRunning(home.root.clone()));
     }
     let written = file
         .set_len(0)
         .and_then(|()| file.rewind())
         .and_then(|()| write!(file, "{}", std::process::id()))
         .and_then(|()| file.flush());
-    written
-        .map_err(|e| Failure::Local(format!("cannot write {}: {e}", home.lock_file().display())))?;
+    written.map_err(|source| StackError::Write {
+        path: home.lock_file(),
+        source,
+    })?;
     Ok(file)
 }
 
 /// Resolves when the stack should stop: SIGTERM, Ctrl-C, or (when `tied`) stdin closing
 /// because the `centaur dev` that started it is gone.
-fn stop_signal(tied: bool) -> Result<CancellationToken, Failure> {
+fn stop_signal(tied: bool) -> Result<CancellationToken, StackError> {
     let stop = CancellationToken::new();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Failure::Local(format!("no SIGTERM handler: {e}")))?;
+        .map_err(StackError::Signal)?;
     let on_signal = stop.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -316,7 +413,7 @@ fn stop_signal(tied: bool) -> Result<CancellationToken, Failure> {
 }
 
 /// Waits until the server answers `/readyz` (migrations applied), or `stop`.
-async fn until_ready(url: &str, stop: &CancellationToken) -> Result<(), Failure> {
+async fn until_ready(url: &str, stop: &CancellationToken) -> Result<(), StackError> {
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !stop.is_cancelled() {
@@ -330,9 +427,7 @@ async fn until_ready(url: &str, stop: &CancellationToken) -> Result<(), Failure>
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            return Err(Failure::Local(
-                "the server did not become ready in 60 s (see logs/server.log)".into(),
-            ));
+            return Err(StackError::NotReady);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -340,13 +435,16 @@ async fn until_ready(url: &str, stop: &CancellationToken) -> Result<(), Failure>
 }
 
 /// The server's and the proxy's logs, each in its own file under `logs/`.
-fn init_logging(home: &Home) -> Result<(), Failure> {
+fn init_logging(home: &Home) -> Result<(), StackError> {
     let open = |name: &str| {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(home.log(name))
-            .map_err(|e| Failure::Local(format!("cannot open {}: {e}", home.log(name).display())))
+            .map_err(|source| StackError::Open {
+                path: home.log(name),
+                source,
+            })
     };
     let is_proxy = |target: &str| target.starts_with("centaur_proxy");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -368,5 +466,5 @@ fn init_logging(home: &Home) -> Result<(), Failure> {
         .with(server)
         .with(proxy)
         .try_init()
-        .map_err(|e| Failure::Local(format!("logging: {e}")))
+        .map_err(StackError::Logging)
 }

@@ -450,7 +450,7 @@ mod tests {
             postgres_private: true,
             started_at: chrono::Utc::now(),
             version: "test".into(),
-            harnesses_ready: vec!["shell".into()],
+            harnesses_ready: vec![centaur_protocol::Harness::Shell],
             warm_pool: 0,
             postgres_health: PartHealth::default(),
             proxy_health: PartHealth::default(),

@@ -7,7 +7,7 @@
 //! `centaur tui`'s start to its first frame is the `centaur` crate's `startup` benchmark.
 //!
 //!     cargo bench -p centaur-tui --bench tui
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // tests and benchmarks stop at the first surprise
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -18,11 +18,10 @@ use centaur_protocol::ThreadKey;
 use centaur_test_support::measure::{ms, percentile};
 use centaur_test_support::script::{Script, long_thread};
 use centaur_test_support::tui::app_following;
-use centaur_tui::app::{App, AppEvent, Start};
-use centaur_tui::{Runtime, event_loop, highlight, view};
+use centaur_tui::app::{App, AppEvent, Scroll, Scrolls, Start};
+use centaur_tui::{Runtime, View, event_loop, highlight};
 use ratatui::backend::{CrosstermBackend, TestBackend};
 use ratatui::{Terminal, TerminalOptions, Viewport};
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn main() {
@@ -58,18 +57,18 @@ fn frames() {
     let applied = started.elapsed();
     let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
     let now = chrono::Utc::now();
+    let mut view = View::default();
     let started = Instant::now();
-    terminal
-        .draw(|frame| view::draw(frame, &mut app, now))
-        .unwrap();
+    terminal.draw(|frame| view.draw(frame, &app, now)).unwrap();
     let first = started.elapsed();
     let memory_mib = rss_kib().saturating_sub(before) as f64 / 1024.0;
     // The same thread opened again in this process: what opening costs once the process is warm.
-    let mut again = app_following(&events);
+    let again = app_following(&events);
     let mut second_terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
+    let mut second_view = View::default();
     let started = Instant::now();
     second_terminal
-        .draw(|frame| view::draw(frame, &mut again, now))
+        .draw(|frame| second_view.draw(frame, &again, now))
         .unwrap();
     let second = started.elapsed();
 
@@ -85,9 +84,8 @@ fn frames() {
         let event = script.events().last().unwrap().clone();
         let started = Instant::now();
         app.handle(AppEvent::Server(Box::new(event)));
-        terminal
-            .draw(|frame| view::draw(frame, &mut app, now))
-            .unwrap();
+        view.scroll(app.take_scrolls());
+        terminal.draw(|frame| view.draw(frame, &app, now)).unwrap();
         streaming.push(started.elapsed());
     }
     // Scrolled to the middle of the thread.
@@ -95,13 +93,15 @@ fn frames() {
         ratatui::crossterm::event::KeyCode::PageUp,
         ratatui::crossterm::event::KeyModifiers::NONE,
     )));
-    app.thread.as_mut().unwrap().scroll = 60_000;
+    view.scroll(app.take_scrolls());
+    view.scroll(Some(Scrolls {
+        thread: app.thread.as_ref().unwrap().serial,
+        moves: vec![Scroll::Bottom, Scroll::Up(60_000)],
+    }));
     let mut scrolled = Vec::new();
     for _ in 0..500 {
         let started = Instant::now();
-        terminal
-            .draw(|frame| view::draw(frame, &mut app, now))
-            .unwrap();
+        terminal.draw(|frame| view.draw(frame, &app, now)).unwrap();
         scrolled.push(started.elapsed());
     }
     println!("render, 10,000-event transcript at 160x48:");
@@ -157,8 +157,16 @@ async fn event_server(count: usize, sent: Arc<Mutex<Vec<Option<Instant>>>>) -> S
             .unwrap();
         for id in 1..=count {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            let event = json!({"event_id": id, "thread_key": "api:bench", "type": "agent.message",
-                "created_at": "2026-11-22T10:00:00Z", "execution_id": null, "text": format!("marker{id:05}")});
+            let event = centaur_protocol::Event {
+                event_id: id as i64,
+                thread_key: ThreadKey::parse("api:bench").unwrap(),
+                created_at: "2026-11-22T10:00:00Z".parse().unwrap(),
+                execution_id: None,
+                body: centaur_protocol::EventBody::AgentMessage {
+                    text: format!("marker{id:05}"),
+                },
+            };
+            let event = serde_json::to_string(&event).unwrap();
             let frame = format!("id: {id}\nevent: agent.message\ndata: {event}\n\n");
             sent.lock().unwrap()[id] = Some(Instant::now());
             stream.write_all(frame.as_bytes()).await.unwrap();

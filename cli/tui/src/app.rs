@@ -1,6 +1,7 @@
 //! The TUI's state and how every event on the bus changes it. `App::handle` never does I/O:
 //! it returns [`Effect`]s (network calls) for the runtime to carry out, whose results come back
-//! as events. What the screen shows is drawn from this state alone (see `view`).
+//! as events. The app knows nothing of drawing: the view draws from this state, and owns the
+//! transcript's viewport, which the app moves only by asking ([`Scroll`]).
 
 use std::collections::HashSet;
 
@@ -12,9 +13,9 @@ use ratatui::crossterm::event::{
 use uuid::Uuid;
 
 use super::composer::{Composer, Outcome};
-use super::transcript::Transcript;
-use super::view::TranscriptCache;
-use centaur_client::api::Connection;
+use super::transcript::{PendingApproval, Transcript};
+use centaur_client::api::{Connection, Failure};
+use centaur_client::render::thread_status;
 
 /// Everything that can happen to the TUI: input, the server's events, answers to requests.
 #[derive(Debug)]
@@ -34,16 +35,19 @@ pub enum AppEvent {
         key: ThreadKey,
         error: Option<StreamError>,
     },
-    Threads(Result<ThreadList, String>),
+    Threads(Result<ThreadList, Failure>),
     Executed {
         key: ThreadKey,
-        result: Result<Uuid, String>,
+        result: Result<Uuid, Failure>,
     },
     DecisionFailed {
         approval_id: Uuid,
-        error: String,
+        error: Failure,
     },
-    ActionFailed(String),
+    ActionFailed {
+        action: Action,
+        error: Failure,
+    },
     HighlighterReady,
     /// A second went by (elapsed times, periodic refreshes).
     Tick,
@@ -53,7 +57,15 @@ pub enum AppEvent {
 pub enum StreamError {
     /// The thread does not exist yet: its first message creates it.
     NotFound,
-    Other(String),
+    Other(Failure),
+}
+
+/// A request whose failure is told in the notice line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Interrupt,
+    /// A message sent while a turn ran.
+    Steer,
 }
 
 /// Work for the runtime; each answers with an [`AppEvent`].
@@ -77,6 +89,29 @@ pub enum Effect {
         approval_id: Uuid,
         decision: Decision,
     },
+}
+
+/// A move of the transcript's viewport, asked of the view, which knows the lines and the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scroll {
+    /// Lines towards the start of the thread.
+    Up(usize),
+    /// Lines towards its end.
+    Down(usize),
+    PageUp,
+    PageDown,
+    /// Back to the end, following new output.
+    Bottom,
+    /// Keep this block in view from the next frame on (`None`: no block to keep).
+    Reveal(Option<usize>),
+}
+
+/// The moves asked of one thread's viewport since the view last took them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scrolls {
+    /// The [`ThreadView::serial`] of the thread they move.
+    pub thread: u64,
+    pub moves: Vec<Scroll>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,14 +145,14 @@ pub enum Focus {
 }
 
 pub struct ThreadView {
+    /// Which opening of a thread this is: a thread opened again starts afresh, in the view too.
+    pub serial: u64,
     pub key: ThreadKey,
     /// The harness for the thread's first turn (a new thread).
     pub harness: Option<Harness>,
     pub transcript: Transcript,
     pub link: Link,
     pub composer: Composer,
-    /// Lines scrolled up from the bottom; 0 follows new output.
-    pub scroll: usize,
     /// Blocks shown the other way from their default (folded ones open, open ones folded).
     pub toggled: HashSet<usize>,
     pub expand_all: bool,
@@ -125,24 +160,25 @@ pub struct ThreadView {
     pub selected: Option<usize>,
     /// Approvals whose decision is on its way to the server.
     pub deciding: HashSet<Uuid>,
-    pub cache: TranscriptCache,
+    /// Moves of the viewport not yet taken by the view.
+    scrolls: Vec<Scroll>,
 }
 
 impl ThreadView {
-    fn new(key: ThreadKey, harness: Option<Harness>, link: Link) -> ThreadView {
+    fn new(serial: u64, key: ThreadKey, harness: Option<Harness>, link: Link) -> ThreadView {
         ThreadView {
+            serial,
             key,
             harness,
             transcript: Transcript::default(),
             link,
             composer: Composer::default(),
-            scroll: 0,
             toggled: HashSet::new(),
             expand_all: false,
             focus: Focus::Composer,
             selected: None,
             deciding: HashSet::new(),
-            cache: TranscriptCache::default(),
+            scrolls: Vec::new(),
         }
     }
 
@@ -162,11 +198,15 @@ impl ThreadView {
     }
 
     /// The approval the overlay asks about: the oldest not being decided.
-    pub fn asking(&self) -> Option<&super::transcript::PendingApproval> {
+    pub fn asking(&self) -> Option<&PendingApproval> {
         self.transcript
             .pending
             .iter()
             .find(|p| !self.deciding.contains(&p.approval_id))
+    }
+
+    fn scroll(&mut self, scroll: Scroll) {
+        self.scrolls.push(scroll);
     }
 }
 
@@ -195,15 +235,39 @@ impl ThreadsList {
                     t.thread_key,
                     t.platform,
                     t.harness.as_str(),
-                    serde_json::to_value(t.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
+                    thread_status(t.status)
                 )
                 .to_lowercase();
                 words.iter().all(|w| haystack.contains(w.as_str()))
             })
             .collect()
+    }
+
+    /// Takes a fresh list, keeping the chosen thread chosen.
+    fn replace(&mut self, list: ThreadList) {
+        let chosen = self
+            .visible()
+            .get(self.selected)
+            .map(|t| t.thread_key.clone());
+        self.threads = list.threads;
+        if let Some(at) =
+            chosen.and_then(|key| self.visible().iter().position(|t| t.thread_key == key))
+        {
+            self.selected = at;
+        }
+        self.loaded = true;
+        self.error = None;
+        let visible = self.visible().len();
+        self.selected = self.selected.min(visible.saturating_sub(1));
+    }
+
+    fn move_selection(&mut self, up: bool) {
+        let len = self.visible().len();
+        if up {
+            self.selected = self.selected.saturating_sub(1);
+        } else if self.selected + 1 < len {
+            self.selected += 1;
+        }
     }
 }
 
@@ -224,6 +288,8 @@ pub struct App {
     /// `dirty` before the event being handled: an event that changes nothing keeps it.
     dirty_before: bool,
     ticks: u64,
+    /// How many threads were opened: the next one's serial.
+    opened: u64,
 }
 
 /// How the TUI starts.
@@ -256,6 +322,7 @@ impl App {
             dirty: true,
             dirty_before: true,
             ticks: 0,
+            opened: 0,
         };
         // The list the caller already has is shown as is; otherwise it is fetched.
         let mut effects = match &start.threads {
@@ -273,64 +340,41 @@ impl App {
         (app, effects)
     }
 
-    fn open(&mut self, key: ThreadKey) -> Vec<Effect> {
-        self.thread = Some(ThreadView::new(
-            key.clone(),
-            self.default_harness,
-            Link::Connecting,
-        ));
+    /// The moves of the shown thread's viewport asked for since the last call.
+    pub fn take_scrolls(&mut self) -> Option<Scrolls> {
+        let thread = self.thread.as_mut()?;
+        Some(Scrolls {
+            thread: thread.serial,
+            moves: std::mem::take(&mut thread.scrolls),
+        })
+    }
+
+    fn show(&mut self, key: ThreadKey, harness: Option<Harness>, link: Link) {
+        self.opened += 1;
+        self.thread = Some(ThreadView::new(self.opened, key, harness, link));
         self.screen = Screen::Thread;
+    }
+
+    fn open(&mut self, key: ThreadKey) -> Vec<Effect> {
+        self.show(key.clone(), self.default_harness, Link::Connecting);
         vec![Effect::Follow(key)]
     }
 
     fn new_thread(&mut self, harness: Option<Harness>) {
         let key = ThreadKey::parse(&format!("cli:{}", Uuid::now_v7())).expect("a valid key");
-        self.thread = Some(ThreadView::new(key, harness, Link::New));
-        self.screen = Screen::Thread;
+        self.show(key, harness, Link::New);
     }
 
     pub fn handle(&mut self, event: AppEvent) -> Vec<Effect> {
         self.dirty_before = self.dirty;
         self.dirty = true;
         match event {
-            AppEvent::Key(key) if key.kind != KeyEventKind::Release => self.key(key),
-            AppEvent::Key(_) => {
-                self.unchanged();
-                Vec::new()
-            }
-            AppEvent::Paste(text) => {
-                match (self.screen, &mut self.thread) {
-                    (Screen::Thread, Some(thread)) => thread.composer.paste(&text),
-                    _ => self
-                        .threads
-                        .filter
-                        .push_str(text.lines().next().unwrap_or("")),
-                }
-                Vec::new()
-            }
-            AppEvent::Mouse(mouse) => {
-                self.mouse(mouse);
-                Vec::new()
-            }
-            AppEvent::Resize | AppEvent::HighlighterReady => Vec::new(),
-            AppEvent::Server(event) => {
-                if let Some(thread) = self.current(&event.thread_key) {
-                    thread.transcript.apply(&event);
-                    if !matches!(thread.link, Link::Reconnecting) {
-                        thread.link = Link::Live;
-                    }
-                    let pending: HashSet<Uuid> = thread
-                        .transcript
-                        .pending
-                        .iter()
-                        .map(|p| p.approval_id)
-                        .collect();
-                    thread.deciding.retain(|id| pending.contains(id));
-                } else {
-                    self.unchanged();
-                }
-                Vec::new()
-            }
+            AppEvent::Key(key) if key.kind != KeyEventKind::Release => return self.key(key),
+            AppEvent::Key(_) => self.unchanged(),
+            AppEvent::Paste(text) => self.paste(&text),
+            AppEvent::Mouse(mouse) => self.mouse(mouse),
+            AppEvent::Resize | AppEvent::HighlighterReady => {}
+            AppEvent::Server(event) => self.server_event(&event),
             AppEvent::Connection { key, state } => {
                 if let Some(thread) = self.current(&key) {
                     thread.link = match state {
@@ -338,93 +382,34 @@ impl App {
                         Connection::Reconnecting => Link::Reconnecting,
                     };
                 }
-                Vec::new()
             }
             AppEvent::StreamEnded { key, error } => {
                 if let Some(thread) = self.current(&key) {
                     thread.link = match error {
                         Some(StreamError::NotFound) => Link::New,
-                        Some(StreamError::Other(message)) => Link::Failed(message),
+                        Some(StreamError::Other(error)) => Link::Failed(error.to_string()),
                         None => Link::Failed("the stream ended".into()),
                     };
                 }
-                Vec::new()
             }
-            AppEvent::Threads(Ok(list)) => {
-                let chosen = self
-                    .threads
-                    .visible()
-                    .get(self.threads.selected)
-                    .map(|t| t.thread_key.clone());
-                self.threads.threads = list.threads;
-                if let Some(at) = chosen.and_then(|key| {
-                    self.threads
-                        .visible()
-                        .iter()
-                        .position(|t| t.thread_key == key)
-                }) {
-                    self.threads.selected = at;
-                }
-                self.threads.loaded = true;
-                self.threads.error = None;
-                let visible = self.threads.visible().len();
-                self.threads.selected = self.threads.selected.min(visible.saturating_sub(1));
-                Vec::new()
-            }
-            AppEvent::Threads(Err(error)) => {
-                self.threads.error = Some(error);
-                Vec::new()
-            }
-            AppEvent::Executed { key, result } => {
-                let Some(thread) = self.current(&key) else {
-                    return Vec::new();
-                };
-                match result {
-                    Ok(_) if thread.link == Link::New => {
-                        thread.link = Link::Connecting;
-                        vec![Effect::Follow(key), Effect::LoadThreads]
-                    }
-                    Ok(_) => Vec::new(),
-                    Err(error) => {
-                        self.notice = Some(format!("not sent: {error}"));
-                        Vec::new()
-                    }
-                }
-            }
+            AppEvent::Threads(Ok(list)) => self.threads.replace(list),
+            AppEvent::Threads(Err(error)) => self.threads.error = Some(error.to_string()),
+            AppEvent::Executed { key, result } => return self.executed(&key, result),
             AppEvent::DecisionFailed { approval_id, error } => {
                 if let Some(thread) = &mut self.thread {
                     thread.deciding.remove(&approval_id);
                 }
                 self.notice = Some(format!("the decision was not taken: {error}"));
-                Vec::new()
             }
-            AppEvent::ActionFailed(error) => {
-                self.notice = Some(error);
-                Vec::new()
+            AppEvent::ActionFailed { action, error } => {
+                self.notice = Some(match action {
+                    Action::Interrupt => format!("the interrupt failed: {error}"),
+                    Action::Steer => format!("not sent: {error}"),
+                });
             }
-            AppEvent::Tick => {
-                self.ticks += 1;
-                // Redraw for elapsed times; refresh the list now and then while it shows.
-                let running = self
-                    .thread
-                    .as_ref()
-                    .is_some_and(|t| t.transcript.running.is_some() || t.link != Link::Live);
-                self.dirty = self.dirty_before || running || self.screen == Screen::Threads;
-                let mut effects = Vec::new();
-                if self.screen == Screen::Threads && self.ticks.is_multiple_of(5) {
-                    effects.push(Effect::LoadThreads);
-                }
-                // A stream that failed (the server refused or was away at first) is tried again.
-                if self.ticks.is_multiple_of(5)
-                    && let Some(thread) = &mut self.thread
-                    && matches!(thread.link, Link::Failed(_))
-                {
-                    thread.link = Link::Connecting;
-                    effects.push(Effect::Follow(thread.key.clone()));
-                }
-                effects
-            }
+            AppEvent::Tick => return self.tick(),
         }
+        Vec::new()
     }
 
     fn unchanged(&mut self) {
@@ -435,27 +420,96 @@ impl App {
         self.thread.as_mut().filter(|t| &t.key == key)
     }
 
+    fn paste(&mut self, text: &str) {
+        match (self.screen, &mut self.thread) {
+            (Screen::Thread, Some(thread)) => thread.composer.paste(text),
+            _ => self
+                .threads
+                .filter
+                .push_str(text.lines().next().unwrap_or("")),
+        }
+    }
+
+    fn server_event(&mut self, event: &Event) {
+        let Some(thread) = self.current(&event.thread_key) else {
+            self.unchanged();
+            return;
+        };
+        thread.transcript.apply(event);
+        if !matches!(thread.link, Link::Reconnecting) {
+            thread.link = Link::Live;
+        }
+        let pending: HashSet<Uuid> = thread
+            .transcript
+            .pending
+            .iter()
+            .map(|p| p.approval_id)
+            .collect();
+        thread.deciding.retain(|id| pending.contains(id));
+    }
+
+    /// A turn was accepted (or refused); a new thread now exists and is followed.
+    fn executed(&mut self, key: &ThreadKey, result: Result<Uuid, Failure>) -> Vec<Effect> {
+        let Some(thread) = self.current(key) else {
+            return Vec::new();
+        };
+        match result {
+            Ok(_) if thread.link == Link::New => {
+                thread.link = Link::Connecting;
+                vec![Effect::Follow(key.clone()), Effect::LoadThreads]
+            }
+            Ok(_) => Vec::new(),
+            Err(error) => {
+                self.notice = Some(format!("not sent: {error}"));
+                Vec::new()
+            }
+        }
+    }
+
+    fn tick(&mut self) -> Vec<Effect> {
+        self.ticks += 1;
+        // Redraw for elapsed times; refresh the list now and then while it shows.
+        let running = self
+            .thread
+            .as_ref()
+            .is_some_and(|t| t.transcript.running.is_some() || t.link != Link::Live);
+        self.dirty = self.dirty_before || running || self.screen == Screen::Threads;
+        let mut effects = Vec::new();
+        if self.screen == Screen::Threads && self.ticks.is_multiple_of(5) {
+            effects.push(Effect::LoadThreads);
+        }
+        // A stream that failed (the server refused or was away at first) is tried again.
+        if self.ticks.is_multiple_of(5)
+            && let Some(thread) = &mut self.thread
+            && matches!(thread.link, Link::Failed(_))
+        {
+            thread.link = Link::Connecting;
+            effects.push(Effect::Follow(thread.key.clone()));
+        }
+        effects
+    }
+
     fn mouse(&mut self, mouse: MouseEvent) {
         let up = match mouse.kind {
             MouseEventKind::ScrollUp => true,
             MouseEventKind::ScrollDown => false,
-            _ => {
+            MouseEventKind::Down(_)
+            | MouseEventKind::Up(_)
+            | MouseEventKind::Drag(_)
+            | MouseEventKind::Moved
+            | MouseEventKind::ScrollLeft
+            | MouseEventKind::ScrollRight => {
                 self.unchanged();
                 return;
             }
         };
         match (self.screen, &mut self.thread) {
-            (Screen::Thread, Some(thread)) => scroll(thread, up, SCROLL_STEP),
-            _ => self.move_selection(up),
-        }
-    }
-
-    fn move_selection(&mut self, up: bool) {
-        let len = self.threads.visible().len();
-        if up {
-            self.threads.selected = self.threads.selected.saturating_sub(1);
-        } else if self.threads.selected + 1 < len {
-            self.threads.selected += 1;
+            (Screen::Thread, Some(thread)) => thread.scroll(if up {
+                Scroll::Up(SCROLL_STEP)
+            } else {
+                Scroll::Down(SCROLL_STEP)
+            }),
+            _ => self.threads.move_selection(up),
         }
     }
 
@@ -524,7 +578,29 @@ impl App {
                 KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
                     self.overlay = None
                 }
-                _ => {}
+                KeyCode::Backspace
+                | KeyCode::Left
+                | KeyCode::Right
+                | KeyCode::Home
+                | KeyCode::End
+                | KeyCode::PageUp
+                | KeyCode::PageDown
+                | KeyCode::Tab
+                | KeyCode::BackTab
+                | KeyCode::Delete
+                | KeyCode::Insert
+                | KeyCode::F(_)
+                | KeyCode::Char(_)
+                | KeyCode::Null
+                | KeyCode::CapsLock
+                | KeyCode::ScrollLock
+                | KeyCode::NumLock
+                | KeyCode::PrintScreen
+                | KeyCode::Pause
+                | KeyCode::Menu
+                | KeyCode::KeypadBegin
+                | KeyCode::Media(_)
+                | KeyCode::Modifier(_) => {}
             },
         }
         Vec::new()
@@ -544,8 +620,8 @@ impl App {
             KeyCode::Char('n') if ctrl => self.pick_harness(),
             KeyCode::Char('r') if ctrl => return vec![Effect::LoadThreads],
             KeyCode::F(5) => return vec![Effect::LoadThreads],
-            KeyCode::Up => self.move_selection(true),
-            KeyCode::Down => self.move_selection(false),
+            KeyCode::Up => self.threads.move_selection(true),
+            KeyCode::Down => self.threads.move_selection(false),
             KeyCode::PageUp => {
                 self.threads.selected = self.threads.selected.saturating_sub(10);
             }
@@ -553,24 +629,7 @@ impl App {
                 let len = self.threads.visible().len();
                 self.threads.selected = (self.threads.selected + 10).min(len.saturating_sub(1));
             }
-            KeyCode::Enter => {
-                let key = self
-                    .threads
-                    .visible()
-                    .get(self.threads.selected)
-                    .map(|t| t.thread_key.clone());
-                if let Some(key) = key {
-                    if let Some(thread) = self.thread.as_mut().filter(|t| t.key == key) {
-                        self.screen = Screen::Thread;
-                        if matches!(thread.link, Link::Failed(_)) {
-                            thread.link = Link::Connecting;
-                            return vec![Effect::Follow(key)];
-                        }
-                        return Vec::new();
-                    }
-                    return self.open(key);
-                }
-            }
+            KeyCode::Enter => return self.open_chosen(),
             KeyCode::Esc if !self.threads.filter.is_empty() => self.threads.filter.clear(),
             KeyCode::Esc if self.thread.is_some() => self.screen = Screen::Thread,
             KeyCode::Backspace => {
@@ -584,75 +643,72 @@ impl App {
                 self.threads.filter.push(c);
                 self.threads.selected = 0;
             }
-            _ => self.unchanged(),
+            KeyCode::Left
+            | KeyCode::Right
+            | KeyCode::Home
+            | KeyCode::End
+            | KeyCode::Tab
+            | KeyCode::BackTab
+            | KeyCode::Delete
+            | KeyCode::Insert
+            | KeyCode::F(_)
+            | KeyCode::Char(_)
+            | KeyCode::Null
+            | KeyCode::Esc
+            | KeyCode::CapsLock
+            | KeyCode::ScrollLock
+            | KeyCode::NumLock
+            | KeyCode::PrintScreen
+            | KeyCode::Pause
+            | KeyCode::Menu
+            | KeyCode::KeypadBegin
+            | KeyCode::Media(_)
+            | KeyCode::Modifier(_) => self.unchanged(),
+        }
+        Vec::new()
+    }
+
+    /// Enter on the thread list: the chosen thread, followed again if its stream had failed.
+    fn open_chosen(&mut self) -> Vec<Effect> {
+        let Some(key) = self
+            .threads
+            .visible()
+            .get(self.threads.selected)
+            .map(|t| t.thread_key.clone())
+        else {
+            return Vec::new();
+        };
+        let Some(thread) = self.thread.as_mut().filter(|t| t.key == key) else {
+            return self.open(key);
+        };
+        self.screen = Screen::Thread;
+        if matches!(thread.link, Link::Failed(_)) {
+            thread.link = Link::Connecting;
+            return vec![Effect::Follow(key)];
         }
         Vec::new()
     }
 
     fn thread_key(&mut self, key: KeyEvent) -> Vec<Effect> {
-        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        let shift = key.modifiers.contains(KeyModifiers::SHIFT);
         let Some(thread) = &mut self.thread else {
             self.screen = Screen::Threads;
             return Vec::new();
         };
         // The approval overlay takes its keys first.
-        if let Some(asking) = thread.asking() {
-            let plain = !ctrl && !key.modifiers.contains(KeyModifiers::ALT);
-            let decision = match key.code {
-                _ if !plain => None,
-                KeyCode::Char('y') => Some(Decision::Approve),
-                KeyCode::Char('a') => Some(Decision::ApproveForSession),
-                KeyCode::Char('n') | KeyCode::Char('d') => Some(Decision::Deny),
-                _ => None,
-            };
-            if let Some(decision) = decision {
-                let approval_id = asking.approval_id;
-                thread.deciding.insert(approval_id);
-                return vec![Effect::Decide {
-                    key: thread.key.clone(),
-                    approval_id,
-                    decision,
-                }];
-            }
-            // The overlay is modal: only scrolling, folding, leaving and interrupting pass.
-            let passes = matches!(key.code, KeyCode::PageUp | KeyCode::PageDown | KeyCode::Esc)
-                || (shift && matches!(key.code, KeyCode::Up | KeyCode::Down))
-                || (ctrl && matches!(key.code, KeyCode::Char('t') | KeyCode::Char('o')));
-            if !passes {
+        match approval_key(thread, key) {
+            Modal::Decided(effects) => return effects,
+            Modal::Blocked => {
                 self.unchanged();
                 return Vec::new();
             }
+            Modal::Passes => {}
         }
-        match key.code {
-            KeyCode::Char('t') if ctrl => {
-                self.screen = Screen::Threads;
-                return vec![Effect::LoadThreads];
-            }
-            KeyCode::Char('n') if ctrl => {
-                self.pick_harness();
-                return Vec::new();
-            }
-            KeyCode::Char('o') if ctrl => {
-                thread.expand_all = !thread.expand_all;
-                thread.toggled.clear();
-                return Vec::new();
-            }
-            KeyCode::PageUp => return page(thread, true),
-            KeyCode::PageDown => return page(thread, false),
-            KeyCode::Up if shift => return scroll_by(thread, true),
-            KeyCode::Down if shift => return scroll_by(thread, false),
-            KeyCode::Esc if thread.focus == Focus::Transcript => {
-                thread.focus = Focus::Composer;
-                thread.selected = None;
-                return Vec::new();
-            }
-            KeyCode::Esc if thread.transcript.running.is_some() => {
-                self.notice = Some("interrupting…".into());
-                return vec![Effect::Interrupt(thread.key.clone())];
-            }
-            _ => {}
+        if let Some(effects) = self.thread_wide_key(key) {
+            return effects;
         }
+        let Some(thread) = &mut self.thread else {
+            return Vec::new();
+        };
         if thread.focus == Focus::Transcript {
             transcript_key(thread, key);
             return Vec::new();
@@ -668,12 +724,101 @@ impl App {
                     self.overlay = Some(Overlay::Help);
                     return Vec::new();
                 }
-                _ => {}
+                KeyCode::Backspace
+                | KeyCode::Enter
+                | KeyCode::Left
+                | KeyCode::Right
+                | KeyCode::Up
+                | KeyCode::Down
+                | KeyCode::Home
+                | KeyCode::End
+                | KeyCode::PageUp
+                | KeyCode::PageDown
+                | KeyCode::BackTab
+                | KeyCode::Delete
+                | KeyCode::Insert
+                | KeyCode::F(_)
+                | KeyCode::Char(_)
+                | KeyCode::Null
+                | KeyCode::Esc
+                | KeyCode::CapsLock
+                | KeyCode::ScrollLock
+                | KeyCode::NumLock
+                | KeyCode::PrintScreen
+                | KeyCode::Pause
+                | KeyCode::Menu
+                | KeyCode::KeypadBegin
+                | KeyCode::Media(_)
+                | KeyCode::Modifier(_) => {}
             }
         }
+        self.composer_key(key)
+    }
+
+    /// The thread screen's keys that work whatever has the focus; `None` for the others.
+    fn thread_wide_key(&mut self, key: KeyEvent) -> Option<Vec<Effect>> {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let shift = key.modifiers.contains(KeyModifiers::SHIFT);
+        let thread = self.thread.as_mut()?;
+        match key.code {
+            KeyCode::Char('t') if ctrl => {
+                self.screen = Screen::Threads;
+                return Some(vec![Effect::LoadThreads]);
+            }
+            KeyCode::Char('n') if ctrl => self.pick_harness(),
+            KeyCode::Char('o') if ctrl => {
+                thread.expand_all = !thread.expand_all;
+                thread.toggled.clear();
+            }
+            KeyCode::PageUp => thread.scroll(Scroll::PageUp),
+            KeyCode::PageDown => thread.scroll(Scroll::PageDown),
+            KeyCode::Up if shift => thread.scroll(Scroll::Up(1)),
+            KeyCode::Down if shift => thread.scroll(Scroll::Down(1)),
+            KeyCode::Esc if thread.focus == Focus::Transcript => {
+                thread.focus = Focus::Composer;
+                thread.selected = None;
+            }
+            KeyCode::Esc if thread.transcript.running.is_some() => {
+                self.notice = Some("interrupting…".into());
+                return Some(vec![Effect::Interrupt(thread.key.clone())]);
+            }
+            KeyCode::Backspace
+            | KeyCode::Enter
+            | KeyCode::Left
+            | KeyCode::Right
+            | KeyCode::Up
+            | KeyCode::Down
+            | KeyCode::Home
+            | KeyCode::End
+            | KeyCode::Tab
+            | KeyCode::BackTab
+            | KeyCode::Delete
+            | KeyCode::Insert
+            | KeyCode::F(_)
+            | KeyCode::Char(_)
+            | KeyCode::Null
+            | KeyCode::Esc
+            | KeyCode::CapsLock
+            | KeyCode::ScrollLock
+            | KeyCode::NumLock
+            | KeyCode::PrintScreen
+            | KeyCode::Pause
+            | KeyCode::Menu
+            | KeyCode::KeypadBegin
+            | KeyCode::Media(_)
+            | KeyCode::Modifier(_) => return None,
+        }
+        Some(Vec::new())
+    }
+
+    /// A key for the message being written; Enter sends it (as steering while a turn runs).
+    fn composer_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        let Some(thread) = &mut self.thread else {
+            return Vec::new();
+        };
         match thread.composer.key(key) {
             Outcome::Submit(text) => {
-                thread.scroll = 0;
+                thread.scroll(Scroll::Bottom);
                 if thread.transcript.running.is_some() {
                     vec![Effect::Steer {
                         key: thread.key.clone(),
@@ -693,6 +838,77 @@ impl App {
                 Vec::new()
             }
         }
+    }
+}
+
+/// What the approval overlay made of a key.
+enum Modal {
+    /// No approval is asked, or the key is one the overlay lets through.
+    Passes,
+    /// The key decided the approval asked about.
+    Decided(Vec<Effect>),
+    /// The overlay is modal: the key does nothing.
+    Blocked,
+}
+
+/// While an approval is asked: y, a, n or d decide it; only scrolling, folding, leaving and
+/// interrupting pass.
+fn approval_key(thread: &mut ThreadView, key: KeyEvent) -> Modal {
+    let Some(asking) = thread.asking() else {
+        return Modal::Passes;
+    };
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    let shift = key.modifiers.contains(KeyModifiers::SHIFT);
+    let plain = !ctrl && !key.modifiers.contains(KeyModifiers::ALT);
+    let decision = match key.code {
+        _ if !plain => None,
+        KeyCode::Char('y') => Some(Decision::Approve),
+        KeyCode::Char('a') => Some(Decision::ApproveForSession),
+        KeyCode::Char('n') | KeyCode::Char('d') => Some(Decision::Deny),
+        KeyCode::Backspace
+        | KeyCode::Enter
+        | KeyCode::Left
+        | KeyCode::Right
+        | KeyCode::Up
+        | KeyCode::Down
+        | KeyCode::Home
+        | KeyCode::End
+        | KeyCode::PageUp
+        | KeyCode::PageDown
+        | KeyCode::Tab
+        | KeyCode::BackTab
+        | KeyCode::Delete
+        | KeyCode::Insert
+        | KeyCode::F(_)
+        | KeyCode::Char(_)
+        | KeyCode::Null
+        | KeyCode::Esc
+        | KeyCode::CapsLock
+        | KeyCode::ScrollLock
+        | KeyCode::NumLock
+        | KeyCode::PrintScreen
+        | KeyCode::Pause
+        | KeyCode::Menu
+        | KeyCode::KeypadBegin
+        | KeyCode::Media(_)
+        | KeyCode::Modifier(_) => None,
+    };
+    if let Some(decision) = decision {
+        let approval_id = asking.approval_id;
+        thread.deciding.insert(approval_id);
+        return Modal::Decided(vec![Effect::Decide {
+            key: thread.key.clone(),
+            approval_id,
+            decision,
+        }]);
+    }
+    let passes = matches!(key.code, KeyCode::PageUp | KeyCode::PageDown | KeyCode::Esc)
+        || (shift && matches!(key.code, KeyCode::Up | KeyCode::Down))
+        || (ctrl && matches!(key.code, KeyCode::Char('t') | KeyCode::Char('o')));
+    if passes {
+        Modal::Passes
+    } else {
+        Modal::Blocked
     }
 }
 
@@ -725,29 +941,30 @@ fn transcript_key(thread: &mut ThreadView, key: KeyEvent) {
             thread.focus = Focus::Composer;
             thread.selected = None;
         }
-        _ => {}
+        KeyCode::Backspace
+        | KeyCode::Left
+        | KeyCode::Right
+        | KeyCode::PageUp
+        | KeyCode::PageDown
+        | KeyCode::BackTab
+        | KeyCode::Delete
+        | KeyCode::Insert
+        | KeyCode::F(_)
+        | KeyCode::Char(_)
+        | KeyCode::Null
+        | KeyCode::Esc
+        | KeyCode::CapsLock
+        | KeyCode::ScrollLock
+        | KeyCode::NumLock
+        | KeyCode::PrintScreen
+        | KeyCode::Pause
+        | KeyCode::Menu
+        | KeyCode::KeypadBegin
+        | KeyCode::Media(_)
+        | KeyCode::Modifier(_) => {}
     }
     // Keep the selected block in view: the view scrolls to it when drawing.
-    thread.cache.reveal = thread.selected;
-}
-
-fn scroll(thread: &mut ThreadView, up: bool, lines: usize) {
-    if up {
-        thread.scroll += lines;
-    } else {
-        thread.scroll = thread.scroll.saturating_sub(lines);
-    }
-}
-
-fn scroll_by(thread: &mut ThreadView, up: bool) -> Vec<Effect> {
-    scroll(thread, up, 1);
-    Vec::new()
-}
-
-fn page(thread: &mut ThreadView, up: bool) -> Vec<Effect> {
-    let height = thread.cache.viewport_height.max(2) - 1;
-    scroll(thread, up, height);
-    Vec::new()
+    thread.scroll(Scroll::Reveal(thread.selected));
 }
 
 #[cfg(test)]
@@ -889,7 +1106,7 @@ mod tests {
         // A refused decision comes back to be asked again.
         app.handle(AppEvent::DecisionFailed {
             approval_id: second,
-            error: "the server is away".into(),
+            error: Failure::Local("the server is away".into()),
         });
         assert_eq!(
             app.thread.as_ref().unwrap().asking().unwrap().approval_id,
@@ -916,6 +1133,31 @@ mod tests {
             modifiers: KeyModifiers::NONE,
         }));
         assert!(app.dirty);
+    }
+
+    /// Scrolling keys and sending are asked of the view, in order, for the thread they were
+    /// pressed in; a thread opened anew is another viewport.
+    #[test]
+    fn scrolling_is_asked_of_the_view_in_order() {
+        let mut script = Script::new();
+        script.user("hi");
+        let mut app = showing(&script);
+        let serial = app.thread.as_ref().unwrap().serial;
+        key(&mut app, KeyCode::PageUp, KeyModifiers::NONE);
+        key(&mut app, KeyCode::Up, KeyModifiers::SHIFT);
+        typed(&mut app, "more");
+        key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        assert_eq!(
+            app.take_scrolls(),
+            Some(Scrolls {
+                thread: serial,
+                moves: vec![Scroll::PageUp, Scroll::Up(1), Scroll::Bottom],
+            })
+        );
+        assert_eq!(app.take_scrolls().unwrap().moves, []);
+        key(&mut app, KeyCode::Char('n'), KeyModifiers::CONTROL);
+        key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        assert_ne!(app.take_scrolls().unwrap().thread, serial);
     }
 
     /// Keys with Ctrl (Ctrl-N, Ctrl-A, Ctrl-D) are not decisions.

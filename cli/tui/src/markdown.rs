@@ -106,7 +106,18 @@ impl Writer {
                     return;
                 }
                 Event::End(TagEnd::CodeBlock) => {}
-                _ => return,
+                Event::Start(_)
+                | Event::End(_)
+                | Event::Code(_)
+                | Event::InlineMath(_)
+                | Event::DisplayMath(_)
+                | Event::Html(_)
+                | Event::InlineHtml(_)
+                | Event::FootnoteReference(_)
+                | Event::SoftBreak
+                | Event::HardBreak
+                | Event::Rule
+                | Event::TaskListMarker(_) => return,
             }
         }
         match event {
@@ -150,7 +161,9 @@ impl Writer {
                         .fg(Color::Magenta)
                         .add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
                     HeadingLevel::H2 => Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
-                    _ => Style::new().add_modifier(Modifier::BOLD),
+                    HeadingLevel::H3 | HeadingLevel::H4 | HeadingLevel::H5 | HeadingLevel::H6 => {
+                        Style::new().add_modifier(Modifier::BOLD)
+                    }
                 });
             }
             Tag::BlockQuote(_) => {
@@ -215,7 +228,14 @@ impl Writer {
             Tag::Table(_) => self.block(),
             Tag::TableHead => self.in_table_head = true,
             Tag::TableRow | Tag::TableCell => {}
-            _ => {}
+            Tag::HtmlBlock
+            | Tag::FootnoteDefinition(_)
+            | Tag::DefinitionList
+            | Tag::DefinitionListTitle
+            | Tag::DefinitionListDefinition
+            | Tag::Superscript
+            | Tag::Subscript
+            | Tag::MetadataBlock(_) => {}
         }
     }
 
@@ -298,7 +318,14 @@ impl Writer {
                 self.flush();
             }
             TagEnd::Table => self.blank_before_next = true,
-            _ => {}
+            TagEnd::HtmlBlock
+            | TagEnd::FootnoteDefinition
+            | TagEnd::DefinitionList
+            | TagEnd::DefinitionListTitle
+            | TagEnd::DefinitionListDefinition
+            | TagEnd::Superscript
+            | TagEnd::Subscript
+            | TagEnd::MetadataBlock(_) => {}
         }
     }
 

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use centaur_protocol::{ApprovalKind, Event, EventBody, ReadySource, Role};
+use centaur_protocol::{
+    ApprovalKind, ApprovalResolution, Event, EventBody, Harness, ReadySource, Role,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
@@ -40,14 +42,15 @@ pub enum Block {
         tool: String,
         method: String,
         arguments: Value,
-        outcome: Option<Result<Value, String>>,
+        /// `None` while the call runs.
+        outcome: Option<ToolOutcome>,
     },
     Approval {
         approval_id: Uuid,
         kind: ApprovalKind,
         summary: String,
-        /// `(decision, decided_by)` once decided.
-        resolved: Option<(String, String)>,
+        /// How it ended and who decided, once it did.
+        resolved: Option<(ApprovalResolution, String)>,
     },
     EgressDenied {
         host: String,
@@ -62,6 +65,15 @@ pub enum Block {
     Note {
         text: String,
     },
+}
+
+/// How a tool call ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ToolOutcome {
+    /// Its result (`null` when it gave none).
+    Returned(Value),
+    /// The error it reported.
+    Failed(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -121,7 +133,7 @@ pub struct Transcript {
     tools: HashMap<String, usize>,
     approvals: HashMap<Uuid, usize>,
     pub pending: Vec<PendingApproval>,
-    pub harness: Option<String>,
+    pub harness: Option<Harness>,
     pub sandbox: SandboxState,
     pub running: Option<Running>,
     pub input_tokens: u64,
@@ -183,6 +195,12 @@ impl Transcript {
         }
     }
 
+    /// A block that starts after whatever the agent was saying.
+    fn push_after_agent(&mut self, block: Block) -> usize {
+        self.close_agent();
+        self.push(block)
+    }
+
     /// Folds one event in. Events at or before the last one seen are ignored, so a replayed
     /// event never shows twice.
     pub fn apply(&mut self, event: &Event) {
@@ -192,20 +210,8 @@ impl Transcript {
         self.last_event_id = event.event_id;
         self.events_seen += 1;
         match &event.body {
-            EventBody::ThreadCreated { harness } => self.harness = Some(harness.clone()),
-            EventBody::MessageCreated { role, text, .. } => {
-                self.close_agent();
-                match role {
-                    Role::Assistant => self.push(Block::Agent {
-                        text: text.clone(),
-                        streaming: false,
-                    }),
-                    role => self.push(Block::User {
-                        role: *role,
-                        text: text.clone(),
-                    }),
-                };
-            }
+            EventBody::ThreadCreated { harness } => self.harness = Some(*harness),
+            EventBody::MessageCreated { role, text, .. } => self.message(*role, text),
             EventBody::SandboxAssigned {
                 sandbox_id,
                 ready_source,
@@ -220,94 +226,29 @@ impl Transcript {
                     reason: reason.clone(),
                 };
             }
-            EventBody::ExecutionQueued {} => {
-                self.running = Some(Running {
-                    execution_id: event.execution_id,
-                    started_at: None,
-                });
-            }
+            EventBody::ExecutionQueued {} => self.turn_running(event.execution_id, None),
             EventBody::ExecutionStarted {} => {
-                self.running = Some(Running {
-                    execution_id: event.execution_id,
-                    started_at: Some(event.created_at),
-                });
+                self.turn_running(event.execution_id, Some(event.created_at));
                 self.turn_started_at = Some(event.created_at);
             }
-            EventBody::AgentMessageDelta { text } => match self.open_agent {
-                Some(index) => {
-                    if let Block::Agent { text: so_far, .. } = self.touch(index) {
-                        so_far.push_str(text);
-                    }
-                }
-                None => {
-                    let index = self.push(Block::Agent {
-                        text: text.clone(),
-                        streaming: true,
-                    });
-                    self.open_agent = Some(index);
-                }
-            },
-            EventBody::AgentMessage { text } => match self.open_agent.take() {
-                Some(index) => {
-                    *self.touch(index) = Block::Agent {
-                        text: text.clone(),
-                        streaming: false,
-                    }
-                }
-                None => {
-                    self.push(Block::Agent {
-                        text: text.clone(),
-                        streaming: false,
-                    });
-                }
-            },
+            EventBody::AgentMessageDelta { text } => self.agent_delta(text),
+            EventBody::AgentMessage { text } => self.agent_message(text),
             EventBody::AgentReasoning { text } => {
-                self.close_agent();
-                self.push(Block::Reasoning { text: text.clone() });
+                self.push_after_agent(Block::Reasoning { text: text.clone() });
             }
             EventBody::CommandStarted {
                 command_id,
                 command,
-            } => {
-                self.close_agent();
-                let index = self.push(Block::Command {
-                    command: command.clone(),
-                    output: String::new(),
-                    exit: None,
-                });
-                self.commands.insert(command_id.clone(), index);
-            }
+            } => self.command_started(command_id, command),
             EventBody::CommandOutput { command_id, chunk } => {
-                let index = match self.commands.get(command_id) {
-                    Some(index) => *index,
-                    // Output of a command whose start was not seen: show it anyway.
-                    None => {
-                        let index = self.push(Block::Command {
-                            command: String::new(),
-                            output: String::new(),
-                            exit: None,
-                        });
-                        self.commands.insert(command_id.clone(), index);
-                        index
-                    }
-                };
-                if let Block::Command { output, .. } = self.touch(index) {
-                    output.push_str(chunk);
-                }
+                self.command_output(command_id, chunk)
             }
             EventBody::CommandFinished {
                 command_id,
                 exit_code,
-            } => {
-                if let Some(index) = self.commands.get(command_id).copied()
-                    && let Block::Command { exit, .. } = self.touch(index)
-                {
-                    *exit = Some(*exit_code);
-                }
-            }
+            } => self.command_finished(command_id, *exit_code),
             EventBody::FileChanged { path, kind } => {
-                self.close_agent();
-                self.push(Block::FileChange {
+                self.push_after_agent(Block::FileChange {
                     path: path.clone(),
                     kind: kind.clone(),
                 });
@@ -317,68 +258,32 @@ impl Transcript {
                 tool,
                 method,
                 arguments,
-            } => {
-                self.close_agent();
-                let index = self.push(Block::Tool {
-                    tool: tool.clone(),
-                    method: method.clone(),
-                    arguments: arguments.clone(),
-                    outcome: None,
-                });
-                self.tools.insert(call_id.clone(), index);
-            }
+            } => self.tool_started(call_id, tool, method, arguments),
             EventBody::ToolCallFinished {
                 call_id,
                 result,
                 error,
                 ..
-            } => {
-                if let Some(index) = self.tools.get(call_id).copied()
-                    && let Block::Tool { outcome, .. } = self.touch(index)
-                {
-                    *outcome = Some(match error {
-                        Some(error) => Err(error.clone()),
-                        None => Ok(result.clone().unwrap_or(Value::Null)),
-                    });
-                }
-            }
+            } => self.tool_finished(call_id, result.as_ref(), error.as_deref()),
             EventBody::ApprovalRequested {
                 approval_id,
                 kind,
                 summary,
                 details,
-            } => {
-                self.close_agent();
-                let index = self.push(Block::Approval {
-                    approval_id: *approval_id,
-                    kind: *kind,
-                    summary: summary.clone(),
-                    resolved: None,
-                });
-                self.approvals.insert(*approval_id, index);
-                self.pending.push(PendingApproval {
-                    approval_id: *approval_id,
-                    kind: *kind,
-                    summary: summary.clone(),
-                    details: details.clone(),
-                    requested_at: event.created_at,
-                });
-            }
+            } => self.approval_requested(PendingApproval {
+                approval_id: *approval_id,
+                kind: *kind,
+                summary: summary.clone(),
+                details: details.clone(),
+                requested_at: event.created_at,
+            }),
             EventBody::ApprovalResolved {
                 approval_id,
                 decision,
                 decided_by,
-            } => {
-                self.pending.retain(|p| p.approval_id != *approval_id);
-                if let Some(index) = self.approvals.get(approval_id).copied()
-                    && let Block::Approval { resolved, .. } = self.touch(index)
-                {
-                    *resolved = Some((decision.clone(), decided_by.clone()));
-                }
-            }
+            } => self.approval_resolved(*approval_id, *decision, decided_by),
             EventBody::EgressDenied { host, reason } => {
-                self.close_agent();
-                self.push(Block::EgressDenied {
+                self.push_after_agent(Block::EgressDenied {
                     host: host.clone(),
                     reason: reason.clone(),
                 });
@@ -390,39 +295,169 @@ impl Transcript {
                 self.input_tokens += input_tokens;
                 self.output_tokens += output_tokens;
             }
-            EventBody::ExecutionCompleted { .. }
-            | EventBody::ExecutionFailed { .. }
-            | EventBody::ExecutionCancelled { .. } => {
-                self.close_agent();
-                let outcome = match &event.body {
-                    EventBody::ExecutionFailed { error } => TurnOutcome::Failed(error.clone()),
-                    EventBody::ExecutionCancelled { reason } => {
-                        TurnOutcome::Cancelled(reason.clone())
-                    }
-                    _ => TurnOutcome::Completed,
-                };
-                let took = self
-                    .turn_started_at
-                    .take()
-                    .map(|started| event.created_at - started);
-                self.push(Block::TurnEnd { outcome, took });
-                self.running = None;
-                // Approvals of an ended turn can no longer be decided.
-                self.pending.clear();
-                // Commands left without an end (the harness died) are over too.
-                let unfinished: Vec<usize> = self
-                    .commands
-                    .drain()
-                    .map(|(_, index)| index)
-                    .filter(|index| {
-                        matches!(self.blocks[*index], Block::Command { exit: None, .. })
-                    })
-                    .collect();
-                for index in unfinished {
-                    if let Block::Command { exit, .. } = self.touch(index) {
-                        *exit = Some(None);
-                    }
+            EventBody::ExecutionCompleted { .. } => {
+                self.turn_ended(TurnOutcome::Completed, event.created_at)
+            }
+            EventBody::ExecutionFailed { error } => {
+                self.turn_ended(TurnOutcome::Failed(error.clone()), event.created_at)
+            }
+            EventBody::ExecutionCancelled { reason } => {
+                self.turn_ended(TurnOutcome::Cancelled(reason.clone()), event.created_at)
+            }
+        }
+    }
+
+    fn message(&mut self, role: Role, text: &str) {
+        let text = text.to_owned();
+        self.push_after_agent(match role {
+            Role::Assistant => Block::Agent {
+                text,
+                streaming: false,
+            },
+            role @ Role::User | role @ Role::System => Block::User { role, text },
+        });
+    }
+
+    /// A piece of the agent's answer: the message being streamed grows, or a new one starts.
+    fn agent_delta(&mut self, text: &str) {
+        match self.open_agent {
+            Some(index) => {
+                if let Block::Agent { text: so_far, .. } = self.touch(index) {
+                    so_far.push_str(text);
                 }
+            }
+            None => {
+                let index = self.push(Block::Agent {
+                    text: text.to_owned(),
+                    streaming: true,
+                });
+                self.open_agent = Some(index);
+            }
+        }
+    }
+
+    /// The agent's whole message: it replaces the pieces streamed before it.
+    fn agent_message(&mut self, text: &str) {
+        let whole = Block::Agent {
+            text: text.to_owned(),
+            streaming: false,
+        };
+        match self.open_agent.take() {
+            Some(index) => *self.touch(index) = whole,
+            None => {
+                self.push(whole);
+            }
+        }
+    }
+
+    fn command_started(&mut self, command_id: &str, command: &str) {
+        let index = self.push_after_agent(Block::Command {
+            command: command.to_owned(),
+            output: String::new(),
+            exit: None,
+        });
+        self.commands.insert(command_id.to_owned(), index);
+    }
+
+    fn command_output(&mut self, command_id: &str, chunk: &str) {
+        let index = match self.commands.get(command_id) {
+            Some(index) => *index,
+            // Output of a command whose start was not seen: show it anyway.
+            None => {
+                let index = self.push(Block::Command {
+                    command: String::new(),
+                    output: String::new(),
+                    exit: None,
+                });
+                self.commands.insert(command_id.to_owned(), index);
+                index
+            }
+        };
+        if let Block::Command { output, .. } = self.touch(index) {
+            output.push_str(chunk);
+        }
+    }
+
+    fn command_finished(&mut self, command_id: &str, exit_code: Option<i32>) {
+        if let Some(index) = self.commands.get(command_id).copied()
+            && let Block::Command { exit, .. } = self.touch(index)
+        {
+            *exit = Some(exit_code);
+        }
+    }
+
+    fn tool_started(&mut self, call_id: &str, tool: &str, method: &str, arguments: &Value) {
+        let index = self.push_after_agent(Block::Tool {
+            tool: tool.to_owned(),
+            method: method.to_owned(),
+            arguments: arguments.clone(),
+            outcome: None,
+        });
+        self.tools.insert(call_id.to_owned(), index);
+    }
+
+    /// A turn waiting for its sandbox (`started_at` is `None`), or running since `started_at`.
+    fn turn_running(&mut self, execution_id: Option<Uuid>, started_at: Option<DateTime<Utc>>) {
+        self.running = Some(Running {
+            execution_id,
+            started_at,
+        });
+    }
+
+    fn tool_finished(&mut self, call_id: &str, result: Option<&Value>, error: Option<&str>) {
+        if let Some(index) = self.tools.get(call_id).copied()
+            && let Block::Tool { outcome, .. } = self.touch(index)
+        {
+            *outcome = Some(match error {
+                Some(error) => ToolOutcome::Failed(error.to_owned()),
+                None => ToolOutcome::Returned(result.cloned().unwrap_or(Value::Null)),
+            });
+        }
+    }
+
+    fn approval_requested(&mut self, pending: PendingApproval) {
+        let index = self.push_after_agent(Block::Approval {
+            approval_id: pending.approval_id,
+            kind: pending.kind,
+            summary: pending.summary.clone(),
+            resolved: None,
+        });
+        self.approvals.insert(pending.approval_id, index);
+        self.pending.push(pending);
+    }
+
+    fn approval_resolved(
+        &mut self,
+        approval_id: Uuid,
+        resolution: ApprovalResolution,
+        decided_by: &str,
+    ) {
+        self.pending.retain(|p| p.approval_id != approval_id);
+        if let Some(index) = self.approvals.get(&approval_id).copied()
+            && let Block::Approval { resolved, .. } = self.touch(index)
+        {
+            *resolved = Some((resolution, decided_by.to_owned()));
+        }
+    }
+
+    /// The turn is over: its end is shown, and what it left undecided or unfinished is over
+    /// too.
+    fn turn_ended(&mut self, outcome: TurnOutcome, at: DateTime<Utc>) {
+        let took = self.turn_started_at.take().map(|started| at - started);
+        self.push_after_agent(Block::TurnEnd { outcome, took });
+        self.running = None;
+        // Approvals of an ended turn can no longer be decided.
+        self.pending.clear();
+        // Commands left without an end (the harness died) are over too.
+        let unfinished: Vec<usize> = self
+            .commands
+            .drain()
+            .map(|(_, index)| index)
+            .filter(|index| matches!(self.blocks[*index], Block::Command { exit: None, .. }))
+            .collect();
+        for index in unfinished {
+            if let Block::Command { exit, .. } = self.touch(index) {
+                *exit = Some(None);
             }
         }
     }

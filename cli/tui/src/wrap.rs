@@ -89,8 +89,10 @@ fn finish(chars: Vec<(char, Style)>, first: bool, indent: &Span<'static>) -> Lin
     let mut text = String::new();
     let mut style = None;
     for (c, s) in chars {
-        if style.is_some_and(|current| current != s) {
-            spans.push(Span::styled(std::mem::take(&mut text), style.unwrap()));
+        if let Some(current) = style
+            && current != s
+        {
+            spans.push(Span::styled(std::mem::take(&mut text), current));
         }
         style = Some(s);
         text.push(c);

@@ -1,27 +1,58 @@
 //! What the TUI shows, as snapshots of the screen, driven by recorded event streams. The
 //! state is a function of the events, so each screen is exactly reproducible.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // tests and benchmarks stop at the first surprise
 
 use centaur_protocol::api::{ThreadList, ThreadSummary};
 use centaur_protocol::{Event, Harness, ThreadKey};
 use centaur_test_support::script::{Script, long_thread};
 use centaur_test_support::tui::app_following;
 use centaur_tui::app::{App, AppEvent, Start};
-use centaur_tui::{highlight, view};
+use centaur_tui::{View, highlight};
 use chrono::{DateTime, Utc};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-/// An app showing `events`' thread, connected, with code highlighted.
-fn app_with(events: &[Event]) -> App {
-    highlight::load_now();
-    app_following(events)
+/// The app and the view that draws it, as the TUI's event loop keeps them.
+struct Tui {
+    app: App,
+    view: View,
 }
 
-fn screen(app: &mut App, width: u16, height: u16, now: DateTime<Utc>) -> String {
+impl From<App> for Tui {
+    fn from(app: App) -> Tui {
+        Tui {
+            app,
+            view: View::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for Tui {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
+}
+
+impl std::ops::DerefMut for Tui {
+    fn deref_mut(&mut self) -> &mut App {
+        &mut self.app
+    }
+}
+
+/// An app showing `events`' thread, connected, with code highlighted.
+fn app_with(events: &[Event]) -> Tui {
+    highlight::load_now();
+    Tui::from(app_following(events))
+}
+
+fn screen(tui: &mut Tui, width: u16, height: u16, now: DateTime<Utc>) -> String {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-    terminal.draw(|frame| view::draw(frame, app, now)).unwrap();
+    tui.view.scroll(tui.app.take_scrolls());
+    terminal
+        .draw(|frame| tui.view.draw(frame, &tui.app, now))
+        .unwrap();
     let buffer = terminal.backend().buffer();
     let mut text = String::new();
     for y in 0..buffer.area.height {
@@ -155,7 +186,8 @@ fn the_thread_list_filters() {
         last_activity_at: now - chrono::Duration::minutes(minutes),
         last_event_id: 12,
     };
-    let (mut app, _) = App::new("http://127.0.0.1:8080".into(), &Start::default());
+    let (app, _) = App::new("http://127.0.0.1:8080".into(), &Start::default());
+    let mut app = Tui::from(app);
     app.handle(AppEvent::Threads(Ok(ThreadList {
         threads: vec![
             summary(

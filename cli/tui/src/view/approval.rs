@@ -1,0 +1,87 @@
+//! The approval asked about, in a box over the bottom of the transcript: what it is, its
+//! details, and the keys that decide it.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block as Frame_, Borders, Clear, Padding, Paragraph};
+use serde_json::Value;
+
+use super::DIM;
+use super::blocks::kind_label;
+use crate::app::ThreadView;
+use crate::transcript::PendingApproval;
+use crate::wrap::wrap;
+
+pub fn draw(frame: &mut Frame, thread: &ThreadView, area: Rect, asking: &PendingApproval) {
+    let width = area.width.saturating_sub(2).clamp(10, 90);
+    let lines = body(asking, width.saturating_sub(4) as usize);
+    let waiting = thread
+        .transcript
+        .pending
+        .iter()
+        .filter(|p| !thread.deciding.contains(&p.approval_id))
+        .count();
+    let kind = kind_label(asking.kind);
+    let title = if waiting > 1 {
+        format!(" Approve this {kind}? (1 of {waiting}) ")
+    } else {
+        format!(" Approve this {kind}? ")
+    };
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let rect = Rect::new(
+        area.x + (area.width.saturating_sub(width)) / 2,
+        area.bottom().saturating_sub(height),
+        width.min(area.width),
+        height,
+    );
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Frame_::default()
+                .borders(Borders::ALL)
+                .padding(Padding::horizontal(1))
+                .border_style(Style::new().yellow())
+                .title(Span::styled(title, Style::new().yellow().bold())),
+        ),
+        rect,
+    );
+}
+
+/// The summary, each detail that says something, and the keys.
+fn body(asking: &PendingApproval, width: usize) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    let headline = Line::styled(asking.summary.clone(), Style::new().bold());
+    lines.extend(wrap(&headline, width, &Span::raw("  "), false));
+    if let Value::Object(details) = &asking.details {
+        for (name, value) in details {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                other @ Value::Null
+                | other @ Value::Bool(_)
+                | other @ Value::Number(_)
+                | other @ Value::Array(_)
+                | other @ Value::Object(_) => other.to_string(),
+            };
+            if value.is_empty() {
+                continue;
+            }
+            let line = Line::from(vec![
+                Span::styled(format!("{name}: "), DIM),
+                Span::raw(value),
+            ]);
+            lines.extend(wrap(&line, width, &Span::raw("  "), false));
+        }
+    }
+    lines.push(Line::default());
+    lines.push(Line::from(vec![
+        Span::styled("[y]", Style::new().green().bold()),
+        Span::raw(" approve   "),
+        Span::styled("[a]", Style::new().green().bold()),
+        Span::raw(" approve for the session   "),
+        Span::styled("[n]", Style::new().red().bold()),
+        Span::raw(" deny"),
+    ]));
+    lines
+}

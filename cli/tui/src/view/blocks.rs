@@ -1,0 +1,318 @@
+//! Each kind of transcript block as lines at a width, folded or open.
+
+use centaur_protocol::{ApprovalKind, ApprovalResolution, Role};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use serde_json::Value;
+use unicode_width::UnicodeWidthStr;
+
+use super::text::{duration, truncate};
+use super::{DIM, OUTPUT};
+use crate::markdown;
+use crate::transcript::{Block, ToolOutcome, TurnOutcome};
+use crate::wrap::wrap;
+
+/// Output lines shown for a folded command.
+const FOLDED_OUTPUT: usize = 5;
+
+/// The hanging indent of a block's continuation lines.
+fn indent() -> Span<'static> {
+    Span::raw("  ")
+}
+
+/// One block as lines at `width`.
+pub fn lines(block: &Block, open: bool, width: usize) -> Vec<Line<'static>> {
+    match block {
+        Block::User { role, text } => user(*role, text, width),
+        Block::Agent { text, .. } => markdown::render(text, width),
+        Block::Reasoning { text } => reasoning(text, open, width),
+        Block::Command {
+            command,
+            output,
+            exit,
+        } => self::command(command, output, *exit, open, width),
+        Block::FileChange { path, kind } => vec![Line::from(vec![
+            Span::styled(format!("✎ {kind} "), Style::new().magenta()),
+            Span::raw(path.clone()),
+        ])],
+        Block::Tool {
+            tool,
+            method,
+            arguments,
+            outcome,
+        } => self::tool(
+            &format!("{tool}.{method}"),
+            arguments,
+            outcome.as_ref(),
+            open,
+            width,
+        ),
+        Block::Approval {
+            kind,
+            summary,
+            resolved,
+            ..
+        } => approval(*kind, summary, resolved.as_ref(), width),
+        Block::EgressDenied { host, reason } => wrap(
+            &Line::from(vec![
+                Span::styled("⊘ ", Style::new().red().bold()),
+                Span::styled(
+                    format!("egress to {host} denied: {reason}"),
+                    Style::new().red(),
+                ),
+            ]),
+            width,
+            &indent(),
+            false,
+        ),
+        Block::TurnEnd { outcome, took } => turn_end(outcome, *took, width),
+        Block::Note { text } => wrap(
+            &Line::styled(text.clone(), DIM),
+            width,
+            &Span::raw(""),
+            false,
+        ),
+    }
+}
+
+/// A person's message: `›` (or the role), then its lines in bold.
+fn user(role: Role, text: &str, width: usize) -> Vec<Line<'static>> {
+    let label = match role {
+        Role::User => "› ".to_owned(),
+        other @ Role::Assistant | other @ Role::System => format!("{} › ", other.as_str()),
+    };
+    let mut lines = Vec::new();
+    for (i, row) in text.split('\n').enumerate() {
+        let marker = if i == 0 {
+            Span::styled(label.clone(), Style::new().cyan().bold())
+        } else {
+            Span::raw(" ".repeat(label.width()))
+        };
+        let line = Line::from(vec![
+            marker,
+            Span::styled(row.to_owned(), Style::new().bold()),
+        ]);
+        lines.extend(wrap(&line, width, &indent(), false));
+    }
+    lines
+}
+
+/// The agent's reasoning: its first line when folded, all of it open.
+fn reasoning(text: &str, open: bool, width: usize) -> Vec<Line<'static>> {
+    let style = DIM.add_modifier(Modifier::ITALIC);
+    if !open {
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let line = Line::from(vec![
+            Span::styled("▸ thinking · ", style),
+            Span::styled(first.to_owned(), style),
+        ]);
+        return vec![truncate(&line, width)];
+    }
+    let mut lines = vec![Line::styled("▾ thinking", style)];
+    for row in text.lines() {
+        let line = Line::styled(format!("  {row}"), style);
+        lines.extend(wrap(&line, width, &indent(), false));
+    }
+    lines
+}
+
+/// A command with how it ended, and its output: the last lines when folded.
+fn command(
+    command: &str,
+    output: &str,
+    exit: Option<Option<i32>>,
+    open: bool,
+    width: usize,
+) -> Vec<Line<'static>> {
+    let status = match exit {
+        None => Span::styled(" …", Style::new().yellow()),
+        Some(Some(0)) => Span::styled(" ✓", Style::new().green()),
+        Some(Some(code)) => Span::styled(format!(" ✗ exit {code}"), Style::new().red()),
+        Some(None) => Span::styled(" ✗ ended without a status", Style::new().red()),
+    };
+    let header = Line::from(vec![
+        Span::styled("$ ", DIM),
+        Span::styled(command.to_owned(), Style::new().bold()),
+        status,
+    ]);
+    let mut lines = wrap(&header, width, &indent(), false);
+    let rows = output_lines(output);
+    let shown = if open || rows.len() <= FOLDED_OUTPUT {
+        &rows[..]
+    } else {
+        let hidden = rows.len() - FOLDED_OUTPUT;
+        lines.push(Line::styled(
+            format!("  … {hidden} more lines (Tab to pick, Enter or Ctrl-O to show)"),
+            DIM,
+        ));
+        &rows[hidden..]
+    };
+    for row in shown {
+        let line = Line::styled(format!("  {row}"), OUTPUT);
+        lines.extend(wrap(&line, width, &indent(), true));
+    }
+    lines
+}
+
+/// A tool call `name` with its arguments and how it ended; open, its result or error too.
+fn tool(
+    name: &str,
+    arguments: &Value,
+    outcome: Option<&ToolOutcome>,
+    open: bool,
+    width: usize,
+) -> Vec<Line<'static>> {
+    let status = match outcome {
+        None => Span::styled(" …", Style::new().yellow()),
+        Some(ToolOutcome::Returned(_)) => Span::styled(" ✓", Style::new().green()),
+        Some(ToolOutcome::Failed(_)) => Span::styled(" ✗", Style::new().red()),
+    };
+    let header = Line::from(vec![
+        Span::styled("⚙ ", Style::new().blue()),
+        Span::styled(name.to_owned(), Style::new().bold()),
+        Span::styled(format!(" {}", compact(arguments)), DIM),
+        status,
+    ]);
+    if !open {
+        let mut lines = vec![truncate(&header, width)];
+        if let Some(ToolOutcome::Failed(error)) = outcome {
+            lines.extend(wrap(
+                &Line::styled(format!("  {error}"), Style::new().red()),
+                width,
+                &indent(),
+                false,
+            ));
+        }
+        return lines;
+    }
+    let mut lines = wrap(&header, width, &indent(), false);
+    let body = match outcome {
+        Some(ToolOutcome::Returned(result)) => {
+            serde_json::to_string_pretty(result).unwrap_or_default()
+        }
+        Some(ToolOutcome::Failed(error)) => error.clone(),
+        None => String::new(),
+    };
+    for row in body.lines() {
+        lines.extend(wrap(
+            &Line::styled(format!("  {row}"), OUTPUT),
+            width,
+            &indent(),
+            true,
+        ));
+    }
+    lines
+}
+
+/// An approval request: waiting, or how it was resolved and by whom.
+fn approval(
+    kind: ApprovalKind,
+    summary: &str,
+    resolved: Option<&(ApprovalResolution, String)>,
+    width: usize,
+) -> Vec<Line<'static>> {
+    let what = kind_label(kind);
+    let line = match resolved {
+        None => Line::from(vec![
+            Span::styled("? ", Style::new().yellow().bold()),
+            Span::styled(format!("{what} approval: {summary}"), Style::new().yellow()),
+            Span::styled(" — waiting", DIM),
+        ]),
+        Some((resolution, by)) => {
+            let (mark, style, said) = match resolution {
+                ApprovalResolution::Approve => ("✓ ", Style::new().green(), "approved"),
+                ApprovalResolution::ApproveForSession => {
+                    ("✓ ", Style::new().green(), "approved for the session")
+                }
+                ApprovalResolution::Deny => ("✗ ", Style::new().red(), "denied"),
+                ApprovalResolution::Cancelled => ("· ", DIM, "cancelled"),
+            };
+            Line::from(vec![
+                Span::styled(mark, style),
+                Span::raw(format!("{what} approval: {summary}")),
+                Span::styled(format!(" — {said} by {by}"), DIM),
+            ])
+        }
+    };
+    wrap(&line, width, &indent(), false)
+}
+
+fn turn_end(
+    outcome: &TurnOutcome,
+    took: Option<chrono::Duration>,
+    width: usize,
+) -> Vec<Line<'static>> {
+    let took = took
+        .map(|d| format!(" in {}", duration(d.num_milliseconds().max(0) as u64)))
+        .unwrap_or_default();
+    let line = match outcome {
+        TurnOutcome::Completed => Line::styled(format!("✓ done{took}"), DIM),
+        TurnOutcome::Failed(error) => Line::from(vec![
+            Span::styled("✗ turn failed: ", Style::new().red().bold()),
+            Span::styled(error.clone(), Style::new().red()),
+        ]),
+        TurnOutcome::Cancelled(reason) => Line::from(vec![
+            Span::styled("⏹ turn cancelled: ", Style::new().yellow().bold()),
+            Span::raw(reason.clone()),
+        ]),
+    };
+    wrap(&line, width, &indent(), false)
+}
+
+pub fn kind_label(kind: ApprovalKind) -> &'static str {
+    match kind {
+        ApprovalKind::Command => "command",
+        ApprovalKind::FileChange => "file change",
+        ApprovalKind::Tool => "tool",
+    }
+}
+
+/// Command output as display lines: escape sequences removed, carriage returns resolved the
+/// way a terminal would (the text after the last one wins), tabs expanded.
+fn output_lines(output: &str) -> Vec<String> {
+    let trimmed = output.strip_suffix('\n').unwrap_or(output);
+    if trimmed.is_empty() {
+        return Vec::new();
+    }
+    trimmed
+        .split('\n')
+        .map(|line| {
+            let line = line.trim_end_matches('\r');
+            let line = line.rsplit('\r').next().unwrap_or(line);
+            let mut out = String::with_capacity(line.len());
+            let mut chars = line.chars().peekable();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\x1b' => {
+                        // CSI: ESC [ params final; other escapes: ESC and one character.
+                        if chars.next_if_eq(&'[').is_some() {
+                            for c in chars.by_ref() {
+                                if ('@'..='~').contains(&c) {
+                                    break;
+                                }
+                            }
+                        } else {
+                            chars.next();
+                        }
+                    }
+                    '\t' => out.push_str("    "),
+                    c if c.is_control() => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// A tool's arguments on one line.
+fn compact(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other @ Value::Bool(_)
+        | other @ Value::Number(_)
+        | other @ Value::Array(_)
+        | other @ Value::Object(_) => other.to_string(),
+    }
+}

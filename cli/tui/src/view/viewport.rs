@@ -1,0 +1,229 @@
+//! The transcript's viewport: how far it is scrolled up from the end (0 follows new output),
+//! and each block's lines at the current width, laid out again only when the block or its fold
+//! changes, so a frame with a long transcript costs the lines on screen, not the whole thread.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use unicode_width::UnicodeWidthStr;
+
+use super::DIM;
+use super::blocks;
+use crate::app::{Focus, Link, Scroll, Scrolls, ThreadView};
+use crate::highlight;
+use crate::wrap::wrap;
+
+#[derive(Default)]
+pub struct Viewport {
+    /// The [`ThreadView::serial`] this viewport shows; another thread starts afresh.
+    thread: Option<u64>,
+    /// Lines scrolled up from the end; 0 follows new output.
+    scroll: usize,
+    entries: Vec<Option<Entry>>,
+    width: u16,
+    highlighted: bool,
+    /// Rows the transcript had in the last frame (a page).
+    height: usize,
+    /// A block to scroll into view at the next frame.
+    reveal: Option<usize>,
+    /// How many blocks the last frame knew.
+    known: usize,
+}
+
+/// One block's lines (with the blank line above it) as last laid out.
+struct Entry {
+    version: u64,
+    open: bool,
+    lines: Vec<Line<'static>>,
+}
+
+impl Viewport {
+    /// Lines scrolled up from the end.
+    pub fn scrolled(&self) -> usize {
+        self.scroll
+    }
+
+    /// Forgets everything about a thread other than `serial`.
+    fn show(&mut self, serial: u64) {
+        if self.thread != Some(serial) {
+            *self = Viewport {
+                thread: Some(serial),
+                ..Viewport::default()
+            };
+        }
+    }
+
+    pub fn apply(&mut self, scrolls: Scrolls) {
+        self.show(scrolls.thread);
+        let page = self.height.max(2) - 1;
+        for scroll in scrolls.moves {
+            match scroll {
+                Scroll::Up(lines) => self.scroll += lines,
+                Scroll::Down(lines) => self.scroll = self.scroll.saturating_sub(lines),
+                Scroll::PageUp => self.scroll += page,
+                Scroll::PageDown => self.scroll = self.scroll.saturating_sub(page),
+                Scroll::Bottom => self.scroll = 0,
+                Scroll::Reveal(block) => self.reveal = block,
+            }
+        }
+    }
+
+    /// Draws the visible part of `thread`'s transcript in `area`.
+    pub fn draw(&mut self, frame: &mut Frame, thread: &ThreadView, area: Rect) {
+        self.show(thread.serial);
+        let relaid = self.fit(area);
+        let walked = self.lay_out(thread, relaid);
+        if thread.transcript.blocks().is_empty() {
+            let lines = wrap(
+                &Line::from(empty_hint(thread)).style(DIM),
+                self.width as usize,
+                &Span::raw(""),
+                false,
+            );
+            frame.render_widget(Paragraph::new(lines), area);
+            return;
+        }
+        frame.render_widget(Paragraph::new(self.visible(thread, &walked)), area);
+        if self.scroll > 0 && area.height > 0 {
+            let note = format!(" ↓ {} more lines (PageDown) ", self.scroll);
+            let w = note.width() as u16;
+            let at = Rect::new(
+                area.right().saturating_sub(w),
+                area.bottom() - 1,
+                w.min(area.width),
+                1,
+            );
+            frame.render_widget(Paragraph::new(note).black().on_yellow(), at);
+        }
+    }
+
+    /// Takes the size of `area` (and whether code is highlighted yet); whether every block must
+    /// be laid out again.
+    fn fit(&mut self, area: Rect) -> bool {
+        let width = area.width.max(1);
+        let highlighted = highlight::is_ready();
+        let relaid = self.width != width || self.highlighted != highlighted;
+        if relaid {
+            self.entries.clear();
+            self.width = width;
+            self.highlighted = highlighted;
+        }
+        self.height = area.height as usize;
+        relaid
+    }
+
+    /// Lays out the blocks the frame needs and settles the scroll; the blocks walked, each with
+    /// the position of its bottom line.
+    ///
+    /// Positions count lines up from the bottom. The walk goes up from the last block, laying
+    /// out what changed, until the view (and a block to reveal) is covered; blocks above stay
+    /// as they are, so a frame costs what is on screen, however long the thread.
+    fn lay_out(&mut self, thread: &ThreadView, relaid: bool) -> Vec<(usize, usize)> {
+        let blocks = thread.transcript.blocks();
+        let height = self.height;
+        let width = self.width as usize;
+        self.entries.resize_with(blocks.len(), || None);
+        let anchored = self.scroll > 0 && !relaid;
+        let view_top = height + self.scroll;
+        let known = std::mem::replace(&mut self.known, blocks.len());
+        let mut reveal = self.reveal.take().filter(|r| *r < blocks.len());
+        let mut walked = Vec::new();
+        let mut below = 0;
+        let mut index = blocks.len();
+        while index > 0 && (below < height + self.scroll || reveal.is_some_and(|r| r < index)) {
+            index -= 1;
+            let version = thread.transcript.version(index);
+            let open = thread.is_open(index);
+            let entry = &mut self.entries[index];
+            let fresh = matches!(entry, Some(e) if e.version == version && e.open == open);
+            if !fresh {
+                // What it was drawn as before; a block never drawn (above the view until now)
+                // did not move anything.
+                let before = match entry {
+                    Some(e) => Some(e.lines.len()),
+                    None if index >= known => Some(0),
+                    None => None,
+                };
+                let mut lines = if index == 0 {
+                    Vec::new()
+                } else {
+                    vec![Line::default()]
+                };
+                lines.extend(blocks::lines(&blocks[index], open, width));
+                // New lines below the view while scrolled up keep the view where it was.
+                if let Some(before) = before
+                    && anchored
+                    && below < view_top
+                    && lines.len() > before
+                {
+                    self.scroll += lines.len() - before;
+                }
+                *entry = Some(Entry {
+                    version,
+                    open,
+                    lines,
+                });
+            }
+            let len = entry.as_ref().map_or(0, |e| e.lines.len());
+            walked.push((index, below));
+            if reveal == Some(index) {
+                let top = below + len;
+                if top > self.scroll + height {
+                    self.scroll = top.saturating_sub(height);
+                } else if below < self.scroll {
+                    self.scroll = below;
+                }
+                reveal = None;
+            }
+            below += len;
+        }
+        if index == 0 {
+            self.scroll = self.scroll.min(below.saturating_sub(height));
+        }
+        walked
+    }
+
+    /// The lines on screen, top to bottom; the selected block's first line is marked.
+    fn visible(&self, thread: &ThreadView, walked: &[(usize, usize)]) -> Vec<Line<'static>> {
+        let mut visible = Vec::with_capacity(self.height);
+        let view = self.scroll..self.scroll + self.height;
+        for &(index, bottom) in walked.iter().rev() {
+            let Some(entry) = &self.entries[index] else {
+                continue;
+            };
+            let top = bottom + entry.lines.len();
+            for (i, line) in entry.lines.iter().enumerate() {
+                if !view.contains(&(top - 1 - i)) {
+                    continue;
+                }
+                let first = i == usize::from(index > 0);
+                if first && thread.selected == Some(index) && thread.focus == Focus::Transcript {
+                    visible.push(line.clone().patch_style(Style::new().bg(Color::DarkGray)));
+                } else {
+                    visible.push(line.clone());
+                }
+            }
+        }
+        visible
+    }
+}
+
+/// What an empty transcript says instead.
+fn empty_hint(thread: &ThreadView) -> String {
+    match &thread.link {
+        Link::New => {
+            let harness = thread
+                .harness
+                .map_or("the server's default harness", |h| h.as_str());
+            format!(
+                "A new thread ({}) with {harness}. Type a message below and press Enter.",
+                thread.key
+            )
+        }
+        Link::Connecting => format!("Opening {}…", thread.key),
+        Link::Failed(error) => format!("Cannot follow {}: {error}", thread.key),
+        Link::Live | Link::Reconnecting => format!("{} has no events yet.", thread.key),
+    }
+}
