@@ -1,24 +1,24 @@
 //! `centaur-proxy`: the only way out of a sandbox, holding the credentials sandboxes never see.
+//! Policies and host patterns are wire types in `centaur_protocol::egress`; the OS keyring is
+//! `centaur_keyring`.
 //!
-//! - [`policy`]: default deny, allowed and denied host patterns ([`host`]), which hosts are
-//!   intercepted.
-//! - [`address`]: resolve once, refuse private, loopback and metadata addresses, dial what was
-//!   checked.
-//! - [`credentials`]: per-sandbox placeholders, the swap on bound hosts and headers only, leak
-//!   detection everywhere else, and scrubbing of echoed secrets.
-//! - [`secrets`]: where real values come from ([`keyring`] among them).
-//! - [`registry`]: the sandboxes served, each policy replaced atomically, versioned.
-//! - [`control`]: the API through which the server pushes sandboxes and policies.
-//! - [`server`]: listeners (a Unix socket per sandbox, TCP with a proxy credential) and the
-//!   request path.
-//! - [`limits`]: caps per sandbox and for the whole proxy (connections, buffered bytes,
-//!   tunnels, requests in flight).
-//! - [`websocket`]: frames after a WebSocket upgrade, scrubbed on their way to the sandbox.
-//! - [`audit`]: one record per request, never a secret value.
+//! - [`address`]: resolve once, refuse private, loopback and metadata addresses, dial what passed.
+//! - [`audit`]: one record per request, never a secret value, and the sinks records go to.
+//! - [`control`]: the API through which the server pushes sandboxes and their policies.
+//! - [`credentials`]: placeholders, the swap on bound hosts and headers, leaks, scrubbing echoes.
 //! - [`forward`]: the sandbox side: loopback to the proxy socket, and the sandbox environment.
+//! - [`http`]: the proxy's own outgoing requests (audit upload, 1Password Connect).
+//! - [`limits`]: caps per sandbox and for the whole proxy (connections, bytes, tunnels, requests).
+//! - [`pool`]: upstream connections kept alive between requests.
+//! - [`registry`]: the sandboxes served, each policy replaced atomically, versioned.
+//! - [`secrets`]: where real values come from (environment, files, 1Password, the OS keyring).
+//! - [`server`]: the listeners and each request's way upstream and back.
+//! - [`service`]: a whole proxy put together from its settings (a file, or `centaur dev`).
+//! - [`tls`]: interception: the CA, leaves minted per host, the verifying upstream client.
+//! - [`websocket`]: frames after a WebSocket upgrade, scrubbed on their way to the sandbox.
 //!
-//! The server embeds this library; the binary runs it standalone.
-#![cfg_attr(test, allow(clippy::unwrap_used))] // tests stop at the first surprise
+//! `centaur dev` embeds this library; the `centaur-proxy` binary runs it standalone.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm))] // tests stop at the first surprise
 
 pub mod address;
 pub mod audit;

@@ -242,7 +242,7 @@ impl Caps {
     }
 
     /// Whether a refused connection of `sandbox_id` should be audited now (see
-    /// [`RefusalLog`]), and how many went unaudited before it.
+    /// `RefusalLog`), and how many went unaudited before it.
     pub fn audit_refusal(&self, sandbox_id: &str) -> Option<u64> {
         self.refusals.admit(sandbox_id, Instant::now())
     }

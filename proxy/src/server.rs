@@ -12,8 +12,8 @@
 //! sandbox and for the whole proxy ([`crate::limits`]).
 //!
 //! Here: listeners, authentication, policy and address checks, tunnels and interception.
-//! [`exchange`]: one request's way upstream and back, stage by stage. [`relay`]: upgraded
-//! connections and response bodies on their way to the sandbox. [`refusal`]: what a refused
+//! `exchange`: one request's way upstream and back, stage by stage. `relay`: upgraded
+//! connections and response bodies on their way to the sandbox. `refusal`: what a refused
 //! request or connection is answered with.
 
 mod exchange;
@@ -34,10 +34,12 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::address::resolve;
@@ -359,11 +361,22 @@ impl Proxy {
         if intercept {
             return self.intercept(ctx, addr, slot, request);
         }
+        self.tunnel(ctx, addr, slot, request).await
+    }
+
+    /// A blind tunnel: dials the host, answers the CONNECT, and relays bytes both ways until
+    /// either side closes or goes idle; audited then.
+    async fn tunnel(
+        self: Arc<Self>,
+        ctx: Ctx,
+        addr: SocketAddr,
+        slot: Slot,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let upstream = match self.dial(addr).await {
             Ok(upstream) => upstream,
             Err(error) => return self.fail(&ctx, &error.to_string()),
         };
-        let proxy = self.clone();
         let idle = self.limits.idle_timeout;
         tokio::spawn(async move {
             let _slot = slot;
@@ -374,7 +387,7 @@ impl Proxy {
                     (0, 0)
                 }
             };
-            proxy.record(
+            self.record(
                 &ctx,
                 Some(200),
                 up,
@@ -451,66 +464,69 @@ impl Proxy {
                 );
             }
         };
-        let proxy = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let upgraded = match hyper::upgrade::on(request).await {
                 Ok(upgraded) => upgraded,
                 Err(error) => return tracing::debug!(%error, "CONNECT upgrade failed"),
             };
-            let handshake =
-                tokio_rustls::TlsAcceptor::from(server_config).accept(TokioIo::new(upgraded));
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    let reason = format!(
-                        "the sandbox's TLS handshake failed ({error}); does it trust the Centaur CA?"
-                    );
-                    return proxy.record(
-                        &ctx,
-                        None,
-                        0,
-                        0,
-                        Decision::Denied,
-                        Some(reason),
-                        Vec::new(),
-                    );
-                }
-                Err(_) => {
-                    return proxy.record(
-                        &ctx,
-                        None,
-                        0,
-                        0,
-                        Decision::Denied,
-                        Some("TLS handshake timed out".into()),
-                        Vec::new(),
-                    );
-                }
-            };
-            let base = Arc::new(ctx);
-            let service = service_fn(move |request| {
-                let (proxy, base) = (proxy.clone(), base.clone());
-                async move { Ok::<_, Infallible>(proxy.intercepted(&base, addr, request).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(32)
-                .keep_alive_interval(Duration::from_secs(60));
-            let served = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await;
-            if let Err(error) = served {
-                tracing::debug!(%error, "intercepted connection ended with an error");
+            if let Some(tls) = self.accept_tls(&ctx, server_config, upgraded).await {
+                self.serve_intercepted(ctx, addr, tls).await;
             }
         });
         Response::new(empty())
+    }
+
+    /// The sandbox's side of an intercepted tunnel: TLS with the leaf minted for its host. A
+    /// failed handshake is audited as a denial (the sandbox may not trust the Centaur CA).
+    async fn accept_tls(
+        &self,
+        ctx: &Ctx,
+        server_config: Arc<rustls::ServerConfig>,
+        upgraded: Upgraded,
+    ) -> Option<TlsStream<TokioIo<Upgraded>>> {
+        let handshake =
+            tokio_rustls::TlsAcceptor::from(server_config).accept(TokioIo::new(upgraded));
+        let reason = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(tls)) => return Some(tls),
+            Ok(Err(error)) => format!(
+                "the sandbox's TLS handshake failed ({error}); does it trust the Centaur CA?"
+            ),
+            Err(_) => "TLS handshake timed out".into(),
+        };
+        self.record(ctx, None, 0, 0, Decision::Denied, Some(reason), Vec::new());
+        None
+    }
+
+    /// Serves the sandbox's HTTP/1.1 or HTTP/2 requests inside an intercepted tunnel to `addr`,
+    /// each through [`Proxy::intercepted`], until the sandbox closes it.
+    async fn serve_intercepted(
+        self: Arc<Self>,
+        ctx: Ctx,
+        addr: SocketAddr,
+        tls: TlsStream<TokioIo<Upgraded>>,
+    ) {
+        let base = Arc::new(ctx);
+        let service = service_fn(move |request| {
+            let (proxy, base) = (self.clone(), base.clone());
+            async move { Ok::<_, Infallible>(proxy.intercepted(&base, addr, request).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(32)
+            .keep_alive_interval(Duration::from_secs(60));
+        let served = builder
+            .serve_connection_with_upgrades(TokioIo::new(tls), service)
+            .await;
+        if let Err(error) = served {
+            tracing::debug!(%error, "intercepted connection ended with an error");
+        }
     }
 
     /// One request inside an intercepted tunnel. It may only talk to the tunnel's host: a
