@@ -7,7 +7,7 @@
 //! - idle memory, and memory over a soak (`BENCH_SOAK_SECS`, e.g. 600).
 //!
 //! Run with `cargo bench -p centaur-proxy --bench proxy` (or `just bench-proxy`).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks stop at the first surprise
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // tests and benchmarks stop at the first surprise
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -42,30 +42,10 @@ async fn run() {
     std::fs::create_dir_all(&dir).unwrap();
     let (upstream, upstream_ca) = upstream().await;
     let (ca_cert, ca_key) = generate_ca().unwrap();
-    std::fs::write(dir.join("ca.pem"), &ca_cert).unwrap();
-    std::fs::write(dir.join("ca-key.pem"), &ca_key).unwrap();
-    std::fs::write(dir.join("upstream-ca.pem"), &upstream_ca).unwrap();
-    std::fs::write(dir.join("openai"), "sk-real-bench-0123456789").unwrap();
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = json!({
-        "listen": listen,
-        "key_file": dir.join("key"),
-        "ca_cert": dir.join("ca.pem"),
-        "ca_key": dir.join("ca-key.pem"),
-        "extra_roots": [dir.join("upstream-ca.pem")],
-        "secrets": {"OPENAI_API_KEY": {"source": "file", "path": dir.join("openai")}},
-        "sandboxes": [{
-            "sandbox_id": "bench", "proxy_credential": "bench-credential",
-            "policy": {
-                "allow": [format!("127.0.0.1:{}", upstream.port())], "allow_private": ["127.0.0.1"],
-                "secrets": [{"name": "OPENAI_API_KEY", "hosts": [format!("127.0.0.1:{}", upstream.port())],
-                             "headers": ["authorization"], "format": "Bearer {value}"}],
-            },
-        }],
-    });
-    std::fs::write(dir.join("proxy.json"), config.to_string()).unwrap();
+    write_config(&dir, listen, upstream, (&ca_cert, &ca_key), &upstream_ca);
     let mut proxy = ProxyProcess::start(&dir, listen);
-    let placeholder = proxy.placeholder.clone();
+    let auth_proxied = format!("Bearer {}", proxy.placeholder);
     println!("centaur-proxy benchmarks (proxy pinned to core 0, clients and upstream to core 1)\n");
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!(
@@ -73,39 +53,7 @@ async fn run() {
         rss_mib(proxy.pid())
     );
 
-    // Latency: one keep-alive connection each way, sequential requests.
-    let mut direct = direct_connection(upstream, &upstream_ca).await;
-    let mut proxied = proxied_connection(listen, upstream, &ca_cert).await;
-    let auth_direct = "Bearer sk-real-bench-0123456789".to_owned();
-    let auth_proxied = format!("Bearer {placeholder}");
-    for _ in 0..500 {
-        request(&mut direct, upstream, &auth_direct).await;
-        request(&mut proxied, upstream, &auth_proxied).await;
-    }
-    let (mut d, mut p) = (Vec::with_capacity(REQUESTS), Vec::with_capacity(REQUESTS));
-    for _ in 0..REQUESTS {
-        let t = Instant::now();
-        request(&mut direct, upstream, &auth_direct).await;
-        d.push(t.elapsed());
-        let t = Instant::now();
-        request(&mut proxied, upstream, &auth_proxied).await;
-        p.push(t.elapsed());
-    }
-    d.sort();
-    p.sort();
-    let pct = |v: &[Duration], q: f64| {
-        v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1000.0
-    };
-    println!(
-        "HTTPS keep-alive, {REQUESTS} sequential requests: direct p50 {:.3} ms p99 {:.3} ms | \
-         proxied (interception + swap) p50 {:.3} ms p99 {:.3} ms | added p50 {:.3} ms, p99 {:.3} ms",
-        pct(&d, 0.5),
-        pct(&d, 0.99),
-        pct(&p, 0.5),
-        pct(&p, 0.99),
-        pct(&p, 0.5) - pct(&d, 0.5),
-        pct(&p, 0.99) - pct(&d, 0.99)
-    );
+    latency(listen, upstream, &upstream_ca, &ca_cert, &auth_proxied).await;
 
     // Throughput: many keep-alive connections at once for ten seconds.
     let rate = throughput(
@@ -126,6 +74,93 @@ async fn run() {
         rss_mib(proxy.pid())
     );
 
+    soak(listen, upstream, &ca_cert, &auth_proxied, proxy.pid()).await;
+    proxy.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The proxy's configuration in `dir`: the interception CA (`ca`: certificate, key), the
+/// upstream's CA, and one sandbox whose credential is bound to the upstream.
+fn write_config(
+    dir: &std::path::Path,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    (ca_cert, ca_key): (&str, &str),
+    upstream_ca: &str,
+) {
+    std::fs::write(dir.join("ca.pem"), ca_cert).unwrap();
+    std::fs::write(dir.join("ca-key.pem"), ca_key).unwrap();
+    std::fs::write(dir.join("upstream-ca.pem"), upstream_ca).unwrap();
+    std::fs::write(dir.join("openai"), "sk-real-bench-0123456789").unwrap();
+    let config = json!({
+        "listen": listen,
+        "key_file": dir.join("key"),
+        "ca_cert": dir.join("ca.pem"),
+        "ca_key": dir.join("ca-key.pem"),
+        "extra_roots": [dir.join("upstream-ca.pem")],
+        "secrets": {"OPENAI_API_KEY": {"source": "file", "path": dir.join("openai")}},
+        "sandboxes": [{
+            "sandbox_id": "bench", "proxy_credential": "bench-credential",
+            "policy": {
+                "allow": [format!("127.0.0.1:{}", upstream.port())], "allow_private": ["127.0.0.1"],
+                "secrets": [{"name": "OPENAI_API_KEY", "hosts": [format!("127.0.0.1:{}", upstream.port())],
+                             "headers": ["authorization"], "format": "Bearer {value}"}],
+            },
+        }],
+    });
+    std::fs::write(dir.join("proxy.json"), config.to_string()).unwrap();
+}
+
+/// Latency: one keep-alive connection each way, sequential requests, direct and proxied in
+/// turn.
+async fn latency(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    upstream_ca: &str,
+    ca_cert: &str,
+    auth_proxied: &str,
+) {
+    let mut direct = direct_connection(upstream, upstream_ca).await;
+    let mut proxied = proxied_connection(listen, upstream, ca_cert).await;
+    let auth_direct = "Bearer sk-real-bench-0123456789".to_owned();
+    for _ in 0..500 {
+        request(&mut direct, upstream, &auth_direct).await;
+        request(&mut proxied, upstream, auth_proxied).await;
+    }
+    let (mut d, mut p) = (Vec::with_capacity(REQUESTS), Vec::with_capacity(REQUESTS));
+    for _ in 0..REQUESTS {
+        let t = Instant::now();
+        request(&mut direct, upstream, &auth_direct).await;
+        d.push(t.elapsed());
+        let t = Instant::now();
+        request(&mut proxied, upstream, auth_proxied).await;
+        p.push(t.elapsed());
+    }
+    d.sort();
+    p.sort();
+    let pct = |v: &[Duration], q: f64| {
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1000.0
+    };
+    println!(
+        "HTTPS keep-alive, {REQUESTS} sequential requests: direct p50 {:.3} ms p99 {:.3} ms | \
+         proxied (interception + swap) p50 {:.3} ms p99 {:.3} ms | added p50 {:.3} ms, p99 {:.3} ms",
+        pct(&d, 0.5),
+        pct(&d, 0.99),
+        pct(&p, 0.5),
+        pct(&p, 0.99),
+        pct(&p, 0.5) - pct(&d, 0.5),
+        pct(&p, 0.99) - pct(&d, 0.99)
+    );
+}
+
+/// With `BENCH_SOAK_SECS`, steady load for that long and the proxy's RSS every 30 s.
+async fn soak(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    ca_cert: &str,
+    auth_proxied: &str,
+    pid: u32,
+) {
     let soak: u64 = std::env::var("BENCH_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -138,13 +173,13 @@ async fn run() {
             let rate = throughput(
                 listen,
                 upstream,
-                &ca_cert,
-                &auth_proxied,
+                ca_cert,
+                auth_proxied,
                 16,
                 Duration::from_secs(30),
             )
             .await;
-            let rss = rss_mib(proxy.pid());
+            let rss = rss_mib(pid);
             samples.push(rss);
             println!(
                 "  t={:>4} s  {rate:>6.0} req/s  RSS {rss:.1} MiB",
@@ -155,8 +190,6 @@ async fn run() {
         let max = samples.iter().cloned().fold(0.0, f64::max);
         println!("soak: RSS first {first:.1} MiB, last {last:.1} MiB, max {max:.1} MiB");
     }
-    proxy.stop();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 async fn request(sender: &mut Sender, upstream: SocketAddr, auth: &str) {
