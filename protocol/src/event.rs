@@ -180,6 +180,8 @@ pub enum EventBody {
         sandbox_id: Uuid,
         ready_source: ReadySource,
     },
+    /// `reason` is text: `released` when a person released it; otherwise what the reaper
+    /// measured (idle or lifetime limits, a cap the sandbox hit, a dead replica).
     #[serde(rename = "sandbox.released")]
     SandboxReleased { sandbox_id: Uuid, reason: String },
     #[serde(rename = "execution.queued")]
@@ -245,6 +247,7 @@ pub enum EventBody {
     ExecutionCompleted { result_text: String },
     #[serde(rename = "execution.failed")]
     ExecutionFailed { error: String },
+    /// `reason` is text: an interrupt carries the caller's own.
     #[serde(rename = "execution.cancelled")]
     ExecutionCancelled { reason: String },
 }
@@ -411,7 +414,11 @@ mod tests {
             assert_eq!(serde_json::to_value(source).unwrap(), source.as_str());
             assert_eq!(source.as_str().parse::<ReadySource>(), Ok(source));
         }
-        for kind in [ApprovalKind::Command, ApprovalKind::FileChange, ApprovalKind::Tool] {
+        for kind in [
+            ApprovalKind::Command,
+            ApprovalKind::FileChange,
+            ApprovalKind::Tool,
+        ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
         let unknown = "maybe".parse::<ApprovalResolution>().unwrap_err();

@@ -55,6 +55,10 @@ impl ProxyClient {
         {
             return Err(bad());
         }
+        // The control API is plain HTTP, but reqwest builds its TLS setup anyway, and where the
+        // build unifies it with rustls without a provider (the CLI crates ask for that), it needs
+        // one installed: ring, which the database driver's TLS already brings.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(CLIENT_TIMEOUT)
             .no_proxy()

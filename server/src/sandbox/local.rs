@@ -1097,9 +1097,8 @@ impl SandboxBackend for LocalBackend {
         let workspace = self.prepare_folders(spec, &dir)?;
         let user = self.options.host_users.for_workspace(&workspace)?;
         let cgroup = self.cgroup(id)?;
-        let child = self.spawn_bwrap(spec, &dir, &workspace, cgroup.as_deref(), user)?;
+        let mut child = self.spawn_bwrap(spec, &dir, &workspace, cgroup.as_deref(), user)?;
         let pid = child.id().unwrap_or_default();
-        let mut child = child;
         if let Err(error) = std::fs::write(dir.join("pid"), pid.to_string()) {
             // Untracked, it could not be adopted or reaped later: end it now.
             self.kill(pid);
