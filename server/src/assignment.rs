@@ -4,16 +4,16 @@
 //! sandbox, or assigns a new one in these stages:
 //!
 //! 1. **claim or start**: a ready sandbox from the warm pool when the thread never had one
-//!    ([`claim_warm`]), else a new one ([`start_cold`]);
+//!    (`claim_warm`), else a new one (`start_cold`);
 //! 2. **attach egress**: the thread's egress policy is recorded and pushed to the proxy
 //!    ([`egress::policy::attach`]) before the runner gets the thread;
 //! 3. **hand over**: the backend hands the warm sandbox its thread
 //!    ([`SandboxBackend::attach`](crate::sandbox::SandboxBackend::attach)), or creates the cold
 //!    one with it and waits until it is [ready](crate::sandbox::SandboxBackend::ready);
 //! 4. **record**: the sandbox row, the spawn id and `sandbox.assigned`, in one transaction
-//!    ([`record`]);
+//!    (`record`);
 //! 5. **discard** on any failure after 2: the sandbox is stopped and leaves the proxy
-//!    ([`discard`]).
+//!    (`discard`).
 //!
 //! [`release`] gives a thread's sandbox back (stopped, detached from the proxy); the warm pool
 //! starts its sandboxes through [`start_warm`] and the reaper stops unowned ones through
