@@ -6,14 +6,48 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use centaur_protocol::{Decision, Event, EventBody, Harness, ThreadKey};
+use centaur_protocol::{Decision, Event, EventBody, Harness, ThreadKey, ThreadKeyError};
 use clap::{Parser, Subcommand};
 
-use centaur_cli::dev::DevCommand;
+use centaur_cli::dev::{DevCommand, DevError};
 use centaur_client::api::{Client, Failure};
 use centaur_client::sanitize::{Colours, clean, json_line};
 use centaur_client::{credentials, render};
-use centaur_tui as tui;
+use centaur_tui::{self as tui, TuiError};
+
+/// Why a command failed; each maps to an exit code and one line that names the fix.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Server(#[from] Failure),
+    #[error(transparent)]
+    Tui(#[from] TuiError),
+    #[error(transparent)]
+    Dev(#[from] DevError),
+    #[error("bad thread key `{raw}`: {source}")]
+    BadThreadKey { raw: String, source: ThreadKeyError },
+    #[error("`{0}` is not an approval id")]
+    NotAnApprovalId(String),
+    #[error("--deny and --for-session do not go together")]
+    DenyForSession,
+    /// A command that is not built yet (hidden from the help).
+    #[error("{0} are not available on this server yet")]
+    NotBuilt(&'static str),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Server(failure) => failure.exit_code(),
+            CliError::Tui(error) => error.exit_code(),
+            CliError::Dev(error) => error.exit_code(),
+            CliError::BadThreadKey { .. }
+            | CliError::NotAnApprovalId(_)
+            | CliError::DenyForSession => 2,
+            CliError::NotBuilt(_) => 1,
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "centaur", version, about = "Talk to Centaur's agent")]
@@ -156,15 +190,15 @@ fn main() -> ExitCode {
         .expect("a runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(failure) => {
+        Err(error) => {
             // The server's messages can quote a thread's text.
-            eprintln!("centaur: {}", clean(&failure.to_string(), Colours::Drop));
-            ExitCode::from(failure.exit_code())
+            eprintln!("centaur: {}", clean(&error.to_string(), Colours::Drop));
+            ExitCode::from(error.exit_code())
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let command = cli.command.unwrap_or(Command::Tui {
         thread_key: None,
         harness: None,
@@ -174,11 +208,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         token: cli.api_token,
     };
     match command {
-        Command::Dev { command, up } => centaur_cli::dev::run(command, up).await,
-        Command::Tools { .. } => Err(Failure::Unavailable("tools")),
-        Command::Workflows { .. } => Err(Failure::Unavailable("workflows")),
-        Command::Login { token_env } => credentials::login(&server.url().0, token_env).await,
-        Command::Logout => credentials::logout(&server.url().0),
+        Command::Dev { command, up } => Ok(centaur_cli::dev::run(command, up).await?),
+        Command::Tools { .. } => Err(CliError::NotBuilt("tools")),
+        Command::Workflows { .. } => Err(CliError::NotBuilt("workflows")),
+        Command::Login { token_env } => Ok(credentials::login(&server.url().0, token_env).await?),
+        Command::Logout => Ok(credentials::logout(&server.url().0)?),
         Command::Tui {
             thread_key,
             harness,
@@ -208,7 +242,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     thread_key: Some(key),
                     ..tui::Start::default()
                 };
-                return tui::run(client, start).await;
+                return Ok(tui::run(client, start).await?);
             }
             attach(&client, &key, after_event_id, all_events, exit_on_terminal).await
         }
@@ -277,19 +311,16 @@ async fn open_tui(
     client: Client,
     thread_key: Option<String>,
     harness: Option<Harness>,
-) -> Result<ExitCode, Failure> {
+) -> Result<ExitCode, CliError> {
     let thread_key = thread_key.as_deref().map(parse_key).transpose()?;
     let new_thread = thread_key.is_none() && harness.is_some();
-    tui::run(
-        client,
-        tui::Start {
-            thread_key,
-            harness,
-            new_thread,
-            ..tui::Start::default()
-        },
-    )
-    .await
+    let start = tui::Start {
+        thread_key,
+        harness,
+        new_thread,
+        ..tui::Start::default()
+    };
+    Ok(tui::run(client, start).await?)
 }
 
 async fn approve(
@@ -298,16 +329,14 @@ async fn approve(
     approval_id: &str,
     deny: bool,
     for_session: bool,
-) -> Result<ExitCode, Failure> {
+) -> Result<ExitCode, CliError> {
     let key = parse_key(thread_key)?;
     let approval_id: uuid::Uuid = approval_id
         .parse()
-        .map_err(|_| Failure::Usage(format!("`{approval_id}` is not an approval id")))?;
+        .map_err(|_| CliError::NotAnApprovalId(approval_id.to_owned()))?;
     let (decision, said) = match (deny, for_session) {
         (true, true) => {
-            return Err(Failure::Usage(
-                "--deny and --for-session do not go together".into(),
-            ));
+            return Err(CliError::DenyForSession);
         }
         (true, false) => (Decision::Deny, "denied"),
         (false, true) => (Decision::ApproveForSession, "approved for the session"),
@@ -318,8 +347,11 @@ async fn approve(
     Ok(ExitCode::SUCCESS)
 }
 
-fn parse_key(raw: &str) -> Result<ThreadKey, Failure> {
-    ThreadKey::parse(raw).map_err(|e| Failure::Usage(format!("bad thread key `{raw}`: {e}")))
+fn parse_key(raw: &str) -> Result<ThreadKey, CliError> {
+    ThreadKey::parse(raw).map_err(|source| CliError::BadThreadKey {
+        raw: raw.to_owned(),
+        source,
+    })
 }
 
 async fn send(
@@ -329,7 +361,7 @@ async fn send(
     message: String,
     max_duration_ms: Option<u64>,
     json: bool,
-) -> Result<ExitCode, Failure> {
+) -> Result<ExitCode, CliError> {
     let key = match thread_key {
         Some(raw) => parse_key(&raw)?,
         None => parse_key(&format!("cli:{}", uuid::Uuid::new_v4()))?,
@@ -400,7 +432,7 @@ async fn attach(
     after_event_id: i64,
     all_events: bool,
     exit_on_terminal: bool,
-) -> Result<ExitCode, Failure> {
+) -> Result<ExitCode, CliError> {
     let mut outcome = ExitCode::SUCCESS;
     let mut renderer = render::Lines::new(Colours::for_stdout());
     // "The next execution": the thread's latest one (running or just ended), or a later one;
@@ -433,7 +465,7 @@ async fn attach(
     Ok(outcome)
 }
 
-async fn threads(client: &Client, json: bool) -> Result<ExitCode, Failure> {
+async fn threads(client: &Client, json: bool) -> Result<ExitCode, CliError> {
     let list = client.threads().await?;
     if json {
         println!("{}", json_line(&list).expect("serializable"));

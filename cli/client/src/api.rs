@@ -16,6 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use crate::credentials::CredentialsError;
+
 /// How long a stream may stay silent before it is taken for dead and reopened.
 const STREAM_SILENCE: Duration = Duration::from_secs(45);
 
@@ -42,12 +44,8 @@ pub enum Failure {
         what: &'static str,
         source: serde_json::Error,
     },
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0} are not available on this server yet")]
-    Unavailable(&'static str),
-    #[error("{0}")]
-    Local(String),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
 }
 
 impl Failure {
@@ -57,11 +55,8 @@ impl Failure {
             | Failure::DatabaseUnavailable { .. }
             | Failure::Unauthorized(_)
             | Failure::NotLoggedIn(_) => 3,
-            Failure::Usage(_) => 2,
-            Failure::Api { .. }
-            | Failure::Unreadable { .. }
-            | Failure::Unavailable(_)
-            | Failure::Local(_) => 1,
+            Failure::Credentials(error) => error.exit_code(),
+            Failure::Api { .. } | Failure::Unreadable { .. } => 1,
         }
     }
 
@@ -499,6 +494,97 @@ mod tests {
             }
         });
         url
+    }
+
+    /// A server that answers every request with `status` and `body`.
+    async fn answering(status: &'static str, body: &'static str) -> Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        Client::new(url, "token".into())
+    }
+
+    /// Error answers become failures by their code, whatever their message says.
+    #[tokio::test]
+    async fn refusals_are_told_apart_by_their_code() {
+        let key = ThreadKey::parse("api:t").unwrap();
+        let decided = answering(
+            "409 Conflict",
+            r#"{"error":{"code":"approval_already_decided","message":"decided"}}"#,
+        )
+        .await;
+        let failure = decided
+            .approve(&key, Uuid::nil(), Decision::Approve)
+            .await
+            .unwrap_err();
+        assert!(
+            failure.is_api(ErrorCode::ApprovalAlreadyDecided),
+            "{failure:?}"
+        );
+        assert!(!failure.is_api(ErrorCode::ApprovalExpired), "{failure:?}");
+        assert_eq!(failure.to_string(), "decided (approval_already_decided)");
+
+        let down = answering(
+            "503 Service Unavailable",
+            r#"{"error":{"code":"not_ready","message":"no database"}}"#,
+        )
+        .await;
+        let failure = down.ready().await.unwrap_err();
+        assert!(
+            matches!(
+                failure,
+                Failure::DatabaseUnavailable {
+                    code: ErrorCode::NotReady,
+                    ..
+                }
+            ),
+            "{failure:?}"
+        );
+        assert_eq!(failure.exit_code(), 3);
+
+        // A code this client does not know keeps its name; no body at all, the status.
+        let newer = answering(
+            "409 Conflict",
+            r#"{"error":{"code":"something_new","message":"new"}}"#,
+        )
+        .await;
+        let failure = newer.interrupt(&key).await.unwrap_err();
+        assert_eq!(failure.to_string(), "new (something_new)");
+        let gateway = answering("502 Bad Gateway", "").await;
+        let failure = gateway.threads().await.unwrap_err();
+        assert_eq!(
+            failure.to_string(),
+            "the server answered 502 Bad Gateway (502 Bad Gateway)"
+        );
+        assert_eq!(failure.exit_code(), 1);
+
+        // A success the protocol cannot read says so.
+        let odd = answering("200 OK", r#"{"threads":"none"}"#).await;
+        let failure = odd.threads().await.unwrap_err();
+        assert!(
+            matches!(
+                failure,
+                Failure::Unreadable {
+                    what: "a thread list",
+                    ..
+                }
+            ),
+            "{failure:?}"
+        );
     }
 
     /// Cut anywhere, the events handed on are the same as without a cut: each once, in order.

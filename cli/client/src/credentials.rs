@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Client, Failure};
+use crate::private_file::WriteError;
 
 const KEYRING_SERVICE: &str = "centaur-cli";
 
@@ -28,11 +29,48 @@ struct Saved {
     tokens: BTreeMap<String, String>,
 }
 
-fn file() -> Result<PathBuf, Failure> {
+/// Why a login or logout could not be done or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("neither XDG_CONFIG_HOME nor HOME is set")]
+    NoConfigFolder,
+    #[error("cannot create {}: {source}", .path.display())]
+    CreateFolder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("cannot ask: {0}")]
+    Prompt(#[source] dialoguer::Error),
+    #[error("{0}")]
+    Stdin(#[source] std::io::Error),
+    /// `--token-env` names a variable that is not set.
+    #[error("{0} is not set")]
+    TokenVariableUnset(String),
+    #[error("the token is empty")]
+    EmptyToken,
+}
+
+impl CredentialsError {
+    /// 2 for what the command line got wrong, 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CredentialsError::TokenVariableUnset(_) | CredentialsError::EmptyToken => 2,
+            CredentialsError::NoConfigFolder
+            | CredentialsError::CreateFolder { .. }
+            | CredentialsError::Write(_)
+            | CredentialsError::Prompt(_)
+            | CredentialsError::Stdin(_) => 1,
+        }
+    }
+}
+
+fn file() -> Result<PathBuf, CredentialsError> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
-        .ok_or_else(|| Failure::Local("neither XDG_CONFIG_HOME nor HOME is set".into()))?;
+        .ok_or(CredentialsError::NoConfigFolder)?;
     Ok(base.join("centaur").join("credentials.json"))
 }
 
@@ -44,12 +82,14 @@ fn read_file() -> Saved {
         .unwrap_or_default()
 }
 
-fn write_file(saved: &Saved) -> Result<PathBuf, Failure> {
+fn write_file(saved: &Saved) -> Result<PathBuf, CredentialsError> {
     use std::os::unix::fs::PermissionsExt;
     let path = file()?;
     let dir = path.parent().expect("a parent");
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Failure::Local(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|source| CredentialsError::CreateFolder {
+        path: dir.to_owned(),
+        source,
+    })?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     crate::private_file::write(&path, &serde_json::to_string_pretty(saved).expect("json"))?;
     Ok(path)
@@ -87,7 +127,7 @@ enum NotInKeyring {
 /// variable or from one line on stdin.
 pub async fn login(url: &str, token_env: Option<String>) -> Result<ExitCode, Failure> {
     let interactive = token_env.is_none() && std::io::stdin().is_terminal();
-    let prompt_failed = |e: dialoguer::Error| Failure::Local(format!("cannot ask: {e}"));
+    let prompt_failed = CredentialsError::Prompt;
     let url = if interactive {
         let answer: String = dialoguer::Input::new()
             .with_prompt("Centaur API URL")
@@ -100,7 +140,7 @@ pub async fn login(url: &str, token_env: Option<String>) -> Result<ExitCode, Fai
     };
     let token = match token_env {
         Some(var) => {
-            std::env::var(&var).map_err(|_| Failure::Usage(format!("{var} is not set")))?
+            std::env::var(&var).map_err(|_| CredentialsError::TokenVariableUnset(var.clone()))?
         }
         None if interactive => dialoguer::Password::new()
             .with_prompt(format!("API token for {url}"))
@@ -111,13 +151,13 @@ pub async fn login(url: &str, token_env: Option<String>) -> Result<ExitCode, Fai
             std::io::stdin()
                 .lock()
                 .read_line(&mut line)
-                .map_err(|e| Failure::Local(e.to_string()))?;
+                .map_err(CredentialsError::Stdin)?;
             line
         }
     };
     let token = token.trim().to_owned();
     if token.is_empty() {
-        return Err(Failure::Usage("the token is empty".into()));
+        return Err(CredentialsError::EmptyToken.into());
     }
     // Checked before it is kept.
     Client::new(url.clone(), token.clone()).check().await?;

@@ -2,14 +2,23 @@
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::api::Failure;
+/// A private file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", .path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
 
 /// Writes `contents` to `path`, readable only by its owner.
-pub fn write(path: &Path, contents: &str) -> Result<(), Failure> {
-    let failed =
-        |e: std::io::Error| Failure::Local(format!("cannot write {}: {e}", path.display()));
+pub fn write(path: &Path, contents: &str) -> Result<(), WriteError> {
+    let failed = |source: std::io::Error| WriteError {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(failed)?;
     }
@@ -27,9 +36,11 @@ pub fn write(path: &Path, contents: &str) -> Result<(), Failure> {
 }
 
 /// Writes `contents` to `path` atomically (through a temporary file and a rename).
-pub fn write_atomic(path: &Path, contents: &str) -> Result<(), Failure> {
+pub fn write_atomic(path: &Path, contents: &str) -> Result<(), WriteError> {
     let temporary = path.with_extension("tmp");
     write(&temporary, contents)?;
-    std::fs::rename(&temporary, path)
-        .map_err(|e| Failure::Local(format!("cannot write {}: {e}", path.display())))
+    std::fs::rename(&temporary, path).map_err(|source| WriteError {
+        path: path.to_owned(),
+        source,
+    })
 }

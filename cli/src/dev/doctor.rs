@@ -7,7 +7,6 @@ use centaur_protocol::Harness;
 
 use super::home::Home;
 use super::setup::{MODEL_KEYS, ModelKey};
-use centaur_client::api::Failure;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Level {
@@ -398,23 +397,31 @@ pub fn run(home: &Home, port: u16) -> ExitCode {
     }
 }
 
-/// What `centaur dev` cannot start without: the first failure as one line with its fix.
-pub fn preflight(port: u16) -> Result<(), Failure> {
-    let home = Home::locate()?;
-    let fatal = checks(&home, port, false)
+/// A check `centaur dev` cannot start without failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {detail}; fix: {fix} (`centaur dev doctor` checks everything)")]
+pub struct NotReady {
+    pub name: &'static str,
+    pub detail: String,
+    /// The fix on this operating system.
+    pub fix: String,
+}
+
+/// What `centaur dev` cannot start without: the first failure, with its fix.
+pub fn preflight(home: &Home, port: u16) -> Result<(), NotReady> {
+    let fatal = checks(home, port, false)
         .into_iter()
         .find(|c| c.level == Level::Fail);
     match fatal {
         None => Ok(()),
-        Some(check) => Err(Failure::Local(format!(
-            "{}: {}; fix: {} (`centaur dev doctor` checks everything)",
-            check.name,
-            check.detail,
-            if cfg!(target_os = "macos") {
+        Some(check) => Err(NotReady {
+            name: check.name,
+            detail: check.detail,
+            fix: if cfg!(target_os = "macos") {
                 check.macos.unwrap_or_default()
             } else {
                 check.debian.unwrap_or_default()
-            }
-        ))),
+            },
+        }),
     }
 }

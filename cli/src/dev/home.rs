@@ -7,7 +7,17 @@ use std::path::PathBuf;
 use centaur_protocol::Harness;
 use serde::{Deserialize, Serialize};
 
-use centaur_client::api::Failure;
+/// Why `CENTAUR_HOME` cannot be found.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("set CENTAUR_HOME (or HOME)")]
+    NotSet,
+    #[error("CENTAUR_HOME {}: {source}", .path.display())]
+    NotAbsolute {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// The folders and files of one stack.
 #[derive(Clone, Debug)]
@@ -18,7 +28,7 @@ pub struct Home {
 impl Home {
     /// `CENTAUR_HOME`, else the user's data directory (`$XDG_DATA_HOME/centaur` or
     /// `~/.local/share/centaur`).
-    pub fn locate() -> Result<Home, Failure> {
+    pub fn locate() -> Result<Home, HomeError> {
         let root = std::env::var_os("CENTAUR_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -30,9 +40,9 @@ impl Home {
             .or_else(|| {
                 std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/centaur"))
             })
-            .ok_or_else(|| Failure::Local("set CENTAUR_HOME (or HOME)".into()))?;
+            .ok_or(HomeError::NotSet)?;
         let root = std::path::absolute(&root)
-            .map_err(|e| Failure::Local(format!("CENTAUR_HOME {}: {e}", root.display())))?;
+            .map_err(|source| HomeError::NotAbsolute { path: root, source })?;
         Ok(Home { root })
     }
 

@@ -19,6 +19,7 @@ pub mod supervise;
 
 use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -26,10 +27,124 @@ use centaur_protocol::Harness;
 use centaur_protocol::egress::control::SandboxList;
 use clap::{Subcommand, ValueEnum};
 
-use self::home::{Home, StackState};
-use self::setup::{MODEL_KEYS, Step};
+use self::doctor::NotReady;
+use self::home::{Home, HomeError, StackState};
+use self::setup::{MODEL_KEYS, SetupError, Step};
+use self::stack::StackError;
 use centaur_client::api::{Client, Failure};
-use centaur_tui as tui;
+use centaur_tui::{self as tui, TuiError};
+
+/// Why a `centaur dev` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error(transparent)]
+    Server(#[from] Failure),
+    #[error(transparent)]
+    Tui(#[from] TuiError),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error(transparent)]
+    NotReady(#[from] NotReady),
+    #[error(
+        "the kind backend is not built yet; `centaur dev --backend local` runs sandboxes with bubblewrap"
+    )]
+    KindNotBuilt,
+    #[error("{} is missing", .0.display())]
+    NoDevToken(PathBuf),
+    #[error(
+        "a stack runs on {} at {url}, but {trouble}; if it does not heal, restart it: `centaur dev down && centaur dev`",
+        .root.display()
+    )]
+    Unhealthy {
+        root: PathBuf,
+        url: String,
+        trouble: Trouble,
+    },
+    #[error(
+        "another `centaur dev` started a stack on {} meanwhile: run `centaur dev` again to attach",
+        .0.display()
+    )]
+    StartedMeanwhile(PathBuf),
+    #[error("cannot open {}: {source}", .path.display())]
+    OpenLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("this program's path: {0}")]
+    OwnPath(#[source] std::io::Error),
+    #[error("cannot start the stack: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// `reason` is what the stack's log says.
+    #[error("the stack did not start: {reason} (log: {})", .log.display())]
+    DidNotStart { reason: String, log: PathBuf },
+    #[error("the stack did not come up in 90 s (log: {})", .0.display())]
+    DidNotComeUp(PathBuf),
+    #[error("the stack (pid {pid}) did not stop in 60 s; see {}", .log.display())]
+    DidNotStop { pid: u32, log: PathBuf },
+    #[error("the stack is running: `centaur dev down` first")]
+    StillRunning,
+    #[error("reset deletes every thread and key: pass --yes to confirm without a terminal")]
+    ResetUnconfirmed,
+    #[error("cannot ask: {0}")]
+    Prompt(#[source] dialoguer::Error),
+    #[error("cannot delete {}: {source}", .path.display())]
+    Delete {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no component `{name}`; one of {}", COMPONENTS.join(", "))]
+    NoComponent { name: String },
+}
+
+impl DevError {
+    /// As the `centaur` command's: 2 for what the command line got wrong, 3 for a server that
+    /// cannot be reached or refuses, 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DevError::Server(failure) => failure.exit_code(),
+            DevError::Tui(error) => error.exit_code(),
+            DevError::KindNotBuilt
+            | DevError::StillRunning
+            | DevError::ResetUnconfirmed
+            | DevError::NoComponent { .. } => 2,
+            DevError::Home(_)
+            | DevError::Setup(_)
+            | DevError::Stack(_)
+            | DevError::NotReady(_)
+            | DevError::NoDevToken(_)
+            | DevError::Unhealthy { .. }
+            | DevError::StartedMeanwhile(_)
+            | DevError::OpenLog { .. }
+            | DevError::OwnPath(_)
+            | DevError::Spawn(_)
+            | DevError::DidNotStart { .. }
+            | DevError::DidNotComeUp(_)
+            | DevError::DidNotStop { .. }
+            | DevError::Prompt(_)
+            | DevError::Delete { .. } => 1,
+        }
+    }
+}
+
+/// What is wrong with a running stack.
+#[derive(Debug, thiserror::Error)]
+pub enum Trouble {
+    /// With what the supervisor saw of it.
+    #[error("PostgreSQL is down ({0}); see `centaur dev logs postgres`")]
+    PostgresDown(String),
+    #[error("the proxy is down ({0}); see `centaur dev logs proxy`")]
+    ProxyDown(String),
+    #[error(
+        "the server cannot reach its database; see `centaur dev logs postgres` and `centaur dev logs server`"
+    )]
+    NoDatabase,
+    #[error("the server is not ready ({0}); see `centaur dev logs server`")]
+    ServerNotReady(Failure),
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
@@ -95,7 +210,7 @@ pub enum DevCommand {
     },
 }
 
-pub async fn run(command: Option<DevCommand>, up_args: UpArgs) -> Result<ExitCode, Failure> {
+pub async fn run(command: Option<DevCommand>, up_args: UpArgs) -> Result<ExitCode, DevError> {
     let home = Home::locate()?;
     match command.unwrap_or(DevCommand::Up(up_args)) {
         DevCommand::Up(args) => up(&home, args).await,
@@ -134,26 +249,24 @@ pub fn running_stack() -> Option<(String, String)> {
     Some((state.api_url, home.read_dev_token()?))
 }
 
-fn client_for(home: &Home, state: &StackState) -> Result<Client, Failure> {
+fn client_for(home: &Home, state: &StackState) -> Result<Client, DevError> {
     let token = home
         .read_dev_token()
-        .ok_or_else(|| Failure::Local(format!("{} is missing", home.dev_token().display())))?;
+        .ok_or_else(|| DevError::NoDevToken(home.dev_token()))?;
     Ok(Client::new(state.api_url.clone(), token))
 }
 
-async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, Failure> {
+async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, DevError> {
     if args.backend == Backend::Kind {
-        return Err(Failure::Usage(
-            "the kind backend is not built yet; `centaur dev --backend local` runs sandboxes with bubblewrap".into(),
-        ));
+        return Err(DevError::KindNotBuilt);
     }
     if let Some(state) = attachable(home).await {
         if let Some(trouble) = trouble(home, &state).await {
-            return Err(Failure::Local(format!(
-                "a stack runs on {} at {}, but {trouble}; if it does not heal, restart it: `centaur dev down && centaur dev`",
-                home.root.display(),
-                state.api_url
-            )));
+            return Err(DevError::Unhealthy {
+                root: home.root.clone(),
+                url: state.api_url,
+                trouble,
+            });
         }
         eprintln!(
             "centaur: a stack already runs on {} at {}; attaching",
@@ -166,14 +279,11 @@ async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, Failure> {
         let harness = state.harnesses_ready.first().copied();
         return open_tui(home, &state, harness).await;
     }
-    doctor::preflight(args.port)?;
+    doctor::preflight(home, args.port)?;
     // One `centaur dev` prepares the home at a time.
     let _setup = setup::lock(home)?;
     if home.lock_holder().is_some() {
-        return Err(Failure::Local(format!(
-            "another `centaur dev` started a stack on {} meanwhile: run `centaur dev` again to attach",
-            home.root.display()
-        )));
+        return Err(DevError::StartedMeanwhile(home.root.clone()));
     }
     let step = Step::start(format!("preparing {}", home.root.display()));
     setup::prepare(home)?;
@@ -220,7 +330,7 @@ async fn open_tui(
     home: &Home,
     state: &StackState,
     harness: Option<Harness>,
-) -> Result<ExitCode, Failure> {
+) -> Result<ExitCode, DevError> {
     let client = client_for(home, state)?;
     let notice = MODEL_KEYS
         .iter()
@@ -237,36 +347,26 @@ async fn open_tui(
         },
     )
     .await
+    .map_err(DevError::Tui)
 }
 
 /// What is wrong with a running stack, if anything, once a restart under way had a few
 /// seconds to heal it: a part down, or a server that is not ready.
-async fn trouble(home: &Home, state: &StackState) -> Option<String> {
+async fn trouble(home: &Home, state: &StackState) -> Option<Trouble> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let client = client_for(home, state).ok()?;
     loop {
         // The supervisor rewrites `stack.json` as the parts' health changes.
         let state = home.running().unwrap_or_else(|| state.clone());
         let found = if state.postgres_health.down {
-            Some(format!(
-                "PostgreSQL is down ({}); see `centaur dev logs postgres`",
-                state.postgres_health.describe()
-            ))
+            Some(Trouble::PostgresDown(state.postgres_health.describe()))
         } else if state.proxy_health.down {
-            Some(format!(
-                "the proxy is down ({}); see `centaur dev logs proxy`",
-                state.proxy_health.describe()
-            ))
+            Some(Trouble::ProxyDown(state.proxy_health.describe()))
         } else {
             match client.ready().await {
-                Ok(_) => None,
-                Err(Failure::DatabaseUnavailable { .. }) => Some(
-                    "the server cannot reach its database; see `centaur dev logs postgres` and `centaur dev logs server`"
-                        .to_owned(),
-                ),
-                Err(error) => Some(format!(
-                    "the server is not ready ({error}); see `centaur dev logs server`"
-                )),
+                Ok(()) => None,
+                Err(Failure::DatabaseUnavailable { .. }) => Some(Trouble::NoDatabase),
+                Err(error) => Some(Trouble::ServerNotReady(error)),
             }
         };
         if found.is_none() || Instant::now() > deadline {
@@ -295,16 +395,18 @@ async fn attachable(home: &Home) -> Option<StackState> {
 async fn start_in_background(
     home: &Home,
     args: &UpArgs,
-) -> Result<(StackState, Option<std::process::ChildStdin>), Failure> {
+) -> Result<(StackState, Option<std::process::ChildStdin>), DevError> {
     let log_path = home.log("stack");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|e| Failure::Local(format!("cannot open {}: {e}", log_path.display())))?;
+        .map_err(|source| DevError::OpenLog {
+            path: log_path.clone(),
+            source,
+        })?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-    let program =
-        std::env::current_exe().map_err(|e| Failure::Local(format!("this program's path: {e}")))?;
+    let program = std::env::current_exe().map_err(DevError::OwnPath)?;
     let mut command = std::process::Command::new(program);
     // The server reads its settings from CENTAUR_* variables too; the stack sets its own.
     for (name, _) in std::env::vars_os() {
@@ -337,28 +439,23 @@ async fn start_in_background(
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| Failure::Local(format!("cannot start the stack: {e}")))?;
+    let mut child = command.spawn().map_err(DevError::Spawn)?;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Some(status) = child.try_wait().ok().flatten() {
             let reason = last_line(&log_path, log_start)
                 .unwrap_or_else(|| format!("it exited with {status}"));
-            return Err(Failure::Local(format!(
-                "the stack did not start: {reason} (log: {})",
-                log_path.display()
-            )));
+            return Err(DevError::DidNotStart {
+                reason,
+                log: log_path,
+            });
         }
         if let Some(state) = home.running().filter(|s| s.pid == child.id()) {
             return Ok((state, child.stdin.take()));
         }
         if Instant::now() > deadline {
             stop_child(home, &mut child).await;
-            return Err(Failure::Local(format!(
-                "the stack did not come up in 90 s (log: {})",
-                log_path.display()
-            )));
+            return Err(DevError::DidNotComeUp(log_path));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -399,7 +496,7 @@ fn last_line(path: &std::path::Path, from: u64) -> Option<String> {
     lines.last().map(|l| (*l).to_owned())
 }
 
-async fn status(home: &Home) -> Result<ExitCode, Failure> {
+async fn status(home: &Home) -> Result<ExitCode, DevError> {
     let Some(state) = home.running() else {
         println!(
             "no stack runs on {} (`centaur dev` starts one)",
@@ -590,7 +687,7 @@ fn postgres_version(home: &Home) -> String {
 
 /// Stops the stack (running or still starting) and waits until its process, and with it
 /// every listener, is gone.
-async fn down(home: &Home) -> Result<ExitCode, Failure> {
+async fn down(home: &Home) -> Result<ExitCode, DevError> {
     let Some(pid) = home.lock_holder().filter(|pid| *pid > 0) else {
         let _ = std::fs::remove_file(home.state_file());
         let orphan = stop_orphaned_postgres(home).await;
@@ -602,10 +699,10 @@ async fn down(home: &Home) -> Result<ExitCode, Failure> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while home.lock_holder().is_some() {
         if Instant::now() > deadline {
-            return Err(Failure::Local(format!(
-                "the stack (pid {pid}) did not stop in 60 s; see {}",
-                home.log("stack").display()
-            )));
+            return Err(DevError::DidNotStop {
+                pid,
+                log: home.log("stack"),
+            });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -654,11 +751,9 @@ async fn stop_orphaned_postgres(home: &Home) -> String {
     }
 }
 
-async fn reset(home: &Home, yes: bool) -> Result<ExitCode, Failure> {
+async fn reset(home: &Home, yes: bool) -> Result<ExitCode, DevError> {
     if home.lock_holder().is_some() {
-        return Err(Failure::Usage(
-            "the stack is running: `centaur dev down` first".into(),
-        ));
+        return Err(DevError::StillRunning);
     }
     if !home.root.exists() {
         eprintln!("centaur: nothing to delete in {}", home.root.display());
@@ -666,10 +761,7 @@ async fn reset(home: &Home, yes: bool) -> Result<ExitCode, Failure> {
     }
     if !yes {
         if !std::io::stdin().is_terminal() {
-            return Err(Failure::Usage(
-                "reset deletes every thread and key: pass --yes to confirm without a terminal"
-                    .into(),
-            ));
+            return Err(DevError::ResetUnconfirmed);
         }
         let sure = dialoguer::Confirm::new()
             .with_prompt(format!(
@@ -678,28 +770,29 @@ async fn reset(home: &Home, yes: bool) -> Result<ExitCode, Failure> {
             ))
             .default(false)
             .interact()
-            .map_err(|e| Failure::Local(format!("cannot ask: {e}")))?;
+            .map_err(DevError::Prompt)?;
         if !sure {
             return Ok(ExitCode::from(1));
         }
     }
     stop_orphaned_postgres(home).await;
-    std::fs::remove_dir_all(&home.root)
-        .map_err(|e| Failure::Local(format!("cannot delete {}: {e}", home.root.display())))?;
+    std::fs::remove_dir_all(&home.root).map_err(|source| DevError::Delete {
+        path: home.root.clone(),
+        source,
+    })?;
     eprintln!("centaur: deleted {}", home.root.display());
     Ok(ExitCode::SUCCESS)
 }
 
 const COMPONENTS: [&str; 4] = ["stack", "server", "proxy", "postgres"];
 
-fn logs(home: &Home, component: Option<&str>, follow: bool) -> Result<ExitCode, Failure> {
+fn logs(home: &Home, component: Option<&str>, follow: bool) -> Result<ExitCode, DevError> {
     let components: Vec<&str> = match component {
         Some(name) if COMPONENTS.contains(&name) => vec![name],
         Some(name) => {
-            return Err(Failure::Usage(format!(
-                "no component `{name}`; one of {}",
-                COMPONENTS.join(", ")
-            )));
+            return Err(DevError::NoComponent {
+                name: name.to_owned(),
+            });
         }
         None => COMPONENTS.to_vec(),
     };

@@ -3,7 +3,7 @@
 //! in a sandbox), the egress policy and Codex's provider settings, and the harness CLIs.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use centaur_protocol::Harness;
@@ -11,8 +11,58 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::home::Home;
-use centaur_client::api::Failure;
-use centaur_client::private_file::write as write_private;
+use centaur_client::private_file::{WriteError, write as write_private};
+
+/// Why the home could not be prepared, or a harness CLI installed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot create {}: {source}", .path.display())]
+    CreateFolder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open {}: {source}", .path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot make the proxy's CA: {0}")]
+    Ca(#[source] centaur_proxy::tls::TlsError),
+    /// `what` names the file for people ("the CA", "the egress policy").
+    #[error("cannot write {what}: {source}")]
+    Write {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Private(#[from] WriteError),
+    #[error("cannot ask for the key: {0}")]
+    Prompt(#[source] dialoguer::Error),
+    #[error(
+        "cannot run npm ({0}): install Node.js and npm (Debian/Ubuntu: `sudo apt-get install -y nodejs npm`; macOS: `brew install node`)"
+    )]
+    NoNpm(#[source] std::io::Error),
+    /// npm's last line of complaint.
+    #[error("npm install {package} failed: {said}")]
+    Npm { package: &'static str, said: String },
+    #[error("{package} has no {binary} for this machine")]
+    NoBinary {
+        package: &'static str,
+        binary: &'static str,
+    },
+    #[error("cannot link {}: {source}", .path.display())]
+    Link {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn create_folder(path: &Path) -> Result<(), SetupError> {
+    std::fs::create_dir_all(path).map_err(|source| SetupError::CreateFolder {
+        path: path.to_owned(),
+        source,
+    })
+}
 
 /// A model key the proxy swaps in, and the harness that needs it.
 pub struct ModelKey {
@@ -58,7 +108,7 @@ pub const MODEL_KEYS: [ModelKey; 2] = [
 ];
 
 impl ModelKey {
-    pub fn path(&self, home: &Home) -> std::path::PathBuf {
+    pub fn path(&self, home: &Home) -> PathBuf {
         home.secrets().join(self.file)
     }
 
@@ -117,24 +167,26 @@ impl Step {
 }
 
 /// Held while one `centaur dev` prepares the home, so two never write it at once.
-pub fn lock(home: &Home) -> Result<std::fs::File, Failure> {
+pub fn lock(home: &Home) -> Result<std::fs::File, SetupError> {
     use std::os::fd::AsRawFd;
-    std::fs::create_dir_all(&home.root)
-        .map_err(|e| Failure::Local(format!("cannot create {}: {e}", home.root.display())))?;
+    create_folder(&home.root)?;
     let path = home.root.join("setup.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| Failure::Local(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|source| SetupError::Open {
+            path: path.clone(),
+            source,
+        })?;
     // SAFETY: flock on a descriptor owned here; waits for another `centaur dev`'s setup.
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
     Ok(file)
 }
 
 /// Makes what is missing: folders, the CA, tokens, the egress policy and Codex settings.
-pub fn prepare(home: &Home) -> Result<(), Failure> {
+pub fn prepare(home: &Home) -> Result<(), SetupError> {
     use std::os::unix::fs::PermissionsExt;
     let fresh = !home.dev_token().exists();
     for dir in [
@@ -143,8 +195,7 @@ pub fn prepare(home: &Home) -> Result<(), Failure> {
         home.secrets(),
         home.logs(),
     ] {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Failure::Local(format!("cannot create {}: {e}", dir.display())))?;
+        create_folder(&dir)?;
     }
     // PostgreSQL may run as another user (`nobody` under root): it must be able to enter the
     // home. Only a home made here is opened up; secrets stay private either way.
@@ -153,11 +204,12 @@ pub fn prepare(home: &Home) -> Result<(), Failure> {
     }
     let _ = std::fs::set_permissions(home.secrets(), std::fs::Permissions::from_mode(0o700));
     if !home.ca_cert().exists() || !home.ca_key().exists() {
-        let (cert, key) = centaur_proxy::tls::generate_ca()
-            .map_err(|e| Failure::Local(format!("cannot make the proxy's CA: {e}")))?;
+        let (cert, key) = centaur_proxy::tls::generate_ca().map_err(SetupError::Ca)?;
         write_private(&home.ca_key(), &key)?;
-        std::fs::write(home.ca_cert(), cert)
-            .map_err(|e| Failure::Local(format!("cannot write the CA: {e}")))?;
+        std::fs::write(home.ca_cert(), cert).map_err(|source| SetupError::Write {
+            what: "the CA",
+            source,
+        })?;
     }
     for token in [home.dev_token(), home.proxy_token()] {
         if !token.exists() {
@@ -169,11 +221,16 @@ pub fn prepare(home: &Home) -> Result<(), Failure> {
             home.egress_policy(),
             serde_json::to_string_pretty(&default_policy()).expect("json"),
         )
-        .map_err(|e| Failure::Local(format!("cannot write the egress policy: {e}")))?;
+        .map_err(|source| SetupError::Write {
+            what: "the egress policy",
+            source,
+        })?;
     }
     if !home.codex_config().exists() {
-        std::fs::write(home.codex_config(), CODEX_CONFIG)
-            .map_err(|e| Failure::Local(format!("cannot write the Codex settings: {e}")))?;
+        std::fs::write(home.codex_config(), CODEX_CONFIG).map_err(|source| SetupError::Write {
+            what: "the Codex settings",
+            source,
+        })?;
     }
     Ok(())
 }
@@ -219,7 +276,7 @@ supports_websockets = false
 "#;
 
 /// Asks for the model keys not yet given (once; `centaur dev keys` asks again).
-pub fn ask_for_keys(home: &Home, again: bool) -> Result<(), Failure> {
+pub fn ask_for_keys(home: &Home, again: bool) -> Result<(), SetupError> {
     let asked = home.secrets().join(".asked");
     if (asked.exists() && !again) || !std::io::stdin().is_terminal() {
         return Ok(());
@@ -236,7 +293,7 @@ pub fn ask_for_keys(home: &Home, again: bool) -> Result<(), Failure> {
             .with_prompt(format!("{} (Enter to skip)", key.label))
             .allow_empty_password(true)
             .interact()
-            .map_err(|e| Failure::Local(format!("cannot ask for the key: {e}")))?;
+            .map_err(SetupError::Prompt)?;
         if !value.trim().is_empty() {
             write_private(&key.path(home), value.trim())?;
         }
@@ -271,20 +328,24 @@ pub fn install_harnesses(home: &Home) -> Vec<Harness> {
     ready
 }
 
-fn npm_install(home: &Home, key: &ModelKey) -> Result<(), Failure> {
+fn npm_install(home: &Home, key: &ModelKey) -> Result<(), SetupError> {
     let prefix = home.harnesses();
-    std::fs::create_dir_all(prefix.join("bin"))
-        .map_err(|e| Failure::Local(format!("cannot create {}: {e}", prefix.display())))?;
+    std::fs::create_dir_all(prefix.join("bin")).map_err(|source| SetupError::CreateFolder {
+        path: prefix.clone(),
+        source,
+    })?;
     let output = std::process::Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
         .arg(&prefix)
         .arg(key.package)
         .output()
-        .map_err(|e| {
-            Failure::Local(format!(
-                "cannot run npm ({e}): install Node.js and npm (Debian/Ubuntu: `sudo apt-get install -y nodejs npm`; macOS: `brew install node`)"
-            ))
-        })?;
+        .map_err(SetupError::NoNpm)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr
@@ -292,26 +353,26 @@ fn npm_install(home: &Home, key: &ModelKey) -> Result<(), Failure> {
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("");
-        return Err(Failure::Local(format!(
-            "npm install {} failed: {last}",
-            key.package
-        )));
+        return Err(SetupError::Npm {
+            package: key.package,
+            said: last.to_owned(),
+        });
     }
     link_binary(&prefix, key)
 }
 
 /// `bin/<command>` as a relative link, so it resolves inside a sandbox where the folder is
 /// mounted elsewhere.
-fn link_binary(prefix: &Path, key: &ModelKey) -> Result<(), Failure> {
+fn link_binary(prefix: &Path, key: &ModelKey) -> Result<(), SetupError> {
     let target = Path::new("../node_modules").join(key.binary);
     if !prefix.join("node_modules").join(key.binary).is_file() {
-        return Err(Failure::Local(format!(
-            "{} has no {} for this machine",
-            key.package, key.binary
-        )));
+        return Err(SetupError::NoBinary {
+            package: key.package,
+            binary: key.binary,
+        });
     }
     let link = prefix.join("bin").join(key.command);
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&target, &link)
-        .map_err(|e| Failure::Local(format!("cannot link {}: {e}", link.display())))
+        .map_err(|source| SetupError::Link { path: link, source })
 }

@@ -21,8 +21,7 @@ use tracing_subscriber::prelude::*;
 use super::home::{Home, StackState};
 use super::setup::MODEL_KEYS;
 use super::supervise::{Postgres, ProxyApi, RestartError, Supervisor};
-use centaur_client::api::Failure;
-use centaur_client::private_file::write_atomic;
+use centaur_client::private_file::{WriteError, write_atomic};
 
 /// Why the stack did not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +72,7 @@ pub enum StackError {
     Logging(#[source] tracing_subscriber::util::TryInitError),
     /// Writing `stack.json`.
     #[error(transparent)]
-    State(Failure),
-}
-
-impl From<StackError> for Failure {
-    fn from(error: StackError) -> Failure {
-        Failure::Local(error.to_string())
-    }
+    State(WriteError),
 }
 
 pub struct Options {

@@ -43,7 +43,7 @@ pub enum RestartError {
     #[error("PostgreSQL did not start: {0}")]
     Postgres(String),
     #[error("the restart task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
     #[error("cannot listen on {addr} again: {source}")]
     Bind {
         addr: SocketAddr,
@@ -122,10 +122,8 @@ impl Record {
             Slot::Postgres => &mut state.postgres_health,
             Slot::Proxy => &mut state.proxy_health,
         });
-        let written = serde_json::to_string_pretty(&*state)
-            .map_err(|e| e.to_string())
-            .and_then(|json| write_atomic(&self.path, &json).map_err(|e| e.to_string()));
-        if let Err(error) = written {
+        let json = serde_json::to_string_pretty(&*state).expect("a stack's state is JSON");
+        if let Err(error) = write_atomic(&self.path, &json) {
             log(
                 "stack",
                 &format!("cannot update {}: {error}", self.path.display()),
@@ -227,7 +225,7 @@ impl Part for Postgres {
         let (root, port) = (self.root.clone(), self.port);
         tokio::task::spawn_blocking(move || start_postgres(&root, port))
             .await
-            .map_err(|e| RestartError::Task(e.to_string()))?
+            .map_err(RestartError::Task)?
     }
 }
 

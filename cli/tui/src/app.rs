@@ -1106,7 +1106,10 @@ mod tests {
         // A refused decision comes back to be asked again.
         app.handle(AppEvent::DecisionFailed {
             approval_id: second,
-            error: Failure::Local("the server is away".into()),
+            error: Failure::Unreachable {
+                url: "http://server".into(),
+                reason: "the server is away".into(),
+            },
         });
         assert_eq!(
             app.thread.as_ref().unwrap().asking().unwrap().approval_id,

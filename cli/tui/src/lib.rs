@@ -42,11 +42,33 @@ pub use view::View;
 
 use centaur_client::api::{Client, Failure};
 
+/// Why the TUI stopped other than by the person quitting.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    /// The server could not be reached or refused before the TUI took the terminal.
+    #[error(transparent)]
+    Server(#[from] Failure),
+    #[error("cannot use the terminal: {0}")]
+    Enter(#[source] std::io::Error),
+    #[error("the terminal failed: {0}")]
+    Terminal(#[source] std::io::Error),
+}
+
+impl TuiError {
+    /// The server's exit code (see [`Failure::exit_code`]); 1 for the terminal.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TuiError::Server(failure) => failure.exit_code(),
+            TuiError::Enter(_) | TuiError::Terminal(_) => 1,
+        }
+    }
+}
+
 /// At most this long is spent taking events off the bus before a frame is drawn.
 const DRAIN_BUDGET: Duration = Duration::from_millis(8);
 
 /// Runs the TUI until the person quits.
-pub async fn run(client: Client, start: Start) -> Result<ExitCode, Failure> {
+pub async fn run(client: Client, start: Start) -> Result<ExitCode, TuiError> {
     // Reach the server before taking over the terminal, so a wrong URL or token is one line.
     let threads = client.threads().await?;
     let (bus, mut inbox) = unbounded_channel();
@@ -56,8 +78,7 @@ pub async fn run(client: Client, start: Start) -> Result<ExitCode, Failure> {
             let _ = bus.send(AppEvent::HighlighterReady);
         });
     }
-    let mut screen =
-        terminal::enter().map_err(|e| Failure::Local(format!("cannot use the terminal: {e}")))?;
+    let mut screen = terminal::enter().map_err(TuiError::Enter)?;
     terminal::read_input(bus.clone());
     let start = Start {
         threads: Some(threads),
@@ -70,7 +91,7 @@ pub async fn run(client: Client, start: Start) -> Result<ExitCode, Failure> {
     }
     let outcome = event_loop(&mut screen, &mut app, &mut runtime, &mut inbox, |_| {}).await;
     terminal::leave();
-    outcome.map_err(|e| Failure::Local(format!("the terminal failed: {e}")))?;
+    outcome.map_err(TuiError::Terminal)?;
     Ok(ExitCode::SUCCESS)
 }
 
