@@ -376,3 +376,22 @@ fn link_binary(prefix: &Path, key: &ModelKey) -> Result<(), SetupError> {
     std::os::unix::fs::symlink(&target, &link)
         .map_err(|source| SetupError::Link { path: link, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use centaur_protocol::egress::Policy;
+
+    use super::*;
+
+    /// The policy a new home starts with is a valid egress policy whose secrets are the model
+    /// keys the proxy holds.
+    #[test]
+    fn the_default_policy_is_a_valid_policy_for_the_model_keys() {
+        let policy: Policy = serde_json::from_value(default_policy()).unwrap();
+        let known = |name: &str| MODEL_KEYS.iter().any(|k| k.secret == name);
+        policy.validate(known).unwrap();
+        let bound: Vec<&str> = policy.secrets.iter().map(|s| s.name.as_str()).collect();
+        let keys: Vec<&str> = MODEL_KEYS.iter().map(|k| k.secret).collect();
+        assert_eq!(bound, keys);
+    }
+}

@@ -713,44 +713,15 @@ impl App {
             transcript_key(thread, key);
             return Vec::new();
         }
-        if thread.composer.is_empty() {
-            match key.code {
-                KeyCode::Tab => {
-                    thread.focus = Focus::Transcript;
-                    thread.selected = thread.foldable().last().copied();
-                    return Vec::new();
-                }
-                KeyCode::Char('?') => {
-                    self.overlay = Some(Overlay::Help);
-                    return Vec::new();
-                }
-                KeyCode::Backspace
-                | KeyCode::Enter
-                | KeyCode::Left
-                | KeyCode::Right
-                | KeyCode::Up
-                | KeyCode::Down
-                | KeyCode::Home
-                | KeyCode::End
-                | KeyCode::PageUp
-                | KeyCode::PageDown
-                | KeyCode::BackTab
-                | KeyCode::Delete
-                | KeyCode::Insert
-                | KeyCode::F(_)
-                | KeyCode::Char(_)
-                | KeyCode::Null
-                | KeyCode::Esc
-                | KeyCode::CapsLock
-                | KeyCode::ScrollLock
-                | KeyCode::NumLock
-                | KeyCode::PrintScreen
-                | KeyCode::Pause
-                | KeyCode::Menu
-                | KeyCode::KeypadBegin
-                | KeyCode::Media(_)
-                | KeyCode::Modifier(_) => {}
-            }
+        // With nothing written, Tab picks blocks and `?` is the help, not a character.
+        if thread.composer.is_empty() && key.code == KeyCode::Tab {
+            thread.focus = Focus::Transcript;
+            thread.selected = thread.foldable().last().copied();
+            return Vec::new();
+        }
+        if thread.composer.is_empty() && key.code == KeyCode::Char('?') {
+            self.overlay = Some(Overlay::Help);
+            return Vec::new();
         }
         self.composer_key(key)
     }
@@ -860,38 +831,17 @@ fn approval_key(thread: &mut ThreadView, key: KeyEvent) -> Modal {
     let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
     let shift = key.modifiers.contains(KeyModifiers::SHIFT);
     let plain = !ctrl && !key.modifiers.contains(KeyModifiers::ALT);
-    let decision = match key.code {
-        _ if !plain => None,
-        KeyCode::Char('y') => Some(Decision::Approve),
-        KeyCode::Char('a') => Some(Decision::ApproveForSession),
-        KeyCode::Char('n') | KeyCode::Char('d') => Some(Decision::Deny),
-        KeyCode::Backspace
-        | KeyCode::Enter
-        | KeyCode::Left
-        | KeyCode::Right
-        | KeyCode::Up
-        | KeyCode::Down
-        | KeyCode::Home
-        | KeyCode::End
-        | KeyCode::PageUp
-        | KeyCode::PageDown
-        | KeyCode::Tab
-        | KeyCode::BackTab
-        | KeyCode::Delete
-        | KeyCode::Insert
-        | KeyCode::F(_)
-        | KeyCode::Char(_)
-        | KeyCode::Null
-        | KeyCode::Esc
-        | KeyCode::CapsLock
-        | KeyCode::ScrollLock
-        | KeyCode::NumLock
-        | KeyCode::PrintScreen
-        | KeyCode::Pause
-        | KeyCode::Menu
-        | KeyCode::KeypadBegin
-        | KeyCode::Media(_)
-        | KeyCode::Modifier(_) => None,
+    let decision = if let KeyCode::Char(letter) = key.code
+        && plain
+    {
+        match letter {
+            'y' => Some(Decision::Approve),
+            'a' => Some(Decision::ApproveForSession),
+            'n' | 'd' => Some(Decision::Deny),
+            _ => None,
+        }
+    } else {
+        None
     };
     if let Some(decision) = decision {
         let approval_id = asking.approval_id;
