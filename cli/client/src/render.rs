@@ -236,15 +236,17 @@ mod tests {
         );
     }
 
-    /// Every string field of every event printed: hostile sequences in each, none printed,
-    /// whether colours are kept or not.
-    #[test]
-    fn nothing_from_the_thread_controls_the_terminal() {
-        const BAD: &str =
-            "\x1b]0;pwned\x07\x1b[2J\x1b]52;c;cm0gLXJmIH4K\x1b\\\u{9b}H\x1bc\x08\rX\x1b[31mred";
+    /// A terminal attack: a title, a clear, a clipboard write, a C1 CSI, a reset, a backspace
+    /// and carriage return, and a colour.
+    const BAD: &str =
+        "\x1b]0;pwned\x07\x1b[2J\x1b]52;c;cm0gLXJmIH4K\x1b\\\u{9b}H\x1bc\x08\rX\x1b[31mred";
+
+    /// Every event with a string from the thread, each such string [`BAD`] (some also cut in
+    /// the middle of a sequence).
+    fn hostile_bodies() -> Vec<EventBody> {
         let bad = || BAD.to_owned();
         let approval_id = uuid::Uuid::nil();
-        let bodies = vec![
+        vec![
             EventBody::MessageCreated {
                 message_id: approval_id,
                 role: centaur_protocol::Role::User,
@@ -323,7 +325,14 @@ mod tests {
                 reason: bad(),
             },
             EventBody::ExecutionCompleted { result_text: bad() },
-        ];
+        ]
+    }
+
+    /// Every string field of every event printed: hostile sequences in each, none printed,
+    /// whether colours are kept or not.
+    #[test]
+    fn nothing_from_the_thread_controls_the_terminal() {
+        let bodies = hostile_bodies();
         for colours in [Colours::Keep, Colours::Drop] {
             let mut lines = Lines::new(colours);
             let printed: String = bodies
