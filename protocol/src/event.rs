@@ -1,4 +1,4 @@
-//! The events of a thread's stream (SPEC.md section 3).
+//! The events of a thread's stream (`docs/events.md`).
 //!
 //! On the wire every event is one JSON object: the envelope fields (`event_id`, `thread_key`,
 //! `type`, `created_at`, `execution_id`) plus the fields of its type. [`EventBody`] is the typed

@@ -1,7 +1,16 @@
-//! Wire types shared by the Centaur server, the sandbox runner and the `centaur` CLI.
+//! `centaur-protocol`: every shape that crosses a process, as types both ends use. The contract
+//! they implement is written down in `docs/` (api.md, events.md, runner-api.md, proxy.md).
 //!
-//! Everything here is part of the external contract in `SPEC.md`: thread keys, the events of the
-//! thread stream, the JSON bodies of the HTTP API, and the runner-facing API.
+//! - [`api`]: the bodies of the user-facing HTTP API (`/agent/*`, `/admin/*`).
+//! - [`event`]: the events of a thread's stream, envelope and typed body.
+//! - [`runner`]: the runner API and a sandbox's attachment.
+//! - [`sse`]: reading Server-Sent Events frames.
+//! - [`thread_key`]: thread keys, parsed and checked.
+//! - [`egress`]: between the server and the egress proxy: its control API, the policy document
+//!   and its host patterns, and audit records.
+//!
+//! Here at the root: [`Harness`], [`ExecutionStatus`] and the error body every API answers with
+//! ([`ErrorBody`], its codes in [`ErrorCode`]).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm))] // tests stop at the first surprise
 
 pub mod api;

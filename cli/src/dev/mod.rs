@@ -1,4 +1,4 @@
-//! `centaur dev`: the whole stack on one machine (SPEC.md section 4).
+//! `centaur dev`: the whole stack on one machine (`docs/dev.md`).
 //!
 //! `centaur dev` prepares `CENTAUR_HOME` (see [`setup`]), starts the stack in the background
 //! (`centaur dev serve`, see [`stack`]), waits until it serves, and opens the TUI on a new

@@ -9,7 +9,7 @@
 //! | `GET /v1/sandboxes` | | [`SandboxList`] |
 //! | `GET /healthz` | | [`crate::api::OkResponse`] (no token needed) |
 //!
-//! Errors are [`crate::api::ErrorBody`] with a [`ControlErrorCode`].
+//! Errors are [`crate::ErrorBody`] with a [`ControlErrorCode`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
