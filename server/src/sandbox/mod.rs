@@ -6,8 +6,8 @@
 //!
 //! - [`local`]: bubblewrap on this machine.
 //! - [`host_user`]: which host uid a local sandbox runs as.
-//! - [`external`]: starts nothing; runners attach on their own.
-//! - [`seccomp`]: the system-call filter of local sandboxes.
+//! - `external`: starts nothing; runners attach on their own.
+//! - `seccomp`: the system-call filter of local sandboxes.
 //! - [`warm`]: ready sandboxes per harness, claimed on spawn (backend-independent).
 //! - [`reaper`]: releases sandboxes that died, idled or lived too long, and stops orphans.
 //!
