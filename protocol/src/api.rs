@@ -148,23 +148,17 @@ pub struct SandboxView {
 pub enum SandboxBackendKind {
     /// bubblewrap on the server's machine.
     Local,
-    /// A pod in a Kubernetes cluster.
-    Kubernetes,
     /// Started by someone else; its runner attached on its own.
     External,
 }
 
 impl SandboxBackendKind {
-    pub const ALL: [SandboxBackendKind; 3] = [
-        SandboxBackendKind::Local,
-        SandboxBackendKind::Kubernetes,
-        SandboxBackendKind::External,
-    ];
+    pub const ALL: [SandboxBackendKind; 2] =
+        [SandboxBackendKind::Local, SandboxBackendKind::External];
 
     pub fn as_str(self) -> &'static str {
         match self {
             SandboxBackendKind::Local => "local",
-            SandboxBackendKind::Kubernetes => "kubernetes",
             SandboxBackendKind::External => "external",
         }
     }

@@ -1,5 +1,7 @@
-//! Where sandboxes come from. The server talks to every backend through [`SandboxBackend`]:
-//! the local bubblewrap backend and the Kubernetes backend implement it the same way.
+//! Where sandboxes come from. The server talks to every backend through [`SandboxBackend`]
+//! (create, wait until ready, attach, status, stop, list), so a new backend (a Kubernetes one is
+//! planned, see `docs/roadmap.md`) plugs in without touching assignment, the warm pool or the
+//! reaper.
 //!
 //! The runner inside a sandbox always dials out to the server with the token in its
 //! [`Attachment`]; the server never execs into a sandbox.
