@@ -556,6 +556,7 @@ impl App {
         Vec::new()
     }
 
+    #[allow(clippy::wildcard_enum_match_arm)] // a key not bound here does nothing
     fn overlay_key(&mut self, overlay: Overlay, key: KeyEvent) -> Vec<Effect> {
         match overlay {
             Overlay::Help => self.overlay = None,
@@ -578,29 +579,7 @@ impl App {
                 KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
                     self.overlay = None
                 }
-                KeyCode::Backspace
-                | KeyCode::Left
-                | KeyCode::Right
-                | KeyCode::Home
-                | KeyCode::End
-                | KeyCode::PageUp
-                | KeyCode::PageDown
-                | KeyCode::Tab
-                | KeyCode::BackTab
-                | KeyCode::Delete
-                | KeyCode::Insert
-                | KeyCode::F(_)
-                | KeyCode::Char(_)
-                | KeyCode::Null
-                | KeyCode::CapsLock
-                | KeyCode::ScrollLock
-                | KeyCode::NumLock
-                | KeyCode::PrintScreen
-                | KeyCode::Pause
-                | KeyCode::Menu
-                | KeyCode::KeypadBegin
-                | KeyCode::Media(_)
-                | KeyCode::Modifier(_) => {}
+                _ => {}
             },
         }
         Vec::new()
@@ -614,6 +593,7 @@ impl App {
         self.overlay = Some(Overlay::HarnessPicker { selected });
     }
 
+    #[allow(clippy::wildcard_enum_match_arm)] // a key not bound here does nothing
     fn threads_key(&mut self, key: KeyEvent) -> Vec<Effect> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
@@ -643,27 +623,7 @@ impl App {
                 self.threads.filter.push(c);
                 self.threads.selected = 0;
             }
-            KeyCode::Left
-            | KeyCode::Right
-            | KeyCode::Home
-            | KeyCode::End
-            | KeyCode::Tab
-            | KeyCode::BackTab
-            | KeyCode::Delete
-            | KeyCode::Insert
-            | KeyCode::F(_)
-            | KeyCode::Char(_)
-            | KeyCode::Null
-            | KeyCode::Esc
-            | KeyCode::CapsLock
-            | KeyCode::ScrollLock
-            | KeyCode::NumLock
-            | KeyCode::PrintScreen
-            | KeyCode::Pause
-            | KeyCode::Menu
-            | KeyCode::KeypadBegin
-            | KeyCode::Media(_)
-            | KeyCode::Modifier(_) => self.unchanged(),
+            _ => self.unchanged(),
         }
         Vec::new()
     }
@@ -727,6 +687,7 @@ impl App {
     }
 
     /// The thread screen's keys that work whatever has the focus; `None` for the others.
+    #[allow(clippy::wildcard_enum_match_arm)] // a key not bound here does nothing
     fn thread_wide_key(&mut self, key: KeyEvent) -> Option<Vec<Effect>> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let shift = key.modifiers.contains(KeyModifiers::SHIFT);
@@ -753,31 +714,7 @@ impl App {
                 self.notice = Some("interrupting…".into());
                 return Some(vec![Effect::Interrupt(thread.key.clone())]);
             }
-            KeyCode::Backspace
-            | KeyCode::Enter
-            | KeyCode::Left
-            | KeyCode::Right
-            | KeyCode::Up
-            | KeyCode::Down
-            | KeyCode::Home
-            | KeyCode::End
-            | KeyCode::Tab
-            | KeyCode::BackTab
-            | KeyCode::Delete
-            | KeyCode::Insert
-            | KeyCode::F(_)
-            | KeyCode::Char(_)
-            | KeyCode::Null
-            | KeyCode::Esc
-            | KeyCode::CapsLock
-            | KeyCode::ScrollLock
-            | KeyCode::NumLock
-            | KeyCode::PrintScreen
-            | KeyCode::Pause
-            | KeyCode::Menu
-            | KeyCode::KeypadBegin
-            | KeyCode::Media(_)
-            | KeyCode::Modifier(_) => return None,
+            _ => return None,
         }
         Some(Vec::new())
     }
@@ -862,6 +799,7 @@ fn approval_key(thread: &mut ThreadView, key: KeyEvent) -> Modal {
     }
 }
 
+#[allow(clippy::wildcard_enum_match_arm)] // a key not bound here does nothing
 fn transcript_key(thread: &mut ThreadView, key: KeyEvent) {
     let foldable = thread.foldable();
     let position = thread
@@ -891,27 +829,7 @@ fn transcript_key(thread: &mut ThreadView, key: KeyEvent) {
             thread.focus = Focus::Composer;
             thread.selected = None;
         }
-        KeyCode::Backspace
-        | KeyCode::Left
-        | KeyCode::Right
-        | KeyCode::PageUp
-        | KeyCode::PageDown
-        | KeyCode::BackTab
-        | KeyCode::Delete
-        | KeyCode::Insert
-        | KeyCode::F(_)
-        | KeyCode::Char(_)
-        | KeyCode::Null
-        | KeyCode::Esc
-        | KeyCode::CapsLock
-        | KeyCode::ScrollLock
-        | KeyCode::NumLock
-        | KeyCode::PrintScreen
-        | KeyCode::Pause
-        | KeyCode::Menu
-        | KeyCode::KeypadBegin
-        | KeyCode::Media(_)
-        | KeyCode::Modifier(_) => {}
+        _ => {}
     }
     // Keep the selected block in view: the view scrolls to it when drawing.
     thread.scroll(Scroll::Reveal(thread.selected));

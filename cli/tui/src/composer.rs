@@ -167,6 +167,7 @@ impl Composer {
         }
     }
 
+    #[allow(clippy::wildcard_enum_match_arm)] // a key not bound here does nothing
     pub fn key(&mut self, key: KeyEvent) -> Outcome {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let alt = key.modifiers.contains(KeyModifiers::ALT);
@@ -220,26 +221,7 @@ impl Composer {
                 self.col = self.col.min(self.line_len(self.row));
             }
             KeyCode::Down => self.history_forward(),
-            KeyCode::Left
-            | KeyCode::Right
-            | KeyCode::PageUp
-            | KeyCode::PageDown
-            | KeyCode::Tab
-            | KeyCode::BackTab
-            | KeyCode::Insert
-            | KeyCode::F(_)
-            | KeyCode::Char(_)
-            | KeyCode::Null
-            | KeyCode::Esc
-            | KeyCode::CapsLock
-            | KeyCode::ScrollLock
-            | KeyCode::NumLock
-            | KeyCode::PrintScreen
-            | KeyCode::Pause
-            | KeyCode::Menu
-            | KeyCode::KeypadBegin
-            | KeyCode::Media(_)
-            | KeyCode::Modifier(_) => return Outcome::Ignored,
+            _ => return Outcome::Ignored,
         }
         Outcome::Edited
     }
