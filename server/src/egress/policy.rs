@@ -143,7 +143,7 @@ fn read_policy(path: &Path) -> Result<Policy, EgressSetupError> {
 pub struct SandboxEgress {
     /// The proxy's Unix socket for this sandbox (local backend).
     pub socket: Option<PathBuf>,
-    /// For the proxy's TCP listener (Kubernetes backend).
+    /// For the proxy's TCP listener (sandboxes that reach the proxy over the network).
     pub proxy_credential: String,
     /// Secret name → placeholder, for the sandbox's environment.
     pub placeholders: BTreeMap<String, String>,

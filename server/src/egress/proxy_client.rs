@@ -137,3 +137,132 @@ impl ProxyClient {
         serde_json::from_slice(&body).map_err(|e| ProxyClientError::Protocol(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A control API that answers one request per connection with `status` and `body`, and
+    /// hands back the request line and headers it read.
+    async fn answering(
+        status: &'static str,
+        body: &'static str,
+    ) -> (ProxyClient, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (seen, requests) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let _ = seen.send(String::from_utf8_lossy(&request).into_owned());
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        (
+            ProxyClient::new(&url, "control-token".into()).unwrap(),
+            requests,
+        )
+    }
+
+    #[test]
+    fn only_a_plain_http_authority_is_a_control_url() {
+        for bad in [
+            "https://127.0.0.1:9000",
+            "http://127.0.0.1:9000/v1",
+            "http://127.0.0.1:9000/?x=1",
+            "127.0.0.1:9000",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    ProxyClient::new(bad, "t".into()),
+                    Err(ProxyClientError::BadUrl(_))
+                ),
+                "{bad:?} was taken"
+            );
+        }
+        assert!(ProxyClient::new("http://127.0.0.1:9000/", "t".into()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_removal_carries_its_version_and_the_token_and_reads_the_answer() {
+        let (client, mut requests) = answering("200 OK", r#"{"removed":true}"#).await;
+        assert!(client.remove("sb-1", 7).await.unwrap());
+        let request = requests.recv().await.unwrap();
+        assert!(
+            request.starts_with("DELETE /v1/sandboxes/sb-1?version=7 HTTP/1.1"),
+            "{request}"
+        );
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("authorization: bearer control-token"),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_keep_the_proxys_code_even_one_this_server_does_not_know() {
+        let (client, _) = answering(
+            "409 Conflict",
+            r#"{"error":{"code":"sandbox_removed","message":"removed at 9"}}"#,
+        )
+        .await;
+        match client.list().await {
+            Err(ProxyClientError::Refused {
+                status: 409,
+                code,
+                message,
+            }) => assert_eq!(
+                (code.as_str(), message.as_str()),
+                ("sandbox_removed", "removed at 9")
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let (client, _) = answering(
+            "400 Bad Request",
+            r#"{"error":{"code":"a_code_from_a_newer_proxy","message":"no"}}"#,
+        )
+        .await;
+        assert!(matches!(
+            client.list().await,
+            Err(ProxyClientError::Refused { status: 400, code, .. }) if code == "a_code_from_a_newer_proxy"
+        ));
+        let (client, _) = answering("502 Bad Gateway", "<html>gateway</html>").await;
+        assert!(matches!(
+            client.list().await,
+            Err(ProxyClientError::Refused { status: 502, code, .. }) if code == "unknown"
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_success_and_an_absent_proxy_are_told_apart() {
+        let (client, _) = answering("200 OK", r#"{"sandboxes": "not a list"}"#).await;
+        assert!(matches!(
+            client.list().await,
+            Err(ProxyClientError::Protocol(_))
+        ));
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let client = ProxyClient::new(&url, "t".into()).unwrap();
+        assert!(matches!(
+            client.list().await,
+            Err(ProxyClientError::Unreachable { .. })
+        ));
+    }
+}
