@@ -10,6 +10,7 @@
 //! - [`follow`]: the thread's stream for interrupts, approval decisions and new messages.
 //! - [`harness`]: the adapters (echo, shell, codex, …).
 //! - [`forward`]: the proxy's socket as a loopback port, and the proxy environment.
+//! - [`tree`]: the processes a turn starts, and ending them all when it ends early.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm))] // tests stop at the first surprise
 
 pub mod command;
@@ -19,4 +20,5 @@ pub mod harness;
 pub mod link;
 pub mod poster;
 pub mod runner;
+pub mod tree;
 pub mod turn;

@@ -7,6 +7,7 @@
 //! | `DELETE /v1/sandboxes/{id}?version=N` | | [`Removed`] |
 //! | `PUT /v1/sandboxes` | [`SyncRequest`] | [`SyncResponse`] |
 //! | `GET /v1/sandboxes` | | [`SandboxList`] |
+//! | `POST /v1/sandboxes/{id}/audit/flush` | | [`AuditFlushed`] |
 //! | `GET /healthz` | | [`crate::api::OkResponse`] (no token needed) |
 //!
 //! Errors are [`crate::ErrorBody`] with a [`ControlErrorCode`].
@@ -17,6 +18,16 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::policy::Policy;
+
+/// The answer to `POST /v1/sandboxes/{id}/audit/flush`: the proxy has delivered every audit
+/// record of that sandbox it still held to the server (`POST /proxy/v1/audit`) before it
+/// answered, so a turn's refusals are on its thread before the turn's end is. An unknown
+/// sandbox has nothing to flush (`records: 0`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFlushed {
+    /// How many records were delivered by this call.
+    pub records: usize,
+}
 
 /// The state the server wants for one sandbox.
 #[derive(Clone, Debug, Serialize, Deserialize)]

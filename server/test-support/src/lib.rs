@@ -21,6 +21,8 @@
 //! - [`local_stack`]: a server with real sandboxes behind that proxy; ending their processes.
 //! - [`process`]: the `centaur-server` binary as its own process, its environment, a free port.
 //! - [`binaries`]: the workspace's binaries, built on demand; their output as text.
+//! - [`model`]: a scripted mock of the OpenAI Responses API, and a stack running the real Codex
+//!   against it.
 //! - [`npm`]: the harnesses' CLIs (Claude Code, Codex), installed from npm once.
 
 pub mod measure;
@@ -39,6 +41,8 @@ pub mod events;
 pub mod http;
 #[cfg(feature = "stack")]
 pub mod local_stack;
+#[cfg(feature = "stack")]
+pub mod model;
 #[cfg(feature = "stack")]
 pub mod npm;
 #[cfg(feature = "stack")]

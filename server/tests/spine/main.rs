@@ -1,6 +1,7 @@
 //! Integration tests of the control plane over real HTTP against real PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // tests and benchmarks stop at the first surprise
 
+mod audit;
 mod auth;
 mod bad_input;
 mod boundaries;
@@ -12,8 +13,10 @@ mod dev;
 mod egress;
 mod egress_push;
 mod flow;
+mod interrupts;
 mod lifecycle;
 mod outage;
+mod placeholders;
 mod replicas;
 mod resume;
 mod sandboxes;

@@ -1,0 +1,1 @@
+//! The egress audit over the admin API and `centaur audit`.

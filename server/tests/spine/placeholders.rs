@@ -1,0 +1,1 @@
+//! Placeholders that reach a request body (an agent ran `env`) never make a thread unusable.
