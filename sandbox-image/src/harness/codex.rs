@@ -42,6 +42,8 @@ pub struct Codex {
 
 struct Process {
     child: Child,
+    /// Registered with the runner's process registry: it outlives turns, its children do not.
+    _owned: crate::tree::Owned,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
     next_id: u64,
@@ -93,10 +95,12 @@ impl Codex {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Broke::Process(format!("cannot start `{program} app-server`: {e}")))?;
+        let owned = crate::tree::own(child.id(), crate::tree::Lifetime::Sandbox);
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
         let mut process = Process {
             child,
+            _owned: owned,
             stdin,
             stdout,
             next_id: 1,
