@@ -44,6 +44,10 @@ pub fn main() -> ExitCode {
         eprintln!("centaur-runner: cannot protect its memory: {error}");
         return ExitCode::from(2);
     }
+    if let Err(error) = crate::tree::become_subreaper() {
+        eprintln!("centaur-runner: cannot adopt the processes it starts: {error}");
+        return ExitCode::from(2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -76,6 +80,7 @@ pub fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let endpoint: Endpoint = args.server.parse()?;
+    tokio::spawn(crate::tree::reap_on_sigchld());
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     if let Some(socket) = args.proxy_socket {
         let listener = tokio::net::TcpListener::bind(args.proxy_listen)
@@ -129,7 +134,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
-    runner.run(stop).await?;
+    let served = runner.run(stop).await;
+    // Whatever the harnesses and the agent left running goes with the runner (in a sandbox that
+    // outlives it, as with a backend that does not end the sandbox's processes itself).
+    let ended = crate::tree::end_all().await;
+    tracing::info!(signalled = ended.signalled, "the runner's processes ended");
+    served?;
     Ok(())
 }
 

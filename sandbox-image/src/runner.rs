@@ -13,6 +13,7 @@ use crate::follow::Follow;
 use crate::harness::{self, Harness};
 use crate::link::{Link, LinkError};
 use crate::poster::{Posted, Poster};
+use crate::tree;
 use crate::turn::{Approvals, Sandbox, Turn};
 
 const CLAIM_WAIT_MS: u64 = 30_000;
@@ -140,6 +141,20 @@ impl Runner {
                 error: "the sandbox restarted during this turn; send the message again".into(),
             }
         } else {
+            // An interrupt, the deadline or a release ends what the turn started right away,
+            // whatever the harness does about it (its own interrupt still goes out, so it
+            // reports the turn as interrupted).
+            let before = tree::Before::now();
+            let ending = ended.clone();
+            let ender = tokio::spawn(async move {
+                ending.cancelled().await;
+                let ended = tree::end_turn(&before).await;
+                tracing::info!(
+                    signalled = ended.signalled,
+                    left = ended.left,
+                    "the turn ended early; its processes are gone"
+                );
+            });
             let mut turn = Turn::new(
                 execution_id,
                 assignment.input,
@@ -151,6 +166,14 @@ impl Runner {
             );
             let finish = self.harness.turn(&mut turn).await;
             drop(turn);
+            if ended.is_cancelled() {
+                let _ = ender.await;
+            } else {
+                // A turn that ended by itself leaves what it started running (a server the
+                // agent started on purpose); the `execution.completed` the runner is about to
+                // cause must not end it.
+                ender.abort();
+            }
             finish
         };
         let _ = finish_tx.send(finish);

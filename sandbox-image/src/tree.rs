@@ -1,10 +1,37 @@
 //! The processes a turn starts, and ending them.
 //!
-//! (Skeleton: the lead wrote the registry's API so harness adapters can register their
-//! processes; the kill and the reaper are being built.)
+//! The runner is a child subreaper ([`become_subreaper`]): whatever the agent starts, however
+//! it detaches (`setsid`, a double fork, `nohup … &`), stays a descendant of the runner, because
+//! an orphan is handed to its nearest subreaper ancestor rather than to the sandbox's init. So
+//! "every process a turn started" is a walk of `/proc` down the parent links from the runner.
+//!
+//! - [`own`] registers a process the runner spawned and waits for itself (a
+//!   `tokio::process::Child`), with its [`Lifetime`]: a `Sandbox` process (`codex app-server`,
+//!   `claude`) survives the end of a turn, its descendants do not; a `Turn` process (the shell
+//!   harness's `bash`) ends with the turn. The reaper never waits for a registered process.
+//! - [`Before::now`] notes the processes alive when a turn starts; [`end_turn`] ends every
+//!   descendant of the runner that is not among them and not a registered `Sandbox` process:
+//!   SIGTERM, a short grace, then SIGKILL, walking again until none is left (a process may fork
+//!   during the walk). A turn that ends normally ends nothing: what it left running (a server
+//!   the agent started on purpose) stays, and a later turn's early end spares it too.
+//! - [`reap`] waits for the zombies among the runner's children that nobody else waits for
+//!   (orphans handed to it); [`reap_on_sigchld`] does it whenever a child ends.
+//! - [`end_all`] ends every descendant, registered or not, when the runner stops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How long processes get to end after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_millis(200);
+/// How long ending a turn keeps walking and killing: well under a second, even when a process
+/// keeps forking.
+const GIVE_UP_AFTER: Duration = Duration::from_millis(800);
+/// The pause between two walks.
+const POLL: Duration = Duration::from_millis(5);
 
 /// How long a registered process is meant to live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +52,9 @@ pub struct Owned {
     pid: Option<u32>,
 }
 
-/// Registers a process the runner just spawned (`child.id()`), with its lifetime.
+/// Registers a process the runner just spawned (`child.id()`), with its lifetime. Call it right
+/// after the spawn, with no `.await` in between: the runner's runtime has one thread, so the
+/// reaper cannot run between the two and wait for the process in its owner's place.
 pub fn own(pid: Option<u32>, lifetime: Lifetime) -> Owned {
     if let Some(pid) = pid {
         OWNED
@@ -44,5 +73,259 @@ impl Drop for Owned {
         {
             owned.remove(&pid);
         }
+    }
+}
+
+fn registered() -> HashMap<u32, Lifetime> {
+    OWNED
+        .lock()
+        .expect("process registry")
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`), so a
+/// process that detaches from its parent stays in the runner's tree.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A process as `/proc/<pid>/stat` shows it.
+#[derive(Clone, Copy, Debug)]
+struct Proc {
+    pid: u32,
+    parent: u32,
+    /// When it started (clock ticks after boot): with the pid, it names one process even after
+    /// the pid is reused.
+    started: u64,
+    /// Ended, not yet waited for (`Z`), or dead (`X`).
+    dead: bool,
+}
+
+fn stat(pid: u32) -> Option<Proc> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold anything, parentheses too.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?;
+    let parent = fields.next()?.parse().ok()?;
+    // Field 22; the state was field 3, the parent field 4.
+    let started = fields.nth(17)?.parse().ok()?;
+    Some(Proc {
+        pid,
+        parent,
+        started,
+        dead: matches!(state, "Z" | "X" | "x"),
+    })
+}
+
+/// Every process this process's `/proc` shows.
+fn processes() -> Vec<Proc> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .collect()
+}
+
+/// The descendants of this process, parents before their children.
+fn descendants(all: &[Proc]) -> Vec<Proc> {
+    let mut children: HashMap<u32, Vec<Proc>> = HashMap::new();
+    for p in all {
+        children.entry(p.parent).or_default().push(*p);
+    }
+    let mut found = Vec::new();
+    // The reads are not one snapshot, so they could show a cycle: never walk a process twice.
+    let mut seen = HashSet::from([std::process::id()]);
+    let mut next = vec![std::process::id()];
+    while let Some(pid) = next.pop() {
+        for child in children.get(&pid).into_iter().flatten() {
+            if seen.insert(child.pid) {
+                found.push(*child);
+                next.push(child.pid);
+            }
+        }
+    }
+    found
+}
+
+/// The processes alive when a turn started: ending the turn early spares them (they were left
+/// by earlier turns, or belong to the sandbox).
+#[derive(Clone, Debug, Default)]
+pub struct Before {
+    alive: HashSet<(u32, u64)>,
+}
+
+impl Before {
+    /// The runner's descendants now.
+    pub fn now() -> Before {
+        Before {
+            alive: descendants(&processes())
+                .into_iter()
+                .filter(|p| !p.dead)
+                .map(|p| (p.pid, p.started))
+                .collect(),
+        }
+    }
+
+    /// Nothing spared: every descendant goes (the runner is stopping).
+    pub fn nothing() -> Before {
+        Before::default()
+    }
+}
+
+/// Who goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sparing {
+    /// Registered `Sandbox` processes and what ran before the turn.
+    SandboxAndBefore,
+    /// No one.
+    No,
+}
+
+/// The descendants that must end and are still alive.
+fn doomed(before: &Before, sparing: Sparing) -> Vec<Proc> {
+    let owned = registered();
+    descendants(&processes())
+        .into_iter()
+        .filter(|p| !p.dead)
+        .filter(|p| {
+            sparing == Sparing::No
+                || (owned.get(&p.pid) != Some(&Lifetime::Sandbox)
+                    && !before.alive.contains(&(p.pid, p.started)))
+        })
+        .collect()
+}
+
+/// Sends `signal` to `p`, and only to it: through a pidfd taken while the process still has
+/// `p`'s start time, so a pid reused in the meantime is never signalled.
+fn signal(p: &Proc, signal: libc::c_int) {
+    // SAFETY: pidfd_open takes a pid and flags, and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid as libc::pid_t, 0) };
+    if fd < 0 {
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS)
+            && stat(p.pid).is_some_and(|now| now.started == p.started)
+        {
+            // A kernel before 5.3: the plain call, checked just before.
+            // SAFETY: plain signal delivery.
+            unsafe { libc::kill(p.pid as libc::pid_t, signal) };
+        }
+        return;
+    }
+    // SAFETY: pidfd_open just returned this descriptor, which nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+    if stat(p.pid).is_none_or(|now| now.started != p.started) {
+        return;
+    }
+    // SAFETY: pidfd_send_signal takes the descriptor, a signal, no siginfo and no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
+/// What ending a turn did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ended {
+    /// Processes signalled.
+    pub signalled: usize,
+    /// Processes still alive when it gave up (0 unless one is stuck in the kernel).
+    pub left: usize,
+}
+
+/// Ends every process started since `before`, but registered `Sandbox` processes (their own
+/// descendants end too), within a second: SIGTERM, up to [`TERM_GRACE`] for them to go, then
+/// SIGKILL, walking again until none is left. Reaps the orphans among them.
+pub async fn end_turn(before: &Before) -> Ended {
+    end(before, Sparing::SandboxAndBefore).await
+}
+
+/// Ends every descendant of the runner, registered or not (the runner is stopping).
+pub async fn end_all() -> Ended {
+    end(&Before::nothing(), Sparing::No).await
+}
+
+async fn end(before: &Before, sparing: Sparing) -> Ended {
+    let started = Instant::now();
+    let mut ended = Ended::default();
+    let mut signalled: HashSet<(u32, u64)> = HashSet::new();
+    let first = doomed(before, sparing);
+    for p in &first {
+        signal(p, libc::SIGTERM);
+        signalled.insert((p.pid, p.started));
+    }
+    let term_until = started + TERM_GRACE;
+    loop {
+        reap();
+        let left = doomed(before, sparing);
+        if left.is_empty() {
+            break;
+        }
+        let now = Instant::now();
+        if now >= started + GIVE_UP_AFTER {
+            ended.left = left.len();
+            tracing::warn!(
+                left = left.len(),
+                "processes of the turn are still alive after SIGKILL"
+            );
+            break;
+        }
+        if now >= term_until {
+            for p in &left {
+                signal(p, libc::SIGKILL);
+                signalled.insert((p.pid, p.started));
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    reap();
+    ended.signalled = signalled.len();
+    ended
+}
+
+/// Waits for the zombies among this process's children that no owner waits for (orphans
+/// handed to the runner); returns how many.
+pub fn reap() -> usize {
+    let me = std::process::id();
+    let owned = registered();
+    let mut reaped = 0;
+    for p in processes() {
+        if p.parent != me || !p.dead || owned.contains_key(&p.pid) {
+            continue;
+        }
+        let mut status = 0;
+        // SAFETY: waits for one child that has ended, without blocking.
+        if unsafe { libc::waitpid(p.pid as libc::pid_t, &mut status, libc::WNOHANG) }
+            == p.pid as libc::pid_t
+        {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// Reaps orphans whenever a child ends, for as long as the runner runs.
+pub async fn reap_on_sigchld() {
+    let mut child = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        Ok(child) => child,
+        Err(error) => {
+            tracing::warn!(%error, "no SIGCHLD handler: orphans are reaped only after a turn ends early");
+            return;
+        }
+    };
+    while child.recv().await.is_some() {
+        reap();
     }
 }

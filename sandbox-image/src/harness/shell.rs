@@ -111,6 +111,8 @@ async fn run(turn: &Turn, command_id: &str, command: &str) -> Result<(String, Op
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Stop::Failed(format!("cannot start bash: {e}")))?;
+    // The runner waits for it; an early end of the turn kills it with the rest of its tree.
+    let _owned = crate::tree::own(child.id(), crate::tree::Lifetime::Turn);
     let mut output = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())
         .map_err(|e| Stop::Failed(e.to_string()))?;
     let mut out = Output {

@@ -48,6 +48,8 @@ struct Process {
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
+    /// Its registration with the runner's process registry, for as long as the child lives.
+    _owned: crate::tree::Owned,
 }
 
 pub enum Broke {
@@ -85,12 +87,15 @@ impl Session {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Broke::Process(format!("cannot start `{}`: {e}", launch.program)))?;
+        // It serves every turn: ending a turn early spares it and ends what it started.
+        let owned = crate::tree::own(child.id(), crate::tree::Lifetime::Sandbox);
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
         self.process = Some(Process {
             child,
             stdin,
             stdout,
+            _owned: owned,
         });
         Ok(())
     }
