@@ -33,6 +33,16 @@ pub const CONFIG_VAR: &str = "CENTAUR_CODEX_CONFIG_TOML";
 /// How long an interrupted turn may take to wind down before the process is killed.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Codex's own background requests, off: the curated plugin sync (github.com,
+/// api.github.com, chatgpt.com, at every start), analytics, feedback and the update check.
+/// The sandbox could not reach those hosts anyway; each attempt was an `egress.denied` on the
+/// thread.
+const QUIET: [&str; 4] = [
+    "features.plugins=false",
+    "analytics.enabled=false",
+    "feedback.enabled=false",
+    "check_for_update_on_startup=false",
+];
 
 pub struct Codex {
     sandbox: Sandbox,
@@ -84,8 +94,14 @@ impl Codex {
             .get("CENTAUR_CODEX_BIN")
             .cloned()
             .unwrap_or_else(|| "codex".into());
-        let mut child = tokio::process::Command::new(&program)
-            .arg("app-server")
+        let mut command = tokio::process::Command::new(&program);
+        command.arg("app-server");
+        // Centaur's settings win over the user's `config.toml`: on the command line, Codex's
+        // highest layer.
+        for setting in QUIET {
+            command.arg("-c").arg(setting);
+        }
+        let mut child = command
             .current_dir(&self.sandbox.workspace)
             .envs(&env)
             .env("CODEX_HOME", &home)
@@ -180,11 +196,13 @@ impl Codex {
         let mut interrupted_at: Option<tokio::time::Instant> = None;
         loop {
             let deadline = interrupted_at.map(|at| at + INTERRUPT_GRACE);
+            let release_at = state.next_release();
             tokio::select! {
                 line = process.stdout.next_line() => {
                     let line = line
                         .map_err(|e| Broke::Process(format!("reading from codex failed: {e}")))?
                         .ok_or_else(|| Broke::Process("codex app-server exited in the middle of a turn".into()))?;
+                    tracing::trace!(target: "centaur_runner::codex", %line, "from codex");
                     let message: Value = serde_json::from_str(&line).map_err(|_| {
                         Broke::Process(format!("codex app-server printed something that is not JSON-RPC: {}", truncate(&line, 200)))
                     })?;
@@ -199,6 +217,7 @@ impl Codex {
                         if interrupt_pending {
                             process.notify_request("turn/interrupt", json!({"threadId": process.thread_id, "turnId": id})).await?;
                         }
+                        state.turn_id = Some(id.clone());
                         turn_id = Some(id);
                         continue;
                     }
@@ -210,9 +229,10 @@ impl Codex {
                         match approval_request(method, &message["params"]) {
                             Some((kind, summary, details, answer)) => {
                                 let id = id.clone();
+                                let item = message["params"]["itemId"].as_str().map(str::to_owned);
                                 approvals.push(Box::pin(async move {
                                     let verdict = turn.approval(kind, summary, details).await;
-                                    (id, json!({"decision": answer(verdict)}))
+                                    (id, item, verdict, json!({"decision": answer(verdict)}))
                                 }));
                             }
                             None => {
@@ -221,8 +241,14 @@ impl Codex {
                         }
                     }
                 }
-                Some((id, result)) = approvals.next(), if !approvals.is_empty() => {
+                Some((id, item, verdict, result)) = approvals.next(), if !approvals.is_empty() => {
                     process.send(&json!({"id": id, "result": result})).await?;
+                    if let Some(item) = item {
+                        state.approved(turn, &item, verdict);
+                    }
+                }
+                _ = async { tokio::time::sleep_until(release_at.expect("set")).await }, if release_at.is_some() => {
+                    state.release_due(turn);
                 }
                 Some(text) = steering.recv(), if turn_id.is_some() => {
                     let _ = process.notify_request("turn/steer", json!({"threadId": process.thread_id, "expectedTurnId": turn_id, "input": [{"type": "text", "text": text}]})).await;
@@ -304,6 +330,7 @@ impl Process {
                 .ok_or_else(|| {
                     Broke::Process(format!("codex app-server exited during `{method}`"))
                 })?;
+            tracing::trace!(target: "centaur_runner::codex", %line, "from codex");
             let message: Value = serde_json::from_str(&line).map_err(|_| {
                 Broke::Process(format!(
                     "codex app-server printed something that is not JSON-RPC: {}",
@@ -329,51 +356,137 @@ impl Process {
 /// What a turn has produced so far.
 #[derive(Default)]
 struct TurnState {
+    /// The Codex turn this is, once Codex has said; items of other turns are not this turn's.
+    turn_id: Option<String>,
     last_message: String,
-    usage: Option<(u64, u64)>,
+    /// Codex's thread totals: before this turn's first model call, and the latest.
+    usage_before: Option<Tokens>,
+    usage_now: Option<Tokens>,
     error: Option<String>,
-    commands: HashMap<String, ()>,
+    commands: HashMap<String, Command>,
+    /// A command item that has not started yet (no process) and was just announced: if
+    /// Codex's next message asks to approve it, it waits for the decision; otherwise it starts.
+    announced: Option<String>,
 }
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Tokens {
+    input: u64,
+    output: u64,
+}
+
+impl Tokens {
+    fn of(usage: &Value) -> Tokens {
+        Tokens {
+            input: usage["inputTokens"].as_u64().unwrap_or(0),
+            output: usage["outputTokens"].as_u64().unwrap_or(0),
+        }
+    }
+}
+
+/// One of the turn's commands.
+struct Command {
+    command: String,
+    /// `command.started` was emitted.
+    started: bool,
+    /// Until when its output is held back (see [`OUTPUT_HOLD`]); `None` before it starts.
+    hold_until: Option<tokio::time::Instant>,
+    /// Output Codex streamed that is not emitted yet.
+    held: String,
+    /// Output emitted as `command.output`.
+    sent: String,
+}
+
+/// How long a command's streamed output is held back before it is emitted live. Codex does
+/// not stream what a command prints in its first moments (it reads that itself before it
+/// announces the command); the whole output only comes with the command's end. Held back,
+/// the output of a command that ends within this time reaches the thread whole and in order;
+/// a longer one streams live after it, and what Codex never streamed comes at its end.
+const OUTPUT_HOLD: Duration = Duration::from_secs(5);
 
 impl TurnState {
     /// Handles one message from Codex; `Some` when the turn is over.
     fn notification(&mut self, turn: &Turn, message: &Value) -> Option<Finish> {
         let params = &message["params"];
-        match message["method"].as_str()? {
+        let method = message["method"].as_str()?;
+        if let Some(id) = self.announced.take() {
+            if method == "item/commandExecution/requestApproval"
+                && params["itemId"].as_str() == Some(id.as_str())
+            {
+                // It waits for its approval: not started.
+                return None;
+            }
+            self.start(turn, &id);
+        }
+        // Items of another turn (a command that outlived an interrupted turn) are not this
+        // turn's.
+        if let (Some(ours), Some(theirs)) = (&self.turn_id, params["turnId"].as_str())
+            && ours != theirs
+        {
+            return None;
+        }
+        match method {
             "item/agentMessage/delta" => turn.emit(EventBody::AgentMessageDelta {
                 text: params["delta"].as_str()?.to_owned(),
             }),
-            "item/commandExecution/outputDelta" => turn.emit(EventBody::CommandOutput {
-                command_id: params["itemId"].as_str()?.to_owned(),
-                chunk: params["delta"].as_str()?.to_owned(),
-            }),
+            "item/commandExecution/outputDelta" => {
+                let id = params["itemId"].as_str()?;
+                let chunk = params["delta"].as_str()?;
+                self.output(turn, id, chunk);
+            }
             "item/started" => {
                 let item = &params["item"];
                 if item["type"] == "commandExecution" {
                     let id = item["id"].as_str()?.to_owned();
-                    self.commands.insert(id.clone(), ());
-                    turn.emit(EventBody::CommandStarted {
-                        command_id: id,
-                        command: item["command"].as_str().unwrap_or_default().to_owned(),
-                    });
+                    self.commands.insert(
+                        id.clone(),
+                        Command {
+                            command: item["command"].as_str().unwrap_or_default().to_owned(),
+                            started: false,
+                            hold_until: None,
+                            held: String::new(),
+                            sent: String::new(),
+                        },
+                    );
+                    // Codex announces a command that needs an approval before it runs, without
+                    // a process; one that runs at once comes with its process.
+                    if item["processId"].is_null() {
+                        self.announced = Some(id);
+                    } else {
+                        self.start(turn, &id);
+                    }
                 }
             }
             "item/completed" => self.item_completed(turn, &params["item"]),
             "thread/tokenUsage/updated" => {
-                let last = &params["tokenUsage"]["last"];
-                self.usage = Some((
-                    last["inputTokens"].as_u64().unwrap_or(0),
-                    last["outputTokens"].as_u64().unwrap_or(0),
-                ));
+                let usage = &params["tokenUsage"];
+                let (total, last) = (Tokens::of(&usage["total"]), Tokens::of(&usage["last"]));
+                if self.usage_before.is_none() {
+                    self.usage_before = Some(Tokens {
+                        input: total.input.saturating_sub(last.input),
+                        output: total.output.saturating_sub(last.output),
+                    });
+                }
+                self.usage_now = Some(total);
             }
             "error" if params["willRetry"] != json!(true) => {
                 self.error = params["error"]["message"].as_str().map(str::to_owned);
             }
             "turn/completed" => {
-                if let Some((input_tokens, output_tokens)) = self.usage {
+                // Commands still open (an interrupted turn ends without their end): closed.
+                let open: Vec<String> = self
+                    .commands
+                    .iter()
+                    .filter(|(_, c)| c.started)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in open {
+                    self.finish(turn, &id, None, None);
+                }
+                if let (Some(before), Some(now)) = (self.usage_before, self.usage_now) {
                     turn.emit(EventBody::Usage {
-                        input_tokens,
-                        output_tokens,
+                        input_tokens: now.input.saturating_sub(before.input),
+                        output_tokens: now.output.saturating_sub(before.output),
                     });
                 }
                 let finished = &params["turn"];
@@ -396,6 +509,116 @@ impl TurnState {
             _ => {}
         }
         None
+    }
+
+    /// Emits `command.started` for a command not started yet.
+    fn start(&mut self, turn: &Turn, id: &str) {
+        let Some(command) = self.commands.get_mut(id) else {
+            return;
+        };
+        if command.started {
+            return;
+        }
+        command.started = true;
+        command.hold_until = Some(tokio::time::Instant::now() + OUTPUT_HOLD);
+        turn.emit(EventBody::CommandStarted {
+            command_id: id.to_owned(),
+            command: command.command.clone(),
+        });
+    }
+
+    /// The decision on an approval Codex asked for `item`: an approved command starts now.
+    fn approved(&mut self, turn: &Turn, item: &str, verdict: ApprovalResolution) {
+        match verdict {
+            ApprovalResolution::Approve | ApprovalResolution::ApproveForSession => {
+                self.start(turn, item);
+            }
+            ApprovalResolution::Deny | ApprovalResolution::Cancelled => {}
+        }
+    }
+
+    fn output(&mut self, turn: &Turn, id: &str, chunk: &str) {
+        self.start(turn, id);
+        let Some(command) = self.commands.get_mut(id) else {
+            return;
+        };
+        let holding = command
+            .hold_until
+            .is_some_and(|until| tokio::time::Instant::now() < until);
+        if holding {
+            command.held.push_str(chunk);
+        } else {
+            command.held.push_str(chunk);
+            release(turn, id, command);
+        }
+    }
+
+    /// When the next command's hold ends, if any holds output.
+    fn next_release(&self) -> Option<tokio::time::Instant> {
+        self.commands
+            .values()
+            .filter(|c| !c.held.is_empty())
+            .filter_map(|c| c.hold_until)
+            .min()
+    }
+
+    /// Emits the held output of the commands whose hold has ended.
+    fn release_due(&mut self, turn: &Turn) {
+        let now = tokio::time::Instant::now();
+        for (id, command) in &mut self.commands {
+            if command.hold_until.is_some_and(|until| until <= now) {
+                release(turn, id, command);
+            }
+        }
+    }
+
+    /// Ends a command: what Codex says it printed (`whole`, its aggregated output) is
+    /// reconciled with what was streamed, so the thread holds the output once; then
+    /// `command.finished`.
+    fn finish(&mut self, turn: &Turn, id: &str, whole: Option<&str>, exit_code: Option<i32>) {
+        let Some(mut command) = self.commands.remove(id) else {
+            return;
+        };
+        let streamed = format!("{}{}", command.sent, command.held);
+        let rest: Vec<String> = match whole {
+            None | Some("") => vec![command.held.clone()],
+            Some(whole) if command.sent.is_empty() => {
+                if whole.contains(streamed.as_str()) {
+                    // Nothing emitted yet: the whole output, in order.
+                    vec![whole.to_owned()]
+                } else {
+                    // Codex kept less than it streamed (it keeps a head and a tail of long
+                    // output): what was streamed.
+                    vec![command.held.clone()]
+                }
+            }
+            Some(whole) => {
+                if whole.starts_with(streamed.as_str()) {
+                    vec![whole[command.sent.len()..].to_owned()]
+                } else if let Some(at) = whole.find(streamed.as_str()) {
+                    // Codex did not stream the start, and the command ran past the hold:
+                    // the missing start comes last.
+                    vec![
+                        command.held.clone(),
+                        whole[..at].to_owned(),
+                        whole[at + streamed.len()..].to_owned(),
+                    ]
+                } else {
+                    vec![command.held.clone()]
+                }
+            }
+        };
+        command.held.clear();
+        for chunk in rest.into_iter().filter(|c| !c.is_empty()) {
+            turn.emit(EventBody::CommandOutput {
+                command_id: id.to_owned(),
+                chunk,
+            });
+        }
+        turn.emit(EventBody::CommandFinished {
+            command_id: id.to_owned(),
+            exit_code,
+        });
     }
 
     fn item_completed(&mut self, turn: &Turn, item: &Value) {
@@ -423,16 +646,33 @@ impl TurnState {
                 let Some(id) = item["id"].as_str() else {
                     return;
                 };
-                if self.commands.remove(id).is_none() {
-                    turn.emit(EventBody::CommandStarted {
-                        command_id: id.to_owned(),
-                        command: item["command"].as_str().unwrap_or_default().to_owned(),
-                    });
+                let never_ran = item["status"] == "declined"
+                    && self.commands.get(id).is_none_or(|c| !c.started);
+                if never_ran {
+                    // Denied (or its approval cancelled): it never started, and the thread
+                    // says so with its approval; no command events.
+                    self.commands.remove(id);
+                    return;
                 }
-                turn.emit(EventBody::CommandFinished {
-                    command_id: id.to_owned(),
-                    exit_code: item["exitCode"].as_i64().map(|c| c as i32),
-                });
+                if !self.commands.contains_key(id) {
+                    self.commands.insert(
+                        id.to_owned(),
+                        Command {
+                            command: item["command"].as_str().unwrap_or_default().to_owned(),
+                            started: false,
+                            hold_until: None,
+                            held: String::new(),
+                            sent: String::new(),
+                        },
+                    );
+                }
+                self.start(turn, id);
+                self.finish(
+                    turn,
+                    id,
+                    item["aggregatedOutput"].as_str(),
+                    item["exitCode"].as_i64().map(|c| c as i32),
+                );
             }
             "fileChange" => {
                 for change in item["changes"].as_array().into_iter().flatten() {
@@ -450,10 +690,25 @@ impl TurnState {
     }
 }
 
+/// Emits a command's held output.
+fn release(turn: &Turn, id: &str, command: &mut Command) {
+    if command.held.is_empty() {
+        return;
+    }
+    let chunk = std::mem::take(&mut command.held);
+    command.sent.push_str(&chunk);
+    turn.emit(EventBody::CommandOutput {
+        command_id: id.to_owned(),
+        chunk,
+    });
+}
+
 type Answer = fn(ApprovalResolution) -> &'static str;
 
-/// An approval waiting for its decision: the request id and the answer to send.
-type Pending<'a> = Pin<Box<dyn Future<Output = (Value, Value)> + Send + 'a>>;
+/// An approval waiting for its decision: the request id, the item it is about, the verdict
+/// and the answer to send.
+type Pending<'a> =
+    Pin<Box<dyn Future<Output = (Value, Option<String>, ApprovalResolution, Value)> + Send + 'a>>;
 
 /// Codex's approval requests as Centaur approvals: kind, summary, details, and how to answer.
 fn approval_request(method: &str, params: &Value) -> Option<(ApprovalKind, String, Value, Answer)> {
