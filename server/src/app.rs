@@ -16,6 +16,7 @@ use crate::db::{self, Readiness};
 use crate::egress::{self, Egress, EgressSetupError};
 use crate::executions;
 use crate::hub::Hub;
+use crate::reloading::{CodexConfig, read_codex_config};
 use crate::replicas;
 use crate::routes;
 use crate::runner_socket::{RunnerSocket, SocketPeer};
@@ -37,8 +38,8 @@ pub struct AppState {
     pub egress: Option<Arc<Egress>>,
     /// Ready sandboxes, when the backend has them and the pool is configured.
     pub warm: Option<Arc<WarmPool>>,
-    /// The content of `CENTAUR_CODEX_CONFIG`, read at start-up.
-    pub codex_config: Option<Arc<str>>,
+    /// `CENTAUR_CODEX_CONFIG`, read again when the file changes.
+    pub codex_config: Option<Arc<CodexConfig>>,
     pub readiness: Arc<Readiness>,
     /// This replica's id: the owner of the sandboxes it runs ([`crate::replicas`]).
     pub replica: Arc<str>,
@@ -158,12 +159,14 @@ pub async fn start_with_backend(
     config.validate()?;
     let egress = Egress::from_config(&config)?;
     let codex_config = match &config.codex_config {
-        Some(path) => Some(Arc::from(std::fs::read_to_string(path).map_err(
-            |source| StartError::CodexConfig {
-                path: path.clone(),
-                source,
-            },
-        )?)),
+        Some(path) => Some(Arc::new(
+            CodexConfig::open(path, read_codex_config).map_err(|error| {
+                StartError::CodexConfig {
+                    path: error.path,
+                    source: error.source,
+                }
+            })?,
+        )),
         None => None,
     };
     let warm = (config.warm_pool > 0 && backend.supports_warm())

@@ -383,7 +383,11 @@ fn attachment(
     if harness == Harness::Codex
         && let Some(config) = &state.codex_config
     {
-        env.insert("CENTAUR_CODEX_CONFIG_TOML".into(), config.to_string());
+        // Read now, not at start-up: a new endpoint or model reaches the next sandbox.
+        env.insert(
+            "CENTAUR_CODEX_CONFIG_TOML".into(),
+            config.current().to_string(),
+        );
     }
     Attachment {
         sandbox_id,

@@ -77,7 +77,8 @@ pub struct Config {
     pub harness_dir: Option<PathBuf>,
 
     /// A `config.toml` for Codex in sandboxes (model provider, model); it must not hold
-    /// secrets (name the variable with the key, whose placeholder the sandbox holds).
+    /// secrets (name the variable with the key, whose placeholder the sandbox holds). Read again
+    /// when it changes: each sandbox assigned gets the file as it is then.
     #[arg(long, env = "CENTAUR_CODEX_CONFIG")]
     pub codex_config: Option<PathBuf>,
 

@@ -22,6 +22,7 @@
 //! - [`logging`]: the tracing subscriber.
 //! - [`messages`]: messages posted to threads.
 //! - [`pg_cluster`]: a PostgreSQL cluster of the server's own (`centaur dev`, tests).
+//! - [`reloading`]: settings files read again when they change (Codex's config, the policy).
 //! - [`replicas`]: who this replica is, and which replicas are alive.
 //! - [`routes`]: the HTTP routes; thin handlers over the modules above.
 //! - [`runner_socket`]: the Unix socket mounted into local sandboxes for the runner API.
@@ -47,6 +48,7 @@ pub mod hub;
 pub mod logging;
 pub mod messages;
 pub mod pg_cluster;
+pub mod reloading;
 pub mod replicas;
 pub mod routes;
 pub mod runner_socket;

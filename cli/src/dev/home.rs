@@ -82,6 +82,10 @@ impl Home {
     pub fn codex_config(&self) -> PathBuf {
         self.root.join("codex.toml")
     }
+    /// The model APIs' base URLs and Codex's model (`centaur dev keys` writes it).
+    pub fn endpoints(&self) -> PathBuf {
+        self.root.join("endpoints.json")
+    }
     pub fn postgres(&self) -> PathBuf {
         self.root.join("postgres")
     }

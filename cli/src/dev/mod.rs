@@ -6,13 +6,17 @@
 //! `centaur` command with the same `CENTAUR_HOME` finds the stack through `stack.json`.
 //!
 //! - [`doctor`]: every prerequisite and setting, each failure with its fix.
+//! - [`endpoints`]: where the model APIs are, written into Codex's settings and the policy.
 //! - [`home`]: `CENTAUR_HOME`'s folders and files, and the running stack's `stack.json`.
+//! - [`keys`]: `centaur dev keys`, in a terminal or with flags.
 //! - [`setup`]: what a stack needs before it starts (CA, tokens, keys, harness CLIs).
 //! - [`stack`]: the running stack itself (`centaur dev serve`).
 //! - [`supervise`]: restarting the parts of the stack that die on their own.
 
 pub mod doctor;
+pub mod endpoints;
 pub mod home;
+pub mod keys;
 pub mod setup;
 pub mod stack;
 pub mod supervise;
@@ -29,6 +33,7 @@ use clap::{Subcommand, ValueEnum};
 
 use self::doctor::NotReady;
 use self::home::{Home, HomeError, StackState};
+use self::keys::{KeysArgs, KeysError};
 use self::setup::{MODEL_KEYS, SetupError, Step};
 use self::stack::StackError;
 use centaur_client::api::{Client, Failure};
@@ -49,6 +54,8 @@ pub enum DevError {
     Stack(#[from] StackError),
     #[error(transparent)]
     NotReady(#[from] NotReady),
+    #[error(transparent)]
+    Keys(#[from] KeysError),
     #[error(
         "the kind backend is not built yet; `centaur dev --backend local` runs sandboxes with bubblewrap"
     )]
@@ -107,6 +114,7 @@ impl DevError {
         match self {
             DevError::Server(failure) => failure.exit_code(),
             DevError::Tui(error) => error.exit_code(),
+            DevError::Keys(error) => error.exit_code(),
             DevError::KindNotBuilt
             | DevError::StillRunning
             | DevError::ResetUnconfirmed
@@ -195,8 +203,9 @@ pub enum DevCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// Ask again for the model keys (OpenAI, Anthropic).
-    Keys,
+    /// Set the model keys (OpenAI, Anthropic) and where the model APIs are: asks in a
+    /// terminal; without one, give them as flags (a key on stdin).
+    Keys(KeysArgs),
     /// Run the stack in the foreground (what `centaur dev` starts in the background).
     #[command(hide = true)]
     Serve {
@@ -219,14 +228,7 @@ pub async fn run(command: Option<DevCommand>, up_args: UpArgs) -> Result<ExitCod
         DevCommand::Doctor { port } => Ok(doctor::run(&home, port)),
         DevCommand::Logs { component, follow } => logs(&home, component.as_deref(), follow),
         DevCommand::Reset { yes } => reset(&home, yes).await,
-        DevCommand::Keys => {
-            setup::prepare(&home)?;
-            setup::ask_for_keys(&home, true)?;
-            eprintln!(
-                "centaur: keys saved; a running stack uses them within seconds; their harness CLIs are installed when the stack next starts (`centaur dev down`, then `centaur dev`)"
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        DevCommand::Keys(args) => Ok(keys::run(&home, args)?),
         DevCommand::Serve { port, warm, tied } => {
             stack::serve(
                 home,
@@ -288,7 +290,7 @@ async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, DevError> {
     let step = Step::start(format!("preparing {}", home.root.display()));
     setup::prepare(home)?;
     step.done("");
-    setup::ask_for_keys(home, false)?;
+    setup::ask_for_keys(home)?;
     let ready = setup::install_harnesses(home);
 
     let step = Step::start("starting PostgreSQL, the proxy and the server");

@@ -10,6 +10,7 @@ use centaur_protocol::Harness;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::endpoints::Endpoints;
 use super::home::Home;
 use centaur_client::private_file::{WriteError, write as write_private};
 
@@ -227,10 +228,12 @@ pub fn prepare(home: &Home) -> Result<(), SetupError> {
         })?;
     }
     if !home.codex_config().exists() {
-        std::fs::write(home.codex_config(), CODEX_CONFIG).map_err(|source| SetupError::Write {
-            what: "the Codex settings",
-            source,
-        })?;
+        std::fs::write(home.codex_config(), Endpoints::default().codex_config()).map_err(
+            |source| SetupError::Write {
+                what: "the Codex settings",
+                source,
+            },
+        )?;
     }
     Ok(())
 }
@@ -263,22 +266,11 @@ fn default_policy() -> serde_json::Value {
     })
 }
 
-/// Codex talks to OpenAI with the key from its environment, which in a sandbox is the
-/// placeholder the proxy swaps.
-const CODEX_CONFIG: &str = r#"model_provider = "centaur-openai"
-
-[model_providers.centaur-openai]
-name = "OpenAI (through the Centaur proxy)"
-base_url = "https://api.openai.com/v1"
-wire_api = "responses"
-env_key = "OPENAI_API_KEY"
-supports_websockets = false
-"#;
-
-/// Asks for the model keys not yet given (once; `centaur dev keys` asks again).
-pub fn ask_for_keys(home: &Home, again: bool) -> Result<(), SetupError> {
+/// Asks for the model keys not yet given, once, on a stack's first start in a terminal
+/// (`centaur dev keys` asks again, and sets the endpoints).
+pub fn ask_for_keys(home: &Home) -> Result<(), SetupError> {
     let asked = home.secrets().join(".asked");
-    if (asked.exists() && !again) || !std::io::stdin().is_terminal() {
+    if asked.exists() || !std::io::stdin().is_terminal() {
         return Ok(());
     }
     eprintln!(
@@ -286,7 +278,7 @@ pub fn ask_for_keys(home: &Home, again: bool) -> Result<(), SetupError> {
         home.secrets().display()
     );
     for key in &MODEL_KEYS {
-        if key.present(home) && !again {
+        if key.present(home) {
             continue;
         }
         let value = dialoguer::Password::new()

@@ -18,6 +18,7 @@ use centaur_server::pg_cluster::{ClusterError, ClusterOptions, PgCluster};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::prelude::*;
 
+use super::endpoints::Endpoints;
 use super::home::{Home, StackState};
 use super::setup::MODEL_KEYS;
 use super::supervise::{Postgres, ProxyApi, RestartError, Supervisor};
@@ -343,6 +344,17 @@ fn server_config(
         config.harness_dir = Some(home.harnesses());
     }
     config.codex_config = Some(home.codex_config());
+    // Claude Code's endpoint, when `centaur dev keys` set one other than Anthropic's API.
+    match Endpoints::read(home) {
+        Ok(endpoints) => {
+            if let Some(url) = endpoints.anthropic_base_url() {
+                config
+                    .harness_env
+                    .push(("ANTHROPIC_BASE_URL".to_owned(), url));
+            }
+        }
+        Err(error) => tracing::warn!(%error, "Claude Code talks to Anthropic's API"),
+    }
     config.default_harness = ready[0];
     config.warm_pool = options.warm_pool;
     config.warm_harnesses = vec![ready[0]];

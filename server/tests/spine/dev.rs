@@ -453,3 +453,361 @@ async fn dev_restarts_a_killed_postgres() {
         assert_ne!(out.status.code(), Some(101), "{args:?}: {error}");
     }
 }
+
+/// Runs [`command`] with `input` on its stdin (a pipe, not a terminal).
+async fn centaur_piped(home: &Path, args: &[&str], input: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::from(command(home, args));
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("centaur runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.expect("centaur ends")
+}
+
+/// The files `centaur dev keys` may write, as they are.
+fn key_files(home: &Path) -> Vec<(String, Option<String>)> {
+    [
+        "secrets/openai-api-key",
+        "secrets/anthropic-api-key",
+        "codex.toml",
+        "egress-policy.json",
+        "endpoints.json",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), std::fs::read_to_string(home.join(f)).ok()))
+    .collect()
+}
+
+/// `echo KEY | centaur dev keys` cannot ask: it refuses in one line that names the way
+/// without a terminal, exits non-zero, and saves nothing (it said "keys saved" and exited 0).
+#[tokio::test]
+async fn keys_without_a_terminal_refuse_unless_told_to_read_stdin() {
+    let home = Home::new("dev-keys-piped");
+    let out = centaur_piped(&home, &["dev", "keys"], "sk-piped-0123456789\n").await;
+    let error = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{error}");
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.contains("--openai-key-stdin"), "{error}");
+    assert!(!error.contains("saved"), "{error}");
+    assert!(!home.join("secrets/openai-api-key").exists());
+    assert!(!home.join("secrets/anthropic-api-key").exists());
+
+    // Told to read it: saved, for the proxy only.
+    let out = centaur_piped(
+        &home,
+        &["dev", "keys", "--anthropic-key-stdin"],
+        "sk-ant-piped-0123456789\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Anthropic API key"));
+    let saved = home.join("secrets/anthropic-api-key");
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        "sk-ant-piped-0123456789"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Nothing on stdin: refused, nothing changed.
+    let before = key_files(&home);
+    let out = centaur_piped(&home, &["dev", "keys", "--openai-key-stdin"], "").await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no OpenAI key on stdin"));
+    assert_eq!(key_files(&home), before);
+}
+
+/// One step points Codex at another OpenAI-compatible endpoint: the key, Codex's provider
+/// (base URL, model, the placeholder's variable, no WebSocket) and the egress policy (the
+/// host:port allowed, private because it is loopback, the key bound there and only there).
+/// A bad URL changes nothing.
+#[tokio::test]
+async fn keys_with_a_base_url_write_codex_settings_and_the_policy_together() {
+    let home = Home::new("dev-keys-endpoint");
+    let out = centaur_piped(
+        &home,
+        &[
+            "dev",
+            "keys",
+            "--openai-key-stdin",
+            "--openai-base-url",
+            "http://127.0.0.1:18123/v1",
+            "--codex-model",
+            "local-model",
+        ],
+        "sk-local-0123456789\n",
+    )
+    .await;
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("http://127.0.0.1:18123/v1"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(home.join("secrets/openai-api-key")).unwrap(),
+        "sk-local-0123456789"
+    );
+
+    let codex = std::fs::read_to_string(home.join("codex.toml")).unwrap();
+    for line in [
+        "model = \"local-model\"",
+        "model_provider = \"centaur\"",
+        "[model_providers.centaur]",
+        "base_url = \"http://127.0.0.1:18123/v1\"",
+        "wire_api = \"responses\"",
+        "env_key = \"OPENAI_API_KEY\"",
+        "supports_websockets = false",
+    ] {
+        assert!(codex.lines().any(|l| l == line), "no `{line}` in\n{codex}");
+    }
+    assert!(codex.contains("request_max_retries = "), "{codex}");
+    assert!(!codex.contains("sk-local"), "{codex}");
+
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("egress-policy.json")).unwrap())
+            .unwrap();
+    let list = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let allow = list(&policy["allow"]);
+    assert!(allow.contains(&"127.0.0.1:18123".to_owned()), "{allow:?}");
+    assert!(
+        !allow.iter().any(|h| h.starts_with("api.openai.com")),
+        "{allow:?}"
+    );
+    assert!(allow.contains(&"pypi.org".to_owned()), "{allow:?}");
+    assert_eq!(list(&policy["allow_private"]), ["127.0.0.1:18123"]);
+    let binding = policy["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "OPENAI_API_KEY")
+        .unwrap();
+    assert_eq!(list(&binding["hosts"]), ["127.0.0.1:18123"]);
+    assert_eq!(list(&binding["headers"]), ["authorization"]);
+    assert_eq!(binding["format"], "Bearer {value}");
+
+    // A gateway for Claude Code: its host allowed with its port, its key bound there.
+    let out = centaur(
+        &home,
+        &[
+            "dev",
+            "keys",
+            "--anthropic-base-url",
+            "https://llm-gateway.example.com:8443/anthropic",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("egress-policy.json")).unwrap())
+            .unwrap();
+    let allow = list(&policy["allow"]);
+    assert!(
+        allow.contains(&"llm-gateway.example.com:8443".to_owned()),
+        "{allow:?}"
+    );
+    assert!(
+        !allow.iter().any(|h| h.starts_with("api.anthropic.com")),
+        "{allow:?}"
+    );
+    assert_eq!(list(&policy["allow_private"]), ["127.0.0.1:18123"]);
+    let binding = policy["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "ANTHROPIC_API_KEY")
+        .unwrap();
+    assert_eq!(list(&binding["hosts"]), ["llm-gateway.example.com:8443"]);
+
+    // Bad URLs: a clear line each, exit 2, not one file touched.
+    let before = key_files(&home);
+    for (flag, url, says) in [
+        ("--openai-base-url", "127.0.0.1:18123/v1", "not a URL"),
+        (
+            "--openai-base-url",
+            "ftp://models.example.com/v1",
+            "http://",
+        ),
+        (
+            "--openai-base-url",
+            "https://me:secret@models.example.com/v1",
+            "credentials",
+        ),
+        (
+            "--anthropic-base-url",
+            "https://llm-gateway.example.com/v1",
+            "without /v1",
+        ),
+    ] {
+        let out = centaur_piped(
+            &home,
+            &["dev", "keys", "--openai-key-stdin", flag, url],
+            "sk-other-0123456789\n",
+        )
+        .await;
+        let error = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {error}");
+        assert_eq!(error.lines().count(), 1, "{error}");
+        assert!(error.contains(says), "{url}: {error}");
+        assert!(
+            !error.contains("secret"),
+            "the URL's password is repeated: {error}"
+        );
+        assert_eq!(key_files(&home), before, "{url} changed something");
+    }
+}
+
+/// A real Codex turn through a `centaur dev` stack against an OpenAI-compatible endpoint on
+/// 127.0.0.1, configured only with `centaur dev keys` flags; then another endpoint and model,
+/// set while the stack runs, serve the next new thread without a restart.
+#[tokio::test]
+async fn codex_reaches_any_endpoint_set_by_dev_keys_without_a_restart() {
+    use centaur_test_support::model::{HELLO, MockModel, Reply};
+    use centaur_test_support::proxy::REAL_OPENAI_KEY;
+
+    let first = MockModel::start(vec![]).await;
+    let second = MockModel::start(vec![("again", Reply::Text("the second model".into()))]).await;
+    let home = Home::new("dev-endpoint");
+    // The Codex CLI the tests install once, as `centaur dev` would have put it.
+    std::fs::create_dir_all(&*home).unwrap();
+    std::os::unix::fs::symlink(
+        centaur_test_support::npm::codex_dir(),
+        home.join("harnesses"),
+    )
+    .unwrap();
+
+    let base_url = format!("http://{}/v1", first.host());
+    let out = centaur_piped(
+        &home,
+        &[
+            "dev",
+            "keys",
+            "--openai-key-stdin",
+            "--openai-base-url",
+            &base_url,
+            "--codex-model",
+            "first-model",
+        ],
+        &format!("{REAL_OPENAI_KEY}\n"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let port = free_port().to_string();
+    let out = centaur(&home, &["dev", "--detach", "--port", &port], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("harnesses ready: codex"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let send = |message: &'static str| {
+        let home = home.to_path_buf();
+        async move {
+            centaur(
+                &home,
+                &[
+                    "send",
+                    "--harness",
+                    "codex",
+                    "--message",
+                    message,
+                    "--exit-on-terminal",
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let out = send("hello there").await;
+    let logs = || {
+        format!(
+            "{}\n{}",
+            std::fs::read_to_string(home.join("logs/server.log")).unwrap_or_default(),
+            std::fs::read_to_string(home.join("logs/proxy.log")).unwrap_or_default()
+        )
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        logs()
+    );
+    assert!(text(&out.stdout).contains(HELLO), "{}", text(&out.stdout));
+    {
+        let seen = first.seen.lock().unwrap();
+        assert!(!seen.bodies.is_empty());
+        assert!(seen.bodies.iter().all(|b| b["model"] == "first-model"));
+        // The proxy swapped the sandbox's placeholder for the key.
+        assert!(
+            seen.authorizations
+                .iter()
+                .all(|a| *a == format!("Bearer {REAL_OPENAI_KEY}")),
+            "{:?}",
+            seen.authorizations
+        );
+    }
+    let first_requests = first.seen.lock().unwrap().bodies.len();
+
+    // Another endpoint and model while the stack runs: the next new thread uses them.
+    let base_url = format!("http://{}/v1", second.host());
+    let out = centaur(
+        &home,
+        &[
+            "dev",
+            "keys",
+            "--openai-base-url",
+            &base_url,
+            "--codex-model",
+            "second-model",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("new threads"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = send("again, please").await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        logs()
+    );
+    assert!(
+        text(&out.stdout).contains("the second model"),
+        "{}",
+        text(&out.stdout)
+    );
+    {
+        let seen = second.seen.lock().unwrap();
+        assert!(!seen.bodies.is_empty());
+        assert!(seen.bodies.iter().all(|b| b["model"] == "second-model"));
+        assert!(
+            seen.authorizations
+                .iter()
+                .all(|a| *a == format!("Bearer {REAL_OPENAI_KEY}"))
+        );
+    }
+    assert_eq!(first.seen.lock().unwrap().bodies.len(), first_requests);
+    let out = centaur(&home, &["dev", "down"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
