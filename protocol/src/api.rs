@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::egress::Policy;
+use crate::egress::{EgressDecision, Policy};
 use crate::{
     Decision, ExecutionStatus, Harness, ReadySource, Role, ThreadKey, UnknownName, by_name,
 };
@@ -80,10 +80,23 @@ pub struct InterruptRequest {
     pub reason: Option<String>,
 }
 
+/// The query of `POST /agent/threads/{thread_key}/interrupt`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterruptQuery {
+    /// Also withdraw the messages waiting for a turn, so the next turn does not start with
+    /// them (the thread's queue).
+    #[serde(default)]
+    pub all: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InterruptResponse {
     pub interrupted: bool,
     pub execution_id: Option<Uuid>,
+    /// With `all`: how many waiting messages were withdrawn (0 without it).
+    #[serde(default)]
+    pub withdrawn_messages: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -282,6 +295,42 @@ pub enum PolicySource {
     Thread,
     /// The deployment's default (`CENTAUR_EGRESS_POLICY`).
     Default,
+}
+
+/// `GET /admin/egress-audit`: one page of the egress proxy's audit, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EgressAuditPage {
+    pub records: Vec<EgressAuditEntry>,
+    /// Pass as `after` to get what comes next (the newest record's id here, or the `after`
+    /// that was asked for when there is nothing new).
+    pub next_after: i64,
+}
+
+/// One request (or tunnel) through the egress proxy, as stored. Secret names, never values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EgressAuditEntry {
+    /// Grows with every record stored: the cursor of `after`.
+    pub id: i64,
+    /// When the proxy saw the request.
+    pub at: DateTime<Utc>,
+    pub sandbox_id: String,
+    /// The thread of the sandbox, as the server gave it; `None` for a sandbox it did not start.
+    pub thread_key: Option<String>,
+    /// The thread's execution that was running at `at`, if any.
+    pub execution_id: Option<Uuid>,
+    pub host: String,
+    pub port: u16,
+    pub method: String,
+    /// Without the query.
+    pub path: String,
+    pub status: Option<u16>,
+    pub decision: EgressDecision,
+    pub reason: Option<String>,
+    /// The secrets whose placeholders were swapped for their values (names only).
+    pub secrets: Vec<String>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: u64,
 }
 
 #[cfg(test)]

@@ -286,12 +286,15 @@ pub async fn finish_in(
     Ok(Some(events))
 }
 
-/// `POST /agent/threads/{key}/interrupt`: cancels the queued or running execution.
+/// `POST /agent/threads/{key}/interrupt`: cancels the queued or running execution; with
+/// `all`, also withdraws the messages waiting for a turn (the next turn does not start with
+/// them; their events stay in the thread's history).
 pub async fn interrupt(
     state: &AppState,
     principal: &Principal,
     thread: &ThreadRow,
     reason: Option<String>,
+    all: bool,
 ) -> ApiResult<InterruptResponse> {
     let mut tx = crate::db::begin(&state.pool).await?;
     let active: Option<Uuid> = sqlx::query_scalar(
@@ -300,10 +303,24 @@ pub async fn interrupt(
     .bind(thread.id)
     .fetch_optional(&mut *tx)
     .await?;
+    let withdrawn_messages = if all {
+        sqlx::query(
+            "UPDATE messages SET withdrawn_at = now() \
+             WHERE thread_id = $1 AND execution_id IS NULL AND withdrawn_at IS NULL",
+        )
+        .bind(thread.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+    } else {
+        0
+    };
     let Some(execution_id) = active else {
+        tx.commit().await?;
         return Ok(InterruptResponse {
             interrupted: false,
             execution_id: None,
+            withdrawn_messages,
         });
     };
     let reason = reason.unwrap_or_else(|| format!("interrupted by {}", principal.label()));
@@ -313,10 +330,11 @@ pub async fn interrupt(
     let events = append(&mut tx, &thread.as_ref(), &new_events).await?;
     tx.commit().await?;
     state.hub.publish(thread.id, events);
-    tracing::info!(thread_key = %thread.thread_key, %execution_id, "execution interrupted");
+    tracing::info!(thread_key = %thread.thread_key, %execution_id, withdrawn_messages, "execution interrupted");
     Ok(InterruptResponse {
         interrupted: true,
         execution_id: Some(execution_id),
+        withdrawn_messages,
     })
 }
 
@@ -375,7 +393,8 @@ async fn claim_now(
         return Ok(None);
     };
     let mut input: Vec<(Uuid, String, String, i64)> = sqlx::query_as(
-        "UPDATE messages SET execution_id = $1 WHERE thread_id = $2 AND execution_id IS NULL \
+        "UPDATE messages SET execution_id = $1 \
+         WHERE thread_id = $2 AND execution_id IS NULL AND withdrawn_at IS NULL \
          RETURNING id, role, text, event_id",
     )
     .bind(execution_id)
@@ -494,6 +513,9 @@ pub async fn post_events(
     let scope = runner_scope(principal)?;
     validate_batch(&batch)?;
     let newest_seq = batch.events.last().map_or(0, |e| e.seq);
+    if batch.finish.is_some() {
+        flush_egress_audit(state, execution_id, scope).await?;
+    }
     let mut tx = crate::db::begin(&state.pool).await?;
     let (thread, row) = lock_for_batch(&mut tx, principal, execution_id, newest_seq, scope).await?;
     let status: ExecutionStatus = stored("executions.status", &row.status)?;
@@ -538,6 +560,31 @@ pub async fn post_events(
         runner_seq,
         status: final_status,
     })
+}
+
+/// Before the end of a running execution is stored: the proxy delivers its sandbox's audit
+/// first, so the turn's `egress.denied` events come before its terminal event. Outside the
+/// transaction, which the delivered refusals need to append to the thread.
+async fn flush_egress_audit(
+    state: &AppState,
+    execution_id: Uuid,
+    scope: Option<i64>,
+) -> ApiResult<()> {
+    if state.egress.is_none() {
+        return Ok(());
+    }
+    let sandbox: Option<Option<Uuid>> = sqlx::query_scalar(
+        "SELECT sandbox_id FROM executions \
+         WHERE id = $1 AND status = 'running' AND ($2::int8 IS NULL OR thread_id = $2)",
+    )
+    .bind(execution_id)
+    .bind(scope)
+    .fetch_optional(&state.pool)
+    .await?;
+    if let Some(Some(sandbox_id)) = sandbox {
+        crate::egress::audit::flush_before_end(state, sandbox_id).await;
+    }
+    Ok(())
 }
 
 /// The status an execution ends with.

@@ -6,7 +6,7 @@ use centaur_protocol::ErrorBody;
 #[cfg(doc)]
 use centaur_protocol::egress::control::ControlErrorCode;
 use centaur_protocol::egress::control::{
-    DesiredSandbox, Removed, SandboxApplied, SandboxList, SyncRequest, SyncResponse,
+    AuditFlushed, DesiredSandbox, Removed, SandboxApplied, SandboxList, SyncRequest, SyncResponse,
 };
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,6 +95,20 @@ impl ProxyClient {
     pub async fn list(&self) -> Result<Vec<SandboxApplied>, ProxyClientError> {
         let list: SandboxList = self.call(self.http.get(self.url("/v1/sandboxes"))).await?;
         Ok(list.sandboxes)
+    }
+
+    /// Has the proxy deliver the audit records of `sandbox_id` it still holds to the server
+    /// before it answers, waiting at most `limit`.
+    pub async fn flush_audit(
+        &self,
+        sandbox_id: &str,
+        limit: Duration,
+    ) -> Result<AuditFlushed, ProxyClientError> {
+        let request = self
+            .http
+            .post(self.url(&format!("/v1/sandboxes/{sandbox_id}/audit/flush")))
+            .timeout(limit);
+        self.call(request).await
     }
 
     fn url(&self, path: &str) -> reqwest::Url {

@@ -1,20 +1,24 @@
-//! Admin only: `/admin/api-keys` (create, list and revoke API keys) and
-//! `/admin/threads/{thread_key}/egress-policy` (a thread's egress policy).
+//! Admin only: `/admin/api-keys` (create, list and revoke API keys),
+//! `/admin/threads/{thread_key}/egress-policy` (a thread's egress policy) and
+//! `/admin/egress-audit` (the egress proxy's audit).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use centaur_protocol::ErrorCode;
 use centaur_protocol::api::{
-    ApiKeyList, CreateApiKeyRequest, CreatedApiKey, EgressPolicyView, OkResponse,
+    ApiKeyList, CreateApiKeyRequest, CreatedApiKey, EgressAuditPage, EgressPolicyView, OkResponse,
 };
 use centaur_protocol::egress::Policy;
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiPath, thread_key};
+use crate::egress::audit::{DEFAULT_PAGE, MAX_PAGE, PageRequest};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, thread_key};
 use crate::{api_keys, egress, threads};
 
 pub fn routes() -> Router<AppState> {
@@ -27,6 +31,47 @@ pub fn routes() -> Router<AppState> {
                 .put(set_egress_policy)
                 .delete(reset_egress_policy),
         )
+        .route("/admin/egress-audit", get(egress_audit))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    thread_key: Option<String>,
+    #[serde(default)]
+    denied: bool,
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn egress_audit(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<EgressAuditPage>> {
+    principal.require_admin()?;
+    let bad = |message: String| ApiError::bad_request(ErrorCode::InvalidQuery, message);
+    let thread_key = query
+        .thread_key
+        .map(|raw| {
+            centaur_protocol::ThreadKey::parse(&raw)
+                .map_err(|e| bad(format!("thread_key `{raw}` is not a thread key: {e}")))
+        })
+        .transpose()?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(bad(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    if query.after.is_some_and(|after| after < 0) {
+        return Err(bad("after must not be negative".into()));
+    }
+    let request = PageRequest {
+        thread_key,
+        refused_only: query.denied,
+        after: query.after,
+        limit,
+    };
+    egress::audit::page(&state, &request).await.map(Json)
 }
 
 async fn egress_policy(

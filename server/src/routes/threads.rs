@@ -7,8 +7,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use centaur_protocol::ErrorCode;
 use centaur_protocol::api::{
-    ApprovalDecisionRequest, InterruptRequest, InterruptResponse, OkResponse, ReleaseResponse,
-    ThreadDetail, ThreadList,
+    ApprovalDecisionRequest, InterruptQuery, InterruptRequest, InterruptResponse, OkResponse,
+    ReleaseResponse, ThreadDetail, ThreadList,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -164,12 +164,13 @@ async fn interrupt(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(raw): ApiPath<String>,
+    ApiQuery(query): ApiQuery<InterruptQuery>,
     ApiJsonOrEmpty(request): ApiJsonOrEmpty<InterruptRequest>,
 ) -> ApiResult<Json<InterruptResponse>> {
     let key = thread_key(&raw)?;
     principal.require_user()?;
     let thread = threads::find(&state, &key).await?;
-    executions::interrupt(&state, &principal, &thread, request.reason)
+    executions::interrupt(&state, &principal, &thread, request.reason, query.all)
         .await
         .map(Json)
 }

@@ -154,7 +154,10 @@ async fn interrupt_cancels_queued_and_running_executions() {
     let idle = server
         .post(&format!("/agent/threads/{key}/interrupt"), json!(null))
         .await;
-    assert_eq!(idle, json!({"interrupted": false, "execution_id": null}));
+    assert_eq!(
+        idle,
+        json!({"interrupted": false, "execution_id": null, "withdrawn_messages": 0})
+    );
 
     // Queued.
     let queued = server
@@ -244,6 +247,103 @@ async fn interrupt_cancels_queued_and_running_executions() {
         terminals, 2,
         "exactly one terminal event per execution: {types:?}"
     );
+}
+
+/// `?all=true` also empties the thread's queue: the messages waiting for a turn (steering that
+/// the interrupted turn left, messages posted for the next one) stay in the history, but the
+/// next turn does not start with them.
+#[tokio::test]
+async fn interrupt_all_withdraws_the_messages_waiting_for_a_turn() {
+    let server = TestServer::start().await;
+    let key = "api:interrupt-all";
+    let (_, token) = server.spawn(key).await;
+    let runner = server.runner(&token);
+    let interrupt = |all: &str| format!("/agent/threads/{key}/interrupt{all}");
+
+    // Two messages wait, and a turn is queued with a third.
+    for text in ["first", "second"] {
+        server
+            .post("/agent/message", json!({"thread_key": key, "text": text}))
+            .await;
+    }
+    let queued = server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "message": "third"}),
+        )
+        .await;
+    let answer = server.post(&interrupt("?all=true"), json!(null)).await;
+    assert_eq!(
+        answer,
+        json!({"interrupted": true, "execution_id": queued["execution_id"], "withdrawn_messages": 3})
+    );
+
+    // Nothing running and nothing waiting: a clear no, not an error.
+    let answer = server.post(&interrupt("?all=true"), json!(null)).await;
+    assert_eq!(
+        answer,
+        json!({"interrupted": false, "execution_id": null, "withdrawn_messages": 0})
+    );
+
+    // The next turn starts with its own message only.
+    server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "message": "fourth"}),
+        )
+        .await;
+    let (status, assignment) = runner.claim(key, 1000).await;
+    assert_eq!(status, StatusCode::OK, "{assignment}");
+    let input: Vec<&str> = assignment["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(input, ["fourth"]);
+
+    // Without `all`, waiting messages stay for the next turn.
+    let running: Uuid = assignment["execution_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    server
+        .post(
+            "/agent/message",
+            json!({"thread_key": key, "text": "steer"}),
+        )
+        .await;
+    let answer = server.post(&interrupt(""), json!(null)).await;
+    assert_eq!(
+        answer,
+        json!({"interrupted": true, "execution_id": running, "withdrawn_messages": 0})
+    );
+    server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "message": "fifth"}),
+        )
+        .await;
+    let (_, assignment) = runner.claim(key, 1000).await;
+    let input: Vec<&str> = assignment["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(input, ["steer", "fifth"]);
+
+    // A bad flag is refused, and the history kept every message.
+    let (status, body) = server
+        .admin(Method::POST, &interrupt("?all=perhaps"), Value::Null)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
+    let types = event_types(&server, key).await;
+    assert_eq!(count(&types, "message.created"), 6, "{types:?}");
 }
 
 /// Retried batches (a lost answer, a runner reconnecting) are stored once.
