@@ -10,7 +10,8 @@ use centaur_protocol::{Decision, Event, EventBody, Harness, ThreadKey, ThreadKey
 use clap::{Parser, Subcommand};
 
 use centaur_cli::dev::{DevCommand, DevError};
-use centaur_client::api::{Client, Failure};
+use centaur_client::api::{AuditQuery, Client, Failure};
+use centaur_client::audit::{self, AuditError};
 use centaur_client::sanitize::{Colours, clean, json_line};
 use centaur_client::{credentials, render};
 use centaur_tui::{self as tui, TuiError};
@@ -24,6 +25,8 @@ enum CliError {
     Tui(#[from] TuiError),
     #[error(transparent)]
     Dev(#[from] DevError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("bad thread key `{raw}`: {source}")]
     BadThreadKey { raw: String, source: ThreadKeyError },
     #[error("`{0}` is not an approval id")]
@@ -41,6 +44,7 @@ impl CliError {
             CliError::Server(failure) => failure.exit_code(),
             CliError::Tui(error) => error.exit_code(),
             CliError::Dev(error) => error.exit_code(),
+            CliError::Audit(error) => error.exit_code(),
             CliError::BadThreadKey { .. }
             | CliError::NotAnApprovalId(_)
             | CliError::DenyForSession => 2,
@@ -107,6 +111,38 @@ enum Command {
         /// Follow it in the terminal interface instead.
         #[arg(long)]
         tui: bool,
+        /// A thread that does not exist yet is waited for (a script may attach before its
+        /// `send` created it): for at most this many seconds [default: as long as it takes].
+        #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Stop a thread's running (or queued) turn; `--all` also withdraws the messages waiting
+    /// for its next turn. The TUI's Esc does the same as without `--all`.
+    Interrupt {
+        thread_key: String,
+        #[arg(long)]
+        all: bool,
+    },
+    /// The egress proxy's audit (admin token): every request a sandbox made, newest last.
+    Audit {
+        /// Only this thread's sandboxes.
+        #[arg(long = "thread", value_name = "THREAD_KEY")]
+        thread_key: Option<String>,
+        /// Only refusals (denied, leak_blocked).
+        #[arg(long)]
+        denied: bool,
+        /// Keep printing new records as the proxy reports them.
+        #[arg(long)]
+        follow: bool,
+        /// Start after this record id (as `--follow` prints it in --json), oldest first.
+        #[arg(long)]
+        after: Option<i64>,
+        /// How many records (the newest, or the first after --after) [1 to 1000].
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Every record as one JSON line.
+        #[arg(long)]
+        json: bool,
     },
     /// List threads, most recently active first.
     Threads {
@@ -170,11 +206,13 @@ fn main() -> ExitCode {
             Command::Send { .. }
                 | Command::Attach { tui: false, .. }
                 | Command::Threads { .. }
+                | Command::Audit { .. }
+                | Command::Interrupt { .. }
                 | Command::Dev {
                     command: Some(
                         DevCommand::Status
                             | DevCommand::Logs { .. }
-                            | DevCommand::Keys
+                            | DevCommand::Keys(_)
                             | DevCommand::Doctor { .. }
                     ),
                     ..
@@ -234,9 +272,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             all_events,
             exit_on_terminal,
             tui,
+            timeout,
         } => {
             let client = server.client()?;
             let key = parse_key(&thread_key)?;
+            client.wait_for_thread(&key, timeout).await?;
             if tui {
                 let start = tui::Start {
                     thread_key: Some(key),
@@ -247,6 +287,27 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             attach(&client, &key, after_event_id, all_events, exit_on_terminal).await
         }
         Command::Threads { json } => threads(&server.client()?, json).await,
+        Command::Interrupt { thread_key, all } => {
+            let key = parse_key(&thread_key)?;
+            interrupt(&server.client()?, &key, all).await
+        }
+        Command::Audit {
+            thread_key,
+            denied,
+            follow,
+            after,
+            limit,
+            json,
+        } => {
+            let query = AuditQuery {
+                thread_key: thread_key.as_deref().map(parse_key).transpose()?,
+                denied,
+                after,
+                limit,
+            };
+            audit::print(&server.client()?, query, follow, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Approve {
             thread_key,
             approval_id,
@@ -344,6 +405,31 @@ async fn approve(
     };
     client.approve(&key, approval_id, decision).await?;
     println!("{said}: {approval_id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--timeout`'s value: seconds, fractions allowed.
+fn seconds(raw: &str) -> Result<std::time::Duration, String> {
+    raw.parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("`{raw}` is not a number of seconds"))
+}
+
+async fn interrupt(client: &Client, key: &ThreadKey, all: bool) -> Result<ExitCode, CliError> {
+    let answer = client.interrupt_thread(key, all).await?;
+    let key = clean(key.as_str(), Colours::Drop);
+    match answer.execution_id {
+        Some(execution_id) if answer.interrupted => {
+            println!("interrupted execution {execution_id} on {key}");
+        }
+        Some(_) | None => println!("nothing running on {key}"),
+    }
+    if all {
+        let n = answer.withdrawn_messages;
+        let s = if n == 1 { "" } else { "s" };
+        println!("withdrew {n} waiting message{s}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

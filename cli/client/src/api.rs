@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use centaur_protocol::api::{
-    ApprovalDecisionRequest, ExecuteRequest, ExecuteResponse, InterruptRequest, InterruptResponse,
-    MessageRequest, MessageResponse, OkResponse, ThreadDetail, ThreadList,
+    ApprovalDecisionRequest, EgressAuditPage, ExecuteRequest, ExecuteResponse, InterruptRequest,
+    InterruptResponse, MessageRequest, MessageResponse, OkResponse, ThreadDetail, ThreadList,
 };
 use centaur_protocol::sse::Parser;
 use centaur_protocol::{Decision, ErrorBody, ErrorCode, Event, Harness, ThreadKey};
@@ -46,6 +46,13 @@ pub enum Failure {
     },
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    #[error(
+        "thread `{thread_key}` did not appear within {waited:?}; check the key, or wait longer with --timeout"
+    )]
+    ThreadNeverAppeared {
+        thread_key: ThreadKey,
+        waited: Duration,
+    },
 }
 
 impl Failure {
@@ -56,7 +63,9 @@ impl Failure {
             | Failure::Unauthorized(_)
             | Failure::NotLoggedIn(_) => 3,
             Failure::Credentials(error) => error.exit_code(),
-            Failure::Api { .. } | Failure::Unreadable { .. } => 1,
+            Failure::Api { .. }
+            | Failure::Unreadable { .. }
+            | Failure::ThreadNeverAppeared { .. } => 1,
         }
     }
 
@@ -279,13 +288,77 @@ impl Client {
     }
 
     pub async fn interrupt(&self, key: &ThreadKey) -> Result<InterruptResponse, Failure> {
+        self.interrupt_thread(key, false).await
+    }
+
+    /// Cancels the thread's queued or running execution; with `all`, also withdraws the
+    /// messages waiting for a turn.
+    pub async fn interrupt_thread(
+        &self,
+        key: &ThreadKey,
+        all: bool,
+    ) -> Result<InterruptResponse, Failure> {
         let request = InterruptRequest {
             reason: Some("interrupted from the terminal".to_owned()),
         };
+        let query = if all { "?all=true" } else { "" };
         self.post(
-            &format!("/agent/threads/{}/interrupt", key.to_path_segment()),
+            &format!("/agent/threads/{}/interrupt{query}", key.to_path_segment()),
             &request,
             "an answer to the interrupt",
+        )
+        .await
+    }
+
+    /// Waits until thread `key` exists (a script may attach before its `send` created it),
+    /// for at most `limit` (`None`: as long as it takes).
+    pub async fn wait_for_thread(
+        &self,
+        key: &ThreadKey,
+        limit: Option<Duration>,
+    ) -> Result<(), Failure> {
+        let start = tokio::time::Instant::now();
+        let mut told = false;
+        loop {
+            match self.thread(key).await {
+                Ok(_) => return Ok(()),
+                Err(failure) if failure.is_api(ErrorCode::ThreadNotFound) => {}
+                Err(failure) => return Err(failure),
+            }
+            if let Some(limit) = limit
+                && start.elapsed() >= limit
+            {
+                return Err(Failure::ThreadNeverAppeared {
+                    thread_key: key.clone(),
+                    waited: limit,
+                });
+            }
+            if !std::mem::replace(&mut told, true) {
+                eprintln!("centaur: waiting for thread `{key}` to be created…");
+            }
+            let pause = Duration::from_millis(200);
+            let pause = limit.map_or(pause, |limit| {
+                pause.min(limit.saturating_sub(start.elapsed()))
+            });
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One page of the egress proxy's audit (admin only): `GET /admin/egress-audit`.
+    pub async fn egress_audit(&self, query: &AuditQuery) -> Result<EgressAuditPage, Failure> {
+        let mut params = vec![format!("limit={}", query.limit)];
+        if let Some(key) = &query.thread_key {
+            params.push(format!("thread_key={}", key.to_path_segment()));
+        }
+        if query.denied {
+            params.push("denied=true".to_owned());
+        }
+        if let Some(after) = query.after {
+            params.push(format!("after={after}"));
+        }
+        self.get(
+            &format!("/admin/egress-audit?{}", params.join("&")),
+            "a page of the egress audit",
         )
         .await
     }
@@ -420,6 +493,17 @@ impl Client {
             wait(&mut backoff, &mut reconnecting, &mut on_connection).await;
         }
     }
+}
+
+/// What to read of the egress audit.
+#[derive(Clone, Debug)]
+pub struct AuditQuery {
+    pub thread_key: Option<ThreadKey>,
+    /// Only refusals (`denied`, `leak_blocked`).
+    pub denied: bool,
+    /// Records after this id, oldest first; without it, the newest.
+    pub after: Option<i64>,
+    pub limit: u32,
 }
 
 /// Waits before the next attempt to reach a stream, telling once that it dropped.

@@ -313,3 +313,160 @@ async fn attach_says_when_the_servers_database_is_unavailable() {
     }
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// `centaur` against `server`, as its admin.
+fn centaur_at(
+    server: &TestServer,
+    home: &std::path::Path,
+    args: &[&str],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(cli_binary());
+    command
+        .args(args)
+        .env("CENTAUR_API_URL", &server.url)
+        .env("CENTAUR_API_TOKEN", ADMIN_KEY)
+        .env("HOME", home)
+        .env_remove("CENTAUR_HOME");
+    command
+}
+
+/// `centaur interrupt`: a running turn is cancelled, nothing running is a calm answer (exit 0),
+/// an unknown thread a clear error; `--all` also withdraws the waiting messages.
+#[tokio::test]
+async fn interrupt_stops_a_turn_and_with_all_its_queue() {
+    let server = TestServer::start().await;
+    let home = temp_dir("cli-interrupt");
+    let run = async |args: &[&str]| centaur_at(&server, &home, args).output().await.unwrap();
+
+    let key = "api:cli-interrupt";
+    let (_runner, execution_id) = server.running_execution(key).await;
+    let out = run(&["interrupt", key]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("interrupted execution {execution_id} on {key}\n")
+    );
+    let path = format!("/agent/threads/{key}");
+    let (_, detail) = server.admin(reqwest::Method::GET, &path, json!(null)).await;
+    assert_eq!(detail["last_execution"]["status"], "cancelled");
+    assert_eq!(
+        detail["last_execution"]["cancel_reason"],
+        "interrupted from the terminal"
+    );
+
+    let out = run(&["interrupt", key]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("nothing running on {key}\n"));
+
+    // The queue: a queued turn and two messages waiting.
+    server
+        .post(
+            "/agent/message",
+            json!({"thread_key": key, "text": "later"}),
+        )
+        .await;
+    let queued = server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "message": "next"}),
+        )
+        .await;
+    let out = run(&["interrupt", key, "--all"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "interrupted execution {} on {key}\nwithdrew 2 waiting messages\n",
+            queued["execution_id"].as_str().unwrap()
+        )
+    );
+
+    let out = run(&["interrupt", "api:no-such-thread"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("api:no-such-thread")
+            && text(&out.stderr).contains("thread_not_found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["interrupt", "no-colon"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// `centaur attach` on a thread that does not exist yet waits for it (a script may attach
+/// before its `send` created the thread), and gives up after `--timeout` with a clear error.
+#[tokio::test]
+async fn attach_waits_for_a_thread_that_does_not_exist_yet() {
+    let server = TestServer::start().await;
+    let home = temp_dir("cli-attach-wait");
+    let key = "api:not-yet";
+    let attach = centaur_at(
+        &server,
+        &home,
+        &["attach", key, "--exit-on-terminal", "--timeout", "60"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    // The thread appears, and its turn runs to its end.
+    let (mut runner, execution_id) = server.running_execution(key).await;
+    let (status, _) = runner
+        .post(
+            execution_id,
+            vec![json!({"type": "agent.message", "text": "hello from later"})],
+            Some(json!({"status": "completed", "result_text": "hello from later"})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        attach.wait_with_output(),
+    )
+    .await
+    .expect("attach ends with the turn")
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hello from later"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("waiting for thread `api:not-yet`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A thread that never comes: the timeout, then a clear error.
+    let started = std::time::Instant::now();
+    let out = centaur_at(&server, &home, &["attach", "api:never", "--timeout", "1.5"])
+        .output()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("thread `api:never` did not appear within 1.5s"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    let out = centaur_at(
+        &server,
+        &home,
+        &["attach", "api:never", "--timeout", "soon"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&home);
+}
