@@ -446,3 +446,57 @@ async fn codex_turns_make_no_background_requests() {
         .await;
     assert!(all.iter().all(|e| e["type"] != "egress.denied"), "{all:#?}");
 }
+
+/// An interrupt while Codex runs a command: the execution is cancelled at once (the server
+/// ends it; the runner interrupts Codex's turn, and Codex reports it interrupted), nothing of
+/// the execution follows its terminal event, and the thread's next turn works.
+#[tokio::test]
+async fn codex_interrupt_during_a_command_cancels_the_turn() {
+    let model = MockModel::start(vec![(
+        "sleep",
+        Reply::Command {
+            cmd: "echo started; sleep 30; echo never".into(),
+            then: "Slept.".into(),
+        },
+    )])
+    .await;
+    let stack = model.codex_stack("codex-interrupt", "never").await;
+    let key = "api:codex-interrupt";
+    stack
+        .server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "harness": "codex", "message": "sleep a while"}),
+        )
+        .await;
+    let started = stack
+        .until(key, 0, |e| e["type"] == "command.started")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let interrupted_at = std::time::Instant::now();
+    stack
+        .server
+        .post(&format!("/agent/threads/{key}/interrupt"), json!({}))
+        .await;
+    let events = stack.until(key, last_id(&started), is_terminal).await;
+    assert!(
+        interrupted_at.elapsed() < Duration::from_secs(5),
+        "{events:#?}"
+    );
+    let end = events.last().unwrap();
+    assert_eq!(end["type"], "execution.cancelled", "{events:#?}");
+
+    // The next turn: Codex is still there, and nothing of the interrupted one comes after
+    // its end.
+    let next = turn_events(&stack, key, last_id(&events), "say hello").await;
+    assert_eq!(
+        next.last().unwrap()["result_text"],
+        centaur_test_support::model::HELLO,
+        "{next:#?}"
+    );
+    assert!(
+        next.iter()
+            .all(|e| e["execution_id"] != end["execution_id"]),
+        "{next:#?}"
+    );
+}
