@@ -464,7 +464,8 @@ async fn centaur_piped(home: &Path, args: &[&str], input: &str) -> Output {
         .stderr(std::process::Stdio::piped());
     let mut child = command.spawn().expect("centaur runs");
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).await.unwrap();
+    // A command that refuses without reading may be gone already: its exit code tells.
+    let _ = stdin.write_all(input.as_bytes()).await;
     drop(stdin);
     child.wait_with_output().await.expect("centaur ends")
 }
@@ -810,4 +811,51 @@ async fn codex_reaches_any_endpoint_set_by_dev_keys_without_a_restart() {
     assert_eq!(first.seen.lock().unwrap().bodies.len(), first_requests);
     let out = centaur(&home, &["dev", "down"], None).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// `centaur dev keys` in a terminal asks for each key, base URL and Codex's model, Enter
+/// keeping what is there; a bad URL is asked again; what was typed is written together.
+#[tokio::test]
+async fn keys_in_a_terminal_ask_for_keys_base_urls_and_the_model() {
+    use std::time::Duration;
+    let home = Home::new("dev-keys-tty");
+    let mut tty =
+        centaur_test_support::pty::Pty::spawn(&mut command(&home, &["dev", "keys"]), 30, 120);
+    tty.shows("OpenAI API key", Duration::from_secs(30)).await;
+    tty.type_text("sk-typed-0123456789\r");
+    tty.shows("base URL (for Codex)", Duration::from_secs(10))
+        .await;
+    assert!(
+        tty.contents().contains("https://api.openai.com/v1"),
+        "{}",
+        tty.contents()
+    );
+    tty.type_text("not a url\r");
+    tty.shows("not a URL", Duration::from_secs(10)).await;
+    tty.type_text("http://127.0.0.1:11434/v1\r");
+    tty.shows("Codex model", Duration::from_secs(10)).await;
+    tty.type_text("gpt-oss:20b\r");
+    tty.shows("Anthropic API key", Duration::from_secs(10))
+        .await;
+    tty.type_text("\r");
+    tty.shows("base URL (for Claude Code)", Duration::from_secs(10))
+        .await;
+    tty.type_text("\r");
+    let status = tty.exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", tty.contents());
+
+    assert_eq!(
+        std::fs::read_to_string(home.join("secrets/openai-api-key")).unwrap(),
+        "sk-typed-0123456789"
+    );
+    assert!(!home.join("secrets/anthropic-api-key").exists());
+    let codex = std::fs::read_to_string(home.join("codex.toml")).unwrap();
+    assert!(codex.contains("model = \"gpt-oss:20b\""), "{codex}");
+    assert!(
+        codex.contains("base_url = \"http://127.0.0.1:11434/v1\""),
+        "{codex}"
+    );
+    let policy = std::fs::read_to_string(home.join("egress-policy.json")).unwrap();
+    assert!(policy.contains("\"127.0.0.1:11434\""), "{policy}");
+    assert!(policy.contains("api.anthropic.com"), "{policy}");
 }
