@@ -4,6 +4,9 @@
 //! - added latency of HTTPS keep-alive requests through the proxy, with TLS interception and a
 //!   credential swap, against the same requests sent directly;
 //! - throughput through the proxy on one core;
+//! - 16 concurrent keep-alive clients sending 2,000 requests through an HTTPS upstream that
+//!   speaks only HTTP/1.1: requests/s, p50 added latency (against the same load sent directly)
+//!   and how many upstream TLS connections the proxy opened (its pool at work);
 //! - idle memory, and memory over a soak (`BENCH_SOAK_SECS`, e.g. 600).
 //!
 //! Run with `cargo bench -p centaur-proxy --bench proxy` (or `just bench-proxy`).
@@ -12,7 +15,7 @@
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const REQUESTS: usize = 5000;
+/// The concurrent case: clients, each on its own keep-alive connection, and requests in all.
+const CONCURRENT_CLIENTS: usize = 16;
+const CONCURRENT_REQUESTS: usize = 2000;
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
@@ -40,10 +46,19 @@ fn main() {
 async fn run() {
     let dir = std::env::temp_dir().join(format!("centaur-proxy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (upstream, upstream_ca) = upstream().await;
+    let (upstream_ca, upstream_ca_key) = generate_ca().unwrap();
+    let (upstream, _) = start_upstream(&upstream_ca, &upstream_ca_key, Alpn::Both).await;
+    let (h1_upstream, h1_accepted) =
+        start_upstream(&upstream_ca, &upstream_ca_key, Alpn::Http1Only).await;
     let (ca_cert, ca_key) = generate_ca().unwrap();
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    write_config(&dir, listen, upstream, (&ca_cert, &ca_key), &upstream_ca);
+    write_config(
+        &dir,
+        listen,
+        [upstream, h1_upstream],
+        (&ca_cert, &ca_key),
+        &upstream_ca,
+    );
     let mut proxy = ProxyProcess::start(&dir, listen);
     let auth_proxied = format!("Bearer {}", proxy.placeholder);
     println!("centaur-proxy benchmarks (proxy pinned to core 0, clients and upstream to core 1)\n");
@@ -54,6 +69,15 @@ async fn run() {
     );
 
     latency(listen, upstream, &upstream_ca, &ca_cert, &auth_proxied).await;
+    concurrent(
+        listen,
+        h1_upstream,
+        &h1_accepted,
+        &upstream_ca,
+        &ca_cert,
+        &auth_proxied,
+    )
+    .await;
 
     // Throughput: many keep-alive connections at once for ten seconds.
     let rate = throughput(
@@ -80,11 +104,11 @@ async fn run() {
 }
 
 /// The proxy's configuration in `dir`: the interception CA (`ca`: certificate, key), the
-/// upstream's CA, and one sandbox whose credential is bound to the upstream.
+/// upstreams' CA, and one sandbox whose credential is bound to the upstreams.
 fn write_config(
     dir: &std::path::Path,
     listen: SocketAddr,
-    upstream: SocketAddr,
+    upstreams: [SocketAddr; 2],
     (ca_cert, ca_key): (&str, &str),
     upstream_ca: &str,
 ) {
@@ -92,6 +116,10 @@ fn write_config(
     std::fs::write(dir.join("ca-key.pem"), ca_key).unwrap();
     std::fs::write(dir.join("upstream-ca.pem"), upstream_ca).unwrap();
     std::fs::write(dir.join("openai"), "sk-real-bench-0123456789").unwrap();
+    let hosts: Vec<String> = upstreams
+        .iter()
+        .map(|u| format!("127.0.0.1:{}", u.port()))
+        .collect();
     let config = json!({
         "listen": listen,
         "key_file": dir.join("key"),
@@ -102,8 +130,8 @@ fn write_config(
         "sandboxes": [{
             "sandbox_id": "bench", "proxy_credential": "bench-credential",
             "policy": {
-                "allow": [format!("127.0.0.1:{}", upstream.port())], "allow_private": ["127.0.0.1"],
-                "secrets": [{"name": "OPENAI_API_KEY", "hosts": [format!("127.0.0.1:{}", upstream.port())],
+                "allow": hosts, "allow_private": ["127.0.0.1"],
+                "secrets": [{"name": "OPENAI_API_KEY", "hosts": hosts,
                              "headers": ["authorization"], "format": "Bearer {value}"}],
             },
         }],
@@ -151,6 +179,77 @@ async fn latency(
         pct(&p, 0.5) - pct(&d, 0.5),
         pct(&p, 0.99) - pct(&d, 0.99)
     );
+}
+
+/// The concurrent case: `CONCURRENT_CLIENTS` keep-alive clients share `CONCURRENT_REQUESTS`
+/// requests to an HTTP/1.1-only HTTPS upstream, sent directly and then through the proxy
+/// (interception + swap). `accepted` counts the upstream's TLS connections: the proxy needs
+/// about one per client when its pool keeps what the load uses.
+async fn concurrent(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    accepted: &AtomicUsize,
+    upstream_ca: &str,
+    ca_cert: &str,
+    auth_proxied: &str,
+) {
+    let mut direct = Vec::new();
+    for _ in 0..CONCURRENT_CLIENTS {
+        direct.push(direct_connection(upstream, upstream_ca).await);
+    }
+    let (_, direct_latencies) =
+        share_requests(direct, upstream, "Bearer sk-real-bench-0123456789").await;
+    let before = accepted.load(Ordering::Relaxed);
+    let mut proxied = Vec::new();
+    for _ in 0..CONCURRENT_CLIENTS {
+        proxied.push(proxied_connection(listen, upstream, ca_cert).await);
+    }
+    let (elapsed, proxied_latencies) = share_requests(proxied, upstream, auth_proxied).await;
+    let opened = accepted.load(Ordering::Relaxed) - before;
+    let p50 = |v: &[Duration]| v[v.len() / 2].as_secs_f64() * 1000.0;
+    println!(
+        "{CONCURRENT_CLIENTS} concurrent keep-alive clients, {CONCURRENT_REQUESTS} requests, HTTPS \
+         HTTP/1.1-only upstream: {:.0} requests/s through the proxy | p50 direct {:.3} ms, \
+         proxied {:.3} ms, added {:.3} ms | upstream TLS connections opened by the proxy: {opened}",
+        CONCURRENT_REQUESTS as f64 / elapsed.as_secs_f64(),
+        p50(&direct_latencies),
+        p50(&proxied_latencies),
+        p50(&proxied_latencies) - p50(&direct_latencies),
+    );
+}
+
+/// Sends `CONCURRENT_REQUESTS` requests over `senders` at once, each taking the next request
+/// when its last one is answered; returns the time it took and every request's latency, sorted.
+async fn share_requests(
+    senders: Vec<Sender>,
+    upstream: SocketAddr,
+    auth: &str,
+) -> (Duration, Vec<Duration>) {
+    let left = Arc::new(AtomicUsize::new(CONCURRENT_REQUESTS));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut sender in senders {
+        let (left, auth) = (left.clone(), auth.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let t = Instant::now();
+                request(&mut sender, upstream, &auth).await;
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::with_capacity(CONCURRENT_REQUESTS);
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    (elapsed, latencies)
 }
 
 /// With `BENCH_SOAK_SECS`, steady load for that long and the proxy's RSS every 30 s.
@@ -293,20 +392,37 @@ async fn handshake(stream: tokio_rustls::client::TlsStream<TcpStream>) -> Sender
     sender
 }
 
-/// An HTTPS keep-alive upstream (HTTP/1.1 and HTTP/2, as it advertises) with its own CA; returns its address and CA PEM.
-async fn upstream() -> (SocketAddr, String) {
-    let (ca_cert, ca_key) = generate_ca().unwrap();
-    let server_config = Authority::from_pem(&ca_cert, &ca_key)
+/// What an upstream offers in its TLS handshake.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Alpn {
+    /// HTTP/2 and HTTP/1.1 (the proxy picks HTTP/2).
+    Both,
+    /// HTTP/1.1 only, like many gateways and local model servers.
+    Http1Only,
+}
+
+/// An HTTPS keep-alive upstream with a certificate from the given CA, offering `alpn`; returns
+/// its address and the count of TLS connections it has accepted.
+async fn start_upstream(ca_cert: &str, ca_key: &str, alpn: Alpn) -> (SocketAddr, Arc<AtomicUsize>) {
+    let mut server_config = Authority::from_pem(ca_cert, ca_key)
         .unwrap()
         .server_config("127.0.0.1")
         .unwrap();
+    if alpn == Alpn::Http1Only {
+        let mut config = (*server_config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        server_config = Arc::new(config);
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            counted.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
             tokio::spawn(async move {
@@ -338,7 +454,7 @@ async fn upstream() -> (SocketAddr, String) {
             });
         }
     });
-    (addr, ca_cert)
+    (addr, accepted)
 }
 
 struct ProxyProcess {

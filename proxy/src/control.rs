@@ -6,6 +6,9 @@
 //!
 //! The routes and bodies are [`centaur_protocol::egress::control`]'s.
 //!
+//! `POST /v1/sandboxes/{id}/audit/flush` delivers the sandbox's audit records the proxy still
+//! holds before it answers, so the server can put a turn's refusals before the turn's end.
+//!
 //! Every route but `/healthz` needs `Authorization: Bearer <CENTAUR_PROXY_TOKEN>`, the token
 //! the proxy also uses towards the server.
 
@@ -18,19 +21,20 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use centaur_protocol::egress::Policy;
 use centaur_protocol::egress::control::{
-    ControlErrorCode, DesiredSandbox, RemoveQuery, Removed, SandboxApplied, SandboxList,
-    SyncRequest, SyncResponse,
+    AuditFlushed, ControlErrorCode, DesiredSandbox, RemoveQuery, Removed, SandboxApplied,
+    SandboxList, SyncRequest, SyncResponse,
 };
 use centaur_protocol::{ErrorBody, ErrorDetail};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::Proxy;
+use crate::audit::FlushError;
 use crate::registry::{Applied, Sandbox, SandboxConfig};
 
 /// A sandbox absent from a full sync is kept if it was pushed this recently: the push may have
@@ -49,6 +53,8 @@ pub enum ControlError {
     Removed { sandbox_id: String, version: u64 },
     #[error("cannot listen for sandbox `{sandbox_id}`: {reason}")]
     Socket { sandbox_id: String, reason: String },
+    #[error("{0}; they stay queued and are delivered later")]
+    AuditUndelivered(#[from] FlushError),
 }
 
 impl ControlError {
@@ -65,6 +71,9 @@ impl ControlError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ControlErrorCode::SocketFailed,
             ),
+            ControlError::AuditUndelivered(_) => {
+                (StatusCode::BAD_GATEWAY, ControlErrorCode::AuditUndelivered)
+            }
         }
     }
 }
@@ -119,6 +128,7 @@ impl Control {
             )
             .route("/v1/sandboxes", put(sync).get(list))
             .route("/v1/sandboxes/{sandbox_id}", put(apply).delete(remove))
+            .route("/v1/sandboxes/{sandbox_id}/audit/flush", post(flush_audit))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.clone())
     }
@@ -414,4 +424,16 @@ async fn list(
     Ok(Json(SandboxList {
         sandboxes: control.list(),
     }))
+}
+
+/// Delivers the sandbox's audit records the proxy still holds to the server, then answers; a
+/// sandbox the proxy holds nothing of (unknown, or already delivered) answers `records: 0`.
+async fn flush_audit(
+    State(control): State<Arc<Control>>,
+    Path(sandbox_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<AuditFlushed>, ControlError> {
+    control.authorize(&headers)?;
+    let records = control.proxy.flush_audit(&sandbox_id).await?;
+    Ok(Json(AuditFlushed { records }))
 }

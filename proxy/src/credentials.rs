@@ -2,8 +2,11 @@
 //! is unique to it and the secret (`cph_` + 40 hex, derived from the proxy's key, so it cannot
 //! be guessed or reused by another sandbox). The proxy replaces a placeholder with the real
 //! value only on a host the secret is bound to and only in a header (or query parameter) it is
-//! bound to. A placeholder anywhere else (another host, another header, the path, the body,
-//! or a placeholder that is not this sandbox's) blocks the request as an attempted leak.
+//! bound to. A placeholder in another header, query parameter or host's header or query, in
+//! the path, or one that is not this sandbox's there, blocks the request as an attempted leak.
+//! Request bodies are never swapped into: a placeholder there (an agent's `env` output sent
+//! back to the model) is forwarded unchanged and named in the audit, since it is worthless
+//! outside the proxy and refusing it would break every later turn of the thread.
 //! Responses are scrubbed: a real value echoed back is replaced by its placeholder.
 
 pub use centaur_protocol::egress::SecretBinding;
@@ -268,19 +271,30 @@ impl<'a> Swap<'a> {
     }
 }
 
-/// Checks a request body (or a part of it) for placeholders: none may travel in a body.
-pub fn check_body(credentials: &[Credential], host: &str, body: &[u8]) -> Result<(), Leak> {
-    match placeholders_in(body).first() {
-        None => Ok(()),
-        Some(found) => Err(Leak {
-            secret: credentials
-                .iter()
-                .find(|c| c.placeholder == *found)
-                .map_or("unknown placeholder".into(), |c| c.binding.name.clone()),
-            location: "the request body".into(),
-            host: host.to_owned(),
-        }),
+/// The placeholders a request body carries. Bodies are forwarded as the sandbox sent them:
+/// never swapped into (so a real value never enters one) and never refused for placeholders (a
+/// placeholder is worthless outside this proxy, and a thread whose history holds one, say from
+/// `env`, must keep working). What they carry is audited by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BodyPlaceholders {
+    /// The names of this sandbox's secrets whose placeholders appear, sorted, once each.
+    pub secrets: Vec<String>,
+    /// Placeholder-shaped tokens that are not this sandbox's.
+    pub unknown: u32,
+}
+
+/// What placeholders `body` (plain bytes, as sent) carries, by the sandbox's `credentials`.
+pub fn body_placeholders(credentials: &[Credential], body: &[u8]) -> BodyPlaceholders {
+    let mut found = BodyPlaceholders::default();
+    for token in placeholders_in(body) {
+        match credentials.iter().find(|c| c.placeholder == token) {
+            Some(credential) => found.secrets.push(credential.binding.name.clone()),
+            None => found.unknown = found.unknown.saturating_add(1),
+        }
     }
+    found.secrets.sort();
+    found.secrets.dedup();
+    found
 }
 
 /// `value` with everything but unreserved characters as `%XX` (`%xx` with `lowercase`).
@@ -661,7 +675,7 @@ mod tests {
     }
 
     #[test]
-    fn bodies_may_not_carry_placeholders() {
+    fn body_placeholders_are_named_never_refused() {
         let c = credential(
             "OPENAI",
             &["api.openai.com"],
@@ -669,10 +683,23 @@ mod tests {
             None,
             "sk-real-123456",
         );
-        assert!(check_body(std::slice::from_ref(&c), "api.openai.com", b"{\"ok\":1}").is_ok());
-        let body = format!("{{\"key\":\"{}\"}}", c.placeholder);
-        let leak = check_body(&[c], "api.openai.com", body.as_bytes()).unwrap_err();
-        assert_eq!(leak.location, "the request body");
+        let creds = std::slice::from_ref(&c);
+        assert_eq!(
+            body_placeholders(creds, b"{\"ok\":1}"),
+            BodyPlaceholders::default()
+        );
+        let foreign = placeholder(b"k", "sb2", "OPENAI");
+        let body = format!(
+            "{{\"env\":\"OPENAI={p}\\nAGAIN={p}\\nOLD={foreign}\"}}",
+            p = c.placeholder
+        );
+        assert_eq!(
+            body_placeholders(creds, body.as_bytes()),
+            BodyPlaceholders {
+                secrets: vec!["OPENAI".into()],
+                unknown: 1
+            }
+        );
     }
 
     #[test]

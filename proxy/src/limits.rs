@@ -44,6 +44,9 @@ pub struct Limits {
     /// A tunnel or connection with no traffic for this long is closed.
     #[serde(rename = "idle_timeout_secs", deserialize_with = "seconds")]
     pub idle_timeout: Duration,
+    /// Idle upstream connections kept alive for reuse, for all sandboxes and hosts together;
+    /// beyond it, the one idle the longest is closed. Each key keeps what its load left.
+    pub max_idle_upstream: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +61,7 @@ impl Default for Limits {
             max_buffered_bytes: 256 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            max_idle_upstream: 512,
         }
     }
 }

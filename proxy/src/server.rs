@@ -97,7 +97,7 @@ impl Proxy {
             secrets,
             audit,
             interception,
-            pool: Arc::new(Pool::default()),
+            pool: Arc::new(Pool::new(limits.max_idle_upstream)),
             tunnels: Counters::default(),
             in_flight: Counters::default(),
             caps: Caps::new(&limits),
@@ -145,6 +145,17 @@ impl Proxy {
                     .await
             });
         }
+    }
+
+    /// Delivers every audit record of `sandbox_id` the proxy still holds to the server before
+    /// it returns; how many (none for a sandbox it has nothing of).
+    pub async fn flush_audit(&self, sandbox_id: &str) -> Result<usize, crate::audit::FlushError> {
+        self.audit.flush(sandbox_id).await
+    }
+
+    /// Idle upstream connections kept alive for reuse, over all sandboxes and hosts.
+    pub fn idle_upstream_connections(&self) -> usize {
+        self.pool.idle_count()
     }
 
     /// The secret sources this proxy reads.
@@ -702,6 +713,8 @@ impl Proxy {
             reason,
             secrets_swapped: swapped,
             duration_ms: ctx.started.elapsed().as_millis() as u64,
+            body_placeholders: Vec::new(),
+            body_unknown_placeholders: 0,
         }
     }
 }

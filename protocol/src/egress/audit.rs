@@ -45,6 +45,16 @@ pub struct AuditRecord {
     pub reason: Option<String>,
     pub secrets_swapped: Vec<String>,
     pub duration_ms: u64,
+    /// The secrets whose placeholders the request body carried (an agent's `env` output in a
+    /// model request, say). Bodies are never swapped into and never refused for placeholders:
+    /// they are forwarded unchanged, and named here. Sorted, without duplicates; empty for a
+    /// body in a content coding (gzip, zstd), which the proxy does not decode.
+    #[serde(default)]
+    pub body_placeholders: Vec<String>,
+    /// Placeholder-shaped tokens in the request body that are not this sandbox's (one an
+    /// earlier sandbox of the thread was given, or made up), forwarded unchanged too.
+    #[serde(default)]
+    pub body_unknown_placeholders: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

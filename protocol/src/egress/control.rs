@@ -121,6 +121,8 @@ pub enum ControlErrorCode {
     InvalidRequest,
     SandboxRemoved,
     SocketFailed,
+    /// A flush could not deliver the sandbox's audit records to the server (they stay queued).
+    AuditUndelivered,
 }
 
 impl ControlErrorCode {
@@ -130,6 +132,7 @@ impl ControlErrorCode {
             ControlErrorCode::InvalidRequest => "invalid_request",
             ControlErrorCode::SandboxRemoved => "sandbox_removed",
             ControlErrorCode::SocketFailed => "socket_failed",
+            ControlErrorCode::AuditUndelivered => "audit_undelivered",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! One request on its way upstream and back, stage by stage: admit (a slot among the sandbox's
 //! requests in flight) → leak check (bound credentials never in cleartext to a public host) →
-//! credential swap → send (and once more with a rotated credential) → relay an upgrade, or scrub
-//! the response → audit, when its body ends.
+//! credential swap (headers and query only) → the body's placeholders noted (it is forwarded
+//! unchanged) → send (and once more with a rotated credential) → relay an upgrade, or scrub the
+//! response → audit, when its body ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,9 @@ use tokio::net::TcpStream;
 use super::relay::{Relayed, relay_upgraded};
 use super::{BoxError, Ctx, HANDSHAKE_TIMEOUT, Proxy, ProxyBody, Refusal, empty};
 use crate::audit::{AuditRecord, Decision};
-use crate::credentials::{Credential, Scrubber, check_body, opaque_codings, swap_request};
+use crate::credentials::{
+    BodyPlaceholders, Credential, Scrubber, body_placeholders, opaque_codings, swap_request,
+};
 use crate::limits::{Buffered, Slot};
 use crate::pool::{PoolKey, Sender};
 use crate::registry::Sandbox;
@@ -138,8 +141,13 @@ impl Proxy {
         let mut swapped = self.swap(ctx, &credentials, &mut parts)?;
         // Held until the exchange is over: the body may be sent twice (a rotated credential).
         let (body, _buffered) = self.read_body(ctx, body).await?;
-        check_body(&credentials, &ctx.host, &body)
-            .map_err(|leak| Box::new(self.block_leak(ctx, &leak.to_string())))?;
+        // Never a leak: the sandbox holds no real value to put in a body, and the proxy never
+        // swaps one into it. Named in the audit; a coded body is not decoded for it.
+        let in_body = if opaque_codings(&parts.headers).is_empty() {
+            body_placeholders(&credentials, &body)
+        } else {
+            BodyPlaceholders::default()
+        };
 
         let upgrade = upgrade_protocol(&parts.headers);
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
@@ -178,12 +186,18 @@ impl Proxy {
         if answer.response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
-            return self.relay_upgrade(ctx, answer, client_upgrade, bytes_up, swapped.names);
+            return self.relay_upgrade(
+                ctx,
+                answer,
+                client_upgrade,
+                bytes_up,
+                (swapped.names, in_body),
+            );
         }
         let (mut parts, body) = answer.response.into_parts();
         forget_upstream_wire(&mut parts.extensions);
         let scrubber = self.scrub_head(ctx, &mut parts, &answer.credentials)?;
-        let record = self.audit_record(
+        let mut record = self.audit_record(
             ctx,
             Some(parts.status.as_u16()),
             bytes_up,
@@ -191,6 +205,7 @@ impl Proxy {
             None,
             swapped.names,
         );
+        note_body_placeholders(&mut record, in_body);
         Ok(self.relay_body(parts, body, scrubber, record, answer.sender, key))
     }
 
@@ -320,7 +335,7 @@ impl Proxy {
         answer: Answer,
         client_upgrade: OnUpgrade,
         bytes_up: u64,
-        swapped: Vec<String>,
+        (swapped, in_body): (Vec<String>, BodyPlaceholders),
     ) -> Result<Response<ProxyBody>, Refusal> {
         let Answer {
             mut response,
@@ -339,6 +354,7 @@ impl Proxy {
         let idle = self.limits.idle_timeout;
         let mut record =
             self.audit_record(ctx, Some(101), bytes_up, Decision::Allowed, None, swapped);
+        note_body_placeholders(&mut record, in_body);
         let sink = self.audit.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -665,6 +681,12 @@ fn upstream_names(ctx: &Ctx, addr: SocketAddr, tls: bool) -> (String, PoolKey) {
         server_name: tls.then(|| centaur_protocol::egress::host::normalize(&ctx.host)),
     };
     (authority, key)
+}
+
+/// Names in `record` the placeholders its request body carried.
+fn note_body_placeholders(record: &mut AuditRecord, in_body: BodyPlaceholders) {
+    record.body_placeholders = in_body.secrets;
+    record.body_unknown_placeholders = in_body.unknown;
 }
 
 /// The origin-form target of a request: `path`, and `?query` if there is one.

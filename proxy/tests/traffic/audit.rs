@@ -8,7 +8,7 @@ use bytes::Bytes;
 use centaur_proxy::Limits;
 use centaur_proxy::audit::{AuditRecord, Decision};
 use http_body_util::{BodyExt, Full};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -72,6 +72,8 @@ async fn audit_records_reach_the_server_in_batches_despite_failures() {
             reason: Some("not allowed".into()),
             secrets_swapped: vec![],
             duration_ms: 1,
+            body_placeholders: vec![],
+            body_unknown_placeholders: 0,
         });
     }
     let mut hosts = Vec::new();
@@ -178,4 +180,219 @@ async fn every_refusal_is_audited_as_a_denial() {
         (record.status, record.decision, record.path.as_str()),
         (Some(400), Decision::Denied, "/origin-form")
     );
+}
+
+fn denial(sandbox_id: &str, host: &str) -> AuditRecord {
+    AuditRecord {
+        at: chrono::Utc::now(),
+        sandbox_id: sandbox_id.into(),
+        thread_key: Some(format!("api:{sandbox_id}")),
+        host: host.into(),
+        port: 443,
+        method: "GET".into(),
+        path: "/".into(),
+        status: Some(403),
+        bytes_up: 0,
+        bytes_down: 0,
+        decision: Decision::Denied,
+        reason: Some("not allowed".into()),
+        secrets_swapped: vec![],
+        duration_ms: 1,
+        body_placeholders: vec![],
+        body_unknown_placeholders: 0,
+    }
+}
+
+/// A stand-in for the server's `POST /proxy/v1/audit` that stores each batch's hosts as it
+/// arrives, holding a batch for `hold` first if it holds records of sandbox `held`.
+async fn holding_audit_server(
+    held: &'static str,
+    hold: Duration,
+) -> (SocketAddr, Arc<Mutex<Vec<Vec<String>>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    let addr = serve_http(move |request: hyper::Request<hyper::body::Incoming>| {
+        let log = log.clone();
+        async move {
+            let body: Value =
+                serde_json::from_slice(&request.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap();
+            let records = body["records"].as_array().unwrap().clone();
+            if records.iter().any(|r| r["sandbox_id"] == held) {
+                tokio::time::sleep(hold).await;
+            }
+            log.lock().unwrap().push(
+                records
+                    .iter()
+                    .map(|r| r["host"].as_str().unwrap().to_owned())
+                    .collect(),
+            );
+            hyper::Response::new(Full::new(Bytes::new()))
+        }
+    })
+    .await;
+    (addr, received)
+}
+
+/// A proxy delivering its audit to `server`, with its control API; returns the sink (records
+/// go in through it) and the control API's base URL.
+async fn proxy_auditing_to(
+    server: SocketAddr,
+    shutdown: &CancellationToken,
+) -> (Arc<centaur_proxy::audit::HttpSink>, String) {
+    use centaur_proxy::audit::HttpSink;
+    use centaur_proxy::secrets::SecretStore;
+    use centaur_proxy::{Proxy, Registry};
+    let sink = Arc::new(
+        HttpSink::start(
+            &format!("http://{server}"),
+            "proxy-token".into(),
+            shutdown.clone(),
+        )
+        .unwrap(),
+    );
+    let proxy = Proxy::new(
+        Arc::new(Registry::new(b"test-proxy-key-0123456789abcdef!".to_vec())),
+        Arc::new(SecretStore::new(
+            Default::default(),
+            Duration::from_secs(60),
+        )),
+        sink.clone(),
+        Limits::default(),
+        None,
+    );
+    let control = centaur_proxy::control::Control::new(
+        proxy,
+        Some("control-token".into()),
+        None,
+        shutdown.clone(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let s = shutdown.clone();
+    tokio::spawn(async move { control.serve(listener, s).await });
+    (sink, base)
+}
+
+async fn flush(base: &str, sandbox_id: &str, token: &str) -> (u16, Value) {
+    let response = crate::support::http()
+        .build()
+        .unwrap()
+        .post(format!("{base}/v1/sandboxes/{sandbox_id}/audit/flush"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// `POST /v1/sandboxes/{id}/audit/flush` delivers the sandbox's records before it answers, on
+/// its own (other sandboxes' records keep their way, even while a flush waits on the server),
+/// and waits for a batch already on its way that holds some of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_delivers_a_sandboxs_records_before_it_answers() {
+    use centaur_proxy::audit::AuditSink;
+    let (server, received) = holding_audit_server("slow", Duration::from_millis(1500)).await;
+    let shutdown = CancellationToken::new();
+    let (sink, base) = proxy_auditing_to(server, &shutdown).await;
+    let hosts = || received.lock().unwrap().concat();
+
+    // Flushed at once, alone: the batching would have waited 200 ms.
+    sink.record(denial("sb1", "a.example"));
+    sink.record(denial("sb2", "b.example"));
+    sink.record(denial("sb1", "c.example"));
+    assert_eq!(
+        flush(&base, "sb1", "control-token").await,
+        (200, json!({"records": 2}))
+    );
+    assert_eq!(received.lock().unwrap()[0], ["a.example", "c.example"]);
+    // Nothing held: nothing to do; the same for a sandbox the proxy never had.
+    assert_eq!(
+        flush(&base, "sb1", "control-token").await,
+        (200, json!({"records": 0}))
+    );
+    assert_eq!(
+        flush(&base, "never-seen", "control-token").await,
+        (200, json!({"records": 0}))
+    );
+    for _ in 0..100 {
+        if hosts().contains(&"b.example".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        hosts().contains(&"b.example".to_owned()),
+        "the others go their usual way"
+    );
+
+    // While a flush waits on the server, other sandboxes' records still arrive.
+    sink.record(denial("slow", "slow.example"));
+    let waiting = {
+        let base = base.clone();
+        tokio::spawn(async move { flush(&base, "slow", "control-token").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sink.record(denial("sb3", "d.example"));
+    for _ in 0..50 {
+        if hosts().contains(&"d.example".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        hosts().contains(&"d.example".to_owned()),
+        "not held up by the flush"
+    );
+    assert!(
+        !waiting.is_finished(),
+        "the flush answers once the server took the records"
+    );
+    assert_eq!(waiting.await.unwrap(), (200, json!({"records": 1})));
+    assert!(hosts().contains(&"slow.example".to_owned()));
+
+    // A batch already on its way with some of the sandbox's records: the flush waits for it.
+    sink.record(denial("slow", "e.example"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        flush(&base, "slow", "control-token").await,
+        (200, json!({"records": 1}))
+    );
+    assert!(hosts().contains(&"e.example".to_owned()));
+
+    // The token is needed.
+    let (status, body) = flush(&base, "sb1", "wrong").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("unauthorized"))
+    );
+    shutdown.cancel();
+}
+
+/// A server that does not take the records: the flush says so (`audit_undelivered`), and the
+/// records stay queued for the usual delivery.
+#[tokio::test]
+async fn a_flush_the_server_refuses_is_an_error_and_the_records_stay() {
+    use centaur_proxy::audit::AuditSink;
+    let (server, received) = audit_server(1).await;
+    let shutdown = CancellationToken::new();
+    let (sink, base) = proxy_auditing_to(server, &shutdown).await;
+    sink.record(denial("sb1", "a.example"));
+    let (status, body) = flush(&base, "sb1", "control-token").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (502, &json!("audit_undelivered")),
+        "{body}"
+    );
+    for _ in 0..100 {
+        if !received.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), 1, "delivered later by the batches");
+    assert_eq!(received[0].1["records"][0]["host"], "a.example");
+    shutdown.cancel();
 }

@@ -96,14 +96,30 @@ async fn intercepted_requests_are_checked_like_any_other() {
         .unwrap();
     tokio::spawn(connection);
 
-    // The placeholder in the body.
+    // The placeholder in a header it is not bound to.
+    let request = hyper::Request::post("/upload")
+        .header("host", format!("127.0.0.1:{}", up.port()))
+        .header("x-debug", &placeholder)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(h.next_audit().await.decision, Decision::LeakBlocked);
+    // In the body: forwarded unchanged, and named in the audit.
     let request = hyper::Request::post("/upload")
         .header("host", format!("127.0.0.1:{}", up.port()))
         .body(Full::new(Bytes::from(format!("token={placeholder}"))))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 403);
-    assert_eq!(h.next_audit().await.decision, Decision::LeakBlocked);
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let record = h.next_audit().await;
+    assert_eq!(record.decision, Decision::Allowed);
+    assert_eq!(record.body_placeholders, ["OPENAI_API_KEY"]);
+    assert_eq!(
+        seen.lock().unwrap().pop().unwrap().body,
+        format!("token={placeholder}")
+    );
     // Domain fronting: a tunnel to one host asking for another.
     let request = hyper::Request::get("/")
         .header("host", "evil.example")

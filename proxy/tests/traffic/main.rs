@@ -13,6 +13,7 @@
 //! - `interception`: intercepted HTTPS over HTTP/1.1 and HTTP/2, checks, upstream certificates.
 //! - `websocket`: upgrades through interception, frames scrubbed, what cannot be scrubbed refused.
 //! - `limits`: body size, requests in flight, connections, buffered bytes.
+//! - `pool`: kept-alive upstream connections sized to the load.
 //! - `audit`: delivery to the server in batches, every refusal audited.
 //! - `control_api`: the server pushes sandboxes and policies.
 //! - `bubblewrap`: from inside a real bubblewrap sandbox.
@@ -28,6 +29,7 @@ mod leaks;
 mod limits;
 mod listeners;
 mod policy;
+mod pool;
 mod rotation;
 mod scrubbing;
 mod support;

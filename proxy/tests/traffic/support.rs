@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -344,6 +345,42 @@ pub async fn tls_upstream() -> (SocketAddr, String, Arc<Mutex<Vec<Seen>>>) {
         }
     });
     (addr, ca_cert, seen)
+}
+
+/// An HTTPS upstream that offers only HTTP/1.1 (like many gateways and local model servers),
+/// answering every request with `{"ok":true}`. Returns its address, its CA's PEM and how many
+/// connections it has accepted.
+pub async fn tls_http1_upstream() -> (SocketAddr, String, Arc<AtomicUsize>) {
+    let (ca_cert, ca_key) = generate_ca().unwrap();
+    let authority = Authority::from_pem(&ca_cert, &ca_key).unwrap();
+    let mut config = (*authority.server_config("127.0.0.1").unwrap()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(|request: hyper::Request<hyper::body::Incoming>| async {
+                    request.into_body().collect().await.unwrap();
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"{\"ok\":true}"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, ca_cert, accepted)
 }
 
 /// A proxy that intercepts, trusting the upstream CA; returns it with the proxy CA's PEM.
