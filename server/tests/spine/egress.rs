@@ -14,13 +14,19 @@ fn record(
     host: &str,
     reason: Option<&str>,
 ) -> Value {
-    json!({
+    let mut record = json!({
         "at": "2026-11-22T01:00:00Z", "sandbox_id": sandbox_id, "thread_key": thread_key,
         "host": host, "port": 443, "method": "GET", "path": "/", "status": 403,
         "bytes_up": 0, "bytes_down": 0, "decision": decision, "reason": reason,
         "secrets_swapped": if decision == "allowed" { json!(["OPENAI_API_KEY"]) } else { json!([]) },
         "duration_ms": 3,
-    })
+    });
+    if decision == "allowed" {
+        // An agent's `env` output in a model request: forwarded, and named.
+        record["body_placeholders"] = json!(["OPENAI_API_KEY"]);
+        record["body_unknown_placeholders"] = json!(1);
+    }
+    record
 }
 
 /// The proxy reports its audit: everything is stored, refusals reach the streams of the threads
@@ -41,7 +47,7 @@ async fn egress_audit_is_stored_and_refusals_reach_the_thread() {
     let batch = json!({"records": [
         record(&sandbox, Some(key), "allowed", "api.openai.com", None),
         record(&sandbox, Some(key), "denied", "evil.example", Some("evil.example:443 is not on this sandbox's list of allowed hosts")),
-        record(&sandbox, None, "leak_blocked", "paste.example", Some("placeholder for OPENAI_API_KEY found in the request body")),
+        record(&sandbox, None, "leak_blocked", "paste.example", Some("placeholder for OPENAI_API_KEY found in header `x-debug` of a request to paste.example, where it is not bound")),
         // A sandbox the server never started, naming a real thread: stored, no event.
         record("0190f5a8-0000-7000-8000-000000000000", Some(key), "denied", "x.example", None),
         record("sb-unknown", Some("api:egress-other"), "denied", "y.example", None),
@@ -89,20 +95,26 @@ async fn egress_audit_is_stored_and_refusals_reach_the_thread() {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url)
         .await
         .unwrap();
-    let rows: Vec<(String, String, Vec<String>)> =
-        sqlx::query_as("SELECT host, decision, secrets_swapped FROM egress_audit ORDER BY id")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
+    let rows: Vec<(String, String, Vec<String>, Vec<String>, i32)> = sqlx::query_as(
+        "SELECT host, decision, secrets_swapped, body_placeholders, body_unknown_placeholders \
+         FROM egress_audit ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 6);
+    // The body's placeholders are stored by name (records without them read as none).
     assert_eq!(
         rows[0],
         (
             "api.openai.com".into(),
             "allowed".into(),
-            vec!["OPENAI_API_KEY".to_owned()]
+            vec!["OPENAI_API_KEY".to_owned()],
+            vec!["OPENAI_API_KEY".to_owned()],
+            1
         )
     );
+    assert_eq!((rows[1].3.len(), rows[1].4), (0, 0));
     assert_eq!(rows[2].1, "leak_blocked");
 
     // Who may report: the proxy token and the admin key; nobody else. The proxy token can do
