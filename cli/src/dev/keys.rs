@@ -127,6 +127,9 @@ fn key_of(provider: Provider) -> &'static ModelKey {
 /// Runs `centaur dev keys`: asks in a terminal when nothing is given, else does what the flags
 /// say; refuses without a terminal and without flags.
 pub fn run(home: &Home, args: KeysArgs) -> Result<ExitCode, KeysError> {
+    if !args.given() && !std::io::stdin().is_terminal() {
+        return Err(KeysError::NoTerminal);
+    }
     setup::prepare(home)?;
     let current = Endpoints::read(home).map_err(KeysError::Files)?;
     let (keys, change) = if args.given() {
