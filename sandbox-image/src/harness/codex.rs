@@ -742,3 +742,196 @@ fn approval_request(method: &str, params: &Value) -> Option<(ApprovalKind, Strin
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Codex's messages, in the shapes `codex app-server` 0.169.0 sends them (seen on its
+    //! stdout), through the turn's state.
+
+    use super::*;
+    use centaur_protocol::runner::{ApprovalPolicy, InputMessage};
+    use tokio::sync::mpsc;
+
+    const TURN: &str = "turn-1";
+
+    fn turn() -> (Turn, mpsc::UnboundedReceiver<EventBody>) {
+        let (events, received) = mpsc::unbounded_channel();
+        let sandbox = Sandbox {
+            workspace: PathBuf::from("/workspace"),
+            env: Default::default(),
+            approval_policy: ApprovalPolicy::Always,
+        };
+        let input: Vec<InputMessage> = Vec::new();
+        let turn = Turn::new(
+            uuid::Uuid::now_v7(),
+            input,
+            sandbox,
+            events,
+            Default::default(),
+            mpsc::unbounded_channel().1,
+            Default::default(),
+        );
+        (turn, received)
+    }
+
+    fn state() -> TurnState {
+        TurnState {
+            turn_id: Some(TURN.into()),
+            ..TurnState::default()
+        }
+    }
+
+    fn started(id: &str, process: Option<&str>) -> Value {
+        json!({"method": "item/started", "params": {"turnId": TURN, "item": {
+            "type": "commandExecution", "id": id, "command": "/bin/bash -lc 'x'",
+            "processId": process, "status": "inProgress", "aggregatedOutput": null}}})
+    }
+
+    fn delta(id: &str, chunk: &str) -> Value {
+        json!({"method": "item/commandExecution/outputDelta",
+               "params": {"turnId": TURN, "itemId": id, "delta": chunk}})
+    }
+
+    fn completed(id: &str, status: &str, output: Option<&str>, exit: Option<i32>) -> Value {
+        json!({"method": "item/completed", "params": {"turnId": TURN, "item": {
+            "type": "commandExecution", "id": id, "command": "/bin/bash -lc 'x'",
+            "status": status, "aggregatedOutput": output, "exitCode": exit}}})
+    }
+
+    fn drain(received: &mut mpsc::UnboundedReceiver<EventBody>) -> Vec<EventBody> {
+        std::iter::from_fn(|| received.try_recv().ok()).collect()
+    }
+
+    fn output_of(events: &[EventBody]) -> Vec<&str> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                EventBody::CommandOutput { chunk, .. } => Some(chunk.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_command_that_ends_within_the_hold_gets_its_whole_output_once() {
+        let (turn, mut received) = turn();
+        let mut state = state();
+        // Codex did not stream the first line.
+        for message in [
+            started("c", Some("7")),
+            delta("c", "line2\n"),
+            delta("c", "line3\n"),
+            completed("c", "completed", Some("line1\nline2\nline3\n"), Some(0)),
+        ] {
+            assert!(state.notification(&turn, &message).is_none());
+        }
+        let events = drain(&mut received);
+        assert!(matches!(events[0], EventBody::CommandStarted { .. }));
+        assert_eq!(output_of(&events), ["line1\nline2\nline3\n"]);
+        assert!(matches!(
+            events.last(),
+            Some(EventBody::CommandFinished {
+                exit_code: Some(0),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn past_the_hold_output_streams_and_the_end_brings_what_was_not_streamed() {
+        let (turn, mut received) = turn();
+        let mut state = state();
+        state.notification(&turn, &started("c", Some("7")));
+        state.notification(&turn, &delta("c", "b\n"));
+        // The hold ends.
+        state.commands.get_mut("c").expect("open").hold_until = Some(tokio::time::Instant::now());
+        state.release_due(&turn);
+        state.notification(&turn, &delta("c", "c\n"));
+        state.notification(
+            &turn,
+            &completed("c", "completed", Some("b\nc\nd\n"), Some(1)),
+        );
+        assert_eq!(output_of(&drain(&mut received)), ["b\n", "c\n", "d\n"]);
+
+        // Codex missed the beginning of one that ran past the hold: it comes last.
+        state.notification(&turn, &started("e", Some("8")));
+        state.notification(&turn, &delta("e", "2\n"));
+        state.commands.get_mut("e").expect("open").hold_until = Some(tokio::time::Instant::now());
+        state.release_due(&turn);
+        state.notification(
+            &turn,
+            &completed("e", "completed", Some("1\n2\n3\n"), Some(0)),
+        );
+        assert_eq!(output_of(&drain(&mut received)), ["2\n", "1\n", "3\n"]);
+    }
+
+    #[test]
+    fn a_command_waiting_for_approval_has_not_started_and_a_denied_one_never_does() {
+        let (turn, mut received) = turn();
+        let mut state = state();
+        let ask = json!({"method": "item/commandExecution/requestApproval", "id": 0,
+                         "params": {"turnId": TURN, "itemId": "c", "command": "x"}});
+        state.notification(&turn, &started("c", None));
+        state.notification(&turn, &ask);
+        assert!(drain(&mut received).is_empty());
+        state.approved(&turn, "c", ApprovalResolution::Deny);
+        state.notification(&turn, &completed("c", "declined", None, None));
+        assert!(drain(&mut received).is_empty());
+
+        // Approved: it starts when the answer goes back, then runs.
+        state.notification(&turn, &started("d", None));
+        state.notification(&turn, &ask_for("d"));
+        assert!(drain(&mut received).is_empty());
+        state.approved(&turn, "d", ApprovalResolution::Approve);
+        assert!(matches!(
+            drain(&mut received)[..],
+            [EventBody::CommandStarted { .. }]
+        ));
+        state.notification(&turn, &completed("d", "completed", Some("ok\n"), Some(0)));
+        assert_eq!(output_of(&drain(&mut received)), ["ok\n"]);
+
+        // Announced without a process and not asked about: it starts with the next message.
+        state.notification(&turn, &started("e", None));
+        assert!(drain(&mut received).is_empty());
+        state.notification(&turn, &delta("e", "x"));
+        assert!(matches!(
+            drain(&mut received)[..],
+            [EventBody::CommandStarted { .. }]
+        ));
+    }
+
+    fn ask_for(id: &str) -> Value {
+        json!({"method": "item/commandExecution/requestApproval", "id": 1,
+               "params": {"turnId": TURN, "itemId": id, "command": "x"}})
+    }
+
+    #[test]
+    fn usage_is_the_turns_total_and_other_turns_items_are_not_ours() {
+        let (turn, mut received) = turn();
+        let mut state = state();
+        let usage = |input: u64, output: u64| {
+            json!({"method": "thread/tokenUsage/updated", "params": {"turnId": TURN, "tokenUsage": {
+                "total": {"inputTokens": input, "outputTokens": output},
+                "last": {"inputTokens": 42, "outputTokens": 7}}}})
+        };
+        // The thread had 100 / 20 before this turn; two calls of 42 / 7.
+        state.notification(&turn, &usage(142, 27));
+        state.notification(&turn, &usage(184, 34));
+        // A command of an earlier turn ends now: not this turn's.
+        let mut stray = completed("old", "completed", Some("late\n"), Some(0));
+        stray["params"]["turnId"] = json!("turn-0");
+        state.notification(&turn, &stray);
+        let done = json!({"method": "turn/completed", "params": {"turn": {"id": TURN, "status": "completed"}}});
+        assert!(matches!(
+            state.notification(&turn, &done),
+            Some(Finish::Completed { .. })
+        ));
+        assert_eq!(
+            drain(&mut received),
+            [EventBody::Usage {
+                input_tokens: 84,
+                output_tokens: 14
+            }]
+        );
+    }
+}
