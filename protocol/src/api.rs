@@ -328,6 +328,12 @@ pub struct EgressAuditEntry {
     pub reason: Option<String>,
     /// The secrets whose placeholders were swapped for their values (names only).
     pub secrets: Vec<String>,
+    /// The secrets whose placeholders the request body carried, forwarded unchanged (names).
+    #[serde(default)]
+    pub body_placeholders: Vec<String>,
+    /// Placeholder-shaped tokens in the body that were not this sandbox's.
+    #[serde(default)]
+    pub body_unknown_placeholders: u32,
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub duration_ms: u64,

@@ -102,7 +102,8 @@ pub async fn print(
 }
 
 /// One record as one line: when, the decision, the request, its status, then the thread,
-/// the execution, the secrets swapped (names) and the reason, where there are some. What the
+/// the execution, the secrets swapped, the placeholders the body carried (names) and the
+/// reason, where there are some. What the
 /// sandbox chose (host, path, method, reason) is cleaned of control sequences.
 pub fn line(entry: &EgressAuditEntry) -> String {
     let status = entry
@@ -125,6 +126,18 @@ pub fn line(entry: &EgressAuditEntry) -> String {
     }
     if !entry.secrets.is_empty() {
         line.push_str(&format!("  secrets={}", entry.secrets.join(",")));
+    }
+    if !entry.body_placeholders.is_empty() {
+        line.push_str(&format!(
+            "  body_placeholders={}",
+            entry.body_placeholders.join(",")
+        ));
+    }
+    if entry.body_unknown_placeholders > 0 {
+        line.push_str(&format!(
+            "  unknown_placeholders={}",
+            entry.body_unknown_placeholders
+        ));
     }
     if let Some(reason) = &entry.reason {
         line.push_str(&format!("  — {}", clean(reason, Colours::Drop)));

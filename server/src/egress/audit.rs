@@ -357,6 +357,8 @@ struct EntryRow {
     decision: String,
     reason: Option<String>,
     secrets_swapped: Vec<String>,
+    body_placeholders: Vec<String>,
+    body_unknown_placeholders: i32,
     bytes_up: i64,
     bytes_down: i64,
     duration_ms: i64,
@@ -398,6 +400,9 @@ impl EntryRow {
             decision,
             reason: self.reason,
             secrets: self.secrets_swapped,
+            body_placeholders: self.body_placeholders,
+            body_unknown_placeholders: u32::try_from(self.body_unknown_placeholders)
+                .unwrap_or_default(),
             bytes_up: unsigned(self.bytes_up),
             bytes_down: unsigned(self.bytes_down),
             duration_ms: unsigned(self.duration_ms),
@@ -411,7 +416,8 @@ macro_rules! page_sql {
         concat!(
             "SELECT a.id, a.at, a.sandbox_id, a.thread_key, x.id AS execution_id, a.host, \
                a.port, a.method, a.path, a.status, a.decision, a.reason, a.secrets_swapped, \
-               a.bytes_up, a.bytes_down, a.duration_ms \
+               a.body_placeholders, a.body_unknown_placeholders, a.bytes_up, a.bytes_down, \
+               a.duration_ms \
              FROM (SELECT * FROM egress_audit \
                    WHERE ($1::text IS NULL OR thread_key = $1) \
                      AND (NOT $2 OR decision IN ('denied', 'leak_blocked')) \

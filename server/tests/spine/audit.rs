@@ -16,19 +16,25 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use centaur_test_support::binaries::{cli_binary, text};
+use centaur_test_support::local_stack::LocalStack;
 use centaur_test_support::pg::fresh_database;
 use centaur_test_support::proxy::PROXY_TOKEN;
 use centaur_test_support::server::{ADMIN_KEY, TestServer, enc, error_code};
 use centaur_test_support::temp::temp_dir;
 
-/// An audit record of `sandbox_id` seen now.
+/// An audit record of `sandbox_id` seen now. An allowed one is a model request whose body
+/// carried the sandbox's placeholder (an agent's `env` output in its history) and one of
+/// another sandbox.
 fn record(sandbox_id: &str, decision: &str, host: &str, reason: Option<&str>) -> Value {
+    let allowed = decision == "allowed";
     json!({
         "at": chrono::Utc::now(), "sandbox_id": sandbox_id, "thread_key": null,
         "host": host, "port": 443, "method": "GET", "path": "/v1/x", "status": 403,
         "bytes_up": 10, "bytes_down": 20, "decision": decision, "reason": reason,
         "secrets_swapped": if decision == "allowed" { json!(["OPENAI_API_KEY"]) } else { json!([]) },
         "duration_ms": 3,
+        "body_placeholders": if allowed { json!(["OPENAI_API_KEY"]) } else { json!([]) },
+        "body_unknown_placeholders": u32::from(allowed),
     })
 }
 
@@ -200,6 +206,9 @@ async fn refusals_carry_their_execution_once_and_the_audit_reads_them_back() {
     let allowed = &records[1];
     assert_eq!(allowed["decision"], "allowed");
     assert_eq!(allowed["secrets"], json!(["OPENAI_API_KEY"]));
+    assert_eq!(allowed["body_placeholders"], json!(["OPENAI_API_KEY"]));
+    assert_eq!(allowed["body_unknown_placeholders"], 1);
+    assert_eq!(records[2]["body_placeholders"], json!([]));
     assert_eq!(allowed["thread_key"], key);
     assert_eq!(
         (allowed["method"].as_str(), allowed["path"].as_str()),
@@ -514,7 +523,9 @@ async fn centaur_audit_prints_filters_and_follows() {
             && lines[0].contains("GET")
             && lines[0].contains("api.openai.com:443/v1/x")
             && lines[0].contains("thread=api:audited")
-            && lines[0].contains("secrets=OPENAI_API_KEY"),
+            && lines[0].contains("secrets=OPENAI_API_KEY")
+            && lines[0].contains("body_placeholders=OPENAI_API_KEY")
+            && lines[0].contains("unknown_placeholders=1"),
         "{stdout}"
     );
     assert!(!stdout.contains("sk-"), "{stdout}");
@@ -601,4 +612,67 @@ async fn centaur_audit_prints_filters_and_follows() {
         "{error}"
     );
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A real turn through the real proxy: a shell command tries a host the policy does not allow
+/// three times and the turn ends at once. The thread gets exactly one `egress.denied`, with the
+/// turn's execution, before `execution.completed`; the audit has all three attempts.
+#[tokio::test]
+async fn a_real_turns_repeated_denial_is_one_event_before_its_end() {
+    let stack = LocalStack::start("audit-denied", 0, json!({})).await;
+    let key = "api:denied-turn";
+    let script = "for i in 1 2 3; do \
+                    curl -s -o /dev/null -w 'status=%{http_code}\\n' -x \"$HTTP_PROXY\" http://evil.example/; \
+                  done";
+    let accepted = stack
+        .server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "harness": "shell", "message": script}),
+        )
+        .await;
+    let execution_id = accepted["execution_id"].as_str().unwrap().to_owned();
+    let done = stack.terminal(key, &execution_id).await;
+    assert_eq!(done["type"], "execution.completed", "{done}");
+    assert_eq!(
+        done["result_text"]
+            .as_str()
+            .unwrap()
+            .matches("status=403")
+            .count(),
+        3,
+        "{done}"
+    );
+    // The stream up to the turn's end, as `send --json` and `attach --exit-on-terminal` read it.
+    let events = stack
+        .until(key, 0, |e| e["type"] == "execution.completed")
+        .await;
+    let denials: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "egress.denied")
+        .collect();
+    assert_eq!(denials.len(), 1, "{events:#?}");
+    assert_eq!(denials[0]["host"], "evil.example");
+    assert_eq!(denials[0]["execution_id"], execution_id.as_str());
+    // Nothing more arrives after the end.
+    let last = events.last().unwrap()["event_id"].as_i64().unwrap();
+    let mut stream = stack
+        .server
+        .events(key, &format!("after_event_id={last}"))
+        .await;
+    assert!(stream.next(Duration::from_secs(1)).await.is_none());
+    let (_, page) = audit(
+        &stack.server,
+        &format!("?thread_key={}&denied=true", enc(key)),
+        Some(ADMIN_KEY),
+    )
+    .await;
+    let records = page["records"].as_array().unwrap();
+    assert_eq!(records.len(), 3, "{page}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["execution_id"] == execution_id.as_str() && r["host"] == "evil.example"),
+        "{page}"
+    );
 }
