@@ -264,6 +264,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_flush_names_its_sandbox_and_an_older_proxy_is_a_404() {
+        let (client, mut requests) = answering("200 OK", r#"{"records":3}"#).await;
+        let flushed = client
+            .flush_audit("sb-1", Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(flushed.records, 3);
+        let request = requests.recv().await.unwrap();
+        assert!(
+            request.starts_with("POST /v1/sandboxes/sb-1/audit/flush HTTP/1.1"),
+            "{request}"
+        );
+        let (client, _) = answering("404 Not Found", "").await;
+        assert!(matches!(
+            client.flush_audit("sb-1", Duration::from_secs(2)).await,
+            Err(ProxyClientError::Refused { status: 404, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_flush_gives_up_on_a_proxy_that_does_not_answer_in_time() {
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let client = ProxyClient::new(&url, "t".into()).unwrap();
+        let started = tokio::time::Instant::now();
+        let outcome = client.flush_audit("sb-1", Duration::from_millis(300)).await;
+        assert!(
+            matches!(&outcome, Err(ProxyClientError::Unreachable { reason, .. }) if reason == "timed out"),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
     async fn an_unreadable_success_and_an_absent_proxy_are_told_apart() {
         let (client, _) = answering("200 OK", r#"{"sandboxes": "not a list"}"#).await;
         assert!(matches!(

@@ -470,3 +470,65 @@ async fn attach_waits_for_a_thread_that_does_not_exist_yet() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// A turn's egress denial reaches `send --json` and `attach --exit-on-terminal`: it carries the
+/// turn's execution and comes before the turn's end (once, however often it was tried).
+#[tokio::test]
+async fn send_and_attach_show_a_turns_egress_denial() {
+    let stack = LocalStack::start("cli-denied", 0, json!({})).await;
+    let key = format!("cli:{}", uuid::Uuid::new_v4());
+    let script = "curl -s -o /dev/null -x \"$HTTP_PROXY\" http://evil.example/; \
+                  curl -s -o /dev/null -x \"$HTTP_PROXY\" http://evil.example/; echo tried";
+    let out = centaur(
+        &stack,
+        &[
+            "send",
+            "--thread-key",
+            &key,
+            "--harness",
+            "shell",
+            "--message",
+            script,
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .skip(1) // thread_key=…
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let denied: Vec<usize> = (0..types.len())
+        .filter(|&i| types[i] == "egress.denied")
+        .collect();
+    assert_eq!(denied.len(), 1, "{types:?}");
+    assert_eq!(types.last(), Some(&"execution.completed"), "{types:?}");
+    let denial = &events[denied[0]];
+    assert_eq!(denial["host"], "evil.example");
+    assert_eq!(
+        denial["execution_id"],
+        events.last().unwrap()["execution_id"]
+    );
+
+    let out = centaur(
+        &stack,
+        &["attach", &key, "--exit-on-terminal", "--all-events"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let attached: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let at = attached.iter().position(|t| t == "egress.denied");
+    assert!(at.is_some_and(|at| at < attached.len() - 1), "{attached:?}");
+}
