@@ -50,6 +50,7 @@ impl LocalStack {
         config.reaper_ms = 200;
         tweak(&mut config, &dir);
         let server = TestServer::start_configured(config).await;
+        proxy.deliver_audit_to(&server.url);
         LocalStack { server, proxy, dir }
     }
 

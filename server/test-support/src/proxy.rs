@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use centaur_proxy::audit::LogSink;
+use centaur_proxy::audit::{AuditRecord, AuditSink, FlushError, HttpSink, LogSink};
 use centaur_proxy::control::Control;
 use centaur_proxy::secrets::{SecretSource, SecretStore};
 use centaur_proxy::{Limits, Proxy, Registry};
+use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -27,9 +28,38 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
+    audit: Arc<ServerAudit>,
+}
+
+/// The proxy's audit: to the log until [`TestProxy::deliver_audit_to`] names the server (which
+/// starts after the proxy), then to that server in batches, as `centaur dev` does.
+#[derive(Default)]
+struct ServerAudit(OnceLock<HttpSink>);
+
+impl AuditSink for ServerAudit {
+    fn record(&self, record: AuditRecord) {
+        match self.0.get() {
+            Some(sink) => sink.record(record),
+            None => LogSink.record(record),
+        }
+    }
+
+    fn flush<'a>(&'a self, sandbox_id: &'a str) -> BoxFuture<'a, Result<usize, FlushError>> {
+        match self.0.get() {
+            Some(sink) => sink.flush(sandbox_id),
+            None => Box::pin(async { Ok(0) }),
+        }
+    }
 }
 
 impl TestProxy {
+    /// From now on, audit records go to the server at `server_url` (`POST /proxy/v1/audit`).
+    pub fn deliver_audit_to(&self, server_url: &str) {
+        let sink = HttpSink::start(server_url, PROXY_TOKEN.into(), self.shutdown.clone())
+            .expect("the test server's URL is http://host:port");
+        let _ = self.audit.0.set(sink);
+    }
+
     pub async fn start(addr: Option<SocketAddr>, sockets: PathBuf) -> TestProxy {
         let registry = Arc::new(Registry::new(b"server-test-proxy-key-0123456789".to_vec()));
         std::fs::create_dir_all(&sockets).unwrap();
@@ -49,10 +79,11 @@ impl TestProxy {
                 },
             ),
         ]);
+        let audit = Arc::new(ServerAudit::default());
         let proxy = Proxy::new(
             registry.clone(),
             Arc::new(SecretStore::new(secrets, Duration::from_secs(60))),
-            Arc::new(LogSink),
+            audit.clone(),
             Limits::default(),
             None,
         );
@@ -73,6 +104,7 @@ impl TestProxy {
             addr,
             registry,
             shutdown,
+            audit,
         }
     }
 
