@@ -120,6 +120,7 @@ enum Command {
     /// for its next turn. The TUI's Esc does the same as without `--all`.
     Interrupt {
         thread_key: String,
+        /// Also withdraw the messages waiting for the thread's next turn (its queue).
         #[arg(long)]
         all: bool,
     },
@@ -134,7 +135,8 @@ enum Command {
         /// Keep printing new records as the proxy reports them.
         #[arg(long)]
         follow: bool,
-        /// Start after this record id (as `--follow` prints it in --json), oldest first.
+        /// Start after this record (its `id` in --json; the line a lost --follow ends with
+        /// names it), oldest first.
         #[arg(long)]
         after: Option<i64>,
         /// How many records (the newest, or the first after --after) [1 to 1000].
