@@ -108,8 +108,15 @@ struct Proc {
 }
 
 fn stat(pid: u32) -> Option<Proc> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold anything, parentheses too.
+    parse_stat(
+        pid,
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+    )
+}
+
+fn parse_stat(pid: u32, stat: &str) -> Option<Proc> {
+    // The command name (field 2) is in parentheses and may hold anything, `) Z 1 (` too: a
+    // process must not be able to name itself out of the walk.
     let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
     let state = fields.next()?;
     let parent = fields.next()?.parse().ok()?;
@@ -327,5 +334,27 @@ pub async fn reap_on_sigchld() {
     };
     while child.recv().await.is_some() {
         reap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_name_cannot_fake_the_fields_after_it() {
+        let stat =
+            "4242 (evil) Z 1 (x) S 77 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
+        let p = parse_stat(4242, stat).unwrap();
+        assert_eq!((p.parent, p.started, p.dead), (77, 123456, false));
+        assert!(parse_stat(1, "1 (truncated").is_none());
+    }
+
+    #[test]
+    fn this_process_reads_as_alive_with_its_parent() {
+        let me = stat(std::process::id()).unwrap();
+        assert!(!me.dead);
+        // SAFETY: getppid has no arguments and cannot fail.
+        assert_eq!(me.parent, unsafe { libc::getppid() } as u32);
     }
 }
