@@ -24,6 +24,9 @@ use uuid::Uuid;
 
 const MAX_RECORDS: usize = 10_000;
 
+/// The transaction-level advisory lock that orders audit batches (`'audit'` in ASCII).
+const AUDIT_ORDER_LOCK: i64 = 0x61_75_64_69_74;
+
 /// How long the end of a turn waits for the proxy to deliver the turn's audit.
 const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
@@ -65,6 +68,13 @@ pub async fn store(state: &AppState, batch: AuditBatch) -> ApiResult<AuditAccept
     }
     attribute_to_sandbox_threads(state, &mut records).await?;
     let mut tx = crate::db::begin(&state.pool).await?;
+    // Batches are stored one at a time, so record ids are committed in the order they are
+    // handed out: a reader following the audit by id (`after`) never skips a record that
+    // commits late.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_ORDER_LOCK)
+        .execute(&mut *tx)
+        .await?;
     insert_records(&mut tx, &records).await?;
     let refusals = refusals(&mut tx, &records).await?;
     let (published, events) = append_refusals(&mut tx, refusals).await?;

@@ -676,3 +676,60 @@ async fn a_real_turns_repeated_denial_is_one_event_before_its_end() {
         "{page}"
     );
 }
+
+/// Following the audit by id misses nothing while several batches are stored at once: record
+/// ids are committed in the order they are handed out.
+#[tokio::test]
+async fn following_the_audit_by_id_misses_no_record_under_concurrent_batches() {
+    let database_url = fresh_database().await;
+    let mut config = centaur_server::Config::new(&database_url);
+    config.proxy_token = Some(PROXY_TOKEN.into());
+    let server = Arc::new(TestServer::start_with(config, true).await);
+    let (writers, batches, per_batch) = (8, 20, 100);
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..batches {
+                let records = (0..per_batch)
+                    .map(|i| {
+                        record(
+                            "sb-unknown",
+                            "allowed",
+                            &format!("w{writer}-b{batch}-r{i}.example"),
+                            None,
+                        )
+                    })
+                    .collect();
+                report(&server, records).await;
+            }
+        }));
+    }
+    let total = writers * batches * per_batch;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut after = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < total && tokio::time::Instant::now() < deadline {
+        let (status, page) = audit(
+            &server,
+            &format!("?after={after}&limit=1000"),
+            Some(ADMIN_KEY),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for record in page["records"].as_array().unwrap() {
+            assert!(
+                seen.insert(record["host"].as_str().unwrap().to_owned()),
+                "seen twice: {record}"
+            );
+        }
+        after = page["next_after"].as_i64().unwrap();
+        if tasks.iter().all(|t| t.is_finished()) && page["records"] == json!([]) {
+            break;
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(seen.len(), total, "the follower missed records");
+}
