@@ -118,6 +118,17 @@ async fn interrupt_and_check(stack: &LocalStack, key: &str, after: i64, m: &[Str
     last_id(&events)
 }
 
+/// The harness process outlived the interrupt: the next turn ran in the same sandbox (a harness
+/// that died would have had its sandbox replaced, and the conversation resumed in a new one).
+fn assert_same_sandbox(events: &[Value]) {
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["type"] == "sandbox.released" || e["type"] == "sandbox.assigned"),
+        "the sandbox was replaced: {events:#?}"
+    );
+}
+
 #[tokio::test]
 async fn an_interrupted_shell_turn_ends_its_processes_and_spares_what_earlier_turns_left() {
     let stack = LocalStack::start("interrupt-shell", 0, json!({})).await;
@@ -251,6 +262,7 @@ async fn an_interrupted_codex_turn_ends_the_commands_processes() {
         .await;
     let events = stack.until(key, after, is_terminal).await;
     assert_eq!(result_text(events.last().unwrap()), HELLO, "{events:#?}");
+    assert_same_sandbox(&events);
 }
 
 #[tokio::test]
@@ -298,6 +310,7 @@ async fn an_interrupted_claude_code_turn_ends_the_commands_processes() {
         CLAUDE_HELLO,
         "{events:#?}"
     );
+    assert_same_sandbox(&events);
 }
 
 const CLAUDE_HELLO: &str = "Hello from the mock Claude";
