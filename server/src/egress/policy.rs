@@ -24,6 +24,7 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::egress::proxy_client::{ProxyClient, ProxyClientError};
 use crate::error::{ApiError, ApiResult, InternalError};
+use crate::reloading::Reloading;
 use crate::threads::ThreadRow;
 
 /// Rows of sandboxes that never got recorded (a crash mid-spawn, a warm pool that is gone) are
@@ -33,7 +34,8 @@ const ORPHAN_AFTER_SECS: i64 = 120;
 /// The server's link to the egress proxy.
 pub struct Egress {
     client: ProxyClient,
-    default_policy: Policy,
+    /// `CENTAUR_EGRESS_POLICY`, read again when the file changes (for sandboxes attached after).
+    default_policy: Reloading<Policy, EgressSetupError>,
     sync_every: Duration,
     /// Whether a full sync has succeeded since this server started: until then a proxy that
     /// restarted with it may not know the sandboxes this server adopted.
@@ -98,8 +100,8 @@ impl Egress {
         let client =
             ProxyClient::new(url, token.expose().to_owned()).map_err(EgressSetupError::ProxyUrl)?;
         let default_policy = match &config.egress_policy {
-            Some(path) => read_policy(path)?,
-            None => Policy::default(),
+            Some(path) => Reloading::open(path, read_policy)?,
+            None => Reloading::fixed(Policy::default()),
         };
         Ok(Some(Arc::new(Egress {
             client,
@@ -116,6 +118,11 @@ impl Egress {
         tokio::time::timeout(limit, synced.wait_for(|done| *done))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The proxy's control API.
+    pub fn client(&self) -> &ProxyClient {
+        &self.client
     }
 }
 
@@ -223,7 +230,7 @@ pub async fn attach(
             .bind(thread.id)
             .fetch_one(&mut *tx)
             .await?;
-    let policy = stored_policy(own)?.unwrap_or_else(|| egress.default_policy.clone());
+    let policy = stored_policy(own)?.unwrap_or_else(|| egress.default_policy.current());
     let version: i64 = sqlx::query_scalar(
         "INSERT INTO sandbox_egress (sandbox_id, thread_key, policy, version) \
          VALUES ($1, $2, $3, nextval('egress_versions')) \
@@ -359,7 +366,12 @@ pub async fn view(state: &AppState, thread: &ThreadRow) -> ApiResult<EgressPolic
     let egress = configured(state)?;
     let own = own_policy(state, thread.id).await?;
     let live = live_egress(state, thread).await?;
-    Ok(policy_view(thread.key(), own, &egress.default_policy, live))
+    Ok(policy_view(
+        thread.key(),
+        own,
+        &egress.default_policy.current(),
+        live,
+    ))
 }
 
 /// `PUT` (with a policy) or `DELETE` (`None`: back to the default) of a thread's policy. Every
@@ -389,7 +401,7 @@ async fn set_now(
     }
     let in_force = policy
         .clone()
-        .unwrap_or_else(|| egress.default_policy.clone());
+        .unwrap_or_else(|| egress.default_policy.current());
     // The proxy checks what the server cannot (that bound secrets exist); its answer decides
     // whether the change is committed. The thread's row stays locked meanwhile, so a sandbox
     // starting now reads either the old policy (and is updated here) or the new one.
@@ -435,7 +447,7 @@ async fn set_now(
     Ok(policy_view(
         thread.key(),
         policy,
-        &egress.default_policy,
+        &egress.default_policy.current(),
         live,
     ))
 }
