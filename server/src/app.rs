@@ -16,7 +16,9 @@ use crate::db::{self, Readiness};
 use crate::egress::{self, Egress, EgressSetupError};
 use crate::executions;
 use crate::hub::Hub;
-use crate::reloading::{CodexConfig, read_codex_config};
+use crate::reloading::{
+    CodexConfig, HarnessEnvError, HarnessEnvFile, read_codex_config, read_harness_env,
+};
 use crate::replicas;
 use crate::routes;
 use crate::runner_socket::{RunnerSocket, SocketPeer};
@@ -40,6 +42,8 @@ pub struct AppState {
     pub warm: Option<Arc<WarmPool>>,
     /// `CENTAUR_CODEX_CONFIG`, read again when the file changes.
     pub codex_config: Option<Arc<CodexConfig>>,
+    /// `CENTAUR_HARNESS_ENV_FILE`, read again when it changes.
+    pub harness_env_file: Option<Arc<HarnessEnvFile>>,
     pub readiness: Arc<Readiness>,
     /// This replica's id: the owner of the sandboxes it runs ([`crate::replicas`]).
     pub replica: Arc<str>,
@@ -63,6 +67,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid configuration: {0}")]
+    HarnessEnvFile(#[from] HarnessEnvError),
     #[error("invalid configuration: runner socket {}: {source}", path.display())]
     RunnerSocket {
         path: PathBuf,
@@ -169,6 +175,10 @@ pub async fn start_with_backend(
         )),
         None => None,
     };
+    let harness_env_file = match &config.harness_env_file {
+        Some(path) => Some(Arc::new(HarnessEnvFile::open(path, read_harness_env)?)),
+        None => None,
+    };
     let warm = (config.warm_pool > 0 && backend.supports_warm())
         .then(|| Arc::new(WarmPool::new(config.warm_pool, config.warm_harnesses())));
     let runner_listener = match backend.runner_socket() {
@@ -202,6 +212,7 @@ pub async fn start_with_backend(
         egress,
         warm,
         codex_config,
+        harness_env_file,
         readiness: Arc::new(Readiness::default()),
         replica,
         shutdown: shutdown.clone(),

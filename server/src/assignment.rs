@@ -378,6 +378,10 @@ fn attachment(
 ) -> Attachment {
     let mut env: std::collections::BTreeMap<String, String> =
         state.config.harness_env.iter().cloned().collect();
+    // Read now: a new setting (Claude Code's base URL) reaches the next sandbox.
+    if let Some(file) = &state.harness_env_file {
+        env.extend(file.current().iter().cloned());
+    }
     // Placeholders win over settings of the same name.
     env.extend(egress.map(|e| e.placeholders.clone()).unwrap_or_default());
     if harness == Harness::Codex

@@ -88,6 +88,12 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_HARNESS_ENV", value_delimiter = ',', value_parser = parse_key_value)]
     pub harness_env: Vec<(String, String)>,
 
+    /// A file of harness settings, one `KEY=VALUE` per line (blank lines and `#` comments
+    /// ignored), read again when it changes; its settings win over `--harness-env`. Never
+    /// secrets. `centaur dev keys` writes Claude Code's `ANTHROPIC_BASE_URL` here.
+    #[arg(long, env = "CENTAUR_HARNESS_ENV_FILE")]
+    pub harness_env_file: Option<PathBuf>,
+
     /// Ready sandboxes kept per warm harness.
     #[arg(long, env = "CENTAUR_WARM_POOL", default_value_t = 0)]
     pub warm_pool: usize,
@@ -252,7 +258,7 @@ pub enum KeyValueError {
     BadName(String),
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), KeyValueError> {
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), KeyValueError> {
     let (key, value) = s
         .split_once('=')
         .ok_or_else(|| KeyValueError::NoEquals(s.to_owned()))?;

@@ -111,6 +111,49 @@ pub fn read_codex_config(path: &Path) -> Result<std::sync::Arc<str>, CodexConfig
         })
 }
 
+/// Harness settings from `CENTAUR_HARNESS_ENV_FILE`, as `(KEY, VALUE)` pairs in file order.
+pub type HarnessEnvFile = Reloading<std::sync::Arc<[(String, String)]>, HarnessEnvError>;
+
+/// Why the harness settings file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessEnvError {
+    #[error("cannot read CENTAUR_HARNESS_ENV_FILE {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CENTAUR_HARNESS_ENV_FILE {} line {line}: {source}", path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: crate::config::KeyValueError,
+    },
+}
+
+/// Reads the harness settings file: `KEY=VALUE` lines; blank lines and `#` comments ignored.
+pub fn read_harness_env(
+    path: &Path,
+) -> Result<std::sync::Arc<[(String, String)]>, HarnessEnvError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HarnessEnvError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.lines()
+        .enumerate()
+        .map(|(index, line)| (index + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(line, text)| {
+            crate::config::parse_key_value(text).map_err(|source| HarnessEnvError::Line {
+                path: path.to_owned(),
+                line,
+                source,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +190,35 @@ mod tests {
 
         assert!(Reloading::open(&dir.join("missing"), parse).is_err());
         assert_eq!(Reloading::<u32, String>::fixed(7).current(), 7);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Settings lines become pairs in order; comments and blank lines are skipped; a line that
+    /// is not KEY=VALUE names its number.
+    #[test]
+    fn the_harness_settings_file_is_key_value_lines() {
+        let dir = std::env::temp_dir().join(format!("centaur-harness-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("harness.env");
+        std::fs::write(
+            &path,
+            "# Claude Code\n\nANTHROPIC_BASE_URL=http://127.0.0.1:9/x=y\n  CENTAUR_CLAUDE_BIN=claude  \n",
+        )
+        .unwrap();
+        let pairs = read_harness_env(&path).unwrap();
+        assert_eq!(
+            &pairs[..],
+            [
+                (
+                    "ANTHROPIC_BASE_URL".to_owned(),
+                    "http://127.0.0.1:9/x=y".to_owned()
+                ),
+                ("CENTAUR_CLAUDE_BIN".to_owned(), "claude".to_owned())
+            ]
+        );
+        std::fs::write(&path, "A=1\nnot a setting\n").unwrap();
+        let error = read_harness_env(&path).unwrap_err().to_string();
+        assert!(error.contains("line 2"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

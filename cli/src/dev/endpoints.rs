@@ -339,6 +339,18 @@ impl Endpoints {
         (url.without_query() != default.without_query()).then(|| url.without_query())
     }
 
+    /// The harness settings file's content: Claude Code's base URL when it is not Anthropic's
+    /// own API.
+    pub fn harness_env(&self) -> String {
+        let mut text = String::from(
+            "# Written by `centaur dev keys`; read again by the server when it changes.\n",
+        );
+        if let Some(url) = self.anthropic_base_url() {
+            text.push_str(&format!("ANTHROPIC_BASE_URL={url}\n"));
+        }
+        text
+    }
+
     /// Codex's `config.toml`: a provider of its own (the built-in `openai` one cannot be
     /// pointed elsewhere) whose key is the sandbox's placeholder variable.
     pub fn codex_config(&self) -> String {
@@ -489,6 +501,7 @@ pub fn save(home: &Home, next: &Endpoints) -> Result<(), EndpointError> {
     let codex = next.codex_config();
     write_atomic(&home.endpoints(), &endpoints)?;
     write_atomic(&home.codex_config(), &codex)?;
+    write_atomic(&home.harness_env(), &next.harness_env())?;
     write_atomic(&home.egress_policy(), &policy)?;
     Ok(())
 }

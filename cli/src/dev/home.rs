@@ -82,6 +82,11 @@ impl Home {
     pub fn codex_config(&self) -> PathBuf {
         self.root.join("codex.toml")
     }
+    /// Settings for harnesses in sandboxes, `KEY=VALUE` lines (`centaur dev keys` writes
+    /// Claude Code's base URL here); the server reads it again when it changes.
+    pub fn harness_env(&self) -> PathBuf {
+        self.root.join("harness.env")
+    }
     /// The model APIs' base URLs and Codex's model (`centaur dev keys` writes it).
     pub fn endpoints(&self) -> PathBuf {
         self.root.join("endpoints.json")

@@ -148,7 +148,7 @@ pub fn run(home: &Home, args: KeysArgs) -> Result<ExitCode, KeysError> {
         endpoints::save(home, &next).map_err(KeysError::Files)?;
     }
     write_private(&home.secrets().join(".asked"), "")?;
-    report(home, &keys, &change, &current, &next);
+    report(home, &keys, &change, &next);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -239,13 +239,7 @@ fn ask(home: &Home, current: &Endpoints) -> Result<(Vec<(Provider, String)>, Cha
 }
 
 /// What was saved and when it takes effect, on stderr.
-fn report(
-    home: &Home,
-    keys: &[(Provider, String)],
-    change: &Change,
-    current: &Endpoints,
-    next: &Endpoints,
-) {
+fn report(home: &Home, keys: &[(Provider, String)], change: &Change, next: &Endpoints) {
     let running = home.running().is_some();
     for (provider, _) in keys {
         eprintln!("centaur: {} saved", key_of(*provider).label);
@@ -275,11 +269,6 @@ fn report(
     }
     if running {
         eprintln!("centaur: the running stack uses this for new threads");
-        if next.anthropic != current.anthropic {
-            eprintln!(
-                "centaur: Claude Code's base URL reaches sandboxes when the stack restarts (`centaur dev down`, then `centaur dev`)"
-            );
-        }
     }
     let missing: Vec<&str> = keys
         .iter()

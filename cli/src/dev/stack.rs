@@ -36,6 +36,7 @@ pub enum StackError {
         path: PathBuf,
         source: std::io::Error,
     },
+
     #[error("the proxy's key {}: {source}", .path.display())]
     ProxyKey {
         path: PathBuf,
@@ -344,17 +345,21 @@ fn server_config(
         config.harness_dir = Some(home.harnesses());
     }
     config.codex_config = Some(home.codex_config());
-    // Claude Code's endpoint, when `centaur dev keys` set one other than Anthropic's API.
-    match Endpoints::read(home) {
-        Ok(endpoints) => {
-            if let Some(url) = endpoints.anthropic_base_url() {
-                config
-                    .harness_env
-                    .push(("ANTHROPIC_BASE_URL".to_owned(), url));
+    // Claude Code's endpoint, when `centaur dev keys` set one other than Anthropic's API: in a
+    // file the server reads again when it changes. Written now for homes from before it existed.
+    if !home.harness_env().exists() {
+        let endpoints = Endpoints::read(home).unwrap_or_else(|error| {
+            tracing::warn!(%error, "Claude Code talks to Anthropic's API");
+            Endpoints::default()
+        });
+        std::fs::write(home.harness_env(), endpoints.harness_env()).map_err(|source| {
+            StackError::Write {
+                path: home.harness_env(),
+                source,
             }
-        }
-        Err(error) => tracing::warn!(%error, "Claude Code talks to Anthropic's API"),
+        })?;
     }
+    config.harness_env_file = Some(home.harness_env());
     config.default_harness = ready[0];
     config.warm_pool = options.warm_pool;
     config.warm_harnesses = vec![ready[0]];

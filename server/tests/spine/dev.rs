@@ -478,6 +478,7 @@ fn key_files(home: &Path) -> Vec<(String, Option<String>)> {
         "codex.toml",
         "egress-policy.json",
         "endpoints.json",
+        "harness.env",
     ]
     .iter()
     .map(|f| (f.to_string(), std::fs::read_to_string(home.join(f)).ok()))
@@ -629,6 +630,14 @@ async fn keys_with_a_base_url_write_codex_settings_and_the_policy_together() {
         .find(|b| b["name"] == "ANTHROPIC_API_KEY")
         .unwrap();
     assert_eq!(list(&binding["hosts"]), ["llm-gateway.example.com:8443"]);
+    // Claude Code's base URL, in the settings file the server reads again when it changes.
+    let harness_env = std::fs::read_to_string(home.join("harness.env")).unwrap();
+    assert!(
+        harness_env
+            .lines()
+            .any(|l| l == "ANTHROPIC_BASE_URL=https://llm-gateway.example.com:8443/anthropic"),
+        "{harness_env}"
+    );
 
     // Bad URLs: a clear line each, exit 2, not one file touched.
     let before = key_files(&home);

@@ -95,7 +95,9 @@ async fn egress_audit_is_stored_and_refusals_reach_the_thread() {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url)
         .await
         .unwrap();
-    let rows: Vec<(String, String, Vec<String>, Vec<String>, i32)> = sqlx::query_as(
+    /// host, decision, secrets swapped, placeholders in the body, unknown ones.
+    type Row = (String, String, Vec<String>, Vec<String>, i32);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT host, decision, secrets_swapped, body_placeholders, body_unknown_placeholders \
          FROM egress_audit ORDER BY id",
     )

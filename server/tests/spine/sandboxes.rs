@@ -451,3 +451,34 @@ async fn a_server_killed_mid_turn_loses_and_doubles_nothing() {
     kill_sandboxes(&dir.join("data"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Harness settings from `CENTAUR_HARNESS_ENV_FILE` reach sandboxes, and a changed file
+/// reaches the next new thread without a restart (a broken one keeps the last good settings).
+#[tokio::test]
+async fn a_changed_harness_settings_file_reaches_the_next_sandbox() {
+    let mut file = None;
+    let stack = LocalStack::start_with("harness-env-file", 0, json!({}), |config, dir| {
+        let path = dir.join("harness.env");
+        std::fs::write(&path, "# settings\nCENTAUR_GREETING=first\n").unwrap();
+        config.harness_env_file = Some(path.clone());
+        file = Some(path);
+    })
+    .await;
+    let file = file.unwrap();
+    let end = stack
+        .turn("api:env-1", "shell", "echo \"greeting=$CENTAUR_GREETING\"")
+        .await;
+    assert_eq!(end["result_text"], "greeting=first\n", "{end}");
+
+    std::fs::write(&file, "CENTAUR_GREETING=second\n").unwrap();
+    let end = stack
+        .turn("api:env-2", "shell", "echo \"greeting=$CENTAUR_GREETING\"")
+        .await;
+    assert_eq!(end["result_text"], "greeting=second\n", "{end}");
+
+    std::fs::write(&file, "this line is not a setting\n").unwrap();
+    let end = stack
+        .turn("api:env-3", "shell", "echo \"greeting=$CENTAUR_GREETING\"")
+        .await;
+    assert_eq!(end["result_text"], "greeting=second\n", "{end}");
+}
