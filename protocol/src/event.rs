@@ -197,7 +197,15 @@ pub enum EventBody {
     #[serde(rename = "command.started")]
     CommandStarted { command_id: String, command: String },
     #[serde(rename = "command.output")]
-    CommandOutput { command_id: String, chunk: String },
+    CommandOutput {
+        command_id: String,
+        chunk: String,
+        /// Where `chunk` belongs in the command's output (a byte offset), when that is not
+        /// right after the chunks before it: Codex sends a long command's first moments only
+        /// at its end, as a chunk `at` 0. Absent: after everything so far.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
+    },
     #[serde(rename = "command.finished")]
     CommandFinished {
         command_id: String,

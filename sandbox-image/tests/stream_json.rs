@@ -114,6 +114,7 @@ async fn an_amp_transcript_becomes_centaur_events_and_the_thread_is_continued() 
         EventBody::CommandOutput {
             command_id: "toolu_01A".into(),
             chunk: "test result: ok. 3 passed".into(),
+            at: None,
         },
         EventBody::CommandFinished {
             command_id: "toolu_01A".into(),

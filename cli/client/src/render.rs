@@ -71,8 +71,25 @@ impl Lines {
                 }
                 format!("agent: {}", c(text))
             }
-            EventBody::CommandOutput { command_id, chunk } => {
+            EventBody::CommandOutput {
+                command_id,
+                chunk,
+                at: None,
+            } => {
                 return Some(self.piece(Stream::Command(command_id.clone()), chunk));
+            }
+            // Printed text cannot be taken back: a piece that belongs earlier says so.
+            EventBody::CommandOutput {
+                command_id,
+                chunk,
+                at: Some(at),
+            } => {
+                let mut out = self.piece(
+                    Stream::Command(command_id.clone()),
+                    &format!("\n[output from byte {at}, which arrived late:]\n"),
+                );
+                out.push_str(&self.piece(Stream::Command(command_id.clone()), chunk));
+                return Some(out);
             }
             EventBody::MessageCreated { role, text, .. } => {
                 format!("{}: {}", role.as_str(), c(text))
@@ -210,6 +227,7 @@ mod tests {
             EventBody::CommandOutput {
                 command_id: "c".into(),
                 chunk: "a\n".into(),
+                at: None,
             },
             EventBody::AgentMessageDelta {
                 text: "Done".into(),
@@ -266,14 +284,17 @@ mod tests {
             EventBody::CommandOutput {
                 command_id: bad(),
                 chunk: bad(),
+                at: None,
             },
             EventBody::CommandOutput {
                 command_id: bad(),
                 chunk: "\x1b]0;cut".into(),
+                at: None,
             },
             EventBody::CommandOutput {
                 command_id: "other".into(),
                 chunk: bad(),
+                at: None,
             },
             EventBody::CommandFinished {
                 command_id: bad(),
@@ -371,6 +392,7 @@ mod tests {
         let output = |chunk: &str| EventBody::CommandOutput {
             command_id: "c".into(),
             chunk: chunk.into(),
+            at: None,
         };
         let mut lines = Lines::default();
         let printed: String = [
@@ -388,5 +410,30 @@ mod tests {
         .filter_map(|(i, body)| lines.render(&event(i as i64 + 1, body)))
         .collect();
         assert_eq!(printed, "abc\n[exit status 1]\nAAAAd\n");
+    }
+
+    /// Printed output cannot be taken back: a piece that belongs earlier is printed when it
+    /// arrives, saying where it belongs.
+    #[test]
+    fn output_that_arrives_late_says_where_it_belongs() {
+        let output = |chunk: &str, at: Option<u64>| EventBody::CommandOutput {
+            command_id: "c".into(),
+            chunk: chunk.into(),
+            at,
+        };
+        let mut lines = Lines::default();
+        let printed: String = [
+            output("line2\n", None),
+            output("line1\n", Some(0)),
+            output("line3\n", None),
+        ]
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, body)| lines.render(&event(i as i64 + 1, body)))
+        .collect();
+        assert_eq!(
+            printed,
+            "line2\n\n[output from byte 0, which arrived late:]\nline1\nline3\n"
+        );
     }
 }

@@ -471,6 +471,7 @@ mod tests {
             body: centaur_protocol::EventBody::CommandOutput {
                 command_id: "c".into(),
                 chunk: "\x1b]0;pwned\x07\x1b[2J\u{9b}2J\u{9d}52;c;AA\u{9c}\x7f é\n".into(),
+                at: None,
             },
         };
         let line = json_line(&event).expect("serializable");

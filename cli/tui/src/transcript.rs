@@ -240,9 +240,11 @@ impl Transcript {
                 command_id,
                 command,
             } => self.command_started(command_id, command),
-            EventBody::CommandOutput { command_id, chunk } => {
-                self.command_output(command_id, chunk)
-            }
+            EventBody::CommandOutput {
+                command_id,
+                chunk,
+                at,
+            } => self.command_output(command_id, chunk, *at),
             EventBody::CommandFinished {
                 command_id,
                 exit_code,
@@ -359,7 +361,7 @@ impl Transcript {
         self.commands.insert(command_id.to_owned(), index);
     }
 
-    fn command_output(&mut self, command_id: &str, chunk: &str) {
+    fn command_output(&mut self, command_id: &str, chunk: &str, at: Option<u64>) {
         let index = match self.commands.get(command_id) {
             Some(index) => *index,
             // Output of a command whose start was not seen: show it anyway.
@@ -374,7 +376,17 @@ impl Transcript {
             }
         };
         if let Block::Command { output, .. } = self.touch(index) {
-            output.push_str(chunk);
+            match at {
+                // A piece that belongs earlier (Codex's first moments, sent at the end).
+                Some(at) => {
+                    let mut at = usize::try_from(at).unwrap_or(usize::MAX).min(output.len());
+                    while !output.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    output.insert_str(at, chunk);
+                }
+                None => output.push_str(chunk),
+            }
         }
     }
 
@@ -498,6 +510,30 @@ mod tests {
         let before = transcript.blocks().to_vec();
         transcript.apply(&script.events()[2]);
         assert_eq!(transcript.blocks(), before.as_slice());
+    }
+
+    /// A piece of output that belongs earlier (Codex's first moments, sent at the end) goes
+    /// where it belongs: the block shows the command's output in order.
+    #[test]
+    fn output_that_arrives_late_goes_where_it_belongs() {
+        let mut script = Script::new();
+        script.command("c", "for i in 1 2 3; do echo line$i; sleep 3; done");
+        script.output("c", "line2\n");
+        script.push(EventBody::CommandOutput {
+            command_id: "c".into(),
+            chunk: "line1\n".into(),
+            at: Some(0),
+        });
+        script.output("c", "line3\n");
+        script.finished("c", 0);
+        let mut transcript = Transcript::default();
+        for event in script.events() {
+            transcript.apply(event);
+        }
+        let Block::Command { output, .. } = &transcript.blocks()[0] else {
+            panic!("{:?}", transcript.blocks());
+        };
+        assert_eq!(output, "line1\nline2\nline3\n");
     }
 
     #[test]

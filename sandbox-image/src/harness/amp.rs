@@ -38,6 +38,8 @@ impl Amp {
             env: Vec::new(),
             session_file: state.join("thread-id"),
             resume: Some(|id| vec!["threads".into(), "continue".into(), id.into()]),
+            // Amp does not ask over stream-json: its commands start when announced.
+            asks_first: false,
         };
         Amp {
             session: Session::new(sandbox),

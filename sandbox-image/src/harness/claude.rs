@@ -54,6 +54,7 @@ impl ClaudeCode {
             ],
             session_file: config_dir.join("centaur-session-id"),
             resume: Some(|id| vec!["--resume".into(), id.into()]),
+            asks_first: sandbox.approval_policy != ApprovalPolicy::Never,
         };
         ClaudeCode {
             session: Session::new(sandbox),

@@ -580,39 +580,42 @@ impl TurnState {
             return;
         };
         let streamed = format!("{}{}", command.sent, command.held);
-        let rest: Vec<String> = match whole {
-            None | Some("") => vec![command.held.clone()],
+        // Each piece still to send, and where it belongs when not after what came before.
+        let rest: Vec<(String, Option<u64>)> = match whole {
+            None | Some("") => vec![(command.held.clone(), None)],
             Some(whole) if command.sent.is_empty() => {
                 if whole.contains(streamed.as_str()) {
                     // Nothing emitted yet: the whole output, in order.
-                    vec![whole.to_owned()]
+                    vec![(whole.to_owned(), None)]
                 } else {
                     // Codex kept less than it streamed (it keeps a head and a tail of long
                     // output): what was streamed.
-                    vec![command.held.clone()]
+                    vec![(command.held.clone(), None)]
                 }
             }
             Some(whole) => {
                 if whole.starts_with(streamed.as_str()) {
-                    vec![whole[command.sent.len()..].to_owned()]
+                    vec![(whole[command.sent.len()..].to_owned(), None)]
                 } else if let Some(at) = whole.find(streamed.as_str()) {
-                    // Codex did not stream the start, and the command ran past the hold:
-                    // the missing start comes last.
+                    // Codex did not stream the start, and the command ran past the hold: the
+                    // rest of what streamed, the missing start where it belongs (at 0), then
+                    // what followed the streamed part.
                     vec![
-                        command.held.clone(),
-                        whole[..at].to_owned(),
-                        whole[at + streamed.len()..].to_owned(),
+                        (command.held.clone(), None),
+                        (whole[..at].to_owned(), Some(0)),
+                        (whole[at + streamed.len()..].to_owned(), None),
                     ]
                 } else {
-                    vec![command.held.clone()]
+                    vec![(command.held.clone(), None)]
                 }
             }
         };
         command.held.clear();
-        for chunk in rest.into_iter().filter(|c| !c.is_empty()) {
+        for (chunk, at) in rest.into_iter().filter(|(c, _)| !c.is_empty()) {
             turn.emit(EventBody::CommandOutput {
                 command_id: id.to_owned(),
                 chunk,
+                at,
             });
         }
         turn.emit(EventBody::CommandFinished {
@@ -700,6 +703,7 @@ fn release(turn: &Turn, id: &str, command: &mut Command) {
     turn.emit(EventBody::CommandOutput {
         command_id: id.to_owned(),
         chunk,
+        at: None,
     });
 }
 
@@ -853,7 +857,8 @@ mod tests {
         );
         assert_eq!(output_of(&drain(&mut received)), ["b\n", "c\n", "d\n"]);
 
-        // Codex missed the beginning of one that ran past the hold: it comes last.
+        // Codex missed the beginning of one that ran past the hold: it comes last, marked
+        // as belonging at the start, so the output put together is whole and in order.
         state.notification(&turn, &started("e", Some("8")));
         state.notification(&turn, &delta("e", "2\n"));
         state.commands.get_mut("e").expect("open").hold_until = Some(tokio::time::Instant::now());
@@ -862,7 +867,18 @@ mod tests {
             &turn,
             &completed("e", "completed", Some("1\n2\n3\n"), Some(0)),
         );
-        assert_eq!(output_of(&drain(&mut received)), ["2\n", "1\n", "3\n"]);
+        let events = drain(&mut received);
+        assert_eq!(output_of(&events), ["2\n", "1\n", "3\n"]);
+        let mut output = String::new();
+        for event in &events {
+            if let EventBody::CommandOutput { chunk, at, .. } = event {
+                match at {
+                    Some(at) => output.insert_str(usize::try_from(*at).unwrap(), chunk),
+                    None => output.push_str(chunk),
+                }
+            }
+        }
+        assert_eq!(output, "1\n2\n3\n");
     }
 
     #[test]

@@ -191,6 +191,7 @@ impl Output<'_> {
                     "\n[output past {} MiB not streamed]\n",
                     MAX_STREAMED_BYTES >> 20
                 ),
+                at: None,
             });
             return;
         }
@@ -206,6 +207,7 @@ impl Output<'_> {
             turn.emit(EventBody::CommandOutput {
                 command_id: self.command_id.to_owned(),
                 chunk,
+                at: None,
             });
         }
     }
@@ -215,6 +217,7 @@ impl Output<'_> {
             turn.emit(EventBody::CommandOutput {
                 command_id: self.command_id.to_owned(),
                 chunk: String::from_utf8_lossy(&self.pending).into_owned(),
+                at: None,
             });
             self.pending.clear();
         }

@@ -7,7 +7,7 @@
 //! (`can_use_tool`: Claude Code's permission prompt, which becomes a Centaur approval).
 //! In: `user` messages, `control_response`, and `control_request` (`interrupt`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Stdio;
@@ -36,6 +36,9 @@ pub struct Launch {
     pub session_file: PathBuf,
     /// The arguments that resume a session (given its id), put before `args`.
     pub resume: Option<fn(&str) -> Vec<String>>,
+    /// Whether the CLI asks before it runs a command (`can_use_tool`): its commands are then
+    /// started only once approved, and a denied one never is.
+    pub asks_first: bool,
 }
 
 pub struct Session {
@@ -56,7 +59,9 @@ pub enum Broke {
     Process(String),
 }
 
-type Pending<'a> = Pin<Box<dyn Future<Output = Value> + Send + 'a>>;
+/// An approval on its way: the answer to send, and the tool use it decided (if the request
+/// named one) with whether it may run.
+type Pending<'a> = Pin<Box<dyn Future<Output = (Value, Option<String>, bool)> + Send + 'a>>;
 
 impl Session {
     pub fn new(sandbox: &Sandbox) -> Session {
@@ -127,7 +132,10 @@ impl Session {
         let mut steering =
             std::mem::replace(&mut turn.steering, tokio::sync::mpsc::unbounded_channel().1);
         let turn = &*turn;
-        let mut state = TurnState::default();
+        let mut state = TurnState {
+            asks_first: launch.asks_first,
+            ..TurnState::default()
+        };
         let mut approvals: FuturesUnordered<Pending<'_>> = FuturesUnordered::new();
         let mut interrupted_at: Option<tokio::time::Instant> = None;
         loop {
@@ -140,6 +148,7 @@ impl Session {
                     if line.trim().is_empty() {
                         continue;
                     }
+                    tracing::trace!(target: "centaur_runner::stream_json", %line, "from {name}");
                     let message: Value = serde_json::from_str(&line).map_err(|_| {
                         Broke::Process(format!("{name} printed something that is not stream-json: {}", truncate(&line, 200)))
                     })?;
@@ -159,12 +168,14 @@ impl Session {
                             let input = request["input"].clone();
                             let (kind, summary) = describe_tool(&request);
                             let verdict = turn.approval(kind, summary, json!({"tool": request["tool_name"], "input": input})).await;
-                            let response = if crate::turn::approved(verdict) {
+                            let approved = crate::turn::approved(verdict);
+                            let response = if approved {
                                 json!({"behavior": "allow", "updatedInput": input})
                             } else {
                                 json!({"behavior": "deny", "message": "a person on this thread denied it"})
                             };
-                            json!({"type": "control_response", "response": {"subtype": "success", "request_id": request_id, "response": response}})
+                            let answer = json!({"type": "control_response", "response": {"subtype": "success", "request_id": request_id, "response": response}});
+                            (answer, request["tool_use_id"].as_str().map(str::to_owned), approved)
                         }));
                         continue;
                     }
@@ -176,7 +187,11 @@ impl Session {
                         });
                     }
                 }
-                Some(answer) = approvals.next(), if !approvals.is_empty() => {
+                Some((answer, tool_use, approved)) = approvals.next(), if !approvals.is_empty() => {
+                    // Started before the CLI hears it may go ahead: its output cannot come first.
+                    if let Some(id) = tool_use {
+                        state.decided(turn, &id, approved);
+                    }
                     process.send(&answer).await?;
                 }
                 Some(text) = steering.recv() => {
@@ -253,6 +268,12 @@ struct TurnState {
     /// Tool-use id → (tool name, input), until its result arrives.
     tools: HashMap<String, (String, Value)>,
     streamed_text: bool,
+    /// See [`Launch::asks_first`].
+    asks_first: bool,
+    /// Commands announced but not started: they wait for their approval.
+    unstarted: HashSet<String>,
+    /// Commands a person denied: they never ran and get no command events.
+    denied: HashSet<String>,
 }
 
 impl TurnState {
@@ -341,7 +362,9 @@ impl TurnState {
                 let id = block["id"].as_str().unwrap_or_default().to_owned();
                 let name = block["name"].as_str().unwrap_or_default().to_owned();
                 let input = block["input"].clone();
-                if name == "Bash" {
+                if name == "Bash" && self.asks_first {
+                    self.unstarted.insert(id.clone());
+                } else if name == "Bash" {
                     turn.emit(EventBody::CommandStarted {
                         command_id: id.clone(),
                         command: input["command"].as_str().unwrap_or_default().to_owned(),
@@ -375,11 +398,16 @@ impl TurnState {
                 .join("\n"),
             Value::Null | Value::Bool(_) | Value::Number(_) | Value::Object(_) => String::new(),
         };
-        if name == "Bash" {
+        if name == "Bash" && self.denied.remove(id) {
+            // It never ran: the approval's denial is its record.
+        } else if name == "Bash" {
+            // Run without asking (the CLI's own rules allowed it): started now, at its end.
+            self.start(turn, id, &input);
             if !output.is_empty() {
                 turn.emit(EventBody::CommandOutput {
                     command_id: id.to_owned(),
                     chunk: output,
+                    at: None,
                 });
             }
             turn.emit(EventBody::CommandFinished {
@@ -404,6 +432,37 @@ impl TurnState {
                 method: name,
                 result: (!is_error).then(|| json!(output)),
                 error: is_error.then_some(output),
+            });
+        }
+    }
+}
+
+impl TurnState {
+    /// A command's approval came back: an approved command starts now; a denied one is
+    /// remembered so its error result is not shown as a command that ran.
+    fn decided(&mut self, turn: &Turn, id: &str, approved: bool) {
+        if !self.unstarted.contains(id) {
+            return;
+        }
+        if approved {
+            let input = self
+                .tools
+                .get(id)
+                .map(|(_, input)| input.clone())
+                .unwrap_or_default();
+            self.start(turn, id, &input);
+        } else {
+            self.unstarted.remove(id);
+            self.denied.insert(id.to_owned());
+        }
+    }
+
+    /// Emits `command.started` for a command still waiting to start.
+    fn start(&mut self, turn: &Turn, id: &str, input: &Value) {
+        if self.unstarted.remove(id) {
+            turn.emit(EventBody::CommandStarted {
+                command_id: id.to_owned(),
+                command: input["command"].as_str().unwrap_or_default().to_owned(),
             });
         }
     }

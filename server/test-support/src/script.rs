@@ -144,6 +144,7 @@ impl Script {
         self.push(EventBody::CommandOutput {
             command_id: id.into(),
             chunk: chunk.into(),
+            at: None,
         })
     }
 

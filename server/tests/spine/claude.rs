@@ -170,10 +170,10 @@ async fn claude_code_turns_with_text_and_approvals() {
                 json!({"thread_key": key, "message": "please run the command"}),
             )
             .await;
-        let events = stack
+        let before = stack
             .until(key, after, |e| e["type"] == "approval.requested")
             .await;
-        let request = events.last().unwrap();
+        let request = before.last().unwrap();
         assert_eq!(request["kind"], "command", "{request}");
         assert!(
             request["summary"]
@@ -192,19 +192,38 @@ async fn claude_code_turns_with_text_and_approvals() {
             )
             .await;
         assert!(status.is_success(), "{body}");
-        let events = stack.until(key, last_id(&events), is_terminal).await;
+        let events = stack.until(key, last_id(&before), is_terminal).await;
         assert_eq!(
             events.last().unwrap()["type"],
             "execution.completed",
             "{decision}: {events:#?}"
         );
         assert_eq!(approved_file.exists(), runs, "{decision}: {events:#?}");
+        // The command waited for its approval: nothing of it came before the request, and a
+        // denied one never started.
+        assert!(
+            !before
+                .iter()
+                .any(|e| e["type"].as_str().unwrap().starts_with("command.")),
+            "{decision}: {before:#?}"
+        );
+        let commands: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e["type"].as_str())
+            .filter(|t| t.starts_with("command."))
+            .collect();
         if runs {
+            assert_eq!(commands.first(), Some(&"command.started"), "{events:#?}");
             assert!(
                 events
                     .iter()
                     .any(|e| e["type"] == "command.finished" && e["exit_code"] == 0),
                 "{events:#?}"
+            );
+        } else {
+            assert!(
+                commands.is_empty(),
+                "a denied command never ran: {events:#?}"
             );
         }
         after = last_id(&events);
