@@ -21,6 +21,8 @@
 //! - [`local_stack`]: a server with real sandboxes behind that proxy; ending their processes.
 //! - [`process`]: the `centaur-server` binary as its own process, its environment, a free port.
 //! - [`binaries`]: the workspace's binaries, built on demand; their output as text.
+//! - [`anthropic`]: a scripted mock of the Anthropic Messages API, and a stack running the real
+//!   Claude Code against it.
 //! - [`model`]: a scripted mock of the OpenAI Responses API, and a stack running the real Codex
 //!   against it.
 //! - [`npm`]: the harnesses' CLIs (Claude Code, Codex), installed from npm once.
@@ -31,6 +33,8 @@ pub mod script;
 pub mod temp;
 pub mod tui;
 
+#[cfg(feature = "stack")]
+pub mod anthropic;
 #[cfg(feature = "stack")]
 pub mod backend;
 #[cfg(feature = "stack")]

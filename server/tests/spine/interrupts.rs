@@ -6,16 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use serde_json::{Value, json};
 
+use centaur_test_support::anthropic::{CLAUDE_HELLO, MockMessages};
 use centaur_test_support::events::{is_terminal, last_id, result_text};
 use centaur_test_support::local_stack::LocalStack;
 use centaur_test_support::model::{HELLO, MockModel, Reply};
-use centaur_test_support::npm::claude_dir;
-use centaur_test_support::proxy::REAL_ANTHROPIC_KEY;
 
 /// How long after the turn ends its processes may still be seen.
 const WITHIN: Duration = Duration::from_secs(1);
@@ -268,24 +264,15 @@ async fn an_interrupted_codex_turn_ends_the_commands_processes() {
 #[tokio::test]
 async fn an_interrupted_claude_code_turn_ends_the_commands_processes() {
     let m = markers(5);
-    let port = mock_messages_api(stubborn(&m)).await;
-    let host = format!("127.0.0.1:{port}");
-    let policy = json!({
-        "allow": [host], "allow_private": [host],
-        "secrets": [{"name": "ANTHROPIC_API_KEY", "hosts": [host], "headers": ["x-api-key"]}],
-    });
-    let stack = LocalStack::start_with("interrupt-claude", 0, policy, |config, _| {
-        config.harness_dir = Some(claude_dir());
-        config.harness_env = vec![
-            ("ANTHROPIC_BASE_URL".into(), format!("http://{host}")),
-            (
-                "CENTAUR_CLAUDE_BIN".into(),
-                "/opt/centaur/harness/claude".into(),
-            ),
-        ];
-        config.approval_policy = "never".parse().unwrap();
-    })
+    let model = MockMessages::start(vec![(
+        "stubborn",
+        Reply::Command {
+            cmd: stubborn(&m),
+            then: "The command ended.".into(),
+        },
+    )])
     .await;
+    let stack = model.claude_stack("interrupt-claude", "never").await;
     let key = "api:interrupt-claude";
     stack
         .server
@@ -311,101 +298,4 @@ async fn an_interrupted_claude_code_turn_ends_the_commands_processes() {
         "{events:#?}"
     );
     assert_same_sandbox(&events);
-}
-
-const CLAUDE_HELLO: &str = "Hello from the mock Claude";
-
-fn sse(events: &[Value]) -> Response {
-    let body: String = events
-        .iter()
-        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
-        .collect();
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .body(Body::from(body))
-        .unwrap()
-}
-
-/// A mock of the Messages API: a conversation that asks for "stubborn" (and not yet to "say
-/// hello") gets a `Bash` tool call running `command`; anything else (a tool result included)
-/// gets text.
-async fn mock_messages_api(command: String) -> u16 {
-    let app = axum::Router::new().route(
-        "/v1/messages",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let command = command.clone();
-            async move { messages(&command, &headers, &body) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
-}
-
-fn messages(command: &str, headers: &HeaderMap, body: &str) -> Response {
-    let key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if key != REAL_ANTHROPIC_KEY {
-        return Response::builder()
-            .status(StatusCode::UNAUTHORIZED)
-            .body(Body::from(r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#))
-            .unwrap();
-    }
-    let request: Value = serde_json::from_str(body).unwrap_or_default();
-    if request["stream"] != json!(true) {
-        return Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from(json!({"id": "msg_0", "type": "message", "role": "assistant", "model": "claude-mock",
-                "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}}).to_string()))
-            .unwrap();
-    }
-    let last = request["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .cloned()
-        .unwrap_or_default();
-    let tool_result = last["content"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
-    let start = |id: &str| {
-        json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": "claude-mock",
-               "content": [], "stop_reason": null, "usage": {"input_tokens": 30, "output_tokens": 1}}})
-    };
-    let end = |stop: &str| {
-        [
-            json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 9}}),
-            json!({"type": "message_stop"}),
-        ]
-    };
-    // Claude Code puts reminders of its own after the user's words: look at the whole
-    // conversation (whose next turn says hello).
-    let said = request["messages"].to_string();
-    if !tool_result && said.contains("stubborn") && !said.contains("say hello") {
-        let input = json!({"command": command, "description": "run it"}).to_string();
-        let mut events = vec![
-            start("msg_tool"),
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {}}}),
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input}}),
-            json!({"type": "content_block_stop", "index": 0}),
-        ];
-        events.extend(end("tool_use"));
-        return sse(&events);
-    }
-    // After an interrupt Claude Code sends the cancelled call's result with the next words.
-    let text = if tool_result && !said.contains("say hello") {
-        "The command ended."
-    } else {
-        CLAUDE_HELLO
-    };
-    let mut events = vec![
-        start("msg_text"),
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-        json!({"type": "content_block_stop", "index": 0}),
-    ];
-    events.extend(end("end_turn"));
-    sse(&events)
 }
