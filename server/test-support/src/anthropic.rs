@@ -20,7 +20,7 @@ use futures_util::stream;
 use serde_json::{Value, json};
 
 use crate::local_stack::LocalStack;
-use crate::model::Reply;
+use crate::model::{Reply, owned, serve};
 use crate::npm::claude_dir;
 use crate::proxy::REAL_ANTHROPIC_KEY;
 
@@ -44,22 +44,17 @@ impl MockMessages {
     /// Starts the API with `rules` (trigger, reply), tried in order.
     pub async fn start(rules: Vec<(&str, Reply)>) -> MockMessages {
         let model = Model {
-            rules: Arc::new(
-                rules
-                    .into_iter()
-                    .map(|(trigger, reply)| (trigger.to_owned(), reply))
-                    .collect(),
-            ),
+            rules: owned(rules),
             keys: Arc::default(),
         };
         let keys = model.keys.clone();
         let app = axum::Router::new()
             .route("/v1/messages", axum::routing::post(messages))
             .with_state(model);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        MockMessages { port, keys }
+        MockMessages {
+            port: serve(app).await,
+            keys,
+        }
     }
 
     /// `host:port`, as the policy and `ANTHROPIC_BASE_URL` name it.

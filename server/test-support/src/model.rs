@@ -61,22 +61,17 @@ impl MockModel {
     /// Starts the model with `rules` (trigger, reply), tried in order.
     pub async fn start(rules: Vec<(&str, Reply)>) -> MockModel {
         let model = Model {
-            rules: Arc::new(
-                rules
-                    .into_iter()
-                    .map(|(trigger, reply)| (trigger.to_owned(), reply))
-                    .collect(),
-            ),
+            rules: owned(rules),
             seen: Arc::default(),
         };
         let seen = model.seen.clone();
         let app = axum::Router::new()
             .route("/v1/responses", axum::routing::post(responses))
             .with_state(model);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        MockModel { port, seen }
+        MockModel {
+            port: serve(app).await,
+            seen,
+        }
     }
 
     /// `host:port`, as the policy and Codex's provider name it.
@@ -126,6 +121,24 @@ supports_websockets = false
         })
         .await
     }
+}
+
+/// Rules as the mocks keep them.
+pub(crate) fn owned(rules: Vec<(&str, Reply)>) -> Arc<Vec<(String, Reply)>> {
+    Arc::new(
+        rules
+            .into_iter()
+            .map(|(trigger, reply)| (trigger.to_owned(), reply))
+            .collect(),
+    )
+}
+
+/// Serves `app` on a free port of 127.0.0.1 for the rest of the test; returns the port.
+pub(crate) async fn serve(app: axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
 }
 
 async fn responses(State(model): State<Model>, headers: HeaderMap, body: String) -> Response {

@@ -226,29 +226,30 @@ async fn releasing_a_sandbox_mid_turn_ends_its_processes() {
     assert_eq!(result_text(&end), "next\n");
 }
 
-#[tokio::test]
-async fn an_interrupted_codex_turn_ends_the_commands_processes() {
-    let m = markers(4);
-    let model = MockModel::start(vec![(
+/// The stubborn command every harness's model asks for.
+fn stubborn_rule(m: &[String]) -> Vec<(&'static str, Reply)> {
+    vec![(
         "stubborn",
         Reply::Command {
-            cmd: stubborn(&m),
+            cmd: stubborn(m),
             then: "The command ended.".into(),
         },
-    )])
-    .await;
-    let stack = model.codex_stack("interrupt-codex", "never").await;
-    let key = "api:interrupt-codex";
+    )]
+}
+
+/// A turn of `harness` that runs the stubborn command, interrupted: its processes are gone
+/// within a second, and the harness lives on: the thread's next turn gets `hello` in the same
+/// sandbox.
+async fn interrupted_harness_turn(stack: &LocalStack, harness: &str, m: &[String], hello: &str) {
+    let key = format!("api:interrupt-{harness}");
     stack
         .server
         .post(
             "/agent/execute",
-            json!({"thread_key": key, "harness": "codex", "message": "run the stubborn command"}),
+            json!({"thread_key": key, "harness": harness, "message": "run the stubborn command"}),
         )
         .await;
-    let after = interrupt_and_check(&stack, key, 0, &m).await;
-
-    // codex app-server lives on: the thread's next turn works in the same sandbox.
+    let after = interrupt_and_check(stack, &key, 0, m).await;
     stack
         .server
         .post(
@@ -256,46 +257,23 @@ async fn an_interrupted_codex_turn_ends_the_commands_processes() {
             json!({"thread_key": key, "message": "say hello"}),
         )
         .await;
-    let events = stack.until(key, after, is_terminal).await;
-    assert_eq!(result_text(events.last().unwrap()), HELLO, "{events:#?}");
+    let events = stack.until(&key, after, is_terminal).await;
+    assert_eq!(result_text(events.last().unwrap()), hello, "{events:#?}");
     assert_same_sandbox(&events);
+}
+
+#[tokio::test]
+async fn an_interrupted_codex_turn_ends_the_commands_processes() {
+    let m = markers(4);
+    let model = MockModel::start(stubborn_rule(&m)).await;
+    let stack = model.codex_stack("interrupt-codex", "never").await;
+    interrupted_harness_turn(&stack, "codex", &m, HELLO).await;
 }
 
 #[tokio::test]
 async fn an_interrupted_claude_code_turn_ends_the_commands_processes() {
     let m = markers(5);
-    let model = MockMessages::start(vec![(
-        "stubborn",
-        Reply::Command {
-            cmd: stubborn(&m),
-            then: "The command ended.".into(),
-        },
-    )])
-    .await;
+    let model = MockMessages::start(stubborn_rule(&m)).await;
     let stack = model.claude_stack("interrupt-claude", "never").await;
-    let key = "api:interrupt-claude";
-    stack
-        .server
-        .post(
-            "/agent/execute",
-            json!({"thread_key": key, "harness": "claude-code", "message": "run the stubborn command"}),
-        )
-        .await;
-    let after = interrupt_and_check(&stack, key, 0, &m).await;
-
-    // claude lives on: the thread's next turn works in the same sandbox.
-    stack
-        .server
-        .post(
-            "/agent/execute",
-            json!({"thread_key": key, "message": "say hello"}),
-        )
-        .await;
-    let events = stack.until(key, after, is_terminal).await;
-    assert_eq!(
-        result_text(events.last().unwrap()),
-        CLAUDE_HELLO,
-        "{events:#?}"
-    );
-    assert_same_sandbox(&events);
+    interrupted_harness_turn(&stack, "claude-code", &m, CLAUDE_HELLO).await;
 }
