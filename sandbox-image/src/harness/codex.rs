@@ -397,6 +397,19 @@ struct Command {
     sent: String,
 }
 
+impl Command {
+    /// A command Codex announced (its `commandExecution` item), not started yet.
+    fn announced(item: &Value) -> Command {
+        Command {
+            command: item["command"].as_str().unwrap_or_default().to_owned(),
+            started: false,
+            hold_until: None,
+            held: String::new(),
+            sent: String::new(),
+        }
+    }
+}
+
 /// How long a command's streamed output is held back before it is emitted live. Codex does
 /// not stream what a command prints in its first moments (it reads that itself before it
 /// announces the command); the whole output only comes with the command's end. Held back,
@@ -438,16 +451,7 @@ impl TurnState {
                 let item = &params["item"];
                 if item["type"] == "commandExecution" {
                     let id = item["id"].as_str()?.to_owned();
-                    self.commands.insert(
-                        id.clone(),
-                        Command {
-                            command: item["command"].as_str().unwrap_or_default().to_owned(),
-                            started: false,
-                            hold_until: None,
-                            held: String::new(),
-                            sent: String::new(),
-                        },
-                    );
+                    self.commands.insert(id.clone(), Command::announced(item));
                     // Codex announces a command that needs an approval before it runs, without
                     // a process; one that runs at once comes with its process.
                     if item["processId"].is_null() {
@@ -658,16 +662,8 @@ impl TurnState {
                     return;
                 }
                 if !self.commands.contains_key(id) {
-                    self.commands.insert(
-                        id.to_owned(),
-                        Command {
-                            command: item["command"].as_str().unwrap_or_default().to_owned(),
-                            started: false,
-                            hold_until: None,
-                            held: String::new(),
-                            sent: String::new(),
-                        },
-                    );
+                    self.commands
+                        .insert(id.to_owned(), Command::announced(item));
                 }
                 self.start(turn, id);
                 self.finish(
