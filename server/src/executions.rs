@@ -296,6 +296,7 @@ pub async fn interrupt(
     reason: Option<String>,
     all: bool,
 ) -> ApiResult<InterruptResponse> {
+    flush_before_server_end(state, ServerEnd::Interrupt(thread.id)).await?;
     let mut tx = crate::db::begin(&state.pool).await?;
     let active: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM executions WHERE thread_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
@@ -582,7 +583,56 @@ async fn flush_egress_audit(
     .fetch_optional(&state.pool)
     .await?;
     if let Some(Some(sandbox_id)) = sandbox {
-        crate::egress::audit::flush_before_end(state, sandbox_id).await;
+        crate::egress::audit::flush_before_end(
+            state,
+            sandbox_id,
+            crate::egress::audit::REPORTED_END_FLUSH,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// An end the server itself gives running executions.
+enum ServerEnd {
+    /// The thread's (its row id) running execution is interrupted.
+    Interrupt(i64),
+    /// Executions past their deadline fail.
+    Deadline,
+}
+
+/// Before the server itself ends running executions: their sandboxes' audit first, briefly,
+/// so the turns' refusals come before their ends.
+async fn flush_before_server_end(state: &AppState, end: ServerEnd) -> ApiResult<()> {
+    if state.egress.is_none() {
+        return Ok(());
+    }
+    let sandboxes: Vec<Uuid> = match end {
+        ServerEnd::Interrupt(thread_id) => {
+            sqlx::query_scalar(
+                "SELECT sandbox_id FROM executions \
+                 WHERE thread_id = $1 AND status = 'running' AND sandbox_id IS NOT NULL",
+            )
+            .bind(thread_id)
+            .fetch_all(&state.pool)
+            .await?
+        }
+        ServerEnd::Deadline => {
+            sqlx::query_scalar(
+                "SELECT DISTINCT sandbox_id FROM executions \
+                 WHERE status = 'running' AND sandbox_id IS NOT NULL AND deadline_at <= now()",
+            )
+            .fetch_all(&state.pool)
+            .await?
+        }
+    };
+    for sandbox_id in sandboxes {
+        crate::egress::audit::flush_before_end(
+            state,
+            sandbox_id,
+            crate::egress::audit::SERVER_END_FLUSH,
+        )
+        .await;
     }
     Ok(())
 }
@@ -743,6 +793,7 @@ fn validate_batch(batch: &EventBatch) -> ApiResult<()> {
 
 /// Fails executions that ran past their deadline. Safe to run on every replica at once.
 pub async fn fail_overdue(state: &AppState) -> ApiResult<usize> {
+    flush_before_server_end(state, ServerEnd::Deadline).await?;
     let mut failed = 0;
     loop {
         let mut tx = crate::db::begin(&state.pool).await?;

@@ -27,21 +27,25 @@ const MAX_RECORDS: usize = 10_000;
 /// The transaction-level advisory lock that orders audit batches (`'audit'` in ASCII).
 const AUDIT_ORDER_LOCK: i64 = 0x61_75_64_69_74;
 
-/// How long the end of a turn waits for the proxy to deliver the turn's audit.
-const FLUSH_LIMIT: Duration = Duration::from_secs(2);
+/// How long the end of a turn its runner reported waits for the proxy to deliver the turn's
+/// audit.
+pub const REPORTED_END_FLUSH: Duration = Duration::from_secs(2);
+/// How long an end the server decides (an interrupt, the deadline) waits for it: a person is
+/// waiting for the interrupt.
+pub const SERVER_END_FLUSH: Duration = Duration::from_millis(300);
 
-/// Before the end of a turn its runner reported is stored: has the proxy deliver the audit
-/// records of `sandbox_id` it still holds (they arrive through [`store`]), so the turn's
-/// refusals are on its thread before its terminal event. Waits at most [`FLUSH_LIMIT`]; a proxy
-/// that is away, slow, or too old to know the route (`404`) only costs that wait, and the
-/// records then arrive later, as they always did.
-pub async fn flush_before_end(state: &AppState, sandbox_id: Uuid) {
+/// Before the end of a turn is stored: has the proxy deliver the audit records of
+/// `sandbox_id` it still holds (they arrive through [`store`]), so the turn's refusals are on
+/// its thread before its terminal event. Waits at most `limit`; a proxy that is away, slow, or
+/// too old to know the route (`404`) only costs that wait, and the records then arrive later,
+/// as they always did.
+pub async fn flush_before_end(state: &AppState, sandbox_id: Uuid, limit: Duration) {
     let Some(egress) = &state.egress else {
         return;
     };
     match egress
         .client()
-        .flush_audit(&sandbox_id.to_string(), FLUSH_LIMIT)
+        .flush_audit(&sandbox_id.to_string(), limit)
         .await
     {
         Ok(flushed) => {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use centaur_test_support::binaries::{cli_binary, text};
+use centaur_test_support::events::last_id;
 use centaur_test_support::local_stack::LocalStack;
 use centaur_test_support::pg::fresh_database;
 use centaur_test_support::proxy::PROXY_TOKEN;
@@ -675,6 +676,46 @@ async fn a_real_turns_repeated_denial_is_one_event_before_its_end() {
             .all(|r| r["execution_id"] == execution_id.as_str() && r["host"] == "evil.example"),
         "{page}"
     );
+}
+
+/// A turn interrupted right after a refusal: the refusal is on the thread, with the turn's
+/// execution, before the turn's end (the server has the proxy deliver it before it stores the
+/// cancellation), so `attach --exit-on-terminal` shows it.
+#[tokio::test]
+async fn a_refusal_just_before_an_interrupt_comes_before_the_cancellation() {
+    let stack = LocalStack::start("audit-interrupted", 0, json!({})).await;
+    let key = "api:denied-then-interrupted";
+    let script = "curl -s -o /dev/null -w 'status=%{http_code}\\n' -x \"$HTTP_PROXY\" http://evil.example/; \
+                  sleep 30";
+    let accepted = stack
+        .server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "harness": "shell", "message": script}),
+        )
+        .await;
+    let execution_id = accepted["execution_id"].as_str().unwrap().to_owned();
+    // Interrupted as soon as the refusal shows in the command's output.
+    let seen = stack
+        .until(key, 0, |e| {
+            e["type"] == "command.output" && e["chunk"].as_str().unwrap().contains("status=403")
+        })
+        .await;
+    stack
+        .server
+        .post(&format!("/agent/threads/{key}/interrupt"), json!({}))
+        .await;
+    let events = stack
+        .until(key, last_id(&seen), |e| e["type"] == "execution.cancelled")
+        .await;
+    let all: Vec<&Value> = seen.iter().chain(&events).collect();
+    let denials: Vec<&&Value> = all
+        .iter()
+        .filter(|e| e["type"] == "egress.denied")
+        .collect();
+    assert_eq!(denials.len(), 1, "{all:#?}");
+    assert_eq!(denials[0]["host"], "evil.example");
+    assert_eq!(denials[0]["execution_id"], execution_id.as_str());
 }
 
 /// Following the audit by id misses nothing while several batches are stored at once: record
