@@ -121,6 +121,50 @@ async fn main() {
             &mut cold,
         );
 
+        // Interrupts: a shell turn whose command ignores SIGTERM and leaves a setsid'ed
+        // grandchild; from the interrupt request to every one of its processes gone.
+        let mut answered = Vec::new();
+        let mut gone = Vec::new();
+        for i in 0..20 {
+            let marker = 7_100_000 + i;
+            let command = format!(
+                "setsid sh -c 'trap \"\" TERM; exec sleep {marker}1' & trap '' TERM; sleep {marker}2"
+            );
+            stack
+                .post(
+                    "/agent/execute",
+                    json!({"thread_key": "api:interrupts", "harness": "shell", "message": command}),
+                )
+                .await;
+            let markers = [format!("sleep {marker}1"), format!("sleep {marker}2")];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while processes_with(&markers) < 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the turn's processes never appeared"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let started = Instant::now();
+            stack
+                .post("/agent/threads/api:interrupts/interrupt", json!({}))
+                .await;
+            answered.push(started.elapsed().as_secs_f64() * 1000.0);
+            while processes_with(&markers) > 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "the turn's processes outlived the interrupt"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            gone.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        report("interrupt: the request answered", &mut answered);
+        report(
+            "interrupt: every process of the turn gone (SIGTERM ignored, setsid grandchild)",
+            &mut gone,
+        );
+
         // 50 sandboxes at once.
         let started = Instant::now();
         let spawns = futures_util::future::join_all((0..50).map(|i| {
@@ -158,6 +202,19 @@ async fn main() {
     }
     proxy.cancel();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// How many processes on this host run a command line holding one of `markers` (sandboxes'
+/// processes are visible from the host).
+fn processes_with(markers: &[String]) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|cmdline| markers.iter().any(|m| cmdline.contains(m.as_str())))
+        .count()
 }
 
 fn report(what: &str, samples: &mut [f64]) {
