@@ -20,12 +20,13 @@ pub enum AuditError {
     #[error(transparent)]
     Server(#[from] Failure),
     #[error(
-        "lost the Centaur server at {url} while following the audit ({reason}); resume with `centaur audit --follow --after {after}` once it is back"
+        "lost the Centaur server at {url} while following the audit ({reason}); resume with `{resume}` once it is back"
     )]
     Lost {
         url: String,
         reason: String,
-        after: i64,
+        /// The command that carries on where this one stopped.
+        resume: String,
     },
 }
 
@@ -36,6 +37,22 @@ impl AuditError {
             AuditError::Lost { .. } => 3,
         }
     }
+}
+
+/// The `centaur audit` that carries on where `query` stopped: its filters, and its cursor
+/// when it has one (nothing printed yet, nothing to skip).
+fn resume_command(query: &AuditQuery) -> String {
+    let mut command = String::from("centaur audit --follow");
+    if let Some(thread_key) = &query.thread_key {
+        command.push_str(&format!(" --thread {thread_key}"));
+    }
+    if query.denied {
+        command.push_str(" --denied");
+    }
+    if let Some(after) = query.after {
+        command.push_str(&format!(" --after {after}"));
+    }
+    command
 }
 
 /// Prints the records `query` asks for, then with `follow` every new one as it is stored, until
@@ -69,7 +86,7 @@ pub async fn print(
                     return Err(AuditError::Lost {
                         url: client.url().to_owned(),
                         reason: failure.to_string(),
-                        after: query.after.unwrap_or(0),
+                        resume: resume_command(&query),
                     });
                 }
                 tokio::time::sleep(POLL_EVERY).await;
@@ -143,4 +160,28 @@ pub fn line(entry: &EgressAuditEntry) -> String {
         line.push_str(&format!("  — {}", clean(reason, Colours::Drop)));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The way back keeps the filters, and a cursor only once there is one.
+    #[test]
+    fn the_resume_command_keeps_the_filters_and_the_cursor() {
+        let mut query = AuditQuery {
+            thread_key: Some(centaur_protocol::ThreadKey::parse("api:x").unwrap()),
+            denied: true,
+            after: None,
+            limit: 100,
+        };
+        assert_eq!(
+            resume_command(&query),
+            "centaur audit --follow --thread api:x --denied"
+        );
+        query.after = Some(42);
+        query.thread_key = None;
+        query.denied = false;
+        assert_eq!(resume_command(&query), "centaur audit --follow --after 42");
+    }
 }

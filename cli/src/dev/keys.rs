@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use super::endpoints::{self, Change, EndpointError, Endpoints, KeyHeader, Provider};
 use super::home::Home;
 use super::setup::{self, MODEL_KEYS, ModelKey, SetupError};
-use centaur_client::private_file::{WriteError, write as write_private};
+use centaur_client::private_file::{WriteError, write as write_private, write_atomic};
 
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct KeysArgs {
@@ -139,13 +139,15 @@ pub fn run(home: &Home, args: KeysArgs) -> Result<ExitCode, KeysError> {
     } else {
         return Err(KeysError::NoTerminal);
     };
-    // Everything is checked before anything is written.
+    // Everything is checked before anything is written: the endpoints (which read the policy
+    // first) before the keys, each file replaced whole, so a proxy reading a key never sees
+    // it half written.
     let next = current.changed(&change).map_err(KeysError::BadEndpoint)?;
-    for (provider, value) in &keys {
-        write_private(&key_of(*provider).path(home), value)?;
-    }
     if !change.is_empty() {
         endpoints::save(home, &next).map_err(KeysError::Files)?;
+    }
+    for (provider, value) in &keys {
+        write_atomic(&key_of(*provider).path(home), value)?;
     }
     write_private(&home.secrets().join(".asked"), "")?;
     report(home, &keys, &change, &next);
