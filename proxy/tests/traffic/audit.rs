@@ -396,3 +396,151 @@ async fn a_flush_the_server_refuses_is_an_error_and_the_records_stay() {
     assert_eq!(received[0].1["records"][0]["host"], "a.example");
     shutdown.cancel();
 }
+
+/// A stand-in for the server's `POST /proxy/v1/audit` that reads each batch, waits `hold`
+/// (a server slow to take it), then stores its hosts; `fail_first` calls are answered 503
+/// instead (after the wait).
+async fn slow_audit_server(
+    hold: Duration,
+    fail_first: usize,
+) -> (SocketAddr, Arc<Mutex<Vec<Vec<String>>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let log = received.clone();
+    let addr = serve_http(move |request: hyper::Request<hyper::body::Incoming>| {
+        let (log, calls) = (log.clone(), calls.clone());
+        async move {
+            let body: Value =
+                serde_json::from_slice(&request.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap();
+            tokio::time::sleep(hold).await;
+            let mut response = hyper::Response::new(Full::new(Bytes::new()));
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                return response;
+            }
+            log.lock().unwrap().push(
+                body["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["host"].as_str().unwrap().to_owned())
+                    .collect(),
+            );
+            response
+        }
+    })
+    .await;
+    (addr, received)
+}
+
+/// Waits (up to 5 s) until `received` holds `expected` hosts, then returns what it holds.
+async fn hosts_once(received: &Mutex<Vec<Vec<String>>>, expected: usize) -> Vec<String> {
+    for _ in 0..250 {
+        if received.lock().unwrap().concat().len() >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Anything arriving twice would come now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    received.lock().unwrap().concat()
+}
+
+/// A caller that stops waiting for a flush (the server gives up after 300 ms or 2 s) while the
+/// audit server is slow to take the records does not cancel their delivery: they reach the
+/// server once, whether the caller hangs up on the control API or drops the flush itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_whose_caller_hangs_up_still_delivers_once() {
+    use centaur_proxy::audit::AuditSink;
+    let (server, received) = slow_audit_server(Duration::from_millis(800), 0).await;
+    let shutdown = CancellationToken::new();
+    let (sink, base) = proxy_auditing_to(server, &shutdown).await;
+
+    // Hung up on the control API.
+    sink.record(denial("sb1", "a.example"));
+    sink.record(denial("sb1", "b.example"));
+    let hung_up = crate::support::http()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .post(format!("{base}/v1/sandboxes/sb1/audit/flush"))
+        .bearer_auth("control-token")
+        .send()
+        .await;
+    assert!(hung_up.is_err_and(|e| e.is_timeout()));
+    assert_eq!(
+        hosts_once(&received, 2).await,
+        ["a.example", "b.example"],
+        "delivered once, in order"
+    );
+
+    // The flush's future dropped part-way.
+    sink.record(denial("sb2", "c.example"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), sink.flush("sb2"))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        hosts_once(&received, 3).await,
+        ["a.example", "b.example", "c.example"]
+    );
+    shutdown.cancel();
+}
+
+/// A backlog larger than a batch is flushed a batch at a time (the server takes at most
+/// 10,000 records a request), all of it once and in order, while the uploader is busy with a
+/// batch of another sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_backlog_is_flushed_a_batch_at_a_time() {
+    use centaur_proxy::audit::AuditSink;
+    let (server, received) = holding_audit_server("slow", Duration::from_millis(1000)).await;
+    let shutdown = CancellationToken::new();
+    let (sink, base) = proxy_auditing_to(server, &shutdown).await;
+    // The uploader's batch, held by the server while the flush posts.
+    sink.record(denial("slow", "slow.example"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let hosts: Vec<String> = (0..1_200).map(|i| format!("h{i}.example")).collect();
+    for host in &hosts {
+        sink.record(denial("big", host));
+    }
+    assert_eq!(
+        flush(&base, "big", "control-token").await,
+        (200, json!({"records": 1_200}))
+    );
+    let batches = received.lock().unwrap().clone();
+    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [500, 500, 200], "a batch (500) at a time: {sizes:?}");
+    let got = batches.concat();
+    assert_eq!(got.len(), hosts.len(), "each delivered once");
+    assert!(got == hosts, "in order");
+    shutdown.cancel();
+}
+
+/// Shutting down while the server refuses a batch: that batch and everything queued behind it
+/// (more than a batch) are posted once more, all of them, once each and in order.
+#[tokio::test]
+async fn shutdown_delivers_everything_queued() {
+    use centaur_proxy::audit::{AuditSink, HttpSink};
+    let (server, received) = slow_audit_server(Duration::ZERO, 1).await;
+    let shutdown = CancellationToken::new();
+    let sink = HttpSink::start(
+        &format!("http://{server}"),
+        "proxy-token".into(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let hosts: Vec<String> = (0..1_200).map(|i| format!("h{i}.example")).collect();
+    for host in &hosts {
+        sink.record(denial("sb1", host));
+    }
+    // The first batch is refused; the uploader waits 100 ms to retry it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    shutdown.cancel();
+    let got = hosts_once(&received, 1_200).await;
+    assert_eq!(got.len(), hosts.len(), "each delivered once");
+    assert!(got == hosts, "in order");
+    let sizes: Vec<usize> = received.lock().unwrap().iter().map(Vec::len).collect();
+    assert!(sizes.iter().all(|n| *n <= 500), "{sizes:?}");
+}
