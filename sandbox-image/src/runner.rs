@@ -141,14 +141,19 @@ impl Runner {
                 error: "the sandbox restarted during this turn; send the message again".into(),
             }
         } else {
+            // The harness's own process starts before the turn does: what it starts at launch
+            // (MCP servers, a language server) is the sandbox's, not the turn's. A failure is
+            // the turn's to report.
+            self.harness.prepare().await;
             // An interrupt, the deadline or a release ends what the turn started right away,
             // whatever the harness does about it (its own interrupt still goes out, so it
             // reports the turn as interrupted).
             let before = tree::Before::now();
             let ending = ended.clone();
+            let ender_before = before.clone();
             let ender = tokio::spawn(async move {
                 ending.cancelled().await;
-                let ended = tree::end_turn(&before).await;
+                let ended = tree::end_turn(&ender_before).await;
                 tracing::info!(
                     signalled = ended.signalled,
                     left = ended.left,
@@ -168,6 +173,17 @@ impl Runner {
             drop(turn);
             if ended.is_cancelled() {
                 let _ = ender.await;
+                // The harness may have gone on for a while after the first sweep (up to its
+                // interrupt grace): what it started meanwhile goes too, or it would count as
+                // running before the next turn.
+                let again = tree::end_turn(&before).await;
+                if again.signalled > 0 {
+                    tracing::info!(
+                        signalled = again.signalled,
+                        left = again.left,
+                        "processes started after the turn was ended are gone"
+                    );
+                }
             } else {
                 // A turn that ended by itself leaves what it started running (a server the
                 // agent started on purpose); the `execution.completed` the runner is about to

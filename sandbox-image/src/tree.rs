@@ -10,10 +10,15 @@
 //!   `claude`) survives the end of a turn, its descendants do not; a `Turn` process (the shell
 //!   harness's `bash`) ends with the turn. The reaper never waits for a registered process.
 //! - [`Before::now`] notes the processes alive when a turn starts; [`end_turn`] ends every
-//!   descendant of the runner that is not among them and not a registered `Sandbox` process:
-//!   SIGTERM, a short grace, then SIGKILL, walking again until none is left (a process may fork
-//!   during the walk). A turn that ends normally ends nothing: what it left running (a server
-//!   the agent started on purpose) stays, and a later turn's early end spares it too.
+//!   descendant of the runner but them, their descendants, and registered `Sandbox`
+//!   processes (whose descendants started during the turn do go: that is how a harness's
+//!   commands end): SIGTERM, a short grace, then SIGKILL, walking again until none is left (a
+//!   process may fork during the walk). A turn that ends normally ends nothing:
+//!   what it left running (a server the agent started on purpose) stays, and a later turn's
+//!   early end spares it and whatever it starts meanwhile (a database's backend for a new
+//!   connection, a server's new worker). The subtree is followed through the parent links at
+//!   the time of the walk: a process such a server starts and detaches (its parent exits, so
+//!   it is handed to the runner) is no longer under it, and ends with the turn.
 //! - [`reap`] waits for the zombies among the runner's children that nobody else waits for
 //!   (orphans handed to it); [`reap_on_sigchld`] does it whenever a child ends.
 //! - [`end_all`] ends every descendant, registered or not, when the runner stops.
@@ -163,8 +168,8 @@ fn descendants(all: &[Proc]) -> Vec<Proc> {
     found
 }
 
-/// The processes alive when a turn started: ending the turn early spares them (they were left
-/// by earlier turns, or belong to the sandbox).
+/// The processes alive when a turn started: ending the turn early spares them and what they
+/// start (they were left by earlier turns, or belong to the sandbox).
 #[derive(Clone, Debug, Default)]
 pub struct Before {
     alive: HashSet<(u32, u64)>,
@@ -199,16 +204,29 @@ enum Sparing {
 
 /// The descendants that must end and are still alive.
 fn doomed(before: &Before, sparing: Sparing) -> Vec<Proc> {
+    let all = descendants(&processes());
+    if sparing == Sparing::No {
+        return all.into_iter().filter(|p| !p.dead).collect();
+    }
     let owned = registered();
-    descendants(&processes())
-        .into_iter()
-        .filter(|p| !p.dead)
-        .filter(|p| {
-            sparing == Sparing::No
-                || (owned.get(&p.pid) != Some(&Lifetime::Sandbox)
-                    && !before.alive.contains(&(p.pid, p.started)))
-        })
-        .collect()
+    // Parents come before their children: pid → (its start, whether its subtree is spared).
+    let mut walked: HashMap<u32, (u64, bool)> = HashMap::new();
+    let mut doomed = Vec::new();
+    for p in all {
+        let sandbox = owned.get(&p.pid) == Some(&Lifetime::Sandbox);
+        // A child cannot have started before its parent: if it seems to, the parent's pid was
+        // reused between the two reads, and the link says nothing.
+        let under_spared = walked
+            .get(&p.parent)
+            .is_some_and(|&(started, spared)| spared && p.started >= started);
+        let subtree_spared =
+            under_spared || (!sandbox && before.alive.contains(&(p.pid, p.started)));
+        walked.insert(p.pid, (p.started, subtree_spared));
+        if !p.dead && !sandbox && !subtree_spared {
+            doomed.push(p);
+        }
+    }
+    doomed
 }
 
 /// Sends `signal` to `p`, and only to it: through a pidfd taken while the process still has
@@ -252,9 +270,11 @@ pub struct Ended {
     pub left: usize,
 }
 
-/// Ends every process started since `before`, but registered `Sandbox` processes (their own
-/// descendants end too), within a second: SIGTERM, up to [`TERM_GRACE`] for them to go, then
-/// SIGKILL, walking again until none is left. Reaps the orphans among them.
+/// Ends every process started since `before`, but the descendants of the processes in
+/// `before` and registered `Sandbox` processes (their new descendants end too), within a
+/// second: SIGTERM, up to [`TERM_GRACE`] for them to go, then SIGKILL, walking again until
+/// none is left. Reaps the orphans among them. Calling it again with the same `before` ends
+/// what started since the last call, and spares the same.
 pub async fn end_turn(before: &Before) -> Ended {
     end(before, Sparing::SandboxAndBefore).await
 }

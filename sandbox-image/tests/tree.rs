@@ -128,6 +128,77 @@ async fn ending_a_turn_ends_what_it_started_and_spares_the_harness() {
 }
 
 #[tokio::test]
+async fn what_an_earlier_process_starts_during_the_turn_is_spared() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    tree::become_subreaper().unwrap();
+    let m: Vec<String> = (30..34).map(marker).collect();
+    let fork_now = std::env::temp_dir().join(format!("centaur-tree-fork-now-{}", m[0]));
+
+    // Left running by an earlier turn, detached (handed to this process): a server that starts
+    // a child (a backend, a worker) whenever `fork-now` appears, for as long as it says. Its
+    // command line ends in `sleep <m[0]>` ($0 and $1 of the script) so it can be found.
+    let script = format!(
+        "while :; do if [ -e {f} ]; then n=$(cat {f}); rm -f {f}; sleep $n & fi; sleep 0.02; done",
+        f = fork_now.display()
+    );
+    let mut earlier = std::process::Command::new("setsid")
+        .args([
+            "sh",
+            "-c",
+            &format!("(exec sh -c '{script}' sleep {}) & exit 0", m[0]),
+        ])
+        .spawn()
+        .unwrap();
+    let _earlier_owned = tree::own(Some(earlier.id()), Lifetime::Turn);
+    let _left = EndOnDrop(m.clone());
+    earlier.wait().unwrap();
+    until_running(&m[..1]).await;
+
+    // A harness that serves every turn: its new children still end with the turn.
+    let mut harness = tokio::process::Command::new("sh")
+        .arg("-s")
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _owned = tree::own(harness.id(), Lifetime::Sandbox);
+    let mut stdin = harness.stdin.take().unwrap();
+
+    let before = Before::now();
+    // During the turn: the server starts a child, and the harness runs a command.
+    std::fs::write(&fork_now, &m[1]).unwrap();
+    stdin
+        .write_all(format!("sleep {} &\n", m[2]).as_bytes())
+        .await
+        .unwrap();
+    until_running(&m[..3]).await;
+
+    let ended = tree::end_turn(&before).await;
+    assert_eq!(ended.left, 0);
+    assert!(running(&format!("sleep {}", m[2])).is_empty(), "{ended:?}");
+    assert_eq!(running(&format!("sleep {}", m[0])).len(), 1, "{ended:?}");
+    assert_eq!(running(&format!("sleep {}", m[1])).len(), 1, "{ended:?}");
+    assert!(harness.try_wait().unwrap().is_none());
+
+    // Ending the turn again (the runner does, once its harness has stopped) ends what started
+    // after the first sweep, and still spares the rest.
+    stdin
+        .write_all(format!("sleep {} &\n", m[3]).as_bytes())
+        .await
+        .unwrap();
+    until_running(&m[3..]).await;
+    let ended = tree::end_turn(&before).await;
+    assert_eq!(ended.left, 0);
+    assert!(running(&format!("sleep {}", m[3])).is_empty(), "{ended:?}");
+    assert_eq!(running(&format!("sleep {}", m[1])).len(), 1, "{ended:?}");
+
+    tree::end_all().await;
+    assert!(running(&format!("sleep {}", m[0])).is_empty());
+    assert!(running(&format!("sleep {}", m[1])).is_empty());
+    let _ = tokio::time::timeout(Duration::from_secs(2), harness.wait()).await;
+}
+
+#[tokio::test]
 async fn a_turn_that_forks_while_it_is_ended_still_ends() {
     let _one = ONE_AT_A_TIME.lock().await;
     tree::become_subreaper().unwrap();
@@ -195,6 +266,21 @@ async fn the_reaper_waits_for_orphans_and_leaves_owned_children_alone() {
     assert_eq!(zombie_children(), vec![owned.id()]);
     assert_eq!(owned.wait().unwrap().code(), Some(7));
     assert_eq!(zombie_children(), Vec::<u32>::new());
+}
+
+/// Kills the processes running `sleep <marker>` when dropped, so a failed test leaves none
+/// behind (the server above would hold the test's output open).
+struct EndOnDrop(Vec<String>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        for marker in &self.0 {
+            for pid in running(&format!("sleep {marker}")) {
+                // SAFETY: plain signal delivery to a process found just now.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+    }
 }
 
 /// This process's children that have ended and were not waited for.

@@ -273,6 +273,12 @@ impl Codex {
 
 #[async_trait]
 impl Harness for Codex {
+    async fn prepare(&mut self) {
+        if self.process.is_none() && !self.broken {
+            let _ = self.start().await;
+        }
+    }
+
     async fn turn(&mut self, turn: &mut Turn) -> Finish {
         match self.run_turn(turn).await {
             Ok(finish) => finish,

@@ -26,6 +26,13 @@ pub use shell::Shell;
 
 #[async_trait]
 pub trait Harness: Send {
+    /// Starts the harness's long-lived process (`codex app-server`, `claude`, `amp`) if it is
+    /// not running, before the runner notes the processes alive at the start of a turn: what it
+    /// starts at launch (MCP servers from its config, a language server) then belongs to the
+    /// sandbox, not to the turn, and an interrupt spares it. A failure is left for the turn,
+    /// which tries again and reports it.
+    async fn prepare(&mut self) {}
+
     /// Runs one turn to its end: completed, failed (with a readable error) or cancelled.
     async fn turn(&mut self, turn: &mut Turn) -> Finish;
 

@@ -105,6 +105,14 @@ impl Session {
         Ok(())
     }
 
+    /// Starts the CLI if it is not running (see [`super::Harness::prepare`]); a failure is left
+    /// for the turn, which tries again and reports it.
+    pub fn prepare(&mut self, launch: &Launch) {
+        if self.process.is_none() && !self.broken {
+            let _ = self.start(launch);
+        }
+    }
+
     /// Runs one turn; a broken process ends it with `execution.failed` and marks the harness
     /// broken (its sandbox is then replaced).
     pub async fn turn(&mut self, launch: &Launch, turn: &mut Turn) -> Finish {

@@ -160,6 +160,57 @@ async fn an_interrupted_shell_turn_ends_its_processes_and_spares_what_earlier_tu
 }
 
 #[tokio::test]
+async fn an_interrupt_spares_what_an_earlier_turns_server_starts_during_the_turn() {
+    let stack = LocalStack::start("interrupt-server", 0, json!({})).await;
+    let key = "api:interrupt-server";
+    let m = markers(6);
+    let (server, child, command) = (&m[0], &m[1], &m[2]);
+
+    // Turn 1 leaves a server-like process running: it starts a `sleep` child (a backend, a
+    // worker) whenever `fork-now` appears, with the duration written in it. Its own command
+    // line ends in `sleep <server>` ($0 and $1 of the script) so it can be found like the rest.
+    let end = stack
+        .turn(
+            key,
+            "shell",
+            &format!(
+                "setsid sh -c 'while :; do if [ -e fork-now ]; then n=$(cat fork-now); rm -f fork-now; sleep $n & fi; sleep 0.05; done' sleep {server} >/dev/null 2>&1 & echo started"
+            ),
+        )
+        .await;
+    assert_eq!(result_text(&end), "started\n");
+    until_all_alive(std::slice::from_ref(server)).await;
+    let after = stack.server.last_event_id(key).await;
+
+    // Turn 2 asks the server for a child, then runs until it is interrupted.
+    stack
+        .server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "message": format!("echo {child} > fork-now; trap '' TERM; sleep {command}")}),
+        )
+        .await;
+    let started = [child.clone(), command.clone()];
+    tokio::select! {
+        () = until_all_alive(&started) => {}
+        events = stack.until(key, after, is_terminal) => {
+            panic!("the turn ended before its processes ran: {events:#?}")
+        }
+    }
+    interrupt_and_check(&stack, key, after, std::slice::from_ref(command)).await;
+    // Well past the sweeps: the earlier turn's server and the child it started this turn live.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        alive(&[server.clone(), child.clone()]),
+        [server.clone(), child.clone()],
+        "the interrupt ended what an earlier turn's process started"
+    );
+
+    let end = stack.turn(key, "shell", "echo next").await;
+    assert_eq!(result_text(&end), "next\n");
+}
+
+#[tokio::test]
 async fn a_shell_turn_past_its_deadline_ends_its_processes() {
     let stack = LocalStack::start("deadline-shell", 0, json!({})).await;
     let key = "api:deadline-shell";
