@@ -50,6 +50,10 @@ impl Amp {
 
 #[async_trait]
 impl Harness for Amp {
+    async fn prepare(&mut self) {
+        self.session.prepare(&self.launch);
+    }
+
     async fn turn(&mut self, turn: &mut Turn) -> Finish {
         self.session.turn(&self.launch, turn).await
     }

@@ -65,6 +65,10 @@ impl ClaudeCode {
 
 #[async_trait]
 impl Harness for ClaudeCode {
+    async fn prepare(&mut self) {
+        self.session.prepare(&self.launch);
+    }
+
     async fn turn(&mut self, turn: &mut Turn) -> Finish {
         self.session.turn(&self.launch, turn).await
     }

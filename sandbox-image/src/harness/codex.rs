@@ -401,7 +401,14 @@ struct Command {
     held: String,
     /// Output emitted as `command.output`.
     sent: String,
+    /// It printed more than [`MAX_STREAMED_BYTES`]: the rest is dropped, and its end adds
+    /// nothing from the whole output.
+    past_limit: bool,
 }
+
+/// Output streamed per command (and kept by the runner to reconcile it); past it, the rest is
+/// not sent, as with the shell harness.
+const MAX_STREAMED_BYTES: usize = 16 * 1024 * 1024;
 
 impl Command {
     /// A command Codex announced (its `commandExecution` item), not started yet.
@@ -412,6 +419,7 @@ impl Command {
             hold_until: None,
             held: String::new(),
             sent: String::new(),
+            past_limit: false,
         }
     }
 }
@@ -428,21 +436,34 @@ impl TurnState {
     fn notification(&mut self, turn: &Turn, message: &Value) -> Option<Finish> {
         let params = &message["params"];
         let method = message["method"].as_str()?;
-        if let Some(id) = self.announced.take() {
-            if method == "item/commandExecution/requestApproval"
-                && params["itemId"].as_str() == Some(id.as_str())
-            {
-                // It waits for its approval: not started.
-                return None;
-            }
-            self.start(turn, &id);
-        }
         // Items of another turn (a command that outlived an interrupted turn) are not this
         // turn's.
         if let (Some(ours), Some(theirs)) = (&self.turn_id, params["turnId"].as_str())
             && ours != theirs
         {
             return None;
+        }
+        if let Some(id) = self.announced.clone() {
+            if method == "item/commandExecution/requestApproval"
+                && params["itemId"].as_str() == Some(id.as_str())
+            {
+                // It waits for its approval: not started.
+                self.announced = None;
+                return None;
+            }
+            // Anything that shows commands moving on (its output, another item, the turn's
+            // end) means Codex did not ask: it runs. Other news (usage, text) changes nothing.
+            let moves_on = matches!(
+                method,
+                "item/commandExecution/outputDelta"
+                    | "item/started"
+                    | "item/completed"
+                    | "turn/completed"
+            ) || message.get("id").is_some();
+            if moves_on {
+                self.announced = None;
+                self.start(turn, &id);
+            }
         }
         match method {
             "item/agentMessage/delta" => turn.emit(EventBody::AgentMessageDelta {
@@ -552,6 +573,18 @@ impl TurnState {
         let Some(command) = self.commands.get_mut(id) else {
             return;
         };
+        if command.past_limit {
+            return;
+        }
+        if command.sent.len() + command.held.len() + chunk.len() > MAX_STREAMED_BYTES {
+            command.past_limit = true;
+            command.held.push_str(&format!(
+                "\n[output past {} MiB not streamed]\n",
+                MAX_STREAMED_BYTES >> 20
+            ));
+            release(turn, id, command);
+            return;
+        }
         let holding = command
             .hold_until
             .is_some_and(|until| tokio::time::Instant::now() < until);
@@ -592,6 +625,7 @@ impl TurnState {
         let streamed = format!("{}{}", command.sent, command.held);
         // Each piece still to send, and where it belongs when not after what came before.
         let rest: Vec<(String, Option<u64>)> = match whole {
+            _ if command.past_limit => Vec::new(),
             None | Some("") => vec![(command.held.clone(), None)],
             Some(whole) if command.sent.is_empty() => {
                 if whole.contains(streamed.as_str()) {
@@ -908,13 +942,60 @@ mod tests {
         state.notification(&turn, &completed("d", "completed", Some("ok\n"), Some(0)));
         assert_eq!(output_of(&drain(&mut received)), ["ok\n"]);
 
-        // Announced without a process and not asked about: it starts with the next message.
+        // News that does not move commands on (usage, another turn's items) comes between
+        // the announcement and the request: still not started.
+        state.notification(&turn, &started("f", None));
+        state.notification(
+            &turn,
+            &json!({"method": "thread/tokenUsage/updated", "params": {"turnId": TURN, "tokenUsage": {
+                "total": {"inputTokens": 1, "outputTokens": 1}, "last": {"inputTokens": 1, "outputTokens": 1}}}}),
+        );
+        state.notification(
+            &turn,
+            &json!({"method": "item/started", "params": {"turnId": "other", "item": {
+            "type": "commandExecution", "id": "z", "command": "y", "processId": "9"}}}),
+        );
+        state.notification(&turn, &ask_for("f"));
+        assert!(drain(&mut received).is_empty());
+        state.approved(&turn, "f", ApprovalResolution::Deny);
+        state.notification(&turn, &completed("f", "declined", None, None));
+        assert!(drain(&mut received).is_empty());
+
+        // Announced without a process and not asked about: it starts once commands move on.
         state.notification(&turn, &started("e", None));
         assert!(drain(&mut received).is_empty());
         state.notification(&turn, &delta("e", "x"));
         assert!(matches!(
             drain(&mut received)[..],
             [EventBody::CommandStarted { .. }]
+        ));
+    }
+
+    /// A command that prints more than the runner streams: the rest is dropped with a note,
+    /// and its end adds nothing (the runner keeps a bounded amount per command).
+    #[test]
+    fn output_past_the_limit_is_not_streamed_or_kept() {
+        let (turn, mut received) = turn();
+        let mut state = state();
+        state.notification(&turn, &started("c", Some("7")));
+        let big = "x".repeat(MAX_STREAMED_BYTES - 10);
+        state.notification(&turn, &delta("c", &big));
+        state.notification(&turn, &delta("c", "more than the limit"));
+        state.notification(&turn, &delta("c", "and more"));
+        assert!(state.commands["c"].sent.len() <= MAX_STREAMED_BYTES + 64);
+        state.notification(&turn, &completed("c", "completed", Some(&big), Some(0)));
+        let events = drain(&mut received);
+        let output: String = output_of(&events).concat();
+        assert!(output.starts_with(&big));
+        assert!(
+            output.ends_with("[output past 16 MiB not streamed]\n"),
+            "{}",
+            &output[big.len()..]
+        );
+        assert!(!output.contains("more than the limit"));
+        assert!(matches!(
+            events.last(),
+            Some(EventBody::CommandFinished { .. })
         ));
     }
 
