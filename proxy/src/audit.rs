@@ -19,6 +19,12 @@ pub trait AuditSink: Send + Sync + 'static {
         let _ = sandbox_id;
         Box::pin(async { Ok(0) })
     }
+
+    /// Once shutdown has begun: resolves when every record the sink held was delivered (or
+    /// given up on, and logged), so the process may exit. A sink that holds nothing is done.
+    fn drained(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Why a flush did not answer that it delivered a sandbox's records (those not delivered stay
@@ -75,6 +81,8 @@ impl AuditSink for ChannelSink {
 /// hang-up) never cancels it, so taken records are either delivered once or put back.
 pub struct HttpSink {
     shared: Arc<Shared>,
+    /// Becomes true when the uploader has ended (after its shutdown drain).
+    ended: watch::Receiver<bool>,
 }
 
 struct Shared {
@@ -143,8 +151,13 @@ impl HttpSink {
                 token,
             },
         });
-        tokio::spawn(upload(shared.clone(), shutdown));
-        Ok(HttpSink { shared })
+        let (ended_tx, ended) = watch::channel(false);
+        let uploading = shared.clone();
+        tokio::spawn(async move {
+            upload(uploading, shutdown).await;
+            let _ = ended_tx.send(true);
+        });
+        Ok(HttpSink { shared, ended })
     }
 }
 
@@ -210,6 +223,14 @@ impl Shared {
 }
 
 impl AuditSink for HttpSink {
+    fn drained(&self) -> BoxFuture<'_, ()> {
+        let mut ended = self.ended.clone();
+        Box::pin(async move {
+            // An uploader that is gone (its task panicked) has nothing more to deliver.
+            let _ = ended.wait_for(|ended| *ended).await;
+        })
+    }
+
     fn record(&self, record: AuditRecord) {
         let mut queue = self.shared.lock();
         if queue.waiting.len() >= PENDING {

@@ -204,8 +204,22 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    // The audit still queued goes to the server before the process ends (bounded: a server
+    // that is gone does not hold the exit).
+    if tokio::time::timeout(AUDIT_DRAIN_LIMIT, proxy.audit_drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the audit was not delivered within {} s of shutdown; what remained is lost",
+            AUDIT_DRAIN_LIMIT.as_secs()
+        );
+    }
     Ok(())
 }
+
+/// How long the proxy's exit waits for the audit still queued to reach the server.
+const AUDIT_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 async fn forward(listen: std::net::SocketAddr, socket: PathBuf) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)

@@ -84,6 +84,11 @@ struct Ctx {
 }
 
 impl Proxy {
+    /// After shutdown has begun: resolves when the audit sink has delivered what it held.
+    pub fn audit_drained(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        self.audit.drained()
+    }
+
     /// Without `interception`, hosts that must be intercepted are refused (never tunnelled).
     pub fn new(
         registry: Arc<Registry>,

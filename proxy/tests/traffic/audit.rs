@@ -538,6 +538,12 @@ async fn shutdown_delivers_everything_queued() {
     // The first batch is refused; the uploader waits 100 ms to retry it.
     tokio::time::sleep(Duration::from_millis(50)).await;
     shutdown.cancel();
+    // When the sink says it is drained (what the proxy's exit waits for), all of it is there.
+    tokio::time::timeout(Duration::from_secs(10), sink.drained())
+        .await
+        .expect("the sink drains after shutdown");
+    let stored: usize = received.lock().unwrap().iter().map(Vec::len).sum();
+    assert_eq!(stored, hosts.len(), "delivered before drained() resolved");
     let got = hosts_once(&received, 1_200).await;
     assert_eq!(got.len(), hosts.len(), "each delivered once");
     assert!(got == hosts, "in order");
