@@ -131,6 +131,32 @@ impl TestServer {
         self.call(method, path, Some(ADMIN_KEY), body).await
     }
 
+    /// The real `centaur` binary pointed at this server as admin, with `home` as its home (no
+    /// `CENTAUR_HOME`), running `args`.
+    pub fn centaur(&self, home: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(crate::binaries::cli_binary());
+        command
+            .args(args)
+            .env("CENTAUR_API_URL", &self.url)
+            .env("CENTAUR_API_TOKEN", ADMIN_KEY)
+            .env("HOME", home)
+            .env_remove("CENTAUR_HOME");
+        command
+    }
+
+    /// Decides approval `approval_id` of thread `key` as admin (`approve`, `deny`, …); the
+    /// server must take it.
+    pub async fn decide(&self, key: &str, approval_id: &str, decision: &str) {
+        let (status, body) = self
+            .admin(
+                Method::POST,
+                &format!("/agent/threads/{key}/approvals/{approval_id}"),
+                json!({"decision": decision}),
+            )
+            .await;
+        assert!(status.is_success(), "{decision}: {body}");
+    }
+
     /// The id of the newest event of thread `key`, from its detail.
     pub async fn last_event_id(&self, key: &str) -> i64 {
         let path = format!("/agent/threads/{}", enc(key));

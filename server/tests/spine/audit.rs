@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use centaur_test_support::binaries::{cli_binary, text};
+use centaur_test_support::binaries::text;
 use centaur_test_support::events::last_id;
 use centaur_test_support::local_stack::LocalStack;
 use centaur_test_support::pg::fresh_database;
@@ -475,21 +475,11 @@ async fn an_old_or_stuck_proxy_does_not_hold_a_turns_end() {
 
 /// `centaur audit` run as a person would.
 async fn centaur(server: &TestServer, home: &std::path::Path, args: &[&str]) -> Output {
-    command(server, home, args)
+    server
+        .centaur(home, args)
         .output()
         .await
         .expect("centaur runs")
-}
-
-fn command(server: &TestServer, home: &std::path::Path, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(cli_binary());
-    command
-        .args(args)
-        .env("CENTAUR_API_URL", &server.url)
-        .env("CENTAUR_API_TOKEN", ADMIN_KEY)
-        .env("HOME", home)
-        .env_remove("CENTAUR_HOME");
-    command
 }
 
 /// `centaur audit` prints the audit (filtered by thread and to refusals, as JSON), follows new
@@ -572,7 +562,8 @@ async fn centaur_audit_prints_filters_and_follows() {
     }
 
     // Following: the newest records, then each new one as it is stored.
-    let mut follow = command(&server, &home, &["audit", "--follow", "--denied", "--json"])
+    let mut follow = server
+        .centaur(&home, &["audit", "--follow", "--denied", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

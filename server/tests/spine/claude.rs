@@ -2,7 +2,6 @@
 //! the runner over stream-json, against a scripted mock of the Anthropic Messages API that it
 //! reaches only through the egress proxy (which swaps the `x-api-key` placeholder).
 
-use reqwest::Method;
 use serde_json::json;
 
 use centaur_test_support::anthropic::MockMessages;
@@ -73,15 +72,7 @@ async fn claude_code_turns_with_text_and_approvals() {
             "{request}"
         );
         let approval_id = request["approval_id"].as_str().unwrap();
-        let (status, body) = stack
-            .server
-            .admin(
-                Method::POST,
-                &format!("/agent/threads/{key}/approvals/{approval_id}"),
-                json!({"decision": decision}),
-            )
-            .await;
-        assert!(status.is_success(), "{body}");
+        stack.server.decide(key, approval_id, decision).await;
         let events = stack.until(key, last_id(&before), is_terminal).await;
         assert_eq!(
             events.last().unwrap()["type"],

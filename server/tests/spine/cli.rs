@@ -315,28 +315,13 @@ async fn attach_says_when_the_servers_database_is_unavailable() {
 }
 
 /// `centaur` against `server`, as its admin.
-fn centaur_at(
-    server: &TestServer,
-    home: &std::path::Path,
-    args: &[&str],
-) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(cli_binary());
-    command
-        .args(args)
-        .env("CENTAUR_API_URL", &server.url)
-        .env("CENTAUR_API_TOKEN", ADMIN_KEY)
-        .env("HOME", home)
-        .env_remove("CENTAUR_HOME");
-    command
-}
-
 /// `centaur interrupt`: a running turn is cancelled, nothing running is a calm answer (exit 0),
 /// an unknown thread a clear error; `--all` also withdraws the waiting messages.
 #[tokio::test]
 async fn interrupt_stops_a_turn_and_with_all_its_queue() {
     let server = TestServer::start().await;
     let home = temp_dir("cli-interrupt");
-    let run = async |args: &[&str]| centaur_at(&server, &home, args).output().await.unwrap();
+    let run = async |args: &[&str]| server.centaur(&home, args).output().await.unwrap();
 
     let key = "api:cli-interrupt";
     let (_runner, execution_id) = server.running_execution(key).await;
@@ -401,16 +386,16 @@ async fn attach_waits_for_a_thread_that_does_not_exist_yet() {
     let server = TestServer::start().await;
     let home = temp_dir("cli-attach-wait");
     let key = "api:not-yet";
-    let attach = centaur_at(
-        &server,
-        &home,
-        &["attach", key, "--exit-on-terminal", "--timeout", "60"],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .kill_on_drop(true)
-    .spawn()
-    .unwrap();
+    let attach = server
+        .centaur(
+            &home,
+            &["attach", key, "--exit-on-terminal", "--timeout", "60"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 
     // The thread appears, and its turn runs to its end.
@@ -444,7 +429,8 @@ async fn attach_waits_for_a_thread_that_does_not_exist_yet() {
 
     // A thread that never comes: the timeout, then a clear error.
     let started = std::time::Instant::now();
-    let out = centaur_at(&server, &home, &["attach", "api:never", "--timeout", "1.5"])
+    let out = server
+        .centaur(&home, &["attach", "api:never", "--timeout", "1.5"])
         .output()
         .await
         .unwrap();
@@ -459,14 +445,11 @@ async fn attach_waits_for_a_thread_that_does_not_exist_yet() {
         waited >= std::time::Duration::from_millis(1500),
         "{waited:?}"
     );
-    let out = centaur_at(
-        &server,
-        &home,
-        &["attach", "api:never", "--timeout", "soon"],
-    )
-    .output()
-    .await
-    .unwrap();
+    let out = server
+        .centaur(&home, &["attach", "api:never", "--timeout", "soon"])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&home);
 }

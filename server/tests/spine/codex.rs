@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
 
 use centaur_test_support::events::{is_terminal, last_id};
@@ -92,15 +91,7 @@ async fn codex_turns_with_text_approvals_and_an_interrupt() {
             "{request}"
         );
         let approval_id = request["approval_id"].as_str().unwrap();
-        let (status, body) = stack
-            .server
-            .admin(
-                Method::POST,
-                &format!("/agent/threads/{key}/approvals/{approval_id}"),
-                json!({"decision": decision}),
-            )
-            .await;
-        assert!(status.is_success(), "{body}");
+        stack.server.decide(key, approval_id, decision).await;
         let events = stack.until(key, last_id(&events), is_terminal).await;
         let end = events.last().unwrap();
         assert_eq!(
@@ -294,15 +285,7 @@ async fn codex_asks_before_a_command_starts_and_a_denied_one_never_starts() {
         );
         let request = asked.last().unwrap();
         let approval_id = request["approval_id"].as_str().unwrap();
-        let (status, body) = stack
-            .server
-            .admin(
-                Method::POST,
-                &format!("/agent/threads/{key}/approvals/{approval_id}"),
-                json!({"decision": decision}),
-            )
-            .await;
-        assert!(status.is_success(), "{body}");
+        stack.server.decide(key, approval_id, decision).await;
         let events = stack.until(key, last_id(&asked), is_terminal).await;
         assert_eq!(
             events.last().unwrap()["type"],
