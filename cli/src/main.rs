@@ -457,7 +457,7 @@ async fn send(
     println!("thread_key={key}");
     let _ = std::io::stdout().flush();
     let execution_id = client
-        .execute(&key, harness, &message, max_duration_ms)
+        .execute(&key, harness, &message, max_duration_ms, None)
         .await?;
     let mut outcome = ExitCode::from(1);
     let colours = Colours::for_stdout();
@@ -478,7 +478,7 @@ async fn send(
                     outcome = ExitCode::SUCCESS;
                     false
                 }
-                EventBody::ExecutionFailed { error } => {
+                EventBody::ExecutionFailed { error, .. } => {
                     eprintln!("centaur: the turn failed: {}", clean(error, Colours::Drop));
                     false
                 }

@@ -118,13 +118,15 @@ pub struct ReleaseResponse {
     pub sandbox_id: Option<Uuid>,
 }
 
-/// Whether a thread has work in flight.
+/// Whether a thread has work in flight, and how its last turn went when it has none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ThreadStatus {
     Idle,
     Queued,
     Running,
+    /// Nothing in flight, and the last turn failed.
+    Failed,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,9 +136,36 @@ pub struct ThreadSummary {
     pub harness: Harness,
     pub persona: Option<String>,
     pub status: ThreadStatus,
+    /// What the thread is about: its first message's first line, shortened (absent until it
+    /// has a message).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Approvals asked and not decided yet.
+    #[serde(default)]
+    pub waiting_approvals: u32,
     pub created_at: DateTime<Utc>,
+    /// The last event of the thread's own work (messages, turns, approvals); not the stack's
+    /// shutdown releasing its sandbox.
     pub last_activity_at: DateTime<Utc>,
     pub last_event_id: i64,
+}
+
+/// `GET /agent/harnesses`: the harnesses this server offers, and whether each can run a turn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HarnessList {
+    pub harnesses: Vec<HarnessInfo>,
+    /// The harness a new thread gets when none is named.
+    pub default: Harness,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HarnessInfo {
+    pub harness: Harness,
+    pub available: bool,
+    /// Why it cannot run, naming the fix (`needs an OpenAI key (`centaur dev keys`)`); absent
+    /// when available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

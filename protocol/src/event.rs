@@ -253,8 +253,14 @@ pub enum EventBody {
     },
     #[serde(rename = "execution.completed")]
     ExecutionCompleted { result_text: String },
+    /// `output`: what the turn produced before it failed, when it has something to show (the
+    /// shell harness: the output of a command that exited non-zero).
     #[serde(rename = "execution.failed")]
-    ExecutionFailed { error: String },
+    ExecutionFailed {
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
+    },
     /// `reason` is text: an interrupt carries the caller's own.
     #[serde(rename = "execution.cancelled")]
     ExecutionCancelled { reason: String },
@@ -382,7 +388,13 @@ mod tests {
             let json = serde_json::to_value(&body).unwrap();
             assert_eq!(json["type"], body.event_type());
         }
-        assert!(EventBody::ExecutionFailed { error: "e".into() }.is_terminal());
+        assert!(
+            EventBody::ExecutionFailed {
+                error: "e".into(),
+                output: None
+            }
+            .is_terminal()
+        );
         assert!(!EventBody::ExecutionStarted {}.is_terminal());
         assert!(!EventBody::ExecutionStarted {}.is_runner_event());
     }

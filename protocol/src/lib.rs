@@ -208,6 +208,9 @@ pub enum ErrorCode {
     ApprovalExpired,
     ApprovalExists,
     HarnessConflict,
+    /// The harness cannot run here (its CLI or its model key is missing); the message names
+    /// the fix.
+    HarnessUnavailable,
     IdempotencyConflict,
     SpawnContended,
     // 413, 415, 429
@@ -257,6 +260,7 @@ impl ErrorCode {
             ErrorCode::ApprovalExpired => "approval_expired",
             ErrorCode::ApprovalExists => "approval_exists",
             ErrorCode::HarnessConflict => "harness_conflict",
+            ErrorCode::HarnessUnavailable => "harness_unavailable",
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
             ErrorCode::SpawnContended => "spawn_contended",
             ErrorCode::PayloadTooLarge => "payload_too_large",

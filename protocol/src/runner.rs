@@ -52,9 +52,18 @@ pub struct RunnerEvent {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Finish {
-    Completed { result_text: String },
-    Failed { error: String },
-    Cancelled { reason: String },
+    Completed {
+        result_text: String,
+    },
+    /// `output`: what the turn produced before it failed (see `execution.failed`).
+    Failed {
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
+    },
+    Cancelled {
+        reason: String,
+    },
 }
 
 /// `POST /runner/v1/executions/{execution_id}/events`

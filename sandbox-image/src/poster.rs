@@ -79,7 +79,7 @@ impl Poster {
                     },
                     done = async { finish.as_mut().expect("until taken").await }, if finish.is_some() && !open => {
                         finish = None;
-                        final_finish = Some(done.unwrap_or(Finish::Failed { error: "the runner lost the harness's result".into() }));
+                        final_finish = Some(done.unwrap_or(Finish::Failed { error: "the runner lost the harness's result".into(), output: None }));
                     }
                 }
                 if self.pending.is_empty() && final_finish.is_none() {

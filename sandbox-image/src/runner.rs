@@ -139,6 +139,7 @@ impl Runner {
             drop(events_tx);
             Finish::Failed {
                 error: "the sandbox restarted during this turn; send the message again".into(),
+                output: None,
             }
         } else {
             // The harness's own process starts before the turn does: what it starts at launch

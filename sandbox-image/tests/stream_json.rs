@@ -184,7 +184,7 @@ async fn a_cli_that_prints_garbage_fails_the_turn_and_breaks_the_harness() {
     let mut amp = harness::for_kind(Kind::Amp, &sandbox);
     let (finish, _) = run_turn(&mut amp, &sandbox, "hello").await;
     match finish {
-        Finish::Failed { error } => {
+        Finish::Failed { error, .. } => {
             assert!(
                 error.contains("not stream-json: Segmentation fault"),
                 "{error}"
@@ -205,7 +205,7 @@ async fn a_cli_that_prints_garbage_fails_the_turn_and_breaks_the_harness() {
     let mut amp = harness::for_kind(Kind::Amp, &sandbox);
     let (finish, _) = run_turn(&mut amp, &sandbox, "hello").await;
     assert!(
-        matches!(&finish, Finish::Failed { error } if error.contains("exited in the middle of a turn")),
+        matches!(&finish, Finish::Failed { error, .. } if error.contains("exited in the middle of a turn")),
         "{finish:?}"
     );
     let _ = std::fs::remove_dir_all(dir);

@@ -229,13 +229,14 @@ pub async fn finish_in(
                 result_text: result_text.clone(),
             },
         ),
-        Finish::Failed { error } => (
+        Finish::Failed { error, output } => (
             ExecutionStatus::Failed,
             None,
             Some(error),
             None,
             EventBody::ExecutionFailed {
                 error: error.clone(),
+                output: output.clone(),
             },
         ),
         Finish::Cancelled { reason } => (
@@ -811,9 +812,16 @@ pub async fn fail_overdue(state: &AppState) -> ApiResult<usize> {
             return Ok(failed);
         };
         let error = format!("the execution ran past its max_duration_ms of {max_ms} ms");
-        let new_events = finish_in(&mut tx, execution_id, &Finish::Failed { error })
-            .await?
-            .unwrap_or_default();
+        let new_events = finish_in(
+            &mut tx,
+            execution_id,
+            &Finish::Failed {
+                error,
+                output: None,
+            },
+        )
+        .await?
+        .unwrap_or_default();
         let thread = ThreadRef {
             id: thread_id,
             key: crate::extract::thread_key(&thread_key)?,

@@ -208,6 +208,8 @@ fn summary(row: SummaryRow) -> ApiResult<ThreadSummary> {
         platform: thread.platform,
         persona: thread.persona,
         status,
+        title: None,
+        waiting_approvals: 0,
         created_at: thread.created_at,
         last_activity_at: thread.last_activity_at,
         last_event_id: thread.last_event_id,

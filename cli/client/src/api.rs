@@ -5,9 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use centaur_protocol::api::{
-    ApprovalDecisionRequest, EgressAuditPage, ExecuteRequest, ExecuteResponse, InterruptRequest,
-    InterruptResponse, MessageRequest, MessageResponse, OkResponse, ThreadDetail, ThreadList,
+    ApprovalDecisionRequest, EgressAuditPage, ExecuteRequest, ExecuteResponse, HarnessList,
+    InterruptRequest, InterruptResponse, MessageRequest, MessageResponse, OkResponse, ThreadDetail,
+    ThreadList,
 };
+use centaur_protocol::runner::ApprovalPolicy;
 use centaur_protocol::sse::Parser;
 use centaur_protocol::{Decision, ErrorBody, ErrorCode, Event, Harness, ThreadKey};
 use futures_util::StreamExt;
@@ -234,6 +236,7 @@ impl Client {
         harness: Option<Harness>,
         message: &str,
         max_duration_ms: Option<u64>,
+        approval_policy: Option<ApprovalPolicy>,
     ) -> Result<Uuid, Failure> {
         let request = ExecuteRequest {
             thread_key: key.clone(),
@@ -241,7 +244,7 @@ impl Client {
             message: Some(message.to_owned()),
             harness,
             max_duration_ms,
-            approval_policy: None,
+            approval_policy,
         };
         let accepted: ExecuteResponse = self
             .post(
@@ -273,6 +276,11 @@ impl Client {
     /// The most recently active threads (up to 100).
     pub async fn threads(&self) -> Result<ThreadList, Failure> {
         self.get("/agent/threads?limit=100", "a thread list").await
+    }
+
+    /// The harnesses the server offers, and which of them can run a turn now.
+    pub async fn harnesses(&self) -> Result<HarnessList, Failure> {
+        self.get("/agent/harnesses", "the harness list").await
     }
 
     /// A message on the thread; while a turn runs, the harness takes it as steering.

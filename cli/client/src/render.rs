@@ -13,6 +13,7 @@ pub fn thread_status(status: ThreadStatus) -> &'static str {
         ThreadStatus::Idle => "idle",
         ThreadStatus::Queued => "queued",
         ThreadStatus::Running => "running",
+        ThreadStatus::Failed => "failed",
     }
 }
 
@@ -137,7 +138,7 @@ impl Lines {
             } => format!("tokens: {input_tokens} in, {output_tokens} out"),
             EventBody::ExecutionStarted {} => "— turn started".to_owned(),
             EventBody::ExecutionCompleted { .. } => "— turn completed".to_owned(),
-            EventBody::ExecutionFailed { error } => format!("— turn failed: {}", c(error)),
+            EventBody::ExecutionFailed { error, .. } => format!("— turn failed: {}", c(error)),
             EventBody::ExecutionCancelled { reason } => {
                 format!("— turn cancelled: {}", c(reason))
             }
@@ -339,7 +340,10 @@ mod tests {
                 host: bad(),
                 reason: bad(),
             },
-            EventBody::ExecutionFailed { error: bad() },
+            EventBody::ExecutionFailed {
+                error: bad(),
+                output: Some(bad()),
+            },
             EventBody::ExecutionCancelled { reason: bad() },
             EventBody::SandboxReleased {
                 sandbox_id: approval_id,

@@ -5,7 +5,8 @@
 
 use std::collections::HashSet;
 
-use centaur_protocol::api::{ThreadList, ThreadSummary};
+use centaur_protocol::api::{HarnessList, ThreadList, ThreadSummary};
+use centaur_protocol::runner::ApprovalPolicy;
 use centaur_protocol::{Decision, Event, Harness, ThreadKey};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
@@ -13,6 +14,7 @@ use ratatui::crossterm::event::{
 use uuid::Uuid;
 
 use super::composer::{Composer, Outcome};
+use super::reader::{self, Reading};
 use super::transcript::{PendingApproval, Transcript};
 use centaur_client::api::{Connection, Failure};
 use centaur_client::render::thread_status;
@@ -36,6 +38,8 @@ pub enum AppEvent {
         error: Option<StreamError>,
     },
     Threads(Result<ThreadList, Failure>),
+    /// The harnesses the server offers and which can run.
+    Harnesses(Result<HarnessList, Failure>),
     Executed {
         key: ThreadKey,
         result: Result<Uuid, Failure>,
@@ -72,10 +76,13 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     LoadThreads,
+    LoadHarnesses,
     Follow(ThreadKey),
     Execute {
         key: ThreadKey,
         harness: Option<Harness>,
+        /// The thread's approval policy, when the person chose one.
+        approval_policy: Option<ApprovalPolicy>,
         text: String,
     },
     /// A message while a turn runs: the harness takes it as steering.
@@ -89,6 +96,8 @@ pub enum Effect {
         approval_id: Uuid,
         decision: Decision,
     },
+    /// Put text on the person's clipboard (and in a file, where a terminal cannot).
+    Copy(String),
 }
 
 /// A move of the transcript's viewport, asked of the view, which knows the lines and the page.
@@ -160,6 +169,10 @@ pub struct ThreadView {
     pub selected: Option<usize>,
     /// Approvals whose decision is on its way to the server.
     pub deciding: HashSet<Uuid>,
+    /// The approval policy chosen for this thread's next turns (`None`: the server's).
+    pub approval_policy: Option<ApprovalPolicy>,
+    /// Searching and how output is shown (see [`reader`]).
+    pub reading: Reading,
     /// Moves of the viewport not yet taken by the view.
     scrolls: Vec<Scroll>,
 }
@@ -178,6 +191,8 @@ impl ThreadView {
             focus: Focus::Composer,
             selected: None,
             deciding: HashSet::new(),
+            approval_policy: None,
+            reading: Reading::default(),
             scrolls: Vec::new(),
         }
     }
@@ -187,7 +202,7 @@ impl ThreadView {
         self.expand_all != self.toggled.contains(&index)
     }
 
-    fn foldable(&self) -> Vec<usize> {
+    pub fn foldable(&self) -> Vec<usize> {
         self.transcript
             .blocks()
             .iter()
@@ -205,7 +220,7 @@ impl ThreadView {
             .find(|p| !self.deciding.contains(&p.approval_id))
     }
 
-    fn scroll(&mut self, scroll: Scroll) {
+    pub fn scroll(&mut self, scroll: Scroll) {
         self.scrolls.push(scroll);
     }
 }
@@ -394,6 +409,7 @@ impl App {
             }
             AppEvent::Threads(Ok(list)) => self.threads.replace(list),
             AppEvent::Threads(Err(error)) => self.threads.error = Some(error.to_string()),
+            AppEvent::Harnesses(_) => {}
             AppEvent::Executed { key, result } => return self.executed(&key, result),
             AppEvent::DecisionFailed { approval_id, error } => {
                 if let Some(thread) = &mut self.thread {
@@ -670,8 +686,7 @@ impl App {
             return Vec::new();
         };
         if thread.focus == Focus::Transcript {
-            transcript_key(thread, key);
-            return Vec::new();
+            return reader::key(thread, key);
         }
         // With nothing written, Tab picks blocks and `?` is the help, not a character.
         if thread.composer.is_empty() && key.code == KeyCode::Tab {
@@ -736,6 +751,7 @@ impl App {
                     vec![Effect::Execute {
                         key: thread.key.clone(),
                         harness: thread.harness.filter(|_| thread.link == Link::New),
+                        approval_policy: thread.approval_policy,
                         text,
                     }]
                 }
@@ -799,42 +815,6 @@ fn approval_key(thread: &mut ThreadView, key: KeyEvent) -> Modal {
     }
 }
 
-#[allow(clippy::wildcard_enum_match_arm)] // a key not bound here does nothing
-fn transcript_key(thread: &mut ThreadView, key: KeyEvent) {
-    let foldable = thread.foldable();
-    let position = thread
-        .selected
-        .and_then(|s| foldable.iter().position(|i| *i == s));
-    match key.code {
-        KeyCode::Up | KeyCode::Char('k') => {
-            if let Some(p) = position.filter(|p| *p > 0) {
-                thread.selected = Some(foldable[p - 1]);
-            }
-        }
-        KeyCode::Down | KeyCode::Char('j') => {
-            if let Some(p) = position.filter(|p| p + 1 < foldable.len()) {
-                thread.selected = Some(foldable[p + 1]);
-            }
-        }
-        KeyCode::Char('g') | KeyCode::Home => thread.selected = foldable.first().copied(),
-        KeyCode::Char('G') | KeyCode::End => thread.selected = foldable.last().copied(),
-        KeyCode::Enter | KeyCode::Char(' ') => {
-            if let Some(selected) = thread.selected
-                && !thread.toggled.remove(&selected)
-            {
-                thread.toggled.insert(selected);
-            }
-        }
-        KeyCode::Tab => {
-            thread.focus = Focus::Composer;
-            thread.selected = None;
-        }
-        _ => {}
-    }
-    // Keep the selected block in view: the view scrolls to it when drawing.
-    thread.scroll(Scroll::Reveal(thread.selected));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -885,6 +865,7 @@ mod tests {
             [Effect::Execute {
                 key: thread_key.clone(),
                 harness: Some(Harness::Shell),
+                approval_policy: None,
                 text: "echo hi".into()
             }]
         );
@@ -1073,6 +1054,8 @@ mod tests {
             harness: Harness::Echo,
             persona: None,
             status: centaur_protocol::api::ThreadStatus::Idle,
+            title: None,
+            waiting_approvals: 0,
             created_at: chrono::Utc::now(),
             last_activity_at: chrono::Utc::now(),
             last_event_id: 1,

@@ -8,9 +8,11 @@
 //! events cost one frame.
 //!
 //! - [`app`]: the state, as a function of the server's events and the keys.
+//! - [`clipboard`]: copying a block's text out of the terminal.
 //! - [`composer`]: the message being written, with its history.
 //! - [`highlight`]: code highlighting, loaded in the background.
 //! - [`markdown`]: the agent's Markdown as styled lines.
+//! - [`reader`]: reading a transcript: moving between blocks, searching, copying.
 //! - [`runtime`]: carrying out the app's effects on tasks that answer on the bus.
 //! - [`terminal`]: taking over the terminal and giving it back, and reading its input.
 //! - [`transcript`]: a thread's events reduced to the blocks the screen shows.
@@ -19,9 +21,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm))] // tests stop at the first surprise
 
 pub mod app;
+pub mod clipboard;
 pub mod composer;
 pub mod highlight;
 pub mod markdown;
+pub mod reader;
 pub mod runtime;
 pub mod terminal;
 pub mod transcript;

@@ -2,6 +2,7 @@
 //! one at a time, in the order they were typed; following a thread replaces the previous
 //! stream.
 
+use centaur_protocol::runner::ApprovalPolicy;
 use centaur_protocol::{ErrorCode, Harness, ThreadKey};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
@@ -23,6 +24,7 @@ enum Message {
     Execute {
         key: ThreadKey,
         harness: Option<Harness>,
+        approval_policy: Option<ApprovalPolicy>,
         text: String,
     },
     Steer {
@@ -63,9 +65,25 @@ impl Runtime {
                 }
                 self.follow = Some(tokio::spawn(follow(client, bus, key)));
             }
-            Effect::Execute { key, harness, text } => {
-                let _ = self.outbox.send(Message::Execute { key, harness, text });
+            Effect::LoadHarnesses => {
+                tokio::spawn(async move {
+                    let _ = bus.send(AppEvent::Harnesses(client.harnesses().await));
+                });
             }
+            Effect::Execute {
+                key,
+                harness,
+                approval_policy,
+                text,
+            } => {
+                let _ = self.outbox.send(Message::Execute {
+                    key,
+                    harness,
+                    approval_policy,
+                    text,
+                });
+            }
+            Effect::Copy(text) => crate::clipboard::copy(&text),
             Effect::Steer { key, text } => {
                 let _ = self.outbox.send(Message::Steer { key, text });
             }
@@ -103,8 +121,15 @@ impl Runtime {
 
 async fn send_message(client: &Client, bus: &UnboundedSender<AppEvent>, message: Message) {
     match message {
-        Message::Execute { key, harness, text } => {
-            let result = client.execute(&key, harness, &text, None).await;
+        Message::Execute {
+            key,
+            harness,
+            approval_policy,
+            text,
+        } => {
+            let result = client
+                .execute(&key, harness, &text, None, approval_policy)
+                .await;
             let _ = bus.send(AppEvent::Executed { key, result });
         }
         Message::Steer { key, text } => {

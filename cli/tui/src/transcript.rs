@@ -300,7 +300,7 @@ impl Transcript {
             EventBody::ExecutionCompleted { .. } => {
                 self.turn_ended(TurnOutcome::Completed, event.created_at)
             }
-            EventBody::ExecutionFailed { error } => {
+            EventBody::ExecutionFailed { error, .. } => {
                 self.turn_ended(TurnOutcome::Failed(error.clone()), event.created_at)
             }
             EventBody::ExecutionCancelled { reason } => {

@@ -182,6 +182,8 @@ fn the_thread_list_filters() {
         harness,
         persona: None,
         status: serde_json::from_value(serde_json::json!(status)).unwrap(),
+        title: None,
+        waiting_approvals: 0,
         created_at: now - chrono::Duration::minutes(minutes + 5),
         last_activity_at: now - chrono::Duration::minutes(minutes),
         last_event_id: 12,

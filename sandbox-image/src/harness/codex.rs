@@ -282,7 +282,10 @@ impl Harness for Codex {
     async fn turn(&mut self, turn: &mut Turn) -> Finish {
         match self.run_turn(turn).await {
             Ok(finish) => finish,
-            Err(Broke::Refused(error)) => Finish::Failed { error },
+            Err(Broke::Refused(error)) => Finish::Failed {
+                error,
+                output: None,
+            },
             Err(Broke::Process(error)) => {
                 self.broken = true;
                 if let Some(mut process) = self.process.take() {
@@ -290,6 +293,7 @@ impl Harness for Codex {
                 }
                 Finish::Failed {
                     error: format!("{error}; the sandbox will be replaced"),
+                    output: None,
                 }
             }
         }
@@ -534,6 +538,7 @@ impl TurnState {
                             .map(str::to_owned)
                             .or_else(|| self.error.take())
                             .unwrap_or_else(|| "the Codex turn failed".into()),
+                        output: None,
                     },
                 });
             }

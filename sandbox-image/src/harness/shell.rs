@@ -62,7 +62,12 @@ impl Harness for Shell {
                         reason: "interrupted".into(),
                     };
                 }
-                Err(Stop::Failed(error)) => return Finish::Failed { error },
+                Err(Stop::Failed(error)) => {
+                    return Finish::Failed {
+                        error,
+                        output: None,
+                    };
+                }
             }
         }
         if result.len() > MAX_RESULT_BYTES {

@@ -125,6 +125,7 @@ impl Session {
                 }
                 Finish::Failed {
                     error: format!("{error}; the sandbox will be replaced"),
+                    output: None,
                 }
             }
         }
@@ -339,6 +340,7 @@ impl TurnState {
                         } else {
                             text
                         },
+                        output: None,
                     }
                 } else {
                     Finish::Completed { result_text: text }

@@ -164,6 +164,7 @@ async fn release(state: &AppState, sandbox: &Live, verdict: Verdict) -> Result<(
     let ending = if died {
         Finish::Failed {
             error: reason.clone(),
+            output: None,
         }
     } else {
         Finish::Cancelled {

@@ -225,6 +225,7 @@ impl Script {
     pub fn failed(&mut self, error: &str) -> &mut Self {
         self.push(EventBody::ExecutionFailed {
             error: error.into(),
+            output: None,
         })
     }
 

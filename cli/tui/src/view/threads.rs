@@ -90,6 +90,7 @@ fn table(app: &App, body: Rect, now: DateTime<Utc>) -> Table<'static> {
             let status_style = match t.status {
                 ThreadStatus::Idle => DIM,
                 ThreadStatus::Queued | ThreadStatus::Running => Style::new().yellow(),
+                ThreadStatus::Failed => Style::new().red(),
             };
             let row = Row::new(vec![
                 Line::raw(t.thread_key.to_string()),
