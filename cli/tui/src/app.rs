@@ -111,6 +111,8 @@ pub enum Scroll {
     PageDown,
     /// Back to the end, following new output.
     Bottom,
+    /// To the thread's first line.
+    Top,
     /// Keep this block in view from the next frame on (`None`: no block to keep).
     Reveal(Option<usize>),
 }

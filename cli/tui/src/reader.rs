@@ -18,6 +18,11 @@ pub fn mode(thread: &ThreadView) -> &'static str {
     }
 }
 
+/// Starts searching the transcript (`/` with nothing written): not built yet.
+pub fn start_search(thread: &mut ThreadView) {
+    let _ = thread;
+}
+
 /// A key while the transcript has the focus.
 #[allow(clippy::wildcard_enum_match_arm)] // a key not bound here does nothing
 pub fn key(thread: &mut ThreadView, key: KeyEvent) -> Vec<Effect> {

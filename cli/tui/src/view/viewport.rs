@@ -65,6 +65,8 @@ impl Viewport {
                 Scroll::PageUp => self.scroll += page,
                 Scroll::PageDown => self.scroll = self.scroll.saturating_sub(page),
                 Scroll::Bottom => self.scroll = 0,
+                // Clamped to the transcript's length when it is laid out.
+                Scroll::Top => self.scroll = usize::MAX / 2,
                 Scroll::Reveal(block) => self.reveal = block,
             }
         }
