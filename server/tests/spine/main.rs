@@ -12,6 +12,7 @@ mod db_down;
 mod dev;
 mod egress;
 mod egress_push;
+mod first_hour;
 mod flow;
 mod interrupts;
 mod lifecycle;
