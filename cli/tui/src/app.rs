@@ -3,11 +3,11 @@
 //! as events. The app knows nothing of drawing: the view draws from this state, and owns the
 //! transcript's viewport, which the app moves only by asking ([`Scroll`]).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
-use centaur_protocol::api::{HarnessList, ThreadList, ThreadSummary};
+use centaur_protocol::api::{HarnessInfo, HarnessList, ThreadList, ThreadSummary};
 use centaur_protocol::runner::ApprovalPolicy;
-use centaur_protocol::{Decision, Event, Harness, ThreadKey};
+use centaur_protocol::{Decision, ErrorCode, Event, Harness, ThreadKey};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
 };
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::composer::{Composer, Outcome};
 use super::reader::{self, Reading};
-use super::transcript::{PendingApproval, Transcript};
+use super::transcript::{PendingApproval, SandboxState, Transcript};
 use centaur_client::api::{Connection, Failure};
 use centaur_client::render::thread_status;
 
@@ -134,7 +134,20 @@ pub enum Screen {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Overlay {
     Help,
-    HarnessPicker { selected: usize },
+    /// Choosing the harness of a new thread; `selected` is one of [`App::offered_harnesses`].
+    HarnessPicker {
+        selected: Harness,
+    },
+}
+
+/// What the server said about the harnesses it offers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Harnesses {
+    #[default]
+    Loading,
+    Loaded(HarnessList),
+    /// The list could not be had (an older server, say): every harness is offered.
+    Unknown(String),
 }
 
 /// How the followed stream is doing, as the status line says it.
@@ -175,6 +188,11 @@ pub struct ThreadView {
     pub approval_policy: Option<ApprovalPolicy>,
     /// Searching and how output is shown (see [`reader`]).
     pub reading: Reading,
+    /// The thread's title as the thread list gave it (`None`: untitled, or not listed yet).
+    pub title: Option<String>,
+    /// Messages that start a turn, sent and not yet answered, oldest first: a refused one
+    /// comes back to the composer.
+    sending: VecDeque<String>,
     /// Moves of the viewport not yet taken by the view.
     scrolls: Vec<Scroll>,
 }
@@ -195,6 +213,8 @@ impl ThreadView {
             deciding: HashSet::new(),
             approval_policy: None,
             reading: Reading::default(),
+            title: None,
+            sending: VecDeque::new(),
             scrolls: Vec::new(),
         }
     }
@@ -237,7 +257,8 @@ pub struct ThreadsList {
 }
 
 impl ThreadsList {
-    /// The threads matching the filter (every word, in key, platform, harness or status).
+    /// The threads matching the filter (every word, in title, key, platform, harness or
+    /// status).
     pub fn visible(&self) -> Vec<&ThreadSummary> {
         let words: Vec<String> = self
             .filter
@@ -248,7 +269,8 @@ impl ThreadsList {
             .iter()
             .filter(|t| {
                 let haystack = format!(
-                    "{} {} {} {}",
+                    "{} {} {} {} {}",
+                    t.title.as_deref().unwrap_or(""),
                     t.thread_key,
                     t.platform,
                     t.harness.as_str(),
@@ -278,6 +300,23 @@ impl ThreadsList {
         self.selected = self.selected.min(visible.saturating_sub(1));
     }
 
+    /// The listed title of thread `key`.
+    fn title(&self, key: &ThreadKey) -> Option<String> {
+        self.threads
+            .iter()
+            .find(|t| &t.thread_key == key)
+            .and_then(|t| t.title.clone())
+    }
+
+    /// Clears the filter (the list is left), keeping `key` chosen if it is listed.
+    fn leave(&mut self, key: Option<&ThreadKey>) {
+        self.filter.clear();
+        if let Some(at) = key.and_then(|key| self.threads.iter().position(|t| &t.thread_key == key))
+        {
+            self.selected = at;
+        }
+    }
+
     fn move_selection(&mut self, up: bool) {
         let len = self.visible().len();
         if up {
@@ -298,7 +337,11 @@ pub struct App {
     pub notice: Option<String>,
     /// The harness a new thread gets without asking (`--harness`).
     pub default_harness: Option<Harness>,
+    /// Which harnesses the server offers and can run.
+    pub harnesses: Harnesses,
     quit_armed: bool,
+    /// The notice says a turn is being interrupted: it goes when the turn ends.
+    interrupting: bool,
     pub should_quit: bool,
     /// Something changed since the last frame.
     pub dirty: bool,
@@ -334,7 +377,9 @@ impl App {
             overlay: None,
             notice: start.notice.clone(),
             default_harness: start.harness,
+            harnesses: Harnesses::Loading,
             quit_armed: false,
+            interrupting: false,
             should_quit: false,
             dirty: true,
             dirty_before: true,
@@ -349,6 +394,7 @@ impl App {
             }
             None => vec![Effect::LoadThreads],
         };
+        effects.push(Effect::LoadHarnesses);
         if let Some(key) = &start.thread_key {
             effects.extend(app.open(key.clone()));
         } else if start.new_thread {
@@ -368,8 +414,62 @@ impl App {
 
     fn show(&mut self, key: ThreadKey, harness: Option<Harness>, link: Link) {
         self.opened += 1;
-        self.thread = Some(ThreadView::new(self.opened, key, harness, link));
+        let mut thread = ThreadView::new(self.opened, key, harness, link);
+        thread.title = self.threads.title(&thread.key);
+        self.thread = Some(thread);
         self.screen = Screen::Thread;
+    }
+
+    /// The harnesses the picker offers, in order: the server's list, or every harness (as
+    /// available) when the server could not say.
+    pub fn offered_harnesses(&self) -> Vec<HarnessInfo> {
+        match &self.harnesses {
+            Harnesses::Loaded(list) if !list.harnesses.is_empty() => list.harnesses.clone(),
+            Harnesses::Loaded(_) | Harnesses::Loading | Harnesses::Unknown(_) => Harness::ALL
+                .iter()
+                .map(|harness| HarnessInfo {
+                    harness: *harness,
+                    available: true,
+                    unavailable_reason: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The harness the picker starts on: `--harness`, else the server's default, else the
+    /// first offered; one that can run before one that cannot.
+    fn preselected(&self) -> Harness {
+        let offered = self.offered_harnesses();
+        let server_default = match &self.harnesses {
+            Harnesses::Loaded(list) => Some(list.default),
+            Harnesses::Loading | Harnesses::Unknown(_) => None,
+        };
+        self.default_harness
+            .or(server_default)
+            .filter(|wanted| offered.iter().any(|i| i.harness == *wanted && i.available))
+            .or_else(|| offered.iter().find(|i| i.available).map(|i| i.harness))
+            .or_else(|| offered.first().map(|i| i.harness))
+            .unwrap_or(Harness::ALL[0])
+    }
+
+    fn harnesses_loaded(&mut self, result: Result<HarnessList, Failure>) {
+        match result {
+            Ok(list) => self.harnesses = Harnesses::Loaded(list),
+            // A list had before is better than none.
+            Err(_) if matches!(self.harnesses, Harnesses::Loaded(_)) => {}
+            Err(error) => self.harnesses = Harnesses::Unknown(error.to_string()),
+        }
+        // A picker already open keeps its choice if it is still offered.
+        if let Some(Overlay::HarnessPicker { selected }) = self.overlay
+            && !self
+                .offered_harnesses()
+                .iter()
+                .any(|i| i.harness == selected)
+        {
+            self.overlay = Some(Overlay::HarnessPicker {
+                selected: self.preselected(),
+            });
+        }
     }
 
     fn open(&mut self, key: ThreadKey) -> Vec<Effect> {
@@ -377,9 +477,18 @@ impl App {
         vec![Effect::Follow(key)]
     }
 
+    /// A new thread with `harness`. A new thread left before anything was sent (its first
+    /// message refused, say) gives its message and approval policy to this one.
     fn new_thread(&mut self, harness: Option<Harness>) {
         let key = ThreadKey::parse(&format!("cli:{}", Uuid::now_v7())).expect("a valid key");
+        let unsent = self.thread.take().filter(|t| {
+            t.link == Link::New && t.transcript.events_seen == 0 && t.sending.is_empty()
+        });
         self.show(key, harness, Link::New);
+        if let (Some(unsent), Some(thread)) = (unsent, &mut self.thread) {
+            thread.composer = unsent.composer;
+            thread.approval_policy = unsent.approval_policy;
+        }
     }
 
     pub fn handle(&mut self, event: AppEvent) -> Vec<Effect> {
@@ -409,9 +518,14 @@ impl App {
                     };
                 }
             }
-            AppEvent::Threads(Ok(list)) => self.threads.replace(list),
+            AppEvent::Threads(Ok(list)) => {
+                self.threads.replace(list);
+                if let Some(thread) = &mut self.thread {
+                    thread.title = self.threads.title(&thread.key);
+                }
+            }
             AppEvent::Threads(Err(error)) => self.threads.error = Some(error.to_string()),
-            AppEvent::Harnesses(_) => {}
+            AppEvent::Harnesses(result) => self.harnesses_loaded(result),
             AppEvent::Executed { key, result } => return self.executed(&key, result),
             AppEvent::DecisionFailed { approval_id, error } => {
                 if let Some(thread) = &mut self.thread {
@@ -453,7 +567,9 @@ impl App {
             self.unchanged();
             return;
         };
+        let was_running = thread.transcript.running.is_some();
         thread.transcript.apply(event);
+        let turn_ended = was_running && thread.transcript.running.is_none();
         if !matches!(thread.link, Link::Reconnecting) {
             thread.link = Link::Live;
         }
@@ -464,13 +580,22 @@ impl App {
             .map(|p| p.approval_id)
             .collect();
         thread.deciding.retain(|id| pending.contains(id));
+        // "interrupting…" is over once the turn is (and Ctrl-C no longer quits at once).
+        if turn_ended && self.interrupting {
+            self.interrupting = false;
+            self.notice = None;
+            self.quit_armed = false;
+        }
     }
 
     /// A turn was accepted (or refused); a new thread now exists and is followed.
+    /// A refused message comes back to an empty composer; a thread refused its harness stays
+    /// new, so another can be picked.
     fn executed(&mut self, key: &ThreadKey, result: Result<Uuid, Failure>) -> Vec<Effect> {
-        let Some(thread) = self.current(key) else {
+        let Some(thread) = self.thread.as_mut().filter(|t| &t.key == key) else {
             return Vec::new();
         };
+        let text = thread.sending.pop_front();
         match result {
             Ok(_) if thread.link == Link::New => {
                 thread.link = Link::Connecting;
@@ -478,7 +603,24 @@ impl App {
             }
             Ok(_) => Vec::new(),
             Err(error) => {
-                self.notice = Some(format!("not sent: {error}"));
+                if let Some(text) = text
+                    && thread.composer.is_empty()
+                {
+                    thread.composer.restore(&text);
+                }
+                self.notice = Some(match &error {
+                    Failure::Api { message, .. } if error.is_api(ErrorCode::HarnessUnavailable) => {
+                        format!("{message} · Ctrl-N picks another harness")
+                    }
+                    Failure::Unreachable { .. }
+                    | Failure::DatabaseUnavailable { .. }
+                    | Failure::Unauthorized(_)
+                    | Failure::NotLoggedIn(_)
+                    | Failure::Api { .. }
+                    | Failure::Unreadable { .. }
+                    | Failure::Credentials(_)
+                    | Failure::ThreadNeverAppeared { .. } => format!("not sent: {error}"),
+                });
                 Vec::new()
             }
         }
@@ -535,6 +677,7 @@ impl App {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let quit_was_armed = std::mem::take(&mut self.quit_armed);
         self.notice = None;
+        self.interrupting = false;
         if let Some(overlay) = self.overlay.clone() {
             return self.overlay_key(overlay, key);
         }
@@ -561,6 +704,7 @@ impl App {
         {
             if thread.transcript.running.is_some() {
                 self.quit_armed = true;
+                self.interrupting = true;
                 self.notice = Some("interrupting… (Ctrl-C again quits)".into());
                 return vec![Effect::Interrupt(thread.key.clone())];
             }
@@ -578,44 +722,62 @@ impl App {
     fn overlay_key(&mut self, overlay: Overlay, key: KeyEvent) -> Vec<Effect> {
         match overlay {
             Overlay::Help => self.overlay = None,
-            Overlay::HarnessPicker { selected } => match key.code {
-                KeyCode::Up | KeyCode::Char('k') => {
-                    self.overlay = Some(Overlay::HarnessPicker {
-                        selected: selected.saturating_sub(1),
-                    })
+            Overlay::HarnessPicker { selected } => {
+                let offered = self.offered_harnesses();
+                let at = offered
+                    .iter()
+                    .position(|i| i.harness == selected)
+                    .unwrap_or(0);
+                let pick = |at: usize| Overlay::HarnessPicker {
+                    selected: offered.get(at).map_or(selected, |i| i.harness),
+                };
+                match key.code {
+                    KeyCode::Up | KeyCode::Char('k') => {
+                        self.overlay = Some(pick(at.saturating_sub(1)))
+                    }
+                    KeyCode::Down | KeyCode::Char('j') => self.overlay = Some(pick(at + 1)),
+                    KeyCode::Enter => match offered.iter().find(|i| i.harness == selected) {
+                        // Not a thread that cannot run: the reason, and the picker stays.
+                        Some(info) if !info.available => {
+                            self.notice = Some(format!(
+                                "{}: {}",
+                                info.harness.as_str(),
+                                info.unavailable_reason
+                                    .as_deref()
+                                    .unwrap_or("the server cannot run it")
+                            ));
+                        }
+                        Some(_) | None => {
+                            self.overlay = None;
+                            self.new_thread(Some(selected));
+                        }
+                    },
+                    KeyCode::Esc => self.overlay = None,
+                    KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                        self.overlay = None
+                    }
+                    _ => {}
                 }
-                KeyCode::Down | KeyCode::Char('j') => {
-                    self.overlay = Some(Overlay::HarnessPicker {
-                        selected: (selected + 1).min(Harness::ALL.len() - 1),
-                    })
-                }
-                KeyCode::Enter => {
-                    self.overlay = None;
-                    self.new_thread(Some(Harness::ALL[selected]));
-                }
-                KeyCode::Esc => self.overlay = None,
-                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                    self.overlay = None
-                }
-                _ => {}
-            },
+            }
         }
         Vec::new()
     }
 
-    fn pick_harness(&mut self) {
-        let selected = self
-            .default_harness
-            .and_then(|h| Harness::ALL.iter().position(|x| *x == h))
-            .unwrap_or(0);
-        self.overlay = Some(Overlay::HarnessPicker { selected });
+    /// Opens the harness picker (leaving the thread list) and asks the server again which
+    /// harnesses can run.
+    fn pick_harness(&mut self) -> Vec<Effect> {
+        self.threads.leave(None);
+        self.overlay = Some(Overlay::HarnessPicker {
+            selected: self.preselected(),
+        });
+        vec![Effect::LoadHarnesses]
     }
 
     #[allow(clippy::wildcard_enum_match_arm)] // a key not bound here does nothing
     fn threads_key(&mut self, key: KeyEvent) -> Vec<Effect> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
-            KeyCode::Char('n') if ctrl => self.pick_harness(),
+            KeyCode::Char('n') if ctrl => return self.pick_harness(),
             KeyCode::Char('r') if ctrl => return vec![Effect::LoadThreads],
             KeyCode::F(5) => return vec![Effect::LoadThreads],
             KeyCode::Up => self.threads.move_selection(true),
@@ -647,6 +809,7 @@ impl App {
     }
 
     /// Enter on the thread list: the chosen thread, followed again if its stream had failed.
+    /// The filter goes with the list.
     fn open_chosen(&mut self) -> Vec<Effect> {
         let Some(key) = self
             .threads
@@ -654,8 +817,12 @@ impl App {
             .get(self.threads.selected)
             .map(|t| t.thread_key.clone())
         else {
+            if !self.threads.filter.is_empty() {
+                self.notice = Some(format!("no thread matches `{}`", self.threads.filter));
+            }
             return Vec::new();
         };
+        self.threads.leave(Some(&key));
         let Some(thread) = self.thread.as_mut().filter(|t| t.key == key) else {
             return self.open(key);
         };
@@ -690,17 +857,63 @@ impl App {
         if thread.focus == Focus::Transcript {
             return reader::key(thread, key);
         }
-        // With nothing written, Tab picks blocks and `?` is the help, not a character.
-        if thread.composer.is_empty() && key.code == KeyCode::Tab {
-            thread.focus = Focus::Transcript;
-            thread.selected = thread.foldable().last().copied();
-            return Vec::new();
-        }
-        if thread.composer.is_empty() && key.code == KeyCode::Char('?') {
-            self.overlay = Some(Overlay::Help);
-            return Vec::new();
+        if thread.composer.is_empty()
+            && let Some(effects) = self.empty_composer_key(key)
+        {
+            return effects;
         }
         self.composer_key(key)
+    }
+
+    /// With nothing written, Tab picks blocks, `?` is the help, `/` searches and Home/End go
+    /// to either end of the thread: not characters or moves in the message. `None`: the
+    /// composer's key.
+    #[allow(clippy::wildcard_enum_match_arm)] // a key not bound here is the composer's
+    fn empty_composer_key(&mut self, key: KeyEvent) -> Option<Vec<Effect>> {
+        if key
+            .modifiers
+            .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
+        {
+            return None;
+        }
+        let thread = self.thread.as_mut()?;
+        match key.code {
+            KeyCode::Tab => {
+                thread.focus = Focus::Transcript;
+                thread.selected = thread.foldable().last().copied();
+            }
+            KeyCode::Char('?') => self.overlay = Some(Overlay::Help),
+            KeyCode::Char('/') => reader::start_search(thread),
+            KeyCode::Home => thread.scroll(Scroll::Top),
+            KeyCode::End => thread.scroll(Scroll::Bottom),
+            _ => return None,
+        }
+        Some(Vec::new())
+    }
+
+    /// Ctrl-P: the thread's next approval policy, and a notice of when it applies.
+    fn cycle_approval_policy(&mut self) {
+        let Some(thread) = &mut self.thread else {
+            return;
+        };
+        thread.approval_policy = match thread.approval_policy {
+            None => Some(ApprovalPolicy::Never),
+            Some(ApprovalPolicy::Never) => Some(ApprovalPolicy::OnRequest),
+            Some(ApprovalPolicy::OnRequest) => Some(ApprovalPolicy::Always),
+            Some(ApprovalPolicy::Always) => None,
+        };
+        // The server keeps a policy for the thread and gives it to the thread's next sandbox;
+        // a sandbox already running keeps the one it started with.
+        let sandbox_runs = matches!(thread.transcript.sandbox, SandboxState::Assigned { .. });
+        self.notice = Some(match thread.approval_policy {
+            None => "approvals: as the thread had them, else the server's default (Ctrl-P changes)"
+                .to_owned(),
+            Some(policy) if sandbox_runs => format!(
+                "approvals: {} from the thread's next sandbox, sent with the next message (this one keeps its own)",
+                policy.as_str()
+            ),
+            Some(policy) => format!("approvals: {} from the next turn", policy.as_str()),
+        });
     }
 
     /// The thread screen's keys that work whatever has the focus; `None` for the others.
@@ -714,7 +927,8 @@ impl App {
                 self.screen = Screen::Threads;
                 return Some(vec![Effect::LoadThreads]);
             }
-            KeyCode::Char('n') if ctrl => self.pick_harness(),
+            KeyCode::Char('n') if ctrl => return Some(self.pick_harness()),
+            KeyCode::Char('p') if ctrl => self.cycle_approval_policy(),
             KeyCode::Char('o') if ctrl => {
                 thread.expand_all = !thread.expand_all;
                 thread.toggled.clear();
@@ -723,11 +937,17 @@ impl App {
             KeyCode::PageDown => thread.scroll(Scroll::PageDown),
             KeyCode::Up if shift => thread.scroll(Scroll::Up(1)),
             KeyCode::Down if shift => thread.scroll(Scroll::Down(1)),
-            KeyCode::Esc if thread.focus == Focus::Transcript => {
+            // A search takes its own Esc.
+            KeyCode::Esc
+                if thread.focus == Focus::Transcript && reader::mode(thread) != "search" =>
+            {
                 thread.focus = Focus::Composer;
                 thread.selected = None;
             }
-            KeyCode::Esc if thread.transcript.running.is_some() => {
+            KeyCode::Esc
+                if thread.focus == Focus::Composer && thread.transcript.running.is_some() =>
+            {
+                self.interrupting = true;
                 self.notice = Some("interrupting…".into());
                 return Some(vec![Effect::Interrupt(thread.key.clone())]);
             }
@@ -750,6 +970,7 @@ impl App {
                         text,
                     }]
                 } else {
+                    thread.sending.push_back(text.clone());
                     vec![Effect::Execute {
                         key: thread.key.clone(),
                         harness: thread.harness.filter(|_| thread.link == Link::New),
@@ -841,7 +1062,14 @@ mod tests {
                 ..Start::default()
             },
         );
-        assert_eq!(effects, [Effect::LoadThreads, Effect::Follow(key)]);
+        assert_eq!(
+            effects,
+            [
+                Effect::LoadThreads,
+                Effect::LoadHarnesses,
+                Effect::Follow(key)
+            ]
+        );
         for event in script.events() {
             app.handle(AppEvent::Server(Box::new(event.clone())));
         }
@@ -1043,29 +1271,37 @@ mod tests {
                 ..Start::default()
             },
         );
-        assert!(effects.is_empty(), "{effects:?}");
+        assert_eq!(effects, [Effect::LoadHarnesses]);
         assert!(app.threads.loaded);
     }
 
-    #[test]
-    fn the_thread_list_opens_the_chosen_thread() {
-        let (mut app, _) = App::new("http://server".into(), &Start::default());
-        let summary = |key: &str| ThreadSummary {
+    fn summary(key: &str, title: Option<&str>) -> ThreadSummary {
+        ThreadSummary {
             thread_key: ThreadKey::parse(key).unwrap(),
             platform: "api".into(),
             harness: Harness::Echo,
             persona: None,
             status: centaur_protocol::api::ThreadStatus::Idle,
-            title: None,
+            title: title.map(str::to_owned),
             waiting_approvals: 0,
             created_at: chrono::Utc::now(),
             last_activity_at: chrono::Utc::now(),
             last_event_id: 1,
-        };
+        }
+    }
+
+    fn listing(threads: Vec<ThreadSummary>) -> App {
+        let (mut app, _) = App::new("http://server".into(), &Start::default());
         app.handle(AppEvent::Threads(Ok(ThreadList {
-            threads: vec![summary("api:alpha"), summary("api:beta")],
+            threads,
             next_before: None,
         })));
+        app
+    }
+
+    #[test]
+    fn the_thread_list_opens_the_chosen_thread() {
+        let mut app = listing(vec![summary("api:alpha", None), summary("api:beta", None)]);
         typed(&mut app, "bet");
         let effects = key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
         assert_eq!(
@@ -1073,5 +1309,287 @@ mod tests {
             [Effect::Follow(ThreadKey::parse("api:beta").unwrap())]
         );
         assert_eq!(app.screen, Screen::Thread);
+    }
+
+    /// The filter matches titles, goes when the list is left (the opened thread stays
+    /// chosen), and Enter on no match says so.
+    #[test]
+    fn the_filter_matches_titles_and_goes_with_the_list() {
+        let mut app = listing(vec![
+            summary("api:alpha", Some("Fix the flaky login test")),
+            summary("api:beta", Some("Write the release notes")),
+        ]);
+        typed(&mut app, "release");
+        assert_eq!(app.threads.visible().len(), 1);
+        key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        let thread = app.thread.as_ref().unwrap();
+        assert_eq!(thread.key.as_ref(), "api:beta");
+        assert_eq!(thread.title.as_deref(), Some("Write the release notes"));
+        key(&mut app, KeyCode::Char('t'), KeyModifiers::CONTROL);
+        assert_eq!(app.screen, Screen::Threads);
+        assert_eq!(app.threads.filter, "");
+        assert_eq!(
+            app.threads.visible()[app.threads.selected]
+                .thread_key
+                .as_ref(),
+            "api:beta"
+        );
+
+        typed(&mut app, "zzz");
+        assert_eq!(key(&mut app, KeyCode::Enter, KeyModifiers::NONE), []);
+        assert_eq!(app.notice.as_deref(), Some("no thread matches `zzz`"));
+        assert_eq!(app.screen, Screen::Threads);
+
+        // Ctrl-N leaves the list too.
+        key(&mut app, KeyCode::Char('n'), KeyModifiers::CONTROL);
+        assert_eq!(app.threads.filter, "");
+    }
+
+    fn harness_list() -> HarnessList {
+        HarnessList {
+            harnesses: vec![
+                HarnessInfo {
+                    harness: Harness::Codex,
+                    available: false,
+                    unavailable_reason: Some("needs an OpenAI key (`centaur dev keys`)".into()),
+                },
+                HarnessInfo {
+                    harness: Harness::Shell,
+                    available: true,
+                    unavailable_reason: None,
+                },
+                HarnessInfo {
+                    harness: Harness::Echo,
+                    available: true,
+                    unavailable_reason: None,
+                },
+            ],
+            default: Harness::Shell,
+        }
+    }
+
+    fn picking(app: &App) -> Option<Harness> {
+        match app.overlay {
+            Some(Overlay::HarnessPicker { selected }) => Some(selected),
+            Some(Overlay::Help) | None => None,
+        }
+    }
+
+    /// Ctrl-N asks which harnesses can run and starts on the server's default; Enter on one
+    /// that cannot run says why and opens nothing.
+    #[test]
+    fn the_picker_offers_what_can_run_and_says_why_not() {
+        let mut app = listing(Vec::new());
+        app.handle(AppEvent::Harnesses(Ok(harness_list())));
+        assert_eq!(
+            key(&mut app, KeyCode::Char('n'), KeyModifiers::CONTROL),
+            [Effect::LoadHarnesses]
+        );
+        assert_eq!(picking(&app), Some(Harness::Shell));
+        key(&mut app, KeyCode::Up, KeyModifiers::NONE);
+        assert_eq!(picking(&app), Some(Harness::Codex));
+        key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        assert!(app.thread.is_none());
+        assert_eq!(picking(&app), Some(Harness::Codex), "the picker stays");
+        assert_eq!(
+            app.notice.as_deref(),
+            Some("codex: needs an OpenAI key (`centaur dev keys`)")
+        );
+        key(&mut app, KeyCode::Down, KeyModifiers::NONE);
+        key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        assert_eq!(app.overlay, None);
+        let thread = app.thread.as_ref().unwrap();
+        assert_eq!(
+            (thread.harness, &thread.link),
+            (Some(Harness::Shell), &Link::New)
+        );
+
+        // `--harness` wins over the server's default.
+        let (mut app, _) = App::new(
+            "http://server".into(),
+            &Start {
+                harness: Some(Harness::Echo),
+                ..Start::default()
+            },
+        );
+        app.handle(AppEvent::Harnesses(Ok(harness_list())));
+        key(&mut app, KeyCode::Char('n'), KeyModifiers::CONTROL);
+        assert_eq!(picking(&app), Some(Harness::Echo));
+    }
+
+    /// When the server cannot say which harnesses run, every one is offered and Enter opens
+    /// a thread.
+    #[test]
+    fn the_picker_offers_every_harness_when_the_list_fails() {
+        let mut app = listing(Vec::new());
+        app.handle(AppEvent::Harnesses(Err(Failure::Unreachable {
+            url: "http://server".into(),
+            reason: "refused".into(),
+        })));
+        key(&mut app, KeyCode::Char('n'), KeyModifiers::CONTROL);
+        assert_eq!(app.offered_harnesses().len(), Harness::ALL.len());
+        assert!(app.offered_harnesses().iter().all(|h| h.available));
+        assert_eq!(picking(&app), Some(Harness::ALL[0]));
+        key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        assert_eq!(app.thread.as_ref().unwrap().harness, Some(Harness::ALL[0]));
+    }
+
+    /// A turn the server refuses for its harness: the server's sentence, the thread still
+    /// new, the message back in the composer; a harness picked then keeps the message.
+    #[test]
+    fn a_refused_harness_leaves_the_thread_new_for_another() {
+        let (mut app, _) = App::new(
+            "http://server".into(),
+            &Start {
+                harness: Some(Harness::Codex),
+                new_thread: true,
+                ..Start::default()
+            },
+        );
+        typed(&mut app, "fix the tests");
+        key(&mut app, KeyCode::Char('p'), KeyModifiers::CONTROL);
+        key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        let thread_key = app.thread.as_ref().unwrap().key.clone();
+        let effects = app.handle(AppEvent::Executed {
+            key: thread_key,
+            result: Err(Failure::Api {
+                code: centaur_client::api::Code::Known(ErrorCode::HarnessUnavailable),
+                message: "codex needs an OpenAI key (`centaur dev keys`)".into(),
+            }),
+        });
+        assert_eq!(effects, []);
+        assert_eq!(
+            app.notice.as_deref(),
+            Some("codex needs an OpenAI key (`centaur dev keys`) · Ctrl-N picks another harness")
+        );
+        let thread = app.thread.as_ref().unwrap();
+        assert_eq!(thread.link, Link::New);
+        assert_eq!(thread.composer.text(), "fix the tests");
+
+        app.handle(AppEvent::Harnesses(Ok(harness_list())));
+        key(&mut app, KeyCode::Char('n'), KeyModifiers::CONTROL);
+        key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        let effects = key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        let thread = app.thread.as_ref().unwrap();
+        assert_eq!(
+            effects,
+            [Effect::Execute {
+                key: thread.key.clone(),
+                harness: Some(Harness::Shell),
+                approval_policy: Some(ApprovalPolicy::Never),
+                text: "fix the tests".into(),
+            }]
+        );
+    }
+
+    /// Ctrl-P cycles the thread's approval policy, which goes with every turn it starts; the
+    /// notice says from when it applies.
+    #[test]
+    fn ctrl_p_cycles_the_approval_policy_sent_with_the_next_turn() {
+        let mut script = Script::new();
+        script.user("hi");
+        script.completed("hello");
+        let mut app = showing(&script);
+        let policy = |app: &mut App| {
+            key(app, KeyCode::Char('p'), KeyModifiers::CONTROL);
+            app.thread.as_ref().unwrap().approval_policy
+        };
+        assert_eq!(policy(&mut app), Some(ApprovalPolicy::Never));
+        // The thread's sandbox runs: it keeps its policy, the next one gets this.
+        assert_eq!(
+            app.notice.as_deref(),
+            Some(
+                "approvals: never from the thread's next sandbox, sent with the next message (this one keeps its own)"
+            )
+        );
+        assert_eq!(policy(&mut app), Some(ApprovalPolicy::OnRequest));
+        assert_eq!(policy(&mut app), Some(ApprovalPolicy::Always));
+        typed(&mut app, "again");
+        let effects = key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        assert!(
+            matches!(
+                &effects[..],
+                [Effect::Execute {
+                    approval_policy: Some(ApprovalPolicy::Always),
+                    ..
+                }]
+            ),
+            "{effects:?}"
+        );
+        assert_eq!(policy(&mut app), None);
+        assert!(app.notice.as_deref().unwrap().contains("server's default"));
+
+        // No sandbox yet: from the next turn.
+        let (mut app, _) = App::new(
+            "http://server".into(),
+            &Start {
+                new_thread: true,
+                ..Start::default()
+            },
+        );
+        assert_eq!(policy(&mut app), Some(ApprovalPolicy::Never));
+        assert_eq!(
+            app.notice.as_deref(),
+            Some("approvals: never from the next turn")
+        );
+    }
+
+    /// "interrupting…" goes when the turn ends, and Ctrl-C asks again before quitting.
+    #[test]
+    fn the_interrupting_notice_goes_when_the_turn_ends() {
+        let mut script = Script::new();
+        script.user("sleep 30");
+        let mut app = showing(&script);
+        key(&mut app, KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(
+            app.notice.as_deref(),
+            Some("interrupting… (Ctrl-C again quits)")
+        );
+        script.cancelled("interrupted");
+        app.handle(AppEvent::Server(Box::new(
+            script.events().last().unwrap().clone(),
+        )));
+        assert_eq!(app.notice, None);
+        key(&mut app, KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert!(!app.should_quit);
+
+        let mut script = Script::new();
+        script.user("sleep 30");
+        let mut app = showing(&script);
+        key(&mut app, KeyCode::Esc, KeyModifiers::NONE);
+        assert_eq!(app.notice.as_deref(), Some("interrupting…"));
+        script.completed("done anyway");
+        app.handle(AppEvent::Server(Box::new(
+            script.events().last().unwrap().clone(),
+        )));
+        assert_eq!(app.notice, None);
+    }
+
+    /// With nothing written, Home and End go to either end of the thread and `/` is not
+    /// typed; with a message, they edit it.
+    #[test]
+    fn home_end_and_slash_with_an_empty_composer() {
+        let mut script = Script::new();
+        script.user("hi");
+        let mut app = showing(&script);
+        app.take_scrolls();
+        key(&mut app, KeyCode::Home, KeyModifiers::NONE);
+        key(&mut app, KeyCode::End, KeyModifiers::NONE);
+        assert_eq!(
+            app.take_scrolls().unwrap().moves,
+            [Scroll::Top, Scroll::Bottom]
+        );
+        key(&mut app, KeyCode::Char('/'), KeyModifiers::NONE);
+        let thread = app.thread.as_ref().unwrap();
+        assert!(thread.composer.is_empty());
+        assert_eq!(reader::mode(thread), "search");
+        // Esc leaves the search, not the thread's turn.
+        assert_eq!(key(&mut app, KeyCode::Esc, KeyModifiers::NONE), []);
+        assert_eq!(reader::mode(app.thread.as_ref().unwrap()), "compose");
+        app.take_scrolls();
+        typed(&mut app, "a/b");
+        key(&mut app, KeyCode::Home, KeyModifiers::NONE);
+        assert_eq!(app.take_scrolls().unwrap().moves, []);
+        assert_eq!(app.thread.as_ref().unwrap().composer.cursor(), (0, 0));
     }
 }

@@ -131,6 +131,13 @@ impl Composer {
         self.browsing = None;
     }
 
+    /// Puts back a message that was not sent, to send again or change (it stays in the
+    /// history).
+    pub fn restore(&mut self, text: &str) {
+        self.browsing = None;
+        self.set_text(text);
+    }
+
     fn set_text(&mut self, text: &str) {
         self.lines = text.split('\n').map(str::to_owned).collect();
         self.row = self.lines.len() - 1;

@@ -2,8 +2,9 @@
 //! state is a function of the events, so each screen is exactly reproducible.
 #![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // tests and benchmarks stop at the first surprise
 
-use centaur_protocol::api::{ThreadList, ThreadSummary};
-use centaur_protocol::{Event, Harness, ThreadKey};
+use centaur_client::api::{Code, Failure};
+use centaur_protocol::api::{HarnessInfo, HarnessList, ThreadList, ThreadSummary};
+use centaur_protocol::{ErrorCode, Event, Harness, ThreadKey};
 use centaur_test_support::script::{Script, long_thread};
 use centaur_test_support::tui::app_following;
 use centaur_tui::app::{App, AppEvent, Start};
@@ -172,47 +173,202 @@ fn a_narrow_terminal() {
     insta::assert_snapshot!(screen(&mut app, 36, 30, script.now()));
 }
 
-#[test]
-fn the_thread_list_filters() {
-    highlight::load_now();
+/// A listed thread, active `minutes` ago.
+fn summary(
+    key: &str,
+    title: Option<&str>,
+    harness: Harness,
+    minutes: i64,
+    status: &str,
+    waiting_approvals: u32,
+) -> ThreadSummary {
     let now = Script::new().now();
-    let summary = |key: &str, harness: Harness, minutes: i64, status: &str| ThreadSummary {
+    ThreadSummary {
         thread_key: ThreadKey::parse(key).unwrap(),
         platform: key.split(':').next().unwrap().to_owned(),
         harness,
         persona: None,
         status: serde_json::from_value(serde_json::json!(status)).unwrap(),
-        title: None,
-        waiting_approvals: 0,
+        title: title.map(str::to_owned),
+        waiting_approvals,
         created_at: now - chrono::Duration::minutes(minutes + 5),
         last_activity_at: now - chrono::Duration::minutes(minutes),
         last_event_id: 12,
-    };
+    }
+}
+
+/// The thread list with four threads: titled or not, one waiting for two approvals, one
+/// whose last turn failed.
+fn listing() -> Tui {
+    highlight::load_now();
     let (app, _) = App::new("http://127.0.0.1:8080".into(), &Start::default());
     let mut app = Tui::from(app);
     app.handle(AppEvent::Threads(Ok(ThreadList {
         threads: vec![
             summary(
                 "slack:C024BE91L:1763804400.000100",
+                Some("Why does the nightly build time out?"),
                 Harness::Codex,
                 0,
                 "running",
+                2,
             ),
             summary(
                 "cli:0196f1c2-0000-7000-8000-000000000001",
+                Some("List the files, with sizes"),
                 Harness::Shell,
                 42,
                 "idle",
+                0,
             ),
-            summary("api:nightly-report", Harness::ClaudeCode, 60 * 26, "idle"),
+            summary(
+                "cli:0196f1c2-0000-7000-8000-000000000002",
+                Some("Deploy the staging branch"),
+                Harness::ClaudeCode,
+                50,
+                "failed",
+                0,
+            ),
+            summary(
+                "api:nightly-report",
+                None,
+                Harness::ClaudeCode,
+                60 * 26,
+                "idle",
+                0,
+            ),
         ],
         next_before: None,
     })));
-    insta::assert_snapshot!("threads_all", screen(&mut app, 90, 8, now));
+    app
+}
+
+/// Titles first, the key beside them; a badge on the thread waiting for approvals; the
+/// failed one says so. The filter matches titles; Enter on no match says so.
+#[test]
+fn the_thread_list_filters() {
+    let now = Script::new().now();
+    let mut app = listing();
+    insta::assert_snapshot!("threads_all", screen(&mut app, 100, 8, now));
     for c in "slack".chars() {
         press(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
     }
-    insta::assert_snapshot!("threads_filtered", screen(&mut app, 90, 8, now));
+    insta::assert_snapshot!("threads_filtered", screen(&mut app, 100, 8, now));
+    press(&mut app, KeyCode::Esc, KeyModifiers::NONE);
+    for c in "staging".chars() {
+        press(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
+    }
+    let by_title = screen(&mut app, 100, 8, now);
+    assert!(by_title.contains("Deploy the staging branch"), "{by_title}");
+    assert!(!by_title.contains("nightly"), "{by_title}");
+    press(&mut app, KeyCode::Char('x'), KeyModifiers::NONE);
+    press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+    insta::assert_snapshot!("threads_no_match", screen(&mut app, 100, 8, now));
+}
+
+/// On a narrow terminal the titles stay whole and the keys go.
+#[test]
+fn the_thread_list_on_a_narrow_terminal() {
+    let now = Script::new().now();
+    let mut app = listing();
+    insta::assert_snapshot!(screen(&mut app, 64, 8, now));
+}
+
+fn harness_list() -> HarnessList {
+    let info = |harness, reason: Option<&str>| HarnessInfo {
+        harness,
+        available: reason.is_none(),
+        unavailable_reason: reason.map(str::to_owned),
+    };
+    HarnessList {
+        harnesses: vec![
+            info(
+                Harness::Codex,
+                Some("needs an OpenAI key (`centaur dev keys`)"),
+            ),
+            info(
+                Harness::ClaudeCode,
+                Some("needs an Anthropic key (`centaur dev keys`)"),
+            ),
+            info(Harness::Amp, Some("needs an Amp key (`centaur dev keys`)")),
+            info(Harness::Shell, None),
+            info(Harness::Echo, None),
+        ],
+        default: Harness::Shell,
+    }
+}
+
+/// The picker starts on the server's default; harnesses without a key are dimmed with the
+/// reason, and Enter on one says it instead of opening a thread.
+#[test]
+fn the_harness_picker_says_what_cannot_run() {
+    let now = Script::new().now();
+    let mut app = listing();
+    app.handle(AppEvent::Harnesses(Ok(harness_list())));
+    press(&mut app, KeyCode::Char('n'), KeyModifiers::CONTROL);
+    insta::assert_snapshot!("picker", screen(&mut app, 90, 14, now));
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Up, KeyModifiers::NONE);
+    }
+    press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+    insta::assert_snapshot!("picker_refuses", screen(&mut app, 90, 14, now));
+}
+
+/// The server refused the turn for its harness: its sentence in the notice, the thread still
+/// new and the message back to send with another harness.
+#[test]
+fn a_refused_harness() {
+    highlight::load_now();
+    let (app, _) = App::new(
+        "http://127.0.0.1:8080".into(),
+        &Start {
+            harness: Some(Harness::Codex),
+            new_thread: true,
+            ..Start::default()
+        },
+    );
+    let mut app = Tui::from(app);
+    for c in "fix the flaky test".chars() {
+        press(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
+    }
+    press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+    let key = app.thread.as_ref().unwrap().key.clone();
+    app.handle(AppEvent::Executed {
+        key,
+        result: Err(Failure::Api {
+            code: Code::Known(ErrorCode::HarnessUnavailable),
+            message: "codex cannot run: it needs an OpenAI key (`centaur dev keys`)".into(),
+        }),
+    });
+    let text = screen(&mut app, 100, 10, Script::new().now());
+    // The key is made anew each run: shown as as many `#`.
+    let key = app.thread.as_ref().unwrap().key.to_string();
+    insta::assert_snapshot!(text.replace(&key, &format!("cli:{}", "#".repeat(key.len() - 4))));
+}
+
+/// Ctrl-P's policy and the thread's listed title in the status line.
+#[test]
+fn the_approval_policy_and_title_in_the_status_line() {
+    let mut script = Script::for_thread("api:nightly-report");
+    script.thread("shell");
+    script.user("make report");
+    script.completed("done");
+    let mut app = app_with(script.events());
+    app.handle(AppEvent::Threads(Ok(ThreadList {
+        threads: vec![summary(
+            "api:nightly-report",
+            Some("The nightly report"),
+            Harness::Shell,
+            1,
+            "idle",
+            0,
+        )],
+        next_before: None,
+    })));
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Char('p'), KeyModifiers::CONTROL);
+    }
+    insta::assert_snapshot!(screen(&mut app, 120, 12, script.now()));
 }
 
 #[test]
@@ -287,7 +443,12 @@ fn the_first_page_up_moves_one_page() {
     let bottom = screen(&mut app, 60, 24, now);
     assert!(bottom.contains("message 050"), "{bottom}");
     press(&mut app, KeyCode::PageUp, KeyModifiers::NONE);
-    let up = screen(&mut app, 60, 24, now);
+    // The transcript's rows (the status line names the thread by its first message).
+    let up: String = screen(&mut app, 60, 24, now)
+        .lines()
+        .take(20)
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(!up.contains("message 050"), "{up}");
     assert!(!up.contains("message 001"), "{up}");
     assert!(up.contains("message 040"), "{up}");

@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block as Frame_, Borders, Clear, Paragraph};
 
 use super::DIM;
+use crate::app::{App, Harnesses};
 
 /// `lines` in a titled box `width` wide in the middle of `area`, over what is there.
 fn draw_box(frame: &mut Frame, area: Rect, width: u16, title: &str, lines: Vec<Line>) {
@@ -26,26 +27,26 @@ fn draw_box(frame: &mut Frame, area: Rect, width: u16, title: &str, lines: Vec<L
     );
 }
 
-const HELP: &[(&str, &[(&str, &str)])] = &[
+/// Every key, by where it works: the left column, then the right.
+type Section = (&'static str, &'static [(&'static str, &'static str)]);
+
+const HELP_LEFT: &[Section] = &[
     (
-        "Thread",
+        "Message",
         &[
-            ("Enter", "send the message (steers the turn if one runs)"),
-            ("Shift+Enter, Alt+Enter, Ctrl-J", "new line"),
-            (
-                "↑ ↓",
-                "move in the message; history at its first or last line",
-            ),
+            ("Enter", "send (steers a running turn)"),
+            ("Shift/Alt+Enter", "new line (also Ctrl-J)"),
+            ("↑ ↓", "move; history at either end"),
             ("Esc", "interrupt the running turn"),
-            ("Ctrl-C", "interrupt; clear the message; twice: quit"),
-            ("PageUp PageDown, Shift+↑ ↓, wheel", "scroll"),
-            (
-                "Tab",
-                "pick a block to fold or open (j/k, Enter; Tab/Esc back)",
-            ),
+            ("Ctrl-C", "interrupt, clear; twice: quit"),
+            ("PgUp PgDn", "scroll; also Shift+↑ ↓, wheel"),
+            ("Home End", "top, bottom (nothing written)"),
+            ("/", "search (nothing written)"),
+            ("Tab", "read blocks (nothing written)"),
             ("Ctrl-O", "open or fold every block"),
+            ("Ctrl-P", "approval policy of the thread"),
             ("Ctrl-T", "threads"),
-            ("Ctrl-N", "new thread (choose the harness)"),
+            ("Ctrl-N", "new thread: pick a harness"),
         ],
     ),
     (
@@ -56,33 +57,92 @@ const HELP: &[(&str, &[(&str, &str)])] = &[
             ("n or d", "deny"),
         ],
     ),
+];
+
+const HELP_RIGHT: &[Section] = &[
+    (
+        "Reading (Tab)",
+        &[
+            ("j k, ↑ ↓", "previous, next block"),
+            ("Enter, Space", "fold or open the block"),
+            ("g Home, G End", "top, bottom"),
+            ("/", "search the thread"),
+            ("n N", "next, previous match"),
+            ("y", "copy it (OSC 52, else a file)"),
+            ("m", "command output as Markdown"),
+            ("Esc, Tab", "back to the message"),
+        ],
+    ),
     (
         "Threads",
         &[
-            ("type", "filter (every word must match)"),
+            ("type", "filter: title, key, harness…"),
             ("↑ ↓ Enter", "choose and open"),
             ("Ctrl-R, F5", "refresh"),
-            ("Esc", "clear the filter, or back to the thread"),
+            ("Esc", "clear the filter, or back"),
         ],
     ),
-    ("Anywhere", &[("F1, ?", "this help (any key closes it)")]),
+    (
+        "New thread (Ctrl-N)",
+        &[
+            ("↑ ↓ Enter", "pick; dimmed ones cannot run"),
+            ("Esc", "cancel"),
+        ],
+    ),
 ];
 
-pub fn help(frame: &mut Frame, area: Rect) {
+const KEY_WIDTH: usize = 16;
+const WHAT_WIDTH: usize = 29;
+
+fn help_lines(sections: &[Section]) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
-    for (section, keys) in HELP {
+    for (section, keys) in sections {
         if !lines.is_empty() {
             lines.push(Line::default());
         }
         lines.push(Line::styled(*section, Style::new().bold().cyan()));
         for (key, what) in *keys {
             lines.push(Line::from(vec![
-                Span::styled(format!("  {key:<34}"), Style::new().bold()),
-                Span::raw(*what),
+                Span::styled(format!(" {key:<KEY_WIDTH$}"), Style::new().bold()),
+                Span::raw(format!("{what:<WHAT_WIDTH$}")),
             ]));
         }
     }
-    draw_box(frame, area, 96, " Keys · any key closes ", lines);
+    lines
+}
+
+/// Every key, in two columns where they fit side by side.
+pub fn help(frame: &mut Frame, area: Rect) {
+    let (left, right) = (help_lines(HELP_LEFT), help_lines(HELP_RIGHT));
+    let column = 1 + KEY_WIDTH + WHAT_WIDTH;
+    let two_columns = area.width as usize >= 2 * column + 4;
+    let (lines, width) = if two_columns {
+        let rows = left.len().max(right.len());
+        let mut left = left.into_iter();
+        let mut right = right.into_iter();
+        let lines = (0..rows)
+            .map(|_| {
+                let mut spans = left.next().unwrap_or_default().spans;
+                let used: usize = spans.iter().map(Span::width).sum();
+                spans.push(Span::raw(" ".repeat(column + 2 - used)));
+                spans.extend(right.next().unwrap_or_default().spans);
+                Line::from(spans)
+            })
+            .collect();
+        (lines, 2 * column + 4)
+    } else {
+        let mut lines = left;
+        lines.push(Line::default());
+        lines.extend(right);
+        (lines, column + 2)
+    };
+    draw_box(
+        frame,
+        area,
+        width as u16,
+        " Keys · F1 or ? shows them · any key closes ",
+        lines,
+    );
 }
 
 fn harness_note(harness: Harness) -> &'static str {
@@ -95,22 +155,44 @@ fn harness_note(harness: Harness) -> &'static str {
     }
 }
 
-pub fn picker(frame: &mut Frame, area: Rect, selected: usize) {
-    let lines: Vec<Line> = Harness::ALL
+/// The harnesses offered for a new thread; one that cannot run is dimmed, with the reason.
+pub fn picker(frame: &mut Frame, area: Rect, app: &App, selected: Harness) {
+    let mut lines: Vec<Line> = app
+        .offered_harnesses()
         .iter()
-        .enumerate()
-        .map(|(i, harness)| {
-            let line = Line::from(vec![
-                Span::styled(format!(" {:<12}", harness.as_str()), Style::new().bold()),
-                Span::styled(harness_note(*harness), DIM),
-            ]);
-            if i == selected {
+        .map(|info| {
+            let line = if info.available {
+                Line::from(vec![
+                    Span::styled(
+                        format!(" {:<12}", info.harness.as_str()),
+                        Style::new().bold(),
+                    ),
+                    Span::styled(harness_note(info.harness), DIM),
+                ])
+            } else {
+                let reason = info
+                    .unavailable_reason
+                    .as_deref()
+                    .unwrap_or("the server cannot run it");
+                Line::from(vec![
+                    Span::styled(format!(" {:<12}", info.harness.as_str()), DIM),
+                    Span::styled(format!("✗ {reason}"), DIM),
+                ])
+            };
+            if info.harness == selected {
                 line.patch_style(Style::new().reversed())
             } else {
                 line
             }
         })
         .collect();
+    if let Harnesses::Unknown(error) = &app.harnesses {
+        lines.push(Line::default());
+        lines.push(Line::styled(
+            format!(" The server did not say which can run: {error}"),
+            DIM,
+        ));
+    }
     draw_box(
         frame,
         area,
