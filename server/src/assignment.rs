@@ -32,7 +32,7 @@ use crate::auth::mint_sandbox_token;
 use crate::db::stored;
 use crate::egress::{self, EgressError};
 use crate::error::{ApiError, ApiResult, unique_violation};
-use crate::events::{NewEvent, append};
+use crate::events::{NewEvent, append, append_quietly};
 use crate::executions::finish_in;
 use crate::sandbox::{SandboxError, SandboxSpec};
 use crate::threads::{self, ThreadRow};
@@ -52,6 +52,15 @@ pub async fn spawn(state: &AppState, request: &SpawnRequest) -> ApiResult<SpawnR
     {
         return Ok(answer);
     }
+    // A harness that cannot run is refused before the thread is created.
+    let harness = match request.harness {
+        Some(harness) => harness,
+        None => match threads::find_optional(state, &request.thread_key).await? {
+            Some(thread) => thread.harness()?,
+            None => state.config.default_harness,
+        },
+    };
+    crate::harnesses::require(state, harness)?;
     let (thread, created) = threads::ensure(
         state,
         &request.thread_key,
@@ -575,6 +584,9 @@ pub async fn release_ending(
             sandbox_id: None,
         });
     }
+    // A sweep's release (a sandbox gone with the stack's shutdown, or idle) is not the thread's
+    // own work: it leaves its last activity alone.
+    let quietly = only.is_some();
     let mut new_events = Vec::new();
     // An execution goes too, even one that lost its sandbox to a concurrent release.
     if let Some(execution_id) = held.active {
@@ -585,7 +597,7 @@ pub async fn release_ending(
         );
     }
     let Some(sandbox_id) = held.live else {
-        let events = append(&mut tx, &thread.as_ref(), &new_events).await?;
+        let events = append_for_release(&mut tx, thread, &new_events, quietly).await?;
         tx.commit().await?;
         state.hub.publish(thread.id, events);
         return Ok(ReleaseResponse {
@@ -605,7 +617,7 @@ pub async fn release_ending(
         sandbox_id,
         reason: reason.to_owned(),
     }));
-    let events = append(&mut tx, &thread.as_ref(), &new_events).await?;
+    let events = append_for_release(&mut tx, thread, &new_events, quietly).await?;
     tx.commit().await?;
     state.hub.publish(thread.id, events);
     give_back(state, sandbox_id, reason).await;
@@ -614,6 +626,19 @@ pub async fn release_ending(
         released: true,
         sandbox_id: Some(sandbox_id),
     })
+}
+
+async fn append_for_release(
+    tx: &mut sqlx::PgConnection,
+    thread: &ThreadRow,
+    events: &[NewEvent],
+    quietly: bool,
+) -> sqlx::Result<Vec<crate::events::StoredEvent>> {
+    if quietly {
+        append_quietly(tx, &thread.as_ref(), events).await
+    } else {
+        append(tx, &thread.as_ref(), events).await
+    }
 }
 
 /// What a release found, with the rows locked.

@@ -94,6 +94,13 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_HARNESS_ENV_FILE")]
     pub harness_env_file: Option<PathBuf>,
 
+    /// Why a harness cannot run, as `harness=reason` pairs separated by `;` (so a reason
+    /// cannot hold a `;`), for example `codex=needs an OpenAI key (`centaur dev keys`)`. The
+    /// reason follows the harness's name in `GET /agent/harnesses` and in the refusal of a
+    /// turn; a harness without one gets a sentence naming its missing CLI.
+    #[arg(long, env = "CENTAUR_HARNESS_HINTS", value_delimiter = ';', value_parser = parse_harness_hint)]
+    pub harness_hints: Vec<(Harness, String)>,
+
     /// Ready sandboxes kept per warm harness.
     #[arg(long, env = "CENTAUR_WARM_POOL", default_value_t = 0)]
     pub warm_pool: usize,
@@ -271,6 +278,32 @@ pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), KeyValueError
     Ok((key.to_owned(), value.to_owned()))
 }
 
+/// A `harness=reason` hint that is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessHintError {
+    #[error("`{0}` is not harness=reason")]
+    NoEquals(String),
+    #[error("`{0}`: {1}")]
+    UnknownHarness(String, UnknownName),
+    #[error("the hint for {0} is empty")]
+    Empty(Harness),
+}
+
+fn parse_harness_hint(s: &str) -> Result<(Harness, String), HarnessHintError> {
+    let (name, reason) = s
+        .split_once('=')
+        .ok_or_else(|| HarnessHintError::NoEquals(s.to_owned()))?;
+    let harness: Harness = name
+        .trim()
+        .parse()
+        .map_err(|e| HarnessHintError::UnknownHarness(s.to_owned(), e))?;
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(HarnessHintError::Empty(harness));
+    }
+    Ok((harness, reason.to_owned()))
+}
+
 /// An approval policy that is none of `never`, `on-request`, `always`.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -379,5 +412,45 @@ impl Config {
             per_caller: self.max_streams_per_token,
             total: self.max_streams,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(hints: &str) -> Result<Config, clap::Error> {
+        Config::try_parse_from([
+            "centaur-server",
+            "--database-url",
+            "postgres://x",
+            "--harness-hints",
+            hints,
+        ])
+    }
+
+    #[test]
+    fn harness_hints_are_harness_reason_pairs_separated_by_semicolons() {
+        let config = parse(
+            "codex=needs an OpenAI key (`centaur dev keys`);claude-code= needs an Anthropic key, \
+             then a restart ",
+        )
+        .unwrap();
+        assert_eq!(
+            config.harness_hints,
+            vec![
+                (
+                    Harness::Codex,
+                    "needs an OpenAI key (`centaur dev keys`)".to_owned()
+                ),
+                (
+                    Harness::ClaudeCode,
+                    "needs an Anthropic key, then a restart".to_owned()
+                ),
+            ]
+        );
+        assert!(parse("cobol=needs a mainframe").is_err());
+        assert!(parse("codex needs a key").is_err());
+        assert!(parse("codex=  ").is_err());
     }
 }

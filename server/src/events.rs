@@ -92,13 +92,45 @@ fn with_event_id(event_id: i64, envelope: &str) -> String {
     format!("{{\"event_id\":{event_id},{}", &envelope[1..])
 }
 
+/// Whether an event is the thread's own work, which moves its `last_activity_at`: messages,
+/// turns and their events, approvals. A sandbox coming or going is not: a thread released at
+/// the stack's shutdown, or given a sandbox, was not active.
+fn is_activity(body: &EventBody) -> bool {
+    !matches!(
+        body,
+        EventBody::SandboxAssigned { .. } | EventBody::SandboxReleased { .. }
+    )
+}
+
 /// Appends `events` to the thread inside the caller's transaction, in one statement: the
-/// thread's counter is bumped (locking its row until commit) and the events inserted. Publish
-/// the result to the hub after the transaction commits.
+/// thread's counter is bumped (locking its row until commit) and the events inserted, and its
+/// `last_activity_at` moves if one of them is the thread's own work. Publish the result to
+/// the hub after the transaction commits.
 pub async fn append(
     conn: &mut PgConnection,
     thread: &ThreadRef,
     events: &[NewEvent],
+) -> sqlx::Result<Vec<StoredEvent>> {
+    let activity = events.iter().any(|event| is_activity(&event.body));
+    append_as(conn, thread, events, activity).await
+}
+
+/// Like [`append`], leaving `last_activity_at` alone whatever the events: for what the server
+/// does to a thread on its own (the reaper ending a turn whose sandbox is gone, at a restart
+/// after the stack's shutdown, or releasing an idle sandbox).
+pub async fn append_quietly(
+    conn: &mut PgConnection,
+    thread: &ThreadRef,
+    events: &[NewEvent],
+) -> sqlx::Result<Vec<StoredEvent>> {
+    append_as(conn, thread, events, false).await
+}
+
+async fn append_as(
+    conn: &mut PgConnection,
+    thread: &ThreadRef,
+    events: &[NewEvent],
+    activity: bool,
 ) -> sqlx::Result<Vec<StoredEvent>> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -124,7 +156,8 @@ pub async fn append(
     let last: i64 = sqlx::query_scalar(
         "WITH bump AS ( \
              UPDATE threads SET last_event_id = last_event_id + cardinality($2::text[]), \
-                                last_activity_at = now() \
+                                last_activity_at = CASE WHEN $6 THEN now() \
+                                                        ELSE last_activity_at END \
              WHERE id = $1 RETURNING last_event_id), \
          inserted AS ( \
              INSERT INTO events (thread_id, event_id, execution_id, type, data, created_at) \
@@ -140,6 +173,7 @@ pub async fn append(
     .bind(&execution_ids)
     .bind(&envelopes)
     .bind(created_at)
+    .bind(activity)
     .fetch_one(&mut *conn)
     .await?;
     let first = last - events.len() as i64 + 1;

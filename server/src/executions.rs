@@ -67,6 +67,21 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
         ));
     }
 
+    // A harness that cannot run is refused before anything is stored (a retry of a turn
+    // already queued gets its answer, though).
+    let existing = threads::find_optional(state, &request.thread_key).await?;
+    if let (Some(thread), Some(key)) = (&existing, &request.idempotency_key)
+        && let Some(previous) = by_idempotency_key(state, thread.id, key).await?
+    {
+        return Ok(previous);
+    }
+    let harness = match (request.harness, &existing) {
+        (Some(harness), _) => harness,
+        (None, Some(thread)) => thread.harness()?,
+        (None, None) => state.config.default_harness,
+    };
+    crate::harnesses::require(state, harness)?;
+
     // Without a message there must be a thread to run; with one, it is created.
     let (thread, created) = match request.message {
         Some(_) => threads::ensure(state, &request.thread_key, request.harness, None).await?,
@@ -162,6 +177,7 @@ async fn queue(
         .bind(events[0].event_id)
         .execute(&mut *tx)
         .await?;
+        threads::set_title_if_none(&mut tx, thread.id, text).await?;
     }
     tx.commit().await?;
     state.hub.publish(thread.id, events);

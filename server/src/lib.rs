@@ -18,6 +18,7 @@
 //! - [`events`]: the event log: appending to a thread, reading it back.
 //! - [`executions`]: an execution's lifecycle, from queued to its one terminal event.
 //! - [`extract`]: request extractors that answer malformed requests with JSON errors.
+//! - [`harnesses`]: which harnesses can run a turn here, and refusing those that cannot.
 //! - [`hub`]: live delivery of committed events to this replica's streams.
 //! - [`logging`]: the tracing subscriber.
 //! - [`messages`]: messages posted to threads.
@@ -44,6 +45,7 @@ pub mod error;
 pub mod events;
 pub mod executions;
 pub mod extract;
+pub mod harnesses;
 pub mod hub;
 pub mod logging;
 pub mod messages;

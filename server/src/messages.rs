@@ -74,6 +74,9 @@ pub async fn post(state: &AppState, request: MessageRequest) -> ApiResult<Messag
             other?;
         }
     }
+    if role == Role::User {
+        threads::set_title_if_none(&mut tx, thread.id, &request.text).await?;
+    }
     tx.commit().await?;
     state.hub.publish(thread.id, events);
     Ok(MessageResponse {

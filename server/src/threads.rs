@@ -50,15 +50,21 @@ impl ThreadRow {
 
 /// The thread, or 404.
 pub async fn find(state: &AppState, key: &ThreadKey) -> ApiResult<ThreadRow> {
-    sqlx::query_as::<_, ThreadRow>(concat!(
+    find_optional(state, key)
+        .await?
+        .ok_or_else(|| ApiError::thread_not_found(key.as_str()))
+}
+
+/// The thread, if it exists.
+pub async fn find_optional(state: &AppState, key: &ThreadKey) -> ApiResult<Option<ThreadRow>> {
+    Ok(sqlx::query_as::<_, ThreadRow>(concat!(
         "SELECT ",
         thread_columns!(),
         " FROM threads WHERE thread_key = $1"
     ))
     .bind(key.as_str())
     .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(|| ApiError::thread_not_found(key.as_str()))
+    .await?)
 }
 
 /// The thread, created (with its `thread.created` event) if it does not exist yet, and whether
@@ -159,57 +165,89 @@ pub async fn delete_unused_thread(
     Ok(true)
 }
 
+/// The longest title, in characters (a longer first line is cut, with an ellipsis).
+pub const MAX_TITLE_CHARS: usize = 80;
+
+/// A thread's title from its first user message: the first line that is not blank, its
+/// whitespace collapsed, at most [`MAX_TITLE_CHARS`] characters (cut with "…"). `None` for a
+/// text with no such line. The migration that added titles computes the same in SQL.
+pub fn title_of(text: &str) -> Option<String> {
+    let line = text.lines().find(|line| !line.trim().is_empty())?;
+    let collapsed = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.chars().count() <= MAX_TITLE_CHARS {
+        return Some(collapsed);
+    }
+    let mut cut: String = collapsed.chars().take(MAX_TITLE_CHARS - 1).collect();
+    cut.push('…');
+    Some(cut)
+}
+
+/// Gives the thread its title from `text`, a user message stored in the same transaction,
+/// unless it has one (from an earlier message).
+pub async fn set_title_if_none(
+    conn: &mut sqlx::PgConnection,
+    thread_id: i64,
+    text: &str,
+) -> sqlx::Result<()> {
+    let Some(title) = title_of(text) else {
+        return Ok(());
+    };
+    sqlx::query("UPDATE threads SET title = $2 WHERE id = $1 AND title IS NULL")
+        .bind(thread_id)
+        .bind(title)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
     #[sqlx(flatten)]
     thread: ThreadRow,
-    active_status: Option<String>,
+    title: Option<String>,
+    /// The status of the thread's newest execution (a queued or running one is always the
+    /// newest: a thread has at most one, and none is queued while it runs).
+    last_status: Option<String>,
+    waiting_approvals: i64,
 }
 
 macro_rules! summary_select {
     () => {
         "SELECT t.id, t.thread_key, t.platform, t.harness, t.persona, \
-     t.last_event_id, t.created_at, t.last_activity_at, \
+     t.last_event_id, t.created_at, t.last_activity_at, t.title, \
      (SELECT e.status FROM executions e WHERE e.thread_id = t.id \
-      AND e.status IN ('queued', 'running') LIMIT 1) AS active_status FROM threads t"
+      ORDER BY e.created_at DESC, e.id DESC LIMIT 1) AS last_status, \
+     (SELECT count(*) FROM approvals a WHERE a.thread_id = t.id \
+      AND a.status = 'pending') AS waiting_approvals FROM threads t"
     };
 }
 
+/// Whether the thread has work in flight, from its newest execution's status; `failed` when
+/// nothing is in flight and that execution failed.
+fn thread_status(last: Option<ExecutionStatus>) -> ThreadStatus {
+    match last {
+        None | Some(ExecutionStatus::Completed | ExecutionStatus::Cancelled) => ThreadStatus::Idle,
+        Some(ExecutionStatus::Queued) => ThreadStatus::Queued,
+        Some(ExecutionStatus::Running) => ThreadStatus::Running,
+        Some(ExecutionStatus::Failed) => ThreadStatus::Failed,
+    }
+}
+
 fn summary(row: SummaryRow) -> ApiResult<ThreadSummary> {
-    let active: Option<ExecutionStatus> = row
-        .active_status
+    let last: Option<ExecutionStatus> = row
+        .last_status
         .as_deref()
         .map(|status| stored("executions.status", status))
         .transpose()?;
-    let status = match active {
-        None => ThreadStatus::Idle,
-        Some(ExecutionStatus::Queued) => ThreadStatus::Queued,
-        Some(ExecutionStatus::Running) => ThreadStatus::Running,
-        // The query picks only queued and running executions.
-        Some(
-            ended @ (ExecutionStatus::Completed
-            | ExecutionStatus::Failed
-            | ExecutionStatus::Cancelled),
-        ) => {
-            return Err(ApiError::Internal(
-                UnknownStored {
-                    column: "executions.status",
-                    value: ended.as_str().to_owned(),
-                    reason: "an ended execution is not active".to_owned(),
-                }
-                .into(),
-            ));
-        }
-    };
     let thread = row.thread;
     Ok(ThreadSummary {
         thread_key: thread.key(),
         harness: thread.harness()?,
         platform: thread.platform,
         persona: thread.persona,
-        status,
-        title: None,
-        waiting_approvals: 0,
+        status: thread_status(last),
+        title: row.title,
+        waiting_approvals: u32::try_from(row.waiting_approvals).unwrap_or(u32::MAX),
         created_at: thread.created_at,
         last_activity_at: thread.last_activity_at,
         last_event_id: thread.last_event_id,
@@ -328,5 +366,33 @@ impl ExecutionRow {
             error: self.error,
             cancel_reason: self.cancel_reason,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_title_is_the_first_line_that_is_not_blank_with_its_whitespace_collapsed() {
+        assert_eq!(
+            title_of("\n  \t\n  fix   the\tbuild  \nand then the tests").as_deref(),
+            Some("fix the build")
+        );
+        assert_eq!(
+            title_of("echo x; exit 3").as_deref(),
+            Some("echo x; exit 3")
+        );
+        assert_eq!(title_of(" \n\t\n"), None);
+    }
+
+    #[test]
+    fn a_long_title_is_cut_to_80_characters_on_a_character_boundary() {
+        let exact = "é".repeat(MAX_TITLE_CHARS);
+        assert_eq!(title_of(&exact).as_deref(), Some(exact.as_str()));
+        let long = format!("{}ü{}", "é".repeat(78), "x".repeat(10));
+        let title = title_of(&long).unwrap();
+        assert_eq!(title.chars().count(), MAX_TITLE_CHARS);
+        assert_eq!(title, format!("{}ü…", "é".repeat(78)));
     }
 }

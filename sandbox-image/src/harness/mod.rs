@@ -47,7 +47,7 @@ pub trait Harness: Send {
 pub fn for_kind(kind: Kind, sandbox: &Sandbox) -> Box<dyn Harness> {
     match kind {
         Kind::Echo => Box::new(Echo),
-        Kind::Shell => Box::new(Shell),
+        Kind::Shell => Box::new(Shell::default()),
         Kind::Codex => Box::new(Codex::new(sandbox)),
         Kind::ClaudeCode => Box::new(ClaudeCode::new(sandbox)),
         Kind::Amp => Box::new(Amp::new(sandbox)),

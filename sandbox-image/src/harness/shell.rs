@@ -1,18 +1,26 @@
 //! `shell`: each user message runs in bash in the workspace. Output streams as
 //! `command.output`; the execution's result is the output, with a non-zero exit status said
-//! at its end.
+//! at its end. A command that exits non-zero (or dies by a signal) fails the turn, and the
+//! turn's later messages are not run.
 
+use std::collections::HashSet;
 use std::process::Stdio;
 
 use async_trait::async_trait;
 use centaur_protocol::runner::{ApprovalPolicy, Finish};
-use centaur_protocol::{ApprovalKind, EventBody};
+use centaur_protocol::{ApprovalKind, ApprovalResolution, EventBody};
 use tokio::io::AsyncReadExt;
 
 use super::Harness;
 use crate::turn::Turn;
 
-pub struct Shell;
+/// The shell harness, for the life of its sandbox.
+#[derive(Default)]
+pub struct Shell {
+    /// Commands a person approved for the session (kind and text): the same command runs
+    /// again in this sandbox without asking.
+    approved_for_session: HashSet<(&'static str, String)>,
+}
 
 /// The result text keeps at most this much output (the events carry all of it).
 const MAX_RESULT_BYTES: usize = 256 * 1024;
@@ -23,7 +31,10 @@ impl Harness for Shell {
         let mut result = String::new();
         let commands: Vec<String> = turn.input.iter().map(|m| m.text.clone()).collect();
         for (index, command) in commands.into_iter().enumerate() {
-            if turn.sandbox.approval_policy == ApprovalPolicy::Always {
+            let remembered = (ApprovalKind::Command.as_str(), command.clone());
+            if turn.sandbox.approval_policy == ApprovalPolicy::Always
+                && !self.approved_for_session.contains(&remembered)
+            {
                 let verdict = turn
                     .approval(
                         ApprovalKind::Command,
@@ -31,6 +42,9 @@ impl Harness for Shell {
                         serde_json::json!({"command": command, "cwd": turn.sandbox.workspace}),
                     )
                     .await;
+                if matches!(verdict, ApprovalResolution::ApproveForSession) {
+                    self.approved_for_session.insert(remembered);
+                }
                 if !crate::turn::approved(verdict) {
                     return if turn.cancelled.is_cancelled() {
                         Finish::Cancelled {
@@ -51,10 +65,22 @@ impl Harness for Shell {
                         if !result.is_empty() && !result.ends_with('\n') {
                             result.push('\n');
                         }
-                        match code {
-                            Some(code) => result.push_str(&format!("[exit status {code}]\n")),
-                            None => result.push_str("[killed by a signal]\n"),
-                        }
+                        let (said, error) = match code {
+                            Some(code) => (
+                                format!("[exit status {code}]\n"),
+                                format!("exited with status {code}"),
+                            ),
+                            None => (
+                                "[killed by a signal]\n".to_owned(),
+                                "was killed by a signal".to_owned(),
+                            ),
+                        };
+                        result.push_str(&said);
+                        // The turn stops here: its later messages are not run.
+                        return Finish::Failed {
+                            error: format!("`{}` {error}", first_line(&command)),
+                            output: Some(shortened(result)),
+                        };
                     }
                 }
                 Err(Stop::Cancelled) => {
@@ -70,18 +96,23 @@ impl Harness for Shell {
                 }
             }
         }
-        if result.len() > MAX_RESULT_BYTES {
-            let mut cut = MAX_RESULT_BYTES;
-            while !result.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            result.truncate(cut);
-            result.push_str("\n[output truncated]\n");
-        }
         Finish::Completed {
-            result_text: result,
+            result_text: shortened(result),
         }
     }
+}
+
+/// The result text, cut to [`MAX_RESULT_BYTES`] with a note when longer.
+fn shortened(mut result: String) -> String {
+    if result.len() > MAX_RESULT_BYTES {
+        let mut cut = MAX_RESULT_BYTES;
+        while !result.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        result.truncate(cut);
+        result.push_str("\n[output truncated]\n");
+    }
+    result
 }
 
 enum Stop {

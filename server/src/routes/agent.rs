@@ -1,24 +1,34 @@
-//! `POST /agent/spawn`, `/agent/message`, `/agent/execute`.
+//! `POST /agent/spawn`, `/agent/message`, `/agent/execute`; `GET /agent/harnesses`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use centaur_protocol::api::{
-    ExecuteRequest, ExecuteResponse, MessageRequest, MessageResponse, SpawnRequest, SpawnResponse,
+    ExecuteRequest, ExecuteResponse, HarnessList, MessageRequest, MessageResponse, SpawnRequest,
+    SpawnResponse,
 };
 
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::{assignment, executions, messages};
+use crate::{assignment, executions, harnesses, messages};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/agent/spawn", post(spawn))
         .route("/agent/message", post(message))
         .route("/agent/execute", post(execute))
+        .route("/agent/harnesses", get(list_harnesses))
+}
+
+async fn list_harnesses(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<Json<HarnessList>> {
+    principal.require_user()?;
+    Ok(Json(harnesses::list(&state)))
 }
 
 #[tracing::instrument(skip_all, fields(thread_key = %request.thread_key))]

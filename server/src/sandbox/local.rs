@@ -39,7 +39,7 @@ use tokio::process::ChildStdin;
 use uuid::Uuid;
 
 use super::host_user::{HostUser, HostUsers};
-use super::{NotAttachable, SandboxBackend, SandboxError, SandboxSpec, SandboxState};
+use super::{CliLocation, NotAttachable, SandboxBackend, SandboxError, SandboxSpec, SandboxState};
 
 /// How long a runner may take to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -55,6 +55,10 @@ const PROXY_DIR: &str = "/run/centaur/proxy";
 const RUNNER: &str = "/opt/centaur/bin/centaur-runner";
 const HARNESS_DIR: &str = "/opt/centaur/harness";
 const CA_FILE: &str = "/etc/centaur/ca.pem";
+/// The sandbox's `PATH` after the harness folder's `bin`: the host's system, mounted as is.
+const SYSTEM_PATH: [&str; 3] = ["/usr/local/bin", "/usr/bin", "/bin"];
+/// Where the host's system is mounted at the same path inside.
+const SYSTEM_MOUNTS: [&str; 5] = ["/usr", "/bin", "/lib", "/lib64", "/sbin"];
 const WORKSPACE: &str = "/workspace";
 
 #[derive(Clone, Debug)]
@@ -489,7 +493,7 @@ impl LocalBackend {
     /// The runner's environment, from nothing.
     fn environment(&self, a: &mut Args, proxied: bool) {
         let o = &self.options;
-        let mut path = String::from("/usr/local/bin:/usr/bin:/bin");
+        let mut path = SYSTEM_PATH.join(":");
         if o.harness_dir.is_some() {
             path = format!("{HARNESS_DIR}/bin:{path}");
         }
@@ -1282,6 +1286,41 @@ impl SandboxBackend for LocalBackend {
         is_runner_of(bwrap, pid)
     }
 
+    fn locate_cli(&self, program: &str) -> CliLocation {
+        let inside = Path::new(program);
+        if inside.is_absolute() {
+            if let Ok(rest) = inside.strip_prefix(HARNESS_DIR) {
+                return match &self.options.harness_dir {
+                    Some(dir) => found_or_missing(dir.join(rest)),
+                    None => CliLocation::Missing(format!("{program}, with no CENTAUR_HARNESS_DIR")),
+                };
+            }
+            if SYSTEM_MOUNTS.iter().any(|mount| inside.starts_with(mount)) {
+                return found_or_missing(inside.to_owned());
+            }
+            // Somewhere the server does not see (the workspace).
+            return CliLocation::Unseen;
+        }
+        if program.contains('/') {
+            return CliLocation::Unseen;
+        }
+        let harness_bin = self.options.harness_dir.as_ref().map(|dir| dir.join("bin"));
+        let found = harness_bin
+            .iter()
+            .cloned()
+            .chain(SYSTEM_PATH.iter().map(PathBuf::from))
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file());
+        match (found, harness_bin) {
+            (Some(path), _) => CliLocation::Found(path),
+            (None, Some(bin)) => CliLocation::Missing(bin.join(program).display().to_string()),
+            (None, None) => CliLocation::Missing(format!(
+                "no CENTAUR_HARNESS_DIR, and no {program} in {}",
+                SYSTEM_PATH.join(":")
+            )),
+        }
+    }
+
     async fn why_stopped(&self, sandbox_id: Uuid) -> Option<String> {
         let workspace = {
             let running = self.running.lock().expect("running lock");
@@ -1312,6 +1351,14 @@ impl SandboxBackend for LocalBackend {
         for id in ids {
             let _ = self.stop(id, "the server is shutting down").await;
         }
+    }
+}
+
+fn found_or_missing(path: PathBuf) -> CliLocation {
+    if path.is_file() {
+        CliLocation::Found(path)
+    } else {
+        CliLocation::Missing(path.display().to_string())
     }
 }
 

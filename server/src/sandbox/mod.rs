@@ -23,6 +23,7 @@ mod seccomp;
 pub mod warm;
 
 use std::fmt;
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use centaur_protocol::Harness;
@@ -113,6 +114,17 @@ pub enum NotAttachable {
     AlreadyAttached,
 }
 
+/// Where a sandbox would find a harness CLI, as the server sees it (a cheap look: a stat).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CliLocation {
+    /// The sandboxes bring their own CLIs (an image built with them); the server cannot look.
+    Unseen,
+    /// There, on this machine.
+    Found(PathBuf),
+    /// Not there: where the sandbox would look, as a sentence's end (`/x/bin/codex`).
+    Missing(String),
+}
+
 /// How the server starts, watches and stops sandboxes. A sandbox is created, becomes
 /// [ready](SandboxBackend::ready), serves its thread (a warm one once it is
 /// [attached](SandboxBackend::attach)) and is stopped; [`SandboxBackend::list`] lets the reaper
@@ -159,7 +171,7 @@ pub trait SandboxBackend: Send + Sync + 'static {
 
     /// A Unix socket the server should serve the runner API on, for sandboxes that reach it
     /// that way.
-    fn runner_socket(&self) -> Option<std::path::PathBuf> {
+    fn runner_socket(&self) -> Option<PathBuf> {
         None
     }
 
@@ -168,6 +180,12 @@ pub trait SandboxBackend: Send + Sync + 'static {
     /// code the runner runs may not, even if it learned the token.
     fn is_runner(&self, _sandbox_id: Uuid, _pid: u32) -> bool {
         false
+    }
+
+    /// Where this backend's sandboxes would find the harness CLI `program` (a name looked up
+    /// on the sandbox's `PATH`, or a path inside the sandbox), as far as the server can see.
+    fn locate_cli(&self, _program: &str) -> CliLocation {
+        CliLocation::Unseen
     }
 
     /// Why the backend stopped a sandbox itself (a cap it exceeded), if it did.

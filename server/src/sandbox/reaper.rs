@@ -24,7 +24,9 @@ struct Live {
     id: Uuid,
     thread_key: String,
     created_at: DateTime<Utc>,
-    last_activity_at: DateTime<Utc>,
+    /// The thread's last activity, or the sandbox's start if later (getting a sandbox is not
+    /// activity, but a new sandbox is not idle).
+    idle_since: DateTime<Utc>,
     busy: bool,
     /// Another replica's, that replica dead; `None` for this replica's own.
     dead_owner: Option<String>,
@@ -84,7 +86,8 @@ async fn sweep(state: &AppState) -> Result<(), SweepError> {
 /// recorded), and those of replicas not seen for too long.
 async fn judged_here(state: &AppState) -> Result<Vec<Live>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT s.id, t.thread_key, s.created_at, t.last_activity_at, \
+        "SELECT s.id, t.thread_key, s.created_at, \
+           GREATEST(t.last_activity_at, s.created_at) AS idle_since, \
            EXISTS (SELECT 1 FROM executions e WHERE e.thread_id = t.id \
                    AND e.status IN ('queued', 'running')) AS busy, \
            CASE WHEN s.owner IS NULL OR s.owner = $2 THEN NULL ELSE s.owner END AS dead_owner \
@@ -134,7 +137,7 @@ async fn judge(state: &AppState, sandbox: &Live) -> Option<Verdict> {
     let lifetime = chrono::Duration::seconds(state.config.sandbox_max_lifetime_secs as i64);
     let reason = if sandbox.busy {
         None
-    } else if now - sandbox.last_activity_at > idle {
+    } else if now - sandbox.idle_since > idle {
         Some(format!(
             "idle for more than {} s",
             state.config.sandbox_idle_secs
@@ -173,7 +176,7 @@ async fn release(state: &AppState, sandbox: &Live, verdict: Verdict) -> Result<(
     };
     let only = assignment::ReleaseIf {
         sandbox_id: sandbox.id,
-        idle_since: (!died).then_some(sandbox.last_activity_at),
+        idle_since: (!died).then_some(sandbox.idle_since),
     };
     assignment::release_ending(state, &thread, &reason, ending, Some(only)).await?;
     Ok(())

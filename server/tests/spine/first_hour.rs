@@ -1,2 +1,346 @@
 //! The first hour (issue 14), from the server's side: harnesses that cannot run, failed turns,
 //! titles, waiting approvals and what "last active" means.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use centaur_protocol::Harness;
+use centaur_test_support::local_stack::LocalStack;
+use centaur_test_support::server::{TestServer, enc, error_code};
+
+const OPENAI_HINT: &str = "needs an OpenAI key (`centaur dev keys`)";
+
+async fn detail(server: &TestServer, key: &str) -> Value {
+    let (status, body) = server
+        .admin(
+            Method::GET,
+            &format!("/agent/threads/{}", enc(key)),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The thread's entry in `GET /agent/threads`, if it is listed.
+async fn listed(server: &TestServer, key: &str) -> Option<Value> {
+    let (status, body) = server
+        .admin(Method::GET, "/agent/threads?limit=200", Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["thread_key"] == key)
+        .cloned()
+}
+
+async fn harnesses(server: &TestServer) -> Value {
+    let (status, body) = server
+        .admin(Method::GET, "/agent/harnesses", Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn entry<'a>(list: &'a Value, harness: &str) -> &'a Value {
+    list["harnesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["harness"] == harness)
+        .unwrap_or_else(|| panic!("{harness} is not listed: {list}"))
+}
+
+fn install_fake_cli(harness_dir: &Path, command: &str) {
+    let path = harness_dir.join("bin").join(command);
+    std::fs::write(&path, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// A harness whose CLI is not where the sandbox looks is listed as unavailable, with the hint
+/// the server was given (or a sentence naming the missing CLI), and a turn or a spawn for it is
+/// refused before anything is stored. A CLI installed meanwhile counts at once.
+#[tokio::test]
+async fn a_harness_without_its_cli_is_listed_unavailable_and_refused_up_front() {
+    let stack = LocalStack::start_with("first-hour-harnesses", 0, json!({}), |config, dir| {
+        let harness_dir = dir.join("harnesses");
+        std::fs::create_dir_all(harness_dir.join("bin")).unwrap();
+        config.harness_dir = Some(harness_dir);
+        config.harness_hints = vec![(Harness::Codex, OPENAI_HINT.to_owned())];
+    })
+    .await;
+    let harness_dir = stack.dir.join("harnesses");
+    let server = &stack.server;
+
+    let list = harnesses(server).await;
+    assert_eq!(list["default"], "codex", "{list}");
+    assert_eq!(list["harnesses"].as_array().unwrap().len(), 5, "{list}");
+    for always in ["shell", "echo"] {
+        assert_eq!(
+            entry(&list, always),
+            &json!({"harness": always, "available": true})
+        );
+    }
+    assert_eq!(
+        entry(&list, "codex"),
+        &json!({"harness": "codex", "available": false, "unavailable_reason": OPENAI_HINT})
+    );
+    // No hint: the sentence names the CLI and where it was looked for.
+    let claude = entry(&list, "claude-code");
+    assert_eq!(claude["available"], false, "{list}");
+    assert_eq!(
+        claude["unavailable_reason"],
+        format!(
+            "needs the claude CLI, which is not installed on this server ({})",
+            harness_dir.join("bin/claude").display()
+        )
+    );
+
+    // A turn for it is refused with the hint, and leaves no thread behind.
+    let key = "api:keyless";
+    let (status, body) = server
+        .admin(
+            Method::POST,
+            "/agent/execute",
+            json!({"thread_key": key, "harness": "codex", "message": "hello"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(error_code(&body), "harness_unavailable");
+    assert_eq!(body["error"]["message"], format!("codex {OPENAI_HINT}"));
+    // The server's default harness is resolved the same way; so is a spawn's.
+    let (status, body) = server
+        .admin(
+            Method::POST,
+            "/agent/execute",
+            json!({"thread_key": key, "message": "hello"}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "harness_unavailable")
+    );
+    let (status, body) = server
+        .admin(
+            Method::POST,
+            "/agent/spawn",
+            json!({"thread_key": key, "harness": "claude-code"}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "harness_unavailable")
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("claude-code needs the claude CLI"),
+        "{body}"
+    );
+    let (status, _) = server
+        .admin(
+            Method::GET,
+            &format!("/agent/threads/{}", enc(key)),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(listed(server, key).await, None);
+
+    // Installed while the server runs: available on the next look.
+    install_fake_cli(&harness_dir, "codex");
+    let list = harnesses(server).await;
+    assert_eq!(
+        entry(&list, "codex"),
+        &json!({"harness": "codex", "available": true})
+    );
+    assert_eq!(entry(&list, "amp")["available"], false);
+
+    // The route takes the user API's credentials only.
+    let (status, _) = server
+        .call(Method::GET, "/agent/harnesses", None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// A shell command that exits non-zero fails its turn, with what it printed; the thread shows
+/// as failed until a turn goes well. Its title is its first message's first line.
+#[tokio::test]
+async fn a_failing_shell_command_fails_the_turn_and_the_thread_shows_it() {
+    let stack = LocalStack::start("first-hour-failed", 0, json!({})).await;
+    let key = "api:fails";
+    let end = stack.turn(key, "shell", "echo x; exit 3").await;
+    assert_eq!(end["type"], "execution.failed", "{end}");
+    assert_eq!(end["error"], "`echo x; exit 3` exited with status 3");
+    assert_eq!(end["output"], "x\n[exit status 3]\n");
+
+    let thread = detail(&stack.server, key).await;
+    assert_eq!(thread["status"], "failed", "{thread}");
+    assert_eq!(thread["title"], "echo x; exit 3");
+    assert_eq!(thread["last_execution"]["status"], "failed");
+    let summary = listed(&stack.server, key).await.unwrap();
+    assert_eq!(summary["status"], "failed", "{summary}");
+    assert_eq!(summary["title"], "echo x; exit 3");
+    assert_eq!(summary["waiting_approvals"], 0);
+
+    let end = stack.turn(key, "shell", "echo fine").await;
+    assert_eq!(end["type"], "execution.completed", "{end}");
+    let summary = listed(&stack.server, key).await.unwrap();
+    assert_eq!(summary["status"], "idle", "{summary}");
+    assert_eq!(summary["title"], "echo x; exit 3");
+}
+
+/// Reads the thread's events after `after` until the terminal event of `execution_id`, deciding
+/// each approval it asks for with `decision`. Returns how many it asked for and the terminal
+/// event.
+async fn until_end(
+    stack: &LocalStack,
+    key: &str,
+    execution_id: &str,
+    decision: &str,
+) -> (usize, Value) {
+    let mut stream = stack
+        .server
+        .events(
+            key,
+            &format!("execution_id={execution_id}&close_on_terminal=true"),
+        )
+        .await;
+    let mut asked = 0;
+    loop {
+        let frame = stream
+            .next(Duration::from_secs(60))
+            .await
+            .expect("the turn goes on");
+        match frame.data["type"].as_str().unwrap() {
+            "approval.requested" => {
+                asked += 1;
+                let summary = listed(&stack.server, key).await.unwrap();
+                assert_eq!(summary["waiting_approvals"], 1, "{summary}");
+                let id = frame.data["approval_id"].as_str().unwrap();
+                stack.server.decide(key, id, decision).await;
+            }
+            "execution.completed" | "execution.failed" | "execution.cancelled" => {
+                return (asked, frame.data);
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn execute(stack: &LocalStack, body: Value) -> String {
+    let accepted = stack.server.post("/agent/execute", body).await;
+    accepted["execution_id"].as_str().unwrap().to_owned()
+}
+
+/// A shell thread that asks before every command: while it waits the thread counts the
+/// approval, and a command approved for the session runs again without asking.
+#[tokio::test]
+async fn a_command_approved_for_the_session_is_not_asked_about_again() {
+    let stack = LocalStack::start("first-hour-session", 0, json!({})).await;
+    let key = "api:session";
+    let first = execute(
+        &stack,
+        json!({"thread_key": key, "harness": "shell", "approval_policy": "always",
+               "message": "\n   echo    same  \n# and a second line"}),
+    )
+    .await;
+    let (asked, end) = until_end(&stack, key, &first, "approve_for_session").await;
+    assert_eq!(asked, 1);
+    assert_eq!(end["result_text"], "same\n", "{end}");
+    let summary = listed(&stack.server, key).await.unwrap();
+    assert_eq!(summary["waiting_approvals"], 0, "{summary}");
+    assert_eq!(summary["title"], "echo same");
+
+    // The identical command: not asked about again (a denial would say it was).
+    let again = execute(
+        &stack,
+        json!({"thread_key": key, "message": "\n   echo    same  \n# and a second line"}),
+    )
+    .await;
+    let (asked, end) = until_end(&stack, key, &again, "deny").await;
+    assert_eq!(asked, 0, "{end}");
+    assert_eq!(end["result_text"], "same\n", "{end}");
+
+    // Another command is asked about.
+    let other = execute(&stack, json!({"thread_key": key, "message": "echo other"})).await;
+    let (asked, end) = until_end(&stack, key, &other, "deny").await;
+    assert_eq!(asked, 1);
+    assert_eq!(
+        end["result_text"], "the command was not approved: echo other",
+        "{end}"
+    );
+}
+
+/// What the stack does on its own does not make a thread "active": neither its shutdown (the
+/// restarted server releasing the sandboxes the shutdown stopped) nor releasing an idle
+/// sandbox moves `last_activity_at`.
+#[tokio::test]
+async fn last_activity_ignores_the_stack_shutting_down_and_idle_releases() {
+    let mut config = None;
+    let mut stack = LocalStack::start_with("first-hour-activity", 0, json!({}), |c, _| {
+        config = Some(c.clone());
+    })
+    .await;
+    let key = "api:active";
+    let end = stack.turn(key, "shell", "echo worked").await;
+    assert_eq!(end["type"], "execution.completed", "{end}");
+    let before = detail(&stack.server, key).await;
+    assert_eq!(before["sandbox"]["state"], "ready", "{before}");
+    let worked_at = before["last_activity_at"].clone();
+
+    // The stack stops (its sandboxes with it) and starts again: the new server releases the
+    // sandbox it finds gone.
+    stack.server.shutdown().await;
+    let mut config = config.unwrap();
+    config.sandbox_idle_secs = 2;
+    stack.server = TestServer::start_configured(config).await;
+    let released = wait_released(&stack.server, key).await;
+    assert_eq!(released["last_activity_at"], worked_at, "{released}");
+    assert_eq!(released["status"], "idle");
+    let types = event_types(&stack.server, key).await;
+    assert_eq!(types.last().map(String::as_str), Some("sandbox.released"));
+
+    // A turn is activity; the idle sandbox's release after it is not.
+    let end = stack.turn(key, "shell", "echo again").await;
+    assert_eq!(end["type"], "execution.completed", "{end}");
+    let after_turn = detail(&stack.server, key).await;
+    assert_ne!(after_turn["last_activity_at"], worked_at);
+    let idle = wait_released(&stack.server, key).await;
+    assert_eq!(
+        idle["last_activity_at"], after_turn["last_activity_at"],
+        "{idle}"
+    );
+    let types = event_types(&stack.server, key).await;
+    assert_eq!(types.last().map(String::as_str), Some("sandbox.released"));
+}
+
+/// Waits until the thread's sandbox is released; returns the thread's detail then.
+async fn wait_released(server: &TestServer, key: &str) -> Value {
+    for _ in 0..300 {
+        let thread = detail(server, key).await;
+        if thread["sandbox"]["state"] == "released" {
+            return thread;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the sandbox of {key} was never released");
+}
+
+/// The types of the thread's events so far.
+async fn event_types(server: &TestServer, key: &str) -> Vec<String> {
+    let last = server.last_event_id(key).await;
+    let mut stream = server.events(key, "after_event_id=0").await;
+    stream
+        .until_id(last, Duration::from_secs(10))
+        .await
+        .into_iter()
+        .map(|frame| frame.event)
+        .collect()
+}
