@@ -344,3 +344,68 @@ async fn event_types(server: &TestServer, key: &str) -> Vec<String> {
         .map(|frame| frame.event)
         .collect()
 }
+
+/// Threads from before titles get theirs from the migration, as the server computes them for a
+/// new message: the migration's backfill, run again on threads whose title is cleared, gives
+/// back the same titles.
+#[tokio::test]
+async fn the_migration_titles_existing_threads_as_the_server_does() {
+    let server = TestServer::start().await;
+    let long = format!("{} and then {}", "é".repeat(60), "x".repeat(30));
+    let firsts = [
+        ("api:old-1", "\n \t\n  deploy   the\tthing  \nand more"),
+        ("api:old-2", long.as_str()),
+        ("api:old-3", "plain"),
+    ];
+    for (key, text) in firsts {
+        server
+            .post(
+                "/agent/execute",
+                json!({"thread_key": key, "harness": "echo", "message": text}),
+            )
+            .await;
+    }
+    // A later message does not change the title; an assistant's first does not set one.
+    server
+        .post(
+            "/agent/message",
+            json!({"thread_key": "api:old-3", "text": "second"}),
+        )
+        .await;
+    server.spawn("api:assistant-only").await;
+    server
+        .post(
+            "/agent/message",
+            json!({"thread_key": "api:assistant-only", "role": "assistant", "text": "hello"}),
+        )
+        .await;
+    let mut by_server = Vec::new();
+    for key in ["api:old-1", "api:old-2", "api:old-3", "api:assistant-only"] {
+        by_server.push(detail(&server, key).await["title"].clone());
+    }
+    assert_eq!(
+        by_server[..2],
+        [
+            json!("deploy the thing"),
+            json!(format!("{} and then {}…", "é".repeat(60), "x".repeat(9)))
+        ]
+    );
+    assert_eq!(by_server[2..], [json!("plain"), Value::Null]);
+
+    let migration = include_str!("../../migrations/20261130000001_thread_titles.sql");
+    let start = migration.find("UPDATE threads").unwrap();
+    let backfill = &migration[start..start + migration[start..].find(';').unwrap()];
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server.database_url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE threads SET title = NULL")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(backfill).execute(&mut conn).await.unwrap();
+    let mut by_migration = Vec::new();
+    for key in ["api:old-1", "api:old-2", "api:old-3", "api:assistant-only"] {
+        by_migration.push(detail(&server, key).await["title"].clone());
+    }
+    assert_eq!(by_migration, by_server);
+}
