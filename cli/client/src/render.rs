@@ -2,8 +2,9 @@
 //! the events seen: the same events always print the same text.
 
 use centaur_protocol::api::ThreadStatus;
-use centaur_protocol::{Event, EventBody};
+use centaur_protocol::{Event, EventBody, ThreadKey};
 use chrono::{DateTime, SecondsFormat, Utc};
+use uuid::Uuid;
 
 use crate::sanitize::{Colours, Sanitizer, clean};
 
@@ -20,6 +21,21 @@ pub fn thread_status(status: ThreadStatus) -> &'static str {
 /// A time as the API writes it (RFC 3339, UTC, as many fraction digits as it has).
 pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// An approval asked for, and the command that decides it (two lines, without the last line
+/// break): what `attach` prints in the thread's flow and `send` on stderr.
+pub fn approval_request(
+    thread_key: &ThreadKey,
+    approval_id: Uuid,
+    summary: &str,
+    colours: Colours,
+) -> String {
+    format!(
+        "approval needed: {}\n  centaur approve {} {approval_id}   (add --deny to refuse)",
+        clean(summary, colours),
+        clean(thread_key.as_str(), colours)
+    )
 }
 
 /// Every string that comes from the thread goes through [`crate::sanitize`] before it is
@@ -119,11 +135,7 @@ impl Lines {
                 approval_id,
                 summary,
                 ..
-            } => format!(
-                "approval needed: {}\n  centaur approve {} {approval_id}   (add --deny to refuse)",
-                c(summary),
-                c(event.thread_key.as_str())
-            ),
+            } => approval_request(&event.thread_key, *approval_id, summary, colours),
             EventBody::ApprovalResolved {
                 decision,
                 decided_by,
@@ -207,7 +219,7 @@ mod tests {
     fn event(id: i64, body: EventBody) -> Event {
         Event {
             event_id: id,
-            thread_key: centaur_protocol::ThreadKey::parse("api:t").unwrap(),
+            thread_key: ThreadKey::parse("api:t").unwrap(),
             created_at: Utc::now(),
             execution_id: None,
             body,
@@ -264,7 +276,7 @@ mod tests {
     /// the middle of a sequence).
     fn hostile_bodies() -> Vec<EventBody> {
         let bad = || BAD.to_owned();
-        let approval_id = uuid::Uuid::nil();
+        let approval_id = Uuid::nil();
         vec![
             EventBody::MessageCreated {
                 message_id: approval_id,

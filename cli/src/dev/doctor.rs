@@ -1,5 +1,5 @@
 //! `centaur dev doctor`: every prerequisite and setting of a local stack, each failure with
-//! the command that fixes it on Debian/Ubuntu and on macOS.
+//! the command that fixes it on this machine (Debian/Ubuntu on Linux, or macOS).
 
 use std::process::{Command, ExitCode, Stdio};
 
@@ -51,6 +51,25 @@ impl Check {
         }
     }
 }
+
+impl Check {
+    /// The fix on this machine's operating system, if there is one.
+    fn fix_here(&self) -> Option<&str> {
+        if cfg!(target_os = "macos") {
+            self.macos.as_deref()
+        } else {
+            self.debian.as_deref()
+        }
+        .filter(|fix| *fix != "—")
+    }
+}
+
+/// How the fixes `doctor` prints are labelled on this machine.
+const FIX_LABEL: &str = if cfg!(target_os = "macos") {
+    "fix (macOS):"
+} else {
+    "fix (Debian/Ubuntu):"
+};
 
 /// The fix on a machine that is not Linux: no sandbox backend runs elsewhere yet.
 const NOT_LINUX: &str = "the local backend needs Linux (bubblewrap): use a Linux VM";
@@ -274,6 +293,14 @@ fn harness_cli(home: &Home, key: &ModelKey) -> Check {
     Check::bad(name, Level::Warn, detail, fix, fix)
 }
 
+/// The API's port when none is given and no stack runs.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// The port of a URL such as `http://127.0.0.1:8181`.
+fn port_of(url: &str) -> Option<u16> {
+    url.trim_end_matches('/').rsplit(':').next()?.parse().ok()
+}
+
 /// The API's port: free, or this home's running stack's.
 fn api_port(home: &Home, port: u16) -> Check {
     let ours = home
@@ -369,7 +396,11 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
         .then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
-pub fn run(home: &Home, port: u16) -> ExitCode {
+/// `port`: the API port to check [default: the running stack's, else 8080].
+pub fn run(home: &Home, port: Option<u16>) -> ExitCode {
+    let port = port
+        .or_else(|| home.running().and_then(|s| port_of(&s.api_url)))
+        .unwrap_or(DEFAULT_PORT);
     let checks = checks(home, port, true);
     for check in &checks {
         let mark = match check.level {
@@ -378,13 +409,11 @@ pub fn run(home: &Home, port: u16) -> ExitCode {
             Level::Fail => "✗",
         };
         println!("{mark} {:<18} {}", check.name, check.detail);
-        if check.level != Level::Ok {
-            if let Some(fix) = &check.debian {
-                println!("    Debian/Ubuntu: {fix}");
-            }
-            if let Some(fix) = &check.macos {
-                println!("    macOS:         {fix}");
-            }
+        // Only this machine's fix: macOS advice on Linux is noise.
+        if check.level != Level::Ok
+            && let Some(fix) = check.fix_here()
+        {
+            println!("    {FIX_LABEL} {fix}");
         }
     }
     let failed = checks.iter().filter(|c| c.level == Level::Fail).count();
@@ -416,12 +445,8 @@ pub fn preflight(home: &Home, port: u16) -> Result<(), NotReady> {
         None => Ok(()),
         Some(check) => Err(NotReady {
             name: check.name,
+            fix: check.fix_here().unwrap_or_default().to_owned(),
             detail: check.detail,
-            fix: if cfg!(target_os = "macos") {
-                check.macos.unwrap_or_default()
-            } else {
-                check.debian.unwrap_or_default()
-            },
         }),
     }
 }

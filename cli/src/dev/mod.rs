@@ -21,7 +21,7 @@ pub mod setup;
 pub mod stack;
 pub mod supervise;
 
-use std::io::{IsTerminal, Read, Seek, SeekFrom};
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -181,23 +181,52 @@ pub struct UpArgs {
 #[derive(Clone, Debug, Subcommand)]
 pub enum DevCommand {
     /// Start the stack (what `centaur dev` alone does).
+    #[command(after_help = "\
+Examples:
+  centaur dev up
+  centaur dev up --detach --port 8181 --warm 2")]
     Up(UpArgs),
     /// Every component, its address, pid, health and version, and the warm pool.
+    #[command(after_help = "\
+Examples:
+  centaur dev status
+  centaur dev status || centaur dev logs stack")]
     Status,
     /// Stop everything; the data stays.
+    #[command(after_help = "\
+Examples:
+  centaur dev down
+  centaur dev down && centaur dev               # restart")]
     Down,
-    /// Check every prerequisite and setting, and print the fix for each failure.
+    /// Check every prerequisite and setting, and print this machine's fix for each failure.
+    #[command(after_help = "\
+Examples:
+  centaur dev doctor                            # the running stack's port, else 8080
+  centaur dev doctor --port 8181")]
     Doctor {
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
+        /// The API port to check [default: the running stack's, else 8080].
+        #[arg(long, value_name = "PORT")]
+        port: Option<u16>,
     },
-    /// Print a component's log (server, proxy, postgres, stack); `-f` follows.
+    /// Print a component's log (stack, server, proxy, postgres), or all of them; `-f` follows.
+    #[command(after_help = "\
+Examples:
+  centaur dev logs                              # every log, each line prefixed with its component
+  centaur dev logs server -f
+  centaur dev logs stack | tail -20")]
     Logs {
+        /// One of stack, server, proxy, postgres [default: all of them].
+        #[arg(value_name = "COMPONENT")]
         component: Option<String>,
+        /// Keep printing new lines as they are written.
         #[arg(short, long)]
         follow: bool,
     },
     /// Delete the stack's data (threads, sandboxes, keys, PostgreSQL), after asking.
+    #[command(after_help = "\
+Examples:
+  centaur dev down && centaur dev reset
+  centaur dev reset --yes                       # without a terminal")]
     Reset {
         /// Do not ask.
         #[arg(long)]
@@ -205,6 +234,12 @@ pub enum DevCommand {
     },
     /// Set the model keys (OpenAI, Anthropic) and where the model APIs are: asks in a
     /// terminal; without one, give them as flags (a key on stdin).
+    #[command(after_help = "\
+Examples:
+  centaur dev keys                              # asks, in a terminal
+  echo \"$OPENAI_API_KEY\" | centaur dev keys --openai-key-stdin
+  echo \"$KEY\" | centaur dev keys --openai-key-stdin --openai-base-url https://gateway.example.com/v1
+  centaur dev keys --anthropic-base-url https://gateway.example.com/anthropic")]
     Keys(KeysArgs),
     /// Run the stack in the foreground (what `centaur dev` starts in the background).
     #[command(hide = true)]
@@ -244,11 +279,20 @@ pub async fn run(command: Option<DevCommand>, up_args: UpArgs) -> Result<ExitCod
     }
 }
 
+/// What a TUI that quits says about a stack it did not start.
+pub const STACK_STILL_RUNS: &str = "the stack still runs: `centaur dev down` stops it";
+
 /// The running stack's URL and dev token, for commands run without `--api-url`.
 pub fn running_stack() -> Option<(String, String)> {
     let home = Home::locate().ok()?;
     let state = home.running()?;
     Some((state.api_url, home.read_dev_token()?))
+}
+
+/// This CENTAUR_HOME, if `centaur dev` prepared a stack there (whether it runs or not).
+pub fn prepared_home() -> Option<PathBuf> {
+    let home = Home::locate().ok()?;
+    home.dev_token().exists().then_some(home.root)
 }
 
 fn client_for(home: &Home, state: &StackState) -> Result<Client, DevError> {
@@ -279,7 +323,10 @@ async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, DevError> {
             return Ok(ExitCode::SUCCESS);
         }
         let harness = state.harnesses_ready.first().copied();
-        return open_tui(home, &state, harness).await;
+        // Not started here, so not stopped here either: say so once the terminal is back.
+        let code = open_tui(home, &state, harness).await?;
+        eprintln!("centaur: {STACK_STILL_RUNS}");
+        return Ok(code);
     }
     doctor::preflight(home, args.port)?;
     // One `centaur dev` prepares the home at a time.
@@ -817,11 +864,16 @@ fn logs(home: &Home, component: Option<&str>, follow: bool) -> Result<ExitCode, 
             // Whole lines only; a partial one waits for its end.
             let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
             offsets[i] += end as u64;
+            let mut out = std::io::stdout().lock();
             for line in String::from_utf8_lossy(&bytes[..end]).lines() {
-                if prefix {
-                    println!("{name:<8} | {line}");
+                let written = if prefix {
+                    writeln!(out, "{name:<8} | {line}")
                 } else {
-                    println!("{line}");
+                    writeln!(out, "{line}")
+                };
+                // Whoever reads stopped (`| head`): done, quietly.
+                if written.and_then(|()| out.flush()).is_err() {
+                    return Ok(ExitCode::SUCCESS);
                 }
             }
         }

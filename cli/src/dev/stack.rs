@@ -360,10 +360,36 @@ fn server_config(
         })?;
     }
     config.harness_env_file = Some(home.harness_env());
+    config.harness_hints = harness_hints(home);
     config.default_harness = ready[0];
     config.warm_pool = options.warm_pool;
     config.warm_harnesses = vec![ready[0]];
     Ok(config)
+}
+
+/// Why a harness cannot run on this stack, in words that follow its name and end with the fix
+/// (the server says them when the harness's CLI is missing: `GET /agent/harnesses`, and the
+/// refusal of a turn). Codex and Claude Code need their key, after which `centaur dev`
+/// installs their CLI; Amp is not set up by `centaur dev` at all.
+pub fn harness_hints(home: &Home) -> Vec<(Harness, String)> {
+    let mut hints: Vec<(Harness, String)> = MODEL_KEYS
+        .iter()
+        .map(|key| {
+            let provider = key.label.split(" API key").next().unwrap_or(key.label);
+            let hint = if key.present(home) {
+                // The key came after the stack started, or npm could not install the CLI.
+                "is not installed yet: restart the stack to install it (`centaur dev down`, then `centaur dev`)".to_owned()
+            } else {
+                format!("needs an {provider} key (`centaur dev keys`)")
+            };
+            (key.harness, hint)
+        })
+        .collect();
+    hints.push((
+        Harness::Amp,
+        "is not set up by `centaur dev`: use codex, claude-code, shell or echo".to_owned(),
+    ));
+    hints
 }
 
 /// One stack per `CENTAUR_HOME`: held until the process ends, with its pid inside.
@@ -444,7 +470,8 @@ async fn until_ready(url: &str, stop: &CancellationToken) -> Result<(), StackErr
     Ok(())
 }
 
-/// The server's and the proxy's logs, each in its own file under `logs/`.
+/// The stack's own log (starting, supervising, stopping) and the server's and the proxy's,
+/// each in its own file under `logs/`.
 fn init_logging(home: &Home) -> Result<(), StackError> {
     let open = |name: &str| {
         std::fs::OpenOptions::new()
@@ -457,13 +484,21 @@ fn init_logging(home: &Home) -> Result<(), StackError> {
             })
     };
     let is_proxy = |target: &str| target.starts_with("centaur_proxy");
+    // This crate's lines are the stack's: `centaur dev logs stack`.
+    let is_stack = |target: &str| target.starts_with("centaur_cli");
+    let stack = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(Mutex::new(open("stack")?))
+        .with_filter(tracing_subscriber::filter::filter_fn(move |m| {
+            is_stack(m.target())
+        }));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let server = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(Mutex::new(open("server")?))
         .with_filter(tracing_subscriber::filter::filter_fn(move |m| {
-            !is_proxy(m.target())
+            !is_proxy(m.target()) && !is_stack(m.target())
         }));
     let proxy = tracing_subscriber::fmt::layer()
         .with_ansi(false)
@@ -473,6 +508,7 @@ fn init_logging(home: &Home) -> Result<(), StackError> {
         }));
     tracing_subscriber::registry()
         .with(filter)
+        .with(stack)
         .with(server)
         .with(proxy)
         .try_init()

@@ -515,3 +515,240 @@ async fn send_and_attach_show_a_turns_egress_denial() {
     let at = attached.iter().position(|t| t == "egress.denied");
     assert!(at.is_some_and(|at| at < attached.len() - 1), "{attached:?}");
 }
+
+/// The thread keys `centaur threads --json` lists.
+async fn thread_keys(stack: &LocalStack) -> Vec<String> {
+    let out = centaur(stack, &["threads", "--json"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    list["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["thread_key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `send`'s failures as a script meets them: a harness that does not exist is a usage error
+/// naming the harnesses, before any thread exists; a shell command that fails fails the turn
+/// (its output first, on stdout, then the reason); the thread list shows it failed, under a
+/// header, with a time people read.
+#[tokio::test]
+async fn send_refuses_a_bogus_harness_and_fails_with_the_command() {
+    let stack = LocalStack::start("cli-send-fails", 0, json!({})).await;
+    let before = thread_keys(&stack).await;
+    let out = centaur(
+        &stack,
+        &["send", "--harness", "bogus", "--message", "echo hi"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let error = text(&out.stderr);
+    assert!(
+        error.contains("invalid value 'bogus' for '--harness <HARNESS>'")
+            && error.contains("codex, claude-code, amp, shell, echo"),
+        "{error}"
+    );
+    assert_eq!(text(&out.stdout), "", "a refused turn prints no key");
+    assert_eq!(thread_keys(&stack).await, before, "a thread was created");
+
+    let out = centaur(
+        &stack,
+        &["send", "--harness", "shell", "--message", "echo x; exit 3"],
+        &[],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let mut lines = stdout.lines();
+    let key = lines
+        .next()
+        .and_then(|l| l.strip_prefix("thread_key="))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_owned();
+    // What the turn printed before it failed, as the shell reports it.
+    assert_eq!(
+        lines.collect::<Vec<_>>(),
+        ["x", "[exit status 3]"],
+        "{stdout}"
+    );
+    assert!(stderr.starts_with("centaur: the turn failed: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // The list: a header, and the failed thread says so.
+    let out = centaur(&stack, &["threads"], &[]).await;
+    let table = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut rows = table.lines();
+    let header = rows.next().unwrap();
+    for column in ["TITLE", "HARNESS", "STATUS", "ACTIVE", "THREAD KEY"] {
+        assert!(header.contains(column), "{table}");
+    }
+    let row = rows
+        .find(|r| r.ends_with(&key))
+        .unwrap_or_else(|| panic!("no row for {key} in\n{table}"));
+    assert!(row.contains(" failed "), "{row}");
+    assert!(row.contains("just now") || row.contains(" s ago"), "{row}");
+    // A narrow terminal keeps the title and shortens the key.
+    let out = centaur(&stack, &["threads"], &[("COLUMNS", "70")]).await;
+    let table = text(&out.stdout);
+    assert!(table.lines().all(|l| l.chars().count() <= 70), "{table}");
+    assert!(table.contains("echo x; exit 3"), "{table}");
+    assert!(
+        !table.contains(&key) && table.contains(&key[..12]),
+        "{table}"
+    );
+}
+
+/// A turn that waits for an approval: `send` prints the `centaur approve` line `attach`
+/// prints, on stderr, and keeps waiting; deciding it lets the turn finish. The approval
+/// policy comes from `--approval-policy`.
+#[tokio::test]
+async fn send_tells_how_to_decide_an_approval_and_waits() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let stack = LocalStack::start("cli-send-approval", 0, json!({})).await;
+    let mut send = tokio::process::Command::new(cli_binary())
+        .args([
+            "send",
+            "--harness",
+            "shell",
+            "--approval-policy",
+            "always",
+            "--message",
+            "echo approved-run",
+        ])
+        .env("CENTAUR_API_URL", &stack.server.url)
+        .env("CENTAUR_API_TOKEN", ADMIN_KEY)
+        .env("HOME", stack.dir.join("home"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(send.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let approve = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            said.push(line.clone());
+            if let Some(command) = line.trim().strip_prefix("centaur approve ") {
+                return command.split_whitespace().map(str::to_owned).collect();
+            }
+        }
+        Vec::new()
+    })
+    .await
+    .expect("send printed the approve line");
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("approval needed: ") && l.contains("echo approved-run")),
+        "{said:?}"
+    );
+    let [key, approval_id, ..] = &approve[..] else {
+        panic!("{said:?}");
+    };
+    assert!(key.starts_with("cli:"), "{said:?}");
+    // Still waiting: the command has not run.
+    assert!(send.try_wait().unwrap().is_none(), "send returned early");
+    let out = centaur(&stack, &["approve", key, approval_id], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), send.wait_with_output())
+        .await
+        .expect("send ends with the turn")
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(stdout, format!("thread_key={key}\napproved-run\n"));
+}
+
+/// The help pages: every flag described, examples at the end, the harnesses and approval
+/// policies named, and no empty `[env: …=]` for unset variables.
+#[tokio::test]
+async fn help_pages_describe_flags_and_end_with_examples() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(cli_binary())
+            .args(args)
+            .env_remove("CENTAUR_API_URL")
+            .env_remove("CENTAUR_API_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        text(&out.stdout)
+    };
+    for args in [
+        &["--help"][..],
+        &["send", "--help"],
+        &["attach", "--help"],
+        &["threads", "--help"],
+        &["approve", "--help"],
+        &["dev", "--help"],
+        &["dev", "doctor", "--help"],
+        &["dev", "logs", "--help"],
+        &["completions", "--help"],
+    ] {
+        let page = help(args);
+        assert!(
+            page.contains("\nExamples:\n  centaur "),
+            "{args:?}:\n{page}"
+        );
+        assert!(!page.contains("=]"), "{args:?}:\n{page}");
+        // Every option line has words after the flag.
+        for line in page.lines().filter(|l| l.trim_start().starts_with("--")) {
+            let words = line
+                .trim_start()
+                .split("  ")
+                .filter(|w| !w.trim().is_empty());
+            assert!(words.count() >= 2, "{args:?}: undescribed `{line}`");
+        }
+    }
+    let send = help(&["send", "--help"]);
+    assert!(
+        send.contains("[possible values: codex, claude-code, amp, shell, echo]"),
+        "{send}"
+    );
+    assert!(
+        send.contains("[possible values: never, on-request, always]"),
+        "{send}"
+    );
+}
+
+/// Completion scripts for bash, zsh and fish, and a man page, from the command line itself.
+#[tokio::test]
+async fn completions_and_the_man_page() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(cli_binary())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("complete -F _centaur"), "{bash}");
+    assert!(bash.contains("--approval-policy"), "{bash}");
+    let dir = temp_dir("cli-completions");
+    std::fs::write(dir.join("centaur.bash"), &bash).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(dir.join("centaur.bash"))
+        .output()
+        .unwrap();
+    assert!(syntax.status.success(), "{}", text(&syntax.stderr));
+    assert!(run(&["completions", "zsh"]).starts_with("#compdef centaur"));
+    assert!(run(&["completions", "fish"]).contains("complete -c centaur"));
+    let man = run(&["man"]);
+    assert!(man.contains(".TH centaur 1"), "{man}");
+    assert!(man.contains("send"), "{man}");
+    let out = std::process::Command::new(cli_binary())
+        .args(["completions", "tcsh-ish"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

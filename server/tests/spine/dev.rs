@@ -129,6 +129,59 @@ async fn dev_boots_serves_stops_and_keeps_its_data() {
         .to_owned();
     assert_eq!(stdout.lines().nth(1), Some("hello"), "{stdout}");
 
+    // The stack's own log says what it did.
+    let out = centaur(&home, &["dev", "logs", "stack"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("the stack is up"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // `doctor` checks the running stack's port, not 8080, and gives this machine's fixes only.
+    let out = centaur(&home, &["dev", "doctor"], None).await;
+    let report = text(&out.stdout);
+    assert!(report.contains(&format!("{port} (this stack)")), "{report}");
+    assert!(!report.contains("8080"), "{report}");
+    assert!(!report.contains("macOS"), "{report}");
+
+    // A harness without its key is refused before anything is stored, with the fix.
+    let before = centaur(&home, &["threads", "--json"], None).await;
+    let out = centaur(
+        &home,
+        &["send", "--harness", "codex", "--message", "hello"],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("codex needs an OpenAI key (`centaur dev keys`)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "", "a refused turn prints no key");
+    let after = centaur(&home, &["threads", "--json"], None).await;
+    assert_eq!(text(&after.stdout), text(&before.stdout));
+
+    // A TUI on a stack it did not start says, once it quits, that the stack still runs: the
+    // plain TUI and a second `centaur dev` alike.
+    for args in [&[][..], &["dev", "--port", &port_arg]] {
+        let mut tui = centaur_test_support::pty::Pty::spawn(&mut command(&home, args), 44, 100);
+        tui.until("the thread", std::time::Duration::from_secs(30), |s| {
+            s.contains(&key) || s.contains("echo hello") || s.contains("new thread")
+        })
+        .await;
+        tui.type_text("\x03");
+        tui.type_text("\x03");
+        tui.exit(std::time::Duration::from_secs(30)).await;
+        tui.shows(
+            "centaur: the stack still runs: `centaur dev down` stops it",
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        assert!(listening(port), "{args:?} stopped the stack");
+    }
+
     // A peer closing a pipe or socket is the stack's everyday life, not its death: SIGPIPE
     // must not end it (it did, when the stack inherited the line commands' disposition).
     let pid: i32 = std::fs::read_to_string(home.join("stack.lock"))
@@ -182,6 +235,49 @@ async fn dev_boots_serves_stops_and_keeps_its_data() {
     let left = processes_mentioning(&home.display().to_string());
     assert!(left.is_empty(), "left running: {left:#?}");
 
+    // Down, the commands say so and how to start it again (not a login for port 8080).
+    let said = format!(
+        "centaur: no stack runs for {}: start it with `centaur dev`\n",
+        home.display()
+    );
+    for args in [
+        &["threads"][..],
+        &["send", "--message", "hello"],
+        &["attach", &key],
+        &[],
+    ] {
+        let out = centaur(&home, args, None).await;
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert_eq!(text(&out.stderr), said, "{args:?}");
+    }
+
+    // `dev logs` ends quietly when its reader stops early (`| head`).
+    let mut many = String::new();
+    for i in 0..200_000 {
+        many.push_str(&format!("line {i}\n"));
+    }
+    std::fs::write(home.join("logs/proxy.log"), many).unwrap();
+    let mut logs = command(&home, &["dev", "logs"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(logs.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(logs.stdout.take());
+    let out = logs.wait_with_output().unwrap();
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        out.status
+    );
+
     // Up again on the same data: the thread is still there.
     let out = centaur(&home, &["dev", "--detach", "--port", &port_arg], None).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -201,10 +297,12 @@ async fn doctor_names_what_is_missing_and_the_fix() {
     assert!(report.contains("✗ bubblewrap"), "{report}");
     assert!(report.contains("`bwrap` is not on PATH"), "{report}");
     assert!(
-        report.contains("Debian/Ubuntu: sudo apt-get install -y bubblewrap"),
+        report.contains("fix (Debian/Ubuntu): sudo apt-get install -y bubblewrap"),
         "{report}"
     );
-    assert!(report.contains("macOS:"), "{report}");
+    // This machine's fixes only.
+    assert!(!report.contains("macOS"), "{report}");
+    assert!(!report.contains("brew "), "{report}");
 
     // `centaur dev` itself stops before starting anything, with the same fix in one line.
     let out = centaur(&home, &["dev", "--detach"], Some("/nonexistent")).await;
@@ -263,6 +361,7 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     tui.type_text("\x03");
     tui.exit(Duration::from_secs(30)).await;
     assert!(!listening(port), "the stack still serves");
+    assert!(!tui.contents().contains("still runs"), "{}", tui.contents());
     assert!(!home.join("stack.json").exists());
     let left = processes_mentioning(&home.display().to_string());
     assert!(left.is_empty(), "left running: {left:#?}");
@@ -867,4 +966,22 @@ async fn keys_in_a_terminal_ask_for_keys_base_urls_and_the_model() {
     let policy = std::fs::read_to_string(home.join("egress-policy.json")).unwrap();
     assert!(policy.contains("\"127.0.0.1:11434\""), "{policy}");
     assert!(policy.contains("api.anthropic.com"), "{policy}");
+}
+
+/// With neither a `centaur dev` home nor a login, a command says both ways to get a server,
+/// in one line, exit 3.
+#[tokio::test]
+async fn without_a_stack_or_a_login_commands_name_both_fixes() {
+    let home = Home::new("dev-nowhere");
+    let _ = std::fs::remove_dir_all(&*home);
+    for args in [&["threads"][..], &["send", "--message", "hello"]] {
+        let out = centaur(&home, args, None).await;
+        let error = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {error}");
+        assert_eq!(error.lines().count(), 1, "{error}");
+        assert!(
+            error.contains("`centaur dev`") && error.contains("`centaur login`"),
+            "{error}"
+        );
+    }
 }

@@ -1,0 +1,259 @@
+//! `centaur threads`: the most recently active threads as a table for people (title, harness,
+//! status with the approvals waiting, how long ago), fitted to the terminal; `--json` is the
+//! API's answer as it is.
+
+use std::process::ExitCode;
+
+use centaur_client::Client;
+use centaur_client::render;
+use centaur_client::sanitize::{Colours, clean, json_line};
+use centaur_protocol::api::ThreadSummary;
+use chrono::{DateTime, Utc};
+
+use crate::error::CliError;
+
+pub async fn threads(client: &Client, json: bool) -> Result<ExitCode, CliError> {
+    let list = client.threads().await?;
+    if json {
+        println!("{}", json_line(&list).expect("serializable"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.threads.is_empty() {
+        println!("no threads yet: start one with `centaur send --message ...`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Row> = list
+        .threads
+        .iter()
+        .map(|thread| Row::of(thread, Utc::now()))
+        .collect();
+    print!("{}", table(&rows, terminal_width()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One thread as the table shows it, every cell safe to print.
+struct Row {
+    title: String,
+    harness: String,
+    status: String,
+    active: String,
+    key: String,
+}
+
+impl Row {
+    fn of(thread: &ThreadSummary, now: DateTime<Utc>) -> Row {
+        let key = clean(thread.thread_key.as_str(), Colours::Drop);
+        let title = thread
+            .title
+            .as_deref()
+            .map(|t| clean(t, Colours::Drop).replace(['\n', '\t'], " "))
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| key.clone());
+        let mut status = render::thread_status(thread.status).to_owned();
+        match thread.waiting_approvals {
+            0 => {}
+            1 => status.push_str(" · 1 approval waits"),
+            n => status.push_str(&format!(" · {n} approvals wait")),
+        }
+        Row {
+            title,
+            harness: thread.harness.as_str().to_owned(),
+            status,
+            active: ago(thread.last_activity_at, now),
+            key,
+        }
+    }
+}
+
+const HEADER: [&str; 5] = ["TITLE", "HARNESS", "STATUS", "ACTIVE", "THREAD KEY"];
+/// A title longer than this is cut even on a wide terminal, so the columns stay together.
+const TITLE_MAX: usize = 50;
+/// What is kept of a key on a narrow terminal (`cli:0196f1c2…`): enough to tell threads apart.
+const KEY_MIN: usize = 13;
+const TITLE_MIN: usize = 16;
+
+/// The rows under a header, in columns that fit `width` when it is known: the key is shortened
+/// first, then the title.
+fn table(rows: &[Row], width: Option<usize>) -> String {
+    let widest = |cell: fn(&Row) -> &str, header: &str| {
+        rows.iter()
+            .map(|r| chars(cell(r)))
+            .chain([chars(header)])
+            .max()
+            .unwrap_or(0)
+    };
+    let mut title = widest(|r| &r.title, HEADER[0]).min(TITLE_MAX);
+    let harness = widest(|r| &r.harness, HEADER[1]);
+    let status = widest(|r| &r.status, HEADER[2]);
+    let active = widest(|r| &r.active, HEADER[3]);
+    let mut key = widest(|r| &r.key, HEADER[4]);
+    if let Some(width) = width {
+        // Two spaces between columns.
+        let fixed = harness + status + active + 4 * 2;
+        let over = (fixed + title + key).saturating_sub(width);
+        let from_key = over.min(key.saturating_sub(KEY_MIN));
+        key -= from_key;
+        title -= (over - from_key).min(title.saturating_sub(TITLE_MIN));
+    }
+    let line = |cells: [&str; 5]| {
+        let line = format!(
+            "{:<title$}  {:<harness$}  {:<status$}  {:<active$}  {}",
+            cut(cells[0], title),
+            cells[1],
+            cells[2],
+            cells[3],
+            cut(cells[4], key),
+        );
+        format!("{}\n", line.trim_end())
+    };
+    let mut out = line(HEADER);
+    for row in rows {
+        out.push_str(&line([
+            &row.title,
+            &row.harness,
+            &row.status,
+            &row.active,
+            &row.key,
+        ]));
+    }
+    out
+}
+
+fn chars(text: &str) -> usize {
+    text.chars().count()
+}
+
+/// `text` in at most `width` characters, an ellipsis saying it was cut.
+fn cut(text: &str, width: usize) -> String {
+    if chars(text) <= width {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    format!("{kept}…")
+}
+
+/// How long ago `then` was, as people say it: `just now`, `12 s ago`, `3 min ago`, `5 h ago`,
+/// `2 days ago`; a date past a month.
+fn ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let seconds = (now - then).num_seconds().max(0);
+    match seconds {
+        0..5 => "just now".to_owned(),
+        5..60 => format!("{seconds} s ago"),
+        60..3_600 => format!("{} min ago", seconds / 60),
+        3_600..86_400 => format!("{} h ago", seconds / 3_600),
+        86_400..172_800 => "yesterday".to_owned(),
+        172_800..2_592_000 => format!("{} days ago", seconds / 86_400),
+        _ => then.format("%Y-%m-%d").to_string(),
+    }
+}
+
+/// The terminal's width when stdout is one, else `COLUMNS` when set; unknown otherwise (a pipe
+/// gets whole lines).
+fn terminal_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills a winsize for a descriptor; stdout stays open meanwhile.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let asked = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    if asked == 0 && size.ws_col > 0 {
+        return Some(usize::from(size.ws_col));
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .filter(|c| *c > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use centaur_protocol::api::ThreadStatus;
+    use centaur_protocol::{Harness, ThreadKey};
+
+    use super::*;
+
+    fn thread(key: &str, title: Option<&str>, status: ThreadStatus, waiting: u32) -> ThreadSummary {
+        let at: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        ThreadSummary {
+            thread_key: ThreadKey::parse(key).unwrap(),
+            platform: "cli".into(),
+            harness: Harness::Shell,
+            persona: None,
+            status,
+            title: title.map(str::to_owned),
+            waiting_approvals: waiting,
+            created_at: at,
+            last_activity_at: at,
+            last_event_id: 7,
+        }
+    }
+
+    fn rows() -> Vec<Row> {
+        let now: DateTime<Utc> = "2026-11-22T10:03:10Z".parse().unwrap();
+        [
+            thread(
+                "cli:0196f1c2-7d0e-7c39-9d43-1f0f6b0f9a11",
+                Some("echo x; exit 3"),
+                ThreadStatus::Failed,
+                0,
+            ),
+            thread(
+                "api:nightly",
+                Some("run the tests and fix what fails"),
+                ThreadStatus::Running,
+                2,
+            ),
+            thread("api:empty", None, ThreadStatus::Idle, 0),
+        ]
+        .iter()
+        .map(|t| Row::of(t, now))
+        .collect()
+    }
+
+    /// A header, the title (the key without one), failed and waiting threads told apart,
+    /// times as people say them.
+    #[test]
+    fn a_table_with_titles_statuses_badges_and_relative_times() {
+        assert_eq!(
+            table(&rows(), None),
+            "\
+TITLE                             HARNESS  STATUS                      ACTIVE     THREAD KEY
+echo x; exit 3                    shell    failed                      3 min ago  cli:0196f1c2-7d0e-7c39-9d43-1f0f6b0f9a11
+run the tests and fix what fails  shell    running · 2 approvals wait  3 min ago  api:nightly
+api:empty                         shell    idle                        3 min ago  api:empty
+"
+        );
+    }
+
+    /// A narrow terminal keeps the titles and shortens the keys.
+    #[test]
+    fn a_narrow_terminal_keeps_the_title_and_shortens_the_key() {
+        let printed = table(&rows(), Some(100));
+        assert!(printed.lines().all(|l| chars(l) <= 100), "{printed}");
+        assert!(
+            printed.contains("run the tests and fix what fails"),
+            "{printed}"
+        );
+        assert!(printed.contains(" cli:0196f1c2-7d0e…\n"), "{printed}");
+        // Narrower still: the key down to what tells threads apart, then the title gives way
+        // too, to a point.
+        let printed = table(&rows(), Some(80));
+        assert!(printed.lines().all(|l| chars(l) <= 80), "{printed}");
+        assert!(printed.contains(" cli:0196f1c2…\n"), "{printed}");
+        assert!(printed.contains("run the tests an…"), "{printed}");
+        let printed = table(&rows(), Some(20));
+        assert!(printed.contains("\nrun the tests a…  shell"), "{printed}");
+    }
+
+    #[test]
+    fn times_as_people_say_them() {
+        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let before = |s: i64| now - chrono::Duration::seconds(s);
+        assert_eq!(ago(before(2), now), "just now");
+        assert_eq!(ago(before(42), now), "42 s ago");
+        assert_eq!(ago(before(190), now), "3 min ago");
+        assert_eq!(ago(before(5 * 3600 + 10), now), "5 h ago");
+        assert_eq!(ago(before(30 * 3600), now), "yesterday");
+        assert_eq!(ago(before(3 * 86_400), now), "3 days ago");
+        assert_eq!(ago(before(40 * 86_400), now), "2026-10-13");
+        // A clock a little behind the server's is not "in the future".
+        assert_eq!(ago(now + chrono::Duration::seconds(3), now), "just now");
+    }
+}
