@@ -178,9 +178,11 @@ async fn warm_pool_interrupts_and_a_crashed_sandbox_is_replaced() {
     let done = stack.turn("api:warm", "shell", "echo after-deadline").await;
     assert_eq!(result_text(&done), "after-deadline\n");
 
-    // A non-zero exit status is reported in the result.
+    // A non-zero exit status fails the turn, with the output and the status.
     let done = stack.turn("api:warm", "shell", "echo oops; exit 3").await;
-    assert_eq!(result_text(&done), "oops\n[exit status 3]\n");
+    assert_eq!(done["type"], "execution.failed", "{done}");
+    assert_eq!(done["error"], "`echo oops; exit 3` exited with status 3");
+    assert_eq!(done["output"], "oops\n[exit status 3]\n");
 
     // The harness's process dies mid-turn: the execution fails with a readable error, the
     // sandbox is released, and the next turn gets a new sandbox with the same workspace.
