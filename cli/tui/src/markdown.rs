@@ -1,29 +1,80 @@
 //! The agent's Markdown as terminal lines: headings, emphasis, lists, quotes, tables, links,
 //! and code blocks with syntax highlighting. Already wrapped to the width it is drawn at.
 
-use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{Alignment, CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
+use unicode_width::UnicodeWidthStr;
 
 use super::highlight;
 use super::wrap::wrap;
 
 pub const INLINE_CODE: Style = Style::new().fg(Color::LightYellow);
 const CODE_GUTTER: &str = "│ ";
+const TABLE_LINE: Style = Style::new().fg(Color::DarkGray);
+/// Between two cells of a table row, and where the header's rule crosses it.
+const CELL_SEPARATOR: &str = " │ ";
+const RULE_CROSSING: &str = "─┼─";
+
+fn options() -> Options {
+    Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS
+}
 
 /// Renders `text` at `width` columns.
 pub fn render(text: &str, width: usize) -> Vec<Line<'static>> {
-    let options =
-        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     let mut writer = Writer {
         width,
         ..Writer::default()
     };
-    for event in Parser::new_ext(text, options) {
+    for event in Parser::new_ext(text, options()) {
         writer.event(event);
     }
     writer.flush();
     writer.lines
+}
+
+/// The text `text` shows once rendered, without its markup (what a search looks in).
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for event in Parser::new_ext(text, options()) {
+        match event {
+            Event::Text(text)
+            | Event::Code(text)
+            | Event::InlineMath(text)
+            | Event::DisplayMath(text)
+            | Event::Html(text)
+            | Event::InlineHtml(text) => out.push_str(&text),
+            Event::SoftBreak | Event::End(TagEnd::TableCell) => out.push(' '),
+            Event::HardBreak | Event::Rule => out.push('\n'),
+            Event::End(tag) => {
+                if matches!(
+                    tag,
+                    TagEnd::Paragraph
+                        | TagEnd::Heading(_)
+                        | TagEnd::Item
+                        | TagEnd::TableHead
+                        | TagEnd::TableRow
+                        | TagEnd::BlockQuote(_)
+                ) {
+                    out.push('\n');
+                }
+            }
+            Event::Start(_) | Event::FootnoteReference(_) | Event::TaskListMarker(_) => {}
+        }
+    }
+    out
+}
+
+/// A table while its rows arrive: it is drawn once whole, with its columns' widths known.
+#[derive(Default)]
+struct Table {
+    alignments: Vec<Alignment>,
+    /// Rows of cells, each cell its styled text.
+    rows: Vec<Vec<Vec<Span<'static>>>>,
+    /// Whether the first row is the header.
+    head: bool,
+    in_head: bool,
+    cells: Vec<Vec<Span<'static>>>,
 }
 
 /// A container that prefixes its lines: a list item (marker, then spaces) or a quote.
@@ -43,8 +94,7 @@ struct Writer {
     lists: Vec<Option<u64>>,
     code: Option<(String, String)>,
     link: Option<String>,
-    table_cells: Vec<Vec<Span<'static>>>,
-    in_table_head: bool,
+    table: Option<Table>,
     blank_before_next: bool,
 }
 
@@ -225,8 +275,18 @@ impl Writer {
                         .add_modifier(Modifier::UNDERLINED),
                 );
             }
-            Tag::Table(_) => self.block(),
-            Tag::TableHead => self.in_table_head = true,
+            Tag::Table(alignments) => {
+                self.block();
+                self.table = Some(Table {
+                    alignments,
+                    ..Table::default()
+                });
+            }
+            Tag::TableHead => {
+                if let Some(table) = &mut self.table {
+                    table.in_head = true;
+                }
+            }
             Tag::TableRow | Tag::TableCell => {}
             Tag::HtmlBlock
             | Tag::FootnoteDefinition(_)
@@ -296,28 +356,25 @@ impl Writer {
             }
             TagEnd::TableCell => {
                 let cell = std::mem::take(&mut self.spans);
-                self.table_cells.push(cell);
+                if let Some(table) = &mut self.table {
+                    table.cells.push(cell);
+                }
             }
             TagEnd::TableHead | TagEnd::TableRow => {
-                let head = std::mem::take(&mut self.in_table_head);
-                let cells = std::mem::take(&mut self.table_cells);
-                for (i, cell) in cells.into_iter().enumerate() {
-                    if i > 0 {
-                        self.spans
-                            .push(Span::styled(" │ ", Style::new().fg(Color::DarkGray)));
+                if let Some(table) = &mut self.table {
+                    if std::mem::take(&mut table.in_head) {
+                        table.head = true;
                     }
-                    for span in cell {
-                        let span = if head {
-                            span.add_modifier(Modifier::BOLD)
-                        } else {
-                            span
-                        };
-                        self.spans.push(span);
-                    }
+                    let cells = std::mem::take(&mut table.cells);
+                    table.rows.push(cells);
                 }
-                self.flush();
             }
-            TagEnd::Table => self.blank_before_next = true,
+            TagEnd::Table => {
+                if let Some(table) = self.table.take() {
+                    self.table_lines(table);
+                }
+                self.blank_before_next = true;
+            }
             TagEnd::HtmlBlock
             | TagEnd::FootnoteDefinition
             | TagEnd::DefinitionList
@@ -326,6 +383,89 @@ impl Writer {
             | TagEnd::Superscript
             | TagEnd::Subscript
             | TagEnd::MetadataBlock(_) => {}
+        }
+    }
+
+    /// A table with its columns aligned: each as wide as its widest cell, the widest narrowed
+    /// until the table fits, cells wrapped within their column; a rule under the header.
+    fn table_lines(&mut self, table: Table) {
+        let columns = table.rows.iter().map(Vec::len).max().unwrap_or(0);
+        if columns == 0 {
+            return;
+        }
+        let cell_width = |cell: &[Span<'static>]| cell.iter().map(Span::width).sum::<usize>();
+        let mut widths = vec![1; columns];
+        for row in &table.rows {
+            for (column, cell) in row.iter().enumerate() {
+                widths[column] = widths[column].max(cell_width(cell));
+            }
+        }
+        let (_, indent) = self.prefix(true);
+        let room = self
+            .width
+            .saturating_sub(indent.width() + CELL_SEPARATOR.width() * (columns - 1))
+            .max(columns);
+        while widths.iter().sum::<usize>() > room {
+            let (widest, width) = widths
+                .iter()
+                .copied()
+                .enumerate()
+                .max_by_key(|(i, w)| (*w, usize::MAX - i))
+                .expect("a table has columns");
+            if width <= 1 {
+                break;
+            }
+            widths[widest] = width - 1;
+        }
+        for (r, row) in table.rows.into_iter().enumerate() {
+            let head = table.head && r == 0;
+            let mut cells: Vec<Vec<Line<'static>>> = Vec::with_capacity(columns);
+            for (column, width) in widths.iter().enumerate() {
+                let mut spans = row.get(column).cloned().unwrap_or_default();
+                if head {
+                    spans = spans
+                        .into_iter()
+                        .map(|span| span.add_modifier(Modifier::BOLD))
+                        .collect();
+                }
+                cells.push(wrap(&Line::from(spans), *width, &Span::raw(""), false));
+            }
+            let height = cells.iter().map(Vec::len).max().unwrap_or(1);
+            for i in 0..height {
+                let (mut line, _) = self.prefix(false);
+                for (column, width) in widths.iter().enumerate() {
+                    if column > 0 {
+                        line.push(Span::styled(CELL_SEPARATOR, TABLE_LINE));
+                    }
+                    let text = cells[column].get(i).cloned().unwrap_or_default();
+                    let alignment = table
+                        .alignments
+                        .get(column)
+                        .copied()
+                        .unwrap_or(Alignment::None);
+                    let gap = width.saturating_sub(text.width());
+                    let (before, after) = match alignment {
+                        Alignment::None | Alignment::Left => (0, gap),
+                        Alignment::Right => (gap, 0),
+                        Alignment::Center => (gap / 2, gap - gap / 2),
+                    };
+                    if before > 0 {
+                        line.push(Span::raw(" ".repeat(before)));
+                    }
+                    line.extend(text.spans);
+                    // The last column needs no padding after it.
+                    if after > 0 && column + 1 < columns {
+                        line.push(Span::raw(" ".repeat(after)));
+                    }
+                }
+                self.lines.push(Line::from(line));
+            }
+            if head {
+                let (mut line, _) = self.prefix(false);
+                let rule: Vec<String> = widths.iter().map(|w| "─".repeat(*w)).collect();
+                line.push(Span::styled(rule.join(RULE_CROSSING), TABLE_LINE));
+                self.lines.push(Line::from(line));
+            }
         }
     }
 
@@ -399,6 +539,49 @@ mod tests {
         let colours: std::collections::HashSet<_> =
             lines[0].spans.iter().filter_map(|s| s.style.fg).collect();
         assert!(colours.len() >= 3, "{lines:?}");
+    }
+
+    /// A table's columns line up, each as wide as its widest cell, with a rule under the
+    /// header and right-aligned columns aligned right.
+    #[test]
+    fn tables_are_aligned() {
+        let markdown = "| file | size |\n|---|---:|\n| README.md | 12 KiB |\n| a | 3 B |\n";
+        assert_eq!(
+            texts(markdown, 80),
+            [
+                "file      │   size",
+                "──────────┼───────",
+                "README.md │ 12 KiB",
+                "a         │    3 B",
+            ]
+        );
+    }
+
+    /// A table wider than the screen narrows its widest column and wraps that column's cells,
+    /// and no line is wider than the width.
+    #[test]
+    fn a_wide_table_wraps_its_widest_column() {
+        let markdown =
+            "| key | what it does |\n|---|---|\n| g | jumps to the first block of the thread |\n";
+        let lines = texts(markdown, 30);
+        assert_eq!(
+            lines,
+            [
+                "key │ what it does",
+                "────┼─────────────────────────",
+                "g   │ jumps to the first block",
+                "    │ of the thread",
+            ]
+        );
+        assert!(lines.iter().all(|l| l.width() <= 30), "{lines:?}");
+    }
+
+    #[test]
+    fn plain_text_drops_the_markup() {
+        assert_eq!(
+            plain("Use **two** `ls`\nflags:\n\n- one\n"),
+            "Use two ls flags:\none\n"
+        );
     }
 
     #[test]

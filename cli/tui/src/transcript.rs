@@ -475,6 +475,108 @@ impl Transcript {
     }
 }
 
+/// Command output as display lines: escape sequences removed, carriage returns resolved the
+/// way a terminal would (the text after the last one wins), tabs expanded.
+pub fn output_lines(output: &str) -> Vec<String> {
+    let trimmed = output.strip_suffix('\n').unwrap_or(output);
+    if trimmed.is_empty() {
+        return Vec::new();
+    }
+    trimmed
+        .split('\n')
+        .map(|line| {
+            let line = line.trim_end_matches('\r');
+            let line = line.rsplit('\r').next().unwrap_or(line);
+            let mut out = String::with_capacity(line.len());
+            let mut chars = line.chars().peekable();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\x1b' => {
+                        // CSI: ESC [ params final; other escapes: ESC and one character.
+                        if chars.next_if_eq(&'[').is_some() {
+                            for c in chars.by_ref() {
+                                if ('@'..='~').contains(&c) {
+                                    break;
+                                }
+                            }
+                        } else {
+                            chars.next();
+                        }
+                    }
+                    '\t' => out.push_str("    "),
+                    c if c.is_control() => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// A tool's arguments on one line.
+pub fn compact(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other @ Value::Bool(_)
+        | other @ Value::Number(_)
+        | other @ Value::Array(_)
+        | other @ Value::Object(_) => other.to_string(),
+    }
+}
+
+impl Block {
+    /// The block's text as plain text, as it is copied: a message as written (the agent's
+    /// Markdown source), a command line with its output as the screen shows it (escape
+    /// sequences removed), a tool call with its result.
+    pub fn plain_text(&self) -> String {
+        match self {
+            Block::User { text, .. } | Block::Agent { text, .. } | Block::Reasoning { text } => {
+                text.clone()
+            }
+            Block::Command {
+                command, output, ..
+            } => {
+                let mut text = format!("$ {command}");
+                for line in output_lines(output) {
+                    text.push('\n');
+                    text.push_str(&line);
+                }
+                text
+            }
+            Block::FileChange { path, kind } => format!("{kind} {path}"),
+            Block::Tool {
+                tool,
+                method,
+                arguments,
+                outcome,
+            } => {
+                let mut text = format!("{tool}.{method} {}", compact(arguments));
+                let result = match outcome {
+                    Some(ToolOutcome::Returned(result)) => {
+                        serde_json::to_string_pretty(result).unwrap_or_default()
+                    }
+                    Some(ToolOutcome::Failed(error)) => error.clone(),
+                    None => String::new(),
+                };
+                if !result.is_empty() {
+                    text.push('\n');
+                    text.push_str(&result);
+                }
+                text
+            }
+            Block::Approval { summary, .. } => summary.clone(),
+            Block::EgressDenied { host, reason } => format!("egress to {host} denied: {reason}"),
+            Block::TurnEnd { outcome, .. } => match outcome {
+                TurnOutcome::Completed => "done".to_owned(),
+                TurnOutcome::Failed(error) => format!("turn failed: {error}"),
+                TurnOutcome::Cancelled(reason) => format!("turn cancelled: {reason}"),
+            },
+            Block::Note { text } => text.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

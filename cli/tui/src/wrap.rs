@@ -1,4 +1,6 @@
 //! Wrapping styled lines to a width, so the view knows every block's height before drawing.
+//! A continuation line never starts with the space the line broke at; a line indented with
+//! spaces (code, output) keeps its indentation on its continuation lines.
 
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -6,8 +8,10 @@ use unicode_width::UnicodeWidthChar;
 
 /// Splits `line` into lines at most `width` columns wide: at spaces where it can, mid-word
 /// where a word is longer than the line. Continuation lines start with `indent` (a hanging
-/// indent for list items and quotes). `hard` wraps at the width exactly (for code and output,
-/// where spacing matters).
+/// indent for list items and quotes), or with as many spaces as `line` starts with when that is
+/// more and `indent` is blank (indented code and output stay indented, up to half the width).
+/// `hard` wraps at the width exactly (for code and output, where spacing matters); either way
+/// the spaces at a break are dropped from the start of the next line.
 pub fn wrap(
     line: &Line<'static>,
     width: usize,
@@ -15,7 +19,6 @@ pub fn wrap(
     hard: bool,
 ) -> Vec<Line<'static>> {
     let width = width.max(1);
-    let indent_width = indent.width().min(width.saturating_sub(1));
     let chars: Vec<(char, Style)> = line
         .spans
         .iter()
@@ -32,6 +35,16 @@ pub fn wrap(
     {
         return vec![line.clone()];
     }
+    let leading = chars.iter().take_while(|(c, _)| *c == ' ').count();
+    let blank_indent = indent.content.chars().all(|c| c == ' ');
+    let own_indent;
+    let indent = if blank_indent && leading > indent.width() {
+        own_indent = Span::raw(" ".repeat(leading.min(width / 2)));
+        &own_indent
+    } else {
+        indent
+    };
+    let indent_width = indent.width().min(width.saturating_sub(1));
     let mut lines = Vec::new();
     let mut current: Vec<(char, Style)> = Vec::new();
     let mut current_width = 0;
@@ -64,10 +77,10 @@ pub fn wrap(
             current_width = current.iter().map(|(c, _)| c.width().unwrap_or(0)).sum();
             limit = width - indent_width;
             break_at = None;
-            if c == ' ' && current.is_empty() && !hard {
-                // A space at a break is swallowed.
-                continue;
-            }
+        }
+        if c == ' ' && current.is_empty() && !lines.is_empty() {
+            // Spaces at a break are swallowed: a continuation starts with its text.
+            continue;
         }
         current.push((c, style));
         current_width += w;
@@ -127,7 +140,34 @@ mod tests {
         );
         assert_eq!(
             texts(&wrap(&line, 5, &Span::raw(""), true)),
-            ["abcde", "fghij", " klm"]
+            ["abcde", "fghij", "klm"]
+        );
+    }
+
+    /// A continuation line starts with its text, not with the spaces the line broke at, in
+    /// prose (two spaces after a full stop) and in hard-wrapped output alike.
+    #[test]
+    fn no_continuation_starts_with_a_space() {
+        let line = Line::from("one two.  three four.   five");
+        for hard in [false, true] {
+            for width in 3..line.width() {
+                for wrapped in wrap(&line, width, &Span::raw(""), hard).iter().skip(1) {
+                    assert!(
+                        !wrapped.to_string().starts_with(' '),
+                        "width {width}, hard {hard}: {wrapped:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Indented output keeps its indentation on its continuation lines.
+    #[test]
+    fn indented_lines_stay_indented() {
+        let line = Line::from("      File \"main.py\", line 3, in run");
+        assert_eq!(
+            texts(&wrap(&line, 24, &Span::raw("  "), true)),
+            ["      File \"main.py\", li", "      ne 3, in run"]
         );
     }
 

@@ -9,7 +9,7 @@ use unicode_width::UnicodeWidthStr;
 use super::text::{duration, truncate};
 use super::{DIM, OUTPUT};
 use crate::markdown;
-use crate::transcript::{Block, ToolOutcome, TurnOutcome};
+use crate::transcript::{Block, ToolOutcome, TurnOutcome, compact, output_lines};
 use crate::wrap::wrap;
 
 /// Output lines shown for a folded command.
@@ -20,8 +20,14 @@ fn indent() -> Span<'static> {
     Span::raw("  ")
 }
 
-/// One block as lines at `width`.
-pub fn lines(block: &Block, open: bool, width: usize) -> Vec<Line<'static>> {
+/// One block as lines at `width`; command output rendered as Markdown when
+/// `output_as_markdown`.
+pub fn lines(
+    block: &Block,
+    open: bool,
+    width: usize,
+    output_as_markdown: bool,
+) -> Vec<Line<'static>> {
     match block {
         Block::User { role, text } => user(*role, text, width),
         Block::Agent { text, .. } => markdown::render(text, width),
@@ -30,7 +36,7 @@ pub fn lines(block: &Block, open: bool, width: usize) -> Vec<Line<'static>> {
             command,
             output,
             exit,
-        } => self::command(command, output, *exit, open, width),
+        } => self::command(command, output, *exit, open, width, output_as_markdown),
         Block::FileChange { path, kind } => vec![Line::from(vec![
             Span::styled(format!("✎ {kind} "), Style::new().magenta()),
             Span::raw(path.clone()),
@@ -116,13 +122,15 @@ fn reasoning(text: &str, open: bool, width: usize) -> Vec<Line<'static>> {
     lines
 }
 
-/// A command with how it ended, and its output: the last lines when folded.
+/// A command with how it ended, and its output (as text, or rendered as Markdown): the last
+/// lines when folded.
 fn command(
     command: &str,
     output: &str,
     exit: Option<Option<i32>>,
     open: bool,
     width: usize,
+    output_as_markdown: bool,
 ) -> Vec<Line<'static>> {
     let status = match exit {
         None => Span::styled(" …", Style::new().yellow()),
@@ -136,20 +144,47 @@ fn command(
         status,
     ]);
     let mut lines = wrap(&header, width, &indent(), false);
-    let rows = output_lines(output);
+    // Folded, the last rows of the output show: rows of text as the command printed them,
+    // lines of Markdown as rendered.
+    let rows: Vec<Line<'static>> = if output_as_markdown {
+        markdown::render(
+            &output_lines(output).join("\n"),
+            width.saturating_sub(2).max(1),
+        )
+        .into_iter()
+        .map(|line| {
+            let mut spans = vec![indent()];
+            spans.extend(line.spans);
+            Line::from(spans)
+        })
+        .collect()
+    } else {
+        output_lines(output)
+            .into_iter()
+            .map(|row| Line::styled(format!("  {row}"), OUTPUT))
+            .collect()
+    };
     let shown = if open || rows.len() <= FOLDED_OUTPUT {
         &rows[..]
     } else {
         let hidden = rows.len() - FOLDED_OUTPUT;
+        let more = if hidden == 1 {
+            "1 more line".to_owned()
+        } else {
+            format!("{hidden} more lines")
+        };
         lines.push(Line::styled(
-            format!("  … {hidden} more lines (Tab to pick, Enter or Ctrl-O to show)"),
+            format!("  … {more} (Tab to pick, Enter or Ctrl-O to show)"),
             DIM,
         ));
         &rows[hidden..]
     };
     for row in shown {
-        let line = Line::styled(format!("  {row}"), OUTPUT);
-        lines.extend(wrap(&line, width, &indent(), true));
+        if output_as_markdown {
+            lines.push(row.clone());
+        } else {
+            lines.extend(wrap(row, width, &indent(), true));
+        }
     }
     lines
 }
@@ -264,55 +299,5 @@ pub fn kind_label(kind: ApprovalKind) -> &'static str {
         ApprovalKind::Command => "command",
         ApprovalKind::FileChange => "file change",
         ApprovalKind::Tool => "tool",
-    }
-}
-
-/// Command output as display lines: escape sequences removed, carriage returns resolved the
-/// way a terminal would (the text after the last one wins), tabs expanded.
-fn output_lines(output: &str) -> Vec<String> {
-    let trimmed = output.strip_suffix('\n').unwrap_or(output);
-    if trimmed.is_empty() {
-        return Vec::new();
-    }
-    trimmed
-        .split('\n')
-        .map(|line| {
-            let line = line.trim_end_matches('\r');
-            let line = line.rsplit('\r').next().unwrap_or(line);
-            let mut out = String::with_capacity(line.len());
-            let mut chars = line.chars().peekable();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\x1b' => {
-                        // CSI: ESC [ params final; other escapes: ESC and one character.
-                        if chars.next_if_eq(&'[').is_some() {
-                            for c in chars.by_ref() {
-                                if ('@'..='~').contains(&c) {
-                                    break;
-                                }
-                            }
-                        } else {
-                            chars.next();
-                        }
-                    }
-                    '\t' => out.push_str("    "),
-                    c if c.is_control() => {}
-                    c => out.push(c),
-                }
-            }
-            out
-        })
-        .collect()
-}
-
-/// A tool's arguments on one line.
-fn compact(value: &Value) -> String {
-    match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other @ Value::Bool(_)
-        | other @ Value::Number(_)
-        | other @ Value::Array(_)
-        | other @ Value::Object(_) => other.to_string(),
     }
 }

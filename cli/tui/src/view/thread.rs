@@ -1,5 +1,6 @@
-//! The thread screen: the transcript, a notice, the composer and the status line, with the
-//! approval asked about over the transcript.
+//! The thread screen: the transcript, the reader's line (a search being typed, what a reading
+//! key did), a notice, the composer and the status line, with the approval asked about over
+//! the transcript.
 
 use chrono::{DateTime, Utc};
 use ratatui::Frame;
@@ -12,6 +13,7 @@ use unicode_width::UnicodeWidthStr;
 use super::text::shorten;
 use super::{DIM, Viewport, approval, status};
 use crate::app::{App, Focus, Link, ThreadView};
+use crate::reader;
 
 const COMPOSER_MAX_LINES: usize = 8;
 
@@ -26,14 +28,19 @@ pub fn draw(
     let composer_width = area.width.saturating_sub(2).max(1) as usize;
     let composer = composer_rows(thread, composer_width);
     let composer_height = composer.0.len().min(COMPOSER_MAX_LINES) as u16 + 2;
-    let [body, notice_area, composer_area, status_area] = Layout::vertical([
+    let reading = reader::status(thread);
+    let [body, reader_area, notice_area, composer_area, status_area] = Layout::vertical([
         Constraint::Min(1),
+        Constraint::Length(u16::from(reading.is_some())),
         Constraint::Length(u16::from(app.notice.is_some())),
         Constraint::Length(composer_height),
         Constraint::Length(1),
     ])
     .areas(area);
     transcript.draw(frame, thread, body);
+    if let Some(reading) = reading {
+        draw_reader_line(frame, thread, reader_area, reading);
+    }
     if let Some(notice) = &app.notice {
         frame.render_widget(
             Paragraph::new(Line::from(format!(" {notice}")).fg(Color::Yellow)),
@@ -52,6 +59,32 @@ pub fn draw(
     );
     if let Some(asking) = thread.asking() {
         approval::draw(frame, thread, body, asking);
+    }
+}
+
+/// The reader's line: the query being typed (with the cursor after it), or what the search or
+/// the last reading key says.
+fn draw_reader_line(frame: &mut Frame, thread: &ThreadView, area: Rect, text: String) {
+    let typing = thread.reading.search.as_ref().filter(|s| s.typing);
+    let line = match typing {
+        Some(search) => {
+            let query = format!("/{}", search.query);
+            let rest = text.strip_prefix(&query).unwrap_or("").to_owned();
+            Line::from(vec![
+                Span::raw(" "),
+                Span::styled(query, Style::new().bold()),
+                Span::styled(rest, DIM),
+                Span::styled("  Enter finds · Esc cancels", DIM),
+            ])
+        }
+        None => Line::from(format!(" {text}")).fg(Color::Cyan),
+    };
+    frame.render_widget(Paragraph::new(line), area);
+    if let Some(search) = typing
+        && area.height > 0
+    {
+        let column = 2 + search.query.width() as u16;
+        frame.set_cursor_position((area.x + column.min(area.width.saturating_sub(1)), area.y));
     }
 }
 

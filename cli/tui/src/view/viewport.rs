@@ -1,10 +1,12 @@
 //! The transcript's viewport: how far it is scrolled up from the end (0 follows new output),
-//! and each block's lines at the current width, laid out again only when the block or its fold
-//! changes, so a frame with a long transcript costs the lines on screen, not the whole thread.
+//! and each block's lines at the current width, laid out again only when the block, its fold or
+//! its selection changes, so a frame with a long transcript costs the lines on screen, not the
+//! whole thread. The selected block is drawn with a bar down its left side; a search's matches
+//! are highlighted in the lines on screen, and revealing the current one scrolls to its line.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use ratatui::style::{Color, Style, Stylize};
+use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use unicode_width::UnicodeWidthStr;
@@ -13,7 +15,17 @@ use super::DIM;
 use super::blocks;
 use crate::app::{Focus, Link, Scroll, Scrolls, ThreadView};
 use crate::highlight;
+use crate::reader;
 use crate::wrap::wrap;
+
+/// Down the left of the selected block.
+const SELECTED_BAR: &str = "▌ ";
+const SELECTED: Style = Style::new().fg(Color::Cyan);
+const MATCH: Style = Style::new().fg(Color::Black).bg(Color::Yellow);
+const CURRENT_MATCH: Style = Style::new()
+    .fg(Color::Black)
+    .bg(Color::LightRed)
+    .add_modifier(Modifier::BOLD);
 
 #[derive(Default)]
 pub struct Viewport {
@@ -24,6 +36,8 @@ pub struct Viewport {
     entries: Vec<Option<Entry>>,
     width: u16,
     highlighted: bool,
+    /// Whether command output was laid out as Markdown.
+    output_as_markdown: bool,
     /// Rows the transcript had in the last frame (a page).
     height: usize,
     /// A block to scroll into view at the next frame.
@@ -36,6 +50,7 @@ pub struct Viewport {
 struct Entry {
     version: u64,
     open: bool,
+    selected: bool,
     lines: Vec<Line<'static>>,
 }
 
@@ -75,7 +90,7 @@ impl Viewport {
     /// Draws the visible part of `thread`'s transcript in `area`.
     pub fn draw(&mut self, frame: &mut Frame, thread: &ThreadView, area: Rect) {
         self.show(thread.serial);
-        let relaid = self.fit(area);
+        let relaid = self.fit(area, thread.reading.output_as_markdown);
         let walked = self.lay_out(thread, relaid);
         if thread.transcript.blocks().is_empty() {
             let lines = wrap(
@@ -103,14 +118,17 @@ impl Viewport {
 
     /// Takes the size of `area` (and whether code is highlighted yet); whether every block must
     /// be laid out again.
-    fn fit(&mut self, area: Rect) -> bool {
+    fn fit(&mut self, area: Rect, output_as_markdown: bool) -> bool {
         let width = area.width.max(1);
         let highlighted = highlight::is_ready();
-        let relaid = self.width != width || self.highlighted != highlighted;
+        let relaid = self.width != width
+            || self.highlighted != highlighted
+            || self.output_as_markdown != output_as_markdown;
         if relaid {
             self.entries.clear();
             self.width = width;
             self.highlighted = highlighted;
+            self.output_as_markdown = output_as_markdown;
         }
         self.height = area.height as usize;
         relaid
@@ -138,8 +156,12 @@ impl Viewport {
             index -= 1;
             let version = thread.transcript.version(index);
             let open = thread.is_open(index);
+            let selected = is_selected(thread, index);
             let entry = &mut self.entries[index];
-            let fresh = matches!(entry, Some(e) if e.version == version && e.open == open);
+            let fresh = matches!(
+                entry,
+                Some(e) if e.version == version && e.open == open && e.selected == selected
+            );
             if !fresh {
                 // What it was drawn as before; a block never drawn (above the view until now)
                 // did not move anything.
@@ -153,7 +175,13 @@ impl Viewport {
                 } else {
                     vec![Line::default()]
                 };
-                lines.extend(blocks::lines(&blocks[index], open, width));
+                lines.extend(block_lines(
+                    &blocks[index],
+                    open,
+                    selected,
+                    width,
+                    self.output_as_markdown,
+                ));
                 // New lines below the view while scrolled up keep the view where it was.
                 if let Some(before) = before
                     && anchored
@@ -165,6 +193,7 @@ impl Viewport {
                 *entry = Some(Entry {
                     version,
                     open,
+                    selected,
                     lines,
                 });
             }
@@ -172,7 +201,16 @@ impl Viewport {
             walked.push((index, below));
             if reveal == Some(index) {
                 let top = below + len;
-                if top > self.scroll + height {
+                let matched = entry
+                    .as_ref()
+                    .and_then(|e| current_match_line(thread, index, &e.lines));
+                if let Some((line, _)) = matched {
+                    // The current match's line, in the middle of the screen unless in view.
+                    let at = top - 1 - line;
+                    if at < self.scroll || at >= self.scroll + height {
+                        self.scroll = at.saturating_sub(height / 2);
+                    }
+                } else if top > self.scroll + height {
                     self.scroll = top.saturating_sub(height);
                 } else if below < self.scroll {
                     self.scroll = below;
@@ -187,29 +225,143 @@ impl Viewport {
         walked
     }
 
-    /// The lines on screen, top to bottom; the selected block's first line is marked.
+    /// The lines on screen, top to bottom, with a search's matches highlighted.
     fn visible(&self, thread: &ThreadView, walked: &[(usize, usize)]) -> Vec<Line<'static>> {
         let mut visible = Vec::with_capacity(self.height);
         let view = self.scroll..self.scroll + self.height;
+        let search = thread.reading.search.as_ref();
+        let needle = search.map(reader::Search::needle).unwrap_or_default();
         for &(index, bottom) in walked.iter().rev() {
             let Some(entry) = &self.entries[index] else {
                 continue;
             };
             let top = bottom + entry.lines.len();
+            let current = if needle.is_empty() {
+                None
+            } else {
+                current_match_line(thread, index, &entry.lines)
+            };
             for (i, line) in entry.lines.iter().enumerate() {
                 if !view.contains(&(top - 1 - i)) {
                     continue;
                 }
-                let first = i == usize::from(index > 0);
-                if first && thread.selected == Some(index) && thread.focus == Focus::Transcript {
-                    visible.push(line.clone().patch_style(Style::new().bg(Color::DarkGray)));
-                } else {
+                if needle.is_empty() {
                     visible.push(line.clone());
+                } else {
+                    let current = current.filter(|(at, _)| *at == i).map(|(_, nth)| nth);
+                    visible.push(highlight_matches(line, &needle, current));
                 }
             }
         }
         visible
     }
+}
+
+/// Whether block `index` is drawn as the selected one.
+fn is_selected(thread: &ThreadView, index: usize) -> bool {
+    thread.focus == Focus::Transcript && thread.selected == Some(index)
+}
+
+/// A block's lines; the selected one narrower, behind a bar, with its first line in bold.
+fn block_lines(
+    block: &crate::transcript::Block,
+    open: bool,
+    selected: bool,
+    width: usize,
+    output_as_markdown: bool,
+) -> Vec<Line<'static>> {
+    if !selected {
+        return blocks::lines(block, open, width, output_as_markdown);
+    }
+    let bar = Span::styled(SELECTED_BAR, SELECTED);
+    let inner = width.saturating_sub(bar.width()).max(1);
+    blocks::lines(block, open, inner, output_as_markdown)
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let line = if i == 0 {
+                line.patch_style(Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED))
+            } else {
+                line
+            };
+            let mut spans = Vec::with_capacity(line.spans.len() + 1);
+            spans.push(bar.clone());
+            spans.extend(line.spans.into_iter().map(|s| s.patch_style(line.style)));
+            Line::from(spans)
+        })
+        .collect()
+}
+
+/// Where the search's current match is drawn in block `index`'s `lines`: the line, and which
+/// match in that line. The match counted in the block's text is found among the drawn ones
+/// (the last drawn one when fewer are drawn, as in a folded block); `None` when the current
+/// match is elsewhere or none is drawn.
+fn current_match_line(
+    thread: &ThreadView,
+    index: usize,
+    lines: &[Line<'static>],
+) -> Option<(usize, usize)> {
+    let search = thread.reading.search.as_ref()?;
+    let current = search.current_match().filter(|m| m.block == index)?;
+    let needle = search.needle();
+    let mut last = None;
+    let mut seen = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let found = reader::find(&reader::fold(&line.to_string()), &needle).len();
+        if found == 0 {
+            continue;
+        }
+        if current.nth < seen + found {
+            return Some((i, current.nth - seen));
+        }
+        seen += found;
+        last = Some((i, found - 1));
+    }
+    last
+}
+
+/// `line` with each match of `needle` highlighted, the `current`-th (in this line) most.
+fn highlight_matches(
+    line: &Line<'static>,
+    needle: &[char],
+    current: Option<usize>,
+) -> Line<'static> {
+    let text = line.to_string();
+    let found = reader::find(&reader::fold(&text), needle);
+    if found.is_empty() {
+        return line.clone();
+    }
+    let mut spans = Vec::with_capacity(line.spans.len() + 2 * found.len());
+    let mut at = 0;
+    let mut matches = found.iter().enumerate().peekable();
+    for span in &line.spans {
+        let style = line.style.patch(span.style);
+        let mut piece = String::new();
+        let mut piece_style = style;
+        for c in span.content.chars() {
+            while matches.peek().is_some_and(|(_, m)| m.end <= at) {
+                matches.next();
+            }
+            let styled = match matches.peek() {
+                Some((n, m)) if m.contains(&at) => style.patch(if Some(*n) == current {
+                    CURRENT_MATCH
+                } else {
+                    MATCH
+                }),
+                Some(_) | None => style,
+            };
+            if styled != piece_style && !piece.is_empty() {
+                spans.push(Span::styled(std::mem::take(&mut piece), piece_style));
+            }
+            piece_style = styled;
+            piece.push(c);
+            at += 1;
+        }
+        if !piece.is_empty() {
+            spans.push(Span::styled(piece, piece_style));
+        }
+    }
+    Line::from(spans)
 }
 
 /// What an empty transcript says instead.

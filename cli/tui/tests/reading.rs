@@ -1,0 +1,404 @@
+//! Reading a thread's transcript: jumping to either end, searching, copying a block, tables,
+//! command output as Markdown, wrapping and the selected block, as the screen shows them and
+//! as the keys behave. Driven by recorded event streams, like `screens.rs`.
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // tests stop at the first surprise
+
+use centaur_protocol::Event;
+use centaur_test_support::script::Script;
+use centaur_test_support::tui::app_following;
+use centaur_tui::app::{App, AppEvent, Effect, Focus};
+use centaur_tui::{View, clipboard, highlight, reader};
+use chrono::{DateTime, Utc};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::style::Color;
+
+/// The app and the view that draws it, as the TUI's event loop keeps them.
+struct Tui {
+    app: App,
+    view: View,
+}
+
+/// An app showing `events`' thread, connected, with code highlighted.
+fn app_with(events: &[Event]) -> Tui {
+    highlight::load_now();
+    Tui {
+        app: app_following(events),
+        view: View::default(),
+    }
+}
+
+impl Tui {
+    fn draw(&mut self, width: u16, height: u16, now: DateTime<Utc>) -> Buffer {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        self.view.scroll(self.app.take_scrolls());
+        terminal
+            .draw(|frame| self.view.draw(frame, &self.app, now))
+            .unwrap();
+        terminal.backend().buffer().clone()
+    }
+
+    fn screen(&mut self, width: u16, height: u16, now: DateTime<Utc>) -> String {
+        text(&self.draw(width, height, now))
+    }
+
+    fn press(&mut self, code: KeyCode) -> Vec<Effect> {
+        let modifiers = match code {
+            KeyCode::Char(c) if c.is_uppercase() => KeyModifiers::SHIFT,
+            _ => KeyModifiers::NONE,
+        };
+        self.app
+            .handle(AppEvent::Key(KeyEvent::new(code, modifiers)))
+    }
+
+    fn typed(&mut self, text: &str) {
+        for c in text.chars() {
+            self.press(KeyCode::Char(c));
+        }
+    }
+
+    fn reader_status(&self) -> Option<String> {
+        reader::status(self.app.thread.as_ref().unwrap())
+    }
+}
+
+fn text(buffer: &Buffer) -> String {
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        let mut row = String::new();
+        for x in 0..buffer.area.width {
+            row.push_str(buffer[(x, y)].symbol());
+        }
+        text.push_str(row.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// The cells where `word` is drawn, on the first row that has it at or after row `from`.
+fn cells_of(buffer: &Buffer, word: &str, from: u16) -> Vec<(u16, u16)> {
+    for y in from..buffer.area.height {
+        let row: Vec<String> = (0..buffer.area.width)
+            .map(|x| buffer[(x, y)].symbol().to_owned())
+            .collect();
+        let chars: Vec<char> = word.chars().collect();
+        for x in 0..row.len().saturating_sub(chars.len() - 1) {
+            if chars
+                .iter()
+                .enumerate()
+                .all(|(i, c)| row[x + i] == c.to_string())
+            {
+                return (0..chars.len() as u16).map(|i| (x as u16 + i, y)).collect();
+            }
+        }
+    }
+    panic!("{word:?} is not on the screen:\n{}", text(buffer));
+}
+
+/// A thread of forty short messages after a first one taller than the screen.
+fn long_thread() -> Script {
+    let mut script = Script::new();
+    script.thread("shell");
+    let first: Vec<String> = (1..=20).map(|n| format!("echo {n:02}")).collect();
+    script.user(&first.join("\n"));
+    script.command("c1", "seq 1 30");
+    for n in 1..=30 {
+        script.output("c1", &format!("line {n:02}\n"));
+    }
+    script.finished("c1", 0);
+    script.completed("");
+    for n in 1..=40 {
+        script.user(&format!("message {n:03}"));
+    }
+    script
+}
+
+/// g (and Home) goes to the very first line, however tall the first block, and picks it; G
+/// (and End) goes back to the end, picks the last block and follows new output again.
+#[test]
+fn home_and_end_jump_to_either_end() {
+    let script = long_thread();
+    let now = script.now();
+    let mut tui = app_with(script.events());
+    tui.screen(60, 16, now);
+    tui.press(KeyCode::Tab);
+    tui.press(KeyCode::Char('g'));
+    let top = tui.screen(60, 16, now);
+    insta::assert_snapshot!("top", top);
+    assert!(top.starts_with("▌ › echo 01\n▌   echo 02\n"), "{top}");
+    assert_eq!(tui.app.thread.as_ref().unwrap().selected, Some(0));
+
+    tui.press(KeyCode::Char('G'));
+    let bottom = tui.screen(60, 16, now);
+    insta::assert_snapshot!("bottom", bottom);
+    assert!(bottom.contains("message 040"), "{bottom}");
+    assert_eq!(tui.view.scrolled(), 0, "at the end, following");
+    let thread = tui.app.thread.as_ref().unwrap();
+    assert_eq!(thread.selected, Some(thread.transcript.blocks().len() - 1));
+
+    // Home and End do the same.
+    tui.press(KeyCode::Home);
+    assert!(tui.screen(60, 16, now).starts_with("▌ › echo 01\n"));
+    tui.press(KeyCode::End);
+    tui.screen(60, 16, now);
+    assert_eq!(tui.view.scrolled(), 0);
+}
+
+fn searchable() -> Script {
+    let mut script = Script::new();
+    script.thread("codex");
+    script.user("Why does the client Retry so often?");
+    script.stream(
+        "It retries on every **5xx**; the retry delay doubles each time, up to 2 s.",
+        20,
+    );
+    script.command("c1", "grep -rn retry src/");
+    script.output("c1", "src/client.rs:42:    let retries = 3;\n");
+    script.finished("c1", 0);
+    script.completed("");
+    script
+}
+
+/// `/` opens the search line; the query is typed there, the matches are counted as it is, and
+/// Enter goes to the nearest match above (the last one, from the end); n and N move between
+/// them, wrapping, and say which one is shown.
+#[test]
+fn searching_the_transcript() {
+    let script = searchable();
+    let now = script.now();
+    let mut tui = app_with(script.events());
+    tui.press(KeyCode::Char('/'));
+    tui.typed("retr");
+    let typing = tui.screen(70, 18, now);
+    insta::assert_snapshot!("search_typing", typing);
+    assert_eq!(tui.reader_status().unwrap(), "/retr  (5 matches)");
+    assert_eq!(reader::mode(tui.app.thread.as_ref().unwrap()), "search");
+
+    tui.press(KeyCode::Enter);
+    let found = tui.screen(70, 18, now);
+    insta::assert_snapshot!("search_found", found);
+    assert!(
+        tui.reader_status()
+            .unwrap()
+            .starts_with("match 5 of 5 for `retr`"),
+        "{:?}",
+        tui.reader_status()
+    );
+    tui.press(KeyCode::Char('n'));
+    assert!(tui.reader_status().unwrap().starts_with("match 1 of 5"));
+    assert_eq!(tui.app.thread.as_ref().unwrap().selected, Some(0));
+    tui.press(KeyCode::Char('N'));
+    tui.press(KeyCode::Char('N'));
+    assert!(tui.reader_status().unwrap().starts_with("match 4 of 5"));
+
+    // The current match is highlighted apart from the others.
+    let buffer = tui.draw(70, 18, now);
+    // The fourth match: in the command line (the fifth is in its output).
+    let current = cells_of(&buffer, "retry src/", 0);
+    let in_output = cells_of(&buffer, "retries = 3", 0);
+    let bg = |cells: &[(u16, u16)]| buffer[cells[0]].bg;
+    assert_eq!(bg(&current), Color::LightRed, "{}", text(&buffer));
+    assert_eq!(bg(&in_output), Color::Yellow, "{}", text(&buffer));
+
+    // Esc ends the search and its highlighting; the transcript keeps the focus.
+    tui.press(KeyCode::Esc);
+    let thread = tui.app.thread.as_ref().unwrap();
+    assert!(thread.reading.search.is_none());
+    assert_eq!(thread.focus, Focus::Transcript);
+    let after = tui.draw(70, 18, now);
+    let cell = cells_of(&after, "retr", 0)[0];
+    assert_eq!(after[cell].bg, Color::Reset, "{}", text(&after));
+}
+
+/// A query with no match says so, and leaves the view where it was.
+#[test]
+fn a_search_without_a_match_says_so() {
+    let script = searchable();
+    let now = script.now();
+    let mut tui = app_with(script.events());
+    tui.press(KeyCode::Char('/'));
+    tui.typed("timeout");
+    tui.press(KeyCode::Enter);
+    assert_eq!(
+        tui.reader_status().unwrap(),
+        "no match for `timeout`",
+        "{}",
+        tui.screen(70, 18, now)
+    );
+    tui.press(KeyCode::Char('n'));
+    assert_eq!(tui.reader_status().unwrap(), "no match for `timeout`");
+    assert_eq!(tui.view.scrolled(), 0);
+}
+
+/// Esc while typing (or Backspace past the start) cancels: the focus and the selection are as
+/// before the search.
+#[test]
+fn cancelling_a_search_returns_to_where_it_started() {
+    let script = searchable();
+    let mut tui = app_with(script.events());
+    tui.press(KeyCode::Char('/'));
+    tui.typed("retry");
+    assert_eq!(tui.app.thread.as_ref().unwrap().selected, Some(2));
+    tui.press(KeyCode::Esc);
+    let thread = tui.app.thread.as_ref().unwrap();
+    assert_eq!(thread.focus, Focus::Composer);
+    assert_eq!(thread.selected, None);
+    assert!(thread.reading.search.is_none());
+
+    tui.press(KeyCode::Char('/'));
+    tui.typed("r");
+    tui.press(KeyCode::Backspace);
+    tui.press(KeyCode::Backspace);
+    let thread = tui.app.thread.as_ref().unwrap();
+    assert_eq!(thread.focus, Focus::Composer);
+    assert!(thread.reading.search.is_none());
+}
+
+/// A match in a folded block's hidden part opens the block, and the view scrolls to the
+/// match's line, not just to the block.
+#[test]
+fn a_match_in_folded_output_is_opened_and_shown() {
+    let mut script = Script::new();
+    script.thread("shell");
+    script.user("seq 1 60");
+    script.command("c1", "seq 1 60");
+    for n in 1..=60 {
+        let word = if n == 7 { "needle" } else { "hay" };
+        script.output("c1", &format!("{n} {word}\n"));
+    }
+    script.finished("c1", 0);
+    script.completed("");
+    for n in 1..=20 {
+        script.user(&format!("message {n}"));
+    }
+    let now = script.now();
+    let mut tui = app_with(script.events());
+    tui.press(KeyCode::Char('/'));
+    tui.typed("needle");
+    tui.press(KeyCode::Enter);
+    let screen = tui.screen(60, 16, now);
+    insta::assert_snapshot!("search_in_folded_output", screen);
+    assert!(screen.contains("7 needle"), "{screen}");
+    assert!(tui.app.thread.as_ref().unwrap().is_open(1));
+}
+
+/// `y` copies the picked block's plain text (the output as the screen shows it, without
+/// escape sequences) and says where it went.
+#[test]
+fn y_copies_the_picked_block() {
+    let mut script = Script::new();
+    script.thread("shell");
+    script.user("ls --color");
+    script.command("c1", "ls --color");
+    script.output("c1", "\x1b[34msrc\x1b[0m\nREADME.md\n");
+    script.finished("c1", 0);
+    script.completed("");
+    let now = script.now();
+    let mut tui = app_with(script.events());
+    tui.press(KeyCode::Tab);
+    let effects = tui.press(KeyCode::Char('y'));
+    assert_eq!(
+        effects,
+        [Effect::Copy("$ ls --color\nsrc\nREADME.md".into())]
+    );
+    let file = clipboard::file_for("$ ls --color\nsrc\nREADME.md");
+    let told = tui.reader_status().unwrap();
+    assert_eq!(
+        told,
+        format!(
+            "copied 3 lines to the clipboard (where the terminal allows) and to {}",
+            file.display()
+        )
+    );
+    assert!(tui.screen(200, 12, now).contains(&told));
+    // The message, picked with k.
+    tui.press(KeyCode::Char('k'));
+    let effects = tui.press(KeyCode::Char('y'));
+    assert_eq!(effects, [Effect::Copy("ls --color".into())]);
+}
+
+/// Tables in the agent's Markdown line up, at any width.
+#[test]
+fn markdown_tables_are_aligned() {
+    let mut script = Script::new();
+    script.thread("claude-code");
+    script.user("Which harnesses need a key?");
+    script.stream(
+        "| harness | needs | notes |\n|---|:---:|---|\n| codex | OpenAI key | runs `codex app-server` |\n| claude-code | Anthropic key | |\n| shell | nothing | runs each message as a command |\n",
+        40,
+    );
+    script.completed("");
+    let now = script.now();
+    let mut tui = app_with(script.events());
+    insta::assert_snapshot!("table_wide", tui.screen(80, 14, now));
+    insta::assert_snapshot!("table_narrow", tui.screen(40, 18, now));
+}
+
+/// `m` shows command output as Markdown (a shell thread printing a Markdown file), and again as
+/// text; the mode names it.
+#[test]
+fn m_shows_command_output_as_markdown() {
+    let mut script = Script::new();
+    script.thread("shell");
+    script.user("cat NOTES.md");
+    script.command("c1", "cat NOTES.md");
+    script.output(
+        "c1",
+        "# Notes\n\nSome **bold** text.\n\n| a | b |\n|---|---|\n| 1 | 22 |\n",
+    );
+    script.finished("c1", 0);
+    script.completed("");
+    let now = script.now();
+    let mut tui = app_with(script.events());
+    tui.press(KeyCode::Tab);
+    tui.press(KeyCode::Enter);
+    insta::assert_snapshot!("output_as_text", tui.screen(60, 20, now));
+    tui.press(KeyCode::Char('m'));
+    assert_eq!(
+        reader::mode(tui.app.thread.as_ref().unwrap()),
+        "read · output as Markdown"
+    );
+    let markdown = tui.screen(60, 20, now);
+    insta::assert_snapshot!("output_as_markdown", markdown);
+    assert!(markdown.contains("  a │ b"), "{markdown}");
+    tui.press(KeyCode::Char('m'));
+    assert!(tui.screen(60, 20, now).contains("| a | b |"));
+}
+
+/// Wrapped lines start with their text, not with the space they broke at; indented output
+/// stays indented.
+#[test]
+fn wrapped_lines_have_no_leading_space() {
+    let mut script = Script::new();
+    script.thread("shell");
+    script.user("Explain why the tests are slow.  Then make them faster, without   changing what they check.");
+    script.command("c1", "python3 run.py");
+    script.output(
+        "c1",
+        "Traceback (most recent call last):\n    File \"run.py\", line 3, in main    raise SystemExit(\"the fixtures are missing\")\n",
+    );
+    script.finished("c1", 1);
+    script.completed("");
+    let now = script.now();
+    let mut tui = app_with(script.events());
+    let screen = tui.screen(30, 24, now);
+    insta::assert_snapshot!("wrapped", screen);
+}
+
+/// The picked block has a bar down its side, and moving picks the next block of any kind.
+#[test]
+fn the_picked_block_is_marked() {
+    let script = searchable();
+    let now = script.now();
+    let mut tui = app_with(script.events());
+    tui.press(KeyCode::Tab);
+    tui.press(KeyCode::Char('k'));
+    let screen = tui.screen(60, 16, now);
+    insta::assert_snapshot!("picked", screen);
+    assert_eq!(tui.app.thread.as_ref().unwrap().selected, Some(1));
+    let buffer = tui.draw(60, 16, now);
+    let bar = cells_of(&buffer, "▌", 0);
+    assert_eq!(buffer[bar[0]].fg, Color::Cyan);
+}
