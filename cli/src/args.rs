@@ -314,7 +314,17 @@ mod tests {
                 if id == "help" || id == "version" || arg.is_hide_set() {
                     continue;
                 }
-                assert!(arg.get_help().is_some(), "{path} {id} has no description");
+                let help = arg.get_help().map(ToString::to_string);
+                assert!(help.is_some(), "{path} {id} has no description");
+                // A variable is named in the description, never shown as `[env: X=]`.
+                if let Some(env) = arg.get_env() {
+                    let env = env.to_string_lossy();
+                    assert!(arg.is_hide_env_set(), "{path} {id} shows {env}'s value");
+                    assert!(
+                        help.is_some_and(|h| h.contains(env.as_ref())),
+                        "{path} {id} does not name {env}"
+                    );
+                }
             }
             for sub in command.get_subcommands() {
                 if sub.is_hide_set() || sub.get_name() == "help" {

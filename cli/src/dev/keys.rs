@@ -21,18 +21,34 @@ pub struct KeysArgs {
     pub anthropic_key_stdin: bool,
     /// The OpenAI-compatible API Codex talks to (it POSTs to URL/responses), e.g.
     /// https://gateway.example.com/v1 or http://127.0.0.1:8000/v1; a query such as Azure's
-    /// ?api-version=… is kept.
-    #[arg(long, env = "CENTAUR_OPENAI_BASE_URL", value_name = "URL")]
+    /// ?api-version=… is kept. Also CENTAUR_OPENAI_BASE_URL.
+    #[arg(
+        long,
+        env = "CENTAUR_OPENAI_BASE_URL",
+        hide_env = true,
+        value_name = "URL"
+    )]
     pub openai_base_url: Option<String>,
-    /// The model Codex asks that API for [default: gpt-5.5].
-    #[arg(long, env = "CENTAUR_CODEX_MODEL", value_name = "MODEL")]
+    /// The model Codex asks that API for (also CENTAUR_CODEX_MODEL) [default: gpt-5.5].
+    #[arg(
+        long,
+        env = "CENTAUR_CODEX_MODEL",
+        hide_env = true,
+        value_name = "MODEL"
+    )]
     pub codex_model: Option<String>,
     /// How that API takes the key: `authorization` (Bearer) or `api-key` (Azure OpenAI)
     /// [default: api-key for *.azure.com hosts, else authorization].
     #[arg(long, value_enum, value_name = "HEADER")]
     pub openai_key_header: Option<KeyHeader>,
-    /// The Anthropic API Claude Code talks to (its ANTHROPIC_BASE_URL, without /v1).
-    #[arg(long, env = "CENTAUR_ANTHROPIC_BASE_URL", value_name = "URL")]
+    /// The Anthropic API Claude Code talks to (its ANTHROPIC_BASE_URL, without /v1). Also
+    /// CENTAUR_ANTHROPIC_BASE_URL.
+    #[arg(
+        long,
+        env = "CENTAUR_ANTHROPIC_BASE_URL",
+        hide_env = true,
+        value_name = "URL"
+    )]
     pub anthropic_base_url: Option<String>,
 }
 

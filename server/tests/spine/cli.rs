@@ -685,6 +685,7 @@ async fn help_pages_describe_flags_and_end_with_examples() {
         &["dev", "--help"],
         &["dev", "doctor", "--help"],
         &["dev", "logs", "--help"],
+        &["dev", "keys", "--help"],
         &["completions", "--help"],
     ] {
         let page = help(args);
@@ -693,13 +694,21 @@ async fn help_pages_describe_flags_and_end_with_examples() {
             "{args:?}:\n{page}"
         );
         assert!(!page.contains("=]"), "{args:?}:\n{page}");
-        // Every option line has words after the flag.
-        for line in page.lines().filter(|l| l.trim_start().starts_with("--")) {
+        // Every option has words after the flag, or under it (the long form).
+        let lines: Vec<&str> = page.lines().collect();
+        for (at, line) in lines.iter().enumerate() {
+            if !line.trim_start().starts_with("--") {
+                continue;
+            }
             let words = line
                 .trim_start()
                 .split("  ")
                 .filter(|w| !w.trim().is_empty());
-            assert!(words.count() >= 2, "{args:?}: undescribed `{line}`");
+            let below = lines.get(at + 1).map_or("", |l| l.trim());
+            assert!(
+                words.count() >= 2 || !(below.is_empty() || below.starts_with('-')),
+                "{args:?}: undescribed `{line}`"
+            );
         }
     }
     let send = help(&["send", "--help"]);
