@@ -576,6 +576,21 @@ mod tests {
         assert!(lines.iter().all(|l| l.width() <= 30), "{lines:?}");
     }
 
+    /// A table in a list item sits under the item's text; a table with more columns than
+    /// room still draws, each column at least one wide.
+    #[test]
+    fn tables_in_lists_and_in_no_room() {
+        assert_eq!(
+            texts("- sizes:\n\n  | a | b |\n  |---|---|\n  | 1 | 2 |\n", 40),
+            ["• sizes:", "  ", "  a │ b", "  ──┼──", "  1 │ 2"]
+        );
+        let lines = texts(
+            "| a | b | c | d |\n|---|---|---|---|\n| 1 | 2 | 3 | 4 |\n",
+            6,
+        );
+        assert_eq!(lines[0], "a │ b │ c │ d");
+    }
+
     #[test]
     fn plain_text_drops_the_markup() {
         assert_eq!(

@@ -119,7 +119,7 @@ fn long_thread() -> Script {
 /// (and End) goes back to the end, picks the last block and follows new output again.
 #[test]
 fn home_and_end_jump_to_either_end() {
-    let script = long_thread();
+    let mut script = long_thread();
     let now = script.now();
     let mut tui = app_with(script.events());
     tui.screen(60, 16, now);
@@ -138,12 +138,17 @@ fn home_and_end_jump_to_either_end() {
     let thread = tui.app.thread.as_ref().unwrap();
     assert_eq!(thread.selected, Some(thread.transcript.blocks().len() - 1));
 
-    // Home and End do the same.
+    // Home and End do the same, and at the end new output shows as it arrives.
     tui.press(KeyCode::Home);
     assert!(tui.screen(60, 16, now).starts_with("▌ › echo 01\n"));
     tui.press(KeyCode::End);
     tui.screen(60, 16, now);
     assert_eq!(tui.view.scrolled(), 0);
+    script.agent("a new answer");
+    let event = script.events().last().unwrap().clone();
+    tui.app.handle(AppEvent::Server(Box::new(event)));
+    let followed = tui.screen(60, 16, now);
+    assert!(followed.contains("a new answer"), "{followed}");
 }
 
 fn searchable() -> Script {
