@@ -251,12 +251,20 @@ Examples:
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print `centaur`'s man page (roff) to stdout.
+    /// Print `centaur`'s man page (roff), or a command's (`centaur-send(1)`), to stdout.
     #[command(after_help = "\
 Examples:
   centaur man | man -l -
-  centaur man > ~/.local/share/man/man1/centaur.1")]
-    Man,
+  centaur man send | man -l -
+  for c in '' $(centaur man --list); do centaur man $c > ~/.local/share/man/man1/centaur${c:+-$c}.1; done")]
+    Man {
+        /// The command whose page to print [default: centaur's own].
+        #[arg(value_name = "COMMAND", conflicts_with = "list")]
+        command: Option<String>,
+        /// List the commands that have a page, one a line.
+        #[arg(long)]
+        list: bool,
+    },
     /// Tools through the API: not built yet, so hidden from the help.
     #[command(hide = true)]
     Tools {

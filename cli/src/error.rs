@@ -33,6 +33,8 @@ pub enum CliError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("no command `{name}`; one of {}", .commands.join(", "))]
+    NoSuchCommand { name: String, commands: Vec<String> },
     /// A command that is not built yet (hidden from the help).
     #[error("{0} are not available on this server yet")]
     NotBuilt(&'static str),
@@ -48,7 +50,8 @@ impl CliError {
             CliError::Audit(error) => error.exit_code(),
             CliError::BadThreadKey { .. }
             | CliError::NotAnApprovalId(_)
-            | CliError::DenyForSession => 2,
+            | CliError::DenyForSession
+            | CliError::NoSuchCommand { .. } => 2,
             CliError::Write { .. } | CliError::NotBuilt(_) => 1,
         }
     }

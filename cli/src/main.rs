@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                 | Command::Audit { .. }
                 | Command::Interrupt { .. }
                 | Command::Completions { .. }
-                | Command::Man
+                | Command::Man { .. }
                 | Command::Dev {
                     command: Some(
                         DevCommand::Status
@@ -90,7 +90,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match command {
         Command::Dev { command, up } => Ok(centaur_cli::dev::run(command, up).await?),
         Command::Completions { shell } => Ok(manual::completions(shell)),
-        Command::Man => manual::man(),
+        Command::Man { command, list } => manual::man(command.as_deref(), list),
         Command::Tools { .. } => Err(CliError::NotBuilt("tools")),
         Command::Workflows { .. } => Err(CliError::NotBuilt("workflows")),
         Command::Login { token_env } => {

@@ -753,7 +753,17 @@ async fn completions_and_the_man_page() {
     assert!(run(&["completions", "fish"]).contains("complete -c centaur"));
     let man = run(&["man"]);
     assert!(man.contains(".TH centaur 1"), "{man}");
-    assert!(man.contains("send"), "{man}");
+    assert!(man.contains("centaur\\-send(1)"), "{man}");
+    // The pages it refers to are there too.
+    let commands = run(&["man", "--list"]);
+    assert!(commands.lines().any(|c| c == "send"), "{commands}");
+    for command in commands.lines() {
+        let page = run(&["man", command]);
+        assert!(
+            page.contains(&format!(".TH centaur-{command} 1")),
+            "{command}: {page}"
+        );
+    }
     let out = std::process::Command::new(cli_binary())
         .args(["completions", "tcsh-ish"])
         .output()
