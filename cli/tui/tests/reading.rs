@@ -125,7 +125,10 @@ fn home_and_end_jump_to_either_end() {
     tui.screen(60, 16, now);
     // With nothing written, Home in the composer goes to the top too, picking nothing.
     tui.press(KeyCode::Home);
-    assert!(tui.screen(60, 16, now).starts_with("› echo 01\n  echo 02\n"));
+    assert!(
+        tui.screen(60, 16, now)
+            .starts_with("› echo 01\n  echo 02\n")
+    );
     tui.press(KeyCode::End);
     tui.press(KeyCode::Tab);
     tui.press(KeyCode::Char('g'));
