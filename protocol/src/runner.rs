@@ -111,6 +111,12 @@ pub enum ApprovalPolicy {
 }
 
 impl ApprovalPolicy {
+    pub const ALL: [ApprovalPolicy; 3] = [
+        ApprovalPolicy::Never,
+        ApprovalPolicy::OnRequest,
+        ApprovalPolicy::Always,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ApprovalPolicy::Never => "never",
