@@ -4,6 +4,7 @@
 //! transcript's viewport, which the app moves only by asking ([`Scroll`]).
 
 use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use centaur_protocol::api::{HarnessInfo, HarnessList, ThreadList, ThreadSummary};
 use centaur_protocol::runner::ApprovalPolicy;
@@ -14,8 +15,8 @@ use ratatui::crossterm::event::{
 use uuid::Uuid;
 
 use super::composer::{Composer, Outcome};
-use super::reader::{self, Reading};
-use super::transcript::{PendingApproval, SandboxState, Transcript};
+use super::reader::{self, Mode, Reading};
+use super::transcript::{PendingApproval, Transcript};
 use centaur_client::api::{Connection, Failure};
 use centaur_client::render::thread_status;
 
@@ -55,6 +56,8 @@ pub enum AppEvent {
     HighlighterReady,
     /// A second went by (elapsed times, periodic refreshes).
     Tick,
+    /// The time [`App::wake_at`] asked for came (an approval's keys count from now).
+    Wake,
 }
 
 #[derive(Debug)]
@@ -190,6 +193,8 @@ pub struct ThreadView {
     pub reading: Reading,
     /// The thread's title as the thread list gave it (`None`: untitled, or not listed yet).
     pub title: Option<String>,
+    /// The approval the overlay asks about and since when it takes keys.
+    asked: Option<(Uuid, Instant)>,
     /// Messages that start a turn, sent and not yet answered, oldest first: a refused one
     /// comes back to the composer.
     sending: VecDeque<String>,
@@ -214,6 +219,7 @@ impl ThreadView {
             approval_policy: None,
             reading: Reading::default(),
             title: None,
+            asked: None,
             sending: VecDeque::new(),
             scrolls: Vec::new(),
         }
@@ -327,8 +333,37 @@ impl ThreadsList {
     }
 }
 
+/// How long an approval is on screen, taking keys, before a key decides it: a key pressed
+/// for something else as it appears (a search's `n`, a copy's `y`) is not a decision.
+pub const ARM_DELAY: Duration = Duration::from_millis(400);
+
+/// The time the app goes by: the system's, or one a test sets. Reading it is the app's only
+/// look outside its events.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clock {
+    set: Option<Instant>,
+}
+
+impl Clock {
+    pub fn now(&self) -> Instant {
+        self.set.unwrap_or_else(Instant::now)
+    }
+
+    /// From now on the time is `now`, until set or advanced again.
+    pub fn set(&mut self, now: Instant) {
+        self.set = Some(now);
+    }
+
+    /// Moves the time on by `by` (from the system's time, the first time).
+    pub fn advance(&mut self, by: Duration) {
+        self.set = Some(self.now() + by);
+    }
+}
+
 pub struct App {
     pub server: String,
+    /// The time approvals are armed by.
+    pub clock: Clock,
     pub screen: Screen,
     pub threads: ThreadsList,
     pub thread: Option<ThreadView>,
@@ -371,6 +406,7 @@ impl App {
     pub fn new(server: String, start: &Start) -> (App, Vec<Effect>) {
         let mut app = App {
             server,
+            clock: Clock::default(),
             screen: Screen::Threads,
             threads: ThreadsList::default(),
             thread: None,
@@ -492,6 +528,52 @@ impl App {
     }
 
     pub fn handle(&mut self, event: AppEvent) -> Vec<Effect> {
+        let effects = self.handle_event(event);
+        self.watch_approval();
+        effects
+    }
+
+    /// Whether the approval asked about takes decisions: it has been on screen, taking keys,
+    /// for [`ARM_DELAY`].
+    pub fn approval_armed(&self) -> bool {
+        self.asked_since()
+            .is_some_and(|since| self.clock.now().saturating_duration_since(since) >= ARM_DELAY)
+    }
+
+    /// When the app wants an [`AppEvent::Wake`]: when the approval asked about becomes armed.
+    pub fn wake_at(&self) -> Option<Instant> {
+        let since = self.asked_since()?;
+        (!self.approval_armed()).then_some(since + ARM_DELAY)
+    }
+
+    fn asked_since(&self) -> Option<Instant> {
+        let thread = self.thread.as_ref()?;
+        let (_, since) = thread.asked?;
+        Some(since)
+    }
+
+    /// Notes when the approval asked about starts taking keys: on screen, with no overlay
+    /// over it and no search query being typed. Another approval asked, or one shown again,
+    /// starts afresh.
+    fn watch_approval(&mut self) {
+        let now = self.clock.now();
+        let on_screen = self.screen == Screen::Thread && self.overlay.is_none();
+        let Some(thread) = &mut self.thread else {
+            return;
+        };
+        let asking = if on_screen && !reader::typing_search(thread) {
+            thread.asking().map(|p| p.approval_id)
+        } else {
+            None
+        };
+        thread.asked = match (asking, thread.asked) {
+            (Some(id), Some((was, since))) if id == was => Some((was, since)),
+            (Some(id), _) => Some((id, now)),
+            (None, _) => None,
+        };
+    }
+
+    fn handle_event(&mut self, event: AppEvent) -> Vec<Effect> {
         self.dirty_before = self.dirty;
         self.dirty = true;
         match event {
@@ -499,7 +581,7 @@ impl App {
             AppEvent::Key(_) => self.unchanged(),
             AppEvent::Paste(text) => self.paste(&text),
             AppEvent::Mouse(mouse) => self.mouse(mouse),
-            AppEvent::Resize | AppEvent::HighlighterReady => {}
+            AppEvent::Resize | AppEvent::HighlighterReady | AppEvent::Wake => {}
             AppEvent::Server(event) => self.server_event(&event),
             AppEvent::Connection { key, state } => {
                 if let Some(thread) = self.current(&key) {
@@ -835,18 +917,21 @@ impl App {
     }
 
     fn thread_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        // The approval overlay takes its keys first, except from a search query being typed.
+        let armed = self.approval_armed();
         let Some(thread) = &mut self.thread else {
             self.screen = Screen::Threads;
             return Vec::new();
         };
-        // The approval overlay takes its keys first.
-        match approval_key(thread, key) {
-            Modal::Decided(effects) => return effects,
-            Modal::Blocked => {
-                self.unchanged();
-                return Vec::new();
+        if !reader::typing_search(thread) {
+            match approval_key(thread, key, armed) {
+                Modal::Decided(effects) => return effects,
+                Modal::Blocked => {
+                    self.unchanged();
+                    return Vec::new();
+                }
+                Modal::Passes => {}
             }
-            Modal::Passes => {}
         }
         if let Some(effects) = self.thread_wide_key(key) {
             return effects;
@@ -865,9 +950,9 @@ impl App {
         self.composer_key(key)
     }
 
-    /// With nothing written, Tab picks blocks, `?` is the help, `/` searches and Home/End go
-    /// to either end of the thread: not characters or moves in the message. `None`: the
-    /// composer's key.
+    /// With nothing written, Tab picks blocks, `?` is the help and Home/End go to either end of
+    /// the thread: not characters or moves in the message (`/` is typed: a message may start
+    /// with a path or a slash command). `None`: the composer's key.
     #[allow(clippy::wildcard_enum_match_arm)] // a key not bound here is the composer's
     fn empty_composer_key(&mut self, key: KeyEvent) -> Option<Vec<Effect>> {
         if key
@@ -883,7 +968,6 @@ impl App {
                 thread.selected = thread.foldable().last().copied();
             }
             KeyCode::Char('?') => self.overlay = Some(Overlay::Help),
-            KeyCode::Char('/') => reader::start_search(thread),
             KeyCode::Home => thread.scroll(Scroll::Top),
             KeyCode::End => thread.scroll(Scroll::Bottom),
             _ => return None,
@@ -891,27 +975,24 @@ impl App {
         Some(Vec::new())
     }
 
-    /// Ctrl-P: the thread's next approval policy, and a notice of when it applies.
+    /// Ctrl-P: the thread's next approval policy (the server's default, then each of
+    /// [`ApprovalPolicy::ALL`]), and a notice of when it applies.
     fn cycle_approval_policy(&mut self) {
         let Some(thread) = &mut self.thread else {
             return;
         };
-        thread.approval_policy = match thread.approval_policy {
-            None => Some(ApprovalPolicy::Never),
-            Some(ApprovalPolicy::Never) => Some(ApprovalPolicy::OnRequest),
-            Some(ApprovalPolicy::OnRequest) => Some(ApprovalPolicy::Always),
-            Some(ApprovalPolicy::Always) => None,
+        let next = match thread.approval_policy {
+            None => 0,
+            Some(policy) => ApprovalPolicy::ALL
+                .iter()
+                .position(|p| *p == policy)
+                .map_or(0, |at| at + 1),
         };
-        // The server keeps a policy for the thread and gives it to the thread's next sandbox;
-        // a sandbox already running keeps the one it started with.
-        let sandbox_runs = matches!(thread.transcript.sandbox, SandboxState::Assigned { .. });
+        thread.approval_policy = ApprovalPolicy::ALL.get(next).copied();
+        // The server applies the thread's policy to each turn, in a running sandbox too.
         self.notice = Some(match thread.approval_policy {
             None => "approvals: as the thread had them, else the server's default (Ctrl-P changes)"
                 .to_owned(),
-            Some(policy) if sandbox_runs => format!(
-                "approvals: {} from the thread's next sandbox, sent with the next message (this one keeps its own)",
-                policy.as_str()
-            ),
             Some(policy) => format!("approvals: {} from the next turn", policy.as_str()),
         });
     }
@@ -929,6 +1010,12 @@ impl App {
             }
             KeyCode::Char('n') if ctrl => return Some(self.pick_harness()),
             KeyCode::Char('p') if ctrl => self.cycle_approval_policy(),
+            // Ctrl-F searches from the message too (where `/` is typed).
+            KeyCode::Char('f') if ctrl => {
+                if !reader::typing_search(thread) {
+                    reader::start_search(thread);
+                }
+            }
             KeyCode::Char('o') if ctrl => {
                 thread.expand_all = !thread.expand_all;
                 thread.toggled.clear();
@@ -939,7 +1026,7 @@ impl App {
             KeyCode::Down if shift => thread.scroll(Scroll::Down(1)),
             // A search takes its own Esc.
             KeyCode::Esc
-                if thread.focus == Focus::Transcript && reader::mode(thread) != "search" =>
+                if thread.focus == Focus::Transcript && reader::mode(thread) != Mode::Search =>
             {
                 thread.focus = Focus::Composer;
                 thread.selected = None;
@@ -998,9 +1085,9 @@ enum Modal {
     Blocked,
 }
 
-/// While an approval is asked: y, a, n or d decide it; only scrolling, folding, leaving and
-/// interrupting pass.
-fn approval_key(thread: &mut ThreadView, key: KeyEvent) -> Modal {
+/// While an approval is asked: y, a, n or d decide it once it is `armed` (before, they do
+/// nothing); only scrolling, folding, leaving and interrupting pass.
+fn approval_key(thread: &mut ThreadView, key: KeyEvent, armed: bool) -> Modal {
     let Some(asking) = thread.asking() else {
         return Modal::Passes;
     };
@@ -1019,7 +1106,9 @@ fn approval_key(thread: &mut ThreadView, key: KeyEvent) -> Modal {
     } else {
         None
     };
-    if let Some(decision) = decision {
+    if let Some(decision) = decision
+        && armed
+    {
         let approval_id = asking.approval_id;
         thread.deciding.insert(approval_id);
         return Modal::Decided(vec![Effect::Decide {
@@ -1041,6 +1130,7 @@ fn approval_key(thread: &mut ThreadView, key: KeyEvent) -> Modal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transcript::SandboxState;
     use centaur_test_support::script::Script;
 
     fn key(app: &mut App, code: KeyCode, modifiers: KeyModifiers) -> Vec<Effect> {
@@ -1161,6 +1251,7 @@ mod tests {
         // Letters other than the decisions do not reach the composer while asked.
         typed(&mut app, "x");
         assert!(app.thread.as_ref().unwrap().composer.is_empty());
+        app.clock.advance(ARM_DELAY);
         assert_eq!(
             key(&mut app, KeyCode::Char('a'), KeyModifiers::NONE),
             [Effect::Decide {
@@ -1169,11 +1260,18 @@ mod tests {
                 decision: Decision::ApproveForSession
             }]
         );
-        // While that decision travels, the next one is asked.
+        // While that decision travels, the next one is asked, and a key pressed twice does
+        // not decide it at once.
         assert_eq!(
             app.thread.as_ref().unwrap().asking().unwrap().approval_id,
             second
         );
+        assert!(!decided(&key(
+            &mut app,
+            KeyCode::Char('a'),
+            KeyModifiers::NONE
+        )));
+        app.clock.advance(ARM_DELAY);
         assert_eq!(
             key(&mut app, KeyCode::Char('n'), KeyModifiers::NONE),
             [Effect::Decide {
@@ -1495,12 +1593,14 @@ mod tests {
             app.thread.as_ref().unwrap().approval_policy
         };
         assert_eq!(policy(&mut app), Some(ApprovalPolicy::Never));
-        // The thread's sandbox runs: it keeps its policy, the next one gets this.
+        // The thread's sandbox runs: the policy applies to it from the next turn all the same.
+        assert!(matches!(
+            app.thread.as_ref().unwrap().transcript.sandbox,
+            SandboxState::Assigned { .. }
+        ));
         assert_eq!(
             app.notice.as_deref(),
-            Some(
-                "approvals: never from the thread's next sandbox, sent with the next message (this one keeps its own)"
-            )
+            Some("approvals: never from the next turn")
         );
         assert_eq!(policy(&mut app), Some(ApprovalPolicy::OnRequest));
         assert_eq!(policy(&mut app), Some(ApprovalPolicy::Always));
@@ -1565,12 +1665,13 @@ mod tests {
         assert_eq!(app.notice, None);
     }
 
-    /// With nothing written, Home and End go to either end of the thread and `/` is not
-    /// typed; with a message, they edit it.
+    /// With nothing written, Home and End go to either end of the thread; with a message, they
+    /// edit it. `/` is typed: a message can start with a path or a slash command.
     #[test]
     fn home_end_and_slash_with_an_empty_composer() {
         let mut script = Script::new();
         script.user("hi");
+        script.completed("hello");
         let mut app = showing(&script);
         app.take_scrolls();
         key(&mut app, KeyCode::Home, KeyModifiers::NONE);
@@ -1579,17 +1680,144 @@ mod tests {
             app.take_scrolls().unwrap().moves,
             [Scroll::Top, Scroll::Bottom]
         );
-        key(&mut app, KeyCode::Char('/'), KeyModifiers::NONE);
+        typed(&mut app, "/usr/bin/env python3 x.py");
         let thread = app.thread.as_ref().unwrap();
-        assert!(thread.composer.is_empty());
-        assert_eq!(reader::mode(thread), "search");
-        // Esc leaves the search, not the thread's turn.
-        assert_eq!(key(&mut app, KeyCode::Esc, KeyModifiers::NONE), []);
-        assert_eq!(reader::mode(app.thread.as_ref().unwrap()), "compose");
+        assert_eq!(
+            reader::mode(thread),
+            Mode::Compose {
+                output_as_markdown: false
+            }
+        );
+        assert_eq!(thread.composer.text(), "/usr/bin/env python3 x.py");
         app.take_scrolls();
-        typed(&mut app, "a/b");
         key(&mut app, KeyCode::Home, KeyModifiers::NONE);
         assert_eq!(app.take_scrolls().unwrap().moves, []);
         assert_eq!(app.thread.as_ref().unwrap().composer.cursor(), (0, 0));
+        let effects = key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        assert!(
+            matches!(&effects[..], [Effect::Execute { text, .. }] if text == "/usr/bin/env python3 x.py"),
+            "{effects:?}"
+        );
+    }
+
+    /// Ctrl-F searches from the message (what is written stays); `/` searches from the
+    /// transcript.
+    #[test]
+    fn ctrl_f_searches_from_anywhere_and_slash_from_the_transcript() {
+        let mut script = Script::new();
+        script.user("hi");
+        script.completed("hello");
+        let mut app = showing(&script);
+        typed(&mut app, "draft");
+        key(&mut app, KeyCode::Char('f'), KeyModifiers::CONTROL);
+        let thread = app.thread.as_ref().unwrap();
+        assert_eq!(reader::mode(thread), Mode::Search);
+        assert_eq!(thread.composer.text(), "draft");
+        // Esc leaves the search, not the thread's turn.
+        assert_eq!(key(&mut app, KeyCode::Esc, KeyModifiers::NONE), []);
+        assert_eq!(
+            reader::mode(app.thread.as_ref().unwrap()),
+            Mode::Compose {
+                output_as_markdown: false
+            }
+        );
+
+        let mut app = showing(&script);
+        key(&mut app, KeyCode::Tab, KeyModifiers::NONE);
+        key(&mut app, KeyCode::Char('/'), KeyModifiers::NONE);
+        assert_eq!(reader::mode(app.thread.as_ref().unwrap()), Mode::Search);
+    }
+
+    /// The app at a time of the test's choosing, showing a thread that has answered once.
+    fn clocked() -> (Script, App) {
+        let mut script = Script::new();
+        script.user("build");
+        script.completed("done");
+        let mut app = showing(&script);
+        app.clock.set(Instant::now());
+        (script, app)
+    }
+
+    fn arrives(app: &mut App, script: &mut Script, summary: &str) -> Uuid {
+        let id = script.approval(summary);
+        app.handle(AppEvent::Server(Box::new(
+            script.events().last().unwrap().clone(),
+        )));
+        id
+    }
+
+    fn decided(effects: &[Effect]) -> bool {
+        effects.iter().any(|e| matches!(e, Effect::Decide { .. }))
+    }
+
+    /// An approval that arrives while a search query is typed leaves the keys to the query:
+    /// typing "any" decides nothing. Once the query is confirmed, the overlay takes the keys,
+    /// after its delay.
+    #[test]
+    fn typing_a_search_while_an_approval_arrives_decides_nothing() {
+        let (mut script, mut app) = clocked();
+        key(&mut app, KeyCode::Char('f'), KeyModifiers::CONTROL);
+        typed(&mut app, "a");
+        let id = arrives(&mut app, &mut script, "run `make`");
+        app.clock.advance(ARM_DELAY * 2);
+        for c in "ny".chars() {
+            let effects = key(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
+            assert!(!decided(&effects), "{c}: {effects:?}");
+        }
+        let thread = app.thread.as_ref().unwrap();
+        assert_eq!(thread.reading.search.as_ref().unwrap().query, "any");
+        assert_eq!(thread.asking().unwrap().approval_id, id);
+        assert!(!app.approval_armed(), "not armed while the query is typed");
+
+        // Confirmed: the overlay has the keys, and `n` at once still does nothing.
+        key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        assert!(!decided(&key(
+            &mut app,
+            KeyCode::Char('n'),
+            KeyModifiers::NONE
+        )));
+        assert_eq!(
+            app.wake_at(),
+            Some(app.clock.now() + ARM_DELAY),
+            "the loop wakes to show the keys armed"
+        );
+        app.clock.advance(ARM_DELAY);
+        assert!(app.approval_armed());
+        assert_eq!(app.wake_at(), None);
+        assert_eq!(
+            key(&mut app, KeyCode::Char('y'), KeyModifiers::NONE),
+            [Effect::Decide {
+                key: script.events()[0].thread_key.clone(),
+                approval_id: id,
+                decision: Decision::Approve
+            }]
+        );
+    }
+
+    /// A reading key pressed just as an approval appears (`n` for the next match, `y` to
+    /// copy) decides nothing; after the delay, `y` approves.
+    #[test]
+    fn a_key_as_an_approval_appears_decides_nothing() {
+        let (mut script, mut app) = clocked();
+        key(&mut app, KeyCode::Tab, KeyModifiers::NONE);
+        let id = arrives(&mut app, &mut script, "run `make`");
+        app.clock.advance(ARM_DELAY / 2);
+        for c in ['n', 'y', 'a', 'd'] {
+            let effects = key(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
+            assert!(!decided(&effects), "{c}: {effects:?}");
+        }
+        assert_eq!(
+            app.thread.as_ref().unwrap().asking().unwrap().approval_id,
+            id
+        );
+        app.clock.advance(ARM_DELAY / 2);
+        assert_eq!(
+            key(&mut app, KeyCode::Char('y'), KeyModifiers::NONE),
+            [Effect::Decide {
+                key: script.events()[0].thread_key.clone(),
+                approval_id: id,
+                decision: Decision::Approve
+            }]
+        );
     }
 }

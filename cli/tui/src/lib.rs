@@ -116,12 +116,14 @@ pub async fn event_loop<B: Backend>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick.tick().await;
     loop {
+        let wake = app.wake_at();
         let first = tokio::select! {
             event = inbox.recv() => match event {
                 Some(event) => event,
                 None => return Ok(()),
             },
             _ = tick.tick() => AppEvent::Tick,
+            _ = sleep_until(wake), if wake.is_some() => AppEvent::Wake,
         };
         let started = Instant::now();
         let mut effects = app.handle(first);
@@ -139,6 +141,14 @@ pub async fn event_loop<B: Backend>(
             draw(terminal, app, &mut view)?;
             drawn(terminal);
         }
+    }
+}
+
+/// Waits until `at` (forever without one).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

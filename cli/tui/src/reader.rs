@@ -57,16 +57,45 @@ impl Search {
     }
 }
 
-/// The mode the thread screen is in, as the status line names it.
-pub fn mode(thread: &ThreadView) -> &'static str {
-    let markdown = thread.reading.output_as_markdown;
-    match (thread.focus, &thread.reading.search, markdown) {
-        (Focus::Transcript, Some(_), _) => "search",
-        (Focus::Transcript, None, false) => "read",
-        (Focus::Transcript, None, true) => "read · output as Markdown",
-        (Focus::Composer, _, false) => "compose",
-        (Focus::Composer, _, true) => "compose · output as Markdown",
+/// Where the thread screen's keys go, as the status line names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Keys write the message.
+    Compose { output_as_markdown: bool },
+    /// Keys move between the transcript's blocks (Tab).
+    Read { output_as_markdown: bool },
+    /// A search is typed or stepped through.
+    Search,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (name, output_as_markdown) = match self {
+            Mode::Compose { output_as_markdown } => ("compose", *output_as_markdown),
+            Mode::Read { output_as_markdown } => ("read", *output_as_markdown),
+            Mode::Search => ("search", false),
+        };
+        f.write_str(name)?;
+        if output_as_markdown {
+            f.write_str(" · output as Markdown")?;
+        }
+        Ok(())
     }
+}
+
+/// The mode the thread screen is in.
+pub fn mode(thread: &ThreadView) -> Mode {
+    let output_as_markdown = thread.reading.output_as_markdown;
+    match (thread.focus, &thread.reading.search) {
+        (Focus::Transcript, Some(_)) => Mode::Search,
+        (Focus::Transcript, None) => Mode::Read { output_as_markdown },
+        (Focus::Composer, _) => Mode::Compose { output_as_markdown },
+    }
+}
+
+/// Whether a search query is being typed (the keys are the query's).
+pub fn typing_search(thread: &ThreadView) -> bool {
+    thread.focus == Focus::Transcript && thread.reading.search.as_ref().is_some_and(|s| s.typing)
 }
 
 /// The line the reader shows under the transcript while the transcript has the focus: the

@@ -53,6 +53,13 @@ impl Tui {
             .handle(AppEvent::Key(KeyEvent::new(code, modifiers)))
     }
 
+    fn ctrl(&mut self, c: char) -> Vec<Effect> {
+        self.app.handle(AppEvent::Key(KeyEvent::new(
+            KeyCode::Char(c),
+            KeyModifiers::CONTROL,
+        )))
+    }
+
     fn typed(&mut self, text: &str) {
         for c in text.chars() {
             self.press(KeyCode::Char(c));
@@ -173,7 +180,7 @@ fn searchable() -> Script {
     script
 }
 
-/// `/` opens the search line; the query is typed there, the matches are counted as it is, and
+/// Ctrl-F opens the search line; the query is typed there, the matches are counted as it is, and
 /// Enter goes to the nearest match above (the last one, from the end); n and N move between
 /// them, wrapping, and say which one is shown.
 #[test]
@@ -181,12 +188,15 @@ fn searching_the_transcript() {
     let script = searchable();
     let now = script.now();
     let mut tui = app_with(script.events());
-    tui.press(KeyCode::Char('/'));
+    tui.ctrl('f');
     tui.typed("retr");
     let typing = tui.screen(70, 18, now);
     insta::assert_snapshot!("search_typing", typing);
     assert_eq!(tui.reader_status().unwrap(), "/retr  (5 matches)");
-    assert_eq!(reader::mode(tui.app.thread.as_ref().unwrap()), "search");
+    assert_eq!(
+        reader::mode(tui.app.thread.as_ref().unwrap()),
+        reader::Mode::Search
+    );
 
     tui.press(KeyCode::Enter);
     let found = tui.screen(70, 18, now);
@@ -230,7 +240,7 @@ fn a_search_without_a_match_says_so() {
     let script = searchable();
     let now = script.now();
     let mut tui = app_with(script.events());
-    tui.press(KeyCode::Char('/'));
+    tui.ctrl('f');
     tui.typed("timeout");
     tui.press(KeyCode::Enter);
     assert_eq!(
@@ -250,7 +260,7 @@ fn a_search_without_a_match_says_so() {
 fn cancelling_a_search_returns_to_where_it_started() {
     let script = searchable();
     let mut tui = app_with(script.events());
-    tui.press(KeyCode::Char('/'));
+    tui.ctrl('f');
     tui.typed("retry");
     assert_eq!(tui.app.thread.as_ref().unwrap().selected, Some(2));
     tui.press(KeyCode::Esc);
@@ -259,7 +269,7 @@ fn cancelling_a_search_returns_to_where_it_started() {
     assert_eq!(thread.selected, None);
     assert!(thread.reading.search.is_none());
 
-    tui.press(KeyCode::Char('/'));
+    tui.ctrl('f');
     tui.typed("r");
     tui.press(KeyCode::Backspace);
     tui.press(KeyCode::Backspace);
@@ -287,7 +297,7 @@ fn a_match_in_folded_output_is_opened_and_shown() {
     }
     let now = script.now();
     let mut tui = app_with(script.events());
-    tui.press(KeyCode::Char('/'));
+    tui.ctrl('f');
     tui.typed("needle");
     tui.press(KeyCode::Enter);
     let screen = tui.screen(60, 16, now);
@@ -370,6 +380,12 @@ fn m_shows_command_output_as_markdown() {
     tui.press(KeyCode::Char('m'));
     assert_eq!(
         reader::mode(tui.app.thread.as_ref().unwrap()),
+        reader::Mode::Read {
+            output_as_markdown: true
+        }
+    );
+    assert_eq!(
+        reader::mode(tui.app.thread.as_ref().unwrap()).to_string(),
         "read · output as Markdown"
     );
     let markdown = tui.screen(60, 20, now);

@@ -7,7 +7,9 @@ use centaur_protocol::api::{HarnessInfo, HarnessList, ThreadList, ThreadSummary}
 use centaur_protocol::{ErrorCode, Event, Harness, ThreadKey};
 use centaur_test_support::script::{Script, long_thread};
 use centaur_test_support::tui::app_following;
-use centaur_tui::app::{App, AppEvent, Start};
+use std::time::Instant;
+
+use centaur_tui::app::{ARM_DELAY, App, AppEvent, Start};
 use centaur_tui::{View, highlight};
 use chrono::{DateTime, Utc};
 use ratatui::Terminal;
@@ -112,6 +114,7 @@ fn long_command_output_folded_then_open() {
     );
 }
 
+/// An approval's keys show dimmed, without brackets, until they count; then as keys.
 #[test]
 fn an_approval_with_another_waiting() {
     let mut script = Script::new();
@@ -119,22 +122,29 @@ fn an_approval_with_another_waiting() {
     script.user("clean the build and rebuild");
     script.delta("I'll clean first.");
     script.agent("I'll clean first.");
-    script.approval("run `rm -rf target`");
-    script.approval("run `cargo build`");
     let mut app = app_with(script.events());
+    app.clock.set(Instant::now());
+    let first = script.approval("run `rm -rf target`");
+    script.approval("run `cargo build`");
+    for event in &script.events()[script.events().len() - 2..] {
+        app.handle(AppEvent::Server(Box::new(event.clone())));
+    }
+    let unarmed = screen(&mut app, 80, 22, script.now());
+    assert!(
+        unarmed.contains("│  y  approve    a  approve for the session    n  deny"),
+        "{unarmed}"
+    );
+    app.clock.advance(ARM_DELAY);
     insta::assert_snapshot!(
         "approval_first_of_two",
         screen(&mut app, 80, 22, script.now())
     );
     // Decided in Slack: the overlay moves on to the next one.
-    let first = match &script.events()[7].body {
-        centaur_protocol::EventBody::ApprovalRequested { approval_id, .. } => *approval_id,
-        other => panic!("{other:?}"),
-    };
     script.resolved(first, "approve", "slack:U024BE7LH");
     app.handle(AppEvent::Server(Box::new(
         script.events().last().unwrap().clone(),
     )));
+    app.clock.advance(ARM_DELAY);
     insta::assert_snapshot!("approval_second", screen(&mut app, 80, 22, script.now()));
 }
 

@@ -1,5 +1,6 @@
 //! The approval asked about, in a box over the bottom of the transcript: what it is, its
-//! details, and the keys that decide it.
+//! details, and the keys that decide it: dimmed, without their brackets, until they count
+//! (see [`crate::app::ARM_DELAY`]).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -14,9 +15,15 @@ use crate::app::ThreadView;
 use crate::transcript::PendingApproval;
 use crate::wrap::wrap;
 
-pub fn draw(frame: &mut Frame, thread: &ThreadView, area: Rect, asking: &PendingApproval) {
+pub fn draw(
+    frame: &mut Frame,
+    thread: &ThreadView,
+    area: Rect,
+    asking: &PendingApproval,
+    armed: bool,
+) {
     let width = area.width.saturating_sub(2).clamp(10, 90);
-    let lines = body(asking, width.saturating_sub(4) as usize);
+    let lines = body(asking, width.saturating_sub(4) as usize, armed);
     let waiting = thread
         .transcript
         .pending
@@ -50,7 +57,7 @@ pub fn draw(frame: &mut Frame, thread: &ThreadView, area: Rect, asking: &Pending
 }
 
 /// The summary, each detail that says something, and the keys.
-fn body(asking: &PendingApproval, width: usize) -> Vec<Line<'static>> {
+fn body(asking: &PendingApproval, width: usize, armed: bool) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     let headline = Line::styled(asking.summary.clone(), Style::new().bold());
     lines.extend(wrap(&headline, width, &Span::raw("  "), false));
@@ -75,13 +82,31 @@ fn body(asking: &PendingApproval, width: usize) -> Vec<Line<'static>> {
         }
     }
     lines.push(Line::default());
-    lines.push(Line::from(vec![
-        Span::styled("[y]", Style::new().green().bold()),
-        Span::raw(" approve   "),
-        Span::styled("[a]", Style::new().green().bold()),
-        Span::raw(" approve for the session   "),
-        Span::styled("[n]", Style::new().red().bold()),
-        Span::raw(" deny"),
-    ]));
+    lines.push(keys(armed));
     lines
+}
+
+/// The keys that decide: `[y] approve …` in colour once they count, the same dimmed and
+/// without brackets before.
+fn keys(armed: bool) -> Line<'static> {
+    let keys = [
+        ('y', " approve   ", Style::new().green().bold()),
+        (
+            'a',
+            " approve for the session   ",
+            Style::new().green().bold(),
+        ),
+        ('n', " deny", Style::new().red().bold()),
+    ];
+    let mut spans = Vec::new();
+    for (key, what, style) in keys {
+        if armed {
+            spans.push(Span::styled(format!("[{key}]"), style));
+            spans.push(Span::raw(what));
+        } else {
+            spans.push(Span::styled(format!(" {key} "), DIM));
+            spans.push(Span::styled(what, DIM));
+        }
+    }
+    Line::from(spans)
 }

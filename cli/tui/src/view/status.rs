@@ -64,7 +64,7 @@ fn parts(
         0,
     ));
     parts.push((
-        Span::styled(reader::mode(thread), Style::new().cyan().bold()),
+        Span::styled(reader::mode(thread).to_string(), Style::new().cyan().bold()),
         1,
     ));
     if let Some(title) = title(thread) {

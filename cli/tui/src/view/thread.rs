@@ -58,7 +58,7 @@ pub fn draw(
         status_area,
     );
     if let Some(asking) = thread.asking() {
-        approval::draw(frame, thread, body, asking);
+        approval::draw(frame, thread, body, asking, app.approval_armed());
     }
 }
 
@@ -171,7 +171,7 @@ fn draw_composer(
     let visible = inner.height as usize;
     let first = (cursor.0 + 1).saturating_sub(visible);
     if thread.composer.is_empty() {
-        let hint = "Type a message · Enter sends · Shift+Enter new line · ↑ history · F1 help";
+        let hint = "Type a message · Enter sends · Shift+Enter new line · Ctrl-F search · F1 help";
         frame.render_widget(Paragraph::new(Span::styled(hint, DIM)), inner);
     } else {
         let lines: Vec<Line> = rows
