@@ -4,6 +4,7 @@
 //! transcript's viewport, which the app moves only by asking ([`Scroll`]).
 
 use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use centaur_protocol::api::{HarnessInfo, HarnessList, ThreadList, ThreadSummary};
@@ -56,6 +57,8 @@ pub enum AppEvent {
     HighlighterReady,
     /// A second went by (elapsed times, periodic refreshes).
     Tick,
+    /// Where a copy ([`Effect::Copy`]) went: the file written, or why none was.
+    Copied(Result<PathBuf, String>),
     /// The time [`App::wake_at`] asked for came (an approval's keys count from now).
     Wake,
 }
@@ -621,9 +624,25 @@ impl App {
                     Action::Steer => format!("not sent: {error}"),
                 });
             }
+            AppEvent::Copied(outcome) => self.copied(outcome),
             AppEvent::Tick => return self.tick(),
         }
         Vec::new()
+    }
+
+    /// Tells where a copy went: in the reader's line, or the notice once the message has the
+    /// focus again.
+    fn copied(&mut self, outcome: Result<PathBuf, String>) {
+        let Some(thread) = &mut self.thread else {
+            return;
+        };
+        let Some(told) = reader::copied(thread, outcome) else {
+            return self.unchanged();
+        };
+        match thread.focus {
+            Focus::Transcript => thread.reading.told = Some(told),
+            Focus::Composer => self.notice = Some(told),
+        }
     }
 
     fn unchanged(&mut self) {

@@ -6,6 +6,8 @@
 //! Markdown without its markup, a command with its output); its matches are counted here, and
 //! the view highlights them and scrolls the current one into view.
 
+use std::path::PathBuf;
+
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::app::{Effect, Focus, Scroll, ThreadView};
@@ -22,6 +24,16 @@ pub struct Reading {
     pub output_as_markdown: bool,
     /// What the last key did, told in the reader's line until the next key.
     pub told: Option<String>,
+    /// A copy (`y`) on its way to the clipboard and a file.
+    pub copying: Option<Copying>,
+}
+
+/// What `y` copied, told once the runtime says where it went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Copying {
+    pub lines: usize,
+    /// Short enough for the terminal's clipboard (OSC 52).
+    pub to_terminal: bool,
 }
 
 /// A search of the transcript.
@@ -363,32 +375,49 @@ fn open(thread: &mut ThreadView, index: usize) {
     }
 }
 
-/// `y`: the selected block's text to the clipboard and a file, and where it went.
+/// `y`: the selected block's text to the clipboard and a file; [`copied`] tells where it went.
 fn copy(thread: &mut ThreadView) -> Option<Effect> {
     let Some(selected) = thread.selected else {
         thread.reading.told = Some("pick a block to copy first (j/k)".to_owned());
         return None;
     };
     let text = thread.transcript.blocks()[selected].plain_text();
-    let lines = text.lines().count().max(1);
-    let lines = if lines == 1 {
-        "1 line".to_owned()
-    } else {
-        format!("{lines} lines")
+    let copying = Copying {
+        lines: text.lines().count().max(1),
+        to_terminal: clipboard::fits_terminal(&text),
     };
-    let file = clipboard::file_for(&text);
-    thread.reading.told = Some(if clipboard::fits_terminal(&text) {
-        format!(
+    thread.reading.copying = Some(copying);
+    thread.reading.told = Some(format!("copying {}…", lines(copying.lines)));
+    Some(Effect::Copy(text))
+}
+
+/// Where the copy went: the file written (`Ok`), or why none was. `None` when nothing was
+/// being copied.
+pub fn copied(thread: &mut ThreadView, outcome: Result<PathBuf, String>) -> Option<String> {
+    let copying = thread.reading.copying.take()?;
+    let lines = lines(copying.lines);
+    Some(match (outcome, copying.to_terminal) {
+        (Ok(file), true) => format!(
             "copied {lines} to the clipboard (where the terminal allows) and to {}",
             file.display()
-        )
-    } else {
-        format!(
+        ),
+        (Ok(file), false) => format!(
             "copied {lines} to {} (too long for the terminal's clipboard)",
             file.display()
-        )
-    });
-    Some(Effect::Copy(text))
+        ),
+        (Err(error), true) => format!(
+            "copied {lines} to the clipboard (where the terminal allows), not to a file: {error}"
+        ),
+        (Err(error), false) => format!("not copied: {error}"),
+    })
+}
+
+fn lines(count: usize) -> String {
+    if count == 1 {
+        "1 line".to_owned()
+    } else {
+        format!("{count} lines")
+    }
 }
 
 /// Every match of `needle` in the transcript, in order.

@@ -83,7 +83,11 @@ impl Runtime {
                     text,
                 });
             }
-            Effect::Copy(text) => crate::clipboard::copy(&text),
+            Effect::Copy(text) => {
+                // On this thread: the terminal's sequence goes between frames.
+                let outcome = crate::clipboard::copy(&text).map_err(|error| error.to_string());
+                let _ = self.bus.send(AppEvent::Copied(outcome));
+            }
             Effect::Steer { key, text } => {
                 let _ = self.outbox.send(Message::Steer { key, text });
             }

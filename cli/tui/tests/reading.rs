@@ -7,7 +7,7 @@ use centaur_protocol::Event;
 use centaur_test_support::script::Script;
 use centaur_test_support::tui::app_following;
 use centaur_tui::app::{App, AppEvent, Effect, Focus};
-use centaur_tui::{View, clipboard, highlight, reader};
+use centaur_tui::{View, highlight, reader};
 use chrono::{DateTime, Utc};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -325,7 +325,10 @@ fn y_copies_the_picked_block() {
         effects,
         [Effect::Copy("$ ls --color\nsrc\nREADME.md".into())]
     );
-    let file = clipboard::file_for("$ ls --color\nsrc\nREADME.md");
+    // Nothing is said to be copied anywhere before the runtime says where it went.
+    assert_eq!(tui.reader_status().unwrap(), "copying 3 lines…");
+    let file = std::path::PathBuf::from("/run/user/1000/centaur/centaur-copy-1.txt");
+    tui.app.handle(AppEvent::Copied(Ok(file.clone())));
     let told = tui.reader_status().unwrap();
     assert_eq!(
         told,
@@ -335,6 +338,17 @@ fn y_copies_the_picked_block() {
         )
     );
     assert!(tui.screen(200, 12, now).contains(&told));
+    // A file that could not be written says why.
+    tui.press(KeyCode::Char('y'));
+    tui.app.handle(AppEvent::Copied(Err(
+        "/tmp/centaur-0 is not private (it is a symbolic link): remove it, or set XDG_RUNTIME_DIR"
+            .into(),
+    )));
+    assert_eq!(
+        tui.reader_status().unwrap(),
+        "copied 3 lines to the clipboard (where the terminal allows), not to a file: \
+         /tmp/centaur-0 is not private (it is a symbolic link): remove it, or set XDG_RUNTIME_DIR"
+    );
     // The message, picked with k.
     tui.press(KeyCode::Char('k'));
     let effects = tui.press(KeyCode::Char('y'));
