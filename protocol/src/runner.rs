@@ -30,6 +30,11 @@ pub struct Assignment {
     /// The `execution.started` event; subscribe to the thread stream after it for control
     /// events (interrupts, approval decisions, new messages).
     pub started_event_id: i64,
+    /// The thread's approval policy for this execution (the one it was given last, else the
+    /// server's default): it wins over the [`Attachment`]'s, which only says how the sandbox
+    /// started. Absent from an older server: the runner keeps its attachment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_policy: Option<ApprovalPolicy>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -104,6 +104,12 @@ impl Runner {
 
     async fn execute(&mut self, assignment: Assignment) {
         let execution_id = assignment.execution_id;
+        // The turn runs under the policy the server gives it now, not the one the sandbox
+        // started with (an older server gives none: the attachment's stays).
+        let mut sandbox = self.sandbox.clone();
+        if let Some(policy) = assignment.approval_policy {
+            sandbox.approval_policy = policy;
+        }
         let span =
             tracing::info_span!("execution", %execution_id, thread_key = %assignment.thread_key);
         let _enter = span.enter();
@@ -145,7 +151,7 @@ impl Runner {
             // The harness's own process starts before the turn does: what it starts at launch
             // (MCP servers, a language server) is the sandbox's, not the turn's. A failure is
             // the turn's to report.
-            self.harness.prepare().await;
+            self.harness.prepare(&sandbox).await;
             // An interrupt, the deadline or a release ends what the turn started right away,
             // whatever the harness does about it (its own interrupt still goes out, so it
             // reports the turn as interrupted).
@@ -164,7 +170,7 @@ impl Runner {
             let mut turn = Turn::new(
                 execution_id,
                 assignment.input,
-                self.sandbox.clone(),
+                sandbox,
                 events_tx,
                 approvals,
                 steering_rx,

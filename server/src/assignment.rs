@@ -279,7 +279,7 @@ async fn claim_warm(
     if had_sandbox {
         return Ok(None);
     }
-    let policy = approval_policy(state, thread).await?;
+    let policy = approval_policy(state, &state.pool, thread.id).await?;
     let Some(sandbox_id) = pool.take(harness) else {
         return Ok(None);
     };
@@ -325,7 +325,7 @@ async fn claim_warm(
 async fn start_cold(state: &AppState, thread: &ThreadRow, harness: Harness) -> ApiResult<Prepared> {
     let sandbox_id = Uuid::now_v7();
     let token = mint_sandbox_token(sandbox_id);
-    let policy = approval_policy(state, thread).await?;
+    let policy = approval_policy(state, &state.pool, thread.id).await?;
     // Stage 2: the proxy serves the sandbox before it starts.
     let egress = egress::policy::attach(state, sandbox_id, thread).await?;
     let spec = SandboxSpec {
@@ -362,12 +362,17 @@ async fn create_ready(state: &AppState, spec: &SandboxSpec) -> Result<(), Sandbo
     state.backend.ready(spec.sandbox_id).await
 }
 
-/// The thread's approval policy, or the deployment's default.
-async fn approval_policy(state: &AppState, thread: &ThreadRow) -> ApiResult<ApprovalPolicy> {
+/// The thread's approval policy, or the deployment's default: what a new sandbox starts with
+/// and what each execution runs under (see [`Assignment`](centaur_protocol::runner::Assignment)).
+pub async fn approval_policy<'c>(
+    state: &AppState,
+    conn: impl sqlx::PgExecutor<'c>,
+    thread_id: i64,
+) -> ApiResult<ApprovalPolicy> {
     let own: Option<String> =
         sqlx::query_scalar("SELECT approval_policy FROM threads WHERE id = $1")
-            .bind(thread.id)
-            .fetch_one(&state.pool)
+            .bind(thread_id)
+            .fetch_one(conn)
             .await?;
     Ok(match own {
         Some(policy) => stored("threads.approval_policy", &policy)?,

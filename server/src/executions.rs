@@ -431,6 +431,8 @@ async fn claim_now(
             })
         })
         .collect::<Result<Vec<_>, UnknownStored>>()?;
+    // Read with every claim: a policy given with a later turn reaches a sandbox that runs.
+    let approval_policy = assignment::approval_policy(state, &mut *tx, thread.id).await?;
     let events = append(
         &mut tx,
         &thread.as_ref(),
@@ -452,6 +454,7 @@ async fn claim_now(
         input,
         runner_seq,
         started_event_id,
+        approval_policy: Some(approval_policy),
     }))
 }
 

@@ -50,7 +50,7 @@ impl Amp {
 
 #[async_trait]
 impl Harness for Amp {
-    async fn prepare(&mut self) {
+    async fn prepare(&mut self, _sandbox: &Sandbox) {
         self.session.prepare(&self.launch);
     }
 

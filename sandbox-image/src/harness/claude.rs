@@ -3,6 +3,10 @@
 //! permission prompts answered over stdio (`--permission-prompt-tool stdio`) from Centaur
 //! approvals. Its configuration and sessions live in the workspace, so a new sandbox resumes
 //! the conversation (`--resume`).
+//!
+//! Under the policy `never` it runs with `--permission-mode bypassPermissions` and asks
+//! nothing. The policy comes with each turn: when it moves to or from `never`, the CLI is
+//! started again with the other mode, resuming its session.
 
 use async_trait::async_trait;
 use centaur_protocol::runner::{ApprovalPolicy, Finish};
@@ -18,58 +22,82 @@ pub struct ClaudeCode {
 
 impl ClaudeCode {
     pub fn new(sandbox: &Sandbox) -> ClaudeCode {
-        let config_dir = sandbox.workspace.join(".centaur/claude");
-        let mut args: Vec<String> = [
-            "-p",
-            "--input-format",
-            "stream-json",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--include-partial-messages",
-            "--permission-prompt-tool",
-            "stdio",
-        ]
-        .map(String::from)
-        .into();
-        if sandbox.approval_policy == ApprovalPolicy::Never {
-            args.extend(["--permission-mode".into(), "bypassPermissions".into()]);
-        }
-        let launch = Launch {
-            name: "claude",
-            program: sandbox
-                .env
-                .get("CENTAUR_CLAUDE_BIN")
-                .cloned()
-                .unwrap_or_else(|| "claude".into()),
-            args,
-            env: vec![
-                ("CLAUDE_CONFIG_DIR".into(), config_dir.display().to_string()),
-                ("DISABLE_TELEMETRY".into(), "1".into()),
-                ("DISABLE_AUTOUPDATER".into(), "1".into()),
-                (
-                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
-                    "1".into(),
-                ),
-            ],
-            session_file: config_dir.join("centaur-session-id"),
-            resume: Some(|id| vec!["--resume".into(), id.into()]),
-            asks_first: sandbox.approval_policy != ApprovalPolicy::Never,
-        };
         ClaudeCode {
             session: Session::new(sandbox),
-            launch,
+            launch: launch(sandbox, sandbox.approval_policy),
         }
+    }
+
+    /// Makes the CLI run under `policy`: a CLI started with the other permission mode is
+    /// ended, and the next start resumes its session with the right one.
+    async fn follow(&mut self, sandbox: &Sandbox) {
+        let asks_first = asks_first(sandbox.approval_policy);
+        if asks_first != self.launch.asks_first {
+            tracing::info!(
+                policy = sandbox.approval_policy.as_str(),
+                "the approval policy changed; claude starts again with it"
+            );
+            self.session.stop().await;
+            self.launch = launch(sandbox, sandbox.approval_policy);
+        }
+    }
+}
+
+/// Whether Claude Code asks before it acts under `policy`: it does, except under `never`.
+fn asks_first(policy: ApprovalPolicy) -> bool {
+    policy != ApprovalPolicy::Never
+}
+
+fn launch(sandbox: &Sandbox, policy: ApprovalPolicy) -> Launch {
+    let config_dir = sandbox.workspace.join(".centaur/claude");
+    let mut args: Vec<String> = [
+        "-p",
+        "--input-format",
+        "stream-json",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--include-partial-messages",
+        "--permission-prompt-tool",
+        "stdio",
+    ]
+    .map(String::from)
+    .into();
+    if !asks_first(policy) {
+        args.extend(["--permission-mode".into(), "bypassPermissions".into()]);
+    }
+    Launch {
+        name: "claude",
+        program: sandbox
+            .env
+            .get("CENTAUR_CLAUDE_BIN")
+            .cloned()
+            .unwrap_or_else(|| "claude".into()),
+        args,
+        env: vec![
+            ("CLAUDE_CONFIG_DIR".into(), config_dir.display().to_string()),
+            ("DISABLE_TELEMETRY".into(), "1".into()),
+            ("DISABLE_AUTOUPDATER".into(), "1".into()),
+            (
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+                "1".into(),
+            ),
+        ],
+        session_file: config_dir.join("centaur-session-id"),
+        resume: Some(|id| vec!["--resume".into(), id.into()]),
+        asks_first: asks_first(policy),
     }
 }
 
 #[async_trait]
 impl Harness for ClaudeCode {
-    async fn prepare(&mut self) {
+    async fn prepare(&mut self, sandbox: &Sandbox) {
+        self.follow(sandbox).await;
         self.session.prepare(&self.launch);
     }
 
     async fn turn(&mut self, turn: &mut Turn) -> Finish {
+        self.follow(&turn.sandbox.clone()).await;
         self.session.turn(&self.launch, turn).await
     }
 

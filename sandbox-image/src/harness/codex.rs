@@ -134,11 +134,7 @@ impl Codex {
         .map_err(|_| Broke::Process("codex app-server did not answer `initialize`".into()))??;
         process.send(&json!({"method": "initialized"})).await?;
 
-        let approval = match self.sandbox.approval_policy {
-            ApprovalPolicy::Never => "never",
-            ApprovalPolicy::OnRequest => "on-request",
-            ApprovalPolicy::Always => "untrusted",
-        };
+        let approval = codex_policy(self.sandbox.approval_policy);
         let cwd = self.sandbox.workspace.display().to_string();
         let saved = home.join("centaur-thread-id");
         let resumed = match std::fs::read_to_string(&saved) {
@@ -178,11 +174,14 @@ impl Codex {
         }
         let process = self.process.as_mut().expect("started");
         // Its answer (the turn's id) is read in the loop below: Codex may ask for an approval
-        // before it answers.
+        // before it answers. The turn's policy goes with it: the thread may have been given
+        // another since the app-server started.
         let start_id = process
             .notify_request(
                 "turn/start",
-                json!({"threadId": process.thread_id, "input": [{"type": "text", "text": turn.prompt()}]}),
+                json!({"threadId": process.thread_id,
+                       "input": [{"type": "text", "text": turn.prompt()}],
+                       "approvalPolicy": codex_policy(turn.sandbox.approval_policy)}),
             )
             .await?;
         let mut turn_id: Option<String> = None;
@@ -271,9 +270,19 @@ impl Codex {
     }
 }
 
+/// Codex's name for a Centaur approval policy (`untrusted`: ask before any command that is not
+/// known to be read-only).
+fn codex_policy(policy: ApprovalPolicy) -> &'static str {
+    match policy {
+        ApprovalPolicy::Never => "never",
+        ApprovalPolicy::OnRequest => "on-request",
+        ApprovalPolicy::Always => "untrusted",
+    }
+}
+
 #[async_trait]
 impl Harness for Codex {
-    async fn prepare(&mut self) {
+    async fn prepare(&mut self, _sandbox: &Sandbox) {
         if self.process.is_none() && !self.broken {
             let _ = self.start().await;
         }

@@ -30,8 +30,9 @@ pub trait Harness: Send {
     /// not running, before the runner notes the processes alive at the start of a turn: what it
     /// starts at launch (MCP servers from its config, a language server) then belongs to the
     /// sandbox, not to the turn, and an interrupt spares it. A failure is left for the turn,
-    /// which tries again and reports it.
-    async fn prepare(&mut self) {}
+    /// which tries again and reports it. `sandbox` is the coming turn's (its approval policy,
+    /// which the server may change from one turn to the next).
+    async fn prepare(&mut self, _sandbox: &Sandbox) {}
 
     /// Runs one turn to its end: completed, failed (with a readable error) or cancelled.
     async fn turn(&mut self, turn: &mut Turn) -> Finish;

@@ -105,6 +105,14 @@ impl Session {
         Ok(())
     }
 
+    /// Ends the CLI's process, if one runs: the next turn starts it again (resuming the
+    /// session), with what the launch says then.
+    pub async fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.child.kill().await;
+        }
+    }
+
     /// Starts the CLI if it is not running (see [`super::Harness::prepare`]); a failure is left
     /// for the turn, which tries again and reports it.
     pub fn prepare(&mut self, launch: &Launch) {

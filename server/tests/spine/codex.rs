@@ -322,6 +322,69 @@ async fn codex_asks_before_a_command_starts_and_a_denied_one_never_starts() {
     }
 }
 
+/// The policy given with a turn reaches the app-server that already runs: under `never` a
+/// command runs without asking; the next turn, sent with `always` to the same sandbox, asks
+/// before its command starts, and a denied one never does.
+#[tokio::test]
+async fn codex_takes_a_policy_given_with_a_later_turn() {
+    let model = scripted_model().await;
+    let stack = model.codex_stack("codex-policy-switch", "never").await;
+    let key = "api:codex-policy-switch";
+
+    let events = turn_events(&stack, key, 0, "run the command").await;
+    let approved_file = stack.only_workspace().join("approved.txt");
+    assert_eq!(
+        events.last().unwrap()["type"],
+        "execution.completed",
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["type"] == "approval.requested"),
+        "never asks: {events:#?}"
+    );
+    assert_eq!(command_events(&events).len(), 2, "{events:#?}");
+    assert!(approved_file.exists());
+    std::fs::remove_file(&approved_file).unwrap();
+    let sandbox = sandbox_of(&stack, key).await;
+    assert!(sandbox.is_string(), "{sandbox}");
+
+    stack
+        .server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "approval_policy": "always", "message": "run the command"}),
+        )
+        .await;
+    let asked = stack
+        .until(key, last_id(&events), |e| e["type"] == "approval.requested")
+        .await;
+    assert!(command_events(&asked).is_empty(), "{asked:#?}");
+    let approval_id = asked.last().unwrap()["approval_id"].as_str().unwrap();
+    stack.server.decide(key, approval_id, "deny").await;
+    let events = stack.until(key, last_id(&asked), is_terminal).await;
+    assert_eq!(
+        events.last().unwrap()["type"],
+        "execution.completed",
+        "{events:#?}"
+    );
+    assert!(command_events(&events).is_empty(), "{events:#?}");
+    assert!(!approved_file.exists());
+    assert_eq!(sandbox_of(&stack, key).await, sandbox, "the same sandbox");
+}
+
+/// The id of the thread's sandbox, from its detail.
+async fn sandbox_of(
+    stack: &centaur_test_support::local_stack::LocalStack,
+    key: &str,
+) -> serde_json::Value {
+    let path = format!("/agent/threads/{}", centaur_test_support::server::enc(key));
+    let (_, detail) = stack
+        .server
+        .admin(reqwest::Method::GET, &path, serde_json::Value::Null)
+        .await;
+    detail["sandbox"]["sandbox_id"].clone()
+}
+
 /// Everything the egress proxy of this process logs to its audit target, captured (the test
 /// runtime runs the proxy's tasks on the test's own thread).
 #[derive(Clone, Default)]

@@ -278,6 +278,50 @@ async fn a_command_approved_for_the_session_is_not_asked_about_again() {
     );
 }
 
+/// The approval policy given with a turn reaches the sandbox that already runs the thread: a
+/// shell thread under `never` runs its command without asking; the next turn, sent with
+/// `always`, asks before its command on the same sandbox (and a denied one does not run), and
+/// the policy stays with the thread for the turns after it.
+#[tokio::test]
+async fn a_policy_given_with_a_turn_reaches_the_live_sandbox() {
+    let stack = LocalStack::start("first-hour-policy", 0, json!({})).await;
+    let key = "api:policy";
+    let first = execute(
+        &stack,
+        json!({"thread_key": key, "harness": "shell", "approval_policy": "never",
+               "message": "echo free"}),
+    )
+    .await;
+    let (asked, end) = until_end(&stack, key, &first, "deny").await;
+    assert_eq!((asked, &end["result_text"]), (0, &json!("free\n")), "{end}");
+    let sandbox = detail(&stack.server, key).await["sandbox"]["sandbox_id"].clone();
+    assert!(sandbox.is_string(), "{sandbox}");
+
+    let second = execute(
+        &stack,
+        json!({"thread_key": key, "approval_policy": "always",
+               "message": "echo asked > asked.txt"}),
+    )
+    .await;
+    let (asked, end) = until_end(&stack, key, &second, "deny").await;
+    assert_eq!(asked, 1, "{end}");
+    assert_eq!(
+        end["result_text"], "the command was not approved: echo asked > asked.txt",
+        "{end}"
+    );
+    assert!(!stack.only_workspace().join("asked.txt").exists());
+    assert_eq!(
+        detail(&stack.server, key).await["sandbox"]["sandbox_id"],
+        sandbox,
+        "the same sandbox served both turns"
+    );
+
+    // Without a policy, the turn keeps the thread's.
+    let third = execute(&stack, json!({"thread_key": key, "message": "echo kept"})).await;
+    let (asked, end) = until_end(&stack, key, &third, "approve").await;
+    assert_eq!((asked, &end["result_text"]), (1, &json!("kept\n")), "{end}");
+}
+
 /// What the stack does on its own does not make a thread "active": neither its shutdown (the
 /// restarted server releasing the sandboxes the shutdown stopped) nor releasing an idle
 /// sandbox moves `last_activity_at`.
@@ -408,4 +452,80 @@ async fn the_migration_titles_existing_threads_as_the_server_does() {
         by_migration.push(detail(&server, key).await["title"].clone());
     }
     assert_eq!(by_migration, by_server);
+}
+
+/// Claude Code follows the policy given with each turn on its live sandbox: under `never` it
+/// runs the command without asking (no approval event), under `always` the next turn asks and
+/// a denied command does not run, and back under `never` it runs again without asking; the
+/// conversation goes on through each restart of the CLI.
+#[tokio::test]
+async fn claude_code_takes_a_policy_given_with_a_later_turn() {
+    use centaur_test_support::anthropic::MockMessages;
+    use centaur_test_support::events::{is_terminal, last_id};
+    use centaur_test_support::model::Reply;
+
+    let model = MockMessages::start(vec![(
+        "run the command",
+        Reply::Command {
+            cmd: "echo approved > approved.txt".into(),
+            then: "The command is done.".into(),
+        },
+    )])
+    .await;
+    let stack = model
+        .claude_stack("first-hour-claude-policy", "always")
+        .await;
+    let key = "api:claude-policy";
+    let mut after = 0;
+    let mut sandbox = Value::Null;
+    for (policy, decision, runs) in [
+        ("never", None, true),
+        ("always", Some("deny"), false),
+        ("never", None, true),
+    ] {
+        if after > 0 {
+            let _ = std::fs::remove_file(stack.only_workspace().join("approved.txt"));
+        }
+        stack
+            .server
+            .post(
+                "/agent/execute",
+                json!({"thread_key": key, "harness": "claude-code", "approval_policy": policy,
+                       "message": "please run the command"}),
+            )
+            .await;
+        let events = match decision {
+            Some(decision) => {
+                let asked = stack
+                    .until(key, after, |e| e["type"] == "approval.requested")
+                    .await;
+                let approval_id = asked.last().unwrap()["approval_id"].as_str().unwrap();
+                stack.server.decide(key, approval_id, decision).await;
+                stack.until(key, last_id(&asked), is_terminal).await
+            }
+            None => stack.until(key, after, is_terminal).await,
+        };
+        assert_eq!(
+            events.last().unwrap()["type"],
+            "execution.completed",
+            "{policy}: {events:#?}"
+        );
+        if decision.is_none() {
+            assert!(
+                !events.iter().any(|e| e["type"] == "approval.requested"),
+                "{policy} asks nothing: {events:#?}"
+            );
+        }
+        assert_eq!(
+            stack.only_workspace().join("approved.txt").exists(),
+            runs,
+            "{policy}: {events:#?}"
+        );
+        let now = detail(&stack.server, key).await["sandbox"]["sandbox_id"].clone();
+        if after > 0 {
+            assert_eq!(now, sandbox, "the same sandbox");
+        }
+        sandbox = now;
+        after = last_id(&events);
+    }
 }
