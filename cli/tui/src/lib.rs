@@ -12,6 +12,7 @@
 //! - [`composer`]: the message being written, with its history.
 //! - [`highlight`]: code highlighting, loaded in the background.
 //! - [`markdown`]: the agent's Markdown as styled lines.
+//! - [`marks`]: a search's matches, marked in the lines as they are laid out.
 //! - [`reader`]: reading a transcript: moving between blocks, searching, copying.
 //! - [`runtime`]: carrying out the app's effects on tasks that answer on the bus.
 //! - [`terminal`]: taking over the terminal and giving it back, and reading its input.
@@ -25,6 +26,7 @@ pub mod clipboard;
 pub mod composer;
 pub mod highlight;
 pub mod markdown;
+pub mod marks;
 pub mod reader;
 pub mod runtime;
 pub mod terminal;

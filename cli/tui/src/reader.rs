@@ -2,9 +2,10 @@
 //! (moving between blocks, folding, jumping to either end, searching, copying a block, showing
 //! command output as Markdown), and the reading state a thread keeps besides its transcript.
 //!
-//! A search looks, case-insensitively, in the text each block shows (a message, the agent's
-//! Markdown without its markup, a command with its output); its matches are counted here, and
-//! the view highlights them and scrolls the current one into view.
+//! A search looks, case-insensitively, in the text each block shows open, line by line as
+//! drawn before wrapping (a message, the agent's Markdown as rendered, a command with its
+//! output); its matches are counted here the way the view marks them (see [`crate::marks`]),
+//! and the view scrolls the current one into view.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ use crate::app::{Effect, Focus, Scroll, ThreadView};
 use crate::clipboard;
 use crate::markdown;
 use crate::transcript::Block;
+use crate::view::Viewport;
 
 /// How a thread is being read, besides which blocks are open.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -420,32 +422,43 @@ fn lines(count: usize) -> String {
     }
 }
 
-/// Every match of `needle` in the transcript, in order.
+/// Every match of `needle` in the transcript, in order: in each block's text as it is drawn
+/// open (see [`crate::marks`]), so the count, n/N and what is highlighted agree.
 fn find_all(thread: &ThreadView, needle: &[char]) -> Vec<Match> {
     if needle.is_empty() {
         return Vec::new();
     }
     let mut matches = Vec::new();
     for (index, block) in thread.transcript.blocks().iter().enumerate() {
-        if matches!(block, Block::TurnEnd { .. }) {
+        if !searches(thread, index, needle) {
             continue;
         }
-        let text = match block {
-            Block::Agent { text, .. } => markdown::plain(text),
-            other @ (Block::User { .. }
-            | Block::Reasoning { .. }
-            | Block::Command { .. }
-            | Block::FileChange { .. }
-            | Block::Tool { .. }
-            | Block::Approval { .. }
-            | Block::EgressDenied { .. }
-            | Block::TurnEnd { .. }
-            | Block::Note { .. }) => other.plain_text(),
-        };
-        let found = find(&fold(&text), needle).len();
+        let found = Viewport::count_matches(block, needle, thread.reading.output_as_markdown);
         matches.extend((0..found).map(|nth| Match { block: index, nth }));
     }
     matches
+}
+
+/// Whether a search for `needle` counts the matches block `index` shows: not the end of a
+/// turn, and only a block whose text has the query at all (laying out a block costs more
+/// than looking in its text; the view marks the same blocks).
+pub fn searches(thread: &ThreadView, index: usize, needle: &[char]) -> bool {
+    let Some(block) = thread.transcript.blocks().get(index) else {
+        return false;
+    };
+    let text = match block {
+        Block::TurnEnd { .. } => return false,
+        Block::Agent { text, .. } => markdown::plain(text),
+        other @ (Block::User { .. }
+        | Block::Reasoning { .. }
+        | Block::Command { .. }
+        | Block::FileChange { .. }
+        | Block::Tool { .. }
+        | Block::Approval { .. }
+        | Block::EgressDenied { .. }
+        | Block::Note { .. }) => other.plain_text(),
+    };
+    !find(&fold(&text), needle).is_empty()
 }
 
 /// `text` as matching compares it: one lowercased character for each of its characters, so

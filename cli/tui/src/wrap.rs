@@ -1,10 +1,13 @@
 //! Wrapping styled lines to a width, so the view knows every block's height before drawing.
 //! A continuation line never starts with the space the line broke at; a line indented with
-//! spaces (code, output) keeps its indentation on its continuation lines.
+//! spaces (code, output) keeps its indentation on its continuation lines. A search's matches
+//! are marked in a line before it is split (see [`crate::marks`]).
 
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthChar;
+
+use crate::marks;
 
 /// Splits `line` into lines at most `width` columns wide: at spaces where it can, mid-word
 /// where a word is longer than the line. Continuation lines start with `indent` (a hanging
@@ -18,6 +21,9 @@ pub fn wrap(
     indent: &Span<'static>,
     hard: bool,
 ) -> Vec<Line<'static>> {
+    // A search's matches are marked before the line is split, so a split one shows on both.
+    let marked = marks::mark(line);
+    let line = marked.as_ref().unwrap_or(line);
     let width = width.max(1);
     let chars: Vec<(char, Style)> = line
         .spans

@@ -444,3 +444,66 @@ fn the_picked_block_is_marked() {
     let bar = cells_of(&buffer, "▌", 0);
     assert_eq!(buffer[bar[0]].fg, Color::Cyan);
 }
+
+/// The text of the cells drawn on background `bg`, in reading order.
+fn cells_in(buffer: &Buffer, bg: Color) -> String {
+    let mut found = String::new();
+    for y in 0..buffer.area.height {
+        for x in 0..buffer.area.width {
+            if buffer[(x, y)].bg == bg {
+                found.push_str(buffer[(x, y)].symbol());
+            }
+        }
+    }
+    found
+}
+
+/// The count, n/N and the highlight agree on what is drawn: a match a wrap splits is
+/// highlighted on both lines, and one in a folded command's hidden output counts (the block
+/// opens when it becomes the current one), without shifting which match is current.
+#[test]
+fn matches_split_by_a_wrap_or_folded_away_are_counted_as_shown() {
+    let mut script = Script::new();
+    script.thread("shell");
+    script.user("cat log");
+    script.command("c1", "cat log");
+    script.output("c1", "start\nhidden needle here\n");
+    for n in 1..=8 {
+        script.output("c1", &format!("filler {n}\n"));
+    }
+    // At 40 columns (38 beside the picked block's bar), hard-wrapped mid-word.
+    script.output("c1", &format!("{}needle end\n", "x".repeat(34)));
+    script.finished("c1", 0);
+    script.completed("");
+    let now = script.now();
+    let mut tui = app_with(script.events());
+    tui.ctrl('f');
+    tui.typed("needle");
+    assert_eq!(tui.reader_status().unwrap(), "/needle  (2 matches)");
+
+    // Folded: the hidden one is not drawn; the current one (the last) is split by the wrap
+    // and highlighted whole, on both lines.
+    let buffer = tui.draw(40, 20, now);
+    let screen = text(&buffer);
+    assert!(!screen.contains("hidden needle"), "{screen}");
+    assert!(screen.contains("more lines"), "{screen}");
+    assert!(
+        !screen.contains("needle end"),
+        "the match is split:\n{screen}"
+    );
+    assert_eq!(cells_in(&buffer, Color::LightRed), "needle", "{screen}");
+    insta::assert_snapshot!("search_split_by_a_wrap", screen);
+
+    // Found, folded again, and N: the hidden one is current, and its block opens.
+    tui.press(KeyCode::Enter);
+    assert!(tui.reader_status().unwrap().starts_with("match 2 of 2"));
+    tui.press(KeyCode::Char(' '));
+    tui.draw(40, 20, now);
+    tui.press(KeyCode::Char('N'));
+    assert!(tui.reader_status().unwrap().starts_with("match 1 of 2"));
+    let buffer = tui.draw(40, 20, now);
+    let screen = text(&buffer);
+    assert!(screen.contains("hidden needle here"), "{screen}");
+    assert_eq!(cells_in(&buffer, Color::LightRed), "needle", "{screen}");
+    assert_eq!(cells_in(&buffer, Color::Yellow), "needle", "{screen}");
+}

@@ -9,6 +9,7 @@ use unicode_width::UnicodeWidthStr;
 use super::text::{duration, truncate};
 use super::{DIM, OUTPUT};
 use crate::markdown;
+use crate::marks;
 use crate::transcript::{Block, ToolOutcome, TurnOutcome, compact, output_lines};
 use crate::wrap::wrap;
 
@@ -37,10 +38,13 @@ pub fn lines(
             output,
             exit,
         } => self::command(command, output, *exit, open, width, output_as_markdown),
-        Block::FileChange { path, kind } => vec![Line::from(vec![
-            Span::styled(format!("✎ {kind} "), Style::new().magenta()),
-            Span::raw(path.clone()),
-        ])],
+        Block::FileChange { path, kind } => {
+            let line = Line::from(vec![
+                Span::styled(format!("✎ {kind} "), Style::new().magenta()),
+                Span::raw(path.clone()),
+            ]);
+            vec![marks::mark(&line).unwrap_or(line)]
+        }
         Block::Tool {
             tool,
             method,
@@ -177,6 +181,10 @@ fn command(
             format!("  … {more} (Tab to pick, Enter or Ctrl-O to show)"),
             DIM,
         ));
+        if !output_as_markdown {
+            // Rendered as Markdown, every row was laid out (and its matches counted) already.
+            marks::skip(&rows[..hidden]);
+        }
         &rows[hidden..]
     };
     for row in shown {
@@ -209,6 +217,8 @@ fn tool(
         status,
     ]);
     if !open {
+        // Cut to one line, its matches not marked but counted, as open.
+        marks::skip(std::slice::from_ref(&header));
         let mut lines = vec![truncate(&header, width)];
         if let Some(ToolOutcome::Failed(error)) = outcome {
             lines.extend(wrap(

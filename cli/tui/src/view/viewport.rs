@@ -2,7 +2,8 @@
 //! and each block's lines at the current width, laid out again only when the block, its fold or
 //! its selection changes, so a frame with a long transcript costs the lines on screen, not the
 //! whole thread. The selected block is drawn with a bar down its left side; a search's matches
-//! are highlighted in the lines on screen, and revealing the current one scrolls to its line.
+//! are marked as a block is laid out (see [`crate::marks`]), and revealing the current one
+//! scrolls to its line.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -15,17 +16,18 @@ use super::DIM;
 use super::blocks;
 use crate::app::{Focus, Link, Scroll, Scrolls, ThreadView};
 use crate::highlight;
+use crate::marks;
 use crate::reader;
+use crate::transcript::Block;
 use crate::wrap::wrap;
 
 /// Down the left of the selected block.
 const SELECTED_BAR: &str = "▌ ";
 const SELECTED: Style = Style::new().fg(Color::Cyan);
-const MATCH: Style = Style::new().fg(Color::Black).bg(Color::Yellow);
-const CURRENT_MATCH: Style = Style::new()
-    .fg(Color::Black)
-    .bg(Color::LightRed)
-    .add_modifier(Modifier::BOLD);
+
+/// Width at which blocks are laid out to count a search's matches: any would do, since lines
+/// are marked before they are wrapped.
+const COUNTING_WIDTH: usize = 200;
 
 #[derive(Default)]
 pub struct Viewport {
@@ -51,7 +53,21 @@ struct Entry {
     version: u64,
     open: bool,
     selected: bool,
+    /// The search marked in it: the query, and which of its matches is the current one.
+    marks: Option<Marks>,
     lines: Vec<Line<'static>>,
+}
+
+type Marks = (Vec<char>, Option<usize>);
+
+impl Viewport {
+    /// How many of `needle`'s matches block `block` shows when open: what a search counts.
+    pub fn count_matches(block: &Block, needle: &[char], output_as_markdown: bool) -> usize {
+        marks::marking(needle, None, || {
+            blocks::lines(block, true, COUNTING_WIDTH, output_as_markdown)
+        })
+        .1
+    }
 }
 
 impl Viewport {
@@ -102,7 +118,7 @@ impl Viewport {
             frame.render_widget(Paragraph::new(lines), area);
             return;
         }
-        frame.render_widget(Paragraph::new(self.visible(thread, &walked)), area);
+        frame.render_widget(Paragraph::new(self.visible(&walked)), area);
         if self.scroll > 0 && area.height > 0 {
             let note = format!(" ↓ {} more lines (PageDown) ", self.scroll);
             let w = note.width() as u16;
@@ -157,10 +173,14 @@ impl Viewport {
             let version = thread.transcript.version(index);
             let open = thread.is_open(index);
             let selected = is_selected(thread, index);
+            let marks = marks_in(thread, index);
             let entry = &mut self.entries[index];
             let fresh = matches!(
                 entry,
-                Some(e) if e.version == version && e.open == open && e.selected == selected
+                Some(e) if e.version == version
+                    && e.open == open
+                    && e.selected == selected
+                    && e.marks == marks
             );
             if !fresh {
                 // What it was drawn as before; a block never drawn (above the view until now)
@@ -175,13 +195,19 @@ impl Viewport {
                 } else {
                     vec![Line::default()]
                 };
-                lines.extend(block_lines(
-                    &blocks[index],
-                    open,
-                    selected,
-                    width,
-                    self.output_as_markdown,
-                ));
+                let lay_out = || {
+                    block_lines(
+                        &blocks[index],
+                        open,
+                        selected,
+                        width,
+                        self.output_as_markdown,
+                    )
+                };
+                lines.extend(match &marks {
+                    Some((needle, current)) => marks::marking(needle, *current, lay_out).0,
+                    None => lay_out(),
+                });
                 // New lines below the view while scrolled up keep the view where it was.
                 if let Some(before) = before
                     && anchored
@@ -194,6 +220,7 @@ impl Viewport {
                     version,
                     open,
                     selected,
+                    marks,
                     lines,
                 });
             }
@@ -203,8 +230,8 @@ impl Viewport {
                 let top = below + len;
                 let matched = entry
                     .as_ref()
-                    .and_then(|e| current_match_line(thread, index, &e.lines));
-                if let Some((line, _)) = matched {
+                    .and_then(|e| e.lines.iter().position(marks::has_current));
+                if let Some(line) = matched {
                     // The current match's line, in the middle of the screen unless in view.
                     let at = top - 1 - line;
                     if at < self.scroll || at >= self.scroll + height {
@@ -225,36 +252,38 @@ impl Viewport {
         walked
     }
 
-    /// The lines on screen, top to bottom, with a search's matches highlighted.
-    fn visible(&self, thread: &ThreadView, walked: &[(usize, usize)]) -> Vec<Line<'static>> {
+    /// The lines on screen, top to bottom.
+    fn visible(&self, walked: &[(usize, usize)]) -> Vec<Line<'static>> {
         let mut visible = Vec::with_capacity(self.height);
         let view = self.scroll..self.scroll + self.height;
-        let search = thread.reading.search.as_ref();
-        let needle = search.map(reader::Search::needle).unwrap_or_default();
         for &(index, bottom) in walked.iter().rev() {
             let Some(entry) = &self.entries[index] else {
                 continue;
             };
             let top = bottom + entry.lines.len();
-            let current = if needle.is_empty() {
-                None
-            } else {
-                current_match_line(thread, index, &entry.lines)
-            };
             for (i, line) in entry.lines.iter().enumerate() {
-                if !view.contains(&(top - 1 - i)) {
-                    continue;
-                }
-                if needle.is_empty() {
+                if view.contains(&(top - 1 - i)) {
                     visible.push(line.clone());
-                } else {
-                    let current = current.filter(|(at, _)| *at == i).map(|(_, nth)| nth);
-                    visible.push(highlight_matches(line, &needle, current));
                 }
             }
         }
         visible
     }
+}
+
+/// The search to mark in block `index`: its query, and which of the block's matches is the
+/// current one. `None` when no search runs or the search does not count this block's matches.
+fn marks_in(thread: &ThreadView, index: usize) -> Option<Marks> {
+    let search = thread.reading.search.as_ref()?;
+    let needle = search.needle();
+    if needle.is_empty() || !reader::searches(thread, index, &needle) {
+        return None;
+    }
+    let current = search
+        .current_match()
+        .filter(|m| m.block == index)
+        .map(|m| m.nth);
+    Some((needle, current))
 }
 
 /// Whether block `index` is drawn as the selected one.
@@ -264,7 +293,7 @@ fn is_selected(thread: &ThreadView, index: usize) -> bool {
 
 /// A block's lines; the selected one narrower, behind a bar, with its first line in bold.
 fn block_lines(
-    block: &crate::transcript::Block,
+    block: &Block,
     open: bool,
     selected: bool,
     width: usize,
@@ -290,78 +319,6 @@ fn block_lines(
             Line::from(spans)
         })
         .collect()
-}
-
-/// Where the search's current match is drawn in block `index`'s `lines`: the line, and which
-/// match in that line. The match counted in the block's text is found among the drawn ones
-/// (the last drawn one when fewer are drawn, as in a folded block); `None` when the current
-/// match is elsewhere or none is drawn.
-fn current_match_line(
-    thread: &ThreadView,
-    index: usize,
-    lines: &[Line<'static>],
-) -> Option<(usize, usize)> {
-    let search = thread.reading.search.as_ref()?;
-    let current = search.current_match().filter(|m| m.block == index)?;
-    let needle = search.needle();
-    let mut last = None;
-    let mut seen = 0;
-    for (i, line) in lines.iter().enumerate() {
-        let found = reader::find(&reader::fold(&line.to_string()), &needle).len();
-        if found == 0 {
-            continue;
-        }
-        if current.nth < seen + found {
-            return Some((i, current.nth - seen));
-        }
-        seen += found;
-        last = Some((i, found - 1));
-    }
-    last
-}
-
-/// `line` with each match of `needle` highlighted, the `current`-th (in this line) most.
-fn highlight_matches(
-    line: &Line<'static>,
-    needle: &[char],
-    current: Option<usize>,
-) -> Line<'static> {
-    let text = line.to_string();
-    let found = reader::find(&reader::fold(&text), needle);
-    if found.is_empty() {
-        return line.clone();
-    }
-    let mut spans = Vec::with_capacity(line.spans.len() + 2 * found.len());
-    let mut at = 0;
-    let mut matches = found.iter().enumerate().peekable();
-    for span in &line.spans {
-        let style = line.style.patch(span.style);
-        let mut piece = String::new();
-        let mut piece_style = style;
-        for c in span.content.chars() {
-            while matches.peek().is_some_and(|(_, m)| m.end <= at) {
-                matches.next();
-            }
-            let styled = match matches.peek() {
-                Some((n, m)) if m.contains(&at) => style.patch(if Some(*n) == current {
-                    CURRENT_MATCH
-                } else {
-                    MATCH
-                }),
-                Some(_) | None => style,
-            };
-            if styled != piece_style && !piece.is_empty() {
-                spans.push(Span::styled(std::mem::take(&mut piece), piece_style));
-            }
-            piece_style = styled;
-            piece.push(c);
-            at += 1;
-        }
-        if !piece.is_empty() {
-            spans.push(Span::styled(piece, piece_style));
-        }
-    }
-    Line::from(spans)
 }
 
 /// What an empty transcript says instead.
