@@ -52,15 +52,17 @@ pub async fn spawn(state: &AppState, request: &SpawnRequest) -> ApiResult<SpawnR
     {
         return Ok(answer);
     }
-    // A harness that cannot run is refused before the thread is created.
-    let harness = match request.harness {
-        Some(harness) => harness,
-        None => match threads::find_optional(state, &request.thread_key).await? {
-            Some(thread) => thread.harness()?,
-            None => state.config.default_harness,
-        },
-    };
-    crate::harnesses::require(state, harness)?;
+    // A harness that cannot run is refused before the thread is created; for a thread that
+    // exists, only when a new sandbox would start for it (`spawn_on`).
+    if threads::find_optional(state, &request.thread_key)
+        .await?
+        .is_none()
+    {
+        crate::harnesses::require(
+            state,
+            request.harness.unwrap_or(state.config.default_harness),
+        )?;
+    }
     let (thread, created) = threads::ensure(
         state,
         &request.thread_key,
@@ -122,6 +124,8 @@ pub async fn spawn_on(
             Some(harness) => harness,
             None => thread.harness()?,
         };
+        // A live sandbox is reused whatever its harness needs; a new one must be able to run it.
+        crate::harnesses::require(state, harness)?;
         // Started in a task of its own: a client that goes away mid-spawn must not leave a
         // sandbox (or a claimed warm one) that nobody records or stops.
         let assigning = {

@@ -67,25 +67,26 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
         ));
     }
 
-    // A harness that cannot run is refused before anything is stored (a retry of a turn
-    // already queued gets its answer, though).
+    // A retry of a turn already queued gets its answer.
     let existing = threads::find_optional(state, &request.thread_key).await?;
     if let (Some(thread), Some(key)) = (&existing, &request.idempotency_key)
         && let Some(previous) = by_idempotency_key(state, thread.id, key).await?
     {
         return Ok(previous);
     }
-    let harness = match (request.harness, &existing) {
-        (Some(harness), _) => harness,
-        (None, Some(thread)) => thread.harness()?,
-        (None, None) => state.config.default_harness,
-    };
-    crate::harnesses::require(state, harness)?;
-
-    // Without a message there must be a thread to run; with one, it is created.
-    let (thread, created) = match request.message {
-        Some(_) => threads::ensure(state, &request.thread_key, request.harness, None).await?,
-        None => (threads::find(state, &request.thread_key).await?, false),
+    // Without a message there must be a thread to run; with one, it is created, unless its
+    // harness cannot run here: then nothing is stored. (For a thread that exists, the harness
+    // is checked only when a new sandbox would start for it: see `assignment::spawn_on`.)
+    let (thread, created) = match (existing, &request.message) {
+        (Some(thread), _) => (thread, false),
+        (None, None) => (threads::find(state, &request.thread_key).await?, false),
+        (None, Some(_)) => {
+            crate::harnesses::require(
+                state,
+                request.harness.unwrap_or(state.config.default_harness),
+            )?;
+            threads::ensure(state, &request.thread_key, request.harness, None).await?
+        }
     };
     let mut started = Vec::new();
     let queued = queue(state, &request, &thread, max_duration_ms, &mut started).await;

@@ -153,6 +153,44 @@ async fn a_harness_without_its_cli_is_listed_unavailable_and_refused_up_front() 
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(listed(server, key).await, None);
 
+    // A turn without a message needs a thread: one that does not exist is not found, whatever
+    // the default harness.
+    let (status, body) = server
+        .admin(
+            Method::POST,
+            "/agent/execute",
+            json!({"thread_key": "api:missing"}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "thread_not_found"),
+        "{body}"
+    );
+
+    // A thread whose live sandbox runs another harness: asking for an unavailable one is the
+    // conflict it always was.
+    let shell_key = "api:shell-live";
+    let end = stack.turn(shell_key, "shell", "echo hi").await;
+    assert_eq!(end["type"], "execution.completed", "{end}");
+    for (path, body) in [
+        (
+            "/agent/execute",
+            json!({"thread_key": shell_key, "harness": "codex", "message": "hello"}),
+        ),
+        (
+            "/agent/spawn",
+            json!({"thread_key": shell_key, "harness": "codex"}),
+        ),
+    ] {
+        let (status, body) = server.admin(Method::POST, path, body).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (StatusCode::CONFLICT, "harness_conflict"),
+            "{path}: {body}"
+        );
+    }
+
     // Installed while the server runs: available on the next look.
     install_fake_cli(&harness_dir, "codex");
     let list = harnesses(server).await;
@@ -161,6 +199,54 @@ async fn a_harness_without_its_cli_is_listed_unavailable_and_refused_up_front() 
         &json!({"harness": "codex", "available": true})
     );
     assert_eq!(entry(&list, "amp")["available"], false);
+
+    // A live sandbox keeps serving its thread when its CLI goes away meanwhile: only a new
+    // sandbox (or a new thread) needs it.
+    let live = "api:codex-live";
+    server
+        .post(
+            "/agent/spawn",
+            json!({"thread_key": live, "harness": "codex"}),
+        )
+        .await;
+    std::fs::remove_file(harness_dir.join("bin/codex")).unwrap();
+    assert_eq!(entry(&harnesses(server).await, "codex")["available"], false);
+    let (status, body) = server
+        .admin(
+            Method::POST,
+            "/agent/spawn",
+            json!({"thread_key": live, "harness": "codex"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ready_source"], "reused", "{body}");
+    let (status, body) = server
+        .admin(
+            Method::POST,
+            "/agent/execute",
+            json!({"thread_key": live, "message": "hello"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    server
+        .post(
+            &format!("/agent/threads/{}/release", enc(live)),
+            Value::Null,
+        )
+        .await;
+    // Released, the thread needs a new sandbox: refused again.
+    let (status, body) = server
+        .admin(
+            Method::POST,
+            "/agent/execute",
+            json!({"thread_key": live, "message": "hello again"}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "harness_unavailable"),
+        "{body}"
+    );
 
     // The route takes the user API's credentials only.
     let (status, _) = server
