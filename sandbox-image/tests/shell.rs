@@ -80,7 +80,11 @@ async fn a_command_that_exits_non_zero_fails_the_turn_and_the_rest_is_not_run() 
     let (finish, events, _) = run_turn(
         &mut shell,
         &sandbox,
-        &["echo x; exit 3\necho never", "touch later"],
+        &[
+            "echo x; exit 3\necho never",
+            "touch later",
+            "touch too\n# and more",
+        ],
         ApprovalResolution::Approve,
     )
     .await;
@@ -88,12 +92,15 @@ async fn a_command_that_exits_non_zero_fails_the_turn_and_the_rest_is_not_run() 
         finish,
         Finish::Failed {
             error: "`echo x; exit 3` exited with status 3".into(),
-            output: Some("x\n[exit status 3]\n".into()),
+            output: Some(
+                "x\n[exit status 3]\n[2 later messages not run: `touch later`, `touch too`]\n"
+                    .into()
+            ),
         }
     );
     assert!(
-        !sandbox.workspace.join("later").exists(),
-        "the second message ran"
+        !sandbox.workspace.join("later").exists() && !sandbox.workspace.join("too").exists(),
+        "a later message ran"
     );
     let started = events
         .iter()
@@ -105,7 +112,7 @@ async fn a_command_that_exits_non_zero_fails_the_turn_and_the_rest_is_not_run() 
     let (finish, _, _) = run_turn(
         &mut shell,
         &sandbox,
-        &["kill -9 $$"],
+        &["kill -9 $$", "touch later"],
         ApprovalResolution::Approve,
     )
     .await;
@@ -113,7 +120,7 @@ async fn a_command_that_exits_non_zero_fails_the_turn_and_the_rest_is_not_run() 
         finish,
         Finish::Failed {
             error: "`kill -9 $$` was killed by a signal".into(),
-            output: Some("[killed by a signal]\n".into()),
+            output: Some("[killed by a signal]\n[1 later message not run: `touch later`]\n".into()),
         }
     );
     let (finish, _, _) = run_turn(
@@ -164,7 +171,8 @@ async fn a_command_approved_for_the_session_is_not_asked_about_again() {
     )
     .await;
     assert_eq!((asked, finish), (0, completed("once\nonce\n")));
-    // Another command is asked about (and, denied, not run).
+    // Another command is asked about (and, denied, not run; nor are the turn's later
+    // messages, as the result says).
     let (finish, _, asked) = run_turn(
         &mut shell,
         &sandbox,
@@ -175,6 +183,22 @@ async fn a_command_approved_for_the_session_is_not_asked_about_again() {
     assert_eq!(
         (asked, finish),
         (1, completed("the command was not approved: echo twice"))
+    );
+    let (finish, _, asked) = run_turn(
+        &mut shell,
+        &sandbox,
+        &["echo twice", "echo once"],
+        ApprovalResolution::Deny,
+    )
+    .await;
+    assert_eq!(
+        (asked, finish),
+        (
+            1,
+            completed(
+                "the command was not approved: echo twice\n[1 later message not run: `echo once`]"
+            )
+        )
     );
     // A new sandbox (a new harness) asks again.
     let mut fresh = harness::for_kind(Kind::Shell, &sandbox);

@@ -1,7 +1,7 @@
 //! `shell`: each user message runs in bash in the workspace. Output streams as
 //! `command.output`; the execution's result is the output, with a non-zero exit status said
 //! at its end. A command that exits non-zero (or dies by a signal) fails the turn, and the
-//! turn's later messages are not run.
+//! turn's later messages are not run: the output ends with a line that names them.
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -30,7 +30,8 @@ impl Harness for Shell {
     async fn turn(&mut self, turn: &mut Turn) -> Finish {
         let mut result = String::new();
         let commands: Vec<String> = turn.input.iter().map(|m| m.text.clone()).collect();
-        for (index, command) in commands.into_iter().enumerate() {
+        for (index, command) in commands.iter().cloned().enumerate() {
+            let later = &commands[index + 1..];
             let remembered = (ApprovalKind::Command.as_str(), command.clone());
             if turn.sandbox.approval_policy == ApprovalPolicy::Always
                 && !self.approved_for_session.contains(&remembered)
@@ -52,7 +53,12 @@ impl Harness for Shell {
                         }
                     } else {
                         Finish::Completed {
-                            result_text: format!("{result}the command was not approved: {command}"),
+                            result_text: format!(
+                                "{result}the command was not approved: {command}{}",
+                                not_run(later)
+                                    .map(|line| format!("\n{line}"))
+                                    .unwrap_or_default()
+                            ),
                         }
                     };
                 }
@@ -76,7 +82,11 @@ impl Harness for Shell {
                             ),
                         };
                         result.push_str(&said);
-                        // The turn stops here: its later messages are not run.
+                        // The turn stops here: its later messages are not run, as it says.
+                        if let Some(line) = not_run(later) {
+                            result.push_str(&line);
+                            result.push('\n');
+                        }
                         return Finish::Failed {
                             error: format!("`{}` {error}", first_line(&command)),
                             output: Some(shortened(result)),
@@ -118,6 +128,30 @@ fn shortened(mut result: String) -> String {
 enum Stop {
     Cancelled,
     Failed(String),
+}
+
+/// The line that says which of the turn's messages were not run, once a command stopped it:
+/// `[2 later messages not run: `make`, `make test`]` (each by its first line, cut at 80
+/// characters). `None` when it was the last.
+fn not_run(later: &[String]) -> Option<String> {
+    if later.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = later
+        .iter()
+        .map(|command| {
+            let line = first_line(command);
+            match line.char_indices().nth(80) {
+                Some((cut, _)) => format!("`{}…`", &line[..cut]),
+                None => format!("`{line}`"),
+            }
+        })
+        .collect();
+    let count = match later.len() {
+        1 => "1 later message".to_owned(),
+        n => format!("{n} later messages"),
+    };
+    Some(format!("[{count} not run: {}]", named.join(", ")))
 }
 
 fn first_line(command: &str) -> &str {
