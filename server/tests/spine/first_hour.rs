@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use centaur_protocol::Harness;
-use centaur_test_support::local_stack::LocalStack;
+use centaur_test_support::local_stack::{LocalStack, kill_sandboxes};
 use centaur_test_support::server::{TestServer, enc, error_code};
 
 const OPENAI_HINT: &str = "needs an OpenAI key (`centaur dev keys`)";
@@ -409,8 +409,8 @@ async fn a_policy_given_with_a_turn_reaches_the_live_sandbox() {
 }
 
 /// What the stack does on its own does not make a thread "active": neither its shutdown (the
-/// restarted server releasing the sandboxes the shutdown stopped) nor releasing an idle
-/// sandbox moves `last_activity_at`.
+/// restarted server releasing the sandboxes the shutdown stopped), nor releasing an idle
+/// sandbox, nor the reaper failing the turn whose sandbox died, moves `last_activity_at`.
 #[tokio::test]
 async fn last_activity_ignores_the_stack_shutting_down_and_idle_releases() {
     let mut config = None;
@@ -449,6 +449,43 @@ async fn last_activity_ignores_the_stack_shutting_down_and_idle_releases() {
     );
     let types = event_types(&stack.server, key).await;
     assert_eq!(types.last().map(String::as_str), Some("sandbox.released"));
+
+    // The sandbox dies mid-turn: the reaper's `execution.failed` (and release) is the server's
+    // doing, not the thread's; the turn's own events before it were the last activity.
+    let after = stack.server.last_event_id(key).await;
+    execute(
+        &stack,
+        json!({"thread_key": key, "message": "echo sleeping; sleep 30"}),
+    )
+    .await;
+    stack
+        .until(key, after, |e| {
+            e["type"] == "command.output" && e["chunk"] == "sleeping\n"
+        })
+        .await;
+    let sleeping = detail(&stack.server, key).await;
+    assert_ne!(
+        sleeping["last_activity_at"], idle["last_activity_at"],
+        "the turn is activity"
+    );
+    kill_sandboxes(&stack.data_dir());
+    let events = stack
+        .until(key, after, |e| e["type"] == "execution.failed")
+        .await;
+    let failed = events.last().unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped unexpectedly"),
+        "{failed}"
+    );
+    let dead = wait_released(&stack.server, key).await;
+    assert_eq!(
+        dead["last_activity_at"], sleeping["last_activity_at"],
+        "{dead}"
+    );
+    assert_eq!(dead["status"], "failed", "{dead}");
 }
 
 /// Waits until the thread's sandbox is released; returns the thread's detail then.
