@@ -4,21 +4,30 @@
 -- they have.
 ALTER TABLE threads ADD COLUMN title TEXT;
 
-UPDATE threads t SET title = shortened.title
+-- Each thread's first user message (in the thread's order, as the server titled it) is picked
+-- first; only its lines are looked at. Whitespace is Rust's (`trim`, `split_whitespace`: Unicode
+-- White_Space), listed, since `\s` and `[[:space:]]` depend on the database's locale; `\r`
+-- before a line break is whitespace too, as for `str::lines`.
+UPDATE threads t
+SET title = CASE WHEN char_length(first_line.line) > 80
+                 THEN left(first_line.line, 79) || '…' ELSE first_line.line END
 FROM (
-    SELECT thread_id,
-           CASE WHEN char_length(line) > 80 THEN left(line, 79) || '…' ELSE line END AS title
-    FROM (
-        SELECT DISTINCT ON (m.thread_id) m.thread_id,
-               btrim(regexp_replace(first_line.l, '\s+', ' ', 'g')) AS line
-        FROM messages m,
-             LATERAL (SELECT l FROM regexp_split_to_table(m.text, E'\n') WITH ORDINALITY AS x (l, n)
-                      WHERE btrim(l, E' \t\r\f\v') <> '' ORDER BY n LIMIT 1) AS first_line
-        WHERE m.role = 'user'
-        ORDER BY m.thread_id, m.event_id
-    ) AS firsts
-) AS shortened
-WHERE shortened.thread_id = t.id AND t.title IS NULL;
+    SELECT DISTINCT ON (thread_id) thread_id, text
+    FROM messages
+    WHERE role = 'user'
+    ORDER BY thread_id, event_id, id
+) AS first_message,
+LATERAL (
+    SELECT collapsed.line
+    FROM regexp_split_to_table(first_message.text, E'\n') WITH ORDINALITY AS split (raw, n),
+         LATERAL (SELECT btrim(regexp_replace(split.raw,
+                      '[\t\n\v\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+',
+                      ' ', 'g'), ' ') AS line) AS collapsed
+    WHERE collapsed.line <> ''
+    ORDER BY split.n
+    LIMIT 1
+) AS first_line
+WHERE first_message.thread_id = t.id AND t.title IS NULL;
 
 -- GET /agent/threads counts each thread's approvals waiting for a decision.
 CREATE INDEX approvals_pending_by_thread ON approvals (thread_id) WHERE status = 'pending';

@@ -517,12 +517,25 @@ async fn event_types(server: &TestServer, key: &str) -> Vec<String> {
 /// back the same titles.
 #[tokio::test]
 async fn the_migration_titles_existing_threads_as_the_server_does() {
+    const KEYS: [&str; 5] = [
+        "api:old-1",
+        "api:old-2",
+        "api:old-3",
+        "api:old-4",
+        "api:assistant-only",
+    ];
     let server = TestServer::start().await;
     let long = format!("{} and then {}", "é".repeat(60), "x".repeat(30));
     let firsts = [
         ("api:old-1", "\n \t\n  deploy   the\tthing  \nand more"),
         ("api:old-2", long.as_str()),
         ("api:old-3", "plain"),
+        // Unicode whitespace: a blank first line, and spaces Rust's `split_whitespace` splits
+        // at (no-break, ideographic, em, narrow no-break, next line).
+        (
+            "api:old-4",
+            "\u{a0}\u{3000}\r\n\u{2003}ship\u{a0}\u{a0}it\u{202f}now\u{85}\u{3000}\nlater",
+        ),
     ];
     for (key, text) in firsts {
         server
@@ -547,7 +560,7 @@ async fn the_migration_titles_existing_threads_as_the_server_does() {
         )
         .await;
     let mut by_server = Vec::new();
-    for key in ["api:old-1", "api:old-2", "api:old-3", "api:assistant-only"] {
+    for key in KEYS {
         by_server.push(detail(&server, key).await["title"].clone());
     }
     assert_eq!(
@@ -557,7 +570,10 @@ async fn the_migration_titles_existing_threads_as_the_server_does() {
             json!(format!("{} and then {}…", "é".repeat(60), "x".repeat(9)))
         ]
     );
-    assert_eq!(by_server[2..], [json!("plain"), Value::Null]);
+    assert_eq!(
+        by_server[2..],
+        [json!("plain"), json!("ship it now"), Value::Null]
+    );
 
     let migration = include_str!("../../migrations/20261130000001_thread_titles.sql");
     let start = migration.find("UPDATE threads").unwrap();
@@ -571,7 +587,7 @@ async fn the_migration_titles_existing_threads_as_the_server_does() {
         .unwrap();
     sqlx::query(backfill).execute(&mut conn).await.unwrap();
     let mut by_migration = Vec::new();
-    for key in ["api:old-1", "api:old-2", "api:old-3", "api:assistant-only"] {
+    for key in KEYS {
         by_migration.push(detail(&server, key).await["title"].clone());
     }
     assert_eq!(by_migration, by_server);
