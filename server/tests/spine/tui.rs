@@ -44,6 +44,8 @@ async fn a_session_in_the_tui_survives_a_server_restart() {
     tui.type_text("echo hello-from-the-tui\r");
     tui.shows("Approve this command?", Duration::from_secs(30))
         .await;
+    // Its keys count once it has been on screen a moment (they show in brackets then).
+    tui.shows("[y] approve", Duration::from_secs(5)).await;
     assert!(tui.contents().contains("run `echo hello-from-the-tui`"));
     tui.type_text("y");
     tui.until("the command's output", Duration::from_secs(30), |s| {
@@ -56,6 +58,8 @@ async fn a_session_in_the_tui_survives_a_server_restart() {
     tui.type_text("for i in $(seq 1 12); do echo line-$i; sleep 0.3; done\r");
     tui.shows("Approve this command?", Duration::from_secs(30))
         .await;
+    // Its keys count once it has been on screen a moment (they show in brackets then).
+    tui.shows("[y] approve", Duration::from_secs(5)).await;
     tui.type_text("y");
     tui.until("line-3", Duration::from_secs(30), |s| {
         s.lines().any(|l| l.trim() == "line-3")
@@ -176,6 +180,8 @@ async fn a_harness_without_its_key_is_marked_and_send_tells_how_to_approve() {
     tui.type_text("echo from-the-tui\r");
     tui.shows("Approve this command?", Duration::from_secs(30))
         .await;
+    // Its keys count once it has been on screen a moment (they show in brackets then).
+    tui.shows("[y] approve", Duration::from_secs(5)).await;
     tui.type_text("y");
     tui.until("the command's output", Duration::from_secs(30), |s| {
         s.lines().any(|l| l.trim() == "from-the-tui") && s.contains("✓ done")
