@@ -91,7 +91,8 @@ decides it; `send` keeps waiting. Exit 1 when the turn fails or is cancelled.")]
         /// What to ask.
         #[arg(long, value_name = "TEXT")]
         message: String,
-        /// When the harness asks before acting [default: on-request].
+        /// When the harness asks before acting: applies from this turn on and is kept for the
+        /// thread; without it, the thread's earlier choice, else the server's default.
         #[arg(long, value_name = "POLICY", value_parser = approval_policy_parser())]
         approval_policy: Option<ApprovalPolicy>,
         /// Return when the turn ends (what `send` does anyway; kept for scripts).
@@ -287,14 +288,9 @@ fn harness_parser() -> impl TypedValueParser<Value = Harness> {
 
 /// `--approval-policy`: one of the policies' names, listed in the help and in the error.
 fn approval_policy_parser() -> impl TypedValueParser<Value = ApprovalPolicy> {
-    let all = [
-        ApprovalPolicy::Never,
-        ApprovalPolicy::OnRequest,
-        ApprovalPolicy::Always,
-    ];
-    PossibleValuesParser::new(all.map(ApprovalPolicy::as_str)).map(|name| {
+    PossibleValuesParser::new(ApprovalPolicy::ALL.map(ApprovalPolicy::as_str)).map(|name| {
         name.parse::<ApprovalPolicy>()
-            .expect("a name of an ApprovalPolicy")
+            .expect("a name from ApprovalPolicy::ALL")
     })
 }
 

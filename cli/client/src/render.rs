@@ -4,6 +4,7 @@
 use centaur_protocol::api::ThreadStatus;
 use centaur_protocol::{Event, EventBody, ThreadKey};
 use chrono::{DateTime, SecondsFormat, Utc};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 use uuid::Uuid;
 
 use crate::sanitize::{Colours, Sanitizer, clean};
@@ -36,6 +37,42 @@ pub fn approval_request(
         clean(summary, colours),
         clean(thread_key.as_str(), colours)
     )
+}
+
+/// How long ago `then` was, roughly and briefly: `now`, `42s ago`, `3m ago`, `5h ago`,
+/// `2d ago`. A clock a little behind the server's is not "in the future": that is `now` too.
+/// The TUI's thread list and `centaur threads` both say it this way.
+pub fn ago(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
+    let secs = (now - then).num_seconds().max(0);
+    match secs {
+        0..5 => "now".to_owned(),
+        5..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+/// `text` cut at the end to fit `width` terminal columns (wide characters such as CJK count
+/// two), with `…` where it was cut.
+pub fn clip(text: &str, width: usize) -> String {
+    if text.width() <= width {
+        return text.to_owned();
+    }
+    let mut clipped = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > width {
+            break;
+        }
+        clipped.push(c);
+        used += w;
+    }
+    if width > 0 {
+        clipped.push('…');
+    }
+    clipped
 }
 
 /// Every string that comes from the thread goes through [`crate::sanitize`] before it is
@@ -195,6 +232,31 @@ impl Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Times as both the TUI and `centaur threads` say them.
+    #[test]
+    fn how_long_ago_briefly() {
+        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let before = |s: i64| now - chrono::Duration::seconds(s);
+        assert_eq!(ago(now, before(2)), "now");
+        assert_eq!(ago(now, before(42)), "42s ago");
+        assert_eq!(ago(now, before(190)), "3m ago");
+        assert_eq!(ago(now, before(5 * 3600 + 10)), "5h ago");
+        assert_eq!(ago(now, before(40 * 86_400)), "40d ago");
+        // A clock a little behind the server's is not "in the future".
+        assert_eq!(ago(now, now + chrono::Duration::seconds(3)), "now");
+    }
+
+    /// Cut to terminal columns, not characters: a CJK character takes two, and is never split.
+    #[test]
+    fn clipped_to_columns_with_an_ellipsis() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("run the tests", 8), "run the…");
+        assert_eq!(clip("修复登录页面", 12), "修复登录页面");
+        assert_eq!(clip("修复登录页面", 8), "修复登…");
+        assert_eq!(clip("修复登录页面", 7), "修复登…");
+        assert_eq!(clip("anything", 0), "");
+    }
 
     /// Statuses and times print as the API's JSON writes them.
     #[test]

@@ -2,13 +2,15 @@
 //! status with the approvals waiting, how long ago), fitted to the terminal; `--json` is the
 //! API's answer as it is.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use centaur_client::Client;
-use centaur_client::render;
+use centaur_client::render::{self, ago, clip};
 use centaur_client::sanitize::{Colours, clean, json_line};
 use centaur_protocol::api::ThreadSummary;
 use chrono::{DateTime, Utc};
+use unicode_width::UnicodeWidthStr;
 
 use crate::error::CliError;
 
@@ -59,7 +61,7 @@ impl Row {
             title,
             harness: thread.harness.as_str().to_owned(),
             status,
-            active: ago(thread.last_activity_at, now),
+            active: ago(now, thread.last_activity_at),
             key,
         }
     }
@@ -77,8 +79,8 @@ const TITLE_MIN: usize = 16;
 fn table(rows: &[Row], width: Option<usize>) -> String {
     let widest = |cell: fn(&Row) -> &str, header: &str| {
         rows.iter()
-            .map(|r| chars(cell(r)))
-            .chain([chars(header)])
+            .map(|r| columns(cell(r)))
+            .chain([columns(header)])
             .max()
             .unwrap_or(0)
     };
@@ -97,12 +99,12 @@ fn table(rows: &[Row], width: Option<usize>) -> String {
     }
     let line = |cells: [&str; 5]| {
         let line = format!(
-            "{:<title$}  {:<harness$}  {:<status$}  {:<active$}  {}",
-            cut(cells[0], title),
-            cells[1],
-            cells[2],
-            cells[3],
-            cut(cells[4], key),
+            "{}  {}  {}  {}  {}",
+            padded(&clip(cells[0], title), title),
+            padded(cells[1], harness),
+            padded(cells[2], status),
+            padded(cells[3], active),
+            clip(cells[4], key),
         );
         format!("{}\n", line.trim_end())
     };
@@ -119,42 +121,26 @@ fn table(rows: &[Row], width: Option<usize>) -> String {
     out
 }
 
-fn chars(text: &str) -> usize {
-    text.chars().count()
+/// How many terminal columns `text` takes (a CJK character or an emoji takes two).
+fn columns(text: &str) -> usize {
+    text.width()
 }
 
-/// `text` in at most `width` characters, an ellipsis saying it was cut.
-fn cut(text: &str, width: usize) -> String {
-    if chars(text) <= width {
-        return text.to_owned();
-    }
-    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
-    format!("{kept}…")
-}
-
-/// How long ago `then` was, as people say it: `just now`, `12 s ago`, `3 min ago`, `5 h ago`,
-/// `2 days ago`; a date past a month.
-fn ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let seconds = (now - then).num_seconds().max(0);
-    match seconds {
-        0..5 => "just now".to_owned(),
-        5..60 => format!("{seconds} s ago"),
-        60..3_600 => format!("{} min ago", seconds / 60),
-        3_600..86_400 => format!("{} h ago", seconds / 3_600),
-        86_400..172_800 => "yesterday".to_owned(),
-        172_800..2_592_000 => format!("{} days ago", seconds / 86_400),
-        _ => then.format("%Y-%m-%d").to_string(),
-    }
+/// `text` padded with spaces to `width` columns (`format!`'s padding counts characters).
+fn padded(text: &str, width: usize) -> String {
+    format!("{text}{}", " ".repeat(width.saturating_sub(columns(text))))
 }
 
 /// The terminal's width when stdout is one, else `COLUMNS` when set; unknown otherwise (a pipe
 /// gets whole lines).
 fn terminal_width() -> Option<usize> {
-    // SAFETY: TIOCGWINSZ fills a winsize for a descriptor; stdout stays open meanwhile.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    let asked = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
-    if asked == 0 && size.ws_col > 0 {
-        return Some(usize::from(size.ws_col));
+    // crossterm asks the controlling terminal, which a pipe into `less` still has: only a
+    // terminal on stdout is measured.
+    if std::io::stdout().is_terminal()
+        && let Ok((columns, _)) = ratatui::crossterm::terminal::size()
+        && columns > 0
+    {
+        return Some(usize::from(columns));
     }
     std::env::var("COLUMNS")
         .ok()
@@ -200,6 +186,7 @@ mod tests {
                 ThreadStatus::Running,
                 2,
             ),
+            thread("api:cjk", Some("修复登录页面的测试"), ThreadStatus::Idle, 0),
             thread("api:empty", None, ThreadStatus::Idle, 0),
         ]
         .iter()
@@ -208,52 +195,61 @@ mod tests {
     }
 
     /// A header, the title (the key without one), failed and waiting threads told apart,
-    /// times as people say them.
+    /// times as the TUI says them, columns aligned in terminal columns (a CJK character takes
+    /// two).
     #[test]
     fn a_table_with_titles_statuses_badges_and_relative_times() {
         assert_eq!(
             table(&rows(), None),
             "\
-TITLE                             HARNESS  STATUS                      ACTIVE     THREAD KEY
-echo x; exit 3                    shell    failed                      3 min ago  cli:0196f1c2-7d0e-7c39-9d43-1f0f6b0f9a11
-run the tests and fix what fails  shell    running · 2 approvals wait  3 min ago  api:nightly
-api:empty                         shell    idle                        3 min ago  api:empty
+TITLE                             HARNESS  STATUS                      ACTIVE  THREAD KEY
+echo x; exit 3                    shell    failed                      3m ago  cli:0196f1c2-7d0e-7c39-9d43-1f0f6b0f9a11
+run the tests and fix what fails  shell    running · 2 approvals wait  3m ago  api:nightly
+修复登录页面的测试                shell    idle                        3m ago  api:cjk
+api:empty                         shell    idle                        3m ago  api:empty
 "
         );
     }
 
-    /// A narrow terminal keeps the titles and shortens the keys.
+    /// A narrow terminal keeps the titles and shortens the keys; every line fits, measured in
+    /// columns, and the columns stay aligned with a CJK title cut.
     #[test]
     fn a_narrow_terminal_keeps_the_title_and_shortens_the_key() {
+        let fits = |printed: &str, width: usize| {
+            assert!(printed.lines().all(|l| columns(l) <= width), "{printed}");
+            // Every row's harness starts in the header's HARNESS column.
+            let at = |line: &str, word: &str| line.find(word).map(|i| columns(&line[..i]));
+            let mut lines = printed.lines();
+            let harness = at(lines.next().unwrap(), "HARNESS");
+            assert!(lines.all(|l| at(l, "shell") == harness), "{printed}");
+        };
         let printed = table(&rows(), Some(100));
-        assert!(printed.lines().all(|l| chars(l) <= 100), "{printed}");
+        fits(&printed, 100);
         assert!(
             printed.contains("run the tests and fix what fails"),
             "{printed}"
         );
-        assert!(printed.contains(" cli:0196f1c2-7d0e…\n"), "{printed}");
+        assert!(printed.contains("修复登录页面的测试"), "{printed}");
+        assert!(printed.contains(" cli:0196f1c2-7d0e-7c…\n"), "{printed}");
         // Narrower still: the key down to what tells threads apart, then the title gives way
-        // too, to a point.
+        // too, to a point; a CJK title is cut between characters, never inside one, and
+        // padded to its column.
         let printed = table(&rows(), Some(80));
-        assert!(printed.lines().all(|l| chars(l) <= 80), "{printed}");
+        fits(&printed, 80);
         assert!(printed.contains(" cli:0196f1c2…\n"), "{printed}");
-        assert!(printed.contains("run the tests an…"), "{printed}");
+        assert!(
+            printed.contains("\nrun the tests and f…  shell"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("\n修复登录页面的测试    shell"),
+            "{printed}"
+        );
+        let printed = table(&rows(), Some(76));
+        fits(&printed, 76);
+        assert!(printed.contains("\n修复登录页面的…   shell"), "{printed}");
         let printed = table(&rows(), Some(20));
         assert!(printed.contains("\nrun the tests a…  shell"), "{printed}");
-    }
-
-    #[test]
-    fn times_as_people_say_them() {
-        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
-        let before = |s: i64| now - chrono::Duration::seconds(s);
-        assert_eq!(ago(before(2), now), "just now");
-        assert_eq!(ago(before(42), now), "42 s ago");
-        assert_eq!(ago(before(190), now), "3 min ago");
-        assert_eq!(ago(before(5 * 3600 + 10), now), "5 h ago");
-        assert_eq!(ago(before(30 * 3600), now), "yesterday");
-        assert_eq!(ago(before(3 * 86_400), now), "3 days ago");
-        assert_eq!(ago(before(40 * 86_400), now), "2026-10-13");
-        // A clock a little behind the server's is not "in the future".
-        assert_eq!(ago(now + chrono::Duration::seconds(3), now), "just now");
+        assert!(printed.contains("\n修复登录页面的…   shell"), "{printed}");
     }
 }

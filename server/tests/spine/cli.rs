@@ -590,7 +590,7 @@ async fn send_refuses_a_bogus_harness_and_fails_with_the_command() {
         .find(|r| r.ends_with(&key))
         .unwrap_or_else(|| panic!("no row for {key} in\n{table}"));
     assert!(row.contains(" failed "), "{row}");
-    assert!(row.contains("just now") || row.contains(" s ago"), "{row}");
+    assert!(row.contains(" now ") || row.contains("s ago "), "{row}");
     // A narrow terminal keeps the title and shortens the key.
     let out = centaur(&stack, &["threads"], &[("COLUMNS", "70")]).await;
     let table = text(&out.stdout);
@@ -720,6 +720,15 @@ async fn help_pages_describe_flags_and_end_with_examples() {
         send.contains("[possible values: never, on-request, always]"),
         "{send}"
     );
+    // The policy's default is the thread's earlier choice, else the server's: not a fixed one.
+    let words = send.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains(
+            "applies from this turn on and is kept for the thread; without it, the thread's earlier choice, else the server's default"
+        ),
+        "{send}"
+    );
+    assert!(!send.contains("[default: on-request]"), "{send}");
 }
 
 /// Completion scripts for bash, zsh and fish, and a man page, from the command line itself.

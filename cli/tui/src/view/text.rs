@@ -1,6 +1,6 @@
 //! Fitting text to a width, and the numbers and names the screens show.
 
-use chrono::{DateTime, Utc};
+pub use centaur_client::render::{ago, clip};
 use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthStr;
 
@@ -64,16 +64,4 @@ pub fn host(server: &str) -> String {
         .trim_start_matches("http://")
         .trim_start_matches("https://")
         .to_owned()
-}
-
-/// How long ago `then` was, roughly.
-pub fn ago(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
-    let secs = (now - then).num_seconds().max(0);
-    match secs {
-        0..5 => "now".to_owned(),
-        5..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m ago", secs / 60),
-        3600..86400 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86400),
-    }
 }
