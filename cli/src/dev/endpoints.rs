@@ -14,7 +14,7 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use super::home::Home;
-use super::setup::MODEL_KEYS;
+use super::setup::{MODEL_KEYS, ModelKey};
 use centaur_client::private_file::{WriteError, write_atomic};
 
 /// The model Codex asks for unless told otherwise. Codex 0.169.0's own default
@@ -32,7 +32,8 @@ pub enum Provider {
 }
 
 impl Provider {
-    fn name(self) -> &'static str {
+    /// The provider as people name it ("OpenAI").
+    pub fn name(self) -> &'static str {
         match self {
             Provider::OpenAi => "OpenAI",
             Provider::Anthropic => "Anthropic",
@@ -41,10 +42,15 @@ impl Provider {
 
     /// The secret (and the sandbox's variable with its placeholder) of this provider's key.
     pub fn secret(self) -> &'static str {
-        match self {
-            Provider::OpenAi => MODEL_KEYS[0].secret,
-            Provider::Anthropic => MODEL_KEYS[1].secret,
-        }
+        self.key().secret
+    }
+
+    /// This provider's model key (its file, and the harness it is for).
+    pub fn key(self) -> &'static ModelKey {
+        MODEL_KEYS
+            .iter()
+            .find(|key| key.provider == self)
+            .expect("every provider has a model key")
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use super::endpoints::{self, Change, EndpointError, Endpoints, KeyHeader, Provider};
 use super::home::Home;
-use super::setup::{self, MODEL_KEYS, ModelKey, SetupError};
+use super::setup::{self, ModelKey, SetupError};
 use centaur_client::private_file::{WriteError, write as write_private, write_atomic};
 
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -133,13 +133,6 @@ impl KeysError {
     }
 }
 
-fn key_of(provider: Provider) -> &'static ModelKey {
-    MODEL_KEYS
-        .iter()
-        .find(|k| k.secret == provider.secret())
-        .expect("every provider has a model key")
-}
-
 /// Runs `centaur dev keys`: asks in a terminal when nothing is given, else does what the flags
 /// say; refuses without a terminal and without flags.
 pub fn run(home: &Home, args: KeysArgs) -> Result<ExitCode, KeysError> {
@@ -163,11 +156,52 @@ pub fn run(home: &Home, args: KeysArgs) -> Result<ExitCode, KeysError> {
         endpoints::save(home, &next).map_err(KeysError::Files)?;
     }
     for (provider, value) in &keys {
-        write_atomic(&key_of(*provider).path(home), value)?;
+        write_atomic(&provider.key().path(home), value)?;
     }
     write_private(&home.secrets().join(".asked"), "")?;
     report(home, &keys, &change, &next);
+    install_clis(home, &keys)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The harness CLIs to install now: those whose key was just given and that are not there
+/// yet. (A key kept from before whose CLI is missing waits for `centaur dev`, or for the key
+/// to be given again.)
+fn clis_to_install(home: &Home, keys: &[(Provider, String)]) -> Vec<&'static ModelKey> {
+    keys.iter()
+        .map(|(provider, _)| provider.key())
+        .filter(|key| !key.installed(home))
+        .collect()
+}
+
+/// Installs the CLIs of the keys just given, so that a running stack offers their harnesses
+/// at once (its server looks for the CLI on every harness list and turn). A failed install
+/// (no npm, no network) is said, and leaves the key saved: the next `centaur dev` tries again.
+fn install_clis(home: &Home, keys: &[(Provider, String)]) -> Result<(), KeysError> {
+    let wanted = clis_to_install(home, keys);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    // A `centaur dev` preparing the home may be installing too: one npm at a time.
+    let _setup = setup::lock(home)?;
+    let running = home.running().is_some();
+    for key in wanted {
+        if key.installed(home) {
+            continue;
+        }
+        match setup::install_cli(home, key) {
+            Ok(()) if running => eprintln!(
+                "centaur: {} is ready: the running stack offers it now",
+                key.harness
+            ),
+            Ok(()) => {}
+            Err(error) => eprintln!(
+                "  {} is not available yet: {error}; the key is saved, and the next `centaur dev` (or `centaur dev keys` with the key) tries again",
+                key.harness
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// The key piped in, for the provider whose `--…-key-stdin` was given.
@@ -205,7 +239,7 @@ fn ask(home: &Home, current: &Endpoints) -> Result<(Vec<(Provider, String)>, Cha
     let mut keys = Vec::new();
     let mut change = Change::default();
     for provider in [Provider::OpenAi, Provider::Anthropic] {
-        let key = key_of(provider);
+        let key = provider.key();
         let kept = if key.present(home) { "keep" } else { "skip" };
         let value = dialoguer::Password::new()
             .with_prompt(format!("{} (Enter to {kept})", key.label))
@@ -260,7 +294,7 @@ fn ask(home: &Home, current: &Endpoints) -> Result<(Vec<(Provider, String)>, Cha
 fn report(home: &Home, keys: &[(Provider, String)], change: &Change, next: &Endpoints) {
     let running = home.running().is_some();
     for (provider, _) in keys {
-        eprintln!("centaur: {} saved", key_of(*provider).label);
+        eprintln!("centaur: {} saved", provider.key().label);
     }
     if change.openai_base_url.is_some()
         || change.codex_model.is_some()
@@ -288,16 +322,67 @@ fn report(home: &Home, keys: &[(Provider, String)], change: &Change, next: &Endp
     if running {
         eprintln!("centaur: the running stack uses this for new threads");
     }
-    let missing: Vec<&str> = keys
-        .iter()
-        .map(|(p, _)| key_of(*p))
-        .filter(|k| !k.installed(home))
-        .map(|k| k.command)
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "centaur: {} is installed when the stack next starts (`centaur dev down`, then `centaur dev`)",
-            missing.join(" and ")
+}
+
+#[cfg(test)]
+mod tests {
+    use centaur_protocol::Harness;
+
+    use super::*;
+
+    /// `centaur dev keys` installs the CLI of a key given now when it is missing, and nothing
+    /// else: not one already there, not one whose key was not given this time.
+    #[test]
+    fn installs_the_missing_cli_of_each_key_given() {
+        let home = Home {
+            root: centaur_test_support::temp::temp_dir("dev-keys-install"),
+        };
+        let given = |providers: &[Provider]| -> Vec<(Provider, String)> {
+            providers
+                .iter()
+                .map(|p| (*p, "sk-test".to_owned()))
+                .collect()
+        };
+        let harnesses =
+            |keys: Vec<&ModelKey>| -> Vec<Harness> { keys.iter().map(|key| key.harness).collect() };
+        assert_eq!(harnesses(clis_to_install(&home, &given(&[]))), []);
+        assert_eq!(
+            harnesses(clis_to_install(&home, &given(&[Provider::OpenAi]))),
+            [Harness::Codex]
         );
+        assert_eq!(
+            harnesses(clis_to_install(&home, &given(&[Provider::Anthropic]))),
+            [Harness::ClaudeCode]
+        );
+        // Codex's CLI there (as `npm install` and the link leave it): only Claude Code's is
+        // missing.
+        let bin = home.harnesses().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("codex"), "").unwrap();
+        assert_eq!(
+            harnesses(clis_to_install(&home, &given(&[Provider::OpenAi]))),
+            []
+        );
+        assert_eq!(
+            harnesses(clis_to_install(
+                &home,
+                &given(&[Provider::OpenAi, Provider::Anthropic])
+            )),
+            [Harness::ClaudeCode]
+        );
+        let _ = std::fs::remove_dir_all(&home.root);
+    }
+
+    /// The hint for a harness without its key names the provider as people do.
+    #[test]
+    fn each_key_names_its_provider() {
+        let names: Vec<&str> = setup::MODEL_KEYS
+            .iter()
+            .map(|key| key.provider.name())
+            .collect();
+        assert_eq!(names, ["OpenAI", "Anthropic"]);
+        for key in &setup::MODEL_KEYS {
+            assert_eq!(key.provider.key().secret, key.secret);
+        }
     }
 }

@@ -329,8 +329,9 @@ async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, DevError> {
         return Ok(code);
     }
     doctor::preflight(home, args.port)?;
-    // One `centaur dev` prepares the home at a time.
-    let _setup = setup::lock(home)?;
+    // One `centaur dev` prepares the home at a time (and `centaur dev keys` installs a CLI
+    // only while none does): held until the stack has started, not while the TUI is open.
+    let setup_lock = setup::lock(home)?;
     if home.lock_holder().is_some() {
         return Err(DevError::StartedMeanwhile(home.root.clone()));
     }
@@ -349,14 +350,15 @@ async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, DevError> {
         }
     };
     step.done(&state.api_url);
+    drop(setup_lock);
     let names: Vec<&str> = ready.iter().map(|h| h.as_str()).collect();
     eprintln!("✓ harnesses ready: {}", names.join(", "));
     for key in &MODEL_KEYS {
         if !key.present(home) {
             eprintln!(
-                "  {} needs an {}: `centaur dev keys` adds one",
+                "  {} needs an {} API key: `centaur dev keys` adds one (and installs its CLI)",
                 key.harness,
-                key.label.split(" (").next().unwrap_or(key.label)
+                key.provider.name()
             );
         }
     }
@@ -562,7 +564,7 @@ async fn status(home: &Home) -> Result<ExitCode, DevError> {
         server_row(&client, &state).await,
         postgres_row(home, &state),
         proxy_row(home, &state).await,
-        sandboxes_row(&state),
+        sandboxes_row(&client, &state).await,
     ];
     let mut healthy = true;
     for row in rows {
@@ -680,9 +682,19 @@ async fn proxy_row(home: &Home, state: &StackState) -> Row {
     }
 }
 
-/// The sandboxes: healthy when bubblewrap can make one.
-fn sandboxes_row(state: &StackState) -> Row {
-    let names: Vec<&str> = state.harnesses_ready.iter().map(|h| h.as_str()).collect();
+/// The sandboxes: healthy when bubblewrap can make one. The harnesses ready are the server's
+/// answer now (a CLI `centaur dev keys` installed counts at once), else those ready at start.
+async fn sandboxes_row(client: &Client, state: &StackState) -> Row {
+    let ready: Vec<Harness> = match client.harnesses().await {
+        Ok(list) => list
+            .harnesses
+            .iter()
+            .filter(|h| h.available)
+            .map(|h| h.harness)
+            .collect(),
+        Err(_) => state.harnesses_ready.clone(),
+    };
+    let names: Vec<&str> = ready.iter().map(|h| h.as_str()).collect();
     Row {
         component: "sandboxes",
         address: "local (bubblewrap)".to_owned(),

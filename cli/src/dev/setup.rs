@@ -10,7 +10,7 @@ use centaur_protocol::Harness;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::endpoints::Endpoints;
+use super::endpoints::{Endpoints, Provider};
 use super::home::Home;
 use centaur_client::private_file::{WriteError, write as write_private};
 
@@ -67,6 +67,8 @@ fn create_folder(path: &Path) -> Result<(), SetupError> {
 
 /// A model key the proxy swaps in, and the harness that needs it.
 pub struct ModelKey {
+    /// Whose key it is (named in messages: "needs an OpenAI key").
+    pub provider: Provider,
     pub secret: &'static str,
     pub file: &'static str,
     pub label: &'static str,
@@ -89,6 +91,7 @@ const CLAUDE_BINARY: &str = "@anthropic-ai/claude-code-linux-x64/claude";
 
 pub const MODEL_KEYS: [ModelKey; 2] = [
     ModelKey {
+        provider: Provider::OpenAi,
         secret: "OPENAI_API_KEY",
         file: "openai-api-key",
         label: "OpenAI API key (for Codex)",
@@ -98,6 +101,7 @@ pub const MODEL_KEYS: [ModelKey; 2] = [
         command: "codex",
     },
     ModelKey {
+        provider: Provider::Anthropic,
         secret: "ANTHROPIC_API_KEY",
         file: "anthropic-api-key",
         label: "Anthropic API key (for Claude Code)",
@@ -303,21 +307,33 @@ pub fn install_harnesses(home: &Home) -> Vec<Harness> {
         if !key.present(home) {
             continue;
         }
-        if !key.installed(home) {
-            let step = Step::start(format!("installing {} with npm", key.package));
-            match npm_install(home, key) {
-                Ok(()) => step.done(&home.harnesses().display().to_string()),
-                Err(error) => {
-                    step.failed();
-                    eprintln!("  {} is not available: {error}", key.harness);
-                    continue;
-                }
-            }
+        if !key.installed(home)
+            && let Err(error) = install_cli(home, key)
+        {
+            eprintln!("  {} is not available: {error}", key.harness);
+            continue;
         }
         ready.push(key.harness);
     }
     ready.extend([Harness::Shell, Harness::Echo]);
     ready
+}
+
+/// Installs `key`'s harness CLI with npm, behind a spinner that ends in a line saying how it
+/// went (the caller says what follows a failure). A running server sees it at once: it looks
+/// for the CLI on every harness list and turn.
+pub fn install_cli(home: &Home, key: &ModelKey) -> Result<(), SetupError> {
+    let step = Step::start(format!("installing {} with npm", key.package));
+    match npm_install(home, key) {
+        Ok(()) => {
+            step.done(&home.harnesses().display().to_string());
+            Ok(())
+        }
+        Err(error) => {
+            step.failed();
+            Err(error)
+        }
+    }
 }
 
 fn npm_install(home: &Home, key: &ModelKey) -> Result<(), SetupError> {

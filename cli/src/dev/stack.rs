@@ -341,9 +341,14 @@ fn server_config(
     config.sandbox_backend = centaur_server::config::BackendKind::Local;
     config.runner_bin = Some(std::env::current_exe().map_err(StackError::OwnPath)?);
     config.proxy_ca = Some(home.ca_cert());
-    if home.harnesses().join("bin").is_dir() {
-        config.harness_dir = Some(home.harnesses());
-    }
+    // Always there, even empty: a CLI `centaur dev keys` installs while the stack runs is
+    // found there (and mounted into sandboxes) without a restart.
+    let harness_bin = home.harnesses().join("bin");
+    std::fs::create_dir_all(&harness_bin).map_err(|source| StackError::Write {
+        path: harness_bin,
+        source,
+    })?;
+    config.harness_dir = Some(home.harnesses());
     config.codex_config = Some(home.codex_config());
     // Claude Code's endpoint, when `centaur dev keys` set one other than Anthropic's API: in a
     // file the server reads again when it changes. Written now for homes from before it existed.
@@ -369,18 +374,19 @@ fn server_config(
 
 /// Why a harness cannot run on this stack, in words that follow its name and end with the fix
 /// (the server says them when the harness's CLI is missing: `GET /agent/harnesses`, and the
-/// refusal of a turn). Codex and Claude Code need their key, after which `centaur dev`
-/// installs their CLI; Amp is not set up by `centaur dev` at all.
+/// refusal of a turn). Codex and Claude Code need their key, and `centaur dev keys` installs
+/// their CLI when given it (as `centaur dev` does at start); the server looks for the CLI on
+/// every list and turn, so the hint stops being said once it is there. Amp is not set up by
+/// `centaur dev` at all.
 pub fn harness_hints(home: &Home) -> Vec<(Harness, String)> {
     let mut hints: Vec<(Harness, String)> = MODEL_KEYS
         .iter()
         .map(|key| {
-            let provider = key.label.split(" API key").next().unwrap_or(key.label);
             let hint = if key.present(home) {
-                // The key came after the stack started, or npm could not install the CLI.
-                "is not installed yet: restart the stack to install it (`centaur dev down`, then `centaur dev`)".to_owned()
+                // npm could not install the CLI when the stack started.
+                "is not installed: give its key again with `centaur dev keys` to install it, or restart the stack (`centaur dev down`, then `centaur dev`)".to_owned()
             } else {
-                format!("needs an {provider} key (`centaur dev keys`)")
+                format!("needs an {} key (`centaur dev keys`)", key.provider.name())
             };
             (key.harness, hint)
         })

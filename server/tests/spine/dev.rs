@@ -17,6 +17,9 @@ fn command(home: &Path, args: &[&str]) -> std::process::Command {
         .env("CENTAUR_HOME", home)
         .env("HOME", home.join("user"))
         .env("TERM", "xterm-256color")
+        // `centaur dev` and `centaur dev keys` install the CLI of a key given: from npm's cache only
+        // (here the empty one in `HOME`), never from the network, unless a test says otherwise.
+        .env("npm_config_offline", "true")
         .env_remove("CENTAUR_API_URL")
         .env_remove("CENTAUR_API_TOKEN")
         .env_remove("XDG_CONFIG_HOME")
@@ -555,8 +558,13 @@ async fn dev_restarts_a_killed_postgres() {
 
 /// Runs [`command`] with `input` on its stdin (a pipe, not a terminal).
 async fn centaur_piped(home: &Path, args: &[&str], input: &str) -> Output {
+    piped(command(home, args), input).await
+}
+
+/// Runs `command` with `input` on its stdin (a pipe, not a terminal).
+async fn piped(command: std::process::Command, input: &str) -> Output {
     use tokio::io::AsyncWriteExt;
-    let mut command = tokio::process::Command::from(command(home, args));
+    let mut command = tokio::process::Command::from(command);
     command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -984,4 +992,118 @@ async fn without_a_stack_or_a_login_commands_name_both_fixes() {
             "{error}"
         );
     }
+}
+
+/// `GET /agent/harnesses` of the stack running for `home`, and codex's entry in it.
+async fn codex_in_harness_list(home: &Path) -> serde_json::Value {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("stack.json")).unwrap()).unwrap();
+    let token = std::fs::read_to_string(home.join("dev-token")).unwrap();
+    let list: serde_json::Value = centaur_test_support::http::http()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/agent/harnesses",
+            state["api_url"].as_str().unwrap()
+        ))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["harnesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["harness"] == "codex")
+        .unwrap_or_else(|| panic!("no codex in {list}"))
+        .clone()
+}
+
+/// A stack started without keys says codex "needs an OpenAI key (`centaur dev keys`)". Given
+/// the key, `centaur dev keys` installs Codex's CLI at once (npm, here from the npm cache the
+/// tests' own install fills, so without the network), and the running stack offers codex
+/// without a restart. Without npm the key is saved, the failure said in one line, and codex
+/// keeps its hint, which stays true: giving the key again installs it.
+#[tokio::test]
+async fn a_key_given_to_a_running_stack_installs_its_cli_and_codex_is_offered() {
+    // Fills npm's cache with Codex's packages (when the tests install it the first time).
+    let _ = centaur_test_support::npm::codex_dir();
+    let npm_cache = std::process::Command::new("npm")
+        .args(["config", "get", "cache"])
+        .output()
+        .expect("npm runs (install Node.js and npm)");
+    let npm_cache = text(&npm_cache.stdout).trim().to_owned();
+
+    let home = Home::new("dev-keys-install");
+    let port = free_port().to_string();
+    let out = centaur(&home, &["dev", "--detach", "--port", &port], None).await;
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("harnesses ready: shell, echo"), "{said}");
+    assert!(
+        said.contains("codex needs an OpenAI API key: `centaur dev keys` adds one"),
+        "{said}"
+    );
+    let codex = codex_in_harness_list(&home).await;
+    assert_eq!(codex["available"], false, "{codex}");
+    assert_eq!(
+        codex["unavailable_reason"], "needs an OpenAI key (`centaur dev keys`)",
+        "{codex}"
+    );
+
+    // No npm: the key is saved, the install's failure said, and codex not offered yet.
+    let mut keys = command(&home, &["dev", "keys", "--openai-key-stdin"]);
+    keys.env("PATH", "/nonexistent");
+    let out = piped(keys, "sk-test-0123456789\n").await;
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("OpenAI API key (for Codex) saved"), "{said}");
+    let failed = said
+        .lines()
+        .find(|l| l.contains("codex is not available yet"))
+        .unwrap_or_else(|| panic!("no failure line in\n{said}"));
+    assert!(failed.contains("cannot run npm"), "{said}");
+    assert!(failed.contains("the next `centaur dev`"), "{said}");
+    assert!(!said.contains("is ready"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(home.join("secrets/openai-api-key")).unwrap(),
+        "sk-test-0123456789"
+    );
+    assert_eq!(codex_in_harness_list(&home).await["available"], false);
+
+    // The key again, with npm: Codex's CLI installed, and offered by the running stack.
+    let mut keys = command(&home, &["dev", "keys", "--openai-key-stdin"]);
+    keys.env("npm_config_cache", &npm_cache)
+        .env_remove("npm_config_offline")
+        .env("npm_config_prefer_offline", "true");
+    let out = piped(keys, "sk-test-0123456789\n").await;
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("✓ installing @openai/codex@0.169.0 with npm"),
+        "{said}"
+    );
+    assert!(
+        said.contains("codex is ready: the running stack offers it now"),
+        "{said}"
+    );
+    assert!(home.join("harnesses/bin/codex").is_file());
+    let codex = codex_in_harness_list(&home).await;
+    assert_eq!(codex["available"], true, "{codex}");
+    assert!(codex["unavailable_reason"].is_null(), "{codex}");
+    // `centaur dev status` says so too (it said what was ready when the stack started).
+    let out = centaur(&home, &["dev", "status"], None).await;
+    assert!(
+        text(&out.stdout).contains("harnesses ready: codex, shell, echo"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = centaur(&home, &["dev", "down"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
