@@ -24,33 +24,12 @@ use chrono::{DateTime, Utc};
 use ratatui::Frame;
 use ratatui::style::{Color, Style};
 
+use text::clip;
 pub use viewport::Viewport;
 
 use super::app::{App, Overlay, Screen, Scrolls};
 
 const DIM: Style = Style::new().fg(Color::DarkGray);
-
-/// `text` cut at the end to fit `width` columns, with `…` where it was cut.
-fn clip(text: &str, width: usize) -> String {
-    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
-    if text.width() <= width {
-        return text.to_owned();
-    }
-    let mut clipped = String::new();
-    let mut used = 0;
-    for c in text.chars() {
-        let w = c.width().unwrap_or(0);
-        if used + w + 1 > width {
-            break;
-        }
-        clipped.push(c);
-        used += w;
-    }
-    if width > 0 {
-        clipped.push('…');
-    }
-    clipped
-}
 const OUTPUT: Style = Style::new().fg(Color::Gray);
 
 /// What the view keeps between frames.
