@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::{Line, Span};
+use ratatui::text::Line;
 
 use crate::reader::{find, fold};
 
@@ -81,7 +81,7 @@ pub fn mark(line: &Line<'static>) -> Option<Line<'static>> {
             }
             marking.seen += 1;
         }
-        Some(spans_of(chars))
+        Some(Line::from(crate::wrap::styled_runs(chars)))
     })
 }
 
@@ -103,30 +103,11 @@ pub fn has_current(line: &Line<'_>) -> bool {
         .any(|span| line.style.patch(span.style).bg == CURRENT_MATCH.bg)
 }
 
-/// Characters with their styles as a line, one span per run of a style.
-fn spans_of(chars: Vec<(char, Style)>) -> Line<'static> {
-    let mut spans = Vec::new();
-    let mut text = String::new();
-    let mut style = None;
-    for (c, s) in chars {
-        if let Some(current) = style
-            && current != s
-        {
-            spans.push(Span::styled(std::mem::take(&mut text), current));
-        }
-        style = Some(s);
-        text.push(c);
-    }
-    if let Some(style) = style {
-        spans.push(Span::styled(text, style));
-    }
-    Line::from(spans)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wrap::wrap;
+    use ratatui::text::Span;
 
     fn marked(lines: &[Line<'static>], style: Style) -> String {
         lines

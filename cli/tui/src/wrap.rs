@@ -105,6 +105,13 @@ fn finish(chars: Vec<(char, Style)>, first: bool, indent: &Span<'static>) -> Lin
     if !first && !indent.content.is_empty() {
         spans.push(indent.clone());
     }
+    spans.extend(styled_runs(chars));
+    Line::from(spans)
+}
+
+/// Characters with their styles as spans, one a run of a style.
+pub fn styled_runs(chars: Vec<(char, Style)>) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
     let mut text = String::new();
     let mut style = None;
     for (c, s) in chars {
@@ -119,7 +126,7 @@ fn finish(chars: Vec<(char, Style)>, first: bool, indent: &Span<'static>) -> Lin
     if let Some(style) = style {
         spans.push(Span::styled(text, style));
     }
-    Line::from(spans)
+    spans
 }
 
 #[cfg(test)]

@@ -5,83 +5,19 @@
 
 use centaur_protocol::Event;
 use centaur_test_support::script::Script;
-use centaur_test_support::tui::app_following;
-use centaur_tui::app::{App, AppEvent, Effect, Focus};
-use centaur_tui::{View, highlight, reader};
-use chrono::{DateTime, Utc};
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
+use centaur_test_support::tui::{Tui, screen_text as text};
+use centaur_tui::app::{AppEvent, Effect, Focus};
+use centaur_tui::reader;
 use ratatui::buffer::Buffer;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::KeyCode;
 use ratatui::style::Color;
 
-/// The app and the view that draws it, as the TUI's event loop keeps them.
-struct Tui {
-    app: App,
-    view: View,
-}
-
-/// An app showing `events`' thread, connected, with code highlighted.
 fn app_with(events: &[Event]) -> Tui {
-    highlight::load_now();
-    Tui {
-        app: app_following(events),
-        view: View::default(),
-    }
+    Tui::following(events)
 }
 
-impl Tui {
-    fn draw(&mut self, width: u16, height: u16, now: DateTime<Utc>) -> Buffer {
-        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-        self.view.scroll(self.app.take_scrolls());
-        terminal
-            .draw(|frame| self.view.draw(frame, &self.app, now))
-            .unwrap();
-        terminal.backend().buffer().clone()
-    }
-
-    fn screen(&mut self, width: u16, height: u16, now: DateTime<Utc>) -> String {
-        text(&self.draw(width, height, now))
-    }
-
-    fn press(&mut self, code: KeyCode) -> Vec<Effect> {
-        let modifiers = match code {
-            KeyCode::Char(c) if c.is_uppercase() => KeyModifiers::SHIFT,
-            _ => KeyModifiers::NONE,
-        };
-        self.app
-            .handle(AppEvent::Key(KeyEvent::new(code, modifiers)))
-    }
-
-    fn ctrl(&mut self, c: char) -> Vec<Effect> {
-        self.app.handle(AppEvent::Key(KeyEvent::new(
-            KeyCode::Char(c),
-            KeyModifiers::CONTROL,
-        )))
-    }
-
-    fn typed(&mut self, text: &str) {
-        for c in text.chars() {
-            self.press(KeyCode::Char(c));
-        }
-    }
-
-    fn reader_status(&self) -> Option<String> {
-        reader::status(self.app.thread.as_ref().unwrap())
-    }
-}
-
-fn text(buffer: &Buffer) -> String {
-    let mut text = String::new();
-    for y in 0..buffer.area.height {
-        let mut row = String::new();
-        for x in 0..buffer.area.width {
-            row.push_str(buffer[(x, y)].symbol());
-        }
-        text.push_str(row.trim_end());
-        text.push('\n');
-    }
-    text
+fn reader_status(tui: &Tui) -> Option<String> {
+    reader::status(tui.app.thread.as_ref().unwrap())
 }
 
 /// The cells where `word` is drawn, on the first row that has it at or after row `from`.
@@ -192,7 +128,7 @@ fn searching_the_transcript() {
     tui.typed("retr");
     let typing = tui.screen(70, 18, now);
     insta::assert_snapshot!("search_typing", typing);
-    assert_eq!(tui.reader_status().unwrap(), "/retr  (5 matches)");
+    assert_eq!(reader_status(&tui).unwrap(), "/retr  (5 matches)");
     assert_eq!(
         reader::mode(tui.app.thread.as_ref().unwrap()),
         reader::Mode::Search
@@ -202,18 +138,18 @@ fn searching_the_transcript() {
     let found = tui.screen(70, 18, now);
     insta::assert_snapshot!("search_found", found);
     assert!(
-        tui.reader_status()
+        reader_status(&tui)
             .unwrap()
             .starts_with("match 5 of 5 for `retr`"),
         "{:?}",
-        tui.reader_status()
+        reader_status(&tui)
     );
     tui.press(KeyCode::Char('n'));
-    assert!(tui.reader_status().unwrap().starts_with("match 1 of 5"));
+    assert!(reader_status(&tui).unwrap().starts_with("match 1 of 5"));
     assert_eq!(tui.app.thread.as_ref().unwrap().selected, Some(0));
     tui.press(KeyCode::Char('N'));
     tui.press(KeyCode::Char('N'));
-    assert!(tui.reader_status().unwrap().starts_with("match 4 of 5"));
+    assert!(reader_status(&tui).unwrap().starts_with("match 4 of 5"));
 
     // The current match is highlighted apart from the others.
     let buffer = tui.draw(70, 18, now);
@@ -244,13 +180,13 @@ fn a_search_without_a_match_says_so() {
     tui.typed("timeout");
     tui.press(KeyCode::Enter);
     assert_eq!(
-        tui.reader_status().unwrap(),
+        reader_status(&tui).unwrap(),
         "no match for `timeout`",
         "{}",
         tui.screen(70, 18, now)
     );
     tui.press(KeyCode::Char('n'));
-    assert_eq!(tui.reader_status().unwrap(), "no match for `timeout`");
+    assert_eq!(reader_status(&tui).unwrap(), "no match for `timeout`");
     assert_eq!(tui.view.scrolled(), 0);
 }
 
@@ -326,10 +262,10 @@ fn y_copies_the_picked_block() {
         [Effect::Copy("$ ls --color\nsrc\nREADME.md".into())]
     );
     // Nothing is said to be copied anywhere before the runtime says where it went.
-    assert_eq!(tui.reader_status().unwrap(), "copying 3 lines…");
+    assert_eq!(reader_status(&tui).unwrap(), "copying 3 lines…");
     let file = std::path::PathBuf::from("/run/user/1000/centaur/centaur-copy-1.txt");
     tui.app.handle(AppEvent::Copied(Ok(file.clone())));
-    let told = tui.reader_status().unwrap();
+    let told = reader_status(&tui).unwrap();
     assert_eq!(
         told,
         format!(
@@ -345,7 +281,7 @@ fn y_copies_the_picked_block() {
             .into(),
     )));
     assert_eq!(
-        tui.reader_status().unwrap(),
+        reader_status(&tui).unwrap(),
         "copied 3 lines to the clipboard (where the terminal allows), not to a file: \
          /tmp/centaur-0 is not private (it is a symbolic link): remove it, or set XDG_RUNTIME_DIR"
     );
@@ -479,7 +415,7 @@ fn matches_split_by_a_wrap_or_folded_away_are_counted_as_shown() {
     let mut tui = app_with(script.events());
     tui.ctrl('f');
     tui.typed("needle");
-    assert_eq!(tui.reader_status().unwrap(), "/needle  (2 matches)");
+    assert_eq!(reader_status(&tui).unwrap(), "/needle  (2 matches)");
 
     // Folded: the hidden one is not drawn; the current one (the last) is split by the wrap
     // and highlighted whole, on both lines.
@@ -496,11 +432,11 @@ fn matches_split_by_a_wrap_or_folded_away_are_counted_as_shown() {
 
     // Found, folded again, and N: the hidden one is current, and its block opens.
     tui.press(KeyCode::Enter);
-    assert!(tui.reader_status().unwrap().starts_with("match 2 of 2"));
+    assert!(reader_status(&tui).unwrap().starts_with("match 2 of 2"));
     tui.press(KeyCode::Char(' '));
     tui.draw(40, 20, now);
     tui.press(KeyCode::Char('N'));
-    assert!(tui.reader_status().unwrap().starts_with("match 1 of 2"));
+    assert!(reader_status(&tui).unwrap().starts_with("match 1 of 2"));
     let buffer = tui.draw(40, 20, now);
     let screen = text(&buffer);
     assert!(screen.contains("hidden needle here"), "{screen}");

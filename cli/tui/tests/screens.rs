@@ -6,71 +6,15 @@ use centaur_client::api::{Code, Failure};
 use centaur_protocol::api::{HarnessInfo, HarnessList, ThreadList, ThreadSummary};
 use centaur_protocol::{ErrorCode, Event, Harness, ThreadKey};
 use centaur_test_support::script::{Script, long_thread};
-use centaur_test_support::tui::app_following;
+use centaur_test_support::tui::Tui;
 use std::time::Instant;
 
 use centaur_tui::app::{ARM_DELAY, App, AppEvent, Start};
-use centaur_tui::{View, highlight};
-use chrono::{DateTime, Utc};
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use centaur_tui::highlight;
+use ratatui::crossterm::event::{KeyCode, KeyModifiers};
 
-/// The app and the view that draws it, as the TUI's event loop keeps them.
-struct Tui {
-    app: App,
-    view: View,
-}
-
-impl From<App> for Tui {
-    fn from(app: App) -> Tui {
-        Tui {
-            app,
-            view: View::default(),
-        }
-    }
-}
-
-impl std::ops::Deref for Tui {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.app
-    }
-}
-
-impl std::ops::DerefMut for Tui {
-    fn deref_mut(&mut self) -> &mut App {
-        &mut self.app
-    }
-}
-
-/// An app showing `events`' thread, connected, with code highlighted.
 fn app_with(events: &[Event]) -> Tui {
-    highlight::load_now();
-    Tui::from(app_following(events))
-}
-
-fn screen(tui: &mut Tui, width: u16, height: u16, now: DateTime<Utc>) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-    tui.view.scroll(tui.app.take_scrolls());
-    terminal
-        .draw(|frame| tui.view.draw(frame, &tui.app, now))
-        .unwrap();
-    let buffer = terminal.backend().buffer();
-    let mut text = String::new();
-    for y in 0..buffer.area.height {
-        let mut row = String::new();
-        for x in 0..buffer.area.width {
-            row.push_str(buffer[(x, y)].symbol());
-        }
-        text.push_str(row.trim_end());
-        text.push('\n');
-    }
-    text
-}
-
-fn press(app: &mut App, code: KeyCode, modifiers: KeyModifiers) {
-    app.handle(AppEvent::Key(KeyEvent::new(code, modifiers)));
+    Tui::following(events)
 }
 
 #[test]
@@ -88,7 +32,7 @@ fn streaming_text() {
     }
     script.wait_ms(3_000);
     let mut app = app_with(script.events());
-    insta::assert_snapshot!(screen(&mut app, 80, 24, script.now()));
+    insta::assert_snapshot!(app.screen(80, 24, script.now()));
 }
 
 #[test]
@@ -103,15 +47,12 @@ fn long_command_output_folded_then_open() {
     script.finished("c1", 0);
     script.completed("1\n…\n40");
     let mut app = app_with(script.events());
-    insta::assert_snapshot!("long_output_folded", screen(&mut app, 80, 20, script.now()));
-    press(&mut app, KeyCode::Char('o'), KeyModifiers::CONTROL);
-    insta::assert_snapshot!("long_output_open", screen(&mut app, 80, 20, script.now()));
+    insta::assert_snapshot!("long_output_folded", app.screen(80, 20, script.now()));
+    app.key(KeyCode::Char('o'), KeyModifiers::CONTROL);
+    insta::assert_snapshot!("long_output_open", app.screen(80, 20, script.now()));
     // Scrolled up by a page: the earlier lines, and a note that more is below.
-    press(&mut app, KeyCode::PageUp, KeyModifiers::NONE);
-    insta::assert_snapshot!(
-        "long_output_scrolled",
-        screen(&mut app, 80, 20, script.now())
-    );
+    app.key(KeyCode::PageUp, KeyModifiers::NONE);
+    insta::assert_snapshot!("long_output_scrolled", app.screen(80, 20, script.now()));
 }
 
 /// An approval's keys show dimmed, without brackets, until they count; then as keys.
@@ -129,23 +70,20 @@ fn an_approval_with_another_waiting() {
     for event in &script.events()[script.events().len() - 2..] {
         app.handle(AppEvent::Server(Box::new(event.clone())));
     }
-    let unarmed = screen(&mut app, 80, 22, script.now());
+    let unarmed = app.screen(80, 22, script.now());
     assert!(
         unarmed.contains("│  y  approve    a  approve for the session    n  deny"),
         "{unarmed}"
     );
     app.clock.advance(ARM_DELAY);
-    insta::assert_snapshot!(
-        "approval_first_of_two",
-        screen(&mut app, 80, 22, script.now())
-    );
+    insta::assert_snapshot!("approval_first_of_two", app.screen(80, 22, script.now()));
     // Decided in Slack: the overlay moves on to the next one.
     script.resolved(first, "approve", "slack:U024BE7LH");
     app.handle(AppEvent::Server(Box::new(
         script.events().last().unwrap().clone(),
     )));
     app.clock.advance(ARM_DELAY);
-    insta::assert_snapshot!("approval_second", screen(&mut app, 80, 22, script.now()));
+    insta::assert_snapshot!("approval_second", app.screen(80, 22, script.now()));
 }
 
 #[test]
@@ -160,7 +98,7 @@ fn a_failed_turn() {
     script.usage(5123, 210);
     script.failed("the harness exited with status 1: rate limited by the model API");
     let mut app = app_with(script.events());
-    insta::assert_snapshot!(screen(&mut app, 80, 18, script.now()));
+    insta::assert_snapshot!(app.screen(80, 18, script.now()));
 }
 
 #[test]
@@ -180,7 +118,7 @@ fn a_narrow_terminal() {
     script.finished("c1", 0);
     script.completed("done");
     let mut app = app_with(script.events());
-    insta::assert_snapshot!(screen(&mut app, 36, 30, script.now()));
+    insta::assert_snapshot!(app.screen(36, 30, script.now()));
 }
 
 /// A listed thread, active `minutes` ago.
@@ -259,21 +197,21 @@ fn listing() -> Tui {
 fn the_thread_list_filters() {
     let now = Script::new().now();
     let mut app = listing();
-    insta::assert_snapshot!("threads_all", screen(&mut app, 100, 8, now));
+    insta::assert_snapshot!("threads_all", app.screen(100, 8, now));
     for c in "slack".chars() {
-        press(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
+        app.key(KeyCode::Char(c), KeyModifiers::NONE);
     }
-    insta::assert_snapshot!("threads_filtered", screen(&mut app, 100, 8, now));
-    press(&mut app, KeyCode::Esc, KeyModifiers::NONE);
+    insta::assert_snapshot!("threads_filtered", app.screen(100, 8, now));
+    app.key(KeyCode::Esc, KeyModifiers::NONE);
     for c in "staging".chars() {
-        press(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
+        app.key(KeyCode::Char(c), KeyModifiers::NONE);
     }
-    let by_title = screen(&mut app, 100, 8, now);
+    let by_title = app.screen(100, 8, now);
     assert!(by_title.contains("Deploy the staging branch"), "{by_title}");
     assert!(!by_title.contains("nightly"), "{by_title}");
-    press(&mut app, KeyCode::Char('x'), KeyModifiers::NONE);
-    press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
-    insta::assert_snapshot!("threads_no_match", screen(&mut app, 100, 8, now));
+    app.key(KeyCode::Char('x'), KeyModifiers::NONE);
+    app.key(KeyCode::Enter, KeyModifiers::NONE);
+    insta::assert_snapshot!("threads_no_match", app.screen(100, 8, now));
 }
 
 /// On a narrow terminal the titles stay whole and the keys go.
@@ -281,7 +219,7 @@ fn the_thread_list_filters() {
 fn the_thread_list_on_a_narrow_terminal() {
     let now = Script::new().now();
     let mut app = listing();
-    insta::assert_snapshot!(screen(&mut app, 64, 8, now));
+    insta::assert_snapshot!(app.screen(64, 8, now));
 }
 
 fn harness_list() -> HarnessList {
@@ -315,13 +253,13 @@ fn the_harness_picker_says_what_cannot_run() {
     let now = Script::new().now();
     let mut app = listing();
     app.handle(AppEvent::Harnesses(Ok(harness_list())));
-    press(&mut app, KeyCode::Char('n'), KeyModifiers::CONTROL);
-    insta::assert_snapshot!("picker", screen(&mut app, 90, 14, now));
+    app.key(KeyCode::Char('n'), KeyModifiers::CONTROL);
+    insta::assert_snapshot!("picker", app.screen(90, 14, now));
     for _ in 0..3 {
-        press(&mut app, KeyCode::Up, KeyModifiers::NONE);
+        app.key(KeyCode::Up, KeyModifiers::NONE);
     }
-    press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
-    insta::assert_snapshot!("picker_refuses", screen(&mut app, 90, 14, now));
+    app.key(KeyCode::Enter, KeyModifiers::NONE);
+    insta::assert_snapshot!("picker_refuses", app.screen(90, 14, now));
 }
 
 /// The server refused the turn for its harness: its sentence in the notice, the thread still
@@ -339,9 +277,9 @@ fn a_refused_harness() {
     );
     let mut app = Tui::from(app);
     for c in "fix the flaky test".chars() {
-        press(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
+        app.key(KeyCode::Char(c), KeyModifiers::NONE);
     }
-    press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+    app.key(KeyCode::Enter, KeyModifiers::NONE);
     let key = app.thread.as_ref().unwrap().key.clone();
     app.handle(AppEvent::Executed {
         key,
@@ -350,7 +288,7 @@ fn a_refused_harness() {
             message: "codex cannot run: it needs an OpenAI key (`centaur dev keys`)".into(),
         }),
     });
-    let text = screen(&mut app, 100, 10, Script::new().now());
+    let text = app.screen(100, 10, Script::new().now());
     // The key is made anew each run: shown as as many `#`.
     let key = app.thread.as_ref().unwrap().key.to_string();
     insta::assert_snapshot!(text.replace(&key, &format!("cli:{}", "#".repeat(key.len() - 4))));
@@ -376,9 +314,9 @@ fn the_approval_policy_and_title_in_the_status_line() {
         next_before: None,
     })));
     for _ in 0..3 {
-        press(&mut app, KeyCode::Char('p'), KeyModifiers::CONTROL);
+        app.key(KeyCode::Char('p'), KeyModifiers::CONTROL);
     }
-    insta::assert_snapshot!(screen(&mut app, 120, 12, script.now()));
+    insta::assert_snapshot!(app.screen(120, 12, script.now()));
 }
 
 #[test]
@@ -386,8 +324,8 @@ fn help_lists_the_keys() {
     let mut script = Script::new();
     script.thread("echo");
     let mut app = app_with(script.events());
-    press(&mut app, KeyCode::F(1), KeyModifiers::NONE);
-    insta::assert_snapshot!(screen(&mut app, 100, 30, script.now()));
+    app.key(KeyCode::F(1), KeyModifiers::NONE);
+    insta::assert_snapshot!(app.screen(100, 30, script.now()));
 }
 
 /// Drawing as events arrive (with the cache) gives the same screen as drawing everything at
@@ -400,12 +338,12 @@ fn incremental_frames_match_a_fresh_draw() {
     for (i, event) in events.iter().enumerate().skip(1) {
         live.handle(AppEvent::Server(Box::new(event.clone())));
         if i % 7 == 0 {
-            screen(&mut live, 100, 30, now);
+            live.screen(100, 30, now);
         }
     }
     for width in [100, 57, 100] {
-        let fresh = screen(&mut app_with(&events), width, 30, now);
-        assert_eq!(screen(&mut live, width, 30, now), fresh, "width {width}");
+        let fresh = app_with(&events).screen(width, 30, now);
+        assert_eq!(live.screen(width, 30, now), fresh, "width {width}");
     }
 }
 
@@ -420,19 +358,19 @@ fn scrolled_up_the_view_stays_while_output_arrives() {
         script.output("c1", &format!("{n}\n"));
     }
     let mut app = app_with(script.events());
-    press(&mut app, KeyCode::Char('o'), KeyModifiers::CONTROL);
+    app.key(KeyCode::Char('o'), KeyModifiers::CONTROL);
     let now = script.now();
-    screen(&mut app, 60, 20, now);
-    press(&mut app, KeyCode::PageUp, KeyModifiers::NONE);
-    let before = screen(&mut app, 60, 20, now);
+    app.screen(60, 20, now);
+    app.key(KeyCode::PageUp, KeyModifiers::NONE);
+    let before = app.screen(60, 20, now);
     for n in 61..=100 {
         script.output("c1", &format!("{n}\n"));
         app.handle(AppEvent::Server(Box::new(
             script.events().last().unwrap().clone(),
         )));
-        screen(&mut app, 60, 20, now);
+        app.screen(60, 20, now);
     }
-    let after = screen(&mut app, 60, 20, now);
+    let after = app.screen(60, 20, now);
     // The transcript's rows but its last (where the "more below" note is).
     let transcript = |s: &str| s.lines().take(15).collect::<Vec<_>>().join("\n");
     assert_eq!(transcript(&after), transcript(&before));
@@ -450,11 +388,12 @@ fn the_first_page_up_moves_one_page() {
     }
     let mut app = app_with(script.events());
     let now = script.now();
-    let bottom = screen(&mut app, 60, 24, now);
+    let bottom = app.screen(60, 24, now);
     assert!(bottom.contains("message 050"), "{bottom}");
-    press(&mut app, KeyCode::PageUp, KeyModifiers::NONE);
+    app.key(KeyCode::PageUp, KeyModifiers::NONE);
     // The transcript's rows (the status line names the thread by its first message).
-    let up: String = screen(&mut app, 60, 24, now)
+    let up: String = app
+        .screen(60, 24, now)
         .lines()
         .take(20)
         .collect::<Vec<_>>()
