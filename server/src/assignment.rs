@@ -108,13 +108,51 @@ pub async fn spawn_on(
     thread: &ThreadRow,
     started: &mut Vec<Uuid>,
 ) -> ApiResult<SpawnResponse> {
-    if let Some(policy) = request.approval_policy {
-        sqlx::query("UPDATE threads SET approval_policy = $2 WHERE id = $1")
-            .bind(thread.id)
-            .bind(policy.as_str())
-            .execute(&state.pool)
-            .await?;
+    // The policy is stored first, so a new sandbox starts under it; a refused request puts
+    // the previous one back (unless another request changed it meanwhile).
+    let previous = match request.approval_policy {
+        Some(policy) => Some((policy, set_policy(state, thread.id, policy).await?)),
+        None => None,
+    };
+    let placed = place(state, request, thread, started).await;
+    if placed.is_err()
+        && let Some((policy, previous)) = previous
+    {
+        sqlx::query(
+            "UPDATE threads SET approval_policy = $3 WHERE id = $1 AND approval_policy = $2",
+        )
+        .bind(thread.id)
+        .bind(policy.as_str())
+        .bind(previous)
+        .execute(&state.pool)
+        .await?;
     }
+    placed
+}
+
+/// Stores `policy` as the thread's, answering the one it had (`None`: the server's default).
+async fn set_policy(
+    state: &AppState,
+    thread_id: i64,
+    policy: ApprovalPolicy,
+) -> ApiResult<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE threads t SET approval_policy = $2 FROM threads old \
+         WHERE t.id = $1 AND old.id = t.id RETURNING old.approval_policy",
+    )
+    .bind(thread_id)
+    .bind(policy.as_str())
+    .fetch_one(&state.pool)
+    .await?)
+}
+
+/// [`spawn_on`] once the policy is stored: the live sandbox, or a new one.
+async fn place(
+    state: &AppState,
+    request: &SpawnRequest,
+    thread: &ThreadRow,
+    started: &mut Vec<Uuid>,
+) -> ApiResult<SpawnResponse> {
     // Two spawns can race for the same thread; the database lets one sandbox win.
     for _ in 0..3 {
         if let Some(live) = live_sandbox(state, thread.id).await? {

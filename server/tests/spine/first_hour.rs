@@ -406,6 +406,29 @@ async fn a_policy_given_with_a_turn_reaches_the_live_sandbox() {
     let third = execute(&stack, json!({"thread_key": key, "message": "echo kept"})).await;
     let (asked, end) = until_end(&stack, key, &third, "approve").await;
     assert_eq!((asked, &end["result_text"]), (1, &json!("kept\n")), "{end}");
+
+    // A refused request changes nothing: its policy is not the thread's.
+    let (status, body) = stack
+        .server
+        .admin(
+            Method::POST,
+            "/agent/execute",
+            json!({"thread_key": key, "harness": "echo", "approval_policy": "never",
+                   "message": "echo refused"}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "harness_conflict"),
+        "{body}"
+    );
+    let fourth = execute(&stack, json!({"thread_key": key, "message": "echo still"})).await;
+    let (asked, end) = until_end(&stack, key, &fourth, "approve").await;
+    assert_eq!(
+        (asked, &end["result_text"]),
+        (1, &json!("still\n")),
+        "{end}"
+    );
 }
 
 /// What the stack does on its own does not make a thread "active": neither its shutdown (the
