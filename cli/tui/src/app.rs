@@ -50,8 +50,11 @@ pub enum AppEvent {
         approval_id: Uuid,
         error: Failure,
     },
-    ActionFailed {
-        action: Action,
+    InterruptFailed(Failure),
+    /// A message sent while a turn ran was refused; it comes back to the composer.
+    SteerRefused {
+        key: ThreadKey,
+        text: String,
         error: Failure,
     },
     HighlighterReady,
@@ -68,14 +71,6 @@ pub enum StreamError {
     /// The thread does not exist yet: its first message creates it.
     NotFound,
     Other(Failure),
-}
-
-/// A request whose failure is told in the notice line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Interrupt,
-    /// A message sent while a turn ran.
-    Steer,
 }
 
 /// Work for the runtime; each answers with an [`AppEvent`].
@@ -618,11 +613,16 @@ impl App {
                 }
                 self.notice = Some(format!("the decision was not taken: {error}"));
             }
-            AppEvent::ActionFailed { action, error } => {
-                self.notice = Some(match action {
-                    Action::Interrupt => format!("the interrupt failed: {error}"),
-                    Action::Steer => format!("not sent: {error}"),
-                });
+            AppEvent::InterruptFailed(error) => {
+                self.notice = Some(format!("the interrupt failed: {error}"));
+            }
+            AppEvent::SteerRefused { key, text, error } => {
+                if let Some(thread) = self.current(&key)
+                    && thread.composer.is_empty()
+                {
+                    thread.composer.restore(&text);
+                }
+                self.notice = Some(format!("not sent: {error}"));
             }
             AppEvent::Copied(outcome) => self.copied(outcome),
             AppEvent::Tick => return self.tick(),
@@ -1256,6 +1256,22 @@ mod tests {
                 key: script.events()[0].thread_key.clone(),
                 text: "use British spelling".into()
             }]
+        );
+        // Refused (the server was away): the text comes back to write again, and says why.
+        app.handle(AppEvent::SteerRefused {
+            key: script.events()[0].thread_key.clone(),
+            text: "use British spelling".into(),
+            error: Failure::Unreachable {
+                url: "http://server".into(),
+                reason: "the server is away".into(),
+            },
+        });
+        let thread = app.thread.as_ref().unwrap();
+        assert_eq!(thread.composer.text(), "use British spelling");
+        assert!(
+            app.notice.as_deref().unwrap().starts_with("not sent:"),
+            "{:?}",
+            app.notice
         );
     }
 

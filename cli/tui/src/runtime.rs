@@ -7,7 +7,7 @@ use centaur_protocol::{ErrorCode, Harness, ThreadKey};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use crate::app::{Action, AppEvent, Effect, StreamError};
+use crate::app::{AppEvent, Effect, StreamError};
 use centaur_client::api::Client;
 
 /// Carries out effects on tasks that answer on the bus.
@@ -94,10 +94,7 @@ impl Runtime {
             Effect::Interrupt(key) => {
                 tokio::spawn(async move {
                     if let Err(error) = client.interrupt(&key).await {
-                        let _ = bus.send(AppEvent::ActionFailed {
-                            action: Action::Interrupt,
-                            error,
-                        });
+                        let _ = bus.send(AppEvent::InterruptFailed(error));
                     }
                 });
             }
@@ -138,10 +135,7 @@ async fn send_message(client: &Client, bus: &UnboundedSender<AppEvent>, message:
         }
         Message::Steer { key, text } => {
             if let Err(error) = client.message(&key, &text).await {
-                let _ = bus.send(AppEvent::ActionFailed {
-                    action: Action::Steer,
-                    error,
-                });
+                let _ = bus.send(AppEvent::SteerRefused { key, text, error });
             }
         }
     }
