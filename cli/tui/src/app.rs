@@ -191,8 +191,9 @@ pub struct ThreadView {
     pub reading: Reading,
     /// The thread's title as the thread list gave it (`None`: untitled, or not listed yet).
     pub title: Option<String>,
-    /// The approval the overlay asks about and since when it takes keys.
-    asked: Option<(Uuid, Instant)>,
+    /// The approval the overlay asks about, and since when its keys count down to arming:
+    /// `None` until a frame showed it, then from that frame or the last key it swallowed.
+    asked: Option<(Uuid, Option<Instant>)>,
     /// Messages that start a turn, sent and not yet answered, oldest first: a refused one
     /// comes back to the composer.
     sending: VecDeque<String>,
@@ -532,7 +533,7 @@ impl App {
     }
 
     /// Whether the approval asked about takes decisions: it has been on screen, taking keys,
-    /// for [`ARM_DELAY`].
+    /// for [`ARM_DELAY`] since it was first drawn and since the last key it swallowed.
     pub fn approval_armed(&self) -> bool {
         self.asked_since()
             .is_some_and(|since| self.clock.now().saturating_duration_since(since) >= ARM_DELAY)
@@ -544,17 +545,27 @@ impl App {
         (!self.approval_armed()).then_some(since + ARM_DELAY)
     }
 
+    /// The event loop drew a frame of the app as it is: an approval asked about that no frame
+    /// showed yet is on screen from now.
+    pub fn drawn(&mut self) {
+        let now = self.clock.now();
+        if let Some(thread) = &mut self.thread
+            && let Some((_, since @ None)) = &mut thread.asked
+        {
+            *since = Some(now);
+        }
+    }
+
     fn asked_since(&self) -> Option<Instant> {
         let thread = self.thread.as_ref()?;
         let (_, since) = thread.asked?;
-        Some(since)
+        since
     }
 
     /// Notes when the approval asked about starts taking keys: on screen, with no overlay
     /// over it and no search query being typed. Another approval asked, or one shown again,
-    /// starts afresh.
+    /// starts afresh, from the next frame drawn (which the change asks for).
     fn watch_approval(&mut self) {
-        let now = self.clock.now();
         let on_screen = self.screen == Screen::Thread && self.overlay.is_none();
         let Some(thread) = &mut self.thread else {
             return;
@@ -564,11 +575,15 @@ impl App {
         } else {
             None
         };
-        thread.asked = match (asking, thread.asked) {
+        let asked = match (asking, thread.asked) {
             (Some(id), Some((was, since))) if id == was => Some((was, since)),
-            (Some(id), _) => Some((id, now)),
+            (Some(id), _) => Some((id, None)),
             (None, _) => None,
         };
+        if asked.map(|(id, _)| id) != thread.asked.map(|(id, _)| id) {
+            self.dirty = true;
+        }
+        thread.asked = asked;
     }
 
     fn handle_event(&mut self, event: AppEvent) -> Vec<Effect> {
@@ -946,6 +961,11 @@ impl App {
             match approval_key(thread, key, armed) {
                 Modal::Decided(effects) => return effects,
                 Modal::Blocked => {
+                    // Until armed, a swallowed key starts the delay again: a decision
+                    // counts only after a pause (not in the middle of typing, nor held).
+                    if !armed && let Some((_, Some(since))) = &mut thread.asked {
+                        *since = self.clock.now();
+                    }
                     self.unchanged();
                     return Vec::new();
                 }
@@ -1104,8 +1124,9 @@ enum Modal {
     Blocked,
 }
 
-/// While an approval is asked: y, a, n or d decide it once it is `armed` (before, they do
-/// nothing); only scrolling, folding, leaving and interrupting pass.
+/// While an approval is asked: y, a, n or d pressed (not repeated by a held key) decide it
+/// once it is `armed` (before, they do nothing); only scrolling, folding, searching, leaving
+/// and interrupting pass.
 fn approval_key(thread: &mut ThreadView, key: KeyEvent, armed: bool) -> Modal {
     let Some(asking) = thread.asking() else {
         return Modal::Passes;
@@ -1115,6 +1136,7 @@ fn approval_key(thread: &mut ThreadView, key: KeyEvent, armed: bool) -> Modal {
     let plain = !ctrl && !key.modifiers.contains(KeyModifiers::ALT);
     let decision = if let KeyCode::Char(letter) = key.code
         && plain
+        && key.kind == KeyEventKind::Press
     {
         match letter {
             'y' => Some(Decision::Approve),
@@ -1138,7 +1160,11 @@ fn approval_key(thread: &mut ThreadView, key: KeyEvent, armed: bool) -> Modal {
     }
     let passes = matches!(key.code, KeyCode::PageUp | KeyCode::PageDown | KeyCode::Esc)
         || (shift && matches!(key.code, KeyCode::Up | KeyCode::Down))
-        || (ctrl && matches!(key.code, KeyCode::Char('t') | KeyCode::Char('o')));
+        || (ctrl
+            && matches!(
+                key.code,
+                KeyCode::Char('t') | KeyCode::Char('o') | KeyCode::Char('f')
+            ));
     if passes {
         Modal::Passes
     } else {
@@ -1282,6 +1308,7 @@ mod tests {
         let first = script.approval("run `make`");
         let second = script.approval("run `make install`");
         let mut app = showing(&script);
+        app.drawn();
         let thread_key = script.events()[0].thread_key.clone();
         // Letters other than the decisions do not reach the composer while asked.
         typed(&mut app, "x");
@@ -1306,6 +1333,12 @@ mod tests {
             KeyCode::Char('a'),
             KeyModifiers::NONE
         )));
+        app.clock.advance(ARM_DELAY);
+        assert!(
+            !app.approval_armed(),
+            "armed only from the frame that shows it"
+        );
+        app.drawn();
         app.clock.advance(ARM_DELAY);
         assert_eq!(
             key(&mut app, KeyCode::Char('n'), KeyModifiers::NONE),
@@ -1806,6 +1839,7 @@ mod tests {
 
         // Confirmed: the overlay has the keys, and `n` at once still does nothing.
         key(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+        app.drawn();
         assert!(!decided(&key(
             &mut app,
             KeyCode::Char('n'),
@@ -1830,12 +1864,13 @@ mod tests {
     }
 
     /// A reading key pressed just as an approval appears (`n` for the next match, `y` to
-    /// copy) decides nothing; after the delay, `y` approves.
+    /// copy) decides nothing, and starts the delay again; after a pause, `y` approves.
     #[test]
     fn a_key_as_an_approval_appears_decides_nothing() {
         let (mut script, mut app) = clocked();
         key(&mut app, KeyCode::Tab, KeyModifiers::NONE);
         let id = arrives(&mut app, &mut script, "run `make`");
+        app.drawn();
         app.clock.advance(ARM_DELAY / 2);
         for c in ['n', 'y', 'a', 'd'] {
             let effects = key(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
@@ -1846,6 +1881,12 @@ mod tests {
             id
         );
         app.clock.advance(ARM_DELAY / 2);
+        assert!(!decided(&key(
+            &mut app,
+            KeyCode::Char('y'),
+            KeyModifiers::NONE
+        )));
+        app.clock.advance(ARM_DELAY);
         assert_eq!(
             key(&mut app, KeyCode::Char('y'), KeyModifiers::NONE),
             [Effect::Decide {
@@ -1854,5 +1895,75 @@ mod tests {
                 decision: Decision::Approve
             }]
         );
+    }
+
+    /// Someone typing a message as an approval appears: a key every 100 ms for 2 s decides
+    /// nothing (each swallowed key starts the delay again); after a 400 ms pause, `y`
+    /// approves.
+    #[test]
+    fn typing_through_an_approval_decides_nothing_until_a_pause() {
+        let (mut script, mut app) = clocked();
+        typed(&mut app, "please ");
+        let id = arrives(&mut app, &mut script, "run `make`");
+        app.drawn();
+        for (at, c) in "yes and also deny nothing"
+            .chars()
+            .cycle()
+            .take(20)
+            .enumerate()
+        {
+            app.clock.advance(Duration::from_millis(100));
+            let effects = key(&mut app, KeyCode::Char(c), KeyModifiers::NONE);
+            assert!(!decided(&effects), "key {at} ({c:?}): {effects:?}");
+            assert!(!app.approval_armed(), "armed mid-typing at key {at}");
+        }
+        assert_eq!(
+            app.thread.as_ref().unwrap().asking().unwrap().approval_id,
+            id
+        );
+        app.clock.advance(ARM_DELAY);
+        assert_eq!(
+            key(&mut app, KeyCode::Char('y'), KeyModifiers::NONE),
+            [Effect::Decide {
+                key: script.events()[0].thread_key.clone(),
+                approval_id: id,
+                decision: Decision::Approve
+            }]
+        );
+    }
+
+    /// A held `n` (the terminal's repeats) never denies: repeats are not presses, and each
+    /// one swallowed starts the delay again.
+    #[test]
+    fn a_held_key_never_decides() {
+        let (mut script, mut app) = clocked();
+        arrives(&mut app, &mut script, "run `make`");
+        app.drawn();
+        app.clock.advance(ARM_DELAY);
+        for _ in 0..20 {
+            let effects = app.handle(AppEvent::Key(KeyEvent::new_with_kind(
+                KeyCode::Char('n'),
+                KeyModifiers::NONE,
+                KeyEventKind::Repeat,
+            )));
+            assert!(!decided(&effects), "{effects:?}");
+            app.clock.advance(ARM_DELAY);
+        }
+        assert!(app.thread.as_ref().unwrap().deciding.is_empty());
+    }
+
+    /// Ctrl-F searches while an approval waits (the query's keys are then the query's).
+    #[test]
+    fn ctrl_f_searches_while_an_approval_waits() {
+        let (mut script, mut app) = clocked();
+        arrives(&mut app, &mut script, "run `make`");
+        app.drawn();
+        key(&mut app, KeyCode::Char('f'), KeyModifiers::CONTROL);
+        let thread = app.thread.as_ref().unwrap();
+        assert_eq!(reader::mode(thread), Mode::Search);
+        typed(&mut app, "done");
+        let thread = app.thread.as_ref().unwrap();
+        assert_eq!(thread.reading.search.as_ref().unwrap().query, "done");
+        assert!(thread.deciding.is_empty());
     }
 }

@@ -154,7 +154,8 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// One frame: the viewport moved as the app asked, then the state drawn as it is now.
+/// One frame: the viewport moved as the app asked, then the state drawn as it is now (and
+/// the app told so: an approval's keys count from the frame that shows it).
 fn draw<B: Backend>(
     terminal: &mut Terminal<B>,
     app: &mut App,
@@ -162,5 +163,6 @@ fn draw<B: Backend>(
 ) -> Result<(), B::Error> {
     view.scroll(app.take_scrolls());
     terminal.draw(|frame| view.draw(frame, app, Utc::now()))?;
+    app.drawn();
     Ok(())
 }

@@ -75,6 +75,8 @@ fn an_approval_with_another_waiting() {
         unarmed.contains("│  y  approve    a  approve for the session    n  deny"),
         "{unarmed}"
     );
+    // The keys count from the frame that showed them (the event loop says it drew one).
+    app.drawn();
     app.clock.advance(ARM_DELAY);
     insta::assert_snapshot!("approval_first_of_two", app.screen(80, 22, script.now()));
     // Decided in Slack: the overlay moves on to the next one.
@@ -82,6 +84,8 @@ fn an_approval_with_another_waiting() {
     app.handle(AppEvent::Server(Box::new(
         script.events().last().unwrap().clone(),
     )));
+    app.screen(80, 22, script.now());
+    app.drawn();
     app.clock.advance(ARM_DELAY);
     insta::assert_snapshot!("approval_second", app.screen(80, 22, script.now()));
 }
