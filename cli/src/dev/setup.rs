@@ -171,9 +171,9 @@ impl Step {
     }
 }
 
-/// Held while one `centaur dev` prepares the home, so two never write it at once.
+/// Held while one `centaur dev` prepares the home, so two never write it at once. When another
+/// holds it (asking for a key, or starting the stack), says so on stderr before waiting.
 pub fn lock(home: &Home) -> Result<std::fs::File, SetupError> {
-    use std::os::fd::AsRawFd;
     create_folder(&home.root)?;
     let path = home.root.join("setup.lock");
     let file = std::fs::OpenOptions::new()
@@ -185,9 +185,33 @@ pub fn lock(home: &Home) -> Result<std::fs::File, SetupError> {
             path: path.clone(),
             source,
         })?;
-    // SAFETY: flock on a descriptor owned here; waits for another `centaur dev`'s setup.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    lock_exclusive(&file, || {
+        eprintln!(
+            "centaur: waiting for another `centaur dev` to finish setting up {} (it may be asking for a key or starting the stack)",
+            home.root.display()
+        );
+    });
     Ok(file)
+}
+
+/// Takes an exclusive `flock` on `file`: at once if it is free, else calls `waiting` once and
+/// then waits for it. Returns whether it had to wait.
+fn lock_exclusive(file: &std::fs::File, waiting: impl FnOnce()) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: flock on a descriptor `file` owns for the whole call.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return false;
+    }
+    waiting();
+    loop {
+        // SAFETY: as above; blocks until the holder releases it.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0
+            || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+        {
+            return true;
+        }
+    }
 }
 
 /// Makes what is missing: folders, the CA, tokens, the egress policy and Codex settings.
@@ -401,5 +425,50 @@ mod tests {
         let bound: Vec<&str> = policy.secrets.iter().map(|s| s.name.as_str()).collect();
         let keys: Vec<&str> = MODEL_KEYS.iter().map(|k| k.secret).collect();
         assert_eq!(bound, keys);
+    }
+
+    /// A free lock is taken without a word; a held one is announced once, then waited for
+    /// until its holder lets go (it waited silently).
+    #[test]
+    fn a_held_setup_lock_is_announced_then_waited_for() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+        let dir = centaur_test_support::temp::temp_dir("setup-lock");
+        let path = dir.join("setup.lock");
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .expect("the lock file opens")
+        };
+        let holder = open();
+        assert!(!lock_exclusive(&holder, || panic!(
+            "a free lock is not waited for"
+        )));
+
+        let released = AtomicBool::new(false);
+        let announced = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                let file = open();
+                let waited = lock_exclusive(&file, || announced.store(true, Ordering::SeqCst));
+                // It got the lock only after the holder let go.
+                assert!(released.load(Ordering::SeqCst));
+                waited
+            });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !announced.load(Ordering::SeqCst) {
+                assert!(Instant::now() < deadline, "never announced");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!waiter.is_finished(), "took a held lock");
+            released.store(true, Ordering::SeqCst);
+            drop(holder);
+            assert!(waiter.join().expect("the waiter ends"));
+        });
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

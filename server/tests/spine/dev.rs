@@ -1107,3 +1107,79 @@ async fn a_key_given_to_a_running_stack_installs_its_cli_and_codex_is_offered() 
     let out = centaur(&home, &["dev", "down"], None).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// A `centaur dev keys` that must wait for another `centaur dev` to finish setting up (it holds
+/// the setup lock while asking for keys or starting the stack) says so in one line, then waits,
+/// and goes on once the lock is free (it used to sit silent after saving the key).
+#[tokio::test]
+async fn keys_waiting_for_another_setup_say_so_then_finish() {
+    use std::os::fd::AsRawFd;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let home = Home::new("dev-keys-waits");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.join("setup.lock"))
+        .unwrap();
+    // SAFETY: flock on a descriptor `lock` owns; stands in for another `centaur dev`.
+    assert_eq!(
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+
+    // No npm: once it has the lock, the install fails at once and says so.
+    let mut keys = command(&home, &["dev", "keys", "--openai-key-stdin"]);
+    keys.env("PATH", "/nonexistent");
+    let mut keys = tokio::process::Command::from(keys);
+    keys.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = keys.spawn().expect("centaur runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"sk-test-0123456789\n").await.unwrap();
+    drop(stdin);
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    let waiting = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            said.push_str(&line);
+            said.push('\n');
+            if line.contains("waiting for another `centaur dev` to finish setting up") {
+                return line;
+            }
+        }
+        panic!("ended without a waiting line:\n{said}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no waiting line in 30s"));
+    assert!(waiting.contains(&home.display().to_string()), "{waiting}");
+    // Saved before waiting; waiting, not done.
+    assert!(said.contains("OpenAI API key (for Codex) saved"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(home.join("secrets/openai-api-key")).unwrap(),
+        "sk-test-0123456789"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "did not wait:\n{said}");
+
+    drop(lock);
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut rest = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        (rest, child.wait().await.unwrap())
+    })
+    .await
+    .expect("it finishes once the lock is free");
+    let (rest, status) = rest;
+    assert_eq!(status.code(), Some(0), "{said}{rest}");
+    assert!(rest.contains("codex is not available yet"), "{said}{rest}");
+    assert!(
+        !rest.contains("waiting for another"),
+        "said twice:\n{said}{rest}"
+    );
+}
