@@ -7,6 +7,7 @@
 //! output); its matches are counted here the way the view marks them (see [`crate::marks`]),
 //! and the view scrolls the current one into view.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -50,6 +51,25 @@ pub struct Search {
     pub current: Option<usize>,
     /// The focus and selection before the search, to return to when it is cancelled.
     origin: (Focus, Option<usize>),
+    /// Matches counted in each block, so a block that has not changed is not laid out again
+    /// to count them (as the query is typed, stepped through, or output shown another way).
+    counted: HashMap<Counting, Counted>,
+}
+
+/// What a block's match count depends on besides the block: which block, the query as
+/// matched, and whether command output is shown as Markdown.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Counting {
+    block: usize,
+    needle: Vec<char>,
+    output_as_markdown: bool,
+}
+
+/// A block's match count as of one of its versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Counted {
+    version: u64,
+    matches: usize,
 }
 
 /// One occurrence of the query: the `nth` (from 0) in block `block`'s text.
@@ -153,6 +173,7 @@ pub fn start_search(thread: &mut ThreadView) {
         matches: Vec::new(),
         current: None,
         origin,
+        counted: HashMap::new(),
     });
 }
 
@@ -233,6 +254,8 @@ pub fn key(thread: &mut ThreadView, key: KeyEvent) -> Vec<Effect> {
                 }
                 .to_owned(),
             );
+            // What is shown changed: so may the matches, and which one this is.
+            recount(thread);
         }
         _ => return effects,
     }
@@ -338,7 +361,8 @@ fn step(thread: &mut ThreadView, forward: bool) {
         return;
     };
     let was = search.current_match();
-    let matches = find_all(thread, &search.needle());
+    let needle = search.needle();
+    let matches = find_all(thread, &needle);
     let current = if matches.is_empty() {
         None
     } else {
@@ -356,6 +380,30 @@ fn step(thread: &mut ThreadView, forward: bool) {
             None if forward => 0,
             None => len - 1,
         })
+    };
+    if let Some(search) = &mut thread.reading.search {
+        search.matches = matches;
+        search.current = current;
+    }
+    if let Some(block) = current_block(thread) {
+        thread.selected = Some(block);
+        open(thread, block);
+    }
+}
+
+/// Counts the matches again (output is shown another way): the current match stays the
+/// one it was if still there, else it is the next one (the first, if there was none).
+fn recount(thread: &mut ThreadView) {
+    let Some(search) = &thread.reading.search else {
+        return;
+    };
+    let was = search.current_match();
+    let needle = search.needle();
+    let matches = find_all(thread, &needle);
+    let current = match was {
+        _ if matches.is_empty() => None,
+        Some(was) => Some(matches.partition_point(|m| *m < was).min(matches.len() - 1)),
+        None => Some(0),
     };
     if let Some(search) = &mut thread.reading.search {
         search.matches = matches;
@@ -423,29 +471,57 @@ fn lines(count: usize) -> String {
 }
 
 /// Every match of `needle` in the transcript, in order: in each block's text as it is drawn
-/// open (see [`crate::marks`]), so the count, n/N and what is highlighted agree.
-fn find_all(thread: &ThreadView, needle: &[char]) -> Vec<Match> {
+/// open (see [`crate::marks`]), so the count, n/N and what is highlighted agree. A block is
+/// laid out to count them only when it, the needle or the Markdown setting changed since it
+/// was last counted.
+fn find_all(thread: &mut ThreadView, needle: &[char]) -> Vec<Match> {
+    let ThreadView {
+        transcript,
+        reading,
+        ..
+    } = thread;
+    let output_as_markdown = reading.output_as_markdown;
+    let Some(search) = &mut reading.search else {
+        return Vec::new();
+    };
     if needle.is_empty() {
         return Vec::new();
     }
     let mut matches = Vec::new();
-    for (index, block) in thread.transcript.blocks().iter().enumerate() {
-        if !searches(thread, index, needle) {
-            continue;
-        }
-        let found = Viewport::count_matches(block, needle, thread.reading.output_as_markdown);
+    for (index, block) in transcript.blocks().iter().enumerate() {
+        let version = transcript.version(index);
+        let counting = Counting {
+            block: index,
+            needle: needle.to_vec(),
+            output_as_markdown,
+        };
+        let found = match search.counted.get(&counting) {
+            Some(counted) if counted.version == version => counted.matches,
+            Some(_) | None => {
+                let found = if searches(block, needle) {
+                    Viewport::count_matches(block, needle, output_as_markdown)
+                } else {
+                    0
+                };
+                search.counted.insert(
+                    counting,
+                    Counted {
+                        version,
+                        matches: found,
+                    },
+                );
+                found
+            }
+        };
         matches.extend((0..found).map(|nth| Match { block: index, nth }));
     }
     matches
 }
 
-/// Whether a search for `needle` counts the matches block `index` shows: not the end of a
-/// turn, and only a block whose text has the query at all (laying out a block costs more
-/// than looking in its text; the view marks the same blocks).
-pub fn searches(thread: &ThreadView, index: usize, needle: &[char]) -> bool {
-    let Some(block) = thread.transcript.blocks().get(index) else {
-        return false;
-    };
+/// Whether a search for `needle` counts the matches `block` shows: not the end of a turn,
+/// and only a block whose text has the query at all (laying out a block costs more than
+/// looking in its text; the view marks the same blocks).
+pub fn searches(block: &Block, needle: &[char]) -> bool {
     let text = match block {
         Block::TurnEnd { .. } => return false,
         Block::Agent { text, .. } => markdown::plain(text),

@@ -345,6 +345,68 @@ fn m_shows_command_output_as_markdown() {
     assert!(tui.screen(60, 20, now).contains("| a | b |"));
 }
 
+/// `m` during a search counts the matches again in what is now shown: `**` is in the output
+/// as text, not once it is drawn as Markdown (bold), and back again.
+#[test]
+fn m_counts_a_search_again() {
+    let mut script = Script::new();
+    script.thread("shell");
+    script.user("cat NOTES.md");
+    script.command("c1", "cat NOTES.md");
+    script.output("c1", "Some **bold** and **strong** text.\n");
+    script.finished("c1", 0);
+    script.completed("");
+    let mut tui = app_with(script.events());
+    let matches = |tui: &Tui| {
+        let search = tui.app.thread.as_ref().unwrap().reading.search.clone();
+        let search = search.unwrap();
+        (search.matches.len(), search.current)
+    };
+    tui.ctrl('f');
+    tui.typed("**");
+    tui.press(KeyCode::Enter);
+    assert_eq!(matches(&tui), (4, Some(3)));
+    assert!(reader_status(&tui).unwrap().starts_with("match 4 of 4"));
+    tui.press(KeyCode::Char('m'));
+    assert_eq!(matches(&tui), (0, None));
+    tui.press(KeyCode::Char('n'));
+    assert_eq!(reader_status(&tui).unwrap(), "no match for `**`");
+    tui.press(KeyCode::Char('m'));
+    assert_eq!(matches(&tui), (4, Some(0)));
+    tui.press(KeyCode::Char('j'));
+    assert!(
+        reader_status(&tui).unwrap().starts_with("match 1 of 4"),
+        "{:?}",
+        reader_status(&tui)
+    );
+}
+
+/// n counts again what changed since the last count: output added to a running command's
+/// block is searched, not its count from before.
+#[test]
+fn n_counts_output_that_arrived_since() {
+    let mut script = Script::new();
+    script.thread("shell");
+    script.user("make");
+    script.command("c1", "make");
+    script.output("c1", "retry 1\n");
+    let mut tui = app_with(script.events());
+    tui.ctrl('f');
+    tui.typed("retry");
+    tui.press(KeyCode::Enter);
+    assert!(reader_status(&tui).unwrap().starts_with("match 1 of 1"));
+    script.output("c1", "retry 2\n");
+    tui.app.handle(AppEvent::Server(Box::new(
+        script.events().last().unwrap().clone(),
+    )));
+    tui.press(KeyCode::Char('n'));
+    assert!(
+        reader_status(&tui).unwrap().starts_with("match 2 of 2"),
+        "{:?}",
+        reader_status(&tui)
+    );
+}
+
 /// Wrapped lines start with their text, not with the space they broke at; indented output
 /// stays indented.
 #[test]

@@ -46,6 +46,16 @@ pub struct Viewport {
     reveal: Option<usize>,
     /// How many blocks the last frame knew.
     known: usize,
+    /// Whether each block has the search's query in its text, as of a version of the block
+    /// and a query: looked up again only when either changed, not every frame.
+    searched: Vec<Option<Searched>>,
+}
+
+/// Whether a block had a query in its text (see [`reader::searches`]).
+struct Searched {
+    version: u64,
+    needle: Vec<char>,
+    found: bool,
 }
 
 /// One block's lines (with the blank line above it) as last laid out.
@@ -161,6 +171,7 @@ impl Viewport {
         let height = self.height;
         let width = self.width as usize;
         self.entries.resize_with(blocks.len(), || None);
+        self.searched.resize_with(blocks.len(), || None);
         let anchored = self.scroll > 0 && !relaid;
         let view_top = height + self.scroll;
         let known = std::mem::replace(&mut self.known, blocks.len());
@@ -173,7 +184,7 @@ impl Viewport {
             let version = thread.transcript.version(index);
             let open = thread.is_open(index);
             let selected = is_selected(thread, index);
-            let marks = marks_in(thread, index);
+            let marks = self.marks_in(thread, index);
             let entry = &mut self.entries[index];
             let fresh = matches!(
                 entry,
@@ -252,6 +263,39 @@ impl Viewport {
         walked
     }
 
+    /// The search to mark in block `index`: its query, and which of the block's matches is
+    /// the current one. `None` when no search runs or the search does not count this block's
+    /// matches.
+    fn marks_in(&mut self, thread: &ThreadView, index: usize) -> Option<Marks> {
+        let search = thread.reading.search.as_ref()?;
+        let needle = search.needle();
+        if needle.is_empty() {
+            return None;
+        }
+        let version = thread.transcript.version(index);
+        let searched = self.searched.get_mut(index)?;
+        let found = match searched {
+            Some(s) if s.version == version && s.needle == needle => s.found,
+            Some(_) | None => {
+                let found = reader::searches(&thread.transcript.blocks()[index], &needle);
+                *searched = Some(Searched {
+                    version,
+                    needle: needle.clone(),
+                    found,
+                });
+                found
+            }
+        };
+        if !found {
+            return None;
+        }
+        let current = search
+            .current_match()
+            .filter(|m| m.block == index)
+            .map(|m| m.nth);
+        Some((needle, current))
+    }
+
     /// The lines on screen, top to bottom.
     fn visible(&self, walked: &[(usize, usize)]) -> Vec<Line<'static>> {
         let mut visible = Vec::with_capacity(self.height);
@@ -269,21 +313,6 @@ impl Viewport {
         }
         visible
     }
-}
-
-/// The search to mark in block `index`: its query, and which of the block's matches is the
-/// current one. `None` when no search runs or the search does not count this block's matches.
-fn marks_in(thread: &ThreadView, index: usize) -> Option<Marks> {
-    let search = thread.reading.search.as_ref()?;
-    let needle = search.needle();
-    if needle.is_empty() || !reader::searches(thread, index, &needle) {
-        return None;
-    }
-    let current = search
-        .current_match()
-        .filter(|m| m.block == index)
-        .map(|m| m.nth);
-    Some((needle, current))
 }
 
 /// Whether block `index` is drawn as the selected one.
