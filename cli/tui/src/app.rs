@@ -332,8 +332,9 @@ impl ThreadsList {
     }
 }
 
-/// How long an approval is on screen, taking keys, before a key decides it: a key pressed
-/// for something else as it appears (a search's `n`, a copy's `y`) is not a decision.
+/// How long an approval is on screen, taking keys, with no key pressed, before a key decides
+/// it: a key pressed for something else as it appears (a search's `n`, a copy's `y`, a
+/// message being typed) is not a decision, and each one swallowed starts the wait again.
 pub const ARM_DELAY: Duration = Duration::from_millis(400);
 
 /// The time the app goes by: the system's, or one a test sets. Reading it is the app's only
