@@ -10,8 +10,8 @@
 //! 3. **hand over**: the backend hands the warm sandbox its thread
 //!    ([`SandboxBackend::attach`](crate::sandbox::SandboxBackend::attach)), or creates the cold
 //!    one with it and waits until it is [ready](crate::sandbox::SandboxBackend::ready);
-//! 4. **record**: the sandbox row, the spawn id and `sandbox.assigned`, in one transaction
-//!    (`record`);
+//! 4. **record**: the sandbox row, the spawn id, the thread's approval policy (for a spawn that
+//!    stores one, see [`PolicyKeeper`]) and `sandbox.assigned`, in one transaction (`record`);
 //! 5. **discard** on any failure after 2: the sandbox is stopped and leaves the proxy
 //!    (`discard`).
 //!
@@ -71,7 +71,7 @@ pub async fn spawn(state: &AppState, request: &SpawnRequest) -> ApiResult<SpawnR
     )
     .await?;
     let mut started = Vec::new();
-    let answer = spawn_on(state, request, &thread, &mut started).await;
+    let answer = spawn_on(state, request, &thread, &mut started, PolicyKeeper::Spawn).await;
     if answer.is_err() && created {
         abandon_new_thread(state, &thread, &started).await;
     }
@@ -100,63 +100,80 @@ fn validate_spawn(request: &SpawnRequest) -> ApiResult<()> {
     Ok(())
 }
 
+/// Who stores a request's approval policy on the thread, so that it changes only when the
+/// request is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyKeeper {
+    /// The spawn itself, once it succeeded (`POST /agent/spawn`): with the new sandbox's
+    /// record, or right after reusing the live one.
+    Spawn,
+    /// The caller, with what it records: an execute stores it with its execution.
+    Caller,
+}
+
 /// Gives `thread` a sandbox: its live one, or a new one. `started` gets the id of every sandbox
 /// this call started, recorded or not, so a caller that is refused later can take them back.
+///
+/// A new sandbox starts under the request's approval policy (else the thread's); the thread
+/// keeps the request's policy only once the spawn succeeded, and only if `keeper` says the
+/// spawn stores it.
 pub async fn spawn_on(
     state: &AppState,
     request: &SpawnRequest,
     thread: &ThreadRow,
     started: &mut Vec<Uuid>,
+    keeper: PolicyKeeper,
 ) -> ApiResult<SpawnResponse> {
-    // The policy is stored first, so a new sandbox starts under it; a refused request puts
-    // the previous one back (unless another request changed it meanwhile).
-    let previous = match request.approval_policy {
-        Some(policy) => Some((policy, set_policy(state, thread.id, policy).await?)),
-        None => None,
+    let to_store = match keeper {
+        PolicyKeeper::Spawn => request.approval_policy,
+        PolicyKeeper::Caller => None,
     };
-    let placed = place(state, request, thread, started).await;
-    if placed.is_err()
-        && let Some((policy, previous)) = previous
+    let placed = place(state, request, thread, started, to_store).await?;
+    if let Some(policy) = to_store
+        && !placed.policy_stored
     {
-        sqlx::query(
-            "UPDATE threads SET approval_policy = $3 WHERE id = $1 AND approval_policy = $2",
-        )
-        .bind(thread.id)
-        .bind(policy.as_str())
-        .bind(previous)
-        .execute(&state.pool)
-        .await?;
+        store_policy(&state.pool, thread.id, policy).await?;
     }
-    placed
+    Ok(placed.answer)
 }
 
-/// Stores `policy` as the thread's, answering the one it had (`None`: the server's default).
-async fn set_policy(
-    state: &AppState,
+/// Stores `policy` as the thread's: what its later turns run under when they name none.
+pub async fn store_policy<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
     thread_id: i64,
     policy: ApprovalPolicy,
-) -> ApiResult<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "UPDATE threads t SET approval_policy = $2 FROM threads old \
-         WHERE t.id = $1 AND old.id = t.id RETURNING old.approval_policy",
-    )
-    .bind(thread_id)
-    .bind(policy.as_str())
-    .fetch_one(&state.pool)
-    .await?)
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE threads SET approval_policy = $2 WHERE id = $1")
+        .bind(thread_id)
+        .bind(policy.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
-/// [`spawn_on`] once the policy is stored: the live sandbox, or a new one.
+/// What [`place`] did.
+struct Placed {
+    answer: SpawnResponse,
+    /// Whether the policy to store was stored with the new sandbox's record.
+    policy_stored: bool,
+}
+
+/// [`spawn_on`]'s work: the live sandbox, or a new one (recorded with `to_store` as the
+/// thread's policy).
 async fn place(
     state: &AppState,
     request: &SpawnRequest,
     thread: &ThreadRow,
     started: &mut Vec<Uuid>,
-) -> ApiResult<SpawnResponse> {
+    to_store: Option<ApprovalPolicy>,
+) -> ApiResult<Placed> {
     // Two spawns can race for the same thread; the database lets one sandbox win.
     for _ in 0..3 {
         if let Some(live) = live_sandbox(state, thread.id).await? {
-            return reuse(state, request, thread, live).await;
+            return Ok(Placed {
+                answer: reuse(state, request, thread, live).await?,
+                policy_stored: false,
+            });
         }
         let harness = match request.harness {
             Some(harness) => harness,
@@ -164,27 +181,44 @@ async fn place(
         };
         // A live sandbox is reused whatever its harness needs; a new one must be able to run it.
         crate::harnesses::require(state, harness)?;
+        let policy = match request.approval_policy {
+            Some(policy) => policy,
+            None => approval_policy(state, &state.pool, thread.id).await?,
+        };
         // Started in a task of its own: a client that goes away mid-spawn must not leave a
         // sandbox (or a claimed warm one) that nobody records or stops.
         let assigning = {
-            let (state, thread, spawn_id) =
-                (state.clone(), thread.clone(), request.spawn_id.clone());
-            tokio::spawn(
-                async move { assign_new(&state, &thread, harness, spawn_id.as_deref()).await },
-            )
+            let (state, thread) = (state.clone(), thread.clone());
+            let new = NewSandbox {
+                harness,
+                spawn_id: request.spawn_id.clone(),
+                policy,
+                to_store,
+            };
+            tokio::spawn(async move { assign_new(&state, &thread, &new).await })
         };
         let (sandbox_id, outcome) = assigning
             .await
             .map_err(|e| ApiError::task_failed("starting a sandbox", e))?;
         started.extend(sandbox_id);
-        if let Some(answer) = outcome? {
-            return Ok(answer);
+        if let Some(placed) = outcome? {
+            return Ok(placed);
         }
     }
     Err(ApiError::conflict(
         ErrorCode::SpawnContended,
         "the thread's sandbox kept changing while spawning; retry",
     ))
+}
+
+/// What a new sandbox for a thread is started and recorded with.
+struct NewSandbox {
+    harness: Harness,
+    spawn_id: Option<String>,
+    /// The approval policy its runner is attached under.
+    policy: ApprovalPolicy,
+    /// The policy stored as the thread's with its record, if the spawn stores one.
+    to_store: Option<ApprovalPolicy>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -282,23 +316,22 @@ struct Prepared {
 }
 
 /// Stages 1 to 5 for a thread without a live sandbox: the id of the sandbox it started, if it
-/// got that far, and the answer (`None` when another spawn won the race for the thread).
+/// got that far, and what was placed (`None` when another spawn won the race for the thread).
 async fn assign_new(
     state: &AppState,
     thread: &ThreadRow,
-    harness: Harness,
-    spawn_id: Option<&str>,
-) -> (Option<Uuid>, ApiResult<Option<SpawnResponse>>) {
-    let prepared = match claim_warm(state, thread, harness).await {
+    new: &NewSandbox,
+) -> (Option<Uuid>, ApiResult<Option<Placed>>) {
+    let prepared = match claim_warm(state, thread, new.harness, new.policy).await {
         Ok(Some(warm)) => warm,
-        Ok(None) => match start_cold(state, thread, harness).await {
+        Ok(None) => match start_cold(state, thread, new.harness, new.policy).await {
             Ok(cold) => cold,
             Err(error) => return (None, Err(error)),
         },
         Err(error) => return (None, Err(error)),
     };
     let sandbox_id = prepared.sandbox_id;
-    let outcome = record_or_discard(state, thread, harness, spawn_id, prepared).await;
+    let outcome = record_or_discard(state, thread, new, prepared).await;
     (Some(sandbox_id), outcome)
 }
 
@@ -309,6 +342,7 @@ async fn claim_warm(
     state: &AppState,
     thread: &ThreadRow,
     harness: Harness,
+    policy: ApprovalPolicy,
 ) -> ApiResult<Option<Prepared>> {
     let Some(pool) = &state.warm else {
         return Ok(None);
@@ -321,7 +355,6 @@ async fn claim_warm(
     if had_sandbox {
         return Ok(None);
     }
-    let policy = approval_policy(state, &state.pool, thread.id).await?;
     let Some(sandbox_id) = pool.take(harness) else {
         return Ok(None);
     };
@@ -364,10 +397,14 @@ async fn claim_warm(
 }
 
 /// Stage 1, cold: a new sandbox created with the thread, once it is ready.
-async fn start_cold(state: &AppState, thread: &ThreadRow, harness: Harness) -> ApiResult<Prepared> {
+async fn start_cold(
+    state: &AppState,
+    thread: &ThreadRow,
+    harness: Harness,
+    policy: ApprovalPolicy,
+) -> ApiResult<Prepared> {
     let sandbox_id = Uuid::now_v7();
     let token = mint_sandbox_token(sandbox_id);
-    let policy = approval_policy(state, &state.pool, thread.id).await?;
     // Stage 2: the proxy serves the sandbox before it starts.
     let egress = egress::policy::attach(state, sandbox_id, thread).await?;
     let spec = SandboxSpec {
@@ -405,7 +442,8 @@ async fn create_ready(state: &AppState, spec: &SandboxSpec) -> Result<(), Sandbo
 }
 
 /// The thread's approval policy, or the deployment's default: what a new sandbox starts with
-/// and what each execution runs under (see [`Assignment`](centaur_protocol::runner::Assignment)).
+/// (when its request names none) and what an execution queued without one runs under (see
+/// [`Assignment`](centaur_protocol::runner::Assignment)).
 pub async fn approval_policy<'c>(
     state: &AppState,
     conn: impl sqlx::PgExecutor<'c>,
@@ -464,13 +502,12 @@ fn attachment(
 async fn record_or_discard(
     state: &AppState,
     thread: &ThreadRow,
-    harness: Harness,
-    spawn_id: Option<&str>,
+    new: &NewSandbox,
     prepared: Prepared,
-) -> ApiResult<Option<SpawnResponse>> {
+) -> ApiResult<Option<Placed>> {
     let sandbox_id = prepared.sandbox_id;
     let ready_source = prepared.ready_source;
-    let recorded = record(state, thread, harness, spawn_id, &prepared).await;
+    let recorded = record(state, thread, new, &prepared).await;
     if let Some(pool) = &state.warm {
         pool.claimed(sandbox_id);
     }
@@ -481,12 +518,20 @@ async fn record_or_discard(
     match recorded? {
         Recorded::Assigned(answer) => {
             tracing::info!(thread_key = %thread.thread_key, %sandbox_id, ready_source = ready_source.as_str(), "sandbox assigned");
-            Ok(Some(answer))
+            Ok(Some(Placed {
+                answer,
+                policy_stored: true,
+            }))
         }
         Recorded::LostRace => Ok(None),
         Recorded::SpawnIdTaken(spawn_id) => previous_spawn(state, &spawn_id, &thread.key())
             .await?
-            .map(Some)
+            .map(|answer| {
+                Some(Placed {
+                    answer,
+                    policy_stored: false,
+                })
+            })
             .ok_or_else(|| ApiError::conflict(ErrorCode::SpawnContended, "retry the spawn")),
     }
 }
@@ -499,14 +544,15 @@ enum Recorded {
     SpawnIdTaken(String),
 }
 
-/// Stage 4: the sandbox row, the spawn id and `sandbox.assigned`, in one transaction.
+/// Stage 4: the sandbox row, the spawn id, the thread's approval policy (when the spawn stores
+/// one) and `sandbox.assigned`, in one transaction.
 async fn record(
     state: &AppState,
     thread: &ThreadRow,
-    harness: Harness,
-    spawn_id: Option<&str>,
+    new: &NewSandbox,
     prepared: &Prepared,
 ) -> ApiResult<Recorded> {
+    let (harness, spawn_id) = (new.harness, new.spawn_id.as_deref());
     let Prepared {
         sandbox_id,
         ref token_hash,
@@ -541,6 +587,9 @@ async fn record(
             .bind(harness.as_str())
             .execute(&mut *tx)
             .await?;
+    }
+    if let Some(policy) = new.to_store {
+        store_policy(&mut *tx, thread.id, policy).await?;
     }
     if let Some(spawn_id) = spawn_id {
         let inserted = sqlx::query(

@@ -122,6 +122,8 @@ async fn queue(
         },
         thread,
         started,
+        // Stored below with the execution: a refused execute leaves the thread's as it was.
+        assignment::PolicyKeeper::Caller,
     )
     .await?;
 
@@ -129,14 +131,15 @@ async fn queue(
     let mut tx = crate::db::begin(&state.pool).await?;
     let inserted = sqlx::query(
         "INSERT INTO executions (id, thread_id, status, harness, idempotency_key, \
-         max_duration_ms, deadline_at) \
-         VALUES ($1, $2, 'queued', $3, $4, $5, now() + $5 * interval '1 millisecond')",
+         max_duration_ms, deadline_at, approval_policy) \
+         VALUES ($1, $2, 'queued', $3, $4, $5, now() + $5 * interval '1 millisecond', $6)",
     )
     .bind(execution_id)
     .bind(thread.id)
     .bind(spawned.harness.as_str())
     .bind(request.idempotency_key.as_deref())
     .bind(max_duration_ms as i64)
+    .bind(request.approval_policy.map(|p| p.as_str()))
     .execute(&mut *tx)
     .await;
     if let Err(error) = inserted {
@@ -153,6 +156,10 @@ async fn queue(
             }
             _ => Err(error.into()),
         };
+    }
+    // The thread keeps the policy for its later turns only with the execution it came with.
+    if let Some(policy) = request.approval_policy {
+        assignment::store_policy(&mut *tx, thread.id, policy).await?;
     }
     let mut new_events = Vec::new();
     let message_id = Uuid::now_v7();
@@ -388,6 +395,17 @@ pub async fn claim(
     }
 }
 
+/// The execution a claim started.
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    id: Uuid,
+    harness: String,
+    deadline_at: DateTime<Utc>,
+    runner_seq: i64,
+    /// The policy it was queued with, if its request named one.
+    approval_policy: Option<String>,
+}
+
 /// Waits for the row lock rather than skipping a locked row: a thread has at most one queued
 /// execution, and the lock may be a refused request whose rollback is still in flight.
 async fn claim_now(
@@ -396,19 +414,26 @@ async fn claim_now(
     thread: &ThreadRow,
 ) -> ApiResult<Option<Assignment>> {
     let mut tx = crate::db::begin(&state.pool).await?;
-    let claimed: Option<(Uuid, String, DateTime<Utc>, i64)> = sqlx::query_as(
+    let claimed: Option<Claimed> = sqlx::query_as(
         "UPDATE executions SET status = 'running', started_at = now(), \
            sandbox_id = COALESCE($2, (SELECT id FROM sandboxes \
                                       WHERE thread_id = $1 AND state <> 'released')) \
          WHERE id = (SELECT id FROM executions WHERE thread_id = $1 AND status = 'queued' \
                      FOR UPDATE) \
-         RETURNING id, harness, deadline_at, runner_seq",
+         RETURNING id, harness, deadline_at, runner_seq, approval_policy",
     )
     .bind(thread.id)
     .bind(principal.sandbox_id())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((execution_id, harness, deadline_at, runner_seq)) = claimed else {
+    let Some(Claimed {
+        id: execution_id,
+        harness,
+        deadline_at,
+        runner_seq,
+        approval_policy: own_policy,
+    }) = claimed
+    else {
         return Ok(None);
     };
     let mut input: Vec<(Uuid, String, String, i64)> = sqlx::query_as(
@@ -432,8 +457,12 @@ async fn claim_now(
             })
         })
         .collect::<Result<Vec<_>, UnknownStored>>()?;
-    // Read with every claim: a policy given with a later turn reaches a sandbox that runs.
-    let approval_policy = assignment::approval_policy(state, &mut *tx, thread.id).await?;
+    // The execution's own policy, else the thread's (read with every claim), else the default:
+    // a policy given with a later turn reaches a sandbox that runs.
+    let approval_policy = match own_policy {
+        Some(policy) => stored("executions.approval_policy", &policy)?,
+        None => assignment::approval_policy(state, &mut *tx, thread.id).await?,
+    };
     let events = append(
         &mut tx,
         &thread.as_ref(),

@@ -429,6 +429,54 @@ async fn a_policy_given_with_a_turn_reaches_the_live_sandbox() {
         (1, &json!("still\n")),
         "{end}"
     );
+
+    // A request refused because a turn runs (it waits for an approval) changes nothing either,
+    // though the thread's live sandbox would serve it.
+    let fifth = execute(
+        &stack,
+        json!({"thread_key": key, "message": "echo waiting"}),
+    )
+    .await;
+    let mut stream = stack
+        .server
+        .events(key, &format!("execution_id={fifth}&close_on_terminal=true"))
+        .await;
+    let approval_id = loop {
+        let frame = stream
+            .next(Duration::from_secs(60))
+            .await
+            .expect("the turn asks");
+        if frame.data["type"] == "approval.requested" {
+            break frame.data["approval_id"].as_str().unwrap().to_owned();
+        }
+    };
+    let (status, body) = stack
+        .server
+        .admin(
+            Method::POST,
+            "/agent/execute",
+            json!({"thread_key": key, "approval_policy": "never", "message": "echo refused"}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "execution_active"),
+        "{body}"
+    );
+    stack.server.decide(key, &approval_id, "approve").await;
+    let end = loop {
+        let frame = stream
+            .next(Duration::from_secs(60))
+            .await
+            .expect("the turn ends");
+        if centaur_test_support::events::is_terminal(&frame.data) {
+            break frame.data;
+        }
+    };
+    assert_eq!(end["result_text"], "waiting\n", "{end}");
+    let sixth = execute(&stack, json!({"thread_key": key, "message": "echo asks"})).await;
+    let (asked, end) = until_end(&stack, key, &sixth, "approve").await;
+    assert_eq!((asked, &end["result_text"]), (1, &json!("asks\n")), "{end}");
 }
 
 /// What the stack does on its own does not make a thread "active": neither its shutdown (the
@@ -640,11 +688,14 @@ async fn claude_code_takes_a_policy_given_with_a_later_turn() {
     let key = "api:claude-policy";
     let mut after = 0;
     let mut sandbox = Value::Null;
-    for (policy, decision, runs) in [
+    for (turn, (policy, decision, runs)) in [
         ("never", None, true),
         ("always", Some("deny"), false),
         ("never", None, true),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         if after > 0 {
             let _ = std::fs::remove_file(stack.only_workspace().join("approved.txt"));
         }
@@ -653,7 +704,7 @@ async fn claude_code_takes_a_policy_given_with_a_later_turn() {
             .post(
                 "/agent/execute",
                 json!({"thread_key": key, "harness": "claude-code", "approval_policy": policy,
-                       "message": "please run the command"}),
+                       "message": format!("please run the command (turn {turn})")}),
             )
             .await;
         let events = match decision {
@@ -689,5 +740,14 @@ async fn claude_code_takes_a_policy_given_with_a_later_turn() {
         }
         sandbox = now;
         after = last_id(&events);
+        // The CLI started again resumed its session: the model is shown every earlier turn.
+        let shown = model.conversations.lock().unwrap().last().cloned();
+        let shown = shown.expect("the model was asked").to_string();
+        for earlier in 0..=turn {
+            assert!(
+                shown.contains(&format!("please run the command (turn {earlier})")),
+                "{policy}: turn {earlier} is missing from {shown}"
+            );
+        }
     }
 }
