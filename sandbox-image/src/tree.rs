@@ -338,6 +338,113 @@ async fn end(before: &Before, sparing: Sparing) -> Ended {
     ended
 }
 
+/// One process and everything it started, followed while it winds down (a harness's CLI that
+/// is started again): its descendants are noted while it lives ([`Subtree::note`]), so they
+/// still end with it once it exits and they are handed to the runner (or, outside a sandbox,
+/// to init), out of its subtree.
+#[derive(Debug)]
+pub struct Subtree {
+    root: Proc,
+    /// The root and the descendants noted so far: (pid, start).
+    members: HashSet<(u32, u64)>,
+}
+
+impl Subtree {
+    /// The subtree of the process `pid` as it is now; `None` if it is gone.
+    pub fn of(pid: u32) -> Option<Subtree> {
+        let root = stat(pid)?;
+        let mut subtree = Subtree {
+            root,
+            members: HashSet::from([(root.pid, root.started)]),
+        };
+        subtree.note();
+        Some(subtree)
+    }
+
+    /// Notes the root's descendants now (while it lives, they are found through it).
+    pub fn note(&mut self) {
+        let found = under(
+            &processes(),
+            &HashSet::from([(self.root.pid, self.root.started)]),
+        );
+        self.members
+            .extend(found.iter().map(|p| (p.pid, p.started)));
+    }
+
+    /// The noted processes and their descendants that are still alive.
+    fn alive(&self) -> Vec<Proc> {
+        under(&processes(), &self.members)
+            .into_iter()
+            .filter(|p| !p.dead)
+            .collect()
+    }
+
+    /// Ends the root and everything noted under it, with what they started since: SIGTERM, up
+    /// to [`TERM_GRACE`] for them to go, then SIGKILL, walking again until none is left (or
+    /// [`GIVE_UP_AFTER`]). Reaps the orphans among them.
+    pub async fn end(&self) -> Ended {
+        let started = Instant::now();
+        let mut ended = Ended::default();
+        let mut signalled: HashSet<(u32, u64)> = HashSet::new();
+        for p in self.alive() {
+            signal(&p, libc::SIGTERM);
+            signalled.insert((p.pid, p.started));
+        }
+        loop {
+            reap();
+            let left = self.alive();
+            if left.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= started + GIVE_UP_AFTER {
+                ended.left = left.len();
+                tracing::warn!(
+                    left = left.len(),
+                    "processes of a stopped CLI are still alive after SIGKILL"
+                );
+                break;
+            }
+            if now >= started + TERM_GRACE {
+                for p in &left {
+                    signal(p, libc::SIGKILL);
+                    signalled.insert((p.pid, p.started));
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        reap();
+        ended.signalled = signalled.len();
+        ended
+    }
+}
+
+/// The processes of `all` that are `roots` (by pid and start), and their descendants, parents
+/// before their children.
+fn under(all: &[Proc], roots: &HashSet<(u32, u64)>) -> Vec<Proc> {
+    let mut children: HashMap<u32, Vec<Proc>> = HashMap::new();
+    for p in all {
+        children.entry(p.parent).or_default().push(*p);
+    }
+    let mut found: Vec<Proc> = all
+        .iter()
+        .filter(|p| roots.contains(&(p.pid, p.started)))
+        .copied()
+        .collect();
+    let mut seen: HashSet<u32> = found.iter().map(|p| p.pid).collect();
+    let mut next = found.clone();
+    while let Some(parent) = next.pop() {
+        for child in children.get(&parent.pid).into_iter().flatten() {
+            // A child cannot have started before its parent: the pid was reused.
+            if child.started >= parent.started && seen.insert(child.pid) {
+                found.push(*child);
+                next.push(*child);
+            }
+        }
+    }
+    found
+}
+
 /// Waits for the zombies among this process's children that no owner waits for (orphans
 /// handed to the runner); returns how many.
 pub fn reap() -> usize {

@@ -139,6 +139,41 @@ async fn a_command_that_exits_non_zero_fails_the_turn_and_the_rest_is_not_run() 
     let _ = std::fs::remove_dir_all(&sandbox.workspace);
 }
 
+/// A failing command with more output than the result keeps: the output is cut, and the lines
+/// that say how the turn ended still end it.
+#[tokio::test]
+async fn a_failing_command_with_long_output_still_says_how_the_turn_ended() {
+    let sandbox = sandbox("long", ApprovalPolicy::Never);
+    let mut shell = harness::for_kind(Kind::Shell, &sandbox);
+    let (finish, _, _) = run_turn(
+        &mut shell,
+        &sandbox,
+        &[
+            "head -c 307200 /dev/zero | tr '\\0' a; exit 4",
+            "touch later",
+        ],
+        ApprovalResolution::Approve,
+    )
+    .await;
+    let Finish::Failed {
+        output: Some(output),
+        ..
+    } = finish
+    else {
+        panic!("expected a failure with output, got {finish:?}");
+    };
+    let ending =
+        "\n[output truncated]\n[exit status 4]\n[1 later message not run: `touch later`]\n";
+    assert!(
+        output.ends_with(ending),
+        "{:?}",
+        &output[output.len().saturating_sub(200)..]
+    );
+    assert_eq!(output.len(), 256 * 1024 + ending.len());
+    assert!(output[..256 * 1024].bytes().all(|b| b == b'a'));
+    let _ = std::fs::remove_dir_all(&sandbox.workspace);
+}
+
 #[tokio::test]
 async fn a_command_approved_for_the_session_is_not_asked_about_again() {
     let sandbox = sandbox("session", ApprovalPolicy::Always);

@@ -210,3 +210,79 @@ async fn a_cli_that_prints_garbage_fails_the_turn_and_breaks_the_harness() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Whether the process `pid` still runs (a zombie does not).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Waits up to five seconds for `what` to hold.
+async fn eventually(what: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if what() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    what()
+}
+
+/// Claude Code started again for another approval policy: the running CLI sees its stdin close
+/// and exits on its own (having written its session), and what it started (an MCP server, here
+/// a `sleep`) ends with it rather than being left behind.
+#[tokio::test]
+async fn claude_started_again_for_a_policy_ends_gracefully_with_what_it_started() {
+    let dir = temp_dir("claude-restart");
+    let cli = dir.join("claude");
+    std::fs::write(
+        &cli,
+        format!(
+            "#!/bin/sh\nsleep 300 &\necho $! >> {dir}/children\nwhile read -r line; do :; done\necho saved >> {dir}/closed\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cli, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut sandbox = sandbox(&dir, &cli);
+    sandbox
+        .env
+        .insert("CENTAUR_CLAUDE_BIN".into(), cli.display().to_string());
+    let mut claude = harness::for_kind(Kind::ClaudeCode, &sandbox);
+    claude.prepare(&sandbox).await;
+    let children = dir.join("children");
+    assert!(eventually(|| children.exists()).await, "the CLI started");
+    let first = std::fs::read_to_string(&children)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(running(&first));
+
+    sandbox.approval_policy = ApprovalPolicy::Always;
+    claude.prepare(&sandbox).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("closed")).ok().as_deref(),
+        Some("saved\n"),
+        "the CLI exited on its own once its stdin closed"
+    );
+    assert!(
+        eventually(|| !running(&first)).await,
+        "what the stopped CLI started is ended"
+    );
+    // The new CLI runs, with its own child.
+    assert!(
+        eventually(|| std::fs::read_to_string(&children).unwrap().lines().count() == 2).await,
+        "the CLI started again"
+    );
+    drop(claude);
+    for pid in std::fs::read_to_string(&children).unwrap().lines() {
+        let _ = std::process::Command::new("kill").arg(pid).status();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -54,7 +54,8 @@ impl Harness for Shell {
                     } else {
                         Finish::Completed {
                             result_text: format!(
-                                "{result}the command was not approved: {command}{}",
+                                "{}the command was not approved: {command}{}",
+                                shortened(result),
                                 not_run(later)
                                     .map(|line| format!("\n{line}"))
                                     .unwrap_or_default()
@@ -68,6 +69,9 @@ impl Harness for Shell {
                 Ok((output, code)) => {
                     result.push_str(&output);
                     if code != Some(0) {
+                        // Cut first: what follows says how the turn ended, whatever the output's
+                        // length.
+                        let mut result = shortened(result);
                         if !result.is_empty() && !result.ends_with('\n') {
                             result.push('\n');
                         }
@@ -89,7 +93,7 @@ impl Harness for Shell {
                         }
                         return Finish::Failed {
                             error: format!("`{}` {error}", first_line(&command)),
-                            output: Some(shortened(result)),
+                            output: Some(result),
                         };
                     }
                 }

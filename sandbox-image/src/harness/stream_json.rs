@@ -25,6 +25,10 @@ use crate::turn::{Sandbox, Turn};
 
 /// How long an interrupted turn may take to wind down before the process is killed.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+/// How long a CLI being stopped may take to exit on its own once its stdin is closed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often a CLI being stopped has what it started noted.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// How to start one CLI.
 pub struct Launch {
@@ -105,12 +109,43 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the CLI's process, if one runs: the next turn starts it again (resuming the
-    /// session), with what the launch says then.
+    /// Ends the CLI, if one runs: the next turn starts it again (resuming the session), with
+    /// what the launch says then. Its stdin is closed and it gets up to [`STOP_GRACE`] to exit
+    /// on its own (having written its session); then it ends with everything it started (MCP
+    /// servers and the like), which would otherwise outlive it.
     pub async fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let _ = process.child.kill().await;
+        let Some(process) = self.process.take() else {
+            return;
+        };
+        // Registered until it is waited for: the reaper leaves it to `child`.
+        let Process {
+            mut child,
+            stdin,
+            mut stdout,
+            _owned,
+        } = process;
+        let mut tree = child.id().and_then(crate::tree::Subtree::of);
+        drop(stdin);
+        let give_up = tokio::time::Instant::now() + STOP_GRACE;
+        let mut reading = true;
+        loop {
+            if let Some(tree) = &mut tree {
+                tree.note();
+            }
+            tokio::select! {
+                _ = child.wait() => break,
+                // Read what it still says, so that it never blocks on a full pipe.
+                line = stdout.next_line(), if reading => {
+                    reading = matches!(line, Ok(Some(_)));
+                }
+                _ = tokio::time::sleep(STOP_POLL) => {}
+                _ = tokio::time::sleep_until(give_up) => break,
+            }
         }
+        if let Some(tree) = &tree {
+            tree.end().await;
+        }
+        let _ = child.kill().await;
     }
 
     /// Starts the CLI if it is not running (see [`super::Harness::prepare`]); a failure is left
