@@ -31,6 +31,7 @@ pub const CLAUDE_HELLO: &str = "Hello from the mock Claude";
 struct Model {
     rules: Arc<Vec<(String, Reply)>>,
     keys: Arc<Mutex<Vec<String>>>,
+    conversations: Arc<Mutex<Vec<Value>>>,
 }
 
 /// A mock Messages API listening on 127.0.0.1.
@@ -38,6 +39,9 @@ pub struct MockMessages {
     pub port: u16,
     /// Every `x-api-key` it was sent, in order.
     pub keys: Arc<Mutex<Vec<String>>>,
+    /// The `messages` of every streamed request (the conversation the model was shown), in
+    /// order.
+    pub conversations: Arc<Mutex<Vec<Value>>>,
 }
 
 impl MockMessages {
@@ -46,14 +50,17 @@ impl MockMessages {
         let model = Model {
             rules: owned(rules),
             keys: Arc::default(),
+            conversations: Arc::default(),
         };
         let keys = model.keys.clone();
+        let conversations = model.conversations.clone();
         let app = axum::Router::new()
             .route("/v1/messages", axum::routing::post(messages))
             .with_state(model);
         MockMessages {
             port: serve(app).await,
             keys,
+            conversations,
         }
     }
 
@@ -114,6 +121,11 @@ async fn messages(State(model): State<Model>, headers: HeaderMap, body: String) 
                 "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}}).to_string()))
             .unwrap();
     }
+    model
+        .conversations
+        .lock()
+        .unwrap()
+        .push(request["messages"].clone());
     let conversation = request["messages"].as_array().cloned().unwrap_or_default();
     let last = conversation.last().cloned().unwrap_or_default();
     let answered = holds(&last, "tool_result") && !holds(&last, "text");
