@@ -301,31 +301,33 @@ pub async fn end_all() -> Ended {
 }
 
 async fn end(before: &Before, sparing: Sparing) -> Ended {
+    terminate(|| doomed(before, sparing), "processes of the turn").await
+}
+
+/// Ends what `doomed` finds, walking again until it finds nothing: SIGTERM, up to
+/// [`TERM_GRACE`] for them to go, then SIGKILL, giving up after [`GIVE_UP_AFTER`] (`what` names
+/// them in the warning). Reaps the orphans among them.
+async fn terminate(doomed: impl Fn() -> Vec<Proc>, what: &str) -> Ended {
     let started = Instant::now();
     let mut ended = Ended::default();
     let mut signalled: HashSet<(u32, u64)> = HashSet::new();
-    let first = doomed(before, sparing);
-    for p in &first {
+    for p in &doomed() {
         signal(p, libc::SIGTERM);
         signalled.insert((p.pid, p.started));
     }
-    let term_until = started + TERM_GRACE;
     loop {
         reap();
-        let left = doomed(before, sparing);
+        let left = doomed();
         if left.is_empty() {
             break;
         }
         let now = Instant::now();
         if now >= started + GIVE_UP_AFTER {
             ended.left = left.len();
-            tracing::warn!(
-                left = left.len(),
-                "processes of the turn are still alive after SIGKILL"
-            );
+            tracing::warn!(left = left.len(), "{what} are still alive after SIGKILL");
             break;
         }
-        if now >= term_until {
+        if now >= started + TERM_GRACE {
             for p in &left {
                 signal(p, libc::SIGKILL);
                 signalled.insert((p.pid, p.started));
@@ -383,39 +385,7 @@ impl Subtree {
     /// to [`TERM_GRACE`] for them to go, then SIGKILL, walking again until none is left (or
     /// [`GIVE_UP_AFTER`]). Reaps the orphans among them.
     pub async fn end(&self) -> Ended {
-        let started = Instant::now();
-        let mut ended = Ended::default();
-        let mut signalled: HashSet<(u32, u64)> = HashSet::new();
-        for p in self.alive() {
-            signal(&p, libc::SIGTERM);
-            signalled.insert((p.pid, p.started));
-        }
-        loop {
-            reap();
-            let left = self.alive();
-            if left.is_empty() {
-                break;
-            }
-            let now = Instant::now();
-            if now >= started + GIVE_UP_AFTER {
-                ended.left = left.len();
-                tracing::warn!(
-                    left = left.len(),
-                    "processes of a stopped CLI are still alive after SIGKILL"
-                );
-                break;
-            }
-            if now >= started + TERM_GRACE {
-                for p in &left {
-                    signal(p, libc::SIGKILL);
-                    signalled.insert((p.pid, p.started));
-                }
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        reap();
-        ended.signalled = signalled.len();
-        ended
+        terminate(|| self.alive(), "processes of a stopped CLI").await
     }
 }
 
