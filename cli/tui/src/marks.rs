@@ -56,14 +56,7 @@ pub fn marking<T>(
 pub fn mark(line: &Line<'static>) -> Option<Line<'static>> {
     MARKING.with_borrow_mut(|marking| {
         let marking = marking.as_mut().filter(|m| !m.needle.is_empty())?;
-        let chars: Vec<(char, Style)> = line
-            .spans
-            .iter()
-            .flat_map(|span| {
-                let style = line.style.patch(span.style);
-                span.content.chars().map(move |c| (c, style))
-            })
-            .collect();
+        let chars = crate::wrap::styled_chars(line);
         let text: String = chars.iter().map(|(c, _)| c).collect();
         let found = find(&fold(&text), &marking.needle);
         if found.is_empty() {

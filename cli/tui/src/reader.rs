@@ -381,14 +381,7 @@ fn step(thread: &mut ThreadView, forward: bool) {
             None => len - 1,
         })
     };
-    if let Some(search) = &mut thread.reading.search {
-        search.matches = matches;
-        search.current = current;
-    }
-    if let Some(block) = current_block(thread) {
-        thread.selected = Some(block);
-        open(thread, block);
-    }
+    settle(thread, matches, current);
 }
 
 /// Counts the matches again (output is shown another way): the current match stays the
@@ -405,6 +398,11 @@ fn recount(thread: &mut ThreadView) {
         Some(was) => Some(matches.partition_point(|m| *m < was).min(matches.len() - 1)),
         None => Some(0),
     };
+    settle(thread, matches, current);
+}
+
+/// Keeps the search's `matches` and `current` one, and picks (and opens) the block it is in.
+fn settle(thread: &mut ThreadView, matches: Vec<Match>, current: Option<usize>) {
     if let Some(search) = &mut thread.reading.search {
         search.matches = matches;
         search.current = current;

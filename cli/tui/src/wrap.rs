@@ -25,14 +25,7 @@ pub fn wrap(
     let marked = marks::mark(line);
     let line = marked.as_ref().unwrap_or(line);
     let width = width.max(1);
-    let chars: Vec<(char, Style)> = line
-        .spans
-        .iter()
-        .flat_map(|span| {
-            let style = line.style.patch(span.style);
-            span.content.chars().map(move |c| (c, style))
-        })
-        .collect();
+    let chars = styled_chars(line);
     if chars
         .iter()
         .map(|(c, _)| c.width().unwrap_or(0))
@@ -107,6 +100,17 @@ fn finish(chars: Vec<(char, Style)>, first: bool, indent: &Span<'static>) -> Lin
     }
     spans.extend(styled_runs(chars));
     Line::from(spans)
+}
+
+/// `line`'s characters, each with its style (the line's patched by its span's).
+pub fn styled_chars(line: &Line<'_>) -> Vec<(char, Style)> {
+    line.spans
+        .iter()
+        .flat_map(|span| {
+            let style = line.style.patch(span.style);
+            span.content.chars().map(move |c| (c, style))
+        })
+        .collect()
 }
 
 /// Characters with their styles as spans, one a run of a style.
