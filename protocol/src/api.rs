@@ -143,6 +143,9 @@ pub struct ThreadSummary {
     /// Approvals asked and not decided yet.
     #[serde(default)]
     pub waiting_approvals: u32,
+    /// For a thread that lives in Slack: its channel and who started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<crate::slack::SlackOrigin>,
     pub created_at: DateTime<Utc>,
     /// The last event of the thread's own work (messages, turns, approvals); not the stack's
     /// shutdown releasing its sandbox.

@@ -90,6 +90,32 @@ impl ApprovalKind {
     }
 }
 
+/// The person behind a message or a decision that came from a chat platform.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "platform", rename_all = "snake_case")]
+pub enum Author {
+    Slack(crate::slack::SlackUser),
+}
+
+impl Author {
+    /// `Ann Lee`, else the platform's id.
+    pub fn label(&self) -> &str {
+        match self {
+            Author::Slack(user) => user.label(),
+        }
+    }
+
+    /// How a decision by this person is recorded in `decided_by`: `slack:U123 (Ann Lee)`.
+    pub fn decided_by(&self) -> String {
+        match self {
+            Author::Slack(user) => match &user.name {
+                Some(name) => format!("slack:{} ({name})", user.id),
+                None => format!("slack:{}", user.id),
+            },
+        }
+    }
+}
+
 /// A person's answer to an approval request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -174,6 +200,9 @@ pub enum EventBody {
         message_id: Uuid,
         role: Role,
         text: String,
+        /// Who wrote it, when the message came from a chat platform (a Slack user).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author: Option<Author>,
     },
     #[serde(rename = "sandbox.assigned")]
     SandboxAssigned {

@@ -4,6 +4,8 @@
 //! - [`api`]: the bodies of the user-facing HTTP API (`/agent/*`, `/admin/*`).
 //! - [`event`]: the events of a thread's stream, envelope and typed body.
 //! - [`runner`]: the runner API and a sandbox's attachment.
+//! - [`slack`]: Slack's wire formats (events, Socket Mode, the Web API, Block Kit, links), as
+//!   the server's bridge and the tests' fake Slack use them.
 //! - [`sse`]: reading Server-Sent Events frames.
 //! - [`thread_key`]: thread keys, parsed and checked.
 //! - [`egress`]: between the server and the egress proxy: its control API, the policy document
@@ -17,10 +19,13 @@ pub mod api;
 pub mod egress;
 pub mod event;
 pub mod runner;
+pub mod slack;
 pub mod sse;
 pub mod thread_key;
 
-pub use event::{ApprovalKind, ApprovalResolution, Decision, Event, EventBody, ReadySource, Role};
+pub use event::{
+    ApprovalKind, ApprovalResolution, Author, Decision, Event, EventBody, ReadySource, Role,
+};
 pub use thread_key::{ThreadKey, ThreadKeyError};
 
 use serde::{Deserialize, Serialize};
@@ -189,6 +194,8 @@ pub enum ErrorCode {
     EventNotAllowed,
     // 401, 403
     Unauthorized,
+    /// A Slack request whose signature or timestamp does not check out.
+    InvalidSignature,
     Forbidden,
     // 404
     NotFound,
@@ -197,6 +204,8 @@ pub enum ErrorCode {
     ApprovalNotFound,
     ApiKeyNotFound,
     EgressNotConfigured,
+    /// The Slack bridge is off (`CENTAUR_SLACK_MODE`), or not in webhook mode.
+    SlackNotConfigured,
     // 405
     MethodNotAllowed,
     // 409
@@ -244,6 +253,7 @@ impl ErrorCode {
             ErrorCode::InvalidPolicy => "invalid_policy",
             ErrorCode::EventNotAllowed => "event_not_allowed",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::ThreadNotFound => "thread_not_found",
@@ -251,6 +261,7 @@ impl ErrorCode {
             ErrorCode::ApprovalNotFound => "approval_not_found",
             ErrorCode::ApiKeyNotFound => "api_key_not_found",
             ErrorCode::EgressNotConfigured => "egress_not_configured",
+            ErrorCode::SlackNotConfigured => "slack_not_configured",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ExecutionActive => "execution_active",
             ErrorCode::ExecutionFinished => "execution_finished",

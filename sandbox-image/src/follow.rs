@@ -109,6 +109,7 @@ impl Follow {
                 message_id,
                 role,
                 text,
+                ..
             } => {
                 if role == Role::User && !self.input_ids.contains(&message_id) {
                     let _ = self.steering.send(text);

@@ -45,6 +45,8 @@ pub struct AppState {
     /// `CENTAUR_HARNESS_ENV_FILE`, read again when it changes.
     pub harness_env_file: Option<Arc<HarnessEnvFile>>,
     pub readiness: Arc<Readiness>,
+    /// The Slack bridge, unless `CENTAUR_SLACK_MODE` is `off`.
+    pub slack: Option<Arc<crate::slack::Slack>>,
     /// This replica's id: the owner of the sandboxes it runs ([`crate::replicas`]).
     pub replica: Arc<str>,
     /// Cancelled when the server begins to shut down; long-lived streams end on it.
@@ -75,6 +77,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Slack(#[from] crate::slack::identity::IdentityError),
     #[error("invalid DATABASE_URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
     #[error(
@@ -188,6 +192,7 @@ pub async fn start_with_backend(
         ),
         None => None,
     };
+    let slack = crate::slack::Slack::connect(&config).await?;
     let pool = db::lazy_pool(&config).map_err(StartError::DatabaseUrl)?;
     let listener = TcpListener::bind(config.bind_addr)
         .await
@@ -215,6 +220,7 @@ pub async fn start_with_backend(
         harness_env_file,
         readiness: Arc::new(Readiness::default()),
         replica,
+        slack,
         shutdown: shutdown.clone(),
     };
     spawn_background(&state);
@@ -252,6 +258,7 @@ fn spawn_background(state: &AppState) {
     replicas::spawn_heartbeat(state.clone());
     reaper::spawn(state.clone());
     warm::spawn_filler(state.clone());
+    crate::slack::spawn(state);
 }
 
 /// The runner API on the backend's runner socket, until shutdown.

@@ -24,13 +24,32 @@ pub async fn decide(
     decision: Decision,
     reason: Option<String>,
 ) -> ApiResult<()> {
+    decide_as(
+        state,
+        principal.label(),
+        thread,
+        approval_id,
+        decision,
+        reason,
+    )
+    .await
+}
+
+/// [`decide`], recording `decided_by` as given (`slack:U123 (Ann Lee)` for a click in Slack).
+pub async fn decide_as(
+    state: &AppState,
+    decided_by: String,
+    thread: &ThreadRow,
+    approval_id: Uuid,
+    decision: Decision,
+    reason: Option<String>,
+) -> ApiResult<()> {
     if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidRequest,
             format!("reason must be at most {MAX_REASON_BYTES} bytes"),
         ));
     }
-    let decided_by = principal.label();
     let mut tx = crate::db::begin(&state.pool).await?;
     let execution_id: Option<Uuid> = sqlx::query_scalar(
         "UPDATE approvals SET status = $3, decided_by = $4, reason = $5, decided_at = now() \

@@ -101,6 +101,10 @@ pub struct Config {
     #[arg(long, env = "CENTAUR_HARNESS_HINTS", value_delimiter = ';', value_parser = parse_harness_hint)]
     pub harness_hints: Vec<(Harness, String)>,
 
+    /// The Slack bridge (docs/slack.md).
+    #[command(flatten)]
+    pub slack: crate::slack::settings::SlackSettings,
+
     /// Ready sandboxes kept per warm harness.
     #[arg(long, env = "CENTAUR_WARM_POOL", default_value_t = 0)]
     pub warm_pool: usize,
@@ -252,7 +256,7 @@ pub enum LogFormat {
     Json,
 }
 
-fn parse_harness(s: &str) -> Result<Harness, UnknownName> {
+pub(crate) fn parse_harness(s: &str) -> Result<Harness, UnknownName> {
     s.parse()
 }
 
@@ -330,6 +334,8 @@ pub enum ConfigError {
     SseKeepalive,
     #[error("CENTAUR_MAX_STREAMS_PER_TOKEN and CENTAUR_MAX_STREAMS must be positive")]
     MaxStreams,
+    #[error(transparent)]
+    Slack(#[from] crate::slack::settings::SlackSettingsError),
 }
 
 impl Config {
@@ -370,6 +376,7 @@ impl Config {
         if self.max_streams_per_token == 0 || self.max_streams == 0 {
             return Err(ConfigError::MaxStreams);
         }
+        self.slack.validate()?;
         Ok(())
     }
 

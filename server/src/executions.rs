@@ -10,7 +10,7 @@ use centaur_protocol::api::{ExecuteRequest, ExecuteResponse, InterruptResponse, 
 use centaur_protocol::runner::{
     Assignment, BatchAccepted, EventBatch, Finish, InputMessage, RunnerEvent, RunnerExecution,
 };
-use centaur_protocol::{ApprovalResolution, EventBody, ExecutionStatus, Harness, Role};
+use centaur_protocol::{ApprovalResolution, Author, EventBody, ExecutionStatus, Harness, Role};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -29,6 +29,15 @@ const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
 
 /// `POST /agent/execute`.
 pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<ExecuteResponse> {
+    execute_as(state, request, None).await
+}
+
+/// [`execute`], for a turn a chat platform's user asked for (recorded on its `message.created`).
+pub async fn execute_as(
+    state: &AppState,
+    request: ExecuteRequest,
+    author: Option<Author>,
+) -> ApiResult<ExecuteResponse> {
     let max_duration_ms = match request.max_duration_ms {
         None => state.config.default_execution_ms,
         Some(0) => {
@@ -89,7 +98,15 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
         }
     };
     let mut started = Vec::new();
-    let queued = queue(state, &request, &thread, max_duration_ms, &mut started).await;
+    let queued = queue(
+        state,
+        &request,
+        author,
+        &thread,
+        max_duration_ms,
+        &mut started,
+    )
+    .await;
     if queued.is_err() && created {
         // A refused request stores nothing: not the thread it created, nor a sandbox for it.
         assignment::abandon_new_thread(state, &thread, &started).await;
@@ -102,6 +119,7 @@ pub async fn execute(state: &AppState, request: ExecuteRequest) -> ApiResult<Exe
 async fn queue(
     state: &AppState,
     request: &ExecuteRequest,
+    author: Option<Author>,
     thread: &ThreadRow,
     max_duration_ms: u64,
     started: &mut Vec<Uuid>,
@@ -168,6 +186,7 @@ async fn queue(
             message_id,
             role: Role::User,
             text: text.clone(),
+            author,
         }));
     }
     new_events.push(NewEvent::execution(

@@ -28,6 +28,7 @@
 //! - [`routes`]: the HTTP routes; thin handlers over the modules above.
 //! - [`runner_socket`]: the Unix socket mounted into local sandboxes for the runner API.
 //! - [`sandbox`]: the backends sandboxes come from, the warm pool and the reaper.
+//! - [`slack`]: the Slack bridge: mentions become turns, turns are delivered into Slack.
 //! - [`sse`]: a thread's stream: replay from the log, then live from the hub.
 //! - [`threads`]: thread rows: create, look up, list, describe.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm))] // tests stop at the first surprise
@@ -55,6 +56,7 @@ pub mod replicas;
 pub mod routes;
 pub mod runner_socket;
 pub mod sandbox;
+pub mod slack;
 pub mod sse;
 pub mod threads;
 

@@ -2,7 +2,7 @@
 
 use centaur_protocol::ErrorCode;
 use centaur_protocol::api::{MessageRequest, MessageResponse};
-use centaur_protocol::{EventBody, Role};
+use centaur_protocol::{Author, EventBody, Role};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -13,6 +13,15 @@ use crate::threads;
 const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 200;
 
 pub async fn post(state: &AppState, request: MessageRequest) -> ApiResult<MessageResponse> {
+    post_as(state, request, None).await
+}
+
+/// [`post`], for a message a chat platform's user wrote (recorded on `message.created`).
+pub async fn post_as(
+    state: &AppState,
+    request: MessageRequest,
+    author: Option<Author>,
+) -> ApiResult<MessageResponse> {
     if request.text.trim().is_empty() {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidRequest,
@@ -44,6 +53,7 @@ pub async fn post(state: &AppState, request: MessageRequest) -> ApiResult<Messag
             message_id,
             role,
             text: request.text.clone(),
+            author,
         })],
     )
     .await?;

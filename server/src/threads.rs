@@ -4,6 +4,7 @@
 use centaur_protocol::api::{
     ExecutionView, SandboxView, ThreadDetail, ThreadList, ThreadStatus, ThreadSummary,
 };
+use centaur_protocol::slack::{SlackOrigin, SlackUser};
 use centaur_protocol::{ErrorCode, EventBody, ExecutionStatus, Harness, ThreadKey};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -209,6 +210,12 @@ struct SummaryRow {
     /// newest: a thread has at most one, and none is queued while it runs).
     last_status: Option<String>,
     waiting_approvals: i64,
+    slack_team_id: Option<String>,
+    slack_channel_id: Option<String>,
+    slack_channel_name: Option<String>,
+    slack_thread_ts: Option<String>,
+    slack_started_by_id: Option<String>,
+    slack_started_by_name: Option<String>,
 }
 
 macro_rules! summary_select {
@@ -218,7 +225,11 @@ macro_rules! summary_select {
      (SELECT e.status FROM executions e WHERE e.thread_id = t.id \
       ORDER BY e.created_at DESC, e.id DESC LIMIT 1) AS last_status, \
      (SELECT count(*) FROM approvals a WHERE a.thread_id = t.id \
-      AND a.status = 'pending') AS waiting_approvals FROM threads t"
+      AND a.status = 'pending') AS waiting_approvals, \
+     s.team_id AS slack_team_id, s.channel_id AS slack_channel_id, \
+     s.channel_name AS slack_channel_name, s.thread_ts AS slack_thread_ts, \
+     s.started_by_id AS slack_started_by_id, s.started_by_name AS slack_started_by_name \
+     FROM threads t LEFT JOIN slack_threads s ON s.thread_id = t.id"
     };
 }
 
@@ -239,6 +250,24 @@ fn summary(row: SummaryRow) -> ApiResult<ThreadSummary> {
         .as_deref()
         .map(|status| stored("executions.status", status))
         .transpose()?;
+    let slack = match (
+        row.slack_team_id,
+        row.slack_channel_id,
+        row.slack_thread_ts,
+        row.slack_started_by_id,
+    ) {
+        (Some(team_id), Some(channel_id), Some(thread_ts), Some(started_by)) => Some(SlackOrigin {
+            team_id,
+            channel_id,
+            channel_name: row.slack_channel_name,
+            thread_ts,
+            started_by: SlackUser {
+                id: started_by,
+                name: row.slack_started_by_name,
+            },
+        }),
+        _ => None,
+    };
     let thread = row.thread;
     Ok(ThreadSummary {
         thread_key: thread.key(),
@@ -248,6 +277,7 @@ fn summary(row: SummaryRow) -> ApiResult<ThreadSummary> {
         status: thread_status(last),
         title: row.title,
         waiting_approvals: u32::try_from(row.waiting_approvals).unwrap_or(u32::MAX),
+        slack,
         created_at: thread.created_at,
         last_activity_at: thread.last_activity_at,
         last_event_id: thread.last_event_id,

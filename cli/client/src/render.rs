@@ -344,6 +344,7 @@ mod tests {
                 message_id: approval_id,
                 role: centaur_protocol::Role::User,
                 text: bad(),
+                author: None,
             },
             EventBody::AgentMessageDelta { text: bad() },
             EventBody::AgentMessageDelta {

@@ -165,6 +165,7 @@ mod tests {
             status,
             title: title.map(str::to_owned),
             waiting_approvals: waiting,
+            slack: None,
             created_at: at,
             last_activity_at: at,
             last_event_id: 7,

@@ -1451,6 +1451,7 @@ mod tests {
             status: centaur_protocol::api::ThreadStatus::Idle,
             title: title.map(str::to_owned),
             waiting_approvals: 0,
+            slack: None,
             created_at: chrono::Utc::now(),
             last_activity_at: chrono::Utc::now(),
             last_event_id: 1,

@@ -143,6 +143,7 @@ fn summary(
         status: serde_json::from_value(serde_json::json!(status)).unwrap(),
         title: title.map(str::to_owned),
         waiting_approvals,
+        slack: None,
         created_at: now - chrono::Duration::minutes(minutes + 5),
         last_activity_at: now - chrono::Duration::minutes(minutes),
         last_event_id: 12,

@@ -5,6 +5,7 @@ mod agent;
 mod health;
 mod proxy;
 mod runner;
+mod slack;
 mod threads;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
     let user_api = agent::routes()
         .merge(threads::routes())
         .merge(admin::routes())
+        .merge(slack::routes())
         .layer(DefaultBodyLimit::max(user_limit))
         .layer(Extension(BodyLimit(user_limit)));
     let runner_api = runner::routes()

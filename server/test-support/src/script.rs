@@ -96,6 +96,7 @@ impl Script {
             message_id,
             role: Role::User,
             text: text.into(),
+            author: None,
         });
         self.push(EventBody::ExecutionQueued {});
         let sandbox_id = Uuid::from_u128(0x0196_f1c2_0000_7000_a000_0000_0000_0001);

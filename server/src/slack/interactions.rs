@@ -1,0 +1,1 @@
+//! Button clicks from Slack: an approval decided (by an allowed approver), Stop.
