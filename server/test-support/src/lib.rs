@@ -61,3 +61,5 @@ pub mod relay;
 pub mod runner;
 #[cfg(feature = "stack")]
 pub mod server;
+#[cfg(feature = "stack")]
+pub mod slack;

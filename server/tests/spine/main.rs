@@ -22,5 +22,8 @@ mod replicas;
 mod resume;
 mod sandboxes;
 mod seccomp;
+mod slack_cli;
+mod slack_delivery;
+mod slack_ingress;
 mod streams;
 mod tui;

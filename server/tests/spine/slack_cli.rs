@@ -1,0 +1,1 @@
+//! Slack: slack_cli (see the helper's task).

@@ -1,0 +1,1 @@
+//! Slack: slack_delivery (see the helper's task).

@@ -1,0 +1,1 @@
+//! Slack: slack_ingress (see the helper's task).
