@@ -26,6 +26,8 @@
 //! - [`model`]: a scripted mock of the OpenAI Responses API, and a stack running the real Codex
 //!   against it.
 //! - [`npm`]: the harnesses' CLIs (Claude Code, Codex), installed from npm once.
+//! - [`slack`]: a fake Slack speaking Slack's wire format: the Web API, events and clicks sent
+//!   signed to the webhook (retried as Slack retries) or over Socket Mode, and what it shows.
 
 pub mod measure;
 pub mod pty;
