@@ -219,6 +219,7 @@ struct World {
     streaming_disabled: bool,
     echo_bot_messages: bool,
     disconnect_grace: Duration,
+    ack_deadline: Duration,
     sockets: Sockets,
 }
 
@@ -248,6 +249,7 @@ impl World {
             streaming_disabled: false,
             echo_bot_messages: false,
             disconnect_grace: Duration::from_secs(1),
+            ack_deadline: ACK_DEADLINE,
             sockets: Sockets::default(),
         };
         world.users.insert("U1".into(), "Ann".into());
@@ -708,7 +710,7 @@ impl FakeSlack {
                     "X-Slack-Signature",
                     signature(SIGNING_SECRET, timestamp, &body),
                 )
-                .timeout(ACK_DEADLINE)
+                .timeout(self.world().ack_deadline)
                 .body(body.clone());
             if let Some(reason) = reason {
                 request = request
@@ -861,6 +863,12 @@ impl FakeSlack {
 
     pub fn set_disconnect_grace(&self, grace: Duration) {
         self.world().disconnect_grace = grace;
+    }
+
+    /// How long a webhook answer or a Socket Mode acknowledgement may take before the delivery
+    /// counts as failed and is retried (Slack's 3 s by default).
+    pub fn set_ack_deadline(&self, deadline: Duration) {
+        self.world().ack_deadline = deadline;
     }
 
     // ---- knobs ----
@@ -1899,12 +1907,13 @@ async fn dispatcher(inner: Weak<Inner>) {
 /// Times out unacknowledged envelopes and sends what waits over the open connections.
 fn dispatch(world: &mut World) {
     let now = Instant::now();
+    let deadline = world.ack_deadline;
     let mut timed_out = Vec::new();
     world.sockets.pending.retain_mut(|p| {
         let Some((_, at)) = p.sent else {
             return true;
         };
-        if now.duration_since(at) < ACK_DEADLINE {
+        if now.duration_since(at) < deadline {
             return true;
         }
         timed_out.push(Delivery {
@@ -1953,6 +1962,9 @@ fn dispatch(world: &mut World) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use centaur_protocol::slack::events::SocketFrame;
+    use centaur_protocol::slack::web::{AuthTest, ConnectionsOpen, MessageMetadata, UploadedFile};
+    use centaur_server::slack::web::{SlackWeb, WebError};
 
     #[test]
     fn signatures_match_slacks_documented_example() {
@@ -1972,5 +1984,479 @@ mod tests {
             value,
             json!({"channel":"C1","ts":"1.000001","limit":2,"include_all_metadata":true,"blocks":[],"text":"true"})
         );
+    }
+
+    fn client(fake: &FakeSlack) -> SlackWeb {
+        SlackWeb::new(&fake.api_url(), BOT_TOKEN.into(), Some(APP_TOKEN.into()))
+    }
+
+    fn post(channel: &str, text: &str, thread_ts: Option<&str>) -> PostMessage {
+        PostMessage {
+            channel: channel.into(),
+            text: text.into(),
+            thread_ts: thread_ts.map(str::to_owned),
+            ..PostMessage::default()
+        }
+    }
+
+    fn replies(ts: &str, limit: Option<u32>, cursor: Option<String>) -> ConversationsReplies {
+        ConversationsReplies {
+            channel: "C1".into(),
+            ts: ts.into(),
+            cursor,
+            limit,
+            include_all_metadata: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_servers_client_reads_threads_page_by_page_and_meets_slacks_errors() {
+        let fake = FakeSlack::start().await;
+        let web = client(&fake);
+        let me = web.call(&AuthTest {}).await.unwrap();
+        assert_eq!(
+            (me.team_id.as_str(), me.user_id.as_str()),
+            (TEAM_ID, BOT_USER_ID)
+        );
+        let stranger = SlackWeb::new(&fake.api_url(), "xoxb-wrong".into(), None);
+        let refused = stranger.call(&AuthTest {}).await.unwrap_err();
+        assert_eq!(refused.code(), Some("invalid_auth"));
+        assert!(web.call(&ConnectionsOpen {}).await.is_ok());
+        let bot_only = SlackWeb::new(&fake.api_url(), BOT_TOKEN.into(), Some(BOT_TOKEN.into()));
+        assert_eq!(
+            bot_only.call(&ConnectionsOpen {}).await.unwrap_err().code(),
+            Some("not_allowed_token_type")
+        );
+
+        let parent = web.call(&post("C1", "parent", None)).await.unwrap().ts;
+        let mut tagged = post("C1", "reply 1", Some(&parent));
+        tagged.metadata = Some(MessageMetadata {
+            event_type: "centaur_delivery".into(),
+            event_payload: json!({"n": 1}),
+        });
+        web.call(&tagged).await.unwrap();
+        for n in 2..=4 {
+            web.call(&post("C1", &format!("reply {n}"), Some(&parent)))
+                .await
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = web
+                .call(&replies(&parent, Some(2), cursor.take()))
+                .await
+                .unwrap();
+            assert!(page.messages.len() <= 2);
+            seen.extend(page.messages.into_iter().map(|m| (m.text, m.metadata)));
+            match page.response_metadata.map(|m| m.next_cursor) {
+                Some(next) if !next.is_empty() => cursor = Some(next),
+                Some(_) | None => break,
+            }
+        }
+        let texts: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["parent", "reply 1", "reply 2", "reply 3", "reply 4"]
+        );
+        assert!(
+            seen.iter().all(|(_, m)| m.is_none()),
+            "metadata only on request"
+        );
+        let mut with_metadata = replies(&parent, None, None);
+        with_metadata.include_all_metadata = Some(true);
+        let all = web.call(&with_metadata).await.unwrap();
+        assert_eq!(
+            all.messages[1].metadata.as_ref().unwrap().event_type,
+            "centaur_delivery"
+        );
+        assert_eq!(fake.thread("C1", &parent).len(), 5);
+
+        let code =
+            |r: Result<PostMessageResponse, WebError>| r.unwrap_err().code().map(str::to_owned);
+        assert_eq!(
+            code(web.call(&post("C9", "hi", None)).await).as_deref(),
+            Some("channel_not_found")
+        );
+        assert_eq!(
+            code(web.call(&post("C1", " ", None)).await).as_deref(),
+            Some("no_text")
+        );
+        assert_eq!(
+            code(web.call(&post("C1", &"x".repeat(40_001), None)).await).as_deref(),
+            Some("msg_too_long")
+        );
+        let mut many = post("C1", "blocks", None);
+        many.blocks = Some(vec![Block::Divider {}; 51]);
+        assert_eq!(
+            code(web.call(&many).await).as_deref(),
+            Some("invalid_blocks")
+        );
+        assert_eq!(
+            web.call(&replies("1.000001", None, None))
+                .await
+                .unwrap_err()
+                .code(),
+            Some("thread_not_found")
+        );
+
+        fake.rate_limit("chat.postMessage", 1, 7);
+        match web.call(&post("C1", "hi", None)).await {
+            Err(WebError::RateLimited { retry_after, .. }) => {
+                assert_eq!(retry_after, Duration::from_secs(7));
+            }
+            other => panic!("expected a 429, got {other:?}"),
+        }
+        assert!(web.call(&post("C1", "hi", None)).await.is_ok());
+        fake.fail("reactions.add", "missing_scope", 1);
+        let react = ReactionsAdd {
+            channel: "C1".into(),
+            timestamp: parent.clone(),
+            name: "eyes".into(),
+        };
+        assert_eq!(
+            web.call(&react).await.unwrap_err().code(),
+            Some("missing_scope")
+        );
+        web.call(&react).await.unwrap();
+        assert_eq!(
+            web.call(&react).await.unwrap_err().code(),
+            Some("already_reacted")
+        );
+        assert_eq!(fake.reactions("C1", &parent), ["eyes"]);
+        let calls = fake.calls_to("reactions.add");
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[0]["name"], "eyes");
+    }
+
+    #[tokio::test]
+    async fn streams_accumulate_stop_and_expire_and_files_are_shared() {
+        let fake = FakeSlack::start().await;
+        let web = client(&fake);
+        let parent = web.call(&post("C1", "parent", None)).await.unwrap().ts;
+        let mut start = StartStream {
+            channel: "C1".into(),
+            thread_ts: parent.clone(),
+            markdown_text: Some("Hel".into()),
+            ..StartStream::default()
+        };
+        assert_eq!(
+            web.call(&start).await.unwrap_err().code(),
+            Some("missing_recipient_user_id")
+        );
+        start.recipient_user_id = Some("U1".into());
+        start.recipient_team_id = Some(TEAM_ID.into());
+        let ts = web.call(&start).await.unwrap().ts;
+        let append = |text: &str| AppendStream {
+            channel: "C1".into(),
+            ts: ts.clone(),
+            markdown_text: text.into(),
+        };
+        web.call(&append("lo")).await.unwrap();
+        let update = Update {
+            channel: "C1".into(),
+            ts: ts.clone(),
+            text: "replaced".into(),
+            blocks: None,
+        };
+        assert_eq!(
+            web.call(&update).await.unwrap_err().code(),
+            Some("streaming_state_conflict")
+        );
+        let stop = StopStream {
+            channel: "C1".into(),
+            ts: ts.clone(),
+            markdown_text: Some(", world".into()),
+            blocks: None,
+        };
+        web.call(&stop).await.unwrap();
+        assert_eq!(fake.thread("C1", &parent)[1].text, "Hello, world");
+        assert_eq!(
+            web.call(&append("!")).await.unwrap_err().code(),
+            Some("message_not_in_streaming_state")
+        );
+
+        fake.expire_streams_after(Duration::ZERO);
+        let late = web.call(&start).await.unwrap().ts;
+        let late_append = AppendStream {
+            channel: "C1".into(),
+            ts: late.clone(),
+            markdown_text: "more".into(),
+        };
+        assert_eq!(
+            web.call(&late_append).await.unwrap_err().code(),
+            Some("message_not_in_streaming_state")
+        );
+        let mut rescue = update.clone();
+        rescue.ts = late.clone();
+        web.call(&rescue).await.unwrap();
+        assert_eq!(fake.message("C1", &late).unwrap().text, "replaced");
+
+        let upload = web
+            .call(&GetUploadUrl {
+                filename: "out.txt".into(),
+                length: 5,
+            })
+            .await
+            .unwrap();
+        let complete = CompleteUpload {
+            files: vec![UploadedFile {
+                id: upload.file_id.clone(),
+                title: Some("Output".into()),
+            }],
+            channel_id: "C1".into(),
+            thread_ts: Some(parent.clone()),
+            initial_comment: None,
+        };
+        assert_eq!(
+            web.call(&complete).await.unwrap_err().code(),
+            Some("file_not_found")
+        );
+        web.upload(&upload.upload_url, b"hello".to_vec())
+            .await
+            .unwrap();
+        web.call(&complete).await.unwrap();
+        let thread = fake.thread("C1", &parent);
+        let shared = thread.last().unwrap();
+        assert_eq!(shared.files[0].title.as_deref(), Some("Output"));
+        assert_eq!(fake.file_bytes(&upload.file_id).unwrap(), b"hello");
+
+        fake.disable_streaming();
+        assert_eq!(
+            web.call(&start).await.unwrap_err().code(),
+            Some("unknown_method")
+        );
+    }
+
+    /// A webhook receiver: answers each request with the next status (then 200), records the
+    /// headers and bodies.
+    async fn receiver(statuses: Vec<(u16, bool)>) -> (String, Arc<Mutex<Vec<(HeaderMap, Bytes)>>>) {
+        let seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
+        let script = Arc::new(Mutex::new(statuses.into_iter()));
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/api/webhooks/slack",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let record = record.clone();
+                let script = script.clone();
+                async move {
+                    record.lock().unwrap().push((headers, body));
+                    let (status, no_retry) = script.lock().unwrap().next().unwrap_or((200, false));
+                    let mut response = StatusCode::from_u16(status).unwrap().into_response();
+                    if no_retry {
+                        response
+                            .headers_mut()
+                            .insert("x-slack-no-retry", "1".parse().unwrap());
+                    }
+                    response
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+        headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn events_are_signed_and_retried_as_slack_retries_them() {
+        let fake = FakeSlack::start().await;
+        let (url, seen) = receiver(vec![(500, false)]).await;
+        fake.deliver_to(&url);
+        let ts = fake.post("U1", "C1", "<@U0BOT> hello", None).await;
+        fake.wait_until(Duration::from_secs(5), |f| f.deliveries().len() == 3)
+            .await;
+        let requests = seen.lock().unwrap().clone();
+        assert_eq!(requests.len(), 3);
+        for (headers, body) in &requests {
+            let timestamp: i64 = header_text(headers, "x-slack-request-timestamp")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(
+                header_text(headers, "x-slack-signature"),
+                Some(fake.sign(body, timestamp).as_str())
+            );
+        }
+        let bodies: Vec<EventsRequest> = requests
+            .iter()
+            .map(|(_, body)| serde_json::from_slice(body).unwrap())
+            .collect();
+        let ids: Vec<(String, &'static str)> = bodies
+            .iter()
+            .map(|b| match b {
+                EventsRequest::EventCallback(cb) => (
+                    cb.event_id.clone(),
+                    match &cb.event {
+                        Event::AppMention(m) => {
+                            assert_eq!(m.ts, ts);
+                            "app_mention"
+                        }
+                        Event::Message(m) => {
+                            assert_eq!(m.channel_type.as_deref(), Some("channel"));
+                            "message"
+                        }
+                        Event::Other => "other",
+                    },
+                ),
+                other => panic!("not a callback: {other:?}"),
+            })
+            .collect();
+        // The mention failed once and came again with the same id; the message event is its own.
+        assert_eq!(ids[0].1, "app_mention");
+        assert!(ids.iter().filter(|(id, _)| *id == ids[0].0).count() == 2);
+        assert!(
+            ids.iter()
+                .any(|(id, kind)| *kind == "message" && *id != ids[0].0)
+        );
+        let retry = requests
+            .iter()
+            .find(|(h, _)| h.contains_key("x-slack-retry-num"))
+            .unwrap();
+        assert_eq!(header_text(&retry.0, "x-slack-retry-num"), Some("1"));
+        assert_eq!(
+            header_text(&retry.0, "x-slack-retry-reason"),
+            Some("http_error")
+        );
+        let deliveries = fake.deliveries();
+        let first = deliveries.iter().find(|d| d.status == 500).unwrap();
+        assert_eq!((first.attempt, first.retry_reason.as_deref()), (0, None));
+        assert!(deliveries.iter().any(|d| d.attempt == 1
+            && d.status == 200
+            && d.retry_reason.as_deref() == Some("http_error")));
+
+        let (url, seen) = receiver(vec![(500, true)]).await;
+        fake.deliver_to(&url);
+        let callback = fake.event_callback(Event::Other);
+        let last = fake.send_event(callback).await;
+        assert_eq!((last.attempt, last.status), (0, 500));
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "X-Slack-No-Retry stops retries"
+        );
+
+        let clicked = fake
+            .click("U2", "C1", &ts, "centaur_approve", "{\"thread_key\":\"x\"}")
+            .await;
+        assert_eq!(clicked.status, 200);
+        let (headers, body) = seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            header_text(&headers, "content-type"),
+            Some("application/x-www-form-urlencoded")
+        );
+        let timestamp: i64 = header_text(&headers, "x-slack-request-timestamp")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            header_text(&headers, "x-slack-signature"),
+            Some(fake.sign(&body, timestamp).as_str())
+        );
+        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap();
+        let Interaction::BlockActions(actions) = serde_json::from_str(&form[0].1).unwrap() else {
+            panic!("not block_actions")
+        };
+        assert_eq!(actions.user.id, "U2");
+        assert_eq!(actions.actions[0].action_id, "centaur_approve");
+        assert_eq!(
+            actions.container.unwrap().message_ts.as_deref(),
+            Some(ts.as_str())
+        );
+    }
+
+    #[tokio::test]
+    async fn socket_mode_says_hello_redelivers_unacknowledged_envelopes_and_disconnects() {
+        let fake = FakeSlack::start().await;
+        fake.set_mode(SlackMode::Socket);
+        fake.set_ack_deadline(Duration::from_millis(300));
+        fake.set_disconnect_grace(Duration::from_millis(50));
+        let web = client(&fake);
+        // Queued while nobody is connected.
+        fake.add_im("D1", "U1");
+        let ts = fake.post("U1", "D1", "hi there", None).await;
+        let url = web.call(&ConnectionsOpen {}).await.unwrap().url;
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        let mut next = async || -> SocketFrame {
+            loop {
+                match socket.next().await.unwrap().unwrap() {
+                    WsMessage::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
+                    WsMessage::Close(_) => panic!("closed"),
+                    _ => {}
+                }
+            }
+        };
+        assert!(matches!(next().await, SocketFrame::Hello { .. }));
+        let SocketFrame::EventsApi(first) = next().await else {
+            panic!("not an event")
+        };
+        assert_eq!(first.retry_attempt, Some(0));
+        let EventsRequest::EventCallback(callback) = &first.payload else {
+            panic!("not a callback")
+        };
+        let Event::Message(message) = &callback.event else {
+            panic!("not a message")
+        };
+        assert_eq!(
+            (message.ts.as_str(), message.is_direct()),
+            (ts.as_str(), true)
+        );
+        // Not acknowledged: it comes again.
+        let SocketFrame::EventsApi(again) = next().await else {
+            panic!("not an event")
+        };
+        assert_eq!(again.envelope_id, first.envelope_id);
+        assert_eq!(
+            (again.retry_attempt, again.retry_reason.as_deref()),
+            (Some(1), Some("timeout"))
+        );
+        let ack = serde_json::to_string(&SocketAck {
+            envelope_id: again.envelope_id.clone(),
+            payload: None,
+        })
+        .unwrap();
+        socket.send(WsMessage::text(ack)).await.unwrap();
+        fake.wait_until(Duration::from_secs(5), |f| {
+            f.unacknowledged_envelopes() == 0
+        })
+        .await;
+        let deliveries = fake.deliveries();
+        assert_eq!(
+            deliveries
+                .iter()
+                .map(|d| (d.attempt, d.status))
+                .collect::<Vec<_>>(),
+            [(0, 0), (1, 200)]
+        );
+        assert_eq!(fake.socket_connections(), 1);
+        fake.disconnect_all(DisconnectReason::RefreshRequested)
+            .await;
+        let mut next = async || -> Option<SocketFrame> {
+            loop {
+                match socket.next().await {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        return Some(serde_json::from_str(text.as_str()).unwrap());
+                    }
+                    Some(Ok(WsMessage::Close(_)) | Err(_)) | None => return None,
+                    Some(Ok(_)) => {}
+                }
+            }
+        };
+        assert!(matches!(
+            next().await,
+            Some(SocketFrame::Disconnect {
+                reason: DisconnectReason::RefreshRequested,
+                ..
+            })
+        ));
+        assert_eq!(next().await, None);
+        fake.wait_until(Duration::from_secs(5), |f| f.socket_connections() == 0)
+            .await;
     }
 }
