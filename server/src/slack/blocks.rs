@@ -1,2 +1,292 @@
 //! The Block Kit messages the bridge posts: an approval request with its buttons, the same
 //! message once decided, the Stop button.
+//!
+//! The Stop button lives on the turn's control message: posted in the Slack thread when a turn
+//! starts ("Working on it…" with Stop; where streaming is unavailable it also shows the turn's
+//! progress), and updated at the turn's end into its outcome line, without the button.
+
+use centaur_protocol::slack::blocks::{
+    ActionValue, Block, CentaurAction, MAX_SECTION_TEXT, Text, button,
+};
+use centaur_protocol::{ApprovalKind, ApprovalResolution, ThreadKey};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::format::{code_block, escape, tail, truncate};
+
+/// A message: its `text` (notifications, and clients without blocks) and its blocks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rendered {
+    pub text: String,
+    pub blocks: Vec<Block>,
+}
+
+fn section(text: impl Into<String>) -> Block {
+    Block::Section {
+        text: Text::mrkdwn(truncate(&text.into(), MAX_SECTION_TEXT)),
+        block_id: None,
+    }
+}
+
+fn context(text: impl Into<String>) -> Block {
+    Block::Context {
+        elements: vec![Text::mrkdwn(truncate(&text.into(), MAX_SECTION_TEXT))],
+        block_id: None,
+    }
+}
+
+fn stop_button(thread_key: &ThreadKey) -> Block {
+    let value = ActionValue {
+        thread_key: thread_key.clone(),
+        approval_id: None,
+    };
+    Block::Actions {
+        elements: vec![button(CentaurAction::Stop, "Stop", &value)],
+        block_id: Some("centaur_control".into()),
+    }
+}
+
+/// The control message while a turn runs: a line, `progress` (mrkdwn, where streaming is
+/// unavailable) and the Stop button.
+pub fn control_working(thread_key: &ThreadKey, progress: Option<&str>) -> Rendered {
+    let mut blocks = vec![context("Working on it…")];
+    if let Some(progress) = progress.filter(|p| !p.trim().is_empty()) {
+        blocks.push(section(tail(progress, MAX_SECTION_TEXT - 10)));
+    }
+    blocks.push(stop_button(thread_key));
+    Rendered {
+        text: "Working on it…".into(),
+        blocks,
+    }
+}
+
+/// The control message once the turn ended: its outcome line and, where streaming is
+/// unavailable, the progress it showed; no button.
+pub fn control_done(outcome: &str, progress: Option<&str>) -> Rendered {
+    let mut blocks = Vec::new();
+    if let Some(progress) = progress.filter(|p| !p.trim().is_empty()) {
+        blocks.push(section(tail(progress, MAX_SECTION_TEXT - 10)));
+    }
+    blocks.push(context(outcome));
+    Rendered {
+        text: outcome.to_owned(),
+        blocks,
+    }
+}
+
+/// Who decided, as people read it: `slack:U1 (Ann)` → `Ann`, `slack:U1` → `<@U1>`,
+/// `api_key:ci` → `ci (API key)`, `admin` → `an admin`.
+pub fn decider_label(decided_by: &str) -> String {
+    if let Some(rest) = decided_by.strip_prefix("slack:") {
+        return match rest.split_once(" (") {
+            Some((_, name)) => escape(name.trim_end_matches(')')),
+            None => format!("<@{}>", escape(rest)),
+        };
+    }
+    if let Some(name) = decided_by.strip_prefix("api_key:") {
+        return format!("{} (API key)", escape(name));
+    }
+    match decided_by {
+        "admin" => "an admin".into(),
+        "system" => "Centaur".into(),
+        other => escape(other),
+    }
+}
+
+/// What the approval is about: the summary, and the command (or path, or tool) as a code block.
+fn approval_body(kind: ApprovalKind, summary: &str, details: &Value) -> String {
+    let what = match kind {
+        ApprovalKind::Command => "run a command",
+        ApprovalKind::FileChange => "change files",
+        ApprovalKind::Tool => "call a tool",
+    };
+    let mut body = format!("*Approval needed* to {what}: {}", escape(summary));
+    let detail = match kind {
+        ApprovalKind::Command => details.get("command").and_then(Value::as_str),
+        ApprovalKind::FileChange => details.get("path").and_then(Value::as_str),
+        ApprovalKind::Tool => details.get("tool").and_then(Value::as_str),
+    };
+    if let Some(detail) = detail.filter(|d| *d != summary) {
+        body.push('\n');
+        body.push_str(&code_block(&truncate(detail, 2500)));
+    }
+    if let Some(cwd) = details.get("cwd").and_then(Value::as_str) {
+        body.push_str(&format!("\nin `{}`", escape(cwd)));
+    }
+    body
+}
+
+/// An approval request with Approve / Approve for session / Deny.
+pub fn approval_request(
+    thread_key: &ThreadKey,
+    approval_id: Uuid,
+    kind: ApprovalKind,
+    summary: &str,
+    details: &Value,
+) -> Rendered {
+    let value = ActionValue {
+        thread_key: thread_key.clone(),
+        approval_id: Some(approval_id),
+    };
+    Rendered {
+        text: format!("Approval needed: {}", escape(&truncate(summary, 200))),
+        blocks: vec![
+            section(approval_body(kind, summary, details)),
+            Block::Actions {
+                elements: vec![
+                    button(CentaurAction::Approve, "Approve", &value),
+                    button(
+                        CentaurAction::ApproveForSession,
+                        "Approve for session",
+                        &value,
+                    ),
+                    button(CentaurAction::Deny, "Deny", &value),
+                ],
+                block_id: Some(format!("centaur_approval_{approval_id}")),
+            },
+        ],
+    }
+}
+
+/// The outcome line of a decided approval: `✅ Approved by Ann`.
+pub fn resolution_line(resolution: ApprovalResolution, decided_by: &str) -> String {
+    let who = decider_label(decided_by);
+    match resolution {
+        ApprovalResolution::Approve => format!("✅ Approved by {who}"),
+        ApprovalResolution::ApproveForSession => format!("✅ Approved for the session by {who}"),
+        ApprovalResolution::Deny => format!("🚫 Denied by {who}"),
+        ApprovalResolution::Cancelled => "⏹️ Cancelled (the turn ended)".into(),
+    }
+}
+
+/// The approval message once decided: what it was about, who decided; no buttons.
+pub fn approval_resolved(
+    kind: ApprovalKind,
+    summary: &str,
+    details: &Value,
+    resolution: ApprovalResolution,
+    decided_by: &str,
+) -> Rendered {
+    let line = resolution_line(resolution, decided_by);
+    Rendered {
+        text: format!("{line}: {}", escape(&truncate(summary, 200))),
+        blocks: vec![
+            section(approval_body(kind, summary, details)),
+            context(line),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key() -> ThreadKey {
+        ThreadKey::parse("slack:C1:1.2").unwrap()
+    }
+
+    fn buttons(blocks: &[Block]) -> Vec<(String, ActionValue)> {
+        blocks
+            .iter()
+            .filter_map(|b| match b {
+                Block::Actions { elements, .. } => Some(elements.clone()),
+                Block::Section { .. }
+                | Block::Context { .. }
+                | Block::Markdown { .. }
+                | Block::Divider {} => None,
+            })
+            .flatten()
+            .map(|b| {
+                let value = ActionValue::decode(b.value.as_deref().unwrap()).unwrap();
+                (b.action_id, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_approval_request_has_three_buttons_naming_it() {
+        let id = Uuid::now_v7();
+        let rendered = approval_request(
+            &key(),
+            id,
+            ApprovalKind::Command,
+            "rm -rf target",
+            &json!({"command": "rm -rf target && echo <done>", "cwd": "/workspace"}),
+        );
+        let found = buttons(&rendered.blocks);
+        let ids: Vec<&str> = found.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["centaur_approve", "centaur_approve_session", "centaur_deny"]
+        );
+        assert!(
+            found
+                .iter()
+                .all(|(_, v)| v.approval_id == Some(id) && v.thread_key == key())
+        );
+        let json = serde_json::to_string(&rendered.blocks).unwrap();
+        assert!(
+            json.contains("rm -rf target &amp;&amp; echo &lt;done&gt;"),
+            "{json}"
+        );
+        assert!(json.contains("/workspace"));
+    }
+
+    #[test]
+    fn a_decided_approval_has_no_buttons_and_says_who() {
+        let rendered = approval_resolved(
+            ApprovalKind::Command,
+            "ls",
+            &json!({"command": "ls"}),
+            ApprovalResolution::Approve,
+            "slack:U1 (Ann)",
+        );
+        assert!(buttons(&rendered.blocks).is_empty());
+        assert!(rendered.text.starts_with("✅ Approved by Ann"));
+        assert_eq!(
+            resolution_line(ApprovalResolution::Deny, "api_key:ci"),
+            "🚫 Denied by ci (API key)"
+        );
+        assert_eq!(
+            resolution_line(ApprovalResolution::Cancelled, "system"),
+            "⏹️ Cancelled (the turn ended)"
+        );
+    }
+
+    #[test]
+    fn deciders_read_as_people() {
+        assert_eq!(decider_label("slack:U1 (Ann Lee)"), "Ann Lee");
+        assert_eq!(decider_label("slack:U1"), "<@U1>");
+        assert_eq!(decider_label("api_key:ci"), "ci (API key)");
+        assert_eq!(decider_label("admin"), "an admin");
+        assert_eq!(decider_label("<x>"), "&lt;x&gt;");
+    }
+
+    #[test]
+    fn the_control_message_carries_stop_until_the_end() {
+        let working = control_working(&key(), Some("• running `ls`"));
+        let found = buttons(&working.blocks);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "centaur_stop");
+        assert_eq!(found[0].1.thread_key, key());
+        assert_eq!(found[0].1.approval_id, None);
+        let done = control_done("✅ Done", Some("• running `ls`"));
+        assert!(buttons(&done.blocks).is_empty());
+        assert_eq!(done.text, "✅ Done");
+        // Long progress keeps its end, within a section's limit.
+        let long = "x".repeat(10_000) + "END";
+        let working = control_working(&key(), Some(&long));
+        let json = serde_json::to_string(&working.blocks).unwrap();
+        assert!(json.contains("END"));
+        for block in &working.blocks {
+            if let Block::Section {
+                text: Text::Mrkdwn { text },
+                ..
+            } = block
+            {
+                assert!(text.chars().count() <= MAX_SECTION_TEXT);
+            }
+        }
+    }
+}
