@@ -470,7 +470,45 @@ impl FakeSlack {
         text: impl AsRef<str>,
         thread_ts: Option<&str>,
     ) -> String {
-        let (user, channel, text) = (user.as_ref(), channel.as_ref(), text.as_ref());
+        self.post_message(
+            user.as_ref(),
+            None,
+            channel.as_ref(),
+            text.as_ref(),
+            thread_ts,
+        )
+        .await
+    }
+
+    /// Another app's bot (`bot_id` `B…`, its user `bot_user` `U…`) writes `text`: as
+    /// [`FakeSlack::post`], the message and its events carrying `bot_id` (as Slack sends a
+    /// modern app's messages: no subtype).
+    pub async fn post_as_bot(
+        &self,
+        bot_id: impl AsRef<str>,
+        bot_user: impl AsRef<str>,
+        channel: impl AsRef<str>,
+        text: impl AsRef<str>,
+        thread_ts: Option<&str>,
+    ) -> String {
+        self.post_message(
+            bot_user.as_ref(),
+            Some(bot_id.as_ref()),
+            channel.as_ref(),
+            text.as_ref(),
+            thread_ts,
+        )
+        .await
+    }
+
+    async fn post_message(
+        &self,
+        user: &str,
+        bot_id: Option<&str>,
+        channel: &str,
+        text: &str,
+        thread_ts: Option<&str>,
+    ) -> String {
         let (ts, bodies) = {
             let mut world = self.world();
             assert!(
@@ -481,6 +519,7 @@ impl FakeSlack {
             let message = Message {
                 kind: Some("message".into()),
                 user: Some(user.to_owned()),
+                bot_id: bot_id.map(str::to_owned),
                 text: text.to_owned(),
                 ts: ts.clone(),
                 thread_ts: thread_ts.map(str::to_owned),
@@ -491,12 +530,13 @@ impl FakeSlack {
             let event = MessageEvent {
                 channel: channel.to_owned(),
                 user: Some(user.to_owned()),
+                bot_id: bot_id.map(str::to_owned),
                 text: text.to_owned(),
                 ts: ts.clone(),
                 thread_ts: thread_ts.map(str::to_owned),
                 event_ts: Some(ts.clone()),
                 team: Some(TEAM_ID.to_owned()),
-                client_msg_id: Some(uuid::Uuid::new_v4().to_string()),
+                client_msg_id: bot_id.is_none().then(|| uuid::Uuid::new_v4().to_string()),
                 ..MessageEvent::default()
             };
             let mut events = Vec::new();
