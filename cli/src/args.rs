@@ -63,7 +63,8 @@ Examples:
   centaur tui --harness shell                   # a new shell thread
   centaur tui --thread-key api:nightly          # that thread (created by its first message)")]
     Tui {
-        /// Open this thread (created by its first message if it does not exist).
+        /// Open this thread (created by its first message if it does not exist), or the thread
+        /// of a Slack message link.
         #[arg(long, value_name = "KEY")]
         thread_key: Option<String>,
         /// Start a new thread with this harness.
@@ -82,7 +83,8 @@ Examples:
 An approval the turn waits for is printed on stderr with the `centaur approve …` command that
 decides it; `send` keeps waiting. Exit 1 when the turn fails or is cancelled.")]
     Send {
-        /// The thread [default: a new `cli:<uuid>` thread].
+        /// The thread [default: a new `cli:<uuid>` thread]; a Slack message link names the
+        /// existing thread holding that message.
         #[arg(long, value_name = "KEY")]
         thread_key: Option<String>,
         /// The harness of a new thread [default: the server's].
@@ -112,9 +114,12 @@ Examples:
   centaur attach api:nightly --after-event-id 40 --exit-on-terminal && echo done
   centaur attach api:nightly --all-events | jq -r .type
   centaur attach api:nightly --tui
+  centaur attach 'https://acme.slack.com/archives/C0123ABC/p1700000000000100'   # a Slack thread
   K=api:job-$RANDOM; centaur attach \"$K\" --exit-on-terminal --timeout 30 & centaur send --thread-key \"$K\" --message 'run it'")]
     Attach {
-        /// The thread, e.g. `api:nightly` or `slack:T0/C0/1700000000.000100`.
+        /// The thread, e.g. `api:nightly` or `slack:C0123ABC:1700000000.000100`, or a Slack
+        /// message link (`https://<team>.slack.com/archives/<channel>/p<digits>`, a reply's
+        /// too): the thread holding that message. A link to no thread of Centaur's: exit 1.
         #[arg(value_name = "THREAD_KEY")]
         thread_key: String,
         /// Start after this event (0: from the start).
@@ -141,7 +146,7 @@ Examples:
   centaur interrupt api:nightly
   centaur interrupt api:nightly --all           # and drop the messages waiting for a turn")]
     Interrupt {
-        /// The thread.
+        /// The thread (its key, or a Slack message link).
         #[arg(value_name = "THREAD_KEY")]
         thread_key: String,
         /// Also withdraw the messages waiting for the thread's next turn (its queue).
@@ -155,7 +160,7 @@ Examples:
   centaur audit --follow --json | jq -r 'select(.decision != \"allowed\") | .host'
   centaur audit --after 5120 --limit 1000")]
     Audit {
-        /// Only this thread's sandboxes.
+        /// Only this thread's sandboxes (its key, or a Slack message link).
         #[arg(long = "thread", value_name = "THREAD_KEY")]
         thread_key: Option<String>,
         /// Only refusals (denied, leak_blocked).
@@ -192,7 +197,7 @@ Examples:
   centaur approve api:nightly 0196f1c2-7d0e-7c39-9d43-1f0f6b0f9a11 --for-session
   centaur approve api:nightly 0196f1c2-7d0e-7c39-9d43-1f0f6b0f9a11 --deny")]
     Approve {
-        /// The thread that asks.
+        /// The thread that asks (its key, or a Slack message link).
         #[arg(value_name = "THREAD_KEY")]
         thread_key: String,
         /// The approval's id (from `approval needed: …`).

@@ -2,6 +2,7 @@
 //! that names the fix.
 
 use centaur_protocol::ThreadKeyError;
+use centaur_protocol::slack::link::SlackLinkError;
 
 use centaur_cli::dev::DevError;
 use centaur_client::Failure;
@@ -24,6 +25,15 @@ pub enum CliError {
     Audit(#[from] AuditError),
     #[error("bad thread key `{raw}`: {source}")]
     BadThreadKey { raw: String, source: ThreadKeyError },
+    #[error("bad Slack link `{raw}`: {source}")]
+    BadSlackLink { raw: String, source: SlackLinkError },
+    #[error(
+        "no thread of Centaur's holds Slack message {message_ts} in channel {channel_id}: check the link, or mention the bot in that Slack thread first"
+    )]
+    SlackLinkMatchesNothing {
+        channel_id: String,
+        message_ts: String,
+    },
     #[error("`{0}` is not an approval id")]
     NotAnApprovalId(String),
     #[error("--deny and --for-session do not go together")]
@@ -49,10 +59,13 @@ impl CliError {
             CliError::Dev(error) => error.exit_code(),
             CliError::Audit(error) => error.exit_code(),
             CliError::BadThreadKey { .. }
+            | CliError::BadSlackLink { .. }
             | CliError::NotAnApprovalId(_)
             | CliError::DenyForSession
             | CliError::NoSuchCommand { .. } => 2,
-            CliError::Write { .. } | CliError::NotBuilt(_) => 1,
+            CliError::Write { .. }
+            | CliError::NotBuilt(_)
+            | CliError::SlackLinkMatchesNothing { .. } => 1,
         }
     }
 }

@@ -25,7 +25,7 @@ use centaur_client::{audit, credentials};
 use centaur_tui as tui;
 
 use crate::args::{Cli, Command};
-use crate::commands::{approve, attach, interrupt, manual, parse_key, send, threads};
+use crate::commands::{approve, attach, interrupt, manual, resolve_thread, send, threads};
 use crate::error::CliError;
 use crate::server::Server;
 
@@ -100,7 +100,14 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tui {
             thread_key,
             harness,
-        } => commands::tui::open(server.connect()?, thread_key, harness).await,
+        } => {
+            let connection = server.connect()?;
+            let thread_key = match thread_key {
+                Some(raw) => Some(resolve_thread(&connection.client, &raw).await?),
+                None => None,
+            };
+            commands::tui::open(connection, thread_key, harness).await
+        }
         Command::Send {
             thread_key,
             harness,
@@ -110,6 +117,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             max_duration_ms,
             json,
         } => {
+            let client = server.connect()?.client;
+            let thread_key = match thread_key {
+                Some(raw) => Some(resolve_thread(&client, &raw).await?),
+                None => None,
+            };
             let turn = send::Turn {
                 thread_key,
                 harness,
@@ -118,7 +130,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 approval_policy,
                 json,
             };
-            send::send(&server.connect()?.client, turn).await
+            send::send(&client, turn).await
         }
         Command::Attach {
             thread_key,
@@ -129,7 +141,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             timeout,
         } => {
             let connection = server.connect()?;
-            let key = parse_key(&thread_key)?;
+            let key = resolve_thread(&connection.client, &thread_key).await?;
             connection.client.wait_for_thread(&key, timeout).await?;
             if tui {
                 let start = tui::Start {
@@ -143,8 +155,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Threads { json } => threads::threads(&server.connect()?.client, json).await,
         Command::Interrupt { thread_key, all } => {
-            let key = parse_key(&thread_key)?;
-            interrupt::interrupt(&server.connect()?.client, &key, all).await
+            let client = server.connect()?.client;
+            let key = resolve_thread(&client, &thread_key).await?;
+            interrupt::interrupt(&client, &key, all).await
         }
         Command::Audit {
             thread_key,
@@ -154,13 +167,18 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             limit,
             json,
         } => {
+            let client = server.connect()?.client;
+            let thread_key = match thread_key {
+                Some(raw) => Some(resolve_thread(&client, &raw).await?),
+                None => None,
+            };
             let query = AuditQuery {
-                thread_key: thread_key.as_deref().map(parse_key).transpose()?,
+                thread_key,
                 denied,
                 after,
                 limit,
             };
-            audit::print(&server.connect()?.client, query, follow, json).await?;
+            audit::print(&client, query, follow, json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Approve {
@@ -170,7 +188,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             for_session,
         } => {
             let client = server.connect()?.client;
-            approve::approve(&client, &thread_key, &approval_id, deny, for_session).await
+            let key = resolve_thread(&client, &thread_key).await?;
+            approve::approve(&client, &key, &approval_id, deny, for_session).await
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use centaur_protocol::api::{
     ApprovalDecisionRequest, EgressAuditPage, ExecuteRequest, ExecuteResponse, HarnessList,
     InterruptRequest, InterruptResponse, MessageRequest, MessageResponse, OkResponse, ThreadDetail,
-    ThreadList,
+    ThreadList, ThreadSummary,
 };
 use centaur_protocol::runner::ApprovalPolicy;
 use centaur_protocol::sse::Parser;
@@ -271,6 +271,23 @@ impl Client {
             detail.last_execution.map(|e| e.execution_id),
             detail.summary.last_event_id,
         ))
+    }
+
+    /// The thread holding Slack message `message_ts` of channel `channel_id` (a reply's link
+    /// copied without its `thread_ts` names only the reply): `GET
+    /// /agent/slack/messages/{channel_id}/{message_ts}`; `thread_not_found` when none does.
+    /// Both parts come from a parsed [`centaur_protocol::slack::link::SlackLink`] (letters,
+    /// digits and a dot), so they go into the path as they are.
+    pub async fn slack_message_thread(
+        &self,
+        channel_id: &str,
+        message_ts: &str,
+    ) -> Result<ThreadSummary, Failure> {
+        self.get(
+            &format!("/agent/slack/messages/{channel_id}/{message_ts}"),
+            "the thread of a Slack message",
+        )
+        .await
     }
 
     /// The most recently active threads (up to 100).

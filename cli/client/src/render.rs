@@ -2,7 +2,8 @@
 //! the events seen: the same events always print the same text.
 
 use centaur_protocol::api::ThreadStatus;
-use centaur_protocol::{Event, EventBody, ThreadKey};
+use centaur_protocol::slack::SlackOrigin;
+use centaur_protocol::{Author, Event, EventBody, ThreadKey};
 use chrono::{DateTime, SecondsFormat, Utc};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 use uuid::Uuid;
@@ -22,6 +23,52 @@ pub fn thread_status(status: ThreadStatus) -> &'static str {
 /// A time as the API writes it (RFC 3339, UTC, as many fraction digits as it has).
 pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Text from another platform (a Slack display name, a channel name) on one line, safe to
+/// print: names are chosen by people outside Centaur.
+fn one_line(text: &str) -> String {
+    clean(text, Colours::Drop)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// Who wrote a message, as transcripts say it: `Ann (Slack)` (the id when the name is unknown).
+pub fn author(author: &Author) -> String {
+    match author {
+        Author::Slack(user) => format!("{} (Slack)", one_line(user.label())),
+    }
+}
+
+/// Who decided an approval, readably: `slack:U1 (Ann)` (as the server records a decision from
+/// Slack) is `Ann (Slack)`, `slack:U1` is `U1 (Slack)`; anything else as it is, safe to print.
+pub fn decider(decided_by: &str) -> String {
+    let Some(rest) = decided_by.strip_prefix("slack:") else {
+        return one_line(decided_by);
+    };
+    let name = rest
+        .split_once(" (")
+        .and_then(|(_, name)| name.strip_suffix(')'))
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or(rest);
+    format!("{} (Slack)", one_line(name))
+}
+
+/// Where a Slack thread lives and who started it: `#general · Ann`, `DM · Ann` (a direct
+/// message has no channel name; a channel whose name is unknown shows its id).
+pub fn slack_origin(origin: &SlackOrigin) -> String {
+    let place = if origin.channel_id.starts_with('D') {
+        "DM".to_owned()
+    } else {
+        match &origin.channel_name {
+            Some(name) => format!("#{}", one_line(name)),
+            None => format!("#{}", one_line(&origin.channel_id)),
+        }
+    };
+    format!("{place} · {}", one_line(origin.started_by.label()))
 }
 
 /// An approval asked for, and the command that decides it (two lines, without the last line
@@ -145,9 +192,15 @@ impl Lines {
                 out.push_str(&self.piece(Stream::Command(command_id.clone()), chunk));
                 return Some(out);
             }
-            EventBody::MessageCreated { role, text, .. } => {
-                format!("{}: {}", role.as_str(), c(text))
-            }
+            EventBody::MessageCreated {
+                role,
+                text,
+                author: who,
+                ..
+            } => match who {
+                Some(who) => format!("{}: {}", author(who), c(text)),
+                None => format!("{}: {}", role.as_str(), c(text)),
+            },
             EventBody::AgentReasoning { text } => format!("(thinking) {}", c(text)),
             EventBody::CommandStarted { command, .. } => format!("$ {}", c(command)),
             EventBody::CommandFinished { exit_code, .. } => match exit_code {
@@ -177,7 +230,7 @@ impl Lines {
                 decision,
                 decided_by,
                 ..
-            } => format!("approval {} by {}", decision.as_str(), c(decided_by)),
+            } => format!("approval {} by {}", decision.as_str(), decider(decided_by)),
             EventBody::EgressDenied { host, reason } => {
                 format!("egress to {} denied: {}", c(host), c(reason))
             }
@@ -346,6 +399,24 @@ mod tests {
                 text: bad(),
                 author: None,
             },
+            EventBody::MessageCreated {
+                message_id: approval_id,
+                role: centaur_protocol::Role::User,
+                text: bad(),
+                author: Some(Author::Slack(centaur_protocol::slack::SlackUser {
+                    id: bad(),
+                    name: Some(bad()),
+                })),
+            },
+            EventBody::MessageCreated {
+                message_id: approval_id,
+                role: centaur_protocol::Role::User,
+                text: bad(),
+                author: Some(Author::Slack(centaur_protocol::slack::SlackUser {
+                    id: bad(),
+                    name: None,
+                })),
+            },
             EventBody::AgentMessageDelta { text: bad() },
             EventBody::AgentMessageDelta {
                 text: "\x1b]52;c;".into(),
@@ -411,6 +482,11 @@ mod tests {
                 decision: centaur_protocol::ApprovalResolution::Approve,
                 decided_by: bad(),
             },
+            EventBody::ApprovalResolved {
+                approval_id,
+                decision: centaur_protocol::ApprovalResolution::Deny,
+                decided_by: format!("slack:U1 ({BAD})"),
+            },
             EventBody::EgressDenied {
                 host: bad(),
                 reason: bad(),
@@ -461,6 +537,54 @@ mod tests {
             // Colours never run on past the text they came with.
             let opened = printed.matches("\x1b[31m").count();
             assert_eq!(printed.matches("\x1b[0m").count(), opened, "{printed:?}");
+        }
+    }
+
+    /// Messages from Slack say who wrote them, and decisions made there who made them, by
+    /// name; a name is one line whatever it holds.
+    #[test]
+    fn slack_people_by_name() {
+        let ann = || {
+            Some(Author::Slack(centaur_protocol::slack::SlackUser {
+                id: "U1".into(),
+                name: Some("Ann\nLee".into()),
+            }))
+        };
+        let mut lines = Lines::default();
+        let said = lines.render(&event(
+            1,
+            EventBody::MessageCreated {
+                message_id: Uuid::nil(),
+                role: centaur_protocol::Role::User,
+                text: "deploy it".into(),
+                author: ann(),
+            },
+        ));
+        assert_eq!(said.as_deref(), Some("Ann Lee (Slack): deploy it\n"));
+        let said = lines.render(&event(
+            2,
+            EventBody::MessageCreated {
+                message_id: Uuid::nil(),
+                role: centaur_protocol::Role::User,
+                text: "from the terminal".into(),
+                author: None,
+            },
+        ));
+        assert_eq!(said.as_deref(), Some("user: from the terminal\n"));
+        for (decided_by, shown) in [
+            ("slack:U1 (Ann)", "Ann (Slack)"),
+            ("slack:U1", "U1 (Slack)"),
+            ("admin", "admin"),
+        ] {
+            let said = lines.render(&event(
+                3,
+                EventBody::ApprovalResolved {
+                    approval_id: Uuid::nil(),
+                    decision: centaur_protocol::ApprovalResolution::Approve,
+                    decided_by: decided_by.into(),
+                },
+            ));
+            assert_eq!(said, Some(format!("approval approve by {shown}\n")));
         }
     }
 

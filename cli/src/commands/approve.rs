@@ -3,19 +3,17 @@
 use std::process::ExitCode;
 
 use centaur_client::Client;
-use centaur_protocol::Decision;
+use centaur_protocol::{Decision, ThreadKey};
 
-use super::parse_key;
 use crate::error::CliError;
 
 pub async fn approve(
     client: &Client,
-    thread_key: &str,
+    key: &ThreadKey,
     approval_id: &str,
     deny: bool,
     for_session: bool,
 ) -> Result<ExitCode, CliError> {
-    let key = parse_key(thread_key)?;
     let approval_id: uuid::Uuid = approval_id
         .parse()
         .map_err(|_| CliError::NotAnApprovalId(approval_id.to_owned()))?;
@@ -27,7 +25,7 @@ pub async fn approve(
         (false, true) => (Decision::ApproveForSession, "approved for the session"),
         (false, false) => (Decision::Approve, "approved"),
     };
-    client.approve(&key, approval_id, decision).await?;
+    client.approve(key, approval_id, decision).await?;
     println!("{said}: {approval_id}");
     Ok(ExitCode::SUCCESS)
 }

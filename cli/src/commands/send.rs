@@ -9,14 +9,15 @@ use centaur_client::Client;
 use centaur_client::render;
 use centaur_client::sanitize::{Colours, clean, json_line};
 use centaur_protocol::runner::ApprovalPolicy;
-use centaur_protocol::{EventBody, Harness};
+use centaur_protocol::{EventBody, Harness, ThreadKey};
 
 use super::parse_key;
 use crate::error::CliError;
 
 /// What `centaur send` was asked.
 pub struct Turn {
-    pub thread_key: Option<String>,
+    /// Resolved already ([`super::resolve_thread`]).
+    pub thread_key: Option<ThreadKey>,
     pub harness: Option<Harness>,
     pub message: String,
     pub max_duration_ms: Option<u64>,
@@ -27,7 +28,7 @@ pub struct Turn {
 
 pub async fn send(client: &Client, turn: Turn) -> Result<ExitCode, CliError> {
     let key = match turn.thread_key {
-        Some(raw) => parse_key(&raw)?,
+        Some(key) => key,
         None => parse_key(&format!("cli:{}", uuid::Uuid::new_v4()))?,
     };
     // A refused turn (an unavailable harness, a turn already running) prints no key: a script

@@ -1,6 +1,6 @@
 //! `centaur threads`: the most recently active threads as a table for people (title, harness,
-//! status with the approvals waiting, how long ago), fitted to the terminal; `--json` is the
-//! API's answer as it is.
+//! status with the approvals waiting, how long ago), fitted to the terminal; a Slack thread's
+//! title starts with its channel and who started it; `--json` is the API's answer as it is.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -51,6 +51,11 @@ impl Row {
             .map(|t| clean(t, Colours::Drop).replace(['\n', '\t'], " "))
             .filter(|t| !t.trim().is_empty())
             .unwrap_or_else(|| key.clone());
+        // A Slack thread says where it lives and who started it, first: a long title is cut.
+        let title = match &thread.slack {
+            Some(origin) => format!("{} · {title}", render::slack_origin(origin)),
+            None => title,
+        };
         let mut status = render::thread_status(thread.status).to_owned();
         match thread.waiting_approvals {
             0 => {}
@@ -209,6 +214,57 @@ run the tests and fix what fails  shell    running · 2 approvals wait  3m ago  
 修复登录页面的测试                shell    idle                        3m ago  api:cjk
 api:empty                         shell    idle                        3m ago  api:empty
 "
+        );
+    }
+
+    /// A Slack thread's title says its channel (or DM) and who started it, from names that
+    /// are one line and safe to print whatever Slack holds.
+    #[test]
+    fn slack_threads_say_their_channel_and_who_started_them() {
+        use centaur_protocol::slack::{SlackOrigin, SlackUser};
+        let now: DateTime<Utc> = "2026-11-22T10:03:10Z".parse().unwrap();
+        let origin = |channel: &str, name: Option<&str>, who: Option<&str>| SlackOrigin {
+            team_id: "T1".into(),
+            channel_id: channel.into(),
+            channel_name: name.map(str::to_owned),
+            thread_ts: "1700000000.000100".into(),
+            started_by: SlackUser {
+                id: "U1".into(),
+                name: who.map(str::to_owned),
+            },
+        };
+        let mut general = thread(
+            "slack:C1:1700000000.000100",
+            Some("deploy the docs"),
+            ThreadStatus::Idle,
+            0,
+        );
+        general.slack = Some(origin("C1", Some("general"), Some("Ann")));
+        let mut dm = thread(
+            "slack:D1:1700000000.000100",
+            Some("hi"),
+            ThreadStatus::Idle,
+            0,
+        );
+        dm.slack = Some(origin("D1", None, None));
+        let mut hostile = thread(
+            "slack:C2:1700000000.000100",
+            Some("x"),
+            ThreadStatus::Idle,
+            0,
+        );
+        hostile.slack = Some(origin("C2", Some("ops\x1b]0;pwned\x07"), Some("Eve\nroot")));
+        let titles: Vec<String> = [general, dm, hostile]
+            .iter()
+            .map(|t| Row::of(t, now).title)
+            .collect();
+        assert_eq!(
+            titles,
+            [
+                "#general · Ann · deploy the docs",
+                "DM · U1 · hi",
+                "#ops · Eve root · x"
+            ]
         );
     }
 

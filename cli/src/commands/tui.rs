@@ -3,19 +3,17 @@
 
 use std::process::ExitCode;
 
-use centaur_protocol::Harness;
+use centaur_protocol::{Harness, ThreadKey};
 use centaur_tui as tui;
 
-use super::parse_key;
 use crate::error::CliError;
 use crate::server::Connection;
 
 pub async fn open(
     connection: Connection,
-    thread_key: Option<String>,
+    thread_key: Option<ThreadKey>,
     harness: Option<Harness>,
 ) -> Result<ExitCode, CliError> {
-    let thread_key = thread_key.as_deref().map(parse_key).transpose()?;
     let new_thread = thread_key.is_none() && harness.is_some();
     let start = tui::Start {
         thread_key,

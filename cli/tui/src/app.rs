@@ -19,7 +19,7 @@ use super::composer::{Composer, Outcome};
 use super::reader::{self, Mode, Reading};
 use super::transcript::{PendingApproval, Transcript};
 use centaur_client::api::{Connection, Failure};
-use centaur_client::render::thread_status;
+use centaur_client::render::{self, thread_status};
 
 /// Everything that can happen to the TUI: input, the server's events, answers to requests.
 #[derive(Debug)]
@@ -256,14 +256,17 @@ impl ThreadView {
 pub struct ThreadsList {
     pub threads: Vec<ThreadSummary>,
     pub filter: String,
+    /// Only threads that live in Slack (Ctrl-S).
+    pub slack_only: bool,
     pub selected: usize,
     pub loaded: bool,
     pub error: Option<String>,
 }
 
 impl ThreadsList {
-    /// The threads matching the filter (every word, in title, key, platform, harness or
-    /// status).
+    /// The threads matching the filter (every word, in title, key, platform, harness,
+    /// status, or a Slack thread's channel and who started it: `slack`, `#general`, `dm`,
+    /// `ann`), and only Slack's with [`ThreadsList::slack_only`].
     pub fn visible(&self) -> Vec<&ThreadSummary> {
         let words: Vec<String> = self
             .filter
@@ -272,14 +275,19 @@ impl ThreadsList {
             .collect();
         self.threads
             .iter()
+            .filter(|t| !self.slack_only || t.slack.is_some())
             .filter(|t| {
                 let haystack = format!(
-                    "{} {} {} {} {}",
+                    "{} {} {} {} {} {}",
                     t.title.as_deref().unwrap_or(""),
                     t.thread_key,
                     t.platform,
                     t.harness.as_str(),
-                    thread_status(t.status)
+                    thread_status(t.status),
+                    t.slack
+                        .as_ref()
+                        .map(render::slack_origin)
+                        .unwrap_or_default(),
                 )
                 .to_lowercase();
                 words.iter().all(|w| haystack.contains(w.as_str()))
@@ -896,6 +904,10 @@ impl App {
         match key.code {
             KeyCode::Char('n') if ctrl => return self.pick_harness(),
             KeyCode::Char('r') if ctrl => return vec![Effect::LoadThreads],
+            KeyCode::Char('s') if ctrl => {
+                self.threads.slack_only = !self.threads.slack_only;
+                self.threads.selected = 0;
+            }
             KeyCode::F(5) => return vec![Effect::LoadThreads],
             KeyCode::Up => self.threads.move_selection(true),
             KeyCode::Down => self.threads.move_selection(false),

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use centaur_client::render;
 use centaur_protocol::{
     ApprovalKind, ApprovalResolution, Event, EventBody, Harness, ReadySource, Role,
 };
@@ -18,6 +19,8 @@ pub enum Block {
     User {
         role: Role,
         text: String,
+        /// Who wrote it, when it came from another platform: `Ann (Slack)`, safe to show.
+        author: Option<String>,
     },
     /// The agent's text, rendered as Markdown; `streaming` while deltas still arrive.
     Agent {
@@ -211,7 +214,9 @@ impl Transcript {
         self.events_seen += 1;
         match &event.body {
             EventBody::ThreadCreated { harness } => self.harness = Some(*harness),
-            EventBody::MessageCreated { role, text, .. } => self.message(*role, text),
+            EventBody::MessageCreated {
+                role, text, author, ..
+            } => self.message(*role, text, author.as_ref().map(render::author)),
             EventBody::SandboxAssigned {
                 sandbox_id,
                 ready_source,
@@ -309,14 +314,14 @@ impl Transcript {
         }
     }
 
-    fn message(&mut self, role: Role, text: &str) {
+    fn message(&mut self, role: Role, text: &str, author: Option<String>) {
         let text = text.to_owned();
         self.push_after_agent(match role {
             Role::Assistant => Block::Agent {
                 text,
                 streaming: false,
             },
-            role @ Role::User | role @ Role::System => Block::User { role, text },
+            role @ Role::User | role @ Role::System => Block::User { role, text, author },
         });
     }
 
@@ -448,7 +453,7 @@ impl Transcript {
         if let Some(index) = self.approvals.get(&approval_id).copied()
             && let Block::Approval { resolved, .. } = self.touch(index)
         {
-            *resolved = Some((resolution, decided_by.to_owned()));
+            *resolved = Some((resolution, render::decider(decided_by)));
         }
     }
 

@@ -4,7 +4,8 @@
 
 use centaur_client::api::{Code, Failure};
 use centaur_protocol::api::{HarnessInfo, HarnessList, ThreadList, ThreadSummary};
-use centaur_protocol::{ErrorCode, Event, Harness, ThreadKey};
+use centaur_protocol::slack::{SlackOrigin, SlackUser};
+use centaur_protocol::{Author, ErrorCode, Event, EventBody, Harness, Role, ThreadKey};
 use centaur_test_support::script::{Script, long_thread};
 use centaur_test_support::tui::Tui;
 use std::time::Instant;
@@ -150,14 +151,40 @@ fn summary(
     }
 }
 
-/// The thread list with four threads: titled or not, one waiting for two approvals, one
-/// whose last turn failed.
+/// Where a Slack thread lives and who started it.
+fn in_slack(
+    mut thread: ThreadSummary,
+    channel: &str,
+    channel_name: Option<&str>,
+    who: &str,
+    name: Option<&str>,
+) -> ThreadSummary {
+    thread.slack = Some(SlackOrigin {
+        team_id: "T024BE7LD".into(),
+        channel_id: channel.into(),
+        channel_name: channel_name.map(str::to_owned),
+        thread_ts: "1763804400.000100".into(),
+        started_by: SlackUser {
+            id: who.into(),
+            name: name.map(str::to_owned),
+        },
+    });
+    thread
+}
+
+/// The thread list with four threads: titled or not, one waiting for two approvals (started
+/// in Slack), one whose last turn failed.
 fn listing() -> Tui {
+    listing_with(Vec::new())
+}
+
+/// [`listing`] with `more` threads after its four.
+fn listing_with(more: Vec<ThreadSummary>) -> Tui {
     highlight::load_now();
     let (app, _) = App::new("http://127.0.0.1:8080".into(), &Start::default());
     let mut app = Tui::from(app);
-    app.handle(AppEvent::Threads(Ok(ThreadList {
-        threads: vec![
+    let mut threads = vec![
+        in_slack(
             summary(
                 "slack:C024BE91L:1763804400.000100",
                 Some("Why does the nightly build time out?"),
@@ -166,31 +193,39 @@ fn listing() -> Tui {
                 "running",
                 2,
             ),
-            summary(
-                "cli:0196f1c2-0000-7000-8000-000000000001",
-                Some("List the files, with sizes"),
-                Harness::Shell,
-                42,
-                "idle",
-                0,
-            ),
-            summary(
-                "cli:0196f1c2-0000-7000-8000-000000000002",
-                Some("Deploy the staging branch"),
-                Harness::ClaudeCode,
-                50,
-                "failed",
-                0,
-            ),
-            summary(
-                "api:nightly-report",
-                None,
-                Harness::ClaudeCode,
-                60 * 26,
-                "idle",
-                0,
-            ),
-        ],
+            "C024BE91L",
+            Some("general"),
+            "U024BE7LH",
+            Some("Ann"),
+        ),
+        summary(
+            "cli:0196f1c2-0000-7000-8000-000000000001",
+            Some("List the files, with sizes"),
+            Harness::Shell,
+            42,
+            "idle",
+            0,
+        ),
+        summary(
+            "cli:0196f1c2-0000-7000-8000-000000000002",
+            Some("Deploy the staging branch"),
+            Harness::ClaudeCode,
+            50,
+            "failed",
+            0,
+        ),
+        summary(
+            "api:nightly-report",
+            None,
+            Harness::ClaudeCode,
+            60 * 26,
+            "idle",
+            0,
+        ),
+    ];
+    threads.extend(more);
+    app.handle(AppEvent::Threads(Ok(ThreadList {
+        threads,
         next_before: None,
     })));
     app
@@ -217,6 +252,98 @@ fn the_thread_list_filters() {
     app.key(KeyCode::Char('x'), KeyModifiers::NONE);
     app.key(KeyCode::Enter, KeyModifiers::NONE);
     insta::assert_snapshot!("threads_no_match", app.screen(100, 8, now));
+}
+
+/// Slack threads say their channel (or DM) and who started them (by name, else id); Ctrl-S
+/// shows only them (said in the header, offered in the footer), and the filter knows channels
+/// and people.
+#[test]
+fn the_thread_list_shows_slack_threads_and_filters_to_them() {
+    let now = Script::new().now();
+    let dm = in_slack(
+        summary(
+            "slack:D0DM00001:1763804400.000300",
+            Some("Can you summarise yesterday's incident?"),
+            Harness::Echo,
+            90,
+            "idle",
+            0,
+        ),
+        "D0DM00001",
+        None,
+        "U0BOB0001",
+        None,
+    );
+    let mut app = listing_with(vec![dm]);
+    insta::assert_snapshot!("threads_with_slack", app.screen(110, 9, now));
+    app.key(KeyCode::Char('s'), KeyModifiers::CONTROL);
+    insta::assert_snapshot!("threads_slack_only", app.screen(110, 9, now));
+    for c in "#general".chars() {
+        app.key(KeyCode::Char(c), KeyModifiers::NONE);
+    }
+    let general = app.screen(110, 9, now);
+    assert!(general.contains("Why does the nightly build"), "{general}");
+    assert!(!general.contains("incident"), "{general}");
+    app.key(KeyCode::Esc, KeyModifiers::NONE);
+    for c in "dm".chars() {
+        app.key(KeyCode::Char(c), KeyModifiers::NONE);
+    }
+    let dms = app.screen(110, 9, now);
+    assert!(dms.contains("incident"), "{dms}");
+    assert!(!dms.contains("nightly build"), "{dms}");
+    // Back to every thread; a list without Slack threads does not offer the toggle.
+    app.key(KeyCode::Esc, KeyModifiers::NONE);
+    app.key(KeyCode::Char('s'), KeyModifiers::CONTROL);
+    let all = app.screen(110, 9, now);
+    assert!(
+        all.contains("List the files") && all.contains("Ctrl-S Slack only"),
+        "{all}"
+    );
+    let (plain, _) = App::new("http://127.0.0.1:8080".into(), &Start::default());
+    let mut plain = Tui::from(plain);
+    plain.handle(AppEvent::Threads(Ok(ThreadList {
+        threads: vec![summary("api:x", Some("x"), Harness::Shell, 1, "idle", 0)],
+        next_before: None,
+    })));
+    let plain = plain.screen(110, 6, now);
+    assert!(!plain.contains("Ctrl-S"), "{plain}");
+    // Only Slack threads, and none: says how to start one.
+    let (none, _) = App::new("http://127.0.0.1:8080".into(), &Start::default());
+    let mut none = Tui::from(none);
+    none.handle(AppEvent::Threads(Ok(ThreadList {
+        threads: vec![summary("api:x", Some("x"), Harness::Shell, 1, "idle", 0)],
+        next_before: None,
+    })));
+    none.key(KeyCode::Char('s'), KeyModifiers::CONTROL);
+    insta::assert_snapshot!("threads_slack_only_none", none.screen(80, 6, now));
+}
+
+/// A message from Slack says who wrote it, and a decision made there who made it, by name;
+/// names are shown as text, whatever they hold.
+#[test]
+fn slack_people_in_the_transcript() {
+    let mut script = Script::new();
+    script.thread("shell");
+    script.push(EventBody::MessageCreated {
+        message_id: uuid::Uuid::from_u128(7),
+        role: Role::User,
+        text: "run the smoke tests".into(),
+        author: Some(Author::Slack(SlackUser {
+            id: "U024BE7LH".into(),
+            name: Some("Ann\x1b]0;pwned\x07 Lee".into()),
+        })),
+    });
+    script.user("and show me the log");
+    let approval = script.approval("run `./smoke.sh`");
+    script.resolved(approval, "approve", "slack:U024BE7LH (Ann Lee)");
+    script.command("c1", "./smoke.sh");
+    script.output("c1", "ok\n");
+    script.finished("c1", 0);
+    script.completed("All smoke tests pass.");
+    let mut app = app_with(script.events());
+    let screen = app.screen(80, 18, script.now());
+    assert!(!screen.contains("pwned"), "{screen}");
+    insta::assert_snapshot!("slack_people", screen);
 }
 
 /// On a narrow terminal the titles stay whole and the keys go.

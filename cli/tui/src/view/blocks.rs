@@ -30,7 +30,7 @@ pub fn lines(
     output_as_markdown: bool,
 ) -> Vec<Line<'static>> {
     match block {
-        Block::User { role, text } => user(*role, text, width),
+        Block::User { role, text, author } => user(*role, text, author.as_deref(), width),
         Block::Agent { text, .. } => markdown::render(text, width),
         Block::Reasoning { text } => reasoning(text, open, width),
         Block::Command {
@@ -85,11 +85,13 @@ pub fn lines(
     }
 }
 
-/// A person's message: `›` (or the role), then its lines in bold.
-fn user(role: Role, text: &str, width: usize) -> Vec<Line<'static>> {
-    let label = match role {
-        Role::User => "› ".to_owned(),
-        other @ Role::Assistant | other @ Role::System => format!("{} › ", other.as_str()),
+/// A person's message: `›` (or the role, or who wrote it from another platform: `Ann (Slack)
+/// ›`), then its lines in bold.
+fn user(role: Role, text: &str, author: Option<&str>, width: usize) -> Vec<Line<'static>> {
+    let label = match (author, role) {
+        (Some(author), _) => format!("{author} › "),
+        (None, Role::User) => "› ".to_owned(),
+        (None, other @ Role::Assistant | other @ Role::System) => format!("{} › ", other.as_str()),
     };
     let mut lines = Vec::new();
     for (i, row) in text.split('\n').enumerate() {

@@ -76,8 +76,9 @@ const HELP_RIGHT: &[Section] = &[
     (
         "Threads",
         &[
-            ("type", "filter: title, key, harness…"),
+            ("type", "filter: title, key, #channel…"),
             ("↑ ↓ Enter", "choose and open"),
+            ("Ctrl-S", "only Slack threads, or all"),
             ("Ctrl-R, F5", "refresh"),
             ("Esc", "clear the filter, or back"),
         ],

@@ -130,6 +130,7 @@ fn title(thread: &ThreadView) -> Option<String> {
         let Block::User {
             role: Role::User,
             text,
+            ..
         } = block
         else {
             return None;

@@ -1,7 +1,8 @@
 //! The thread list: a filter, the matching threads most recently active first (by title,
-//! badged when they wait for an approval), and a status line.
+//! badged when they wait for an approval; a Slack thread's channel and who started it before
+//! its title), and a status line.
 
-use centaur_client::render::thread_status;
+use centaur_client::render::{slack_origin, thread_status};
 use centaur_protocol::api::{ThreadStatus, ThreadSummary};
 use chrono::{DateTime, Utc};
 use ratatui::Frame;
@@ -29,15 +30,18 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, now: DateTime<Utc>) {
     } else {
         Span::raw(app.threads.filter.clone())
     };
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::styled(" Threads ", Style::new().bold().reversed()),
-            Span::raw("  "),
-            Span::styled("filter: ", DIM),
-            filter,
-        ])),
-        header,
-    );
+    let mut spans = vec![
+        Span::styled(" Threads ", Style::new().bold().reversed()),
+        Span::raw("  "),
+    ];
+    if app.threads.slack_only {
+        spans.extend([
+            Span::styled("Slack only", SLACK.bold()),
+            Span::styled(" (Ctrl-S all) · ", DIM),
+        ]);
+    }
+    spans.extend([Span::styled("filter: ", DIM), filter]);
+    frame.render_widget(Paragraph::new(Line::from(spans)), header);
     match empty(app) {
         Some(empty) => {
             let lines = wrap(
@@ -58,6 +62,13 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, now: DateTime<Utc>) {
     // A notice takes the place of the hints.
     spans.push(match &app.notice {
         Some(notice) => Span::styled(format!(" · {notice}"), Style::new().yellow()),
+        // The Slack toggle is offered where there is Slack to show.
+        None if app.threads.slack_only || app.threads.threads.iter().any(|t| t.slack.is_some()) => {
+            Span::styled(
+                " · Enter open · Ctrl-N new · Ctrl-S Slack only · Esc back · F1 help",
+                DIM,
+            )
+        }
         None => Span::styled(" · Enter open · Ctrl-N new · Esc back · F1 help", DIM),
     });
     frame.render_widget(Paragraph::new(Line::from(spans)), status);
@@ -71,10 +82,52 @@ fn empty(app: &App) -> Option<String> {
         Some("Loading threads…".to_owned())
     } else if app.threads.threads.is_empty() {
         Some("No threads yet. Ctrl-N starts one.".to_owned())
+    } else if app.threads.visible().is_empty()
+        && app.threads.slack_only
+        && app.threads.filter.is_empty()
+    {
+        Some(
+            "No Slack thread yet: mention the bot in Slack to start one. Ctrl-S shows all."
+                .to_owned(),
+        )
     } else if app.threads.visible().is_empty() {
         Some(format!("No thread matches “{}”.", app.threads.filter))
     } else {
         None
+    }
+}
+
+/// How a Slack thread's channel and starter are shown.
+const SLACK: Style = Style::new().fg(ratatui::style::Color::Blue);
+
+/// A Slack thread's channel and who started it, with the space after them (empty for others).
+fn origin(t: &ThreadSummary) -> String {
+    t.slack
+        .as_ref()
+        .map(|o| format!("{}  ", slack_origin(o)))
+        .unwrap_or_default()
+}
+
+/// Below this many columns for the title itself, a Slack thread shows only its channel, then
+/// nothing before the title: the title says what the thread is about.
+const TITLE_ROOM: usize = 20;
+
+/// [`origin`] fitted before a title in `room` columns: whole, else the channel alone, else
+/// nothing.
+fn origin_within(t: &ThreadSummary, room: usize) -> String {
+    let whole = origin(t);
+    if room.saturating_sub(whole.width()) >= TITLE_ROOM {
+        return whole;
+    }
+    let channel = whole
+        .split(" · ")
+        .next()
+        .map(|c| format!("{}  ", c.trim_end()))
+        .unwrap_or_default();
+    if room.saturating_sub(channel.width()) >= TITLE_ROOM {
+        channel
+    } else {
+        String::new()
     }
 }
 
@@ -105,6 +158,7 @@ fn table(app: &App, body: Rect, now: DateTime<Utc>) -> Table<'static> {
     let label = |t: &ThreadSummary| {
         let title = t.title.as_deref().map(str::trim).filter(|t| !t.is_empty());
         badge(t.waiting_approvals).width()
+            + origin(t).width()
             + title.map_or_else(|| t.thread_key.as_ref().width(), UnicodeWidthStr::width)
     };
     let (title_width, key_width) = if room < ROOM_FOR_KEY {
@@ -128,7 +182,9 @@ fn table(app: &App, body: Rect, now: DateTime<Utc>) -> Table<'static> {
                 ThreadStatus::Failed => Style::new().red(),
             };
             let badge = badge(t.waiting_approvals);
-            let title_room = title_width.saturating_sub(badge.width());
+            // The channel and starter are kept whole before the title; the title is cut.
+            let origin = origin_within(t, title_width.saturating_sub(badge.width()));
+            let title_room = title_width.saturating_sub(badge.width() + origin.width());
             let (title, key) = match t.title.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
                 Some(title) => (
                     clip(title, title_room),
@@ -139,6 +195,7 @@ fn table(app: &App, body: Rect, now: DateTime<Utc>) -> Table<'static> {
             };
             let mut cells = vec![Line::from(vec![
                 Span::styled(badge, Style::new().yellow().bold()),
+                Span::styled(origin, SLACK),
                 Span::raw(title),
             ])];
             if key_width > 0 {
