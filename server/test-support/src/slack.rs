@@ -705,6 +705,32 @@ impl FakeSlack {
         }
     }
 
+    /// Posts `body` to the webhook once, signed now as Slack signs (no retries). Returns the
+    /// status (0 when no answer came) and the answer's body.
+    pub async fn send_signed(&self, body: Vec<u8>, content_type: impl AsRef<str>) -> (u16, String) {
+        let timestamp = unix_now();
+        let headers = vec![
+            (
+                "X-Slack-Request-Timestamp".to_owned(),
+                timestamp.to_string(),
+            ),
+            ("X-Slack-Signature".to_owned(), self.sign(&body, timestamp)),
+        ];
+        self.send_raw(body, content_type, headers).await
+    }
+
+    /// Slack checking the request URL (`url_verification` with `challenge`), signed. Returns
+    /// the status and the answer's body.
+    pub async fn url_verification(&self, challenge: impl AsRef<str>) -> (u16, String) {
+        let body = json!({
+            "token": "fake-verification-token",
+            "challenge": challenge.as_ref(),
+            "type": "url_verification",
+        });
+        self.send_signed(body.to_string().into_bytes(), "application/json")
+            .await
+    }
+
     /// Sends one `event_callback` body (its `event_id` is taken from it) with Slack's retry
     /// behaviour, and returns the last attempt once the retries are over (webhook), or its
     /// acknowledgement (socket; the last timed-out attempt when none came).
