@@ -327,6 +327,26 @@ fn parse_cursor(raw: &str) -> ApiResult<(DateTime<Utc>, i64)> {
     Ok((DateTime::from_timestamp_micros(micros).ok_or_else(bad)?, id))
 }
 
+/// The thread holding Slack message `ts` of `channel` (a message taken into it, or its Slack
+/// thread's parent), for `GET /agent/slack/messages/{channel}/{ts}`.
+pub async fn summary_of_slack_message(
+    state: &AppState,
+    channel: &str,
+    ts: &str,
+) -> ApiResult<Option<ThreadSummary>> {
+    let row: Option<SummaryRow> = sqlx::query_as(concat!(
+        summary_select!(),
+        " WHERE t.id = (SELECT thread_id FROM slack_messages WHERE channel_id = $1 AND ts = $2 \
+           UNION ALL SELECT thread_id FROM slack_threads WHERE channel_id = $1 AND thread_ts = $2 \
+           LIMIT 1)"
+    ))
+    .bind(channel)
+    .bind(ts)
+    .fetch_optional(&state.pool)
+    .await?;
+    row.map(summary).transpose()
+}
+
 /// `GET /agent/threads/{key}`.
 pub async fn detail(state: &AppState, key: &ThreadKey) -> ApiResult<ThreadDetail> {
     let row: SummaryRow = sqlx::query_as(concat!(summary_select!(), " WHERE t.thread_key = $1"))

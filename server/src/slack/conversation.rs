@@ -19,7 +19,7 @@ use centaur_protocol::api::{ExecuteRequest, MessageRequest};
 use centaur_protocol::slack::SlackUser;
 use centaur_protocol::slack::events::{EventCallback, MessageEvent};
 use centaur_protocol::slack::web::{ConversationsReplies, PostMessage, ReactionsAdd, errors};
-use centaur_protocol::{Author, ErrorCode, ThreadKey};
+use centaur_protocol::{Author, ErrorCode, ExecutionStatus, Harness, ThreadKey};
 use uuid::Uuid;
 
 use super::Slack;
@@ -28,6 +28,7 @@ use super::settings::SlackSettings;
 use super::web::WebError;
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::db::stored;
 use crate::error::ApiError;
 use crate::threads::{self, ThreadRow};
 use crate::{executions, messages};
@@ -638,27 +639,67 @@ pub async fn stop(
     Ok(())
 }
 
-/// After a turn ends (delivery calls this): if the thread has messages waiting for a turn (sent
-/// while the last one ran), starts the next turn with them. Calling it twice for the same ended
-/// turn starts one turn.
+/// Whether a harness takes a message that arrives while its turn runs into that turn (the
+/// runner forwards it: Codex's `turn/steer`, a user message on Claude Code's and Amp's stdin).
+/// `shell` and `echo` do not: such a message waits for the next turn.
+pub fn steers(harness: Harness) -> bool {
+    match harness {
+        Harness::Codex | Harness::ClaudeCode | Harness::Amp => true,
+        Harness::Shell | Harness::Echo => false,
+    }
+}
+
+/// After a turn ends (delivery calls this): messages sent while it ran that it did not take
+/// start the next turn. With a harness that [`steers`], the messages that arrived while the
+/// turn ran (and it was not cancelled) were given to it as steering: they are recorded as that
+/// turn's input, not sent again. Calling this twice for the same ended turn starts one turn.
 pub async fn after_turn(state: &AppState, thread_id: i64) -> Result<(), ConversationError> {
-    let waiting: Option<(String, Option<Uuid>, Option<String>)> = sqlx::query_as(
-        "SELECT t.thread_key, \
-           (SELECT e.id FROM executions e WHERE e.thread_id = t.id \
-            ORDER BY e.created_at DESC, e.id DESC LIMIT 1), \
-           (SELECT e.status FROM executions e WHERE e.thread_id = t.id \
-            ORDER BY e.created_at DESC, e.id DESC LIMIT 1) \
-         FROM threads t WHERE t.id = $1 AND EXISTS (SELECT 1 FROM messages m \
-           WHERE m.thread_id = t.id AND m.execution_id IS NULL AND m.withdrawn_at IS NULL)",
+    let last: Option<(Uuid, String, String, String)> = sqlx::query_as(
+        "SELECT e.id, e.status, e.harness, t.thread_key FROM executions e \
+         JOIN threads t ON t.id = e.thread_id WHERE e.thread_id = $1 \
+         ORDER BY e.created_at DESC, e.id DESC LIMIT 1",
     )
     .bind(thread_id)
     .fetch_optional(&state.pool)
     .await?;
-    let Some((thread_key, last, status)) = waiting else {
+    let Some((ended, status, harness, thread_key)) = last else {
         return Ok(());
     };
-    if matches!(status.as_deref(), Some("queued" | "running")) {
+    let status: ExecutionStatus = stored("executions.status", &status).map_err(ApiError::from)?;
+    let harness: Harness = stored("executions.harness", &harness).map_err(ApiError::from)?;
+    match status {
         // That turn takes the waiting messages.
+        ExecutionStatus::Queued | ExecutionStatus::Running => return Ok(()),
+        ExecutionStatus::Completed | ExecutionStatus::Failed if steers(harness) => {
+            let steered = sqlx::query(
+                "UPDATE messages SET execution_id = $2 \
+                 WHERE thread_id = $1 AND execution_id IS NULL AND withdrawn_at IS NULL \
+                   AND role = 'user' \
+                   AND event_id > (SELECT min(event_id) FROM events WHERE thread_id = $1 \
+                                   AND execution_id = $2 AND type = 'execution.started') \
+                   AND event_id < (SELECT max(event_id) FROM events WHERE thread_id = $1 \
+                                   AND execution_id = $2)",
+            )
+            .bind(thread_id)
+            .bind(ended)
+            .execute(&state.pool)
+            .await?
+            .rows_affected();
+            if steered > 0 {
+                tracing::debug!(%thread_key, steered, "messages taken by the last turn as steering");
+            }
+        }
+        ExecutionStatus::Completed | ExecutionStatus::Failed | ExecutionStatus::Cancelled => {}
+    }
+    // The Slack messages among those waiting: their ✓/✗ goes on the turn that takes them.
+    let waiting: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT client_message_id FROM messages WHERE thread_id = $1 AND execution_id IS NULL \
+         AND withdrawn_at IS NULL",
+    )
+    .bind(thread_id)
+    .fetch_all(&state.pool)
+    .await?;
+    if waiting.is_empty() {
         return Ok(());
     }
     let key = ThreadKey::parse(&thread_key).map_err(|source| ConversationError::ThreadKey {
@@ -666,23 +707,11 @@ pub async fn after_turn(state: &AppState, thread_id: i64) -> Result<(), Conversa
         thread_ts: thread_key.clone(),
         source,
     })?;
-    // The Slack messages among those waiting: their ✓/✗ goes on the turn that takes them.
-    let waiting_slack: Vec<String> = sqlx::query_scalar(
-        "SELECT client_message_id FROM messages WHERE thread_id = $1 AND execution_id IS NULL \
-         AND withdrawn_at IS NULL AND client_message_id LIKE 'slack:%'",
-    )
-    .bind(thread_id)
-    .fetch_all(&state.pool)
-    .await?;
-    let idempotency_key = match last {
-        Some(ended) => format!("slack:after:{ended}"),
-        None => format!("slack:after:thread:{thread_id}"),
-    };
     let executed = executions::execute_as(
         state,
         ExecuteRequest {
             thread_key: key.clone(),
-            idempotency_key: Some(idempotency_key),
+            idempotency_key: Some(format!("slack:after:{ended}")),
             message: None,
             harness: None,
             max_duration_ms: None,
@@ -697,7 +726,7 @@ pub async fn after_turn(state: &AppState, thread_id: i64) -> Result<(), Conversa
         Err(error) if error.code() == ErrorCode::ExecutionActive => return Ok(()),
         Err(error) => return Err(error.into()),
     };
-    for client_id in waiting_slack {
+    for client_id in waiting.into_iter().flatten() {
         let Some((channel, ts)) = client_id
             .strip_prefix("slack:")
             .and_then(|rest| rest.split_once(':'))
