@@ -19,6 +19,16 @@
 //! 3 times with `X-Slack-Retry-Num`/`X-Slack-Retry-Reason`, stopped by `X-Slack-No-Retry: 1`),
 //! after the short delays of [`FakeSlack::set_retry_delays`] instead of minutes. Every attempt
 //! is a [`Delivery`].
+//!
+//! A test: `let fake = FakeSlack::start().await;` `fake.configure(&mut config, SlackMode::Webhook)`
+//! before starting the server, `fake.deliver_to(&server_url)` after; then
+//! `let ts = fake.post("U1", "C1", "<@U0BOT> run the tests", None).await;` and
+//! `fake.wait_until(timeout, |f| f.thread("C1", &ts).len() > 1).await`. In socket mode the
+//! server dials the fake (`apps.connections.open`) and `post`/`click` go over its sockets.
+//!
+//! Not modelled: the bot's own posts coming back as `message` events (opt in with
+//! [`FakeSlack::echo_bot_messages`]), edits and deletions by people, the assistant status's
+//! 2-minute timeout, Slack's per-method rate limits (only [`FakeSlack::rate_limit`]'s).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
