@@ -20,6 +20,11 @@ bench-proxy:
 bench-sandboxes:
     cargo bench -p centaur-server --bench sandboxes
 
+# The Slack bridge: webhook acknowledgement at 200 events/s, mention to first progress, answers
+# across server kills (against the fake Slack).
+bench-slack:
+    cargo bench -p centaur-server --bench slack
+
 # The TUI's figures (frame render with 10,000 events, event to screen, start to first frame).
 bench-tui:
     cargo bench -p centaur-tui --bench tui
