@@ -1,1 +1,546 @@
-//! Slack: slack_delivery (see the helper's task).
+//! Slack delivery: what the bridge shows in Slack for a mention's turn, against the fake Slack
+//! and a real local stack (PostgreSQL, bubblewrap sandboxes): the working status, progress
+//! streamed (or on the control message where streaming is unavailable), approval messages
+//! updated with who decided, the answer exactly once (split, or attached as a file), the
+//! reactions; rate limits, expiring streams and a restart mid-turn.
+
+use std::time::Duration;
+
+use centaur_protocol::Harness;
+use centaur_protocol::runner::ApprovalPolicy;
+use centaur_protocol::slack::blocks::ActionValue;
+use centaur_protocol::slack::web::Message;
+use centaur_server::Config;
+use centaur_test_support::local_stack::LocalStack;
+use centaur_test_support::server::TestServer;
+use centaur_test_support::slack::{BOT_ID, BOT_USER_ID, FakeSlack, SlackMode, TEAM_ID};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Bridge {
+    stack: LocalStack,
+    fake: FakeSlack,
+    config: Config,
+}
+
+async fn bridge(name: &str, harness: Harness, tweak: impl FnOnce(&mut Config)) -> Bridge {
+    let fake = FakeSlack::start().await;
+    let mut saved = None;
+    let stack = LocalStack::start_with(name, 1, json!({}), |config, _| {
+        fake.configure(config, SlackMode::Webhook);
+        config.slack.harness = Some(harness);
+        tweak(config);
+        saved = Some(config.clone());
+    })
+    .await;
+    fake.deliver_to(&stack.server.url);
+    Bridge {
+        stack,
+        fake,
+        config: saved.expect("configured"),
+    }
+}
+
+fn is_bot(message: &Message) -> bool {
+    message.bot_id.as_deref() == Some(BOT_ID) || message.user.as_deref() == Some(BOT_USER_ID)
+}
+
+/// The key of a message the bridge posted (its `centaur_delivery` metadata).
+fn key_of(message: &Message) -> Option<String> {
+    let metadata = message.metadata.as_ref()?;
+    (metadata.event_type == "centaur_delivery")
+        .then(|| metadata.event_payload["key"].as_str().map(str::to_owned))
+        .flatten()
+}
+
+/// The bridge's posts in the thread whose key starts with `prefix`.
+fn posts(fake: &FakeSlack, ts: &str, prefix: &str) -> Vec<Message> {
+    fake.thread("C1", ts)
+        .into_iter()
+        .filter(|m| key_of(m).is_some_and(|k| k.starts_with(prefix)))
+        .collect()
+}
+
+/// The bot's messages without metadata: the progress streams.
+fn streams(fake: &FakeSlack, ts: &str) -> Vec<Message> {
+    fake.thread("C1", ts)
+        .into_iter()
+        .filter(|m| is_bot(m) && m.metadata.is_none() && m.files.is_empty())
+        .collect()
+}
+
+fn has_buttons(message: &Message) -> bool {
+    message
+        .blocks
+        .iter()
+        .flatten()
+        .any(|b| b["type"] == "actions")
+}
+
+/// The buttons of a message: (action_id, decoded value).
+fn buttons(message: &Message) -> Vec<(String, ActionValue, String)> {
+    message
+        .blocks
+        .iter()
+        .flatten()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .map(|e| {
+            let raw = e["value"].as_str().unwrap().to_owned();
+            (
+                e["action_id"].as_str().unwrap().to_owned(),
+                ActionValue::decode(&raw).unwrap(),
+                raw,
+            )
+        })
+        .collect()
+}
+
+/// Everything the message shows, blocks included.
+fn shown(message: &Message) -> String {
+    let blocks = message
+        .blocks
+        .as_ref()
+        .map(|b| serde_json::to_string(b).unwrap())
+        .unwrap_or_default();
+    format!("{}\n{blocks}", message.text)
+}
+
+async fn wait_done(fake: &FakeSlack, ts: &str, mark: &str) {
+    fake.wait_until(WAIT, |f| f.reactions("C1", ts).iter().any(|r| r == mark))
+        .await;
+}
+
+fn calls_since(fake: &FakeSlack, method: &str) -> Vec<centaur_test_support::slack::Call> {
+    fake.calls()
+        .into_iter()
+        .filter(|c| c.method == method)
+        .collect()
+}
+
+/// A mention with the echo harness: the status goes up and comes down, the progress is
+/// streamed to the person who asked, the answer lands once, the eyes become a check mark, and
+/// the control message's Stop button turns into the outcome line.
+#[tokio::test]
+async fn a_mention_is_worked_on_visibly_and_answered_once() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-echo", Harness::Echo, |_| {}).await;
+    let ts = fake.post("U1", "C1", "<@U0BOT> hello *there*", None).await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+
+    let statuses: Vec<String> = fake
+        .calls_to("assistant.threads.setStatus")
+        .iter()
+        .map(|c| c["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        statuses.first().map(String::as_str),
+        Some("is working…"),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some(""),
+        "{statuses:?}"
+    );
+    assert!(fake.status("C1", &ts).is_none_or(|s| s.is_empty()));
+
+    let starts = fake.calls_to("chat.startStream");
+    assert_eq!(starts.len(), 1, "{}", fake.log());
+    assert_eq!(starts[0]["recipient_user_id"], "U1");
+    assert_eq!(starts[0]["recipient_team_id"], TEAM_ID);
+    assert_eq!(starts[0]["thread_ts"], ts.as_str());
+    let streamed = streams(&fake, &ts);
+    assert_eq!(streamed.len(), 1);
+    assert!(streamed[0].text.contains("hello"), "{:?}", streamed[0]);
+    assert!(!fake.is_streaming("C1", &streamed[0].ts));
+
+    let answers = posts(&fake, &ts, "answer:");
+    assert_eq!(answers.len(), 1, "{}", fake.log());
+    assert!(
+        answers[0].text.contains("hello _there_"),
+        "{:?}",
+        answers[0]
+    );
+
+    let control = posts(&fake, &ts, "control:");
+    assert_eq!(control.len(), 1);
+    assert!(!has_buttons(&control[0]), "{:?}", control[0]);
+    assert!(control[0].text.contains("Done"), "{:?}", control[0]);
+    // While it ran, the control message carried Stop for this thread.
+    let posted = fake.calls_to("chat.postMessage");
+    let first_control = posted
+        .iter()
+        .find(|c| {
+            c["metadata"]["event_payload"]["key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("control:"))
+        })
+        .unwrap();
+    let stop = &first_control["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "actions")
+        .unwrap()["elements"][0];
+    assert_eq!(stop["action_id"], "centaur_stop");
+    let value = ActionValue::decode(stop["value"].as_str().unwrap()).unwrap();
+    assert_eq!(value.thread_key.as_str(), format!("slack:C1:{ts}"));
+
+    let reactions = fake.reactions("C1", &ts);
+    assert!(!reactions.iter().any(|r| r == "eyes"), "{reactions:?}");
+}
+
+/// The shell harness: the step is the status line, the command and its output are streamed,
+/// the output is the answer.
+#[tokio::test]
+async fn a_shell_mention_streams_its_command_and_answers_with_its_output() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-shell", Harness::Shell, |_| {}).await;
+    let ts = fake
+        .post(
+            "U1",
+            "C1",
+            "<@U0BOT> echo first; sleep 2; echo second",
+            None,
+        )
+        .await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    let statuses: Vec<String> = fake
+        .calls_to("assistant.threads.setStatus")
+        .iter()
+        .map(|c| c["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.starts_with("is running `echo first")),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last().map(String::as_str), Some(""));
+    let streamed: String = streams(&fake, &ts).iter().map(|m| m.text.clone()).collect();
+    assert!(
+        streamed.contains("• running `echo first; sleep 2; echo second`"),
+        "{streamed}"
+    );
+    assert!(streamed.contains("first\nsecond"), "{streamed}");
+    let answers = posts(&fake, &ts, "answer:");
+    assert_eq!(answers.len(), 1, "{}", fake.log());
+    assert_eq!(answers[0].text.trim(), "first\nsecond");
+    assert!(posts(&fake, &ts, "failure:").is_empty());
+}
+
+/// A command that fails: a cross, and the error with the output in a code block.
+#[tokio::test]
+async fn a_failing_command_gets_a_cross_and_its_error() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-fail", Harness::Shell, |_| {}).await;
+    let ts = fake
+        .post("U1", "C1", "<@U0BOT> echo partial; exit 3", None)
+        .await;
+    wait_done(&fake, &ts, "x").await;
+    let failures = posts(&fake, &ts, "failure:");
+    assert_eq!(failures.len(), 1, "{}", fake.log());
+    let text = &failures[0].text;
+    assert!(text.contains("The turn failed"), "{text}");
+    assert!(text.contains("exited with status 3"), "{text}");
+    assert!(text.contains("```\npartial\n"), "{text}");
+    assert!(posts(&fake, &ts, "answer:").is_empty());
+    let reactions = fake.reactions("C1", &ts);
+    assert!(
+        !reactions
+            .iter()
+            .any(|r| r == "eyes" || r == "white_check_mark"),
+        "{reactions:?}"
+    );
+    let control = posts(&fake, &ts, "control:");
+    assert!(control[0].text.contains("Failed"), "{:?}", control[0]);
+}
+
+/// Slack closes a stream mid-turn: the bridge starts another and goes on; nothing streamed after
+/// is lost and the answer still lands once.
+#[tokio::test]
+async fn a_stream_closed_by_slack_mid_turn_is_replaced() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-expire", Harness::Shell, |_| {}).await;
+    fake.expire_streams_after(Duration::from_millis(400));
+    let ts = fake
+        .post(
+            "U1",
+            "C1",
+            "<@U0BOT> echo early; sleep 1.5; echo middle; sleep 1.5; echo late",
+            None,
+        )
+        .await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    let starts = fake.calls_to("chat.startStream");
+    assert!(starts.len() >= 2, "{}", fake.log());
+    let refused = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.error.as_deref() == Some("message_not_in_streaming_state"))
+        .count();
+    assert!(refused >= 1, "{}", fake.log());
+    let streamed: String = streams(&fake, &ts).iter().map(|m| m.text.clone()).collect();
+    for word in ["early", "middle", "late"] {
+        assert!(streamed.contains(word), "{word} missing from {streamed}");
+    }
+    assert_eq!(posts(&fake, &ts, "answer:").len(), 1, "{}", fake.log());
+}
+
+/// Where streaming is unavailable, progress goes on the control message (postMessage, then
+/// updates), and the answer still lands once.
+#[tokio::test]
+async fn without_streaming_progress_is_shown_on_the_control_message() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-nostream", Harness::Shell, |_| {}).await;
+    fake.disable_streaming();
+    let ts = fake
+        .post("U1", "C1", "<@U0BOT> echo one; sleep 1.5; echo two", None)
+        .await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    assert!(streams(&fake, &ts).is_empty(), "{}", fake.log());
+    let control = posts(&fake, &ts, "control:");
+    assert_eq!(control.len(), 1);
+    let updates: Vec<Value> = fake
+        .calls_to("chat.update")
+        .into_iter()
+        .filter(|u| u["ts"] == control[0].ts.as_str())
+        .collect();
+    assert!(updates.len() >= 2, "{}", fake.log());
+    // While working: progress and the Stop button.
+    let working = updates
+        .iter()
+        .find(|u| u.to_string().contains("centaur_stop") && u.to_string().contains("one"))
+        .unwrap_or_else(|| panic!("{}", fake.log()));
+    assert!(working.to_string().contains("running"), "{working}");
+    // At the end: the progress and the outcome, no button.
+    let end = shown(&control[0]);
+    assert!(end.contains("two") && end.contains("Done"), "{end}");
+    assert!(!has_buttons(&control[0]));
+    assert_eq!(posts(&fake, &ts, "answer:").len(), 1);
+}
+
+/// 429s on appendStream and on postMessage: each `Retry-After` is waited out, and nothing is
+/// lost or doubled.
+#[tokio::test]
+async fn rate_limits_are_waited_out_and_nothing_is_lost() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-429", Harness::Shell, |_| {}).await;
+    fake.rate_limit("chat.postMessage", 1, 1);
+    fake.rate_limit("chat.appendStream", 2, 1);
+    let ts = fake
+        .post(
+            "U1",
+            "C1",
+            "<@U0BOT> echo alpha; sleep 1; echo beta; sleep 1; echo gamma; sleep 1; echo delta",
+            None,
+        )
+        .await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    for method in ["chat.postMessage", "chat.appendStream"] {
+        let calls = calls_since(&fake, method);
+        for pair in calls.windows(2) {
+            if pair[0].error.as_deref() == Some("ratelimited") {
+                let waited = pair[1].at.duration_since(pair[0].at);
+                assert!(
+                    waited >= Duration::from_millis(950),
+                    "{method} retried after {waited:?}"
+                );
+            }
+        }
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.error.as_deref() == Some("ratelimited")),
+            "{method} was never limited: {}",
+            fake.log()
+        );
+    }
+    let streamed: String = streams(&fake, &ts).iter().map(|m| m.text.clone()).collect();
+    for word in ["alpha", "beta", "gamma", "delta"] {
+        let line = format!("{word}\n");
+        assert_eq!(streamed.matches(&line).count(), 1, "{word} in {streamed}");
+    }
+    assert_eq!(posts(&fake, &ts, "control:").len(), 1);
+    let answers = posts(&fake, &ts, "answer:");
+    assert_eq!(answers.len(), 1, "{}", fake.log());
+    assert!(answers[0].text.contains("alpha\nbeta\ngamma\ndelta"));
+}
+
+/// A long answer is split into messages within Slack's limits; a very long one is attached as a
+/// file, whole, with its beginning as the message.
+#[tokio::test]
+async fn long_answers_are_split_and_very_long_ones_attached() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-long", Harness::Shell, |_| {}).await;
+    let ts = fake
+        .post(
+            "U1",
+            "C1",
+            "<@U0BOT> seq -f 'line %05g of the answer' 1 300",
+            None,
+        )
+        .await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    let answers = posts(&fake, &ts, "answer:");
+    assert!(
+        answers.len() >= 2 && answers.len() <= 4,
+        "{}",
+        answers.len()
+    );
+    for answer in &answers {
+        assert!(answer.text.chars().count() <= 3500);
+    }
+    let joined: String = answers.iter().map(|a| format!("{}\n", a.text)).collect();
+    for i in [1, 150, 300] {
+        assert!(joined.contains(&format!("line {i:05} of the answer")));
+    }
+
+    let ts = fake
+        .post(
+            "U1",
+            "C1",
+            "<@U0BOT> seq -f 'line %05g of the answer' 1 2000",
+            None,
+        )
+        .await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    assert!(posts(&fake, &ts, "answer:").is_empty(), "{}", fake.log());
+    let completed = fake.calls_to("files.completeUploadExternal");
+    assert_eq!(completed.len(), 1, "{}", fake.log());
+    assert_eq!(completed[0]["thread_ts"], ts.as_str());
+    let file_id = completed[0]["files"][0]["id"].as_str().unwrap();
+    let bytes = String::from_utf8(fake.file_bytes(file_id).unwrap()).unwrap();
+    assert!(bytes.contains("line 00001 of the answer"));
+    assert!(bytes.contains("line 02000 of the answer"));
+    let comment = completed[0]["initial_comment"].as_str().unwrap();
+    assert!(
+        comment.contains("line 00001") && comment.contains("attached"),
+        "{comment}"
+    );
+}
+
+/// The approval message of a thread, once posted.
+async fn approval_message(fake: &FakeSlack, ts: &str) -> Message {
+    fake.wait_until(WAIT, |f| !posts(f, ts, "approval:").is_empty())
+        .await;
+    posts(fake, ts, "approval:").remove(0)
+}
+
+/// An approval clicked in Slack and one decided through the API: each message loses its
+/// buttons and says who decided.
+#[tokio::test]
+async fn approvals_are_posted_with_buttons_and_updated_when_decided() {
+    let Bridge { stack, fake, .. } = bridge("slack-delivery-approve", Harness::Shell, |config| {
+        config.approval_policy = ApprovalPolicy::Always;
+    })
+    .await;
+    let ts = fake.post("U1", "C1", "<@U0BOT> echo approved", None).await;
+    let message = approval_message(&fake, &ts).await;
+    assert!(shown(&message).contains("echo approved"), "{message:?}");
+    let found = buttons(&message);
+    let ids: Vec<&str> = found.iter().map(|(a, _, _)| a.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["centaur_approve", "centaur_approve_session", "centaur_deny"]
+    );
+    fake.wait_until(WAIT, |f| {
+        f.status("C1", &ts).as_deref() == Some("is waiting for approval")
+    })
+    .await;
+    let (_, _, raw) = &found[0];
+    fake.click("U1", "C1", &message.ts, "centaur_approve", raw)
+        .await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    let decided = fake.message("C1", &message.ts).unwrap();
+    assert!(!has_buttons(&decided), "{decided:?}");
+    assert!(shown(&decided).contains("Approved by Ann"), "{decided:?}");
+    assert_eq!(posts(&fake, &ts, "answer:")[0].text.trim(), "approved");
+
+    // Decided elsewhere (the API, as the CLI and the TUI do): the Slack message shows it too.
+    let ts = fake.post("U2", "C1", "<@U0BOT> echo refused", None).await;
+    let message = approval_message(&fake, &ts).await;
+    let (_, value, _) = buttons(&message).remove(0);
+    stack
+        .server
+        .decide(
+            value.thread_key.as_str(),
+            &value.approval_id.unwrap().to_string(),
+            "deny",
+        )
+        .await;
+    fake.wait_until(WAIT, |f| {
+        f.message("C1", &message.ts)
+            .is_some_and(|m| !has_buttons(&m))
+    })
+    .await;
+    let decided = fake.message("C1", &message.ts).unwrap();
+    assert!(
+        shown(&decided).contains("Denied by an admin"),
+        "{decided:?}"
+    );
+    wait_done(&fake, &ts, "white_check_mark").await;
+    let answers = posts(&fake, &ts, "answer:");
+    assert_eq!(answers.len(), 1);
+    assert!(answers[0].text.contains("not approved"), "{:?}", answers[0]);
+}
+
+/// The server stops while a turn runs and starts again on the same database and data: the
+/// delivery goes on from its cursor, and the control message and the final answer land once.
+#[tokio::test]
+async fn a_restart_mid_turn_delivers_the_answer_once() {
+    let Bridge {
+        mut stack,
+        fake,
+        config,
+    } = bridge("slack-delivery-restart", Harness::Shell, |_| {}).await;
+    let ts = fake
+        .post(
+            "U1",
+            "C1",
+            "<@U0BOT> echo before; sleep 3; echo after",
+            None,
+        )
+        .await;
+    fake.wait_until(WAIT, |f| {
+        streams(f, &ts).iter().any(|m| m.text.contains("before"))
+    })
+    .await;
+    stack.server.shutdown().await;
+    stack.server = TestServer::start_configured(config).await;
+    fake.deliver_to(&stack.server.url);
+    fake.wait_until(WAIT, |f| {
+        f.reactions("C1", &ts)
+            .iter()
+            .any(|r| r == "white_check_mark" || r == "x")
+    })
+    .await;
+    // Let a doubled delivery show itself, if there were one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(posts(&fake, &ts, "control:").len(), 1, "{}", fake.log());
+    let finals = posts(&fake, &ts, "answer:").len() + posts(&fake, &ts, "failure:").len();
+    assert_eq!(finals, 1, "{}", fake.log());
+}

@@ -26,14 +26,14 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::state::{
-    ApprovalMessage, DeliveryState, SHOWN_CHARS, Stream, Turn, WORKING, progress_of, shown_details,
-    step_of,
+    ApprovalMessage, DeliveryState, SHOWN_CHARS, Stream, Turn, WORKING, balanced_tail,
+    shown_details,
 };
 use super::{Halt, Lease};
 use crate::app::AppState;
 use crate::slack::Slack;
 use crate::slack::blocks::{self, Rendered};
-use crate::slack::format::{MESSAGE_CHARS, code_block, escape, split, tail, to_mrkdwn, truncate};
+use crate::slack::format::{MESSAGE_CHARS, code_block, escape, split, to_mrkdwn, truncate};
 use crate::slack::web::WebError;
 
 /// Events read at a time.
@@ -249,6 +249,17 @@ impl<'a> Follower<'a> {
             .unwrap_or(now);
             wake = wake.min(due.saturating_duration_since(now));
         }
+        // A changed step is shown as soon as status changes may come again.
+        if let (Some(turn), Some((shown, at))) = (&self.delivery.turn, &self.status_shown)
+            && *shown != turn.step
+        {
+            let due = [Some(*at + STATUS_EVERY), self.status_not_before]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(now);
+            wake = wake.min(due.saturating_duration_since(now));
+        }
         wake.max(Duration::from_millis(10))
     }
 
@@ -402,19 +413,8 @@ impl<'a> Follower<'a> {
             return Ok(());
         };
         self.ensure_turn(execution_id).await?;
-        let Some(turn) = self.delivery.turn.as_mut() else {
-            return Ok(());
-        };
-        if let Some(text) = progress_of(body, turn.saw_deltas) {
-            turn.pending.push_str(&text);
-        }
-        if matches!(body, EventBody::AgentMessageDelta { .. }) {
-            turn.saw_deltas = true;
-        } else if matches!(body, EventBody::AgentMessage { .. }) {
-            turn.saw_deltas = false;
-        }
-        if let Some(step) = step_of(body) {
-            turn.step = step;
+        if let Some(turn) = self.delivery.turn.as_mut() {
+            turn.add(body);
         }
         self.dirty = true;
         Ok(())
@@ -575,7 +575,7 @@ impl<'a> Follower<'a> {
         let Some(turn) = self.delivery.turn.as_ref() else {
             return Ok(());
         };
-        let shown = tail(&format!("{}{}", turn.shown, turn.pending), SHOWN_CHARS);
+        let shown = balanced_tail(&format!("{}{}", turn.shown, turn.pending), SHOWN_CHARS);
         let Some(control) = turn.control_ts.clone() else {
             if let Some(turn) = self.delivery.turn.as_mut() {
                 turn.shown = shown;
@@ -678,10 +678,14 @@ impl<'a> Follower<'a> {
         // The last progress: streamed, or onto the control message with the outcome.
         if self.delivery.streaming_unavailable {
             if let Some(turn) = self.delivery.turn.as_mut() {
-                turn.shown = tail(&format!("{}{}", turn.shown, turn.pending), SHOWN_CHARS);
+                turn.close_output();
+                turn.shown = balanced_tail(&format!("{}{}", turn.shown, turn.pending), SHOWN_CHARS);
                 turn.pending.clear();
             }
         } else {
+            if let Some(turn) = self.delivery.turn.as_mut() {
+                turn.close_output();
+            }
             self.flush_progress(true).await?;
         }
         let Some(turn) = self.delivery.turn.clone() else {
@@ -735,9 +739,13 @@ impl<'a> Follower<'a> {
         self.delivery.posts.retain(|key, _| !key.contains(&id));
         self.delivery.turn = None;
         self.dirty = true;
-        // LEAD: call `crate::slack::conversation::after_turn(self.state, self.place.thread_id)`
-        // here (helper B's: starts a turn for Slack messages that arrived during this one) once
-        // it exists; it was not committed when delivery was written.
+        // Slack messages that came while this turn ran start the next one (idempotent).
+        if let Err(error) =
+            crate::slack::conversation::after_turn(self.state, self.place.thread_id).await
+        {
+            tracing::warn!(thread_key = %self.place.thread_key, %error,
+                "Slack: could not start the turn for messages that came during the last one");
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::slack::format::truncate;
+use crate::slack::format::{tail, truncate};
 
 /// `slack_threads.delivery`: saved with the cursor, so what it says is true of every event up
 /// to it. Unknown or missing fields read as their defaults.
@@ -59,6 +59,15 @@ pub struct Turn {
     /// The agent's text came as deltas (so its whole message is not added again).
     #[serde(default)]
     pub saw_deltas: bool,
+    /// A command's output is being shown (a code block is open in `pending`).
+    #[serde(default)]
+    pub output_open: bool,
+    /// Characters of the current command's output shown.
+    #[serde(default)]
+    pub output_chars: usize,
+    /// The current command's output was cut.
+    #[serde(default)]
+    pub output_cut: bool,
 }
 
 impl Turn {
@@ -72,7 +81,87 @@ impl Turn {
             shown: String::new(),
             step: WORKING.into(),
             saw_deltas: false,
+            output_open: false,
+            output_chars: 0,
+            output_cut: false,
         }
+    }
+
+    /// Adds what `body` shows to the waiting progress, and its step to the status line.
+    pub fn add(&mut self, body: &EventBody) {
+        if let EventBody::CommandOutput { chunk, .. } = body {
+            self.add_output(chunk);
+        } else if let Some(text) = progress_of(body, self.saw_deltas) {
+            self.close_output();
+            self.pending.push_str(&text);
+        }
+        if matches!(body, EventBody::CommandStarted { .. }) {
+            self.output_chars = 0;
+            self.output_cut = false;
+        }
+        if matches!(body, EventBody::AgentMessageDelta { .. }) {
+            self.saw_deltas = true;
+        } else if matches!(body, EventBody::AgentMessage { .. }) {
+            self.saw_deltas = false;
+        }
+        if let Some(step) = step_of(body) {
+            self.step = step;
+        }
+    }
+
+    /// A command's output, in a code block, up to [`OUTPUT_CHARS`] of it per command.
+    fn add_output(&mut self, chunk: &str) {
+        if self.output_cut || chunk.is_empty() {
+            return;
+        }
+        let room = OUTPUT_CHARS.saturating_sub(self.output_chars);
+        let shown: String = chunk.chars().take(room).collect();
+        if shown.chars().count() < chunk.chars().count() {
+            self.output_cut = true;
+        }
+        if !self.output_open {
+            if !self.pending.is_empty() && !self.pending.ends_with('\n') {
+                self.pending.push('\n');
+            }
+            self.pending.push_str("```\n");
+            self.output_open = true;
+        }
+        self.output_chars += shown.chars().count();
+        // A fence inside the output would end the block.
+        self.pending.push_str(&shown.replace("```", "`\u{200b}``"));
+    }
+
+    /// Ends the open output block, if any.
+    pub fn close_output(&mut self) {
+        if !self.output_open {
+            return;
+        }
+        if !self.pending.ends_with('\n') {
+            self.pending.push('\n');
+        }
+        self.pending.push_str("```\n");
+        if self.output_cut {
+            self.pending.push_str("_(more output not shown)_\n");
+        }
+        self.output_open = false;
+    }
+}
+
+/// Characters of one command's output shown as progress.
+pub const OUTPUT_CHARS: usize = 1500;
+
+/// The end of `text` (Markdown), at most `max` characters, its code fences balanced: a block
+/// whose opening was cut off is reopened at the start.
+pub fn balanced_tail(text: &str, max: usize) -> String {
+    let cut = tail(text, max);
+    let fences = cut
+        .lines()
+        .filter(|line| line.trim_start().starts_with("```"))
+        .count();
+    if fences % 2 == 1 && cut.trim_end().ends_with("```") {
+        format!("```\n{cut}")
+    } else {
+        cut
     }
 }
 
@@ -293,6 +382,53 @@ mod tests {
             at: None,
         };
         assert_eq!(progress_of(&output, false), None);
+    }
+
+    #[test]
+    fn command_output_is_shown_in_a_code_block_cut_per_command() {
+        let mut turn = Turn::new(Uuid::now_v7(), None);
+        let started = EventBody::CommandStarted {
+            command_id: "c1".into(),
+            command: "make".into(),
+        };
+        let output = |chunk: &str| EventBody::CommandOutput {
+            command_id: "c1".into(),
+            chunk: chunk.into(),
+            at: None,
+        };
+        turn.add(&started);
+        turn.add(&output("a\n"));
+        turn.add(&output("b ``` c"));
+        turn.add(&EventBody::CommandFinished {
+            command_id: "c1".into(),
+            exit_code: Some(0),
+        });
+        turn.add(&EventBody::AgentMessageDelta {
+            text: "done".into(),
+        });
+        assert_eq!(
+            turn.pending,
+            "\n• running `make`\n```\na\nb `\u{200b}`` c\n```\ndone"
+        );
+        assert_eq!(turn.step, WORKING);
+        // Past the limit, the rest is left out and said so.
+        turn.pending.clear();
+        turn.add(&started);
+        turn.add(&output(&"x".repeat(OUTPUT_CHARS + 10)));
+        turn.add(&output("zzz"));
+        turn.close_output();
+        assert_eq!(turn.pending.matches('x').count(), OUTPUT_CHARS);
+        assert!(!turn.pending.contains("zzz"));
+        assert!(turn.pending.ends_with("```\n_(more output not shown)_\n"));
+    }
+
+    #[test]
+    fn a_tail_that_cut_a_code_block_open_reopens_it() {
+        let text = format!("intro\n```\n{}\n```\n", "line\n".repeat(100));
+        let cut = balanced_tail(&text, 50);
+        let fences = cut.lines().filter(|l| l.starts_with("```")).count();
+        assert_eq!(fences % 2, 0, "{cut}");
+        assert_eq!(balanced_tail("short", 50), "short");
     }
 
     #[test]
