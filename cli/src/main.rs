@@ -55,6 +55,7 @@ fn main() -> ExitCode {
                         DevCommand::Status
                             | DevCommand::Logs { .. }
                             | DevCommand::Keys(_)
+                            | DevCommand::Slack(_)
                             | DevCommand::Doctor { .. }
                     ),
                     ..

@@ -123,6 +123,7 @@ fn checks(home: &Home, port: u16, advisory: bool) -> Vec<Check> {
     if advisory {
         checks.push(node());
         checks.extend(MODEL_KEYS.iter().map(|key| harness_cli(home, key)));
+        checks.push(slack(home));
     }
     checks.push(api_port(home, port));
     checks.push(Check::ok(
@@ -291,6 +292,28 @@ fn harness_cli(home: &Home, key: &ModelKey) -> Check {
         ),
     };
     Check::bad(name, Level::Warn, detail, fix, fix)
+}
+
+/// Whether `centaur dev slack` connected a Slack app (optional: off is fine).
+fn slack(home: &Home) -> Check {
+    use super::slack::State;
+    match super::slack::state(home) {
+        State::On => Check::ok(
+            "Slack",
+            "bot and app-level tokens saved: the stack runs the bot in Socket Mode",
+        ),
+        State::Off => Check::ok(
+            "Slack",
+            "off (optional: `centaur dev slack` connects a Slack app)",
+        ),
+        State::Half(missing) => Check::bad(
+            "Slack",
+            Level::Warn,
+            format!("half configured: {missing}"),
+            "centaur dev slack",
+            "centaur dev slack",
+        ),
+    }
 }
 
 /// The API's port when none is given and no stack runs.

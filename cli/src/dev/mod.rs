@@ -10,6 +10,7 @@
 //! - [`home`]: `CENTAUR_HOME`'s folders and files, and the running stack's `stack.json`.
 //! - [`keys`]: `centaur dev keys`, in a terminal or with flags.
 //! - [`setup`]: what a stack needs before it starts (CA, tokens, keys, harness CLIs).
+//! - [`slack`]: `centaur dev slack`, a Slack app's tokens for Socket Mode.
 //! - [`stack`]: the running stack itself (`centaur dev serve`).
 //! - [`supervise`]: restarting the parts of the stack that die on their own.
 
@@ -18,6 +19,7 @@ pub mod endpoints;
 pub mod home;
 pub mod keys;
 pub mod setup;
+pub mod slack;
 pub mod stack;
 pub mod supervise;
 
@@ -35,6 +37,7 @@ use self::doctor::NotReady;
 use self::home::{Home, HomeError, StackState};
 use self::keys::{KeysArgs, KeysError};
 use self::setup::{MODEL_KEYS, SetupError, Step};
+use self::slack::{SlackArgs, SlackError};
 use self::stack::StackError;
 use centaur_client::api::{Client, Failure};
 use centaur_tui::{self as tui, TuiError};
@@ -56,6 +59,8 @@ pub enum DevError {
     NotReady(#[from] NotReady),
     #[error(transparent)]
     Keys(#[from] KeysError),
+    #[error(transparent)]
+    Slack(#[from] SlackError),
     #[error(
         "the kind backend is not built yet; `centaur dev --backend local` runs sandboxes with bubblewrap"
     )]
@@ -115,6 +120,7 @@ impl DevError {
             DevError::Server(failure) => failure.exit_code(),
             DevError::Tui(error) => error.exit_code(),
             DevError::Keys(error) => error.exit_code(),
+            DevError::Slack(error) => error.exit_code(),
             DevError::KindNotBuilt
             | DevError::StillRunning
             | DevError::ResetUnconfirmed
@@ -241,6 +247,16 @@ Examples:
   echo \"$KEY\" | centaur dev keys --openai-key-stdin --openai-base-url https://gateway.example.com/v1
   centaur dev keys --anthropic-base-url https://gateway.example.com/anthropic")]
     Keys(KeysArgs),
+    /// Connect a Slack app (docs/slack.md): asks for its bot token (xoxb-…) and app-level
+    /// token (xapp-…), checks their shape and keeps them (0600, never in a sandbox); the stack
+    /// runs the bot in Socket Mode (no public URL) from its next start. `--off` forgets them.
+    #[command(after_help = "\
+Examples:
+  centaur dev slack                             # asks, in a terminal
+  printf '%s\\n%s\\n' \"$SLACK_BOT_TOKEN\" \"$SLACK_APP_TOKEN\" | centaur dev slack --tokens-stdin
+  centaur dev slack --off
+  centaur dev down && centaur dev               # a running stack takes them at its next start")]
+    Slack(SlackArgs),
     /// Run the stack in the foreground (what `centaur dev` starts in the background).
     #[command(hide = true)]
     Serve {
@@ -264,6 +280,7 @@ pub async fn run(command: Option<DevCommand>, up_args: UpArgs) -> Result<ExitCod
         DevCommand::Logs { component, follow } => logs(&home, component.as_deref(), follow),
         DevCommand::Reset { yes } => reset(&home, yes).await,
         DevCommand::Keys(args) => Ok(keys::run(&home, args)?),
+        DevCommand::Slack(args) => Ok(slack::run(&home, args)?),
         DevCommand::Serve { port, warm, tied } => {
             stack::serve(
                 home,
@@ -353,6 +370,10 @@ async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, DevError> {
     drop(setup_lock);
     let names: Vec<&str> = ready.iter().map(|h| h.as_str()).collect();
     eprintln!("✓ harnesses ready: {}", names.join(", "));
+    // The server checked the tokens with Slack as it started (a refused one stops it).
+    if slack::stored(home).is_some() {
+        eprintln!("✓ Slack: the bot runs in Socket Mode; invite it to a channel and mention it");
+    }
     for key in &MODEL_KEYS {
         if !key.present(home) {
             eprintln!(

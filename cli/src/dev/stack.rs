@@ -15,6 +15,7 @@ use centaur_proxy::secrets::SecretSource;
 use centaur_proxy::service::{self, ServiceError, Settings, load_or_create_key};
 use centaur_server::StartError;
 use centaur_server::pg_cluster::{ClusterError, ClusterOptions, PgCluster};
+use centaur_server::slack::settings::SlackMode;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::prelude::*;
 
@@ -369,7 +370,24 @@ fn server_config(
     config.default_harness = ready[0];
     config.warm_pool = options.warm_pool;
     config.warm_harnesses = vec![ready[0]];
+    apply_slack(&mut config, super::slack::stored(home));
     Ok(config)
+}
+
+/// `centaur dev slack`'s tokens, when given: the bot in Socket Mode (the server checks them
+/// with `auth.test` as it starts, and a refused one stops it with the fix). Without them, Slack
+/// is off whatever the environment says: the stack's settings are its own.
+fn apply_slack(config: &mut centaur_server::Config, slack: Option<super::slack::StackSlack>) {
+    let Some(slack) = slack else {
+        config.slack.mode = SlackMode::Off;
+        return;
+    };
+    config.slack.mode = SlackMode::Socket;
+    config.slack.bot_token = Some(slack.tokens.bot.into());
+    config.slack.app_token = Some(slack.tokens.app.into());
+    if let Some(url) = slack.api_url {
+        config.slack.api_url = url;
+    }
 }
 
 /// Why a harness cannot run on this stack, in words that follow its name and end with the fix
@@ -519,4 +537,40 @@ fn init_logging(home: &Home) -> Result<(), StackError> {
         .with(proxy)
         .try_init()
         .map_err(StackError::Logging)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::slack::{StackSlack, Tokens};
+    use super::*;
+
+    /// `centaur dev slack`'s tokens make the stack's server a Socket Mode bot (with the fake
+    /// Slack's Web API when one was given); without them Slack is off, whatever was set before.
+    #[test]
+    fn slack_tokens_turn_socket_mode_on() {
+        let mut config = centaur_server::Config::new("postgres://localhost/x");
+        apply_slack(
+            &mut config,
+            Some(StackSlack {
+                tokens: Tokens {
+                    bot: "xoxb-1-2-bot".into(),
+                    app: "xapp-1-A1-app".into(),
+                },
+                api_url: Some("http://127.0.0.1:9/api".into()),
+            }),
+        );
+        assert_eq!(config.slack.mode, SlackMode::Socket);
+        assert_eq!(
+            config.slack.bot_token.as_ref().map(|t| t.expose()),
+            Some("xoxb-1-2-bot")
+        );
+        assert_eq!(
+            config.slack.app_token.as_ref().map(|t| t.expose()),
+            Some("xapp-1-A1-app")
+        );
+        assert_eq!(config.slack.api_url, "http://127.0.0.1:9/api");
+        config.slack.validate().unwrap();
+        apply_slack(&mut config, None);
+        assert_eq!(config.slack.mode, SlackMode::Off);
+    }
 }
