@@ -544,3 +544,107 @@ async fn a_restart_mid_turn_delivers_the_answer_once() {
     let finals = posts(&fake, &ts, "answer:").len() + posts(&fake, &ts, "failure:").len();
     assert_eq!(finals, 1, "{}", fake.log());
 }
+
+/// The server died between committing a post's intent and recording its result: the follower
+/// that takes over finds the post in the thread (by its metadata) and does not post it again.
+#[tokio::test]
+async fn an_interrupted_post_found_in_the_thread_is_not_posted_again() {
+    let Bridge { stack, fake, .. } = bridge("slack-delivery-intent", Harness::Echo, |_| {}).await;
+    let ts = fake.post("U1", "C1", "<@U0BOT> only once", None).await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    let answers = posts(&fake, &ts, "answer:");
+    assert_eq!(answers.len(), 1);
+    let answer_key = key_of(&answers[0]).unwrap();
+    let control = posts(&fake, &ts, "control:").remove(0);
+    let execution_id = key_of(&control).unwrap()["control:".len()..].to_owned();
+
+    // As it was mid-post: the cursor before the turn's end, the answer's intent without result.
+    let pool = sqlx::PgPool::connect(&stack.server.database_url)
+        .await
+        .unwrap();
+    let key = format!("slack:C1:{ts}");
+    let (thread_id, end_id): (i64, i64) = sqlx::query_as(
+        "SELECT t.id, e.event_id FROM threads t JOIN events e ON e.thread_id = t.id \
+         WHERE t.thread_key = $1 AND e.type = 'execution.completed'",
+    )
+    .bind(&key)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let delivery = json!({
+        "turn": {"execution_id": execution_id, "control_ts": control.ts, "pending": "",
+                 "shown": "", "step": "is working…"},
+        "posts": {format!("control:{execution_id}"): control.ts, answer_key.clone(): null},
+    });
+    let posted_before = fake.calls_to("chat.postMessage").len();
+    let replies_before = fake.calls_to("conversations.replies").len();
+    sqlx::query(
+        "UPDATE slack_threads SET delivered_event_id = $2, delivery = $3, lease_owner = NULL, \
+         lease_until = NULL WHERE thread_id = $1",
+    )
+    .bind(thread_id)
+    .bind(end_id - 1)
+    .bind(&delivery)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // Taken over and caught up again.
+    for _ in 0..400 {
+        let (cursor, turn): (i64, Option<Value>) = sqlx::query_as(
+            "SELECT delivered_event_id, delivery -> 'turn' FROM slack_threads WHERE thread_id = $1",
+        )
+        .bind(thread_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if cursor >= end_id && turn.is_none_or(|t| t.is_null()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let replies: Vec<Value> = fake.calls_to("conversations.replies")[replies_before..].to_vec();
+    assert!(
+        replies.iter().any(|r| r["include_all_metadata"] == true),
+        "the thread was not searched: {}",
+        fake.log()
+    );
+    assert_eq!(
+        fake.calls_to("chat.postMessage").len(),
+        posted_before,
+        "{}",
+        fake.log()
+    );
+    assert_eq!(posts(&fake, &ts, "answer:").len(), 1);
+}
+
+/// The Stop button on the control message interrupts the turn: the control message says who
+/// stopped it, the turn's message gets a cross, no answer is posted.
+#[tokio::test]
+async fn the_stop_button_on_the_control_message_stops_the_turn() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-stop", Harness::Shell, |_| {}).await;
+    let ts = fake
+        .post("U1", "C1", "<@U0BOT> echo started; sleep 60", None)
+        .await;
+    fake.wait_until(WAIT, |f| {
+        streams(f, &ts).iter().any(|m| m.text.contains("started"))
+    })
+    .await;
+    let control = posts(&fake, &ts, "control:").remove(0);
+    let (action, value, raw) = buttons(&control).remove(0);
+    assert_eq!(action, "centaur_stop");
+    assert_eq!(value.thread_key.as_str(), format!("slack:C1:{ts}"));
+    fake.click("U1", "C1", &control.ts, "centaur_stop", &raw)
+        .await;
+    wait_done(&fake, &ts, "x").await;
+    let control = fake.message("C1", &control.ts).unwrap();
+    assert!(!has_buttons(&control));
+    assert!(control.text.contains("Stopped"), "{control:?}");
+    assert!(posts(&fake, &ts, "answer:").is_empty());
+    assert!(posts(&fake, &ts, "failure:").is_empty());
+    assert!(fake.status("C1", &ts).is_none_or(|s| s.is_empty()));
+}
