@@ -1,1 +1,778 @@
-//! Slack: slack_ingress (see the helper's task).
+//! Slack ingress and conversations: what Slack sends (webhook and Socket Mode) is verified,
+//! stored once and acknowledged; Slack messages become turns in real sandboxes, with their
+//! author, the Slack thread's earlier messages as context, `stop`, clicks, allow-lists; the
+//! lookup of a Slack message's thread. What Slack is shown is slack_delivery's.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use centaur_protocol::Harness;
+use centaur_protocol::runner::ApprovalPolicy;
+use centaur_protocol::slack::blocks::{ActionValue, CentaurAction};
+use centaur_protocol::slack::events::{Event, MessageEvent};
+use centaur_protocol::slack::thread_key;
+use centaur_test_support::local_stack::LocalStack;
+use centaur_test_support::pg::{fresh_database, via};
+use centaur_test_support::relay::Relay;
+use centaur_test_support::server::{ADMIN_KEY, TestServer, enc, error_code};
+use centaur_test_support::slack::{BOT_USER_ID, DisconnectReason, FakeSlack, SlackMode, TEAM_ID};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A server (recording backend: turns are queued, not run) taking Slack from `fake` in `mode`.
+async fn slack_server(
+    mode: SlackMode,
+    tweak: impl FnOnce(&mut centaur_server::Config),
+) -> (FakeSlack, TestServer, PgPool) {
+    let fake = FakeSlack::start().await;
+    let mut config = centaur_server::Config::new(fresh_database().await);
+    fake.configure(&mut config, mode);
+    tweak(&mut config);
+    let server = TestServer::start_with(config, true).await;
+    fake.deliver_to(&server.url);
+    let pool = PgPool::connect(&server.database_url).await.unwrap();
+    (fake, server, pool)
+}
+
+/// A local stack (real sandboxes) taking Slack from `fake` by webhook, its turns on `harness`.
+async fn slack_stack(
+    name: &str,
+    harness: Harness,
+    tweak: impl FnOnce(&mut centaur_server::Config),
+) -> (FakeSlack, LocalStack, PgPool) {
+    let fake = FakeSlack::start().await;
+    let stack = LocalStack::start_with(name, 1, json!({}), |config, _| {
+        fake.configure(config, SlackMode::Webhook);
+        config.slack.harness = Some(harness);
+        tweak(config);
+    })
+    .await;
+    fake.deliver_to(&stack.server.url);
+    let pool = PgPool::connect(&stack.server.database_url).await.unwrap();
+    (fake, stack, pool)
+}
+
+fn slack_key(channel: &str, ts: &str) -> String {
+    thread_key(channel, ts).unwrap().as_str().to_owned()
+}
+
+/// Waits until the inbox has at least `rows` rows and every one is handled.
+async fn inbox_settled(pool: &PgPool, rows: i64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (all, waiting): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE done_at IS NULL) FROM slack_inbox",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if all >= rows && waiting == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Slack inbox did not settle: {all} rows, {waiting} waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn executions_of(pool: &PgPool, key: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM executions e JOIN threads t ON t.id = e.thread_id \
+         WHERE t.thread_key = $1",
+    )
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn thread_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM threads")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until thread `key` exists with its Slack origin; returns its detail.
+async fn wait_thread(server: &TestServer, key: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, detail) = server
+            .admin(
+                Method::GET,
+                &format!("/agent/threads/{}", enc(key)),
+                Value::Null,
+            )
+            .await;
+        if status == StatusCode::OK && detail["slack"].is_object() {
+            return detail;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "thread {key} never appeared: {status} {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn mention(channel: &str, user: &str, text: &str, ts: &str) -> MessageEvent {
+    MessageEvent {
+        channel: channel.into(),
+        user: Some(user.into()),
+        text: text.into(),
+        ts: ts.into(),
+        event_ts: Some(ts.into()),
+        team: Some(TEAM_ID.into()),
+        ..MessageEvent::default()
+    }
+}
+
+type Headers = Vec<(String, String)>;
+
+fn signed_headers(fake: &FakeSlack, body: &[u8], timestamp: i64) -> Headers {
+    vec![
+        ("X-Slack-Request-Timestamp".into(), timestamp.to_string()),
+        ("X-Slack-Signature".into(), fake.sign(body, timestamp)),
+    ]
+}
+
+/// Bad signatures, stale or future timestamps and missing headers are `401 invalid_signature`
+/// and store nothing; `url_verification` is answered (signed only); a signed body that does not
+/// parse is `400`; the webhook is `404 slack_not_configured` when Slack is off.
+#[tokio::test]
+async fn slack_webhook_refuses_bad_signatures_and_stale_timestamps_and_stores_nothing() {
+    let (fake, server, pool) = slack_server(SlackMode::Webhook, |_| {}).await;
+
+    let (status, body) = fake
+        .url_verification("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+
+    let event = fake.event_callback(Event::AppMention(mention(
+        "C1",
+        "U1",
+        &format!("<@{BOT_USER_ID}> forged"),
+        "1700000000.000100",
+    )));
+    let body = serde_json::to_vec(&event).unwrap();
+    let now = unix_now();
+    let cases: Vec<(&str, Headers, &str)> = vec![
+        (
+            "signed over another body",
+            vec![
+                ("X-Slack-Request-Timestamp".into(), now.to_string()),
+                ("X-Slack-Signature".into(), fake.sign(b"{}", now)),
+            ],
+            "does not match",
+        ),
+        (
+            "signed with another secret",
+            vec![
+                ("X-Slack-Request-Timestamp".into(), now.to_string()),
+                (
+                    "X-Slack-Signature".into(),
+                    centaur_test_support::slack::signature("not the secret", now, &body),
+                ),
+            ],
+            "SLACK_SIGNING_SECRET",
+        ),
+        ("no headers", vec![], "missing"),
+        (
+            "stale (301 s old)",
+            signed_headers(&fake, &body, now - 301),
+            "at most 300 s",
+        ),
+        (
+            "from the future (301 s ahead)",
+            signed_headers(&fake, &body, now + 301),
+            "at most 300 s",
+        ),
+        (
+            "timestamp not a number",
+            vec![
+                ("X-Slack-Request-Timestamp".into(), "yesterday".into()),
+                ("X-Slack-Signature".into(), fake.sign(&body, now)),
+            ],
+            "unix time",
+        ),
+    ];
+    for (case, headers, says) in cases {
+        let (status, answer) = fake
+            .send_raw(body.clone(), "application/json", headers)
+            .await;
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(
+            (status, error_code(&answer)),
+            (401, "invalid_signature"),
+            "{case}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{case}: {message}");
+        assert!(
+            !message.contains("8f742231"),
+            "{case}: the secret leaked: {message}"
+        );
+    }
+    // A url_verification must be signed too.
+    let challenge = json!({"type": "url_verification", "challenge": "x", "token": "t"});
+    let (status, _) = fake
+        .send_raw(
+            challenge.to_string().into_bytes(),
+            "application/json",
+            vec![],
+        )
+        .await;
+    assert_eq!(status, 401);
+    // Signed, but not Slack's JSON, or a form without a readable payload.
+    let (status, answer) = fake
+        .send_signed(b"{not json".to_vec(), "application/json")
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = fake
+        .send_signed(
+            b"payload=%7Bnot%20json".to_vec(),
+            "application/x-www-form-urlencoded",
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+
+    // The same event, signed, is taken: the refusals above stored nothing.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM slack_inbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(before, 0);
+    let (status, _) = fake.send_signed(body, "application/json").await;
+    assert_eq!(status, 200);
+    inbox_settled(&pool, 1).await;
+    wait_thread(&server, &slack_key("C1", "1700000000.000100")).await;
+
+    // Slack off: the route says so.
+    let off = TestServer::start().await;
+    let (status, answer) = off
+        .call(
+            Method::POST,
+            "/api/webhooks/slack",
+            None,
+            Some(json!({"type": "url_verification", "challenge": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&answer)),
+        (StatusCode::NOT_FOUND, "slack_not_configured"),
+        "{answer}"
+    );
+}
+
+/// Slack sending an event again (same `event_id`) and the two events of one post
+/// (`app_mention` and `message`) give one turn; a reply in the thread while that turn is queued
+/// joins the thread as a message, not a second turn.
+#[tokio::test]
+async fn a_replayed_event_and_the_two_events_of_one_post_give_one_turn() {
+    let (fake, server, pool) = slack_server(SlackMode::Webhook, |_| {}).await;
+
+    let ts = fake
+        .post("U1", "C1", format!("<@{BOT_USER_ID}> build it"), None)
+        .await;
+    let key = slack_key("C1", &ts);
+    wait_thread(&server, &key).await;
+    inbox_settled(&pool, 2).await;
+    assert_eq!(executions_of(&pool, &key).await, 1);
+
+    // The app_mention again, as Slack retries it (same event_id), twice.
+    let replay = fake.event_callback(Event::AppMention(mention(
+        "C1",
+        "U1",
+        &format!("<@{BOT_USER_ID}> once only"),
+        "1700000001.000100",
+    )));
+    for _ in 0..3 {
+        let delivery = fake.send_event(replay.clone()).await;
+        assert_eq!(delivery.status, 200, "{delivery:?}");
+    }
+    let replayed = slack_key("C1", "1700000001.000100");
+    wait_thread(&server, &replayed).await;
+    inbox_settled(&pool, 3).await;
+    assert_eq!(executions_of(&pool, &replayed).await, 1);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM slack_inbox WHERE id = $1")
+        .bind(replay["event_id"].as_str().unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+
+    // A reply while the first turn is queued (the recording backend runs nothing): a message
+    // on the thread, with its author, waiting for the next turn; no second turn.
+    let reply = fake.post("U2", "C1", "also the docs", Some(&ts)).await;
+    inbox_settled(&pool, 4).await;
+    assert_eq!(executions_of(&pool, &key).await, 1);
+    let messages: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT m.text, m.client_message_id FROM messages m JOIN threads t ON t.id = m.thread_id \
+         WHERE t.thread_key = $1 ORDER BY m.event_id",
+    )
+    .bind(&key)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        messages,
+        vec![
+            ("build it".to_owned(), None),
+            (
+                "also the docs".to_owned(),
+                Some(format!("slack:C1:{reply}"))
+            )
+        ]
+    );
+    let turns: Vec<String> = sqlx::query_scalar("SELECT id FROM slack_inbox ORDER BY received_at")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(turns.len(), 4, "{turns:?}");
+}
+
+/// The database away when Slack delivers: the webhook answers 5xx (nothing stored), Slack's
+/// retry is taken once the database is back, and exactly one turn comes of it.
+#[tokio::test]
+async fn a_retry_after_a_failed_delivery_is_taken_and_gives_one_turn() {
+    let database_url = fresh_database().await;
+    let relay = Relay::start(&database_url).await;
+    let fake = FakeSlack::start().await;
+    let mut config = centaur_server::Config::new(via(&database_url, relay.addr));
+    config.db_acquire_timeout_ms = 500;
+    fake.configure(&mut config, SlackMode::Webhook);
+    let server = TestServer::start_with(config, true).await;
+    fake.deliver_to(&server.url);
+    fake.set_retry_delays(vec![Duration::from_secs(3), Duration::from_secs(5)]);
+    let pool = PgPool::connect(&database_url).await.unwrap();
+
+    relay.cut();
+    let ts = fake
+        .post(
+            "U1",
+            "C1",
+            format!("<@{BOT_USER_ID}> after the outage"),
+            None,
+        )
+        .await;
+    let first: Vec<_> = fake.deliveries();
+    assert_eq!(first.len(), 2, "{first:?}");
+    for delivery in &first {
+        assert!(
+            delivery.status >= 500,
+            "the first attempt must fail while the database is away: {delivery:?}"
+        );
+    }
+    relay.restore();
+    fake.wait_until(WAIT, |fake| {
+        fake.deliveries().iter().filter(|d| d.is_success()).count() == 2
+    })
+    .await;
+    let key = slack_key("C1", &ts);
+    wait_thread(&server, &key).await;
+    inbox_settled(&pool, 2).await;
+    assert_eq!(executions_of(&pool, &key).await, 1);
+    let retried = fake
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.is_success())
+        .all(|d| d.attempt >= 1 && d.retry_reason.as_deref() == Some("http_error"));
+    assert!(retried, "{:?}", fake.deliveries());
+}
+
+/// The bot's own messages, other bots', edits and top-level chatter start nothing; an
+/// allow-listed bot does; people and channels outside the allow-lists are refused with one line
+/// and get no turn.
+#[tokio::test]
+async fn bots_chatter_and_people_outside_the_allow_lists_start_nothing() {
+    let (fake, server, pool) = slack_server(SlackMode::Webhook, |config| {
+        config.slack.allowed_users = vec!["U1".into()];
+        config.slack.allowed_channels = vec!["C1".into(), "D1".into()];
+        config.slack.allowed_bots = vec!["B7".into()];
+    })
+    .await;
+    fake.add_channel("C2", "random");
+    fake.add_im("D1", "U1");
+    fake.add_user("U7", "deploy-bot");
+
+    let own = fake
+        .post(
+            BOT_USER_ID,
+            "C1",
+            format!("<@{BOT_USER_ID}> talking to myself"),
+            None,
+        )
+        .await;
+    let other_bot = fake
+        .post_as_bot("B9", "U9", "C1", format!("<@{BOT_USER_ID}> obey"), None)
+        .await;
+    let chatter = fake.post("U1", "C1", "lunch anyone?", None).await;
+    let reply_elsewhere = fake.post("U1", "C1", "pizza", Some(&chatter)).await;
+    let bob = fake
+        .post("U2", "C1", format!("<@{BOT_USER_ID}> let me in"), None)
+        .await;
+    let wrong_channel = fake
+        .post("U1", "C2", format!("<@{BOT_USER_ID}> over here"), None)
+        .await;
+    // 2 + 2 + 1 + 1 + 2 + 2 events.
+    inbox_settled(&pool, 10).await;
+    assert_eq!(thread_count(&pool).await, 0);
+    for (channel, ts) in [
+        ("C1", &own),
+        ("C1", &other_bot),
+        ("C1", &chatter),
+        ("C1", &reply_elsewhere),
+        ("C1", &bob),
+        ("C2", &wrong_channel),
+    ] {
+        assert!(
+            fake.reactions(channel, ts).is_empty(),
+            "{channel} {ts} was taken"
+        );
+    }
+    // Bob and the other channel are told why, in the thread, once each.
+    let replies = fake.calls_to("chat.postMessage");
+    let refusal_in = |channel: &str, ts: &str, says: &str| {
+        replies
+            .iter()
+            .filter(|r| r["channel"] == channel && r["thread_ts"] == ts)
+            .filter(|r| r["text"].as_str().unwrap().contains(says))
+            .count()
+    };
+    assert_eq!(
+        refusal_in("C1", &bob, "CENTAUR_SLACK_ALLOWED_USERS"),
+        1,
+        "{replies:?}"
+    );
+    assert_eq!(
+        refusal_in("C2", &wrong_channel, "CENTAUR_SLACK_ALLOWED_CHANNELS"),
+        1,
+        "{replies:?}"
+    );
+
+    // An allow-listed bot, and Ann in a DM without a mention, are taken.
+    let listed = fake
+        .post_as_bot(
+            "B7",
+            "U7",
+            "C1",
+            format!("<@{BOT_USER_ID}> deploy main"),
+            None,
+        )
+        .await;
+    let dm = fake.post("U1", "D1", "hello in private", None).await;
+    wait_thread(&server, &slack_key("C1", &listed)).await;
+    let detail = wait_thread(&server, &slack_key("D1", &dm)).await;
+    assert_eq!(detail["slack"]["channel_id"], "D1");
+    assert_eq!(detail["slack"]["started_by"]["id"], "U1");
+    assert!(detail["slack"].get("channel_name").is_none(), "{detail}");
+    assert_eq!(thread_count(&pool).await, 2);
+}
+
+/// Socket Mode: the configured connections open; `disconnect` gets a replacement dialled
+/// before the old connection closes, and every event sent around it is taken once;
+/// `link_disabled` stops the connections.
+#[tokio::test]
+async fn socket_mode_reconnects_on_disconnect_without_losing_an_event() {
+    let (fake, server, pool) = slack_server(SlackMode::Socket, |config| {
+        config.slack.socket_connections = 2;
+    })
+    .await;
+    fake.set_disconnect_grace(Duration::from_secs(2));
+    fake.wait_until(WAIT, |fake| fake.socket_connections() == 2)
+        .await;
+
+    let first = fake
+        .post("U1", "C1", format!("<@{BOT_USER_ID}> before"), None)
+        .await;
+    wait_thread(&server, &slack_key("C1", &first)).await;
+
+    fake.disconnect_all(DisconnectReason::Warning).await;
+    let mut around = Vec::new();
+    for n in 0..6 {
+        around.push(
+            fake.post("U1", "C1", format!("<@{BOT_USER_ID}> around {n}"), None)
+                .await,
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for ts in &around {
+        wait_thread(&server, &slack_key("C1", ts)).await;
+    }
+    fake.wait_until(WAIT, |fake| {
+        fake.unacknowledged_envelopes() == 0 && fake.socket_connections() == 2
+    })
+    .await;
+    assert!(fake.socket_connects() >= 4, "{}", fake.socket_connects());
+    inbox_settled(&pool, 14).await;
+    assert_eq!(thread_count(&pool).await, 7);
+    for ts in around.iter().chain([&first]) {
+        assert_eq!(executions_of(&pool, &slack_key("C1", ts)).await, 1);
+    }
+
+    // Socket Mode switched off for the app: the bridge stops dialling.
+    let connects = fake.socket_connects();
+    fake.disconnect_all("link_disabled").await;
+    fake.wait_until(WAIT, |fake| fake.socket_connections() == 0)
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fake.socket_connects(), connects);
+    assert_eq!(fake.socket_connections(), 0);
+}
+
+/// A mention runs a turn in a real sandbox (echo): its message has the Slack author, the
+/// Slack thread's earlier messages follow the request as context, the eyes go on the message;
+/// a reply in the thread (no mention) continues the same thread in the same sandbox; a link to
+/// either message finds the thread.
+#[tokio::test]
+async fn a_mention_runs_a_turn_with_context_and_a_reply_continues_it_in_the_same_sandbox() {
+    let (fake, stack, pool) = slack_stack("slack-echo", Harness::Echo, |_| {}).await;
+    let server = &stack.server;
+
+    let parent = fake
+        .post("U1", "C1", "the nightly build is red", None)
+        .await;
+    fake.post(
+        "U2",
+        "C1",
+        "since <!here> 10:00 &amp; only on <#C1|general>",
+        Some(&parent),
+    )
+    .await;
+    let asked = fake
+        .post(
+            "U1",
+            "C1",
+            format!("<@{BOT_USER_ID}> please look, <@U2> knows more"),
+            Some(&parent),
+        )
+        .await;
+    let key = slack_key("C1", &parent);
+    wait_thread(server, &key).await;
+    let events = stack
+        .until(&key, 0, |e| e["type"] == "execution.completed")
+        .await;
+    let created: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "message.created")
+        .collect();
+    assert_eq!(created.len(), 1, "{events:#?}");
+    assert_eq!(
+        created[0]["author"],
+        json!({"platform": "slack", "id": "U1", "name": "Ann"})
+    );
+    let expected = "please look, @Bob knows more\n\n---\nEarlier in this Slack thread (oldest first):\n@Ann: the nightly build is red\n@Bob: since @here 10:00 & only on #general";
+    assert_eq!(created[0]["text"], expected);
+    let completed = events.last().unwrap();
+    assert_eq!(
+        completed["result_text"], expected,
+        "echo answers with its input"
+    );
+    let detail = wait_thread(server, &key).await;
+    assert_eq!(
+        detail["title"]
+            .as_str()
+            .map(|t| t.starts_with("please look")),
+        Some(true),
+        "{detail}"
+    );
+    assert_eq!(detail["slack"]["channel_name"], "general");
+    assert_eq!(
+        detail["slack"]["started_by"],
+        json!({"id": "U1", "name": "Ann"})
+    );
+    let eyes = fake
+        .calls_to("reactions.add")
+        .into_iter()
+        .filter(|r| r["timestamp"] == asked.as_str() && r["name"] == "eyes")
+        .count();
+    assert_eq!(eyes, 1);
+    let sandbox = detail["sandbox"]["sandbox_id"].clone();
+    assert!(sandbox.is_string(), "{detail}");
+
+    // Bob replies in the thread without a mention: the same thread, the same sandbox.
+    let after = server.last_event_id(&key).await;
+    let reply = fake
+        .post("U2", "C1", "and the flaky test too", Some(&parent))
+        .await;
+    let events = stack
+        .until(&key, after, |e| e["type"] == "execution.completed")
+        .await;
+    let created: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "message.created")
+        .collect();
+    assert_eq!(created.len(), 1, "{events:#?}");
+    assert_eq!(created[0]["text"], "and the flaky test too");
+    assert_eq!(created[0]["author"]["name"], "Bob");
+    assert_eq!(
+        events.last().unwrap()["result_text"],
+        "and the flaky test too"
+    );
+    let detail = wait_thread(server, &key).await;
+    assert_eq!(detail["sandbox"]["sandbox_id"], sandbox);
+    assert_eq!(executions_of(&pool, &key).await, 2);
+
+    // A link to the request, the reply or the parent finds the thread; anything else is 404.
+    for ts in [&asked, &reply, &parent] {
+        let (status, summary) = server
+            .call(
+                Method::GET,
+                &format!("/agent/slack/messages/C1/{ts}"),
+                Some(ADMIN_KEY),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{summary}");
+        assert_eq!(summary["thread_key"], key.as_str());
+        assert_eq!(summary["slack"]["thread_ts"], parent.as_str());
+    }
+    let (status, answer) = server
+        .call(
+            Method::GET,
+            "/agent/slack/messages/C1/1.000001",
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&answer)),
+        (StatusCode::NOT_FOUND, "thread_not_found")
+    );
+    assert_eq!(
+        answer["error"]["message"],
+        "no thread holds Slack message 1.000001 in C1"
+    );
+    let (status, _) = server
+        .call(
+            Method::GET,
+            &format!("/agent/slack/messages/C1/{asked}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// The shell harness in a real sandbox, asking before every command: a click on Approve by
+/// someone not an approver changes nothing, the approver's click decides it (recorded as
+/// `slack:U1 (Ann)`) and the command runs; a reply sent while that turn waits is queued and
+/// runs as the next turn; `stop` in the thread cancels the running turn, naming who stopped it.
+#[tokio::test]
+async fn shell_turns_from_slack_take_clicks_from_approvers_queue_replies_and_stop() {
+    let (fake, stack, pool) = slack_stack("slack-shell", Harness::Shell, |config| {
+        config.approval_policy = ApprovalPolicy::Always;
+        config.slack.approvers = vec!["U1".into()];
+    })
+    .await;
+    let server = &stack.server;
+
+    let ts = fake
+        .post(
+            "U1",
+            "C1",
+            format!("<@{BOT_USER_ID}> echo from-slack"),
+            None,
+        )
+        .await;
+    let key = slack_key("C1", &ts);
+    wait_thread(server, &key).await;
+    let events = stack
+        .until(&key, 0, |e| e["type"] == "approval.requested")
+        .await;
+    let created = events
+        .iter()
+        .find(|e| e["type"] == "message.created")
+        .unwrap();
+    assert_eq!(created["author"]["id"], "U1");
+    let approval_id = events.last().unwrap()["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let value = ActionValue {
+        thread_key: thread_key("C1", &ts).unwrap(),
+        approval_id: Some(approval_id.parse().unwrap()),
+    }
+    .encode();
+
+    // Bob may not decide.
+    let click = fake
+        .click("U2", "C1", &ts, CentaurAction::Approve.action_id(), &value)
+        .await;
+    assert_eq!(click.status, 200);
+    // A reply while the turn waits: queued for the next turn.
+    let queued = fake.post("U2", "C1", "echo queued-one", Some(&ts)).await;
+    inbox_settled(&pool, 4).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM approvals WHERE id = $1::uuid")
+        .bind(&approval_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "pending", "Bob's click decided it");
+    assert_eq!(executions_of(&pool, &key).await, 1);
+
+    // Ann approves.
+    let after = server.last_event_id(&key).await;
+    fake.click("U1", "C1", &ts, CentaurAction::Approve.action_id(), &value)
+        .await;
+    let events = stack
+        .until(&key, after, |e| e["type"] == "execution.completed")
+        .await;
+    let resolved = events
+        .iter()
+        .find(|e| e["type"] == "approval.resolved")
+        .unwrap();
+    assert_eq!(resolved["decided_by"], "slack:U1 (Ann)");
+    assert!(
+        events.last().unwrap()["result_text"]
+            .as_str()
+            .unwrap()
+            .contains("from-slack"),
+        "{events:#?}"
+    );
+
+    // The queued reply starts the next turn (after the last one ended), on the same thread.
+    let events = stack
+        .until(&key, after, |e| {
+            e["type"] == "approval.requested"
+                && e["summary"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("queued-one"))
+        })
+        .await;
+    let next = events.last().unwrap();
+    assert_eq!(executions_of(&pool, &key).await, 2);
+    let taken: Option<String> = sqlx::query_scalar(
+        "SELECT execution_id::text FROM slack_messages WHERE channel_id = 'C1' AND ts = $1",
+    )
+    .bind(&queued)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(taken.as_deref(), next["execution_id"].as_str());
+
+    // `stop` in the thread, no mention: the running turn is cancelled, naming Ann.
+    let after = server.last_event_id(&key).await;
+    fake.post("U1", "C1", "Stop!", Some(&ts)).await;
+    let events = stack
+        .until(&key, after, |e| e["type"] == "execution.cancelled")
+        .await;
+    assert_eq!(events.last().unwrap()["reason"], "stopped by Ann in Slack");
+    assert_eq!(executions_of(&pool, &key).await, 2, "stop is not a turn");
+}
