@@ -489,7 +489,7 @@ async fn start_or_queue(
     author: &SlackUser,
 ) -> Result<Option<Taken>, ConversationError> {
     let thread_ts = message.thread_ts();
-    let earlier = if new_thread && message.thread_ts.is_some() {
+    let earlier = if new_thread && message.thread_ts.is_some() && slack.settings.context_chars > 0 {
         earlier_messages(slack, bot, &message.channel, thread_ts, &message.ts).await
     } else {
         Vec::new()
