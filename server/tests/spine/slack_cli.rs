@@ -185,8 +185,8 @@ async fn a_reply_link_without_its_thread_is_found_through_the_server() {
 }
 
 /// `centaur` with `CENTAUR_HOME=home` and nothing else pointing it at a server.
-fn dev_command(home: &Path, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(cli_binary());
+fn dev_command(home: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(cli_binary());
     command
         .args(args)
         .env("CENTAUR_HOME", home)
@@ -206,7 +206,7 @@ fn dev_command(home: &Path, args: &[&str]) -> tokio::process::Command {
 /// Runs `centaur` in `home` with `input` on a piped (not terminal) stdin.
 async fn dev(home: &Path, args: &[&str], input: &str) -> Output {
     use tokio::io::AsyncWriteExt;
-    let mut command = dev_command(home, args);
+    let mut command = tokio::process::Command::from(dev_command(home, args));
     command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -354,4 +354,52 @@ async fn dev_slack_makes_the_local_stack_a_socket_mode_bot() {
 
 fn listening(port: &str) -> bool {
     std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok()
+}
+
+/// In a terminal, `centaur dev slack` asks for each token without showing it, refuses one of
+/// the wrong kind with where the right one is and asks again; run again, Enter keeps both.
+#[tokio::test]
+async fn dev_slack_in_a_terminal_asks_for_both_tokens_hidden() {
+    let home = Home(temp_dir("dev-slack-tty"));
+    let mut tty = centaur_test_support::pty::Pty::spawn(
+        &mut dev_command(&home.0, &["dev", "slack"]),
+        30,
+        160,
+    );
+    tty.shows("Bot User OAuth Token", Duration::from_secs(30))
+        .await;
+    tty.type_text(&format!("{APP_TOKEN}\r"));
+    tty.shows("must start with xoxb-", Duration::from_secs(10))
+        .await;
+    tty.type_text(&format!("{BOT_TOKEN}\r"));
+    tty.shows("App-level token", Duration::from_secs(10)).await;
+    tty.type_text(&format!("{APP_TOKEN}\r"));
+    let status = tty.exit(Duration::from_secs(30)).await;
+    let screen = tty.contents();
+    assert!(status.success(), "{screen}");
+    assert!(
+        screen.contains("the next `centaur dev` runs the bot in Socket Mode"),
+        "{screen}"
+    );
+    // Typed, never shown.
+    assert!(!screen.contains(&BOT_TOKEN[5..]), "{screen}");
+    assert!(!screen.contains(&APP_TOKEN[5..]), "{screen}");
+    let saved = |file: &str| std::fs::read_to_string(home.0.join("secrets").join(file)).unwrap();
+    assert_eq!(saved("slack-bot-token"), BOT_TOKEN);
+    assert_eq!(saved("slack-app-token"), APP_TOKEN);
+
+    let mut tty = centaur_test_support::pty::Pty::spawn(
+        &mut dev_command(&home.0, &["dev", "slack"]),
+        30,
+        160,
+    );
+    tty.shows("Bot User OAuth Token", Duration::from_secs(30))
+        .await;
+    tty.type_text("\r");
+    tty.shows("App-level token", Duration::from_secs(10)).await;
+    tty.type_text("\r");
+    let status = tty.exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", tty.contents());
+    assert_eq!(saved("slack-bot-token"), BOT_TOKEN);
+    assert_eq!(saved("slack-app-token"), APP_TOKEN);
 }
