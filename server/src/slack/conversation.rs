@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use centaur_protocol::api::{ExecuteRequest, MessageRequest};
 use centaur_protocol::slack::SlackUser;
 use centaur_protocol::slack::events::{EventCallback, MessageEvent};
-use centaur_protocol::slack::web::{ConversationsReplies, PostMessage, ReactionsAdd, errors};
+use centaur_protocol::slack::web::{
+    ConversationsReplies, PostMessage, ReactionsAdd, ReactionsRemove, errors,
+};
 use centaur_protocol::{Author, ErrorCode, ExecutionStatus, Harness, ThreadKey};
 use uuid::Uuid;
 
@@ -405,8 +407,9 @@ pub async fn handle_event(
         Some(thread) => message_posted(state, thread.id, &client_id).await?,
         None => false,
     };
-    let execution_id = if posted_before {
-        None
+    let outcome = if posted_before {
+        // Added by an earlier attempt that did not get to remember it.
+        Some(Taken::Queued)
     } else {
         start_or_queue(
             state,
@@ -421,12 +424,19 @@ pub async fn handle_event(
         )
         .await?
     };
-    let Some(outcome) = execution_id else {
+    let Some(outcome) = outcome else {
         return Ok(());
     };
     let thread = threads::find(state, &key).await?;
+    let channel_name = if known_thread {
+        None
+    } else {
+        slack.names.channel(slack, &message.channel).await
+    };
+    // One transaction: delivery follows a Slack thread from its row, and finds the message its
+    // check mark goes on in the same commit. Once remembered, the message is not handled again.
+    let mut tx = crate::db::begin(&state.pool).await?;
     if !known_thread {
-        let channel_name = slack.names.channel(slack, &message.channel).await;
         sqlx::query(
             "INSERT INTO slack_threads (thread_id, team_id, channel_id, channel_name, thread_ts, \
              started_by_id, started_by_name) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -439,20 +449,22 @@ pub async fn handle_event(
         .bind(&thread_ts)
         .bind(&author.id)
         .bind(&author.name)
-        .execute(&state.pool)
+        .execute(&mut *tx)
         .await?;
     }
-    remember_message(
-        state,
-        &message.channel,
-        &message.ts,
-        thread.id,
-        author_id,
-        outcome.execution_id(),
+    sqlx::query(
+        "INSERT INTO slack_messages (channel_id, ts, thread_id, user_id, execution_id) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
     )
+    .bind(&message.channel)
+    .bind(&message.ts)
+    .bind(thread.id)
+    .bind(author_id)
+    .bind(outcome.execution_id())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     slack.delivery_wake.notify_one();
-    react(slack, &message.channel, &message.ts).await;
     Ok(())
 }
 
@@ -504,6 +516,8 @@ async fn start_or_queue(
         text.clone()
     };
     let first = with_context(&request_text, &earlier, slack.settings.context_chars);
+    // Picked up: the eyes go on before the turn can start (delivery takes them off at its end).
+    react(slack, &message.channel, &message.ts).await;
     let executed = executions::execute_as(
         state,
         ExecuteRequest {
@@ -539,6 +553,7 @@ async fn start_or_queue(
         }
         Err(error) if error.status().is_client_error() => {
             tracing::warn!(thread_key = %key, %error, "Centaur refused a turn from Slack");
+            unreact(slack, &message.channel, &message.ts).await;
             reply(
                 slack,
                 &message.channel,
@@ -826,6 +841,26 @@ async fn react(slack: &Slack, channel: &str, ts: &str) {
         Ok(_) => {}
         Err(error) if error.code() == Some(errors::ALREADY_REACTED) => {}
         Err(error) => tracing::warn!(%error, channel, ts, "cannot add the eyes reaction"),
+    }
+}
+
+/// The eyes off again: the message was not taken after all.
+async fn unreact(slack: &Slack, channel: &str, ts: &str) {
+    let removed = slack
+        .web
+        .call_patiently(
+            &ReactionsRemove {
+                channel: channel.to_owned(),
+                timestamp: ts.to_owned(),
+                name: PICKED_UP.to_owned(),
+            },
+            RATE_LIMIT_PATIENCE,
+        )
+        .await;
+    match removed {
+        Ok(_) => {}
+        Err(error) if error.code() == Some(errors::NO_REACTION) => {}
+        Err(error) => tracing::warn!(%error, channel, ts, "cannot remove the eyes reaction"),
     }
 }
 

@@ -5,7 +5,8 @@
 //! Storing is one INSERT (the only work done before Slack gets its answer). Workers claim rows
 //! with `FOR UPDATE SKIP LOCKED` under a lease (`claimed_by`, `claimed_until`: a worker that
 //! dies leaves its row to another once the lease runs out), one Slack thread at a time in the
-//! order received: a row waits while an older row of its Slack thread is not done.
+//! order received: a row waits while an older row of its Slack thread is not done. Handled rows
+//! are kept a day (the deduplication outlives Slack's retries), then deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,10 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 const LEASE: Duration = Duration::from_secs(120);
 /// Attempts before a row is given up (logged, marked done with its error).
 const MAX_ATTEMPTS: i32 = 5;
+/// Handled rows are kept this long (Slack retries for minutes; a day leaves room), then deleted.
+const KEEP_DONE: Duration = Duration::from_secs(24 * 3600);
+/// How often handled rows past [`KEEP_DONE`] are deleted.
+const CLEAN_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
@@ -112,6 +117,32 @@ pub fn spawn_workers(state: AppState) {
     for n in 0..WORKERS {
         let worker = format!("{}/slack-inbox-{n}", state.replica);
         tokio::spawn(work(state.clone(), slack.clone(), worker));
+    }
+    tokio::spawn(clean(state));
+}
+
+/// Deletes rows handled more than [`KEEP_DONE`] ago, until shutdown.
+async fn clean(state: AppState) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CLEAN_EVERY) => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        if !state.readiness.is_migrated() {
+            continue;
+        }
+        let deleted =
+            sqlx::query("DELETE FROM slack_inbox WHERE done_at < now() - $1 * interval '1 second'")
+                .bind(KEEP_DONE.as_secs() as i64)
+                .execute(&state.pool)
+                .await;
+        match deleted {
+            Ok(done) if done.rows_affected() > 0 => {
+                tracing::debug!(rows = done.rows_affected(), "old Slack inbox rows deleted");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot delete old Slack inbox rows"),
+        }
     }
 }
 

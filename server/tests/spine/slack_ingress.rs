@@ -603,6 +603,11 @@ async fn a_mention_runs_a_turn_with_context_and_a_reply_continues_it_in_the_same
         .filter(|r| r["timestamp"] == asked.as_str() && r["name"] == "eyes")
         .count();
     assert_eq!(eyes, 1);
+    // The eyes go on before the turn can start, so delivery's end-of-turn mark replaces them.
+    fake.wait_until(WAIT, |fake| {
+        fake.reactions("C1", &asked) == ["white_check_mark"]
+    })
+    .await;
     let sandbox = detail["sandbox"]["sandbox_id"].clone();
     assert!(sandbox.is_string(), "{detail}");
 
