@@ -678,7 +678,8 @@ async fn a_mention_runs_a_turn_with_context_and_a_reply_continues_it_in_the_same
 /// The shell harness in a real sandbox, asking before every command: a click on Approve by
 /// someone not an approver changes nothing, the approver's click decides it (recorded as
 /// `slack:U1 (Ann)`) and the command runs; a reply sent while that turn waits is queued and
-/// runs as the next turn; `stop` in the thread cancels the running turn, naming who stopped it.
+/// runs as the next turn; `stop` in the thread, and the Stop button, cancel the running turn,
+/// naming who stopped it.
 #[tokio::test]
 async fn shell_turns_from_slack_take_clicks_from_approvers_queue_replies_and_stop() {
     let (fake, stack, pool) = slack_stack("slack-shell", Harness::Shell, |config| {
@@ -780,4 +781,25 @@ async fn shell_turns_from_slack_take_clicks_from_approvers_queue_replies_and_sto
         .await;
     assert_eq!(events.last().unwrap()["reason"], "stopped by Ann in Slack");
     assert_eq!(executions_of(&pool, &key).await, 2, "stop is not a turn");
+
+    // The Stop button does the same for the next turn; Bob (not an approver) may press it.
+    let after = server.last_event_id(&key).await;
+    fake.post("U1", "C1", "echo third", Some(&ts)).await;
+    let events = stack
+        .until(&key, after, |e| e["type"] == "approval.requested")
+        .await;
+    let third = events.last().unwrap()["execution_id"].clone();
+    let stop = ActionValue {
+        thread_key: thread_key("C1", &ts).unwrap(),
+        approval_id: None,
+    }
+    .encode();
+    fake.click("U2", "C1", &ts, CentaurAction::Stop.action_id(), &stop)
+        .await;
+    let events = stack
+        .until(&key, after, |e| e["type"] == "execution.cancelled")
+        .await;
+    let cancelled = events.last().unwrap();
+    assert_eq!(cancelled["execution_id"], third);
+    assert_eq!(cancelled["reason"], "stopped by Bob in Slack");
 }
