@@ -124,11 +124,7 @@ fn calls_since(fake: &FakeSlack, method: &str) -> Vec<centaur_test_support::slac
 /// the control message's Stop button turns into the outcome line.
 #[tokio::test]
 async fn a_mention_is_worked_on_visibly_and_answered_once() {
-    let Bridge {
-        stack: _stack,
-        fake,
-        ..
-    } = bridge("slack-delivery-echo", Harness::Echo, |_| {}).await;
+    let Bridge { stack, fake, .. } = bridge("slack-delivery-echo", Harness::Echo, |_| {}).await;
     let ts = fake.post("U1", "C1", "<@U0BOT> hello *there*", None).await;
     wait_done(&fake, &ts, "white_check_mark").await;
 
@@ -193,6 +189,26 @@ async fn a_mention_is_worked_on_visibly_and_answered_once() {
 
     let reactions = fake.reactions("C1", &ts);
     assert!(!reactions.iter().any(|r| r == "eyes"), "{reactions:?}");
+    // The people's own messages are not echoed back.
+    assert!(posts(&fake, &ts, "message:").is_empty());
+
+    // A message from the CLI into the Slack thread is shown there, briefly, and answered.
+    stack
+        .server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": format!("slack:C1:{ts}"), "message": "from the terminal"}),
+        )
+        .await;
+    fake.wait_until(WAIT, |f| posts(f, &ts, "answer:").len() == 2)
+        .await;
+    let echoed = posts(&fake, &ts, "message:");
+    assert_eq!(echoed.len(), 1);
+    assert_eq!(echoed[0].text, "_via Centaur:_ from the terminal");
+    assert_eq!(
+        fake.calls_to("chat.startStream")[1]["recipient_user_id"],
+        "U1"
+    );
 }
 
 /// The shell harness: the step is the status line, the command and its output are streamed,

@@ -731,10 +731,10 @@ impl<'a> Follower<'a> {
             }
             TurnEnd::Cancelled { .. } => {}
         }
-        self.react(execution_id, matches!(end, TurnEnd::Completed { .. }))
-            .await?;
         self.set_status("").await?;
         self.status_shown = None;
+        self.react(execution_id, matches!(end, TurnEnd::Completed { .. }))
+            .await?;
         let id = execution_id.to_string();
         self.delivery.posts.retain(|key, _| !key.contains(&id));
         self.delivery.turn = None;

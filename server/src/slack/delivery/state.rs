@@ -435,7 +435,7 @@ mod tests {
     fn an_approval_puts_up_waiting_and_its_decision_takes_it_down() {
         let requested = EventBody::ApprovalRequested {
             approval_id: Uuid::now_v7(),
-            kind: centaur_protocol::ApprovalKind::Command,
+            kind: ApprovalKind::Command,
             summary: "ls".into(),
             details: json!({}),
         };
