@@ -664,3 +664,29 @@ async fn the_stop_button_on_the_control_message_stops_the_turn() {
     assert!(posts(&fake, &ts, "failure:").is_empty());
     assert!(fake.status("C1", &ts).is_none_or(|s| s.is_empty()));
 }
+
+/// Slack refuses posts for good (`not_in_channel`): each refusal is skipped, the delivery does
+/// not stall on it, and the next turn is delivered in full.
+#[tokio::test]
+async fn a_permanent_refusal_is_skipped_and_delivery_goes_on() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-refused", Harness::Echo, |_| {}).await;
+    // The control message and the answer of the first turn are refused.
+    fake.fail("chat.postMessage", "not_in_channel", 2);
+    let first = fake.post("U1", "C1", "<@U0BOT> lost", None).await;
+    wait_done(&fake, &first, "white_check_mark").await;
+    assert!(posts(&fake, &first, "answer:").is_empty());
+    assert!(posts(&fake, &first, "control:").is_empty());
+    let refused = fake.calls_to("chat.postMessage").len();
+    assert_eq!(refused, 2, "a refusal is not retried: {}", fake.log());
+
+    let second = fake.post("U1", "C1", "<@U0BOT> delivered", None).await;
+    wait_done(&fake, &second, "white_check_mark").await;
+    assert_eq!(posts(&fake, &second, "control:").len(), 1);
+    let answers = posts(&fake, &second, "answer:");
+    assert_eq!(answers.len(), 1);
+    assert!(answers[0].text.contains("delivered"));
+}
