@@ -186,7 +186,7 @@ async fn kills(
             .await;
         threads.push(ts);
         let roll = random_u64();
-        if roll % 2 == 0 {
+        if roll.is_multiple_of(2) {
             tokio::time::sleep(Duration::from_millis((roll >> 8) % 400)).await;
             server.kill();
             killed += 1;
