@@ -282,7 +282,8 @@ async fn slack_webhook_refuses_bad_signatures_and_stale_timestamps_and_stores_no
 
 /// Slack sending an event again (same `event_id`) and the two events of one post
 /// (`app_mention` and `message`) give one turn; a reply in the thread while that turn is queued
-/// joins the thread as a message, not a second turn.
+/// joins the thread as a message, not a second turn; replies right behind a mention are
+/// handled after it.
 #[tokio::test]
 async fn a_replayed_event_and_the_two_events_of_one_post_give_one_turn() {
     let (fake, server, pool) = slack_server(SlackMode::Webhook, |_| {}).await;
@@ -340,11 +341,36 @@ async fn a_replayed_event_and_the_two_events_of_one_post_give_one_turn() {
             )
         ]
     );
+    // A mention and replies right after it, before the mention is handled: one Slack thread's
+    // events are handled in the order received, so the replies find the thread it started.
+    let quick = fake
+        .post("U1", "C1", format!("<@{BOT_USER_ID}> quick one"), None)
+        .await;
+    for n in 0..3 {
+        fake.post("U2", "C1", format!("follow-up {n}"), Some(&quick))
+            .await;
+    }
+    inbox_settled(&pool, 9).await;
+    let quick_key = slack_key("C1", &quick);
+    let texts: Vec<String> = sqlx::query_scalar(
+        "SELECT m.text FROM messages m JOIN threads t ON t.id = m.thread_id \
+         WHERE t.thread_key = $1 ORDER BY m.event_id",
+    )
+    .bind(&quick_key)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        texts,
+        ["quick one", "follow-up 0", "follow-up 1", "follow-up 2"]
+    );
+    assert_eq!(executions_of(&pool, &quick_key).await, 1);
+
     let turns: Vec<String> = sqlx::query_scalar("SELECT id FROM slack_inbox ORDER BY received_at")
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(turns.len(), 4, "{turns:?}");
+    assert_eq!(turns.len(), 9, "{turns:?}");
 }
 
 /// The database away when Slack delivers: the webhook answers 5xx (nothing stored), Slack's
