@@ -13,6 +13,9 @@ pub enum ApiError {
     BadRequest { code: ErrorCode, message: String },
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A Slack request whose signature or timestamp does not check out (`401 invalid_signature`).
+    #[error("{0}")]
+    InvalidSignature(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{message}")]
@@ -111,7 +114,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -134,6 +137,7 @@ impl ApiError {
             | ApiError::BadGateway { code, .. } => *code,
             ApiError::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
             ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::InvalidSignature(_) => ErrorCode::InvalidSignature,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
@@ -156,6 +160,7 @@ impl ApiError {
             | ApiError::DatabaseUnavailable => Seriousness::Unavailable,
             ApiError::BadRequest { .. }
             | ApiError::Unauthorized
+            | ApiError::InvalidSignature(_)
             | ApiError::Forbidden(_)
             | ApiError::NotFound { .. }
             | ApiError::Conflict { .. }
