@@ -109,16 +109,45 @@ pub async fn store(state: &AppState, incoming: &Incoming) -> Result<Stored, Inbo
     Ok(Stored::New)
 }
 
-/// This replica's workers, until shutdown.
+/// This replica's workers, until shutdown. Rows this replica had claimed before it restarted
+/// (killed mid-handling) are taken back first, so they wait for no lease to run out.
 pub fn spawn_workers(state: AppState) {
     let Some(slack) = state.slack.clone() else {
         return;
     };
-    for n in 0..WORKERS {
-        let worker = format!("{}/slack-inbox-{n}", state.replica);
-        tokio::spawn(work(state.clone(), slack.clone(), worker));
-    }
-    tokio::spawn(clean(state));
+    tokio::spawn(async move {
+        while !state.readiness.is_migrated() {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        match take_back_own_claims(&state).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "took back Slack inbox rows claimed before a restart"),
+            Err(error) => tracing::warn!(%error, "cannot take back this replica's Slack inbox claims; they wait for their lease"),
+        }
+        for n in 0..WORKERS {
+            let worker = format!("{}/slack-inbox-{n}", state.replica);
+            tokio::spawn(work(state.clone(), slack.clone(), worker));
+        }
+        clean(state).await;
+    });
+}
+
+/// Frees the rows claimed by this replica's workers in an earlier life (no worker of this
+/// process has claimed anything yet).
+async fn take_back_own_claims(state: &AppState) -> sqlx::Result<u64> {
+    let prefix = format!("{}/", state.replica);
+    let freed = sqlx::query(
+        "UPDATE slack_inbox SET claimed_by = NULL, claimed_until = NULL \
+         WHERE done_at IS NULL AND claimed_until > now() \
+           AND left(claimed_by, length($1)) = $1",
+    )
+    .bind(prefix)
+    .execute(&state.pool)
+    .await?;
+    Ok(freed.rows_affected())
 }
 
 /// Deletes rows handled more than [`KEEP_DONE`] ago, until shutdown.
