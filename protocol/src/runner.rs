@@ -80,6 +80,13 @@ pub struct EventBatch {
     /// Ends the execution after the events, in the same transaction.
     #[serde(default)]
     pub finish: Option<Finish>,
+    /// User messages delivered to this running turn as steering since the last batch: the
+    /// server records them as this execution's input, so the next turn does not start with
+    /// them again. Ids of another thread's messages, or of messages already taken by a turn or
+    /// withdrawn, change nothing. Absent when empty (a server older than this field refuses
+    /// it: the server is upgraded before the sandbox image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steered: Vec<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

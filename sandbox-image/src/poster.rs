@@ -107,6 +107,7 @@ impl Poster {
                 } else {
                     None
                 },
+                steered: Vec::new(),
             };
             let path = format!("/runner/v1/executions/{}/events", self.execution_id);
             match self

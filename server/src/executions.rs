@@ -611,6 +611,8 @@ pub async fn post_events(
         record_approval_request(&mut tx, &thread, execution_id, &event.body).await?;
         new_events.push(NewEvent::execution(execution_id, event.body));
     }
+    // Before the finish: the turn was still running when the harness took these messages.
+    take_steered(&mut tx, &thread, execution_id, &batch.steered).await?;
     let final_status = match &batch.finish {
         Some(finish) => match finish_in(&mut tx, execution_id, finish).await? {
             Some(end) => {
@@ -796,6 +798,41 @@ fn check_batch_fits(
     Ok(None)
 }
 
+/// The messages the runner delivered to the running turn as steering become its input, as the
+/// ones it was claimed with are: the next turn does not start with them, and an interrupt with
+/// `all` does not withdraw them. Only this thread's waiting messages are taken; other ids (a
+/// message of another thread, one a turn already took, a withdrawn one, an unknown id, the same
+/// batch sent again) change nothing.
+async fn take_steered(
+    tx: &mut PgConnection,
+    thread: &ThreadRef,
+    execution_id: Uuid,
+    steered: &[Uuid],
+) -> ApiResult<()> {
+    if steered.is_empty() {
+        return Ok(());
+    }
+    let taken = sqlx::query(
+        "UPDATE messages SET execution_id = $1 \
+         WHERE thread_id = $2 AND id = ANY($3) AND execution_id IS NULL AND withdrawn_at IS NULL",
+    )
+    .bind(execution_id)
+    .bind(thread.id)
+    .bind(steered)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if taken < steered.len() as u64 {
+        tracing::debug!(
+            %execution_id,
+            reported = steered.len(),
+            taken,
+            "steered messages already taken, withdrawn or not this thread's were left as they were"
+        );
+    }
+    Ok(())
+}
+
 /// An `approval.requested` event also opens the approval a person decides.
 async fn record_approval_request(
     tx: &mut PgConnection,
@@ -838,6 +875,12 @@ fn validate_batch(batch: &EventBatch) -> ApiResult<()> {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidRequest,
             format!("a batch holds at most {MAX_BATCH_EVENTS} events"),
+        ));
+    }
+    if batch.steered.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            format!("a batch reports at most {MAX_BATCH_EVENTS} steered messages"),
         ));
     }
     let mut previous = 0;
