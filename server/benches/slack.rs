@@ -194,11 +194,13 @@ async fn kills(
             server.wait_ready().await;
         }
     }
-    let all = threads.clone();
-    fake.wait_until(Duration::from_secs(180), move |f| {
-        all.iter().all(|ts| final_answers(f, "C1", ts) >= 1)
-    })
-    .await;
+    let posted = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline && !threads.iter().all(|ts| final_answers(fake, "C1", ts) >= 1)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let settled = started.elapsed().as_secs_f64();
     // Anything late would land within this.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut counts: HashMap<usize, usize> = HashMap::new();
@@ -217,9 +219,18 @@ async fn kills(
     let lost = counts.get(&0).copied().unwrap_or(0);
     let doubled: usize = counts.iter().filter(|(n, _)| **n > 1).map(|(_, c)| c).sum();
     println!(
-        "{KILL_TURNS} mentions, server killed {killed} times: {lost} answers lost, {doubled} doubled, {checks_wrong} without exactly one ✓ ({:.1} s)",
-        started.elapsed().as_secs_f64()
+        "{KILL_TURNS} mentions, server killed {killed} times: {lost} answers lost, {doubled} doubled, {checks_wrong} without exactly one ✓ (all posted after {posted:.1} s, all answered after {settled:.1} s)"
     );
+    for ts in &threads {
+        let answers = final_answers(fake, "C1", ts);
+        if answers != 1 {
+            println!(
+                "  thread {ts}: {answers} answers, reactions {:?}, {} messages",
+                fake.reactions("C1", ts),
+                fake.thread("C1", ts).len()
+            );
+        }
+    }
 }
 
 /// The final answers in a thread: the bridge's posts whose delivery key is an answer's.
