@@ -37,6 +37,10 @@ async fn slack_webhook(
             Ok(Json(serde_json::json!({ "challenge": challenge })).into_response())
         }
         WebhookAnswer::Received => Ok(axum::http::StatusCode::OK.into_response()),
+        // Sending it again would not help: Slack is asked not to.
+        WebhookAnswer::Unreadable => {
+            Ok((axum::http::StatusCode::OK, [("x-slack-no-retry", "1")]).into_response())
+        }
     }
 }
 

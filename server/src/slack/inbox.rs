@@ -3,33 +3,79 @@
 //! handled by a worker on any replica. A row whose handling failed is tried again.
 //!
 //! Storing is one INSERT (the only work done before Slack gets its answer). Workers claim rows
-//! with `FOR UPDATE SKIP LOCKED` under a lease (`claimed_by`, `claimed_until`: a worker that
-//! dies leaves its row to another once the lease runs out), one Slack thread at a time in the
-//! order received: a row waits while an older row of its Slack thread is not done. Handled rows
-//! are kept a day (the deduplication outlives Slack's retries), then deleted.
+//! with `FOR UPDATE SKIP LOCKED` under a short lease (`claimed_by`, `claimed_replica`,
+//! `claimed_until`), renewed while the row is being handled; a row is taken from a worker whose
+//! lease ran out, and at once from a replica that is not alive (not seen in `replicas` for
+//! `CENTAUR_REPLICA_DEAD_AFTER_SECS`). One Slack thread at a time, in the order received: a row
+//! waits while an older row of its Slack thread is not done.
+//!
+//! A row whose handling fails is tried again, backing off up to a minute between tries, for
+//! [`GIVE_UP_AFTER`] since it arrived (a database or Slack outage is waited out; Slack's own
+//! retries are deduplicated away, so these are the only ones). Then it is given up: logged, and
+//! a person who asked is told in the Slack thread. Handled rows are kept a day (the
+//! deduplication outlives Slack's retries), then deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use centaur_protocol::slack::events::{BlockActions, EventCallback};
 use serde_json::Value;
+use sqlx::postgres::PgQueryResult;
 
 use super::Slack;
 use super::{conversation, interactions};
 use crate::app::AppState;
+use crate::db::stored;
 
 /// Workers per replica: one handles a long step (a first turn's context) while the other goes on.
 const WORKERS: usize = 2;
 /// How often workers look for rows without being woken (another replica stored them).
 const POLL_EVERY: Duration = Duration::from_millis(500);
-/// How long a claim holds a row; a worker that dies gives it up after this.
-const LEASE: Duration = Duration::from_secs(120);
-/// Attempts before a row is given up (logged, marked done with its error).
-const MAX_ATTEMPTS: i32 = 5;
+/// How long a claim holds a row unless renewed; a worker that dies gives it up after this.
+const LEASE: Duration = Duration::from_secs(15);
+/// How often a worker renews the claim on the row it is handling.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How long after it arrived a row that keeps failing is given up (logged, marked done with its
+/// error, the person told).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Handled rows are kept this long (Slack retries for minutes; a day leaves room), then deleted.
 const KEEP_DONE: Duration = Duration::from_secs(24 * 3600);
 /// How often handled rows past [`KEEP_DONE`] are deleted.
 const CLEAN_EVERY: Duration = Duration::from_secs(600);
+
+/// What a row holds (`slack_inbox.kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An Events API `event_callback`.
+    Event,
+    /// A `block_actions` payload (a button click).
+    Interaction,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Event => "event",
+            Kind::Interaction => "interaction",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("expected `event` or `interaction`")]
+pub struct UnknownKind;
+
+impl std::str::FromStr for Kind {
+    type Err = UnknownKind;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "event" => Ok(Kind::Event),
+            "interaction" => Ok(Kind::Interaction),
+            _ => Err(UnknownKind),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
@@ -71,10 +117,10 @@ impl Incoming {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> Kind {
         match self {
-            Incoming::Event(_) => "event",
-            Incoming::Interaction(_) => "interaction",
+            Incoming::Event(_) => Kind::Event,
+            Incoming::Interaction(_) => Kind::Interaction,
         }
     }
 
@@ -94,7 +140,7 @@ pub async fn store(state: &AppState, incoming: &Incoming) -> Result<Stored, Inbo
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(incoming.id())
-    .bind(incoming.kind())
+    .bind(incoming.kind().as_str())
     .bind(incoming.payload()?)
     .execute(&state.pool)
     .await
@@ -125,7 +171,9 @@ pub fn spawn_workers(state: AppState) {
         match take_back_own_claims(&state).await {
             Ok(0) => {}
             Ok(rows) => tracing::info!(rows, "took back Slack inbox rows claimed before a restart"),
-            Err(error) => tracing::warn!(%error, "cannot take back this replica's Slack inbox claims; they wait for their lease"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot take back this replica's Slack inbox claims; they wait for their lease")
+            }
         }
         for n in 0..WORKERS {
             let worker = format!("{}/slack-inbox-{n}", state.replica);
@@ -138,13 +186,11 @@ pub fn spawn_workers(state: AppState) {
 /// Frees the rows claimed by this replica's workers in an earlier life (no worker of this
 /// process has claimed anything yet).
 async fn take_back_own_claims(state: &AppState) -> sqlx::Result<u64> {
-    let prefix = format!("{}/", state.replica);
     let freed = sqlx::query(
-        "UPDATE slack_inbox SET claimed_by = NULL, claimed_until = NULL \
-         WHERE done_at IS NULL AND claimed_until > now() \
-           AND left(claimed_by, length($1)) = $1",
+        "UPDATE slack_inbox SET claimed_by = NULL, claimed_replica = NULL, claimed_until = NULL \
+         WHERE done_at IS NULL AND claimed_replica = $1",
     )
-    .bind(prefix)
+    .bind(state.replica.as_ref())
     .execute(&state.pool)
     .await?;
     Ok(freed.rows_affected())
@@ -186,7 +232,7 @@ async fn work(state: AppState, slack: Arc<Slack>, worker: String) {
         if state.readiness.is_migrated() {
             match claim(&state, &worker).await {
                 Ok(Some(row)) => {
-                    handle(&state, &slack, row).await;
+                    handle(&state, &slack, &worker, row).await;
                     handled = true;
                 }
                 Ok(None) => {}
@@ -211,6 +257,8 @@ struct Claimed {
     kind: String,
     payload: Value,
     attempts: i32,
+    /// The row arrived more than [`GIVE_UP_AFTER`] ago.
+    overdue: bool,
 }
 
 /// The Slack thread a row belongs to (`<channel>:<thread_ts>`), in SQL; `NULL` for a click.
@@ -228,13 +276,18 @@ macro_rules! place {
     };
 }
 
-/// The oldest row no one holds whose Slack thread has no older row waiting.
+/// The oldest row no one holds (unclaimed, its lease run out, or held by a replica that is not
+/// alive) whose Slack thread has no older row waiting.
 async fn claim(state: &AppState, worker: &str) -> sqlx::Result<Option<Claimed>> {
     sqlx::query_as(concat!(
-        "UPDATE slack_inbox SET claimed_by = $1, claimed_until = now() + $2 * interval '1 millisecond', \
-           attempts = attempts + 1 \
+        "UPDATE slack_inbox SET claimed_by = $1, claimed_replica = $3, \
+           claimed_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1 \
          WHERE id = (SELECT i.id FROM slack_inbox i \
-           WHERE i.done_at IS NULL AND (i.claimed_until IS NULL OR i.claimed_until < now()) \
+           WHERE i.done_at IS NULL \
+             AND (i.claimed_until IS NULL OR i.claimed_until < now() \
+                  OR (i.claimed_replica IS NOT NULL AND i.claimed_replica <> $3 \
+                      AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = i.claimed_replica \
+                                      AND r.seen_at > now() - make_interval(secs => $4)))) \
              AND NOT EXISTS (SELECT 1 FROM slack_inbox o WHERE o.done_at IS NULL \
                AND (o.received_at, o.id) < (i.received_at, i.id) \
                AND ",
@@ -242,33 +295,60 @@ async fn claim(state: &AppState, worker: &str) -> sqlx::Result<Option<Claimed>> 
         " = ",
         place!("i"),
         ") ORDER BY i.received_at, i.id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, kind, payload, attempts"
+         RETURNING id, kind, payload, attempts, \
+           received_at < now() - $5 * interval '1 second' AS overdue"
     ))
     .bind(worker)
     .bind(LEASE.as_millis() as i64)
+    .bind(state.replica.as_ref())
+    .bind(state.config.replica_dead_after_secs as f64)
+    .bind(GIVE_UP_AFTER.as_secs() as i64)
     .fetch_optional(&state.pool)
     .await
 }
 
-/// Handles a claimed row and records the outcome: done, or tried again after a pause.
-async fn handle(state: &AppState, slack: &Slack, row: Claimed) {
-    let outcome = match row.kind.as_str() {
-        "event" => match serde_json::from_value::<EventCallback>(row.payload) {
-            Ok(callback) => conversation::handle_event(state, slack, &callback)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(error) => Err(format!("stored event does not parse: {error}")),
-        },
-        "interaction" => match serde_json::from_value::<BlockActions>(row.payload) {
-            Ok(actions) => interactions::handle(state, slack, &actions)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(error) => Err(format!("stored interaction does not parse: {error}")),
-        },
-        other => Err(format!("unknown slack_inbox.kind `{other}`")),
+/// Keeps the claim on `row` while it is being handled. `false` when the claim was lost (another
+/// worker took the row after the lease ran out).
+async fn renew(state: &AppState, worker: &str, row: &Claimed) -> sqlx::Result<bool> {
+    let renewed = sqlx::query(
+        "UPDATE slack_inbox SET claimed_until = now() + $3 * interval '1 millisecond' \
+         WHERE id = $1 AND claimed_by = $2 AND done_at IS NULL",
+    )
+    .bind(&row.id)
+    .bind(worker)
+    .bind(LEASE.as_millis() as i64)
+    .execute(&state.pool)
+    .await?;
+    Ok(renewed.rows_affected() == 1)
+}
+
+/// What handling a row came to.
+enum Outcome {
+    Done,
+    /// Failed; may work when tried again (the database, Slack, the server away).
+    Failed(String),
+    /// Cannot be handled, however often it is tried (a stored row this server does not read).
+    Unreadable(String),
+}
+
+/// Handles a claimed row, its claim renewed meanwhile, and records the outcome: done, tried
+/// again after a pause, or given up.
+async fn handle(state: &AppState, slack: &Slack, worker: &str, row: Claimed) {
+    let handling = dispatch(state, slack, &row);
+    tokio::pin!(handling);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut handling => break outcome,
+            _ = tokio::time::sleep(RENEW_EVERY) => match renew(state, worker, &row).await {
+                Ok(true) => {}
+                // The handlers are idempotent: finishing here does no harm.
+                Ok(false) => tracing::warn!(id = %row.id, "another worker took this Slack inbox row (its claim ran out)"),
+                Err(error) => tracing::warn!(id = %row.id, %error, "cannot renew the claim on a Slack inbox row"),
+            },
+        }
     };
     let recorded = match &outcome {
-        Ok(()) => {
+        Outcome::Done => {
             sqlx::query(
                 "UPDATE slack_inbox SET done_at = now(), claimed_until = NULL, error = NULL \
                  WHERE id = $1",
@@ -277,23 +357,21 @@ async fn handle(state: &AppState, slack: &Slack, row: Claimed) {
             .execute(&state.pool)
             .await
         }
-        Err(error) if row.attempts >= MAX_ATTEMPTS => {
-            tracing::error!(id = %row.id, attempts = row.attempts, %error, "giving up on what Slack sent");
-            sqlx::query(
-                "UPDATE slack_inbox SET done_at = now(), claimed_until = NULL, error = $2 \
-                 WHERE id = $1",
-            )
-            .bind(&row.id)
-            .bind(error)
-            .execute(&state.pool)
-            .await
+        Outcome::Unreadable(error) => give_up(state, &row, error).await,
+        Outcome::Failed(error) if row.overdue => {
+            if let Ok(Kind::Event) = stored::<Kind>("slack_inbox.kind", &row.kind)
+                && let Ok(callback) = serde_json::from_value::<EventCallback>(row.payload.clone())
+            {
+                conversation::gave_up(slack, &callback).await;
+            }
+            give_up(state, &row, error).await
         }
-        Err(error) => {
+        Outcome::Failed(error) => {
             let pause = backoff(row.attempts);
             tracing::warn!(id = %row.id, attempts = row.attempts, %error, ?pause, "handling what Slack sent failed; will retry");
             // The lease's end is when it is tried again.
             sqlx::query(
-                "UPDATE slack_inbox SET claimed_by = NULL, \
+                "UPDATE slack_inbox SET claimed_by = NULL, claimed_replica = NULL, \
                  claimed_until = now() + $2 * interval '1 millisecond', error = $3 WHERE id = $1",
             )
             .bind(&row.id)
@@ -306,6 +384,44 @@ async fn handle(state: &AppState, slack: &Slack, row: Claimed) {
     if let Err(error) = recorded {
         // The lease runs out and the row is handled again: the handlers are idempotent.
         tracing::warn!(id = %row.id, %error, "cannot record the outcome of a Slack inbox row");
+    }
+}
+
+/// Marks the row done with its error.
+async fn give_up(state: &AppState, row: &Claimed, error: &str) -> sqlx::Result<PgQueryResult> {
+    tracing::error!(id = %row.id, attempts = row.attempts, %error, "giving up on what Slack sent");
+    sqlx::query(
+        "UPDATE slack_inbox SET done_at = now(), claimed_until = NULL, error = $2 WHERE id = $1",
+    )
+    .bind(&row.id)
+    .bind(error)
+    .execute(&state.pool)
+    .await
+}
+
+/// Hands the row to its handler.
+async fn dispatch(state: &AppState, slack: &Slack, row: &Claimed) -> Outcome {
+    let kind = match stored::<Kind>("slack_inbox.kind", &row.kind) {
+        Ok(kind) => kind,
+        Err(error) => return Outcome::Unreadable(error.to_string()),
+    };
+    let handled = match kind {
+        Kind::Event => match serde_json::from_value::<EventCallback>(row.payload.clone()) {
+            Ok(callback) => conversation::handle_event(state, slack, &callback).await,
+            Err(error) => {
+                return Outcome::Unreadable(format!("stored event does not parse: {error}"));
+            }
+        },
+        Kind::Interaction => match serde_json::from_value::<BlockActions>(row.payload.clone()) {
+            Ok(actions) => interactions::handle(state, slack, &actions).await,
+            Err(error) => {
+                return Outcome::Unreadable(format!("stored interaction does not parse: {error}"));
+            }
+        },
+    };
+    match handled {
+        Ok(()) => Outcome::Done,
+        Err(error) => Outcome::Failed(error.to_string()),
     }
 }
 
@@ -338,6 +454,18 @@ mod tests {
         assert_eq!(
             Incoming::Interaction(Box::new(click)).id(),
             "action:U1:1700.5:centaur_approve"
+        );
+    }
+
+    #[test]
+    fn kinds_are_stored_as_text_and_unknown_ones_refused() {
+        for kind in [Kind::Event, Kind::Interaction] {
+            assert_eq!(kind.as_str().parse::<Kind>().unwrap(), kind);
+        }
+        let error = stored::<Kind>("slack_inbox.kind", "reaction").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "unknown value `reaction` in slack_inbox.kind: expected `event` or `interaction`"
         );
     }
 

@@ -11,20 +11,11 @@ use centaur_protocol::slack::events::{Action, BlockActions};
 use centaur_protocol::{Author, ErrorCode};
 
 use super::Slack;
-use super::conversation::{self, Allowed, ConversationError};
+use super::conversation::{self, Allowed, ConversationError, Refusal};
 use crate::app::AppState;
 use crate::approvals;
 use crate::error::ApiError;
 use crate::threads;
-
-/// Why a click is not acted on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClickRefusal {
-    Team(String),
-    Channel(String),
-    /// Not an approver (approval buttons) or not an allowed user (Stop).
-    User(String),
-}
 
 /// Whether `user` (of `team`, in `channel`) may press `action`.
 pub fn may_press(
@@ -33,16 +24,16 @@ pub fn may_press(
     user: &str,
     team: Option<&str>,
     channel: Option<&str>,
-) -> Result<(), ClickRefusal> {
+) -> Result<(), Refusal> {
     if let Some(team) = team
         && !allowed.team(team)
     {
-        return Err(ClickRefusal::Team(team.to_owned()));
+        return Err(Refusal::Team(team.to_owned()));
     }
     if let Some(channel) = channel
         && !allowed.channel(channel)
     {
-        return Err(ClickRefusal::Channel(channel.to_owned()));
+        return Err(Refusal::Channel(channel.to_owned()));
     }
     let permitted = match action {
         CentaurAction::Approve | CentaurAction::ApproveForSession | CentaurAction::Deny => {
@@ -53,7 +44,7 @@ pub fn may_press(
     if permitted {
         Ok(())
     } else {
-        Err(ClickRefusal::User(user.to_owned()))
+        Err(Refusal::User(user.to_owned()))
     }
 }
 
@@ -196,7 +187,7 @@ mod tests {
                     Some("T2"),
                     Some("C1")
                 ),
-                Err(ClickRefusal::Team("T2".into()))
+                Err(Refusal::Team("T2".into()))
             );
         }
         settings.allowed_users = vec!["U1".into(), "U2".into()];
@@ -218,7 +209,7 @@ mod tests {
                 Some("T1"),
                 Some("C1")
             ),
-            Err(ClickRefusal::User("U2".into()))
+            Err(Refusal::User("U2".into()))
         );
         // Stop is for the allowed users, approvers or not.
         assert_eq!(
@@ -227,7 +218,7 @@ mod tests {
         );
         assert_eq!(
             may_press(&allowed, CentaurAction::Stop, "U3", Some("T1"), Some("C1")),
-            Err(ClickRefusal::User("U3".into()))
+            Err(Refusal::User("U3".into()))
         );
         assert_eq!(
             may_press(
@@ -237,7 +228,7 @@ mod tests {
                 Some("T1"),
                 Some("C2")
             ),
-            Err(ClickRefusal::Channel("C2".into()))
+            Err(Refusal::Channel("C2".into()))
         );
     }
 }

@@ -15,8 +15,10 @@
 //! - [`socket_mode`]: Socket Mode connections, kept open and replaced before Slack drops them.
 //! - [`inbox`]: what Slack sent, stored once (deduplicated across retries and replicas), then
 //!   claimed and handled by a worker on any replica.
-//! - [`conversation`]: a Slack message becoming a turn: which thread, the thread's earlier
-//!   messages as context, who may ask, `stop`, steering.
+//! - [`conversation`]: a Slack message becoming a turn, one idea a file: which messages count
+//!   and who may ask (`admission`), Slack text made plain (`plain_text`), the thread's earlier
+//!   messages as context (`context`), starting or queueing a turn and `stop` (`turn`), and a
+//!   turn's end: which messages it took, the next turn for those waiting (`after_turn`).
 //! - [`interactions`]: button clicks: approvals decided from Slack, Stop.
 //! - [`delivery`]: a Slack thread's events rendered into Slack (status, streamed progress, the
 //!   answer, approval messages), under a lease, from a cursor kept in PostgreSQL.

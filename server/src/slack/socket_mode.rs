@@ -166,7 +166,15 @@ async fn serve(state: &AppState, slack: &Arc<Slack>, mut socket: Socket, slot: u
         let frame: SocketFrame = match serde_json::from_str(text.as_str()) {
             Ok(frame) => frame,
             Err(error) => {
-                tracing::debug!(slot, %error, "a Socket Mode frame the bridge does not read");
+                // Acknowledged all the same when it has an envelope: unacknowledged, Slack
+                // would send it again and again, and it would not read any better.
+                let envelope_id = envelope_id_of(text.as_str());
+                tracing::warn!(slot, %error, envelope_id = envelope_id.as_deref().unwrap_or_default(), "a Socket Mode frame the bridge does not read; acknowledged");
+                if let Some(envelope_id) = envelope_id
+                    && !ack(&mut socket, &envelope_id, slot).await
+                {
+                    return lost_or_replaced(replaced_at);
+                }
                 continue;
             }
         };
@@ -239,6 +247,16 @@ async fn serve(state: &AppState, slack: &Arc<Slack>, mut socket: Socket, slot: u
     }
 }
 
+/// The `envelope_id` of a frame that does not otherwise parse.
+fn envelope_id_of(text: &str) -> Option<String> {
+    let frame: serde_json::Value = serde_json::from_str(text).ok()?;
+    frame
+        .get("envelope_id")?
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
 fn lost_or_replaced(replaced_at: Option<tokio::time::Instant>) -> Ended {
     match replaced_at {
         Some(_) => Ended::Replaced,
@@ -289,6 +307,15 @@ async fn ack(socket: &mut Socket, envelope_id: &str, slot: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_that_does_not_parse_still_has_its_envelope_read() {
+        let frame = r#"{"type":"events_api","envelope_id":"e-1","payload":{"type":"event_callback","event":42},"accepts_response_payload":false}"#;
+        assert!(serde_json::from_str::<SocketFrame>(frame).is_err());
+        assert_eq!(envelope_id_of(frame).as_deref(), Some("e-1"));
+        assert_eq!(envelope_id_of("{\"type\":\"hello\"}"), None);
+        assert_eq!(envelope_id_of("not json"), None);
+    }
 
     #[test]
     fn dialling_again_backs_off_to_thirty_seconds() {
