@@ -1025,3 +1025,73 @@ async fn the_first_turns_context_leaves_out_authors_the_allow_lists_refuse() {
          @Ann: the nightly build is red"
     );
 }
+
+/// The Slack messages an ended turn took (its `messages.execution_id`, set when it claimed them
+/// or when its runner reported them given to it mid-turn) are pointed at it, so its ✓ or ✗
+/// goes on them; no guess from timing. The inbox does this itself after storing a reply while a
+/// turn is active, so a turn that ended meanwhile leaves nothing stranded.
+#[tokio::test]
+async fn the_slack_messages_an_ended_turn_took_are_pointed_at_it() {
+    let (fake, server, pool) = slack_server(SlackMode::Webhook, |_| {}).await;
+    let ts = fake
+        .post("U1", "C1", format!("<@{BOT_USER_ID}> build it"), None)
+        .await;
+    let key = slack_key("C1", &ts);
+    wait_thread(&server, &key).await;
+    inbox_settled(&pool, 2).await;
+    // A reply while that turn is queued (the recording backend runs nothing): it waits.
+    let steering = fake.post("U2", "C1", "also the docs", Some(&ts)).await;
+    inbox_settled(&pool, 3).await;
+    let (thread_id, first): (i64, uuid::Uuid) = sqlx::query_as(
+        "SELECT t.id, e.id FROM executions e JOIN threads t ON t.id = e.thread_id \
+         WHERE t.thread_key = $1",
+    )
+    .bind(&key)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let pointed_at = |channel_ts: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<uuid::Uuid>>(
+                "SELECT execution_id FROM slack_messages WHERE channel_id = 'C1' AND ts = $1",
+            )
+            .bind(channel_ts)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(pointed_at(steering.clone()).await, None);
+    // The turn took the reply (as a runner reports a message given to it mid-turn) and ended;
+    // another turn (from the API, say) is active, so a new reply is queued behind it.
+    sqlx::query(
+        "UPDATE messages SET execution_id = $2 WHERE thread_id = $1 AND execution_id IS NULL",
+    )
+    .bind(thread_id)
+    .bind(first)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE executions SET status = 'completed', finished_at = now() WHERE id = $1")
+        .bind(first)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO executions (id, thread_id, status, harness, max_duration_ms, deadline_at, \
+         created_at) SELECT $2, thread_id, 'running', harness, max_duration_ms, deadline_at, \
+         created_at - interval '1 minute' FROM executions WHERE id = $1",
+    )
+    .bind(first)
+    .bind(uuid::Uuid::now_v7())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let later = fake.post("U2", "C1", "and the changelog", Some(&ts)).await;
+    inbox_settled(&pool, 4).await;
+    assert_eq!(pointed_at(steering).await, Some(first));
+    // The new reply waits for the active turn: nothing is pointed at it yet, no turn started.
+    assert_eq!(pointed_at(later).await, None);
+    assert_eq!(executions_of(&pool, &key).await, 2);
+}
