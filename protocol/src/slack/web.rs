@@ -121,6 +121,9 @@ pub struct Message {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot_id: Option<String>,
+    /// The author's workspace (`T…`), which differs from the channel's in a shared channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     #[serde(default)]
     pub text: String,
     pub ts: String,

@@ -42,7 +42,11 @@ fn admits(allowed: &Allowed<'_>, earlier: &Message, before_ts: &str) -> Option<b
     if ts_order(&earlier.ts) >= ts_order(before_ts) || earlier.text.trim().is_empty() {
         return None;
     }
-    Some(allowed.author(earlier.user.as_deref(), earlier.bot_id.as_deref()))
+    let workspace_allowed = earlier
+        .team
+        .as_deref()
+        .is_none_or(|team| allowed.team(team));
+    Some(workspace_allowed && allowed.author(earlier.user.as_deref(), earlier.bot_id.as_deref()))
 }
 
 /// The first turn's message: the person's text first (the thread's title stays the request),
@@ -281,6 +285,12 @@ mod tests {
             ),
             Some(true)
         );
+        // An allowed person writing from another workspace (a shared channel) is not.
+        let mut elsewhere = message(Some("U1"), None, "1700000000.000100");
+        elsewhere.team = Some("T9".into());
+        assert_eq!(admits(&allowed, &elsewhere, before), Some(false));
+        elsewhere.team = Some("T1".into());
+        assert_eq!(admits(&allowed, &elsewhere, before), Some(true));
         // The request itself and what came after it are not context.
         assert_eq!(
             admits(&allowed, &message(Some("U1"), None, before), before),
