@@ -114,7 +114,11 @@ fn convert_inline(text: &str) -> String {
         if c == '['
             && let Some((label, url, next)) = link_at(&chars, i)
         {
-            out.push_str(&format!("<{}|{}>", escape(&url), convert_inline(&label)));
+            out.push_str(&format!(
+                "<{}|{}>",
+                link_target(&url),
+                convert_inline(&label)
+            ));
             i = next;
             continue;
         }
@@ -123,7 +127,7 @@ fn convert_inline(text: &str) -> String {
         {
             let inner: String = chars[i + 1..end].iter().collect();
             if is_url(&inner) {
-                out.push_str(&format!("<{}>", escape(&inner)));
+                out.push_str(&format!("<{}>", link_target(&inner)));
                 i = end + 1;
                 continue;
             }
@@ -193,6 +197,31 @@ fn link_at(chars: &[char], start: usize) -> Option<(String, String, usize)> {
         return None;
     }
     Some((chars[start + 1..close].iter().collect(), url, end + 1))
+}
+
+/// A URL as the target of a mrkdwn link: `|` (which would start a label of the URL's own
+/// choosing), `<` and `>` percent-encoded, `&` escaped.
+fn link_target(url: &str) -> String {
+    escape(
+        &url.replace('|', "%7C")
+            .replace('<', "%3C")
+            .replace('>', "%3E"),
+    )
+}
+
+/// `text` (Markdown sent as-is, like streamed progress) with Slack's special mentions and links
+/// made inert: a word joiner after the `<` of `<!…>` (`<!channel>`, `<!here>`, `<!subteam^…>`),
+/// `<@…>` (a user) and `<#…>` (a channel), so Slack shows them as text and notifies nobody.
+pub fn neutralise_mentions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '<' && chars.peek().is_some_and(|n| matches!(n, '!' | '@' | '#')) {
+            out.push('\u{2060}');
+        }
+    }
+    out
 }
 
 fn is_url(text: &str) -> bool {
@@ -317,6 +346,39 @@ mod tests {
             "a &lt; b &gt; c &amp; d * e _ f snake_case_name 2*3"
         );
         assert_eq!(to_mrkdwn("<@U123> <!here>"), "&lt;@U123&gt; &lt;!here&gt;");
+    }
+
+    #[test]
+    fn a_url_cannot_choose_its_own_label() {
+        assert_eq!(
+            to_mrkdwn("[a](https://x.example|Trusted)"),
+            "<https://x.example%7CTrusted|a>"
+        );
+        assert_eq!(
+            to_mrkdwn("<https://x.example|Trusted>"),
+            "<https://x.example%7CTrusted>"
+        );
+        assert_eq!(
+            to_mrkdwn("[a](https://x.example/>b)"),
+            "<https://x.example/%3Eb|a>"
+        );
+    }
+
+    #[test]
+    fn mentions_in_raw_markdown_notify_nobody() {
+        assert_eq!(
+            neutralise_mentions("hi <!channel> <!here> <@U123> <#C1> <!subteam^S1>"),
+            "hi <\u{2060}!channel> <\u{2060}!here> <\u{2060}@U123> <\u{2060}#C1> <\u{2060}!subteam^S1>"
+        );
+        assert_eq!(
+            neutralise_mentions("a < b <https://e.com>"),
+            "a < b <https://e.com>"
+        );
+        // Progress shown on the control message goes through mrkdwn, which escapes them.
+        assert_eq!(
+            to_mrkdwn("```\n<!channel>\n```\n<@U1>"),
+            "```\n&lt;!channel&gt;\n```\n&lt;@U1&gt;"
+        );
     }
 
     #[test]

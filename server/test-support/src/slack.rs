@@ -225,6 +225,7 @@ struct World {
     retry_delays: Vec<Duration>,
     rate_limits: HashMap<String, (u32, u64)>,
     failures: HashMap<String, (String, u32)>,
+    lost_answers: HashMap<String, u32>,
     stream_ttl: Option<Duration>,
     streaming_disabled: bool,
     echo_bot_messages: bool,
@@ -255,6 +256,7 @@ impl World {
             ],
             rate_limits: HashMap::new(),
             failures: HashMap::new(),
+            lost_answers: HashMap::new(),
             stream_ttl: None,
             streaming_disabled: false,
             echo_bot_messages: false,
@@ -981,6 +983,14 @@ impl FakeSlack {
         );
     }
 
+    /// The next `times` calls of `method` are carried out, but their answer is lost: HTTP 500
+    /// (as when Slack posted and then failed, or a proxy in between did).
+    pub fn lose_answers(&self, method: impl AsRef<str>, times: u32) {
+        self.world()
+            .lost_answers
+            .insert(method.as_ref().to_owned(), times);
+    }
+
     /// Also send `message` events for the bot's own posts (subtype none, with `bot_id`), as
     /// Slack does; off by default.
     pub fn echo_bot_messages(&self, on: bool) {
@@ -1376,6 +1386,18 @@ async fn web_api(
         };
         tokio::spawn(async move { fake.send_first(event_id, callback).await });
     }
+    let mut world = inner.world();
+    if let Some(times) = world.lost_answers.get_mut(&method)
+        && *times > 0
+    {
+        *times -= 1;
+        world.calls[index].error = Some("answer lost (HTTP 500)".to_owned());
+        return answer_json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"ok": false, "error": "internal_error"}),
+        );
+    }
+    drop(world);
     answer_json(StatusCode::OK, body)
 }
 

@@ -12,8 +12,12 @@ use centaur_protocol::slack::blocks::ActionValue;
 use centaur_protocol::slack::web::Message;
 use centaur_server::Config;
 use centaur_test_support::local_stack::LocalStack;
-use centaur_test_support::server::TestServer;
-use centaur_test_support::slack::{BOT_ID, BOT_USER_ID, FakeSlack, SlackMode, TEAM_ID};
+use centaur_test_support::process::{ServerProcess, free_port, process_env};
+use centaur_test_support::proxy::TestProxy;
+use centaur_test_support::slack::{
+    BOT_ID, BOT_TOKEN, BOT_USER_ID, FakeSlack, SIGNING_SECRET, SlackMode, TEAM_ID,
+};
+use centaur_test_support::temp::temp_dir;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -21,25 +25,18 @@ const WAIT: Duration = Duration::from_secs(60);
 struct Bridge {
     stack: LocalStack,
     fake: FakeSlack,
-    config: Config,
 }
 
 async fn bridge(name: &str, harness: Harness, tweak: impl FnOnce(&mut Config)) -> Bridge {
     let fake = FakeSlack::start().await;
-    let mut saved = None;
     let stack = LocalStack::start_with(name, 1, json!({}), |config, _| {
         fake.configure(config, SlackMode::Webhook);
         config.slack.harness = Some(harness);
         tweak(config);
-        saved = Some(config.clone());
     })
     .await;
     fake.deliver_to(&stack.server.url);
-    Bridge {
-        stack,
-        fake,
-        config: saved.expect("configured"),
-    }
+    Bridge { stack, fake }
 }
 
 fn is_bot(message: &Message) -> bool {
@@ -466,8 +463,8 @@ async fn approval_message(fake: &FakeSlack, ts: &str) -> Message {
     posts(fake, ts, "approval:").remove(0)
 }
 
-/// An approval clicked in Slack and one decided through the API: each message loses its
-/// buttons and says who decided.
+/// An approval clicked in Slack and one decided in the CLI (`centaur approve --deny`): each
+/// message loses its buttons and says who decided.
 #[tokio::test]
 async fn approvals_are_posted_with_buttons_and_updated_when_decided() {
     let Bridge { stack, fake, .. } = bridge("slack-delivery-approve", Harness::Shell, |config| {
@@ -496,18 +493,27 @@ async fn approvals_are_posted_with_buttons_and_updated_when_decided() {
     assert!(shown(&decided).contains("Approved by Ann"), "{decided:?}");
     assert_eq!(posts(&fake, &ts, "answer:")[0].text.trim(), "approved");
 
-    // Decided elsewhere (the API, as the CLI and the TUI do): the Slack message shows it too.
+    // Decided in the CLI: the Slack message shows it too.
     let ts = fake.post("U2", "C1", "<@U0BOT> echo refused", None).await;
     let message = approval_message(&fake, &ts).await;
     let (_, value, _) = buttons(&message).remove(0);
-    stack
+    let home = stack.dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let approval_id = value.approval_id.unwrap().to_string();
+    let out = stack
         .server
-        .decide(
-            value.thread_key.as_str(),
-            &value.approval_id.unwrap().to_string(),
-            "deny",
+        .centaur(
+            &home,
+            &["approve", value.thread_key.as_str(), &approval_id, "--deny"],
         )
-        .await;
+        .output()
+        .await
+        .expect("centaur runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fake.wait_until(WAIT, |f| {
         f.message("C1", &message.ts)
             .is_some_and(|m| !has_buttons(&m))
@@ -524,20 +530,34 @@ async fn approvals_are_posted_with_buttons_and_updated_when_decided() {
     assert!(answers[0].text.contains("not approved"), "{:?}", answers[0]);
 }
 
-/// The server stops while a turn runs and starts again on the same database and data: the
-/// delivery goes on from its cursor, and the control message and the final answer land once.
+/// The server is killed (SIGKILL, its own process) while a shell turn runs and started again on
+/// the same environment and port: the sandbox's turn goes on, the delivery resumes from its
+/// cursor, and the control message, the answer (with the output after the kill) and the check
+/// mark land exactly once.
 #[tokio::test]
-async fn a_restart_mid_turn_delivers_the_answer_once() {
-    let Bridge {
-        mut stack,
-        fake,
-        config,
-    } = bridge("slack-delivery-restart", Harness::Shell, |_| {}).await;
+async fn a_server_killed_mid_turn_delivers_the_answer_once() {
+    let dir = temp_dir("slack-delivery-kill");
+    let proxy = TestProxy::start(None, dir.join("proxy")).await;
+    let fake = FakeSlack::start().await;
+    let port = free_port();
+    let mut env = process_env(&dir, &proxy).await;
+    for (name, value) in [
+        ("CENTAUR_SLACK_MODE", "webhook".to_owned()),
+        ("SLACK_BOT_TOKEN", BOT_TOKEN.to_owned()),
+        ("SLACK_SIGNING_SECRET", SIGNING_SECRET.to_owned()),
+        ("SLACK_API_URL", fake.api_url()),
+        ("CENTAUR_SLACK_HARNESS", "shell".to_owned()),
+    ] {
+        env.push((name.to_owned(), value));
+    }
+    let mut server = ServerProcess::start(env!("CARGO_BIN_EXE_centaur-server"), &env, port);
+    server.wait_ready().await;
+    fake.deliver_to(&server.url);
     let ts = fake
         .post(
             "U1",
             "C1",
-            "<@U0BOT> echo before; sleep 3; echo after",
+            "<@U0BOT> echo before; sleep 2; echo after",
             None,
         )
         .await;
@@ -545,20 +565,160 @@ async fn a_restart_mid_turn_delivers_the_answer_once() {
         streams(f, &ts).iter().any(|m| m.text.contains("before"))
     })
     .await;
-    stack.server.shutdown().await;
-    stack.server = TestServer::start_configured(config).await;
-    fake.deliver_to(&stack.server.url);
-    fake.wait_until(WAIT, |f| {
-        f.reactions("C1", &ts)
+    server.kill();
+    assert!(
+        !fake
+            .reactions("C1", &ts)
             .iter()
-            .any(|r| r == "white_check_mark" || r == "x")
-    })
-    .await;
+            .any(|r| r == "white_check_mark"),
+        "the turn ended before the kill: {}",
+        fake.log()
+    );
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_centaur-server"), &env, port);
+    server.wait_ready().await;
+    wait_done(&fake, &ts, "white_check_mark").await;
     // Let a doubled delivery show itself, if there were one.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(posts(&fake, &ts, "control:").len(), 1, "{}", fake.log());
-    let finals = posts(&fake, &ts, "answer:").len() + posts(&fake, &ts, "failure:").len();
-    assert_eq!(finals, 1, "{}", fake.log());
+    let answers = posts(&fake, &ts, "answer:");
+    assert_eq!(answers.len(), 1, "{}", fake.log());
+    assert!(answers[0].text.contains("after"), "{:?}", answers[0]);
+    assert!(posts(&fake, &ts, "failure:").is_empty(), "{}", fake.log());
+    let marks: Vec<String> = fake
+        .calls_to("reactions.add")
+        .into_iter()
+        .filter(|c| c["timestamp"] == ts.as_str() && c["name"] == "white_check_mark")
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(marks.len(), 1, "{}", fake.log());
+    assert!(!fake.reactions("C1", &ts).iter().any(|r| r == "x"));
+}
+
+/// A command whose output (and command line) holds `<!here>` and a user mention: the streamed
+/// progress shows them as text, inert, and the answer escapes them; nobody is notified.
+#[tokio::test]
+async fn mentions_in_progress_and_answers_notify_nobody() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-mentions", Harness::Shell, |_| {}).await;
+    let ts = fake
+        .post("U1", "C1", "<@U0BOT> echo '<!here> <@U2>'", None)
+        .await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    let streamed: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "chat.startStream" || c.method == "chat.appendStream")
+        .map(|c| {
+            c.body["markdown_text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let streamed = streamed.concat();
+    assert!(streamed.contains("here>"), "{}", fake.log());
+    for live in ["<!here>", "<@U2>"] {
+        assert!(!streamed.contains(live), "{live} streamed: {streamed}");
+    }
+    let answer = posts(&fake, &ts, "answer:").remove(0);
+    assert!(!answer.text.contains("<!here>"), "{answer:?}");
+    assert!(answer.text.contains("&lt;!here&gt;"), "{answer:?}");
+}
+
+/// Slack carries out a post but its answer is lost (HTTP 500): before trying again, the bridge
+/// looks for the post in the thread, finds it, and does not post it a second time. Both the
+/// control message and the answer land once.
+#[tokio::test]
+async fn a_post_whose_answer_was_lost_is_not_posted_twice() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-delivery-lost-answer", Harness::Echo, |_| {}).await;
+    fake.lose_answers("chat.postMessage", 2);
+    let ts = fake.post("U1", "C1", "<@U0BOT> just once", None).await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    assert_eq!(posts(&fake, &ts, "control:").len(), 1, "{}", fake.log());
+    let answers = posts(&fake, &ts, "answer:");
+    assert_eq!(answers.len(), 1, "{}", fake.log());
+    assert!(answers[0].text.contains("just once"));
+    assert!(
+        fake.calls_to("conversations.replies")
+            .iter()
+            .any(|r| r["include_all_metadata"] == true),
+        "the thread was not searched: {}",
+        fake.log()
+    );
+    // Each was posted once: found after its lost answer, not posted again.
+    assert_eq!(fake.calls_to("chat.postMessage").len(), 2, "{}", fake.log());
+}
+
+/// A thread whose delivery state cannot be read is not delivered afresh (which would forget
+/// its posts' intents and post them again): its delivery stops, nothing is posted.
+#[tokio::test]
+async fn an_unreadable_delivery_state_stops_the_thread_instead_of_posting_again() {
+    let Bridge { stack, fake, .. } =
+        bridge("slack-delivery-unreadable", Harness::Echo, |_| {}).await;
+    let ts = fake.post("U1", "C1", "<@U0BOT> once", None).await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    let pool = sqlx::PgPool::connect(&stack.server.database_url)
+        .await
+        .unwrap();
+    let key = format!("slack:C1:{ts}");
+    let (thread_id, end_id): (i64, i64) = sqlx::query_as(
+        "SELECT t.id, e.event_id FROM threads t JOIN events e ON e.thread_id = t.id \
+         WHERE t.thread_key = $1 AND e.type = 'execution.completed'",
+    )
+    .bind(&key)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let posted_before = fake.calls_to("chat.postMessage").len();
+    // The turn's end undelivered, and a state this version cannot read.
+    sqlx::query(
+        "UPDATE slack_threads SET delivered_event_id = $2, delivery = $3, lease_owner = NULL, \
+         lease_until = NULL WHERE thread_id = $1",
+    )
+    .bind(thread_id)
+    .bind(end_id - 1)
+    .bind(json!({"posts": 7, "turn": "not a turn"}))
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Taken (the lease), looked at, and left alone.
+    let mut taken = false;
+    for _ in 0..100 {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT lease_owner FROM slack_threads WHERE thread_id = $1")
+                .bind(thread_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if owner.is_some() {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(taken, "the scheduler never looked at the thread");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        fake.calls_to("chat.postMessage").len(),
+        posted_before,
+        "{}",
+        fake.log()
+    );
+    assert_eq!(posts(&fake, &ts, "answer:").len(), 1);
+    let cursor: i64 =
+        sqlx::query_scalar("SELECT delivered_event_id FROM slack_threads WHERE thread_id = $1")
+            .bind(thread_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(cursor, end_id - 1);
 }
 
 /// The server died between committing a post's intent and recording its result: the follower

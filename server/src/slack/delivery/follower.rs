@@ -33,13 +33,18 @@ use super::{Halt, Lease};
 use crate::app::AppState;
 use crate::slack::Slack;
 use crate::slack::blocks::{self, Rendered};
-use crate::slack::format::{MESSAGE_CHARS, code_block, escape, split, to_mrkdwn, truncate};
+use crate::slack::format::{
+    MESSAGE_CHARS, code_block, escape, neutralise_mentions, split, to_mrkdwn, truncate,
+};
 use crate::slack::web::WebError;
 
 /// Events read at a time.
 const READ_BATCH: i64 = 200;
-/// Progress is sent at most this often (the first at once).
+/// Progress is streamed at most this often (the first at once).
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Where streaming is unavailable, the control message is updated at most this often
+/// (`chat.update` is tier 3: 50 a minute).
+const CONTROL_UPDATE_EVERY: Duration = Duration::from_millis(1500);
 /// Markdown per `startStream`/`appendStream` call (Slack takes 12,000).
 const STREAM_CHUNK: usize = 8000;
 /// A stream older than this is stopped and a new one started (Slack closes them at ~5 min).
@@ -161,10 +166,15 @@ impl<'a> Follower<'a> {
             tracing::warn!(thread_id, key, "Slack delivery: not a thread key; skipping");
             return Ok(None);
         };
-        let delivery = serde_json::from_str(&delivery).unwrap_or_else(|error| {
-            tracing::warn!(%thread_key, %error, "Slack delivery: unreadable state; starting afresh");
-            DeliveryState::default()
-        });
+        // Starting afresh would forget the intents of posts that may have landed (and post them
+        // again): stop, and say how to recover (docs/slack.md, troubleshooting).
+        let delivery = serde_json::from_str(&delivery).map_err(|error| {
+            tracing::error!(%thread_key, thread_id, %error,
+                "Slack delivery: this thread's delivery state (slack_threads.delivery) is \
+                 unreadable; its delivery is stopped until it is repaired (docs/slack.md, \
+                 troubleshooting)");
+            Halt::UnreadableState
+        })?;
         let follower = Follower {
             state,
             slack,
@@ -241,7 +251,7 @@ impl<'a> Follower<'a> {
         {
             let due = [
                 self.flush_not_before,
-                self.last_flush.map(|at| at + FLUSH_EVERY),
+                self.last_flush.map(|at| at + self.flush_every()),
             ]
             .into_iter()
             .flatten()
@@ -261,6 +271,15 @@ impl<'a> Follower<'a> {
             wake = wake.min(due.saturating_duration_since(now));
         }
         wake.max(Duration::from_millis(10))
+    }
+
+    /// How often progress goes out: streamed, or (streaming unavailable) as control updates.
+    fn flush_every(&self) -> Duration {
+        if self.delivery.streaming_unavailable {
+            CONTROL_UPDATE_EVERY
+        } else {
+            FLUSH_EVERY
+        }
     }
 
     fn message(&self, rendered: Rendered) -> PostMessage {
@@ -476,7 +495,11 @@ impl<'a> Follower<'a> {
                 self.pause(at - now).await?;
                 continue;
             }
-            if !force && self.last_flush.is_some_and(|at| now < at + FLUSH_EVERY) {
+            if !force
+                && self
+                    .last_flush
+                    .is_some_and(|at| now < at + self.flush_every())
+            {
                 return Ok(());
             }
             self.last_flush = Some(now);
@@ -503,6 +526,8 @@ impl<'a> Follower<'a> {
             return Ok(());
         };
         let chunk: String = turn.pending.chars().take(STREAM_CHUNK).collect();
+        // Sent as Markdown, as is: mentions in an agent's text or a command's output made inert.
+        let sent = neutralise_mentions(&chunk);
         let now_unix = Utc::now().timestamp();
         if let Some(stream) = &turn.stream
             && now_unix - stream.started_at >= STREAM_RENEW_SECS
@@ -524,7 +549,7 @@ impl<'a> Follower<'a> {
                 let start = StartStream {
                     channel: self.place.channel_id.clone(),
                     thread_ts: self.place.thread_ts.clone(),
-                    markdown_text: Some(chunk.clone()),
+                    markdown_text: Some(sent),
                     recipient_user_id: turn.recipient.clone(),
                     recipient_team_id: Some(self.place.team_id.clone()),
                 };
@@ -539,7 +564,7 @@ impl<'a> Follower<'a> {
                 let append = AppendStream {
                     channel: self.place.channel_id.clone(),
                     ts: stream.ts.clone(),
-                    markdown_text: chunk.clone(),
+                    markdown_text: sent,
                 };
                 self.slack.web.call(&append).await.map(|_| None)
             }
@@ -733,19 +758,18 @@ impl<'a> Follower<'a> {
         }
         self.set_status("").await?;
         self.status_shown = None;
+        // Slack messages that came while this turn ran are marked as taken by it and start the
+        // next turn (idempotent). Before the reactions: the check mark goes on every message
+        // the turn took. Failing, the end is done again (each of its steps is idempotent).
+        crate::slack::conversation::after_turn(self.state, self.place.thread_id)
+            .await
+            .map_err(Halt::AfterTurn)?;
         self.react(execution_id, matches!(end, TurnEnd::Completed { .. }))
             .await?;
         let id = execution_id.to_string();
         self.delivery.posts.retain(|key, _| !key.contains(&id));
         self.delivery.turn = None;
         self.dirty = true;
-        // Slack messages that came while this turn ran start the next one (idempotent).
-        if let Err(error) =
-            crate::slack::conversation::after_turn(self.state, self.place.thread_id).await
-        {
-            tracing::warn!(thread_key = %self.place.thread_key, %error,
-                "Slack: could not start the turn for messages that came during the last one");
-        }
         Ok(())
     }
 
@@ -867,7 +891,10 @@ impl<'a> Follower<'a> {
     }
 }
 
-/// Slack will not stream here: the method is missing, the token or the app may not.
+/// Slack will not stream here: the method is missing, the token or the app may not. Anything
+/// else (a refusal of this one request, like `invalid_arguments`) is logged and streaming is
+/// tried again with the next progress: a bug in one request must not switch a thread off
+/// streaming for good.
 fn streaming_unavailable(error: &WebError) -> bool {
     matches!(
         error.code(),
@@ -875,11 +902,8 @@ fn streaming_unavailable(error: &WebError) -> bool {
             errors::UNKNOWN_METHOD
                 | errors::NOT_ALLOWED_TOKEN_TYPE
                 | errors::MISSING_SCOPE
-                | errors::MISSING_RECIPIENT_USER_ID
                 | "method_deprecated"
                 | "feature_not_enabled"
-                | "not_allowed"
-                | "invalid_arguments"
         )
     )
 }
@@ -967,7 +991,11 @@ mod tests {
         assert!(streaming_unavailable(&api("unknown_method")));
         assert!(streaming_unavailable(&api("not_allowed_token_type")));
         assert!(streaming_unavailable(&api("missing_scope")));
+        assert!(streaming_unavailable(&api("feature_not_enabled")));
         assert!(!streaming_unavailable(&api("not_in_channel")));
+        // A refusal of our own request is not a workspace without streaming.
+        assert!(!streaming_unavailable(&api("invalid_arguments")));
+        assert!(!streaming_unavailable(&api("missing_recipient_user_id")));
         assert!(!streaming_unavailable(&WebError::RateLimited {
             method: "chat.startStream",
             retry_after: Duration::from_secs(1)

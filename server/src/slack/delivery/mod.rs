@@ -6,7 +6,12 @@
 //!
 //! - [`spawn_scheduler`] (here): finds Slack threads with undelivered events (or a turn being
 //!   delivered) whose lease is free, expired, this replica's own from before a restart, or held
-//!   by a replica that is not alive, claims them, and runs one follower per thread.
+//!   by a replica that is not alive, claims them, and runs one follower per thread. It looks
+//!   when woken (a turn started from Slack, a follower ended) and, for everything else (a
+//!   restart's takeover, a message written in the CLI, another replica's threads), every
+//!   [`SWEEP_EVERY`].
+//! - The lease is fenced: a follower stops (its Slack calls dropped mid-flight) as soon as its
+//!   lease may have run out, [`LEASE_MARGIN`] before another replica could take it.
 //! - [`follower`]: reads a thread's events after the cursor (then live), renders them, and moves
 //!   the cursor with the state ([`state::DeliveryState`]) once their effects are done.
 //! - [`outbox`]: the Slack side: retries (429 `Retry-After`, transient errors), and posts that
@@ -27,12 +32,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 
-/// How often the scheduler looks for work without being woken.
-const SCAN_EVERY: Duration = Duration::from_millis(250);
+/// How often the scheduler looks for work without being woken (its query reads every Slack
+/// thread, so not often).
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// A lease lasts this long unless renewed.
 const LEASE: Duration = Duration::from_secs(10);
 /// A follower renews its lease this often.
 const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// A follower counts its lease as lost this long before it runs out (measured from before the
+/// claim or renewal was sent), so it has stopped before another replica can take it.
+const LEASE_MARGIN: Duration = Duration::from_secs(3);
+/// A thread whose delivery state cannot be read is looked at again after this (logging it).
+const UNREADABLE_RETRY: Duration = Duration::from_secs(60);
 /// At most this many threads claimed per scan.
 const CLAIM_BATCH: i64 = 32;
 
@@ -41,8 +52,12 @@ const CLAIM_BATCH: i64 = 32;
 pub enum Halt {
     #[error("the server is shutting down")]
     Shutdown,
-    #[error("the lease was lost to another replica")]
+    #[error("the lease was lost (another replica took it, or it could not be renewed in time)")]
     LeaseLost,
+    #[error("the delivery state is unreadable")]
+    UnreadableState,
+    #[error("could not finish the turn's Slack messages: {0}")]
+    AfterTurn(crate::slack::conversation::ConversationError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -54,13 +69,13 @@ pub fn spawn_scheduler(state: AppState) {
     };
     tokio::spawn(async move {
         let running: Arc<Mutex<HashSet<i64>>> = Arc::default();
-        let mut scan = tokio::time::interval(SCAN_EVERY);
-        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = state.shutdown.cancelled() => return,
                 _ = slack.delivery_wake.notified() => {}
-                _ = scan.tick() => {}
+                _ = sweep.tick() => {}
             }
             if !state.readiness.is_migrated() {
                 continue;
@@ -71,6 +86,7 @@ pub fn spawn_scheduler(state: AppState) {
                 .iter()
                 .copied()
                 .collect();
+            let claimed_at = tokio::time::Instant::now();
             let claimed = match claim(&state, &busy).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
@@ -86,23 +102,37 @@ pub fn spawn_scheduler(state: AppState) {
                 let slack = slack.clone();
                 let running = running.clone();
                 tokio::spawn(async move {
-                    let lease = Lease::hold(&state, thread_id);
-                    let outcome = follower::follow(&state, slack, thread_id, &lease).await;
-                    lease.stop.cancel();
+                    let lease = Lease::hold(&state, thread_id, claimed_at);
+                    // Fenced: the moment the lease may be gone, the follower is dropped, its
+                    // Slack calls with it (each post's intent is committed first).
+                    let outcome = tokio::select! {
+                        outcome = follower::follow(&state, slack.clone(), thread_id, &lease) => outcome,
+                        _ = lease.lost.cancelled() => Err(Halt::LeaseLost),
+                    };
                     match outcome {
                         Ok(()) | Err(Halt::Shutdown) => {}
                         Err(Halt::LeaseLost) => {
                             tracing::info!(thread_id, "Slack delivery: lease lost; stopping")
                         }
-                        Err(Halt::Database(error)) => {
+                        Err(Halt::UnreadableState) => {
+                            // Logged by the follower; held (not retried at once) meanwhile.
+                            tokio::select! {
+                                _ = state.shutdown.cancelled() => {}
+                                _ = lease.lost.cancelled() => {}
+                                _ = tokio::time::sleep(UNREADABLE_RETRY) => {}
+                            }
+                        }
+                        Err(error @ (Halt::AfterTurn(_) | Halt::Database(_))) => {
                             tracing::warn!(thread_id, %error, "Slack delivery stopped; will resume")
                         }
                     }
+                    lease.stop.cancel();
                     running
                         .lock()
                         .expect("delivery set lock")
                         .remove(&thread_id);
-                    // Whatever arrived while it wound down is picked up on the next scan.
+                    // Whatever arrived while it wound down is looked for now.
+                    slack.delivery_wake.notify_one();
                 });
             }
         }
@@ -136,15 +166,17 @@ async fn claim(state: &AppState, busy: &[i64]) -> sqlx::Result<Vec<i64>> {
     .await
 }
 
-/// A held lease, renewed in the background until `stop`; `lost` is cancelled when it could not
-/// be renewed (another replica took it, or the database was out of reach for its whole term).
+/// A held lease, renewed in the background until `stop`; `lost` is cancelled when another
+/// replica took it, or when it was not renewed in time: [`LEASE_MARGIN`] before it would run
+/// out, counted from before the last successful claim or renewal was sent (the database's
+/// clock started its term later than that).
 pub(super) struct Lease {
     pub lost: CancellationToken,
     stop: CancellationToken,
 }
 
 impl Lease {
-    fn hold(state: &AppState, thread_id: i64) -> Lease {
+    fn hold(state: &AppState, thread_id: i64, claimed_at: tokio::time::Instant) -> Lease {
         let lost = CancellationToken::new();
         let stop = state.shutdown.child_token();
         let lease = Lease {
@@ -153,24 +185,36 @@ impl Lease {
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let mut renewed_at = tokio::time::Instant::now();
+            let mut valid_until = claimed_at + (LEASE - LEASE_MARGIN);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(valid_until) => {
+                        lost.cancel();
+                        return;
+                    }
                     _ = tokio::time::sleep(RENEW_EVERY) => {}
                 }
-                let renewed = sqlx::query(
+                let sent_at = tokio::time::Instant::now();
+                let renewal = sqlx::query(
                     "UPDATE slack_threads SET lease_until = now() + make_interval(secs => $3) \
                      WHERE thread_id = $1 AND lease_owner = $2",
                 )
                 .bind(thread_id)
                 .bind(state.replica.as_ref())
                 .bind(LEASE.as_secs_f64())
-                .execute(&state.pool)
-                .await;
+                .execute(&state.pool);
+                let renewed = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(valid_until) => {
+                        lost.cancel();
+                        return;
+                    }
+                    renewed = renewal => renewed,
+                };
                 match renewed {
                     Ok(done) if done.rows_affected() == 1 => {
-                        renewed_at = tokio::time::Instant::now()
+                        valid_until = sent_at + (LEASE - LEASE_MARGIN);
                     }
                     Ok(_) => {
                         lost.cancel();
@@ -178,10 +222,6 @@ impl Lease {
                     }
                     Err(error) => {
                         tracing::debug!(thread_id, %error, "Slack delivery: lease not renewed");
-                        if renewed_at.elapsed() >= LEASE {
-                            lost.cancel();
-                            return;
-                        }
                     }
                 }
             }

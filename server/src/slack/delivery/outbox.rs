@@ -5,8 +5,10 @@
 //! state; the post carries `metadata {event_type: "centaur_delivery", event_payload:
 //! {thread_key, key}}` (a file: a unique title). A follower that finds an intent without its
 //! result (the server died mid-post) looks for the post in `conversations.replies` before
-//! posting again. `chat.update`, reactions and `assistant.threads.setStatus` are idempotent and
-//! are simply repeated.
+//! posting again; so does a post tried again after a failure that may have reached Slack (a
+//! timeout, a 5xx, a connection lost after sending; not a 429 or a refused connection).
+//! `chat.update`, reactions and `assistant.threads.setStatus` are idempotent and are simply
+//! repeated.
 
 use std::time::Duration;
 
@@ -62,6 +64,41 @@ impl Follower<'_> {
         }
     }
 
+    /// `request`, a post made under `key` (a file: titled `file_title`), until Slack answers it:
+    /// like [`Follower::call`], but after a failure that may have reached Slack the thread is
+    /// searched for the post before it is tried again.
+    async fn call_posting<M: Method>(
+        &self,
+        request: &M,
+        key: &str,
+        file_title: Option<&str>,
+    ) -> Result<Result<Posted<M::Response>, WebError>, Halt> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.slack.web.call(request).await {
+                Err(WebError::RateLimited { retry_after, .. }) => {
+                    tracing::debug!(method = M::NAME, ?retry_after, "Slack rate limit; waiting");
+                    self.pause(retry_after).await?;
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::debug!(method = M::NAME, %error, ?backoff, "Slack post failed; retrying");
+                    self.pause(backoff).await?;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if may_have_landed(&error)
+                        && let Some(ts) = self.find_in_thread(key, file_title).await?
+                    {
+                        tracing::info!(
+                            thread_key = %self.place.thread_key, key, %error,
+                            "Slack delivery: a post whose answer was lost had landed; not posting it again"
+                        );
+                        return Ok(Ok(Posted::Found(ts)));
+                    }
+                }
+                answer => return Ok(answer.map(Posted::Answered)),
+            }
+        }
+    }
+
     fn metadata(&self, key: &str) -> MessageMetadata {
         MessageMetadata {
             event_type: METADATA_TYPE.into(),
@@ -85,13 +122,15 @@ impl Follower<'_> {
         request.thread_ts = Some(self.place.thread_ts.clone());
         request.metadata = Some(self.metadata(key));
         request.unfurl_links = Some(false);
-        match self.call(&request).await? {
+        match self.call_posting(&request, key, None).await? {
             Ok(posted) => {
-                self.delivery
-                    .posts
-                    .insert(key.to_owned(), Some(posted.ts.clone()));
+                let ts = match posted {
+                    Posted::Answered(posted) => posted.ts,
+                    Posted::Found(ts) => ts,
+                };
+                self.delivery.posts.insert(key.to_owned(), Some(ts.clone()));
                 self.dirty = true;
-                Ok(Some(posted.ts))
+                Ok(Some(ts))
             }
             Err(error) => {
                 self.report(&error, "post a message");
@@ -176,7 +215,12 @@ impl Follower<'_> {
             thread_ts: Some(self.place.thread_ts.clone()),
             initial_comment: Some(comment),
         };
-        Ok(self.call(&complete).await?.map(|_| target.file_id))
+        // A share that landed (its answer lost) is found by its title: its file id is the one
+        // just uploaded.
+        Ok(self
+            .call_posting(&complete, title, Some(title))
+            .await?
+            .map(|_| target.file_id))
     }
 
     /// A post made earlier under `key`: recorded, or (for an intent without a result) found in
@@ -262,6 +306,26 @@ impl Follower<'_> {
     }
 }
 
+/// How a post went: Slack's answer, or (the answer lost) the post found in the thread.
+enum Posted<R> {
+    Answered(R),
+    Found(String),
+}
+
+/// A failure after which the request may have been carried out by Slack: a timeout, a 5xx, a
+/// connection lost after the request was sent. A 429 was refused, and a connection that could
+/// not be made carried nothing.
+fn may_have_landed(error: &WebError) -> bool {
+    match error {
+        WebError::Status { status, .. } => *status >= 500,
+        WebError::Transport { source, .. } => !source.is_connect(),
+        WebError::RateLimited { .. }
+        | WebError::Api { .. }
+        | WebError::Decode { .. }
+        | WebError::NoAppToken { .. } => false,
+    }
+}
+
 /// What a person can do about a refusal.
 pub fn fix_for(error: &WebError) -> String {
     if error.is_auth() {
@@ -299,5 +363,42 @@ mod tests {
         assert!(fix_for(&api("invalid_auth", None)).contains("SLACK_BOT_TOKEN"));
         assert!(fix_for(&api("missing_scope", Some("files:write"))).contains("files:write"));
         assert!(fix_for(&api("channel_not_found", None)).contains("channel"));
+    }
+
+    #[test]
+    fn a_5xx_may_have_posted_and_a_429_did_not() {
+        let status = |status| WebError::Status {
+            method: "chat.postMessage",
+            status,
+        };
+        assert!(may_have_landed(&status(500)));
+        assert!(may_have_landed(&status(503)));
+        assert!(!may_have_landed(&WebError::RateLimited {
+            method: "chat.postMessage",
+            retry_after: Duration::from_secs(1),
+        }));
+        assert!(!may_have_landed(&WebError::Api {
+            method: "chat.postMessage",
+            error: "not_in_channel".into(),
+            needed: None,
+        }));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_did_not_post() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let source = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/api/chat.postMessage"))
+            .send()
+            .await
+            .expect_err("nothing listens");
+        assert!(!may_have_landed(&WebError::Transport {
+            method: "chat.postMessage",
+            source,
+        }));
     }
 }
