@@ -401,7 +401,7 @@ async fn rate_limits_are_waited_out_and_nothing_is_lost() {
 }
 
 /// A long answer is split into messages within Slack's limits; a very long one is attached as a
-/// file, whole, with its beginning as the message.
+/// file, whole, with its beginning as the message (once, though the share's answer was lost).
 #[tokio::test]
 async fn long_answers_are_split_and_very_long_ones_attached() {
     let Bridge {
@@ -432,6 +432,9 @@ async fn long_answers_are_split_and_very_long_ones_attached() {
         assert!(joined.contains(&format!("line {i:05} of the answer")));
     }
 
+    // The file's share is carried out but its answer lost: it is found by its title, not
+    // shared again.
+    fake.lose_answers("files.completeUploadExternal", 1);
     let ts = fake
         .post(
             "U1",
@@ -445,6 +448,12 @@ async fn long_answers_are_split_and_very_long_ones_attached() {
     let completed = fake.calls_to("files.completeUploadExternal");
     assert_eq!(completed.len(), 1, "{}", fake.log());
     assert_eq!(completed[0]["thread_ts"], ts.as_str());
+    let shared: Vec<Message> = fake
+        .thread("C1", &ts)
+        .into_iter()
+        .filter(|m| !m.files.is_empty())
+        .collect();
+    assert_eq!(shared.len(), 1, "{}", fake.log());
     let file_id = completed[0]["files"][0]["id"].as_str().unwrap();
     let bytes = String::from_utf8(fake.file_bytes(file_id).unwrap()).unwrap();
     assert!(bytes.contains("line 00001 of the answer"));
