@@ -603,8 +603,9 @@ async fn a_server_killed_mid_turn_delivers_the_answer_once() {
     assert!(!fake.reactions("C1", &ts).iter().any(|r| r == "x"));
 }
 
-/// A command whose output (and command line) holds `<!here>` and a user mention: the streamed
-/// progress shows them as text, inert, and the answer escapes them; nobody is notified.
+/// A command whose output holds `<!here>` and a user mention (made by the command: mentions in
+/// the message itself arrive as names): the streamed progress shows them as text, inert, and
+/// the answer escapes them; nobody is notified.
 #[tokio::test]
 async fn mentions_in_progress_and_answers_notify_nobody() {
     let Bridge {
@@ -613,7 +614,7 @@ async fn mentions_in_progress_and_answers_notify_nobody() {
         ..
     } = bridge("slack-delivery-mentions", Harness::Shell, |_| {}).await;
     let ts = fake
-        .post("U1", "C1", "<@U0BOT> echo '<!here> <@U2>'", None)
+        .post("U1", "C1", r"<@U0BOT> printf '\074!here> \074@U2>\n'", None)
         .await;
     wait_done(&fake, &ts, "white_check_mark").await;
     let streamed: Vec<String> = fake

@@ -109,6 +109,9 @@ pub fn spawn_scheduler(state: AppState) {
                         outcome = follower::follow(&state, slack.clone(), thread_id, &lease) => outcome,
                         _ = lease.lost.cancelled() => Err(Halt::LeaseLost),
                     };
+                    // Caught up: whatever arrived while it wound down is looked for at once. After
+                    // a failure, the next sweep takes it again (no hot loop against Slack).
+                    let caught_up = outcome.is_ok();
                     match outcome {
                         Ok(()) | Err(Halt::Shutdown) => {}
                         Err(Halt::LeaseLost) => {
@@ -131,8 +134,9 @@ pub fn spawn_scheduler(state: AppState) {
                         .lock()
                         .expect("delivery set lock")
                         .remove(&thread_id);
-                    // Whatever arrived while it wound down is looked for now.
-                    slack.delivery_wake.notify_one();
+                    if caught_up {
+                        slack.delivery_wake.notify_one();
+                    }
                 });
             }
         }
