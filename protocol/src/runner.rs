@@ -181,3 +181,25 @@ impl std::fmt::Debug for Attachment {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+    use super::*;
+
+    /// A batch without steering is the batch an older server takes; with it, the ids are listed.
+    #[test]
+    fn a_batch_names_its_steered_messages_only_when_there_are_some() {
+        let batch = EventBatch::default();
+        assert_eq!(
+            serde_json::to_value(&batch).unwrap(),
+            serde_json::json!({"events": [], "finish": null})
+        );
+        let id = Uuid::now_v7();
+        let batch: EventBatch =
+            serde_json::from_value(serde_json::json!({"events": [], "steered": [id]})).unwrap();
+        assert_eq!(batch.steered, [id]);
+        assert!(serde_json::from_value::<EventBatch>(serde_json::json!({"stered": [id]})).is_err());
+    }
+}

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::link::Link;
-use crate::turn::Approvals;
+use crate::turn::{Approvals, SteeringMessage};
 use centaur_protocol::sse::{Frame, Parser};
 
 pub struct Follow {
@@ -24,7 +24,7 @@ pub struct Follow {
     pub input_ids: Vec<Uuid>,
     pub after_event_id: i64,
     pub approvals: Arc<Approvals>,
-    pub steering: mpsc::UnboundedSender<String>,
+    pub steering: mpsc::UnboundedSender<SteeringMessage>,
     /// Cancelled when the server ends the execution.
     pub ended: CancellationToken,
 }
@@ -112,7 +112,7 @@ impl Follow {
                 ..
             } => {
                 if role == Role::User && !self.input_ids.contains(&message_id) {
-                    let _ = self.steering.send(text);
+                    let _ = self.steering.send(SteeringMessage { message_id, text });
                 }
             }
             // What the runner wrote itself, or the server's bookkeeping: nothing to act on.

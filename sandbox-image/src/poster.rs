@@ -4,6 +4,11 @@
 //! chatty harness costs few requests and a quiet one adds no delay. Each event gets the next
 //! `seq`; the server stores each `seq` once, so a batch whose answer was lost is simply sent
 //! again. While the server is away (a restart), events wait here and the posts are retried.
+//!
+//! The ids of the user messages the harness delivered to the running turn (steering) go out
+//! with the next batch (one with no events if nothing else waits), the last ones at the latest
+//! with the finish: the server records them as the turn's input. Sending them again is
+//! harmless.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,6 +42,8 @@ pub struct Poster {
     execution_id: Uuid,
     next_seq: i64,
     pending: VecDeque<RunnerEvent>,
+    /// Steered messages not yet in a stored batch.
+    steered: Vec<Uuid>,
     /// Fired when the server says the execution is over, so the harness stops.
     ended: CancellationToken,
 }
@@ -54,41 +61,51 @@ impl Poster {
             execution_id,
             next_seq: runner_seq + 1,
             pending: VecDeque::new(),
+            steered: Vec::new(),
             ended,
         }
     }
 
-    /// Posts events from `events` until it closes, then `finish` (taken from `finish` once the
-    /// harness is done).
+    /// Posts events from `events` until it closes, and the ids from `steered`, then `finish`
+    /// (taken from `finish` once the harness is done; both channels' senders are gone by then).
     pub async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<EventBody>,
+        mut steered: mpsc::UnboundedReceiver<Uuid>,
         finish: tokio::sync::oneshot::Receiver<Finish>,
     ) -> Posted {
         let mut finish = Some(finish);
         let mut final_finish: Option<Finish> = None;
         let mut open = true;
+        let mut steering_open = true;
         let mut backoff = Duration::from_millis(50);
         loop {
             // Wait for something to do.
-            if self.pending.is_empty() && final_finish.is_none() {
+            if self.idle() && final_finish.is_none() {
                 tokio::select! {
                     event = events.recv(), if open => match event {
                         Some(body) => self.queue(body),
                         None => open = false,
+                    },
+                    id = steered.recv(), if steering_open => match id {
+                        Some(id) => self.steered.push(id),
+                        None => steering_open = false,
                     },
                     done = async { finish.as_mut().expect("until taken").await }, if finish.is_some() && !open => {
                         finish = None;
                         final_finish = Some(done.unwrap_or(Finish::Failed { error: "the runner lost the harness's result".into(), output: None }));
                     }
                 }
-                if self.pending.is_empty() && final_finish.is_none() {
+                if self.idle() && final_finish.is_none() {
                     continue;
                 }
             }
             // Take everything else that is already waiting.
             while let Ok(body) = events.try_recv() {
                 self.queue(body);
+            }
+            while let Ok(id) = steered.try_recv() {
+                self.steered.push(id);
             }
             if !open
                 && final_finish.is_none()
@@ -107,7 +124,7 @@ impl Poster {
                 } else {
                     None
                 },
-                steered: Vec::new(),
+                steered: self.steered.clone(),
             };
             let path = format!("/runner/v1/executions/{}/events", self.execution_id);
             match self
@@ -118,6 +135,7 @@ impl Poster {
                 Ok(_) => {
                     backoff = Duration::from_millis(50);
                     self.pending.drain(..count);
+                    self.steered.drain(..batch.steered.len());
                     if batch.finish.is_some() {
                         return Posted::Finished;
                     }
@@ -153,6 +171,10 @@ impl Poster {
                                 Some(body) => self.queue(body),
                                 None => open = false,
                             },
+                            id = steered.recv(), if steering_open => match id {
+                                Some(id) => self.steered.push(id),
+                                None => steering_open = false,
+                            },
                         }
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -179,6 +201,11 @@ impl Poster {
             count += 1;
         }
         count
+    }
+
+    /// Nothing waits to be posted.
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.steered.is_empty()
     }
 
     fn queue(&mut self, body: EventBody) {

@@ -14,7 +14,7 @@ use crate::harness::{self, Harness};
 use crate::link::{Link, LinkError};
 use crate::poster::{Posted, Poster};
 use crate::tree;
-use crate::turn::{Approvals, Sandbox, Turn};
+use crate::turn::{Approvals, Sandbox, Steering, Turn};
 
 const CLAIM_WAIT_MS: u64 = 30_000;
 /// A runner that cannot reach its server for this long gives up: the server that started it is
@@ -115,6 +115,7 @@ impl Runner {
         let _enter = span.enter();
         let ended = CancellationToken::new();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (steered_tx, steered_rx) = mpsc::unbounded_channel();
         let (finish_tx, finish_rx) = oneshot::channel();
         let poster = Poster::new(
             self.link.clone(),
@@ -122,7 +123,7 @@ impl Runner {
             assignment.runner_seq,
             ended.clone(),
         );
-        let posting = tokio::spawn(poster.run(events_rx, finish_rx));
+        let posting = tokio::spawn(poster.run(events_rx, steered_rx, finish_rx));
 
         let approvals = Arc::new(Approvals::default());
         let (steering_tx, steering_rx) = mpsc::unbounded_channel();
@@ -143,6 +144,7 @@ impl Runner {
             // Events were posted for this execution by a runner that is gone: its turn cannot
             // be picked up mid-way.
             drop(events_tx);
+            drop(steered_tx);
             Finish::Failed {
                 error: "the sandbox restarted during this turn; send the message again".into(),
                 output: None,
@@ -173,7 +175,7 @@ impl Runner {
                 sandbox,
                 events_tx,
                 approvals,
-                steering_rx,
+                Steering::new(steering_rx, steered_tx),
                 ended.clone(),
             );
             let finish = self.harness.turn(&mut turn).await;

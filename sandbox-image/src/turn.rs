@@ -56,6 +56,54 @@ impl Approvals {
     }
 }
 
+/// A user message that arrived while the turn runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SteeringMessage {
+    pub message_id: Uuid,
+    pub text: String,
+}
+
+/// The user messages that arrive while the turn runs, and the record of the ones the harness
+/// delivered to it: those become the turn's input on the server (the rest wait for the next
+/// turn).
+pub struct Steering {
+    messages: mpsc::UnboundedReceiver<SteeringMessage>,
+    delivered: Option<mpsc::UnboundedSender<Uuid>>,
+}
+
+impl Steering {
+    /// `delivered` gets the id of each message the harness says it delivered.
+    pub fn new(
+        messages: mpsc::UnboundedReceiver<SteeringMessage>,
+        delivered: mpsc::UnboundedSender<Uuid>,
+    ) -> Steering {
+        Steering {
+            messages,
+            delivered: Some(delivered),
+        }
+    }
+
+    /// Steering whose deliveries nobody records (a harness's tests that do not look at them).
+    pub fn unrecorded(messages: mpsc::UnboundedReceiver<SteeringMessage>) -> Steering {
+        Steering {
+            messages,
+            delivered: None,
+        }
+    }
+
+    /// The harness handed this message to the running turn (sent it to the CLI).
+    pub fn delivered(&self, message_id: Uuid) {
+        if let Some(delivered) = &self.delivered {
+            let _ = delivered.send(message_id);
+        }
+    }
+
+    /// Takes the messages, leaving none, so they can be read while the turn is borrowed.
+    pub fn take_messages(&mut self) -> mpsc::UnboundedReceiver<SteeringMessage> {
+        std::mem::replace(&mut self.messages, mpsc::unbounded_channel().1)
+    }
+}
+
 pub struct Turn {
     pub execution_id: Uuid,
     pub input: Vec<InputMessage>,
@@ -63,7 +111,7 @@ pub struct Turn {
     /// Fires on an interrupt, the deadline, or a release.
     pub cancelled: CancellationToken,
     /// User messages that arrive while the turn runs.
-    pub steering: mpsc::UnboundedReceiver<String>,
+    pub steering: Steering,
     events: mpsc::UnboundedSender<EventBody>,
     approvals: Arc<Approvals>,
 }
@@ -75,7 +123,7 @@ impl Turn {
         sandbox: Sandbox,
         events: mpsc::UnboundedSender<EventBody>,
         approvals: Arc<Approvals>,
-        steering: mpsc::UnboundedReceiver<String>,
+        steering: Steering,
         cancelled: CancellationToken,
     ) -> Turn {
         Turn {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use centaur_protocol::runner::{ApprovalPolicy, Finish, InputMessage};
 use centaur_protocol::{ApprovalResolution, EventBody, Harness as Kind, Role};
 use centaur_runner::harness;
-use centaur_runner::turn::{Approvals, Sandbox, Turn};
+use centaur_runner::turn::{Approvals, Sandbox, Steering, Turn};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -50,7 +50,7 @@ async fn run_turn(
         sandbox.clone(),
         tx,
         approvals.clone(),
-        steering,
+        Steering::unrecorded(steering),
         CancellationToken::new(),
     );
     let answering = tokio::spawn(async move {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use centaur_protocol::runner::{ApprovalPolicy, Finish, InputMessage};
 use centaur_protocol::{EventBody, Harness as Kind, Role};
 use centaur_runner::harness;
-use centaur_runner::turn::{Approvals, Sandbox, Turn};
+use centaur_runner::turn::{Approvals, Sandbox, Steering, Turn};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -61,7 +61,7 @@ async fn run_turn(
         sandbox.clone(),
         tx,
         Arc::new(Approvals::default()),
-        steering,
+        Steering::unrecorded(steering),
         CancellationToken::new(),
     );
     let finish = tokio::time::timeout(std::time::Duration::from_secs(20), harness.turn(&mut turn))

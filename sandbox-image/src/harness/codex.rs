@@ -188,8 +188,9 @@ impl Codex {
         let mut interrupt_pending = false;
         let mut state = TurnState::default();
         // Approvals borrow the turn while they wait; new messages are read on their own.
-        let mut steering =
-            std::mem::replace(&mut turn.steering, tokio::sync::mpsc::unbounded_channel().1);
+        let mut steering = turn.steering.take_messages();
+        // `turn/steer` requests Codex has not answered yet: request id → the message sent.
+        let mut steers: HashMap<u64, uuid::Uuid> = HashMap::new();
         let turn = &*turn;
         let mut approvals: FuturesUnordered<Pending<'_>> = FuturesUnordered::new();
         let mut interrupted_at: Option<tokio::time::Instant> = None;
@@ -218,6 +219,17 @@ impl Codex {
                         }
                         state.turn_id = Some(id.clone());
                         turn_id = Some(id);
+                        continue;
+                    }
+                    if message.get("method").is_none()
+                        && let Some(message_id) = message["id"].as_u64().and_then(|id| steers.remove(&id))
+                    {
+                        // Taken into the running turn: the message is this turn's. Refused (the
+                        // turn had just ended): it waits for the next turn.
+                        match message.get("error") {
+                            None => turn.steering.delivered(message_id),
+                            Some(error) => tracing::debug!(%message_id, %error, "codex refused the steering; the message waits for the next turn"),
+                        }
                         continue;
                     }
                     if let Some(finish) = state.notification(turn, &message) {
@@ -249,8 +261,11 @@ impl Codex {
                 _ = async { tokio::time::sleep_until(release_at.expect("set")).await }, if release_at.is_some() => {
                     state.release_due(turn);
                 }
-                Some(text) = steering.recv(), if turn_id.is_some() => {
-                    let _ = process.notify_request("turn/steer", json!({"threadId": process.thread_id, "expectedTurnId": turn_id, "input": [{"type": "text", "text": text}]})).await;
+                Some(steer) = steering.recv(), if turn_id.is_some() => {
+                    let sent = process.notify_request("turn/steer", json!({"threadId": process.thread_id, "expectedTurnId": turn_id, "input": [{"type": "text", "text": steer.text}]})).await;
+                    if let Ok(request_id) = sent {
+                        steers.insert(request_id, steer.message_id);
+                    }
                 }
                 _ = turn.cancelled.cancelled(), if interrupted_at.is_none() => {
                     interrupted_at = Some(tokio::time::Instant::now());
@@ -822,7 +837,7 @@ mod tests {
             sandbox,
             events,
             Default::default(),
-            mpsc::unbounded_channel().1,
+            crate::turn::Steering::unrecorded(mpsc::unbounded_channel().1),
             Default::default(),
         );
         (turn, received)

@@ -181,8 +181,7 @@ impl Session {
         let name = launch.name;
         let process = self.process.as_mut().expect("started");
         process.send(&user_message(&turn.prompt())).await?;
-        let mut steering =
-            std::mem::replace(&mut turn.steering, tokio::sync::mpsc::unbounded_channel().1);
+        let mut steering = turn.steering.take_messages();
         let turn = &*turn;
         let mut state = TurnState {
             asks_first: launch.asks_first,
@@ -246,8 +245,10 @@ impl Session {
                     }
                     process.send(&answer).await?;
                 }
-                Some(text) = steering.recv() => {
-                    process.send(&user_message(&text)).await?;
+                Some(steer) = steering.recv() => {
+                    // On the CLI's stdin, the message is the turn's: the server records it so.
+                    process.send(&user_message(&steer.text)).await?;
+                    turn.steering.delivered(steer.message_id);
                 }
                 _ = turn.cancelled.cancelled(), if interrupted_at.is_none() => {
                     interrupted_at = Some(tokio::time::Instant::now());

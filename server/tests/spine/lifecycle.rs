@@ -592,3 +592,178 @@ async fn concurrent_retries_of_a_batch_are_stored_once() {
     let types = event_types(&server, key).await;
     assert_eq!(count(&types, "agent.message.delta"), 50);
 }
+
+/// Where each message of a thread stands: its text → (the turn that took it, withdrawn).
+async fn message_rows(
+    server: &TestServer,
+    key: &str,
+) -> std::collections::BTreeMap<String, (Option<Uuid>, bool)> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server.database_url)
+        .await
+        .unwrap();
+    let rows: Vec<(String, Option<Uuid>, bool)> = sqlx::query_as(
+        "SELECT m.text, m.execution_id, m.withdrawn_at IS NOT NULL FROM messages m \
+         JOIN threads t ON t.id = m.thread_id WHERE t.thread_key = $1",
+    )
+    .bind(key)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(text, execution, withdrawn)| (text, (execution, withdrawn)))
+        .collect()
+}
+
+/// A runner reports the messages it delivered to the running turn as steering (`steered` in a
+/// batch): they become that turn's input, like the ones it was claimed with, so the next turn
+/// does not start with them and `?all` does not withdraw them. Ids that are not this thread's
+/// waiting messages (another thread's, one an earlier turn took, a withdrawn one, an unknown
+/// one) change nothing, and a batch sent again is harmless.
+#[tokio::test]
+async fn steered_messages_become_the_running_turns_input() {
+    let server = TestServer::start().await;
+    let key = "api:steered";
+    let other = "api:steered-other";
+    let (_, token) = server.spawn(key).await;
+    server.spawn(other).await;
+    let mut runner = server.runner(&token);
+    let message_id =
+        |answer: Value| -> Uuid { answer["message_id"].as_str().unwrap().parse().unwrap() };
+
+    // An earlier turn took its message; another message was withdrawn.
+    server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "message": "earlier"}),
+        )
+        .await;
+    let earlier_execution = runner.must_claim(key).await;
+    let (status, body) = runner
+        .post(
+            earlier_execution,
+            vec![],
+            Some(json!({"status": "completed", "result_text": "done"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let withdrawn = message_id(
+        server
+            .post(
+                "/agent/message",
+                json!({"thread_key": key, "text": "withdrawn"}),
+            )
+            .await,
+    );
+    let answer = server
+        .post(
+            &format!("/agent/threads/{key}/interrupt?all=true"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(answer["withdrawn_messages"], 1, "{answer}");
+
+    // The running turn; three messages arrive while it runs, the runner delivered two.
+    server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "message": "now"}),
+        )
+        .await;
+    let running = runner.must_claim(key).await;
+    let mut texts = Vec::new();
+    for text in ["steer one", "steer two", "not delivered"] {
+        texts.push(message_id(
+            server
+                .post("/agent/message", json!({"thread_key": key, "text": text}))
+                .await,
+        ));
+    }
+    let foreign = message_id(
+        server
+            .post(
+                "/agent/message",
+                json!({"thread_key": other, "text": "elsewhere"}),
+            )
+            .await,
+    );
+    let rows = message_rows(&server, key).await;
+    let earlier = rows["earlier"];
+    let earlier_id: Uuid = {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server.database_url)
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT id FROM messages WHERE text = 'earlier'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+
+    // Foreign, taken, withdrawn and unknown ids: nothing changes, and the batch is accepted.
+    let (status, body) = runner
+        .post_raw(
+            running,
+            json!({"events": [], "steered": [foreign, earlier_id, withdrawn, Uuid::now_v7()]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(message_rows(&server, key).await, rows);
+    assert_eq!(
+        message_rows(&server, other).await["elsewhere"],
+        (None, false)
+    );
+
+    // The two delivered ones (with an event, and again with the finish) are the turn's.
+    let (status, body) = runner
+        .post_raw(
+            running,
+            json!({"events": [{"seq": 1, "type": "agent.message", "text": "hm"}],
+                   "steered": [texts[0], texts[1]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = runner
+        .post_raw(
+            running,
+            json!({"events": [], "steered": [texts[1]],
+                   "finish": {"status": "completed", "result_text": "done"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = message_rows(&server, key).await;
+    assert_eq!(rows["earlier"], earlier);
+    assert_eq!(earlier.0, Some(earlier_execution));
+    assert_eq!(rows["withdrawn"], (None, true));
+    assert_eq!(rows["now"], (Some(running), false));
+    assert_eq!(rows["steer one"], (Some(running), false));
+    assert_eq!(rows["steer two"], (Some(running), false));
+    assert_eq!(rows["not delivered"], (None, false));
+
+    // The next turn starts with the message that was not delivered, and its own.
+    server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "message": "next"}),
+        )
+        .await;
+    let (status, assignment) = runner.claim(key, 1000).await;
+    assert_eq!(status, StatusCode::OK, "{assignment}");
+    let input: Vec<&str> = assignment["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(input, ["not delivered", "next"]);
+
+    // A batch for an execution that has ended takes nothing.
+    let late = message_id(
+        server
+            .post("/agent/message", json!({"thread_key": key, "text": "late"}))
+            .await,
+    );
+    let (status, body) = runner
+        .post_raw(running, json!({"events": [], "steered": [late]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(message_rows(&server, key).await["late"], (None, false));
+}
