@@ -22,13 +22,13 @@
 //!   still waiting.
 
 mod admission;
-mod after_turn;
+pub mod after_turn;
 mod context;
 mod plain_text;
 mod turn;
 
 pub use admission::{Allowed, Arrival, Refusal, Verdict, classify, is_stop};
-pub use after_turn::{after_turn, steers};
+pub use after_turn::{AfterTurnError, after_turn, after_turn_of};
 pub use context::{ContextLine, Earlier, with_context};
 pub use plain_text::{mentioned_users, plain_text};
 pub use turn::{gave_up, handle_event, stop};
@@ -46,6 +46,8 @@ pub enum ConversationError {
     Api(#[from] ApiError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    AfterTurn(#[from] AfterTurnError),
     #[error("{0}")]
     Slack(#[from] WebError),
     #[error(
@@ -54,14 +56,6 @@ pub enum ConversationError {
     ThreadKey {
         channel: String,
         thread_ts: String,
-        #[source]
-        source: centaur_protocol::ThreadKeyError,
-    },
-    /// A stored thread key that no longer parses (the database holds something this server
-    /// does not read).
-    #[error("the stored thread key `{thread_key}` is invalid: {source}")]
-    StoredThreadKey {
-        thread_key: String,
         #[source]
         source: centaur_protocol::ThreadKeyError,
     },
