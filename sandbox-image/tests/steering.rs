@@ -197,3 +197,106 @@ async fn echo_and_shell_report_nothing() {
         assert!(delivered.is_empty(), "{kind:?}: {delivered:?}");
     }
 }
+
+/// A Claude Code that queues a message written while the model writes its final answer, as the
+/// real one does: that turn's request did not have it, so the CLI answers it after the turn's
+/// `result` (once the test has looked: `$DIR/go`), with a model response and a `result` of its
+/// own. Then it answers the next prompt.
+const FAKE_CLAUDE_QUEUEING: &str = r#"#!/bin/sh
+start() { echo "{\"type\":\"stream_event\",\"event\":{\"type\":\"message_start\",\"message\":{\"id\":\"$1\"}}}"; }
+answer() {
+  echo "{\"type\":\"assistant\",\"message\":{\"id\":\"$1\",\"content\":[{\"type\":\"text\",\"text\":\"$2\"}]}}"
+  echo "{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"$2\"}"
+}
+read -r prompt
+echo '{"type":"system","subtype":"init","session_id":"s-1"}'
+start msg_1
+echo '{"type":"stream_event","event":{"type":"content_block_delta","delta":{"type":"text_delta","text":"answer "}}}'
+read -r reply
+echo "$reply" > "$DIR/reply"
+answer msg_1 "answer one"
+while [ ! -e "$DIR/go" ]; do sleep 0.02; done
+start msg_2
+answer msg_2 "answer to the reply"
+read -r prompt
+start msg_3
+answer msg_3 "answer two"
+while read -r line; do :; done
+"#;
+
+/// A reply written while Claude Code writes its final answer is answered after that answer's
+/// `result`: the turn goes on to the next `result` (its text is both answers), reports the
+/// reply as delivered only once a model response after the write began, and the next turn gets
+/// its own answer. (Before, the reply was reported once written, the turn ended at the first
+/// `result`, and the next turn's answer was the answer to the reply.)
+#[tokio::test]
+async fn a_reply_claude_code_queued_past_the_final_answer_is_answered_in_the_same_turn() {
+    let dir = temp_dir("claude-queued");
+    let cli = dir.join("claude");
+    script(&cli, FAKE_CLAUDE_QUEUEING);
+    let sandbox = sandbox(&dir, &[("CENTAUR_CLAUDE_BIN", cli), ("DIR", dir.clone())]);
+    let mut claude = harness::for_kind(Kind::ClaudeCode, &sandbox);
+
+    let (events, mut emitted) = mpsc::unbounded_channel();
+    let (steer, messages) = mpsc::unbounded_channel();
+    let (delivered_tx, mut delivered) = mpsc::unbounded_channel();
+    let mut turn = Turn::new(
+        Uuid::now_v7(),
+        vec![InputMessage {
+            message_id: Uuid::now_v7(),
+            role: Role::User,
+            text: "first".into(),
+        }],
+        sandbox.clone(),
+        events,
+        Arc::new(Approvals::default()),
+        Steering::new(messages, delivered_tx),
+        CancellationToken::new(),
+    );
+    let reply = message("and one more thing");
+    let watch = async {
+        // The reply arrives while the final answer is being written.
+        while !matches!(
+            emitted.recv().await.unwrap(),
+            centaur_protocol::EventBody::AgentMessageDelta { .. }
+        ) {}
+        steer.send(reply.clone()).unwrap();
+        // Written, but no model response has had it yet when the first answer comes.
+        while !matches!(
+            emitted.recv().await.unwrap(),
+            centaur_protocol::EventBody::AgentMessage { text } if text == "answer one"
+        ) {}
+        assert!(
+            delivered.try_recv().is_err(),
+            "reported before a model had it"
+        );
+        std::fs::write(dir.join("go"), "").unwrap();
+    };
+    let (finish, ()) = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        futures_util::future::join(claude.turn(&mut turn), watch),
+    )
+    .await
+    .expect("the turn ends");
+    drop(turn);
+    let line = std::fs::read_to_string(dir.join("reply")).unwrap();
+    assert!(line.contains("and one more thing"), "{line}");
+    match finish {
+        Finish::Completed { result_text } => {
+            assert_eq!(result_text, "answer one\n\nanswer to the reply");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut ids = Vec::new();
+    while let Some(id) = delivered.recv().await {
+        ids.push(id);
+    }
+    assert_eq!(ids, [reply.message_id]);
+
+    let (finish, ids) = steered_turn(&mut claude, &sandbox, "second", &[]).await;
+    match finish {
+        Finish::Completed { result_text } => assert_eq!(result_text, "answer two"),
+        other => panic!("{other:?}"),
+    }
+    assert!(ids.is_empty(), "{ids:?}");
+}

@@ -6,6 +6,21 @@
 //! `user` (tool results), `stream_event` (partial text), `result`, and `control_request`
 //! (`can_use_tool`: Claude Code's permission prompt, which becomes a Centaur approval).
 //! In: `user` messages, `control_response`, and `control_request` (`interrupt`).
+//!
+//! A message that arrives while a turn runs (steering) is written to the CLI's stdin as a user
+//! message. The CLI queues it: Claude Code shows it to the model with its next request (as a
+//! note beside the tool results); if the model was already writing its final answer, no request
+//! follows, and the CLI answers the queued message after that turn's `result`, with a `result`
+//! of its own. So a message counts as delivered only once the CLI shows a model response that
+//! began after it was written (a `message_start`, or an `assistant` message with another id than
+//! the latest response's, or with none, as Amp's), or once a `result` that answers it came;
+//! and a `result` while a written message was not yet shown to a model does not end the turn:
+//! the turn goes on to the next `result` (the answer to the queued message), and its result
+//! text is both answers, in order, since the person's input was both messages. (A message
+//! written while a request was on its way, before the response began, is taken as shown to
+//! it.) An interrupt ends the turn at the next `result` all the same; a message still queued
+//! then is not reported, and the CLI is stopped, so that its answer to it cannot come out as
+//! the next turn's.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -160,7 +175,13 @@ impl Session {
     /// broken (its sandbox is then replaced).
     pub async fn turn(&mut self, launch: &Launch, turn: &mut Turn) -> Finish {
         match self.run_turn(launch, turn).await {
-            Ok(finish) => finish,
+            Ok((finish, Queued::Nothing)) => finish,
+            Ok((finish, Queued::Steering)) => {
+                // It would answer the queued message after the turn: the next turn resumes the
+                // session in a fresh CLI instead.
+                self.stop().await;
+                finish
+            }
             Err(Broke::Process(error)) => {
                 self.broken = true;
                 if let Some(mut process) = self.process.take() {
@@ -174,7 +195,11 @@ impl Session {
         }
     }
 
-    async fn run_turn(&mut self, launch: &Launch, turn: &mut Turn) -> Result<Finish, Broke> {
+    async fn run_turn(
+        &mut self,
+        launch: &Launch,
+        turn: &mut Turn,
+    ) -> Result<(Finish, Queued), Broke> {
         if self.process.is_none() {
             self.start(launch)?;
         }
@@ -189,6 +214,7 @@ impl Session {
         };
         let mut approvals: FuturesUnordered<Pending<'_>> = FuturesUnordered::new();
         let mut interrupted_at: Option<tokio::time::Instant> = None;
+        let mut steered = Steered::default();
         loop {
             let deadline = interrupted_at.map(|at| at + INTERRUPT_GRACE);
             tokio::select! {
@@ -230,12 +256,17 @@ impl Session {
                         }));
                         continue;
                     }
+                    if let Some(response) = model_response(&message) {
+                        steered.response(turn, response);
+                    }
                     if let Some(finish) = state.message(turn, &message) {
-                        return Ok(if interrupted_at.is_some() {
-                            Finish::Cancelled { reason: "interrupted".into() }
-                        } else {
-                            finish
-                        });
+                        if interrupted_at.is_some() {
+                            let queued = if steered.unseen.is_empty() { Queued::Nothing } else { Queued::Steering };
+                            return Ok((Finish::Cancelled { reason: "interrupted".into() }, queued));
+                        }
+                        if let Some(finish) = steered.result(turn, finish) {
+                            return Ok((finish, Queued::Nothing));
+                        }
                     }
                 }
                 Some((answer, tool_use, approved)) = approvals.next(), if !approvals.is_empty() => {
@@ -246,9 +277,9 @@ impl Session {
                     process.send(&answer).await?;
                 }
                 Some(steer) = steering.recv() => {
-                    // On the CLI's stdin, the message is the turn's: the server records it so.
+                    // Queued by the CLI: reported once a model response shows it (see the module).
                     process.send(&user_message(&steer.text)).await?;
-                    turn.steering.delivered(steer.message_id);
+                    steered.written(steer.message_id);
                 }
                 _ = turn.cancelled.cancelled(), if interrupted_at.is_none() => {
                     interrupted_at = Some(tokio::time::Instant::now());
@@ -271,6 +302,110 @@ impl Process {
             .write_all(&line)
             .await
             .map_err(|e| Broke::Process(format!("writing to the harness failed: {e}")))
+    }
+}
+
+/// Whether the CLI still holds a queued message when a turn ends.
+enum Queued {
+    Nothing,
+    Steering,
+}
+
+/// The steering written to the CLI in this turn, until a model response or a `result` shows
+/// the CLI took it (see the module doc).
+#[derive(Default)]
+struct Steered {
+    /// The id of the latest model response seen (`None` if the CLI gave none).
+    latest_response: Option<String>,
+    /// Written and not yet shown to a model: the id, and whether a `result` came since.
+    unseen: Vec<(uuid::Uuid, bool)>,
+    /// The answers of the turn's earlier results (each followed by queued steering).
+    answers: Vec<String>,
+}
+
+impl Steered {
+    fn written(&mut self, message_id: uuid::Uuid) {
+        self.unseen.push((message_id, false));
+    }
+
+    /// A model response is under way: one that began after a message was written had it with
+    /// its request.
+    fn response(&mut self, turn: &Turn, response: Response<'_>) {
+        let id = match response {
+            Response::Started(id) => id,
+            Response::Message(id) if id.is_some() && id == self.latest_response.as_deref() => {
+                return;
+            }
+            Response::Message(id) => id,
+        };
+        self.latest_response = id.map(str::to_owned);
+        for (message_id, _) in self.unseen.drain(..) {
+            turn.steering.delivered(message_id);
+        }
+    }
+
+    /// A `result` came: the turn's end, unless a message written before it was not yet shown
+    /// to a model (the CLI answers it next, with another `result`).
+    fn result(&mut self, turn: &Turn, finish: Finish) -> Option<Finish> {
+        // Answered by this result, though no model response was seen for it.
+        self.unseen.retain(|&(message_id, past_result)| {
+            if past_result {
+                turn.steering.delivered(message_id);
+            }
+            !past_result
+        });
+        if !self.unseen.is_empty() {
+            for (_, past_result) in &mut self.unseen {
+                *past_result = true;
+            }
+            if let Finish::Completed { result_text } = finish
+                && !result_text.is_empty()
+            {
+                self.answers.push(result_text);
+            }
+            return None;
+        }
+        if self.answers.is_empty() {
+            return Some(finish);
+        }
+        let earlier = std::mem::take(&mut self.answers).join("\n\n");
+        Some(match finish {
+            Finish::Completed { result_text } if result_text.is_empty() => Finish::Completed {
+                result_text: earlier,
+            },
+            Finish::Completed { result_text } => Finish::Completed {
+                result_text: format!("{earlier}\n\n{result_text}"),
+            },
+            Finish::Failed { error, output } => Finish::Failed {
+                error,
+                output: Some(match output {
+                    Some(output) => format!("{earlier}\n\n{output}"),
+                    None => earlier,
+                }),
+            },
+            Finish::Cancelled { reason } => Finish::Cancelled { reason },
+        })
+    }
+}
+
+/// What a CLI's message shows of a model response, with the response's id if it gives one.
+enum Response<'a> {
+    /// `message_start` (with partial messages): a response begins.
+    Started(Option<&'a str>),
+    /// An `assistant` message: part of a response, a new one if its id differs from the latest
+    /// (or it has none).
+    Message(Option<&'a str>),
+}
+
+fn model_response(message: &Value) -> Option<Response<'_>> {
+    if message["type"] == "assistant" {
+        Some(Response::Message(message["message"]["id"].as_str()))
+    } else if message["type"] == "stream_event" && message["event"]["type"] == "message_start" {
+        Some(Response::Started(
+            message["event"]["message"]["id"].as_str(),
+        ))
+    } else {
+        None
     }
 }
 

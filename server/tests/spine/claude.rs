@@ -112,9 +112,10 @@ async fn claude_code_turns_with_text_and_approvals() {
 }
 
 /// A message posted while Claude Code's turn runs (here: waiting for an approval) goes to the
-/// CLI's stdin, and the runner reports it: the server records it as that turn's input while the
-/// turn still runs, so the next turn does not start with it again and `?all` does not withdraw
-/// it. (Before, it stayed waiting and the next turn started with it a second time.)
+/// CLI's stdin, and once the model's next request had it (after the approval), the runner
+/// reports it: the server records it as that turn's input while the turn still runs, so the
+/// next turn does not start with it again and `?all` does not withdraw it. (Before, it stayed
+/// waiting and the next turn started with it a second time.)
 #[tokio::test]
 async fn a_message_steered_into_a_claude_code_turn_is_that_turns_input() {
     let model = MockMessages::start(vec![(
@@ -162,17 +163,6 @@ async fn a_message_steered_into_a_claude_code_turn_is_that_turns_input() {
             .await
             .unwrap()
     };
-    // Recorded while the turn still waits for its approval.
-    let waited = std::time::Instant::now();
-    while taken_by(&mut conn).await.is_none() {
-        assert!(
-            waited.elapsed() < std::time::Duration::from_secs(20),
-            "the steered message is still waiting for a turn"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(taken_by(&mut conn).await, Some(execution_id));
-
     // Approved, the command runs, and the model is shown the message with its result, in the
     // same turn (Claude Code adds it to the conversation). The mock, answering on the person's
     // first words, asks for the command again: the turn is interrupted there.
@@ -202,6 +192,16 @@ async fn a_message_steered_into_a_claude_code_turn_is_that_turns_input() {
             .any(|c| c.to_string().contains("and say thanks afterwards")),
         "the model was shown the message within the turn"
     );
+    // Recorded while the turn still runs (now waiting for the second approval).
+    let waited = std::time::Instant::now();
+    while taken_by(&mut conn).await.is_none() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "the steered message is still waiting for a turn"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(taken_by(&mut conn).await, Some(execution_id));
     let answer = stack
         .server
         .post(&format!("/agent/threads/{key}/interrupt"), json!(null))
