@@ -83,8 +83,10 @@ pub struct EventBatch {
     /// User messages delivered to this running turn as steering since the last batch: the
     /// server records them as this execution's input, so the next turn does not start with
     /// them again. Ids of another thread's messages, or of messages already taken by a turn or
-    /// withdrawn, change nothing. Absent when empty (a server older than this field refuses
-    /// it: the server is upgraded before the sandbox image).
+    /// withdrawn, change nothing; a batch for an execution that already ended still records
+    /// them (the agent saw them before it learned of the end). Absent when empty (a server
+    /// older than this field refuses it: every server replica is upgraded before the sandbox
+    /// image).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steered: Vec<Uuid>,
 }

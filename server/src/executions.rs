@@ -597,11 +597,24 @@ pub async fn post_events(
         .collect();
     let accepted = fresh.len();
     let duplicates = received - accepted;
-    if let Some(retry) = check_batch_fits(execution_id, status, row.runner_seq, &fresh)? {
+    let fits = check_batch_fits(execution_id, status, row.runner_seq, &fresh);
+    if !matches!(fits, Ok(None)) {
+        if matches!(
+            status,
+            ExecutionStatus::Completed | ExecutionStatus::Failed | ExecutionStatus::Cancelled
+        ) {
+            // The harness may have handed these messages to the agent before the server ended
+            // the turn (an interrupt, the deadline, a release): the agent saw them, so they are
+            // this turn's input all the same, even when the batch's events are refused. A
+            // message a later turn has taken stays with it (`take_steered` takes only waiting
+            // ones).
+            take_steered(&mut tx, &thread, execution_id, &batch.steered).await?;
+            tx.commit().await?;
+        }
         return Ok(BatchAccepted {
             accepted: 0,
             duplicates,
-            runner_seq: retry,
+            runner_seq: fits?.unwrap_or(row.runner_seq),
             status,
         });
     }

@@ -618,7 +618,8 @@ async fn message_rows(
 /// batch): they become that turn's input, like the ones it was claimed with, so the next turn
 /// does not start with them and `?all` does not withdraw them. Ids that are not this thread's
 /// waiting messages (another thread's, one an earlier turn took, a withdrawn one, an unknown
-/// one) change nothing, and a batch sent again is harmless.
+/// one) change nothing, and a batch sent again is harmless. One that arrives after the turn
+/// ended still takes the messages it reports.
 #[tokio::test]
 async fn steered_messages_become_the_running_turns_input() {
     let server = TestServer::start().await;
@@ -755,15 +756,49 @@ async fn steered_messages_become_the_running_turns_input() {
         .collect();
     assert_eq!(input, ["not delivered", "next"]);
 
-    // A batch for an execution that has ended takes nothing.
-    let late = message_id(
-        server
-            .post("/agent/message", json!({"thread_key": key, "text": "late"}))
-            .await,
-    );
+    let next: Uuid = assignment["execution_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The runner may have handed a message to the agent before the server ended its turn (an
+    // interrupt, the deadline, a release) and report it after: the agent saw it, so it is that
+    // turn's input all the same (not given to the next turn again, not withdrawn by `?all`),
+    // also when the batch's events are refused. A message a later turn has taken stays with it.
+    // (Before, a batch for an ended execution took nothing.)
+    let mut late = Vec::new();
+    for text in ["late", "later"] {
+        late.push(message_id(
+            server
+                .post("/agent/message", json!({"thread_key": key, "text": text}))
+                .await,
+        ));
+    }
     let (status, body) = runner
-        .post_raw(running, json!({"events": [], "steered": [late]}))
+        .post_raw(
+            running,
+            json!({"events": [], "steered": [late[0], texts[2]]}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(message_rows(&server, key).await["late"], (None, false));
+    let (status, body) = runner
+        .post_raw(
+            running,
+            json!({"events": [{"seq": 2, "type": "agent.message", "text": "after the end"}],
+                   "steered": [late[1]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let rows = message_rows(&server, key).await;
+    assert_eq!(rows["late"], (Some(running), false));
+    assert_eq!(rows["later"], (Some(running), false));
+    assert_eq!(rows["not delivered"], (Some(next), false));
+    let answer = server
+        .post(
+            &format!("/agent/threads/{key}/interrupt?all=true"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(answer["withdrawn_messages"], 0, "{answer}");
 }
