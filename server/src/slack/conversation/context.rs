@@ -42,10 +42,9 @@ fn admits(allowed: &Allowed<'_>, earlier: &Message, before_ts: &str) -> Option<b
     if ts_order(&earlier.ts) >= ts_order(before_ts) || earlier.text.trim().is_empty() {
         return None;
     }
-    let workspace_allowed = earlier
-        .team
-        .as_deref()
-        .is_none_or(|team| allowed.team(team));
+    // A message without `team` counts as written in the bot's own workspace.
+    let team = earlier.team.as_deref().unwrap_or(&allowed.bot.team_id);
+    let workspace_allowed = allowed.team(team);
     Some(workspace_allowed && allowed.author(earlier.user.as_deref(), earlier.bot_id.as_deref()))
 }
 
