@@ -3,11 +3,19 @@
 //! handled by a worker on any replica. A row whose handling failed is tried again.
 //!
 //! Storing is one INSERT (the only work done before Slack gets its answer). Workers claim rows
-//! with `FOR UPDATE SKIP LOCKED` under a short lease (`claimed_by`, `claimed_replica`,
-//! `claimed_until`), renewed while the row is being handled; a row is taken from a worker whose
-//! lease ran out, and at once from a replica that is not alive (not seen in `replicas` for
-//! `CENTAUR_REPLICA_DEAD_AFTER_SECS`). One Slack thread at a time, in the order received: a row
-//! waits while an older row of its Slack thread is not done.
+//! with `FOR UPDATE SKIP LOCKED` under a short lease ([`LEASE`]: `claimed_by`, `claimed_replica`,
+//! `claimed_until`; each claim also counts `attempts`), renewed while the row is being handled.
+//! A row held by someone else is taken when its lease ran out, or when the replica holding it is
+//! not alive (not seen in `replicas` for `CENTAUR_REPLICA_DEAD_AFTER_SECS`), whichever comes
+//! first: with the defaults (a 15 s lease, 30 s to count as dead) the lease runs out first; a
+//! dead-after shorter than the lease makes a dead replica's rows free sooner. A replica that
+//! restarts frees its own earlier claims at once. One Slack thread at a time, in the order
+//! received: a row waits while an older row of its Slack thread is not done.
+//!
+//! Only the claim's holder writes its outcome (done, failed, given up): each write checks that
+//! the row is still claimed by this worker with this claim's `attempts`. A worker whose renewal
+//! finds the row taken by another stops handling it (the handler is dropped; handlers are
+//! idempotent, so what it did is not done twice) and writes nothing.
 //!
 //! A row whose handling fails is tried again, backing off up to a minute between tries, for
 //! [`GIVE_UP_AFTER`] since it arrived (a database or Slack outage is waited out; Slack's own
@@ -276,8 +284,8 @@ macro_rules! place {
     };
 }
 
-/// The oldest row no one holds (unclaimed, its lease run out, or held by a replica that is not
-/// alive) whose Slack thread has no older row waiting.
+/// The oldest row no one holds (unclaimed, its lease run out, or held by another replica that is
+/// not alive: either suffices) whose Slack thread has no older row waiting.
 async fn claim(state: &AppState, worker: &str) -> sqlx::Result<Option<Claimed>> {
     sqlx::query_as(concat!(
         "UPDATE slack_inbox SET claimed_by = $1, claimed_replica = $3, \
@@ -308,15 +316,16 @@ async fn claim(state: &AppState, worker: &str) -> sqlx::Result<Option<Claimed>> 
 }
 
 /// Keeps the claim on `row` while it is being handled. `false` when the claim was lost (another
-/// worker took the row after the lease ran out).
+/// worker took the row after the lease ran out, or it is done).
 async fn renew(state: &AppState, worker: &str, row: &Claimed) -> sqlx::Result<bool> {
     let renewed = sqlx::query(
         "UPDATE slack_inbox SET claimed_until = now() + $3 * interval '1 millisecond' \
-         WHERE id = $1 AND claimed_by = $2 AND done_at IS NULL",
+         WHERE id = $1 AND claimed_by = $2 AND attempts = $4 AND done_at IS NULL",
     )
     .bind(&row.id)
     .bind(worker)
     .bind(LEASE.as_millis() as i64)
+    .bind(row.attempts)
     .execute(&state.pool)
     .await?;
     Ok(renewed.rows_affected() == 1)
@@ -332,7 +341,8 @@ enum Outcome {
 }
 
 /// Handles a claimed row, its claim renewed meanwhile, and records the outcome: done, tried
-/// again after a pause, or given up.
+/// again after a pause, or given up. A row found taken by another worker is dropped: its
+/// handling stops and nothing is recorded.
 async fn handle(state: &AppState, slack: &Slack, worker: &str, row: Claimed) {
     let handling = dispatch(state, slack, &row);
     tokio::pin!(handling);
@@ -341,8 +351,11 @@ async fn handle(state: &AppState, slack: &Slack, worker: &str, row: Claimed) {
             outcome = &mut handling => break outcome,
             _ = tokio::time::sleep(RENEW_EVERY) => match renew(state, worker, &row).await {
                 Ok(true) => {}
-                // The handlers are idempotent: finishing here does no harm.
-                Ok(false) => tracing::warn!(id = %row.id, "another worker took this Slack inbox row (its claim ran out)"),
+                Ok(false) => {
+                    tracing::warn!(id = %row.id, "another worker took this Slack inbox row (its claim ran out); stopped handling it");
+                    return;
+                }
+                // Not known to be lost: go on; the outcome is written only if it is still ours.
                 Err(error) => tracing::warn!(id = %row.id, %error, "cannot renew the claim on a Slack inbox row"),
             },
         }
@@ -351,20 +364,27 @@ async fn handle(state: &AppState, slack: &Slack, worker: &str, row: Claimed) {
         Outcome::Done => {
             sqlx::query(
                 "UPDATE slack_inbox SET done_at = now(), claimed_until = NULL, error = NULL \
-                 WHERE id = $1",
+                 WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND done_at IS NULL",
             )
             .bind(&row.id)
+            .bind(worker)
+            .bind(row.attempts)
             .execute(&state.pool)
             .await
         }
-        Outcome::Unreadable(error) => give_up(state, &row, error).await,
+        Outcome::Unreadable(error) => give_up(state, worker, &row, error).await,
         Outcome::Failed(error) if row.overdue => {
-            if let Ok(Kind::Event) = stored::<Kind>("slack_inbox.kind", &row.kind)
+            let given_up = give_up(state, worker, &row, error).await;
+            // The person is told once, by the worker whose claim gave it up.
+            if given_up
+                .as_ref()
+                .is_ok_and(|done| done.rows_affected() == 1)
+                && let Ok(Kind::Event) = stored::<Kind>("slack_inbox.kind", &row.kind)
                 && let Ok(callback) = serde_json::from_value::<EventCallback>(row.payload.clone())
             {
                 conversation::gave_up(slack, &callback).await;
             }
-            give_up(state, &row, error).await
+            given_up
         }
         Outcome::Failed(error) => {
             let pause = backoff(row.attempts);
@@ -372,28 +392,45 @@ async fn handle(state: &AppState, slack: &Slack, worker: &str, row: Claimed) {
             // The lease's end is when it is tried again.
             sqlx::query(
                 "UPDATE slack_inbox SET claimed_by = NULL, claimed_replica = NULL, \
-                 claimed_until = now() + $2 * interval '1 millisecond', error = $3 WHERE id = $1",
+                 claimed_until = now() + $4 * interval '1 millisecond', error = $5 \
+                 WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND done_at IS NULL",
             )
             .bind(&row.id)
+            .bind(worker)
+            .bind(row.attempts)
             .bind(pause.as_millis() as i64)
             .bind(error)
             .execute(&state.pool)
             .await
         }
     };
-    if let Err(error) = recorded {
+    match recorded {
+        Ok(written) if written.rows_affected() == 0 => {
+            tracing::warn!(id = %row.id, "this worker's claim on a Slack inbox row was lost; its outcome is not recorded");
+        }
+        Ok(_) => {}
         // The lease runs out and the row is handled again: the handlers are idempotent.
-        tracing::warn!(id = %row.id, %error, "cannot record the outcome of a Slack inbox row");
+        Err(error) => {
+            tracing::warn!(id = %row.id, %error, "cannot record the outcome of a Slack inbox row");
+        }
     }
 }
 
-/// Marks the row done with its error.
-async fn give_up(state: &AppState, row: &Claimed, error: &str) -> sqlx::Result<PgQueryResult> {
+/// Marks the row done with its error, if `worker` still holds this claim on it.
+async fn give_up(
+    state: &AppState,
+    worker: &str,
+    row: &Claimed,
+    error: &str,
+) -> sqlx::Result<PgQueryResult> {
     tracing::error!(id = %row.id, attempts = row.attempts, %error, "giving up on what Slack sent");
     sqlx::query(
-        "UPDATE slack_inbox SET done_at = now(), claimed_until = NULL, error = $2 WHERE id = $1",
+        "UPDATE slack_inbox SET done_at = now(), claimed_until = NULL, error = $4 \
+         WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND done_at IS NULL",
     )
     .bind(&row.id)
+    .bind(worker)
+    .bind(row.attempts)
     .bind(error)
     .execute(&state.pool)
     .await

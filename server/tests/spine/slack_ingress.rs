@@ -813,14 +813,16 @@ async fn shell_turns_from_slack_take_clicks_from_approvers_queue_replies_and_sto
         .await;
     let next = events.last().unwrap();
     assert_eq!(executions_of(&pool, &key).await, 2);
-    let taken: Option<String> = sqlx::query_scalar(
-        "SELECT execution_id::text FROM slack_messages WHERE channel_id = 'C1' AND ts = $1",
-    )
-    .bind(&queued)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(taken.as_deref(), next["execution_id"].as_str());
+    let next_id: uuid::Uuid = next["execution_id"].as_str().unwrap().parse().unwrap();
+    // The next turn took the reply when it started; its Slack message is pointed at that turn
+    // when it ends (below).
+    let taken: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT execution_id FROM messages WHERE client_message_id = $1")
+            .bind(format!("slack:C1:{queued}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(taken, Some(next_id));
 
     // `stop` in the thread, no mention: the running turn is cancelled, naming Ann.
     let after = server.last_event_id(&key).await;
@@ -830,6 +832,7 @@ async fn shell_turns_from_slack_take_clicks_from_approvers_queue_replies_and_sto
         .await;
     assert_eq!(events.last().unwrap()["reason"], "stopped by Ann in Slack");
     assert_eq!(executions_of(&pool, &key).await, 2, "stop is not a turn");
+    wait_pointed(&pool, "C1", &queued, next_id).await;
 
     // The Stop button does the same for the next turn; Bob (not an approver) may press it.
     let after = server.last_event_id(&key).await;
@@ -1094,4 +1097,246 @@ async fn the_slack_messages_an_ended_turn_took_are_pointed_at_it() {
     // The new reply waits for the active turn: nothing is pointed at it yet, no turn started.
     assert_eq!(pointed_at(later).await, None);
     assert_eq!(executions_of(&pool, &key).await, 2);
+}
+
+/// A reply in Slack thread `thread_ts` as its `message` event.
+fn reply(channel: &str, user: &str, text: &str, ts: &str, thread_ts: &str) -> MessageEvent {
+    MessageEvent {
+        channel_type: Some("channel".into()),
+        thread_ts: Some(thread_ts.into()),
+        ..mention(channel, user, text, ts)
+    }
+}
+
+/// The turn a Slack message is pointed at (`slack_messages.execution_id`).
+async fn pointed_at(pool: &PgPool, channel: &str, ts: &str) -> Option<uuid::Uuid> {
+    sqlx::query_scalar("SELECT execution_id FROM slack_messages WHERE channel_id = $1 AND ts = $2")
+        .bind(channel)
+        .bind(ts)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until Slack message `ts` is pointed at `execution` (the turn that took it ended).
+async fn wait_pointed(pool: &PgPool, channel: &str, ts: &str, execution: uuid::Uuid) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = pointed_at(pool, channel, ts).await;
+        if now == Some(execution) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Slack message {ts} is pointed at {now:?}, not {execution}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A mention's turn (queued: the recording backend runs nothing), its thread and execution id.
+async fn mentioned_turn(
+    fake: &FakeSlack,
+    server: &TestServer,
+    pool: &PgPool,
+) -> (String, String, i64, uuid::Uuid) {
+    let ts = fake
+        .post("U1", "C1", format!("<@{BOT_USER_ID}> build it"), None)
+        .await;
+    let key = slack_key("C1", &ts);
+    wait_thread(server, &key).await;
+    inbox_settled(pool, 2).await;
+    let (thread_id, first): (i64, uuid::Uuid) = sqlx::query_as(
+        "SELECT t.id, e.id FROM executions e JOIN threads t ON t.id = e.thread_id \
+         WHERE t.thread_key = $1",
+    )
+    .bind(&key)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (ts, key, thread_id, first)
+}
+
+async fn complete(pool: &PgPool, execution: uuid::Uuid) {
+    sqlx::query("UPDATE executions SET status = 'completed', finished_at = now() WHERE id = $1")
+        .bind(execution)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// The Slack messages an ended turn took are pointed at it even when a later turn is already
+/// queued (it used to do nothing then: their ✓ or ✗ never came).
+#[tokio::test]
+async fn an_ended_turns_slack_messages_are_pointed_at_it_while_a_later_turn_is_queued() {
+    let (fake, server, pool) = slack_server(SlackMode::Webhook, |_| {}).await;
+    let (ts, key, thread_id, first) = mentioned_turn(&fake, &server, &pool).await;
+    let steering = fake.post("U2", "C1", "also the docs", Some(&ts)).await;
+    inbox_settled(&pool, 3).await;
+    // The first turn took the reply (given to it mid-turn) and ended; a turn from the API is
+    // queued after it.
+    sqlx::query(
+        "UPDATE messages SET execution_id = $2 WHERE thread_id = $1 AND execution_id IS NULL",
+    )
+    .bind(thread_id)
+    .bind(first)
+    .execute(&pool)
+    .await
+    .unwrap();
+    complete(&pool, first).await;
+    let (status, queued) = server
+        .admin(Method::POST, "/agent/execute", json!({"thread_key": key}))
+        .await;
+    assert!(status.is_success(), "{status} {queued}");
+    // A reply while that one is queued: the inbox handles the thread's turns' ends again.
+    let later = fake.post("U2", "C1", "and the changelog", Some(&ts)).await;
+    inbox_settled(&pool, 4).await;
+    assert_eq!(pointed_at(&pool, "C1", &steering).await, Some(first));
+    assert_eq!(pointed_at(&pool, "C1", &later).await, None);
+    assert_eq!(pointed_at(&pool, "C1", &ts).await, Some(first));
+    assert_eq!(executions_of(&pool, &key).await, 2);
+}
+
+/// An idempotency key `slack:after:<ended>` that finds an execution already there (a replay)
+/// does not point newer replies at it: they are pointed only at the turn that takes them.
+#[tokio::test]
+async fn a_replayed_next_turn_key_does_not_point_newer_replies_at_its_turn() {
+    let (fake, server, pool) = slack_server(SlackMode::Webhook, |_| {}).await;
+    let (ts, key, thread_id, first) = mentioned_turn(&fake, &server, &pool).await;
+    complete(&pool, first).await;
+    // The next turn of `first` exists and ended already.
+    let replayed = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO executions (id, thread_id, status, harness, idempotency_key, \
+         max_duration_ms, deadline_at, created_at, finished_at) \
+         SELECT $2, thread_id, 'completed', harness, 'slack:after:' || $1::text, \
+         max_duration_ms, deadline_at, created_at - interval '1 minute', now() \
+         FROM executions WHERE id = $1",
+    )
+    .bind(first)
+    .bind(replayed)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // A newer reply, stored as a message by an earlier attempt that did not get to remember
+    // its Slack message; its event is handled now.
+    let newer = "1800000000.000100";
+    let (status, posted) = server
+        .admin(
+            Method::POST,
+            "/agent/message",
+            json!({"thread_key": key, "text": "and the changelog",
+                   "client_message_id": format!("slack:C1:{newer}")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{posted}");
+    let event = fake.event_callback(Event::Message(reply(
+        "C1",
+        "U2",
+        "and the changelog",
+        newer,
+        &ts,
+    )));
+    fake.send_event(event).await;
+    inbox_settled(&pool, 3).await;
+    assert_eq!(pointed_at(&pool, "C1", newer).await, None);
+    let taken: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT execution_id FROM messages WHERE thread_id = $1 AND client_message_id = $2",
+    )
+    .bind(thread_id)
+    .bind(format!("slack:C1:{newer}"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(taken, None, "the reply still waits");
+}
+
+/// A reply stored while a turn ran, whose next turn never started (the turn's end was handled
+/// before it was stored, and handling it again failed or the worker died), starts that turn
+/// when its Slack message comes again (its other event, a retry): it is not stranded.
+#[tokio::test]
+async fn a_stored_reply_still_waiting_with_no_turn_running_starts_one_when_seen_again() {
+    let (fake, server, pool) = slack_server(SlackMode::Webhook, |_| {}).await;
+    let (ts, key, _thread_id, first) = mentioned_turn(&fake, &server, &pool).await;
+    let waiting = fake.post("U2", "C1", "also the docs", Some(&ts)).await;
+    inbox_settled(&pool, 3).await;
+    // The turn ended without taking it, and nothing started the next one.
+    complete(&pool, first).await;
+    assert_eq!(executions_of(&pool, &key).await, 1);
+    let again = fake.event_callback(Event::Message(reply(
+        "C1",
+        "U2",
+        "also the docs",
+        &waiting,
+        &ts,
+    )));
+    fake.send_event(again).await;
+    inbox_settled(&pool, 4).await;
+    let next: (uuid::Uuid, String) = sqlx::query_as(
+        "SELECT e.id, e.idempotency_key FROM executions e JOIN threads t ON t.id = e.thread_id \
+         WHERE t.thread_key = $1 AND e.status = 'queued'",
+    )
+    .bind(&key)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(next.1, format!("slack:after:{first}"));
+    assert_eq!(executions_of(&pool, &key).await, 2);
+    // Seen a third time with the turn queued: nothing more starts.
+    let third = fake.event_callback(Event::Message(reply(
+        "C1",
+        "U2",
+        "also the docs",
+        &waiting,
+        &ts,
+    )));
+    fake.send_event(third).await;
+    inbox_settled(&pool, 5).await;
+    assert_eq!(executions_of(&pool, &key).await, 2);
+}
+
+/// A worker whose claim on an inbox row was given to another (its lease ran out while it was
+/// stuck) stops handling the row when its renewal finds that out, and writes nothing: no turn
+/// from it, the row not marked done under the new holder's claim.
+#[tokio::test]
+async fn a_worker_that_lost_its_claim_stops_handling_the_row_and_writes_nothing() {
+    let (fake, _server, pool) = slack_server(SlackMode::Webhook, |_| {}).await;
+    // The handler is stuck on the eyes: Slack says wait 8 s (the claim is renewed every 5 s).
+    fake.rate_limit("reactions.add", 1, 8);
+    let ts = fake
+        .post("U1", "C1", format!("<@{BOT_USER_ID}> build it"), None)
+        .await;
+    fake.wait_until(WAIT, |fake| !fake.calls_to("reactions.add").is_empty())
+        .await;
+    // Another worker takes the row meanwhile (a lease that ran out, as far as it knows).
+    let taken = sqlx::query(
+        "UPDATE slack_inbox SET claimed_by = 'elsewhere/slack-inbox-0', claimed_replica = NULL, \
+         claimed_until = now() + interval '10 minutes', attempts = attempts + 1 \
+         WHERE payload->'event'->>'type' = 'app_mention' AND done_at IS NULL",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(taken.rows_affected(), 1);
+    // Past the renewal and past the end of Slack's wait.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (done, claimed_by, error): (bool, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT done_at IS NOT NULL, claimed_by, error FROM slack_inbox \
+         WHERE payload->'event'->>'type' = 'app_mention'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        !done,
+        "the row was marked done by a worker that no longer held it"
+    );
+    assert_eq!(claimed_by.as_deref(), Some("elsewhere/slack-inbox-0"));
+    assert_eq!(error, None);
+    assert_eq!(executions_of(&pool, &slack_key("C1", &ts)).await, 0);
+    assert_eq!(
+        fake.calls_to("reactions.add").len(),
+        1,
+        "the handler went on"
+    );
 }

@@ -107,9 +107,16 @@ pub async fn after_turn_of(
     )
     .await;
     match executed {
-        Ok(response) => {
-            tracing::info!(thread_key = %key, execution_id = %response.execution_id, "turn started for messages sent during the last one");
-        }
+        Ok(response) => match response.status {
+            ExecutionStatus::Queued | ExecutionStatus::Running => {
+                tracing::info!(thread_key = %key, execution_id = %response.execution_id, "turn started for messages sent during the last one");
+            }
+            // The key named a turn that has ended already (a replay): nothing of it is pointed
+            // at the messages that wait; they wait for the thread's next turn.
+            ExecutionStatus::Completed | ExecutionStatus::Failed | ExecutionStatus::Cancelled => {
+                tracing::warn!(thread_key = %key, execution_id = %response.execution_id, "the turn after this one ended already; the messages waiting wait for the next turn");
+            }
+        },
         // Another turn started meanwhile (from the API, the CLI): it claims the waiting
         // messages when it starts, and its own end points them at it.
         Err(error) if error.code() == ErrorCode::ExecutionActive => {}

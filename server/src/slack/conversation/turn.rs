@@ -40,6 +40,14 @@ pub async fn handle_event(
     let key = key_for(&message.channel, &thread_ts)?;
     if already_taken(state, &message.channel, &message.ts).await? {
         tracing::debug!(channel = %message.channel, ts = %message.ts, "Slack message already taken");
+        // Stored, but what was to follow may not have happened (a crash, or `after_turn`
+        // failing, between storing it and starting the next turn): a reply still waiting in a
+        // thread with no turn running starts one. Handling a turn's end again is harmless.
+        if let Some(thread_id) = stranded(state, &message.channel, &message.ts).await? {
+            tracing::info!(channel = %message.channel, ts = %message.ts, "a stored Slack reply still waits with no turn running; starting one");
+            after_turn(state, thread_id).await?;
+            slack.delivery_wake.notify_one();
+        }
         return Ok(());
     }
     let existing = threads::find_optional(state, &key).await?;
@@ -296,6 +304,23 @@ async fn already_taken(state: &AppState, channel: &str, ts: &str) -> sqlx::Resul
     .bind(channel)
     .bind(ts)
     .fetch_one(&state.pool)
+    .await
+}
+
+/// The thread of a taken Slack message that still waits (its message neither taken by a turn
+/// nor withdrawn) while no turn of the thread is queued or running.
+async fn stranded(state: &AppState, channel: &str, ts: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT sm.thread_id FROM slack_messages sm JOIN messages m \
+           ON m.thread_id = sm.thread_id AND m.client_message_id = 'slack:' || sm.channel_id || ':' || sm.ts \
+         WHERE sm.channel_id = $1 AND sm.ts = $2 \
+           AND m.execution_id IS NULL AND m.withdrawn_at IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.thread_id = sm.thread_id \
+                           AND e.status IN ('queued', 'running'))",
+    )
+    .bind(channel)
+    .bind(ts)
+    .fetch_optional(&state.pool)
     .await
 }
 
