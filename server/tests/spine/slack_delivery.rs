@@ -860,3 +860,121 @@ async fn a_permanent_refusal_is_skipped_and_delivery_goes_on() {
     assert_eq!(answers.len(), 1);
     assert!(answers[0].text.contains("delivered"));
 }
+
+/// The replies that waited for a turn cannot start the next one (its harness cannot run here:
+/// a 409 that no retry changes): the turn's end is still completed, once: one answer, the
+/// check mark, one line in the thread saying why; and it is not done again.
+#[tokio::test]
+async fn a_next_turn_that_cannot_start_is_said_once_and_the_end_completes() {
+    let Bridge { stack, fake, .. } = bridge("slack-after-refused", Harness::Shell, |c| {
+        c.harness_env.push((
+            "CENTAUR_CODEX_BIN".into(),
+            "/usr/bin/centaur-test-no-such-codex".into(),
+        ));
+    })
+    .await;
+    let ts = fake
+        .post("U1", "C1", "<@U0BOT> sleep 3; echo first", None)
+        .await;
+    // Running (not just queued: a reply before its start would be its input too).
+    fake.wait_until(WAIT, |f| {
+        streams(f, &ts).iter().any(|m| m.text.contains("sleep 3"))
+    })
+    .await;
+    // A reply while the shell turn runs waits for its end (shell does not steer).
+    fake.post("U2", "C1", "echo second", Some(&ts)).await;
+    // The answer held back a few seconds: time to make the next turn impossible once this one
+    // has ended (its sandbox released, the thread switched to a harness this server lacks).
+    fake.rate_limit("chat.postMessage", 1, 5);
+    let pool = sqlx::PgPool::connect(&stack.server.database_url)
+        .await
+        .unwrap();
+    let key = format!("slack:C1:{ts}");
+    let mut ended = false;
+    for _ in 0..400 {
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT e.status FROM executions e JOIN threads t ON t.id = e.thread_id \
+             WHERE t.thread_key = $1 ORDER BY e.created_at LIMIT 1",
+        )
+        .bind(&key)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if status.as_deref() == Some("completed") {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ended, "the first turn did not complete");
+    stack
+        .server
+        .post(&format!("/agent/threads/{key}/release"), json!({}))
+        .await;
+    sqlx::query("UPDATE threads SET harness = 'codex' WHERE thread_key = $1")
+        .bind(&key)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    wait_done(&fake, &ts, "white_check_mark").await;
+    let answers = posts(&fake, &ts, "answer:");
+    assert_eq!(answers.len(), 1, "{}", fake.log());
+    assert!(answers[0].text.contains("first"));
+    let said = posts(&fake, &ts, "after:");
+    assert_eq!(said.len(), 1, "{}", fake.log());
+    assert!(said[0].text.contains("could not start"), "{:?}", said[0]);
+    assert!(said[0].text.contains("codex"), "{:?}", said[0]);
+    // Done: the end is not redone (no more posts, no searches), the cursor past it.
+    let posted = fake.calls_to("chat.postMessage").len();
+    let updated = fake.calls_to("chat.update").len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        fake.calls_to("chat.postMessage").len(),
+        posted,
+        "{}",
+        fake.log()
+    );
+    assert_eq!(
+        fake.calls_to("chat.update").len(),
+        updated,
+        "{}",
+        fake.log()
+    );
+    assert!(
+        fake.calls_to("conversations.replies").is_empty(),
+        "{}",
+        fake.log()
+    );
+    let turn: Option<Value> = sqlx::query_scalar(
+        "SELECT s.delivery -> 'turn' FROM slack_threads s JOIN threads t ON t.id = s.thread_id \
+         WHERE t.thread_key = $1",
+    )
+    .bind(&key)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(turn.as_ref().is_none_or(Value::is_null), "{turn:?}");
+}
+
+/// A post's answer is lost and Slack then refuses to show the thread (a missing history
+/// scope): the post is not made again blindly; delivery waits until the thread can be searched,
+/// finds the post and goes on. Each message lands once.
+#[tokio::test]
+async fn a_refused_search_after_a_lost_answer_does_not_post_again() {
+    let Bridge {
+        stack: _stack,
+        fake,
+        ..
+    } = bridge("slack-search-refused", Harness::Echo, |_| {}).await;
+    fake.lose_answers("chat.postMessage", 2);
+    fake.fail("conversations.replies", "missing_scope", 1);
+    let ts = fake.post("U1", "C1", "<@U0BOT> not twice", None).await;
+    wait_done(&fake, &ts, "white_check_mark").await;
+    assert_eq!(posts(&fake, &ts, "control:").len(), 1, "{}", fake.log());
+    let answers = posts(&fake, &ts, "answer:");
+    assert_eq!(answers.len(), 1, "{}", fake.log());
+    assert!(answers[0].text.contains("not twice"));
+    assert_eq!(fake.calls_to("chat.postMessage").len(), 2, "{}", fake.log());
+    assert!(fake.calls_to("conversations.replies").len() >= 2);
+}

@@ -33,6 +33,7 @@ use super::{Halt, Lease};
 use crate::app::AppState;
 use crate::slack::Slack;
 use crate::slack::blocks::{self, Rendered};
+use crate::slack::conversation::after_turn::after_turn_of;
 use crate::slack::format::{
     MESSAGE_CHARS, code_block, escape, neutralise_mentions, split, to_mrkdwn, truncate,
 };
@@ -641,7 +642,14 @@ impl<'a> Follower<'a> {
 
     /// Puts up the turn's status line when it changed or is about to be cleared by Slack.
     async fn refresh_status(&mut self) -> Result<(), Halt> {
-        let Some(step) = self.delivery.turn.as_ref().map(|t| t.step.clone()) else {
+        // After the end is shown (its status cleared), only the end's redo is left.
+        let Some(step) = self
+            .delivery
+            .turn
+            .as_ref()
+            .filter(|t| !t.end_shown)
+            .map(|t| t.step.clone())
+        else {
             return Ok(());
         };
         let now = Instant::now();
@@ -698,8 +706,57 @@ impl<'a> Follower<'a> {
 
     // ---- the end ----
 
+    /// A turn's end: shown in Slack (once: recorded and saved before going on), then the
+    /// messages that waited for it given to a next turn, then the reactions. Done again from
+    /// where it stopped after a transient failure or a restart.
     async fn finish_turn(&mut self, execution_id: Uuid, end: TurnEnd<'_>) -> Result<(), Halt> {
         self.ensure_turn(execution_id).await?;
+        if !self
+            .delivery
+            .turn
+            .as_ref()
+            .is_some_and(|turn| turn.end_shown)
+        {
+            self.show_end(execution_id, end).await?;
+            if let Some(turn) = self.delivery.turn.as_mut() {
+                turn.end_shown = true;
+            }
+            // Saved before after_turn: a redo of the end finds its posts recorded and neither
+            // looks for them nor posts them again.
+            self.save().await?;
+        }
+        // Slack messages that came while this turn ran are marked as taken by it and start the
+        // next turn (idempotent). Before the reactions: the check mark goes on every message
+        // the turn took. A transient failure halts the follower (the end is taken up again by
+        // the next sweep); a permanent one is said once in the thread and the end goes on.
+        if let Err(error) = after_turn_of(self.state, self.place.thread_id, execution_id).await {
+            if error.is_transient() {
+                return Err(Halt::AfterTurn(error));
+            }
+            tracing::warn!(
+                thread_key = %self.place.thread_key, %execution_id, %error,
+                "Slack delivery: the messages sent during the turn could not start a next turn"
+            );
+            let line = format!(
+                "⚠️ The messages sent while the agent worked could not start a new turn: {}",
+                escape(&truncate(&error.to_string(), 500))
+            );
+            let message = self.text_message(line);
+            self.post_once(&format!("after:{execution_id}"), message)
+                .await?;
+        }
+        self.react(execution_id, matches!(end, TurnEnd::Completed { .. }))
+            .await?;
+        let id = execution_id.to_string();
+        self.delivery.posts.retain(|key, _| !key.contains(&id));
+        self.delivery.turn = None;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// The end in the thread: the last progress, the stream stopped, the outcome line, the
+    /// answer or the failure, the status cleared.
+    async fn show_end(&mut self, execution_id: Uuid, end: TurnEnd<'_>) -> Result<(), Halt> {
         // The last progress: streamed, or onto the control message with the outcome.
         if self.delivery.streaming_unavailable {
             if let Some(turn) = self.delivery.turn.as_mut() {
@@ -758,18 +815,6 @@ impl<'a> Follower<'a> {
         }
         self.set_status("").await?;
         self.status_shown = None;
-        // Slack messages that came while this turn ran are marked as taken by it and start the
-        // next turn (idempotent). Before the reactions: the check mark goes on every message
-        // the turn took. Failing, the end is done again (each of its steps is idempotent).
-        crate::slack::conversation::after_turn(self.state, self.place.thread_id)
-            .await
-            .map_err(Halt::AfterTurn)?;
-        self.react(execution_id, matches!(end, TurnEnd::Completed { .. }))
-            .await?;
-        let id = execution_id.to_string();
-        self.delivery.posts.retain(|key, _| !key.contains(&id));
-        self.delivery.turn = None;
-        self.dirty = true;
         Ok(())
     }
 

@@ -5,11 +5,10 @@
 //! a check mark or a cross.
 //!
 //! - [`spawn_scheduler`] (here): finds Slack threads with undelivered events (or a turn being
-//!   delivered) whose lease is free, expired, this replica's own from before a restart, or held
-//!   by a replica that is not alive, claims them, and runs one follower per thread. It looks
-//!   when woken (a turn started from Slack, a follower ended) and, for everything else (a
-//!   restart's takeover, a message written in the CLI, another replica's threads), every
-//!   [`SWEEP_EVERY`].
+//!   delivered) whose lease is free, run out, or this replica's own from before a restart,
+//!   claims them, and runs one follower per thread. It looks when woken (a turn started from
+//!   Slack, a follower ended) and, for everything else (a restart's takeover, a message written
+//!   in the CLI, another replica's threads), every [`SWEEP_EVERY`].
 //! - The lease is fenced: a follower stops (its Slack calls dropped mid-flight) as soon as its
 //!   lease may have run out, [`LEASE_MARGIN`] before another replica could take it.
 //! - [`follower`]: reads a thread's events after the cursor (then live), renders them, and moves
@@ -17,7 +16,8 @@
 //! - [`outbox`]: the Slack side: retries (429 `Retry-After`, transient errors), and posts that
 //!   are not idempotent made exactly once: an intent is committed first, the post carries
 //!   `metadata` naming it, and an intent found without its result is looked for in the thread
-//!   before posting again.
+//!   before posting again. `chat.startStream` has no intent: a follower cut off during it
+//!   may start the progress stream again (a progress message twice, never an answer).
 //! - [`state`]: what is remembered between events, and how an event reads as progress.
 
 mod follower;
@@ -44,6 +44,9 @@ const RENEW_EVERY: Duration = Duration::from_secs(3);
 const LEASE_MARGIN: Duration = Duration::from_secs(3);
 /// A thread whose delivery state cannot be read is looked at again after this (logging it).
 const UNREADABLE_RETRY: Duration = Duration::from_secs(60);
+/// A thread whose lost post could not be looked for (Slack refused to show the thread) is
+/// looked at again after this (logging it with its fix).
+const SEARCH_REFUSED_RETRY: Duration = Duration::from_secs(10);
 /// At most this many threads claimed per scan.
 const CLAIM_BATCH: i64 = 32;
 
@@ -57,7 +60,14 @@ pub enum Halt {
     #[error("the delivery state is unreadable")]
     UnreadableState,
     #[error("could not finish the turn's Slack messages: {0}")]
-    AfterTurn(crate::slack::conversation::ConversationError),
+    AfterTurn(crate::slack::conversation::after_turn::AfterTurnError),
+    /// A post that may have landed could not be looked for (Slack refused to show the thread):
+    /// its intent is kept, and it is not posted again until it can be looked for.
+    #[error("could not look for the post `{key}` that may have landed: {error}")]
+    SearchRefused {
+        key: String,
+        error: crate::slack::web::WebError,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -117,13 +127,10 @@ pub fn spawn_scheduler(state: AppState) {
                         Err(Halt::LeaseLost) => {
                             tracing::info!(thread_id, "Slack delivery: lease lost; stopping")
                         }
-                        Err(Halt::UnreadableState) => {
-                            // Logged by the follower; held (not retried at once) meanwhile.
-                            tokio::select! {
-                                _ = state.shutdown.cancelled() => {}
-                                _ = lease.lost.cancelled() => {}
-                                _ = tokio::time::sleep(UNREADABLE_RETRY) => {}
-                            }
+                        // Logged by the follower; held (not retried at once) meanwhile.
+                        Err(Halt::UnreadableState) => hold(&state, &lease, UNREADABLE_RETRY).await,
+                        Err(Halt::SearchRefused { .. }) => {
+                            hold(&state, &lease, SEARCH_REFUSED_RETRY).await
                         }
                         Err(error @ (Halt::AfterTurn(_) | Halt::Database(_))) => {
                             tracing::warn!(thread_id, %error, "Slack delivery stopped; will resume")
@@ -143,8 +150,24 @@ pub fn spawn_scheduler(state: AppState) {
     });
 }
 
+/// Waits `duration` before a halted thread may be taken again (unless shutting down or the
+/// lease is gone first).
+async fn hold(state: &AppState, lease: &Lease, duration: Duration) {
+    tokio::select! {
+        _ = state.shutdown.cancelled() => {}
+        _ = lease.lost.cancelled() => {}
+        _ = tokio::time::sleep(duration) => {}
+    }
+}
+
 /// Claims up to [`CLAIM_BATCH`] Slack threads with work this replica may take: undelivered
 /// events, or a turn still being delivered (its status to refresh, its stream to keep alive).
+///
+/// Only a lease that is free, has run out, or is this replica's own (from before a restart:
+/// the replica id is stable) is taken. Another replica's lease is never taken before it runs
+/// out, even when that replica's heartbeat is stale: its follower stops only when its lease
+/// may have run out (the fence), so a replica whose heartbeat lags while its renewals succeed
+/// would still be posting. A dead replica's threads wait at most [`LEASE`].
 async fn claim(state: &AppState, busy: &[i64]) -> sqlx::Result<Vec<i64>> {
     sqlx::query_scalar(
         "UPDATE slack_threads s SET lease_owner = $1, \
@@ -154,17 +177,14 @@ async fn claim(state: &AppState, busy: &[i64]) -> sqlx::Result<Vec<i64>> {
              WHERE (c.delivered_event_id < t.last_event_id \
                     OR jsonb_typeof(c.delivery -> 'turn') = 'object') \
                AND NOT (c.thread_id = ANY($3)) \
-               AND (c.lease_owner IS NULL OR c.lease_until < now() OR c.lease_owner = $1 \
-                    OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = c.lease_owner \
-                                   AND r.seen_at > now() - make_interval(secs => $4))) \
-             ORDER BY c.thread_id LIMIT $5 \
+               AND (c.lease_owner IS NULL OR c.lease_until < now() OR c.lease_owner = $1) \
+             ORDER BY c.thread_id LIMIT $4 \
              FOR UPDATE OF c SKIP LOCKED) \
          RETURNING s.thread_id",
     )
     .bind(state.replica.as_ref())
     .bind(LEASE.as_secs_f64())
     .bind(busy)
-    .bind(state.config.replica_dead_after_secs as f64)
     .bind(CLAIM_BATCH)
     .fetch_all(&state.pool)
     .await

@@ -6,7 +6,11 @@
 //! {thread_key, key}}` (a file: a unique title). A follower that finds an intent without its
 //! result (the server died mid-post) looks for the post in `conversations.replies` before
 //! posting again; so does a post tried again after a failure that may have reached Slack (a
-//! timeout, a 5xx, a connection lost after sending; not a 429 or a refused connection).
+//! timeout, a 5xx, a connection lost after sending; not a 429 or a refused connection): from
+//! then on, before every later attempt, twice, each after a pause (longer for a file share).
+//! When Slack refuses to show the thread (a missing `channels:history` scope, say), the post is
+//! not made again blindly: the intent is kept and the thread's delivery halts
+//! ([`Halt::SearchRefused`], logged with its fix) until the search can be made.
 //! `chat.update`, reactions and `assistant.threads.setStatus` are idempotent and are simply
 //! repeated.
 
@@ -30,6 +34,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Pages of `conversations.replies` read when looking for a post.
 const REPLIES_PAGE: u32 = 200;
 const MAX_REPLIES_PAGES: usize = 50;
+/// After a post's answer was lost, the thread is searched this many times before posting
+/// again, each after a pause of [`SEARCH_AFTER`] (a message) or [`FILE_SEARCH_AFTER`] (a file
+/// share, which Slack shows asynchronously).
+const SEARCHES: usize = 2;
+const SEARCH_AFTER: Duration = Duration::from_secs(2);
+const FILE_SEARCH_AFTER: Duration = Duration::from_secs(5);
 
 impl Follower<'_> {
     /// Sleeps for `duration`, unless the server shuts down or the lease is lost first.
@@ -65,8 +75,9 @@ impl Follower<'_> {
     }
 
     /// `request`, a post made under `key` (a file: titled `file_title`), until Slack answers it:
-    /// like [`Follower::call`], but after a failure that may have reached Slack the thread is
-    /// searched for the post before it is tried again.
+    /// like [`Follower::call`], but once an attempt failed in a way that may have reached Slack,
+    /// every later attempt is preceded by a search of the thread for the post (a post cut off
+    /// by the timeout may land after the first search).
     async fn call_posting<M: Method>(
         &self,
         request: &M,
@@ -74,7 +85,15 @@ impl Follower<'_> {
         file_title: Option<&str>,
     ) -> Result<Result<Posted<M::Response>, WebError>, Halt> {
         let mut backoff = FIRST_BACKOFF;
+        let mut may_have_posted = false;
         loop {
+            if may_have_posted && let Some(ts) = self.look_for_lost(key, file_title).await? {
+                tracing::info!(
+                    thread_key = %self.place.thread_key, key,
+                    "Slack delivery: a post whose answer was lost had landed; not posting it again"
+                );
+                return Ok(Ok(Posted::Found(ts)));
+            }
             match self.slack.web.call(request).await {
                 Err(WebError::RateLimited { retry_after, .. }) => {
                     tracing::debug!(method = M::NAME, ?retry_after, "Slack rate limit; waiting");
@@ -82,21 +101,34 @@ impl Follower<'_> {
                 }
                 Err(error) if error.is_transient() => {
                     tracing::debug!(method = M::NAME, %error, ?backoff, "Slack post failed; retrying");
+                    may_have_posted |= may_have_landed(&error);
                     self.pause(backoff).await?;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    if may_have_landed(&error)
-                        && let Some(ts) = self.find_in_thread(key, file_title).await?
-                    {
-                        tracing::info!(
-                            thread_key = %self.place.thread_key, key, %error,
-                            "Slack delivery: a post whose answer was lost had landed; not posting it again"
-                        );
-                        return Ok(Ok(Posted::Found(ts)));
-                    }
                 }
                 answer => return Ok(answer.map(Posted::Answered)),
             }
         }
+    }
+
+    /// Looks for a post that may have landed: twice, each after a pause (a message shows in
+    /// `conversations.replies` within moments; a file share later, as Slack processes it).
+    async fn look_for_lost(
+        &self,
+        key: &str,
+        file_title: Option<&str>,
+    ) -> Result<Option<String>, Halt> {
+        let wait = if file_title.is_some() {
+            FILE_SEARCH_AFTER
+        } else {
+            SEARCH_AFTER
+        };
+        for _ in 0..SEARCHES {
+            self.pause(wait).await?;
+            if let Some(ts) = self.find_in_thread(key, file_title).await? {
+                return Ok(Some(ts));
+            }
+        }
+        Ok(None)
     }
 
     fn metadata(&self, key: &str) -> MessageMetadata {
@@ -265,9 +297,21 @@ impl Follower<'_> {
             let page = match self.call(&request).await? {
                 Ok(page) => page,
                 Err(error) => {
-                    // Not knowing, post again: a doubled post beats a lost one.
-                    self.report(&error, "read the thread to find an interrupted post");
-                    return Ok(None);
+                    // Not knowing whether it landed, it is not posted again (that could double
+                    // an answer): the intent is kept and the thread halted until Slack shows it.
+                    let fix = known_fix(&error)
+                        .unwrap_or_else(|| "it is tried again in a few seconds".into());
+                    tracing::warn!(
+                        thread_key = %self.place.thread_key,
+                        channel = %self.place.channel_id,
+                        key, %error,
+                        "Slack delivery cannot read the thread to look for a post that may have \
+                         landed; not posting it again until it can; {fix}"
+                    );
+                    return Err(Halt::SearchRefused {
+                        key: key.to_owned(),
+                        error,
+                    });
                 }
             };
             for message in &page.messages {
@@ -328,23 +372,30 @@ fn may_have_landed(error: &WebError) -> bool {
 
 /// What a person can do about a refusal.
 pub fn fix_for(error: &WebError) -> String {
+    known_fix(error).unwrap_or_else(|| "skipping it".into())
+}
+
+/// What a person can do about a refusal, where something can be done.
+fn known_fix(error: &WebError) -> Option<String> {
     if error.is_auth() {
-        return "SLACK_BOT_TOKEN is no longer valid: set a current bot token and restart the server"
-            .into();
+        return Some(
+            "SLACK_BOT_TOKEN is no longer valid: set a current bot token and restart the server"
+                .into(),
+        );
     }
     match (error.code(), error) {
         (Some(errors::NOT_IN_CHANNEL), _) => {
-            "invite the bot to the channel (/invite @<bot>) and mention it again".into()
+            Some("invite the bot to the channel (/invite @<bot>) and mention it again".into())
         }
-        (Some(errors::CHANNEL_NOT_FOUND), _) => {
+        (Some(errors::CHANNEL_NOT_FOUND), _) => Some(
             "the channel is gone or the bot cannot see it (a private channel needs the bot invited)"
-                .into()
-        }
-        (Some(errors::MISSING_SCOPE), WebError::Api { needed, .. }) => format!(
+                .into(),
+        ),
+        (Some(errors::MISSING_SCOPE), WebError::Api { needed, .. }) => Some(format!(
             "add the scope {} to the Slack app (manifests/slack-app.yaml) and reinstall it",
             needed.as_deref().unwrap_or("it needs")
-        ),
-        _ => "skipping it".into(),
+        )),
+        _ => None,
     }
 }
 

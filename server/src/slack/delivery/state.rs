@@ -68,6 +68,10 @@ pub struct Turn {
     /// The current command's output was cut.
     #[serde(default)]
     pub output_cut: bool,
+    /// The turn's end is shown (stream stopped, outcome line, answer posted, status cleared)
+    /// and saved: a redo of the end (after a failure or a restart) goes on from after it.
+    #[serde(default)]
+    pub end_shown: bool,
 }
 
 impl Turn {
@@ -84,6 +88,7 @@ impl Turn {
             output_open: false,
             output_chars: 0,
             output_cut: false,
+            end_shown: false,
         }
     }
 
