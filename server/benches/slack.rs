@@ -15,9 +15,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use centaur_test_support::http::http;
 use centaur_test_support::measure::{num_cpus, quantile};
 use centaur_test_support::process::{ServerProcess, free_port, process_env};
 use centaur_test_support::proxy::TestProxy;
+use centaur_test_support::server::ADMIN_KEY;
 use centaur_test_support::slack::{self, FakeSlack};
 use serde_json::Value;
 
@@ -64,8 +66,12 @@ async fn main() {
     fake.deliver_to(&server.url);
     let data = dir.join("data");
 
-    acknowledgements(&fake).await;
-    first_progress(&fake, &data).await;
+    // BENCH_SLACK_ONLY=kills runs only the kill run (when looking into it).
+    let only_kills = std::env::var("BENCH_SLACK_ONLY").is_ok_and(|v| v == "kills");
+    if !only_kills {
+        acknowledgements(&fake).await;
+        first_progress(&fake, &data).await;
+    }
     kills(&fake, &mut server, binary, &env, port).await;
 
     server.terminate();
@@ -224,10 +230,24 @@ async fn kills(
     for ts in &threads {
         let answers = final_answers(fake, "C1", ts);
         if answers != 1 {
+            let detail = http()
+                .build()
+                .unwrap()
+                .get(format!("{}/agent/threads/slack:C1:{ts}", server.url))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .await
+                .ok();
+            let detail: Value = match detail {
+                Some(response) => response.json().await.unwrap_or_default(),
+                None => Value::Null,
+            };
             println!(
-                "  thread {ts}: {answers} answers, reactions {:?}, {} messages",
+                "  thread {ts}: {answers} answers, reactions {:?}, {} messages, thread {} / last execution {}",
                 fake.reactions("C1", ts),
-                fake.thread("C1", ts).len()
+                fake.thread("C1", ts).len(),
+                detail["status"],
+                detail["last_execution"]
             );
         }
     }
