@@ -36,6 +36,10 @@ pub struct Runner {
     attachment: Attachment,
     sandbox: Sandbox,
     harness: Box<dyn Harness>,
+    /// The last execution this runner ran. The server hands an execution back to the sandbox
+    /// that claims it again only when the claim's answer was lost; getting one this runner ran
+    /// means its link to the server is broken.
+    last_run: Option<uuid::Uuid>,
 }
 
 impl Runner {
@@ -46,6 +50,7 @@ impl Runner {
             attachment,
             sandbox,
             harness,
+            last_run: None,
         }
     }
 
@@ -71,6 +76,11 @@ impl Runner {
                 Ok(Some(assignment)) => {
                     backoff = Duration::from_millis(50);
                     unreachable_since = None;
+                    if self.last_run == Some(assignment.execution_id) {
+                        tracing::error!(execution_id = %assignment.execution_id, "the server handed back a turn this runner already ran; stopping");
+                        return Err(RunnerError::Broken);
+                    }
+                    self.last_run = Some(assignment.execution_id);
                     self.execute(assignment).await;
                     if self.harness.broken() {
                         return Err(RunnerError::Broken);

@@ -433,6 +433,13 @@ async fn claim_now(
     thread: &ThreadRow,
 ) -> ApiResult<Option<Assignment>> {
     let mut tx = crate::db::begin(&state.pool).await?;
+    if let Some(sandbox_id) = principal.sandbox_id()
+        && let Some(assignment) = held_by(state, &mut tx, thread, sandbox_id).await?
+    {
+        tx.commit().await?;
+        tracing::info!(thread_key = %thread.thread_key, execution_id = %assignment.execution_id, "execution handed back to the sandbox that claimed it");
+        return Ok(Some(assignment));
+    }
     let claimed: Option<Claimed> = sqlx::query_as(
         "UPDATE executions SET status = 'running', started_at = now(), \
            sandbox_id = COALESCE($2, (SELECT id FROM sandboxes \
@@ -503,6 +510,75 @@ async fn claim_now(
         input,
         runner_seq,
         started_event_id,
+        approval_policy: Some(approval_policy),
+    }))
+}
+
+/// The execution `sandbox_id` already runs, when that sandbox claims again. A runner claims
+/// only between turns, so a sandbox that claims runs none: the answer to its claim was lost
+/// (the server stopped after committing the claim, before answering it). It gets the same
+/// execution back, as it was started (no new `execution.started`), instead of the execution
+/// staying `running` with no one running it until its deadline.
+async fn held_by(
+    state: &AppState,
+    tx: &mut PgConnection,
+    thread: &ThreadRow,
+    sandbox_id: Uuid,
+) -> ApiResult<Option<Assignment>> {
+    let held: Option<Claimed> = sqlx::query_as(
+        "SELECT id, harness, deadline_at, runner_seq, approval_policy FROM executions \
+         WHERE thread_id = $1 AND sandbox_id = $2 AND status = 'running' FOR UPDATE",
+    )
+    .bind(thread.id)
+    .bind(sandbox_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(Claimed {
+        id: execution_id,
+        harness,
+        deadline_at,
+        runner_seq,
+        approval_policy: own_policy,
+    }) = held
+    else {
+        return Ok(None);
+    };
+    let mut input: Vec<(Uuid, String, String, i64)> =
+        sqlx::query_as("SELECT id, role, text, event_id FROM messages WHERE execution_id = $1")
+            .bind(execution_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    input.sort_by_key(|m| m.3);
+    let input = input
+        .into_iter()
+        .map(|(message_id, role, text, _)| {
+            Ok(InputMessage {
+                message_id,
+                role: stored("messages.role", &role)?,
+                text,
+            })
+        })
+        .collect::<Result<Vec<_>, UnknownStored>>()?;
+    let started_event_id: Option<i64> = sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE thread_id = $1 AND execution_id = $2 \
+         AND type = 'execution.started'",
+    )
+    .bind(thread.id)
+    .bind(execution_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let approval_policy = match own_policy {
+        Some(policy) => stored("executions.approval_policy", &policy)?,
+        None => assignment::approval_policy(state, &mut *tx, thread.id).await?,
+    };
+    Ok(Some(Assignment {
+        execution_id,
+        thread_key: thread.key(),
+        harness: stored("executions.harness", &harness)?,
+        deadline_at,
+        input,
+        runner_seq,
+        started_event_id: started_event_id.unwrap_or_default(),
         approval_policy: Some(approval_policy),
     }))
 }

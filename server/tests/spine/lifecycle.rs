@@ -802,3 +802,43 @@ async fn steered_messages_become_the_running_turns_input() {
         .await;
     assert_eq!(answer["withdrawn_messages"], 0, "{answer}");
 }
+
+/// The server stopped after committing a claim and before answering it: the runner claims
+/// again and must get the same execution (as it was started, its input, no second
+/// `execution.started`), not nothing while the execution stays `running` with no one running
+/// it until its deadline.
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_answered_again_with_the_same_turn() {
+    let server = TestServer::start().await;
+    let key = "api:lost-claim-answer";
+    let (_, token) = server.spawn(key).await;
+    let accepted = server
+        .post(
+            "/agent/execute",
+            json!({"thread_key": key, "message": "hello"}),
+        )
+        .await;
+    let execution_id = accepted["execution_id"].as_str().unwrap().to_owned();
+    let runner = server.runner(&token);
+    let (status, first) = runner.claim(key, 2000).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["execution_id"], execution_id.as_str());
+
+    // The answer never reached the runner; it claims again.
+    let (status, again) = runner.claim(key, 300).await;
+    assert_eq!(status, StatusCode::OK, "claimed nothing: {again}");
+    assert_eq!(again["execution_id"], first["execution_id"]);
+    assert_eq!(again["started_event_id"], first["started_event_id"]);
+    assert_eq!(again["runner_seq"], 0);
+    assert_eq!(again["input"], first["input"]);
+    assert_eq!(again["input"][0]["text"], "hello");
+
+    assert_eq!(
+        count(&event_types(&server, key).await, "execution.started"),
+        1
+    );
+    let (_, detail) = server
+        .admin(Method::GET, &format!("/agent/threads/{key}"), json!(null))
+        .await;
+    assert_eq!(detail["last_execution"]["status"], "running");
+}
