@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use centaur_protocol::api::{ExecuteRequest, ExecuteResponse, InterruptResponse, SpawnRequest};
 use centaur_protocol::runner::{
-    Assignment, BatchAccepted, EventBatch, Finish, InputMessage, RunnerEvent, RunnerExecution,
+    ApprovalPolicy, Assignment, BatchAccepted, EventBatch, Finish, InputMessage, RunnerEvent,
+    RunnerExecution,
 };
 use centaur_protocol::{ApprovalResolution, Author, EventBody, ExecutionStatus, Harness, Role};
 use chrono::{DateTime, Utc};
@@ -462,7 +463,7 @@ async fn claim_now(
     else {
         return Ok(None);
     };
-    let mut input: Vec<(Uuid, String, String, i64)> = sqlx::query_as(
+    let input: Vec<(Uuid, String, String, i64)> = sqlx::query_as(
         "UPDATE messages SET execution_id = $1 \
          WHERE thread_id = $2 AND execution_id IS NULL AND withdrawn_at IS NULL \
          RETURNING id, role, text, event_id",
@@ -471,24 +472,9 @@ async fn claim_now(
     .bind(thread.id)
     .fetch_all(&mut *tx)
     .await?;
-    input.sort_by_key(|m| m.3);
     let harness: Harness = stored("executions.harness", &harness)?;
-    let input = input
-        .into_iter()
-        .map(|(message_id, role, text, _)| {
-            Ok(InputMessage {
-                message_id,
-                role: stored("messages.role", &role)?,
-                text,
-            })
-        })
-        .collect::<Result<Vec<_>, UnknownStored>>()?;
-    // The execution's own policy, else the thread's (read with every claim), else the default:
-    // a policy given with a later turn reaches a sandbox that runs.
-    let approval_policy = match own_policy {
-        Some(policy) => stored("executions.approval_policy", &policy)?,
-        None => assignment::approval_policy(state, &mut *tx, thread.id).await?,
-    };
+    let input = input_messages(input)?;
+    let approval_policy = turn_policy(state, &mut tx, thread.id, own_policy).await?;
     let events = append(
         &mut tx,
         &thread.as_ref(),
@@ -543,22 +529,12 @@ async fn held_by(
     else {
         return Ok(None);
     };
-    let mut input: Vec<(Uuid, String, String, i64)> =
+    let input: Vec<(Uuid, String, String, i64)> =
         sqlx::query_as("SELECT id, role, text, event_id FROM messages WHERE execution_id = $1")
             .bind(execution_id)
             .fetch_all(&mut *tx)
             .await?;
-    input.sort_by_key(|m| m.3);
-    let input = input
-        .into_iter()
-        .map(|(message_id, role, text, _)| {
-            Ok(InputMessage {
-                message_id,
-                role: stored("messages.role", &role)?,
-                text,
-            })
-        })
-        .collect::<Result<Vec<_>, UnknownStored>>()?;
+    let input = input_messages(input)?;
     let started_event_id: Option<i64> = sqlx::query_scalar(
         "SELECT event_id FROM events WHERE thread_id = $1 AND execution_id = $2 \
          AND type = 'execution.started'",
@@ -567,10 +543,7 @@ async fn held_by(
     .bind(execution_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let approval_policy = match own_policy {
-        Some(policy) => stored("executions.approval_policy", &policy)?,
-        None => assignment::approval_policy(state, &mut *tx, thread.id).await?,
-    };
+    let approval_policy = turn_policy(state, tx, thread.id, own_policy).await?;
     Ok(Some(Assignment {
         execution_id,
         thread_key: thread.key(),
@@ -581,6 +554,36 @@ async fn held_by(
         started_event_id: started_event_id.unwrap_or_default(),
         approval_policy: Some(approval_policy),
     }))
+}
+
+/// A turn's input as stored (`id, role, text, event_id`), oldest first.
+fn input_messages(
+    mut rows: Vec<(Uuid, String, String, i64)>,
+) -> Result<Vec<InputMessage>, UnknownStored> {
+    rows.sort_by_key(|m| m.3);
+    rows.into_iter()
+        .map(|(message_id, role, text, _)| {
+            Ok(InputMessage {
+                message_id,
+                role: stored("messages.role", &role)?,
+                text,
+            })
+        })
+        .collect()
+}
+
+/// The policy a claimed turn runs under: the execution's own, else the thread's (read with
+/// every claim), else the default: a policy given with a later turn reaches a sandbox that runs.
+async fn turn_policy(
+    state: &AppState,
+    tx: &mut PgConnection,
+    thread_id: i64,
+    own_policy: Option<String>,
+) -> ApiResult<ApprovalPolicy> {
+    Ok(match own_policy {
+        Some(policy) => stored("executions.approval_policy", &policy)?,
+        None => assignment::approval_policy(state, &mut *tx, thread_id).await?,
+    })
 }
 
 #[derive(sqlx::FromRow)]

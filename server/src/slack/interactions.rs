@@ -146,13 +146,7 @@ mod tests {
     use crate::slack::settings::SlackSettings;
 
     fn settings() -> SlackSettings {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            slack: SlackSettings,
-        }
-        Cli::parse_from(["test"]).slack
+        SlackSettings::defaults()
     }
 
     #[test]

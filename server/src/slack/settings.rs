@@ -158,3 +158,17 @@ impl SlackSettings {
         }
     }
 }
+
+impl SlackSettings {
+    /// Every setting at its default (tests).
+    #[cfg(test)]
+    pub fn defaults() -> SlackSettings {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            slack: SlackSettings,
+        }
+        Cli::parse_from(["test"]).slack
+    }
+}

@@ -176,13 +176,7 @@ mod tests {
     }
 
     fn settings() -> SlackSettings {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            slack: SlackSettings,
-        }
-        Cli::parse_from(["test"]).slack
+        SlackSettings::defaults()
     }
 
     fn message(text: &str) -> MessageEvent {

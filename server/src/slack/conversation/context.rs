@@ -232,13 +232,7 @@ mod tests {
             bot_id: Some("B0BOT".into()),
             url: None,
         };
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            slack: SlackSettings,
-        }
-        let mut settings = Cli::parse_from(["test"]).slack;
+        let mut settings = SlackSettings::defaults();
         settings.allowed_users = vec!["U1".into()];
         let allowed = Allowed {
             settings: &settings,
