@@ -678,14 +678,7 @@ async fn an_unreadable_delivery_state_stops_the_thread_instead_of_posting_again(
         .await
         .unwrap();
     let key = format!("slack:C1:{ts}");
-    let (thread_id, end_id): (i64, i64) = sqlx::query_as(
-        "SELECT t.id, e.event_id FROM threads t JOIN events e ON e.thread_id = t.id \
-         WHERE t.thread_key = $1 AND e.type = 'execution.completed'",
-    )
-    .bind(&key)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (thread_id, end_id) = turn_end(&pool, &key).await;
     let posted_before = fake.calls_to("chat.postMessage").len();
     // The turn's end undelivered, and a state this version cannot read.
     sqlx::query(
@@ -749,14 +742,7 @@ async fn an_interrupted_post_found_in_the_thread_is_not_posted_again() {
         .await
         .unwrap();
     let key = format!("slack:C1:{ts}");
-    let (thread_id, end_id): (i64, i64) = sqlx::query_as(
-        "SELECT t.id, e.event_id FROM threads t JOIN events e ON e.thread_id = t.id \
-         WHERE t.thread_key = $1 AND e.type = 'execution.completed'",
-    )
-    .bind(&key)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (thread_id, end_id) = turn_end(&pool, &key).await;
     let delivery = json!({
         "turn": {"execution_id": execution_id, "control_ts": control.ts, "pending": "",
                  "shown": "", "step": "is working…"},
@@ -977,4 +963,16 @@ async fn a_refused_search_after_a_lost_answer_does_not_post_again() {
     assert!(answers[0].text.contains("not twice"));
     assert_eq!(fake.calls_to("chat.postMessage").len(), 2, "{}", fake.log());
     assert!(fake.calls_to("conversations.replies").len() >= 2);
+}
+
+/// The thread's id and the event id of its (only) turn's `execution.completed`.
+async fn turn_end(pool: &sqlx::PgPool, key: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT t.id, e.event_id FROM threads t JOIN events e ON e.thread_id = t.id \
+         WHERE t.thread_key = $1 AND e.type = 'execution.completed'",
+    )
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
