@@ -72,6 +72,15 @@ impl std::str::FromStr for ReadySource {
     }
 }
 
+/// A file saved to a thread (by a tool call), as its events name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    pub attachment_id: Uuid,
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalKind {
@@ -254,10 +263,18 @@ pub enum EventBody {
         call_id: String,
         tool: String,
         method: String,
+        /// The result, or a preview of it: a result whose JSON is longer than 4 KiB becomes
+        /// its first 4 KiB as a string, ending in `…`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// From the call's start to its end (tools called through the server).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<u64>,
+        /// Files the call saved to the thread (`GET /agent/threads/{key}/attachments/{id}`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<AttachmentRef>,
     },
     #[serde(rename = "approval.requested")]
     ApprovalRequested {
@@ -411,6 +428,8 @@ mod tests {
                 method: "m".into(),
                 result: None,
                 error: Some("boom".into()),
+                duration_ms: Some(3),
+                attachments: Vec::new(),
             },
         ];
         for body in samples {

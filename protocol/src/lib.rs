@@ -8,6 +8,8 @@
 //!   the server's bridge and the tests' fake Slack use them.
 //! - [`sse`]: reading Server-Sent Events frames.
 //! - [`thread_key`]: thread keys, parsed and checked.
+//! - [`tools`]: what a tool offers and a call's answer (`/tools`), and the frames between the
+//!   server and a tool's Python worker.
 //! - [`egress`]: between the server and the egress proxy: its control API, the policy document
 //!   and its host patterns, and audit records.
 //!
@@ -22,9 +24,11 @@ pub mod runner;
 pub mod slack;
 pub mod sse;
 pub mod thread_key;
+pub mod tools;
 
 pub use event::{
-    ApprovalKind, ApprovalResolution, Author, Decision, Event, EventBody, ReadySource, Role,
+    ApprovalKind, ApprovalResolution, AttachmentRef, Author, Decision, Event, EventBody,
+    ReadySource, Role,
 };
 pub use thread_key::{ThreadKey, ThreadKeyError};
 
@@ -192,11 +196,15 @@ pub enum ErrorCode {
     InvalidSeq,
     InvalidPolicy,
     EventNotAllowed,
+    /// A tool call's arguments do not match the method's schema; the message names the argument.
+    InvalidArguments,
     // 401, 403
     Unauthorized,
     /// A Slack request whose signature or timestamp does not check out.
     InvalidSignature,
     Forbidden,
+    /// A person denied the approval a tool call waited for.
+    ToolCallDenied,
     // 404
     NotFound,
     ThreadNotFound,
@@ -206,6 +214,8 @@ pub enum ErrorCode {
     EgressNotConfigured,
     /// The Slack bridge is off (`CENTAUR_SLACK_MODE`), or not in webhook mode.
     SlackNotConfigured,
+    ToolNotFound,
+    ToolMethodNotFound,
     // 405
     MethodNotAllowed,
     // 409
@@ -229,6 +239,8 @@ pub enum ErrorCode {
     // 500
     Internal,
     // 502
+    /// The tool's method failed; the message is its error.
+    ToolFailed,
     EgressPolicyRefused,
     EgressFailed,
     // 503
@@ -237,6 +249,10 @@ pub enum ErrorCode {
     SandboxCapacity,
     SandboxBackendUnavailable,
     EgressUnavailable,
+    /// The tool is loading or broken (`GET /tools` says why), or its worker could not start.
+    ToolUnavailable,
+    // 504
+    ToolTimeout,
 }
 
 impl ErrorCode {
@@ -252,9 +268,11 @@ impl ErrorCode {
             ErrorCode::InvalidSeq => "invalid_seq",
             ErrorCode::InvalidPolicy => "invalid_policy",
             ErrorCode::EventNotAllowed => "event_not_allowed",
+            ErrorCode::InvalidArguments => "invalid_arguments",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ToolCallDenied => "tool_call_denied",
             ErrorCode::NotFound => "not_found",
             ErrorCode::ThreadNotFound => "thread_not_found",
             ErrorCode::ExecutionNotFound => "execution_not_found",
@@ -262,6 +280,8 @@ impl ErrorCode {
             ErrorCode::ApiKeyNotFound => "api_key_not_found",
             ErrorCode::EgressNotConfigured => "egress_not_configured",
             ErrorCode::SlackNotConfigured => "slack_not_configured",
+            ErrorCode::ToolNotFound => "tool_not_found",
+            ErrorCode::ToolMethodNotFound => "tool_method_not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ExecutionActive => "execution_active",
             ErrorCode::ExecutionFinished => "execution_finished",
@@ -278,6 +298,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::TooManyStreams => "too_many_streams",
             ErrorCode::Internal => "internal",
+            ErrorCode::ToolFailed => "tool_failed",
             ErrorCode::EgressPolicyRefused => "egress_policy_refused",
             ErrorCode::EgressFailed => "egress_failed",
             ErrorCode::DatabaseUnavailable => "database_unavailable",
@@ -285,6 +306,8 @@ impl ErrorCode {
             ErrorCode::SandboxCapacity => "sandbox_capacity",
             ErrorCode::SandboxBackendUnavailable => "sandbox_backend_unavailable",
             ErrorCode::EgressUnavailable => "egress_unavailable",
+            ErrorCode::ToolUnavailable => "tool_unavailable",
+            ErrorCode::ToolTimeout => "tool_timeout",
         }
     }
 }

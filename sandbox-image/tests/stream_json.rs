@@ -132,6 +132,8 @@ async fn an_amp_transcript_becomes_centaur_events_and_the_thread_is_continued() 
             method: "edit_file".into(),
             result: Some(serde_json::json!("edited")),
             error: None,
+            duration_ms: None,
+            attachments: Vec::new(),
         },
         EventBody::AgentMessageDelta {
             text: "All 3 tests pass.".into(),

@@ -47,6 +47,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// The Slack bridge, unless `CENTAUR_SLACK_MODE` is `off`.
     pub slack: Option<Arc<crate::slack::Slack>>,
+    /// This replica's tools ([`crate::tools`]).
+    pub tools: Arc<crate::tools::Tools>,
     /// This replica's id: the owner of the sandboxes it runs ([`crate::replicas`]).
     pub replica: Arc<str>,
     /// Cancelled when the server begins to shut down; long-lived streams end on it.
@@ -79,6 +81,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Slack(#[from] crate::slack::identity::IdentityError),
+    #[error("invalid configuration: tools: {0}")]
+    Tools(#[from] crate::tools::registry::ToolSetupError),
     #[error("invalid DATABASE_URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
     #[error(
@@ -193,6 +197,7 @@ pub async fn start_with_backend(
         None => None,
     };
     let slack = crate::slack::Slack::connect(&config).await?;
+    let tools = crate::tools::Tools::new(&config)?;
     let pool = db::lazy_pool(&config).map_err(StartError::DatabaseUrl)?;
     let listener = TcpListener::bind(config.bind_addr)
         .await
@@ -221,6 +226,7 @@ pub async fn start_with_backend(
         readiness: Arc::new(Readiness::default()),
         replica,
         slack,
+        tools,
         shutdown: shutdown.clone(),
     };
     spawn_background(&state);
@@ -259,6 +265,7 @@ fn spawn_background(state: &AppState) {
     reaper::spawn(state.clone());
     warm::spawn_filler(state.clone());
     crate::slack::spawn(state);
+    crate::tools::Tools::spawn(state);
 }
 
 /// The runner API on the backend's runner socket, until shutdown.

@@ -67,6 +67,17 @@ impl Principal {
         }
     }
 
+    /// Listing and calling tools: users, and sandboxes (whose calls are recorded in their
+    /// thread).
+    pub fn require_tool_caller(&self) -> ApiResult<()> {
+        match self {
+            Principal::Admin | Principal::ApiKey { .. } | Principal::Sandbox { .. } => Ok(()),
+            Principal::Proxy => Err(ApiError::forbidden(
+                "the proxy token may only report audit records",
+            )),
+        }
+    }
+
     /// Reading a thread: users, and the sandbox of that thread.
     pub fn require_read(&self, thread_key: &ThreadKey) -> ApiResult<()> {
         match self {

@@ -105,6 +105,10 @@ pub struct Config {
     #[command(flatten)]
     pub slack: crate::slack::settings::SlackSettings,
 
+    /// Tools (docs/tools.md).
+    #[command(flatten)]
+    pub tools: crate::tools::settings::ToolSettings,
+
     /// Ready sandboxes kept per warm harness.
     #[arg(long, env = "CENTAUR_WARM_POOL", default_value_t = 0)]
     pub warm_pool: usize,

@@ -18,6 +18,9 @@ pub enum ApiError {
     InvalidSignature(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Refused for a reason of its own (`403` with that code: a tool call a person denied).
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
     #[error("{message}")]
     NotFound { code: ErrorCode, message: String },
     #[error("{message}")]
@@ -34,6 +37,9 @@ pub enum ApiError {
     /// A component the server depends on (the egress proxy) refused.
     #[error("{message}")]
     BadGateway { code: ErrorCode, message: String },
+    /// Something the server waited on did not answer in time (a tool call: `504`).
+    #[error("{message}")]
+    GatewayTimeout { code: ErrorCode, message: String },
     #[error("internal error")]
     Internal(#[source] InternalError),
 }
@@ -115,7 +121,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::Refused { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -124,6 +130,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -134,7 +141,9 @@ impl ApiError {
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::Unavailable { code, .. }
-            | ApiError::BadGateway { code, .. } => *code,
+            | ApiError::BadGateway { code, .. }
+            | ApiError::Refused { code, .. }
+            | ApiError::GatewayTimeout { code, .. } => *code,
             ApiError::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
             ApiError::Unauthorized => ErrorCode::Unauthorized,
             ApiError::InvalidSignature(_) => ErrorCode::InvalidSignature,
@@ -157,11 +166,13 @@ impl ApiError {
             } => Seriousness::NotReady,
             ApiError::Unavailable { .. }
             | ApiError::BadGateway { .. }
+            | ApiError::GatewayTimeout { .. }
             | ApiError::DatabaseUnavailable => Seriousness::Unavailable,
             ApiError::BadRequest { .. }
             | ApiError::Unauthorized
             | ApiError::InvalidSignature(_)
             | ApiError::Forbidden(_)
+            | ApiError::Refused { .. }
             | ApiError::NotFound { .. }
             | ApiError::Conflict { .. }
             | ApiError::PayloadTooLarge { .. }

@@ -31,6 +31,7 @@
 //! - [`slack`]: the Slack bridge: mentions become turns, turns are delivered into Slack.
 //! - [`sse`]: a thread's stream: replay from the log, then live from the hub.
 //! - [`threads`]: thread rows: create, look up, list, describe.
+//! - [`tools`]: Python plugins called through the API, from sandboxes and over MCP.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm))] // tests stop at the first surprise
 
 pub mod api_keys;
@@ -59,6 +60,7 @@ pub mod sandbox;
 pub mod slack;
 pub mod sse;
 pub mod threads;
+pub mod tools;
 
 pub use app::{AppState, RunningServer, StartError, start, start_with_backend};
 pub use config::Config;

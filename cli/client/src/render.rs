@@ -463,6 +463,8 @@ mod tests {
                 method: bad(),
                 result: Some(serde_json::json!(BAD)),
                 error: Some(bad()),
+                duration_ms: Some(1),
+                attachments: Vec::new(),
             },
             EventBody::ToolCallFinished {
                 call_id: bad(),
@@ -470,6 +472,8 @@ mod tests {
                 method: bad(),
                 result: None,
                 error: None,
+                duration_ms: None,
+                attachments: Vec::new(),
             },
             EventBody::ApprovalRequested {
                 approval_id,

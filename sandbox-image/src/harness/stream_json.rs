@@ -621,6 +621,8 @@ impl TurnState {
                 method: name,
                 result: (!is_error).then(|| json!(output)),
                 error: is_error.then_some(output),
+                duration_ms: None,
+                attachments: Vec::new(),
             });
         }
     }

@@ -7,6 +7,7 @@ mod proxy;
 mod runner;
 mod slack;
 mod threads;
+mod tools;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, Uri};
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .merge(threads::routes())
         .merge(admin::routes())
         .merge(slack::routes())
+        .merge(tools::routes())
         .layer(DefaultBodyLimit::max(user_limit))
         .layer(Extension(BodyLimit(user_limit)));
     let runner_api = runner::routes()
@@ -79,6 +81,7 @@ pub fn runner_socket_router(state: AppState) -> Router {
     let limit = state.config.max_runner_batch_bytes;
     runner::routes()
         .merge(threads::runner_routes())
+        .merge(tools::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))

@@ -176,6 +176,8 @@ impl Script {
             method: method.into(),
             result: Some(json!(result)),
             error: None,
+            duration_ms: None,
+            attachments: Vec::new(),
         })
     }
 

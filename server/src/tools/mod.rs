@@ -1,0 +1,95 @@
+//! Tools: Python plugins every agent, workflow and person can call (`docs/tools.md`).
+//!
+//! Layout:
+//! - [`settings`]: `TOOL_DIRS` and the other settings.
+//! - [`discovery`]: finding tools in the folders, later folders shadowing earlier ones, and
+//!   reading each `pyproject.toml`'s `[tool.centaur]` ([`centaur_protocol::tools::Manifest`]).
+//! - [`environment`]: each tool's Python environment, built by `uv` from its `pyproject.toml`.
+//! - [`sdk`]: the Python SDK (`tools/sdk/centaur_tools`), built into the server and written to
+//!   the data folder, so every worker runs the SDK of this server.
+//! - [`jail`]: the bubblewrap confinement a worker runs in.
+//! - [`worker`]: one long-lived worker process and the framed JSON protocol with it.
+//! - [`schema`]: checking a call's arguments against the method's JSON Schema.
+//! - [`registry`]: this replica's tools, their state and workers, and reloading on change.
+//! - [`egress`]: each tool's identity and policy at the egress proxy.
+//! - [`calls`]: a call, from the route to its answer: checks, a thread's events and
+//!   approvals, the worker.
+//! - [`attachments`]: files a call saves to its thread.
+
+pub mod attachments;
+pub mod calls;
+pub mod discovery;
+pub mod egress;
+pub mod environment;
+pub mod jail;
+pub mod registry;
+pub mod schema;
+pub mod sdk;
+pub mod settings;
+pub mod worker;
+
+pub use registry::Tools;
+
+use centaur_protocol::ErrorCode;
+
+use crate::error::ApiError;
+
+/// Why a call was not answered with the method's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("no tool named {0:?} (centaur tools list shows them)")]
+    UnknownTool(String),
+    #[error("the tool {tool:?} has no method {method:?}")]
+    UnknownMethod { tool: String, method: String },
+    #[error("argument {argument:?}: {message}")]
+    InvalidArguments { argument: String, message: String },
+    #[error("the tool {tool:?} cannot be called: {reason}")]
+    Unavailable { tool: String, reason: String },
+    #[error("{0}")]
+    Failed(String),
+    #[error("the call did not finish within {secs} s")]
+    Timeout { secs: u64 },
+    #[error("{decided_by} denied the call{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Denied {
+        decided_by: String,
+        reason: Option<String>,
+    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl From<ToolError> for ApiError {
+    fn from(error: ToolError) -> Self {
+        let message = error.to_string();
+        match error {
+            ToolError::UnknownTool(_) => ApiError::NotFound {
+                code: ErrorCode::ToolNotFound,
+                message,
+            },
+            ToolError::UnknownMethod { .. } => ApiError::NotFound {
+                code: ErrorCode::ToolMethodNotFound,
+                message,
+            },
+            ToolError::InvalidArguments { .. } => {
+                ApiError::bad_request(ErrorCode::InvalidArguments, message)
+            }
+            ToolError::Unavailable { .. } => ApiError::Unavailable {
+                code: ErrorCode::ToolUnavailable,
+                message,
+            },
+            ToolError::Failed(_) => ApiError::BadGateway {
+                code: ErrorCode::ToolFailed,
+                message,
+            },
+            ToolError::Timeout { .. } => ApiError::GatewayTimeout {
+                code: ErrorCode::ToolTimeout,
+                message,
+            },
+            ToolError::Denied { .. } => ApiError::Refused {
+                code: ErrorCode::ToolCallDenied,
+                message,
+            },
+            ToolError::Api(error) => error,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+"""centaur_tools.__init__ (being written)."""

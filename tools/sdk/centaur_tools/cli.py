@@ -1,0 +1,1 @@
+"""centaur_tools.cli (being written)."""

@@ -1,0 +1,1 @@
+"""centaur_tools.schema (being written)."""

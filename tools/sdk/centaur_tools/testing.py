@@ -1,0 +1,1 @@
+"""centaur_tools.testing (being written)."""
