@@ -28,6 +28,7 @@
 //! - [`npm`]: the harnesses' CLIs (Claude Code, Codex), installed from npm once.
 //! - [`slack`]: a fake Slack speaking Slack's wire format: the Web API, events and clicks sent
 //!   signed to the webhook (retried as Slack retries) or over Socket Mode, and what it shows.
+//! - [`tools`]: tool folders written for a test, `uv` found, a server with tools.
 
 pub mod measure;
 pub mod pty;
@@ -65,3 +66,5 @@ pub mod runner;
 pub mod server;
 #[cfg(feature = "stack")]
 pub mod slack;
+#[cfg(feature = "stack")]
+pub mod tools;

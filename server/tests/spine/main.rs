@@ -26,4 +26,8 @@ mod slack_cli;
 mod slack_delivery;
 mod slack_ingress;
 mod streams;
+mod tools;
+mod tools_codex;
+mod tools_egress;
+mod tools_thread;
 mod tui;
