@@ -1,1 +1,24 @@
-"""centaur_tools.__init__ (being written)."""
+"""Centaur's tool SDK: what a plugin's `client.py` imports.
+
+    from centaur_tools import Tool, ToolError, context, http
+
+    class Weather(Tool):
+        def forecast(self, city: str, days: int = 3) -> list[dict]:
+            '''The forecast for a city.
+
+            Args:
+                city: The city's name.
+                days: How many days ahead.
+            '''
+            context().log.info("forecast for %s", city)
+            return http.get("https://api.example.com/forecast", params={"q": city}).json()
+
+The server embeds this package and runs each plugin in a worker (`centaur_tools.worker`);
+`centaur_tools.testing` calls a plugin in-process for its tests, `centaur_tools.cli` gives it
+a command line.
+"""
+
+from centaur_tools import egress, http
+from centaur_tools.context import Context, Tool, ToolError, context
+
+__all__ = ["Context", "Tool", "ToolError", "context", "egress", "http"]
