@@ -33,6 +33,10 @@ from centaur_tools.context import Context, Frame, Tool, ToolError
 from centaur_tools.schema import ArgumentError, Method, methods_of
 from centaur_tools.worker import invoke, invoke_async
 
+ARGUMENT = "argument:"
+"""The prefix of a method argument's name in the parsed namespace (apart from the options of
+`run` itself)."""
+
 
 def load_env_file(path: Path) -> None:
     """Sets the variables of a `.env` file (`NAME=value` lines, `#` comments, optional quotes)
@@ -78,10 +82,14 @@ def build_parser(tool_class: type[Tool], methods: dict[str, Method]) -> argparse
         prog=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else tool_class.__name__,
         description=(tool_class.__doc__ or "").strip() or None,
     )
-    parser.add_argument("--thread", help="the thread the call is made for (context().thread)")
-    parser.add_argument("--user", help="who the call is made for (context().user)")
-    parser.add_argument("--save-to", type=Path, help="save the call's attachments here")
-    commands = parser.add_subparsers(dest="method", metavar="METHOD", required=True)
+    parser.add_argument(
+        "--thread", dest=":thread", help="the thread the call is made for (context().thread)"
+    )
+    parser.add_argument("--user", dest=":user", help="who the call is made for (context().user)")
+    parser.add_argument(
+        "--save-to", dest=":save_to", type=Path, help="save the call's attachments here"
+    )
+    commands = parser.add_subparsers(dest=":method", metavar="METHOD", required=True)
     for name, method in methods.items():
         description = method.info["description"]
         summary = description.splitlines()[0] if description else None
@@ -92,7 +100,7 @@ def build_parser(tool_class: type[Tool], methods: dict[str, Method]) -> argparse
             description=description or None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        command.set_defaults(method=name)
+        command.set_defaults(**{":method": name})
         schema = method.info["parameters"]
         for param in method.parameters:
             prop = schema["properties"][param.name]
@@ -105,7 +113,7 @@ def build_parser(tool_class: type[Tool], methods: dict[str, Method]) -> argparse
             if prop.get("type") == "boolean":
                 command.add_argument(
                     *options,
-                    dest=param.name,
+                    dest=ARGUMENT + param.name,
                     action=argparse.BooleanOptionalAction,
                     required=param.required,
                     default=argparse.SUPPRESS,
@@ -117,7 +125,7 @@ def build_parser(tool_class: type[Tool], methods: dict[str, Method]) -> argparse
                 kwargs["choices"] = prop["enum"]
             command.add_argument(
                 *options,
-                dest=param.name,
+                dest=ARGUMENT + param.name,
                 type=_parser_type(prop),
                 required=param.required,
                 default=argparse.SUPPRESS,
@@ -136,10 +144,14 @@ def run(tool_class: type[Tool], argv: list[str] | None = None) -> None:
         load_env_file(Path(module_file).parent / ".env")
     methods = methods_of(tool_class)
     parser = build_parser(tool_class, methods)
-    args = vars(parser.parse_args(argv))
-    name = args.pop("method")
-    thread, user, save_to = args.pop("thread"), args.pop("user"), args.pop("save_to")
-    method = methods[name]
+    parsed = vars(parser.parse_args(argv))
+    method = methods[parsed[":method"]]
+    thread, user, save_to = parsed[":thread"], parsed[":user"], parsed[":save_to"]
+    args = {
+        key.removeprefix(ARGUMENT): value
+        for key, value in parsed.items()
+        if key.startswith(ARGUMENT)
+    }
 
     def emit(frame: Frame) -> None:
         if frame["type"] == "log":

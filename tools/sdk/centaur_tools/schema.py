@@ -311,7 +311,7 @@ def _object_schema(cls: type, stack: tuple[type, ...]) -> JsonSchema:
                 required.append(field.name)
             properties[field.name] = prop
     else:
-        required_keys = getattr(cls, "__required_keys__", frozenset())
+        required_keys = _required_keys(cls, hints)
         for name, hint in hints.items():
             properties[name] = _property(_schema(hint, stack), doc.attributes.get(name))
             if name in required_keys:
@@ -323,6 +323,20 @@ def _object_schema(cls: type, stack: tuple[type, ...]) -> JsonSchema:
     schema["required"] = required
     schema["additionalProperties"] = False
     return schema
+
+
+def _required_keys(cls: type, hints: dict[str, Any]) -> set[str]:
+    """A TypedDict's required keys. `__required_keys__` misses `NotRequired[...]` written as a
+    string annotation (`from __future__ import annotations`) before Python 3.12, so the hints,
+    resolved with their extras, have the last word."""
+    required = set(getattr(cls, "__required_keys__", ()))
+    for name, hint in hints.items():
+        origin = typing.get_origin(hint)
+        if origin is NotRequired:
+            required.discard(name)
+        elif origin is Required:
+            required.add(name)
+    return required
 
 
 def _own_doc(cls: type) -> str | None:
@@ -522,6 +536,9 @@ def from_json(value: Any, hint: Any) -> Any:
     if origin is Union or origin is types.UnionType:
         if value is None and NoneType in args:
             return None
+        others = [arm for arm in args if arm is not NoneType]
+        if len(others) == 1:
+            return from_json(value, others[0])
         for arm in args:
             if arm is NoneType:
                 continue
@@ -633,7 +650,8 @@ def _formatted(value: Any, hint: type) -> Any:
             return uuid.UUID(value)
         return hint.fromisoformat(value)  # type: ignore[attr-defined]
     except ValueError:
-        raise _expected(f"an ISO 8601 {_FORMATS[hint]}", value) from None
+        what = "a UUID" if hint is uuid.UUID else f"an ISO 8601 {_FORMATS[hint]}"
+        raise _expected(what, value) from None
 
 
 def _object(value: Any, hint: type) -> Any:
@@ -649,7 +667,7 @@ def _object(value: Any, hint: type) -> Any:
         }
     else:
         fields = dict.fromkeys(hints)
-        required = set(getattr(hint, "__required_keys__", ()))
+        required = _required_keys(hint, hints)
     for key in value:
         if key not in fields:
             raise _ConversionError(f'{hint.__name__} has no field "{key}"')
