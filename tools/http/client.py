@@ -95,6 +95,8 @@ class Http(Tool):
             html = _decode(body, response)
             if not as_text:
                 return {**result, "text": html}
+            if truncated and html.rfind("<") > html.rfind(">"):
+                html = html[: html.rfind("<")]  # not half a tag
             title, text = reduce_html(html, response.url)
             return {**result, "title": title, "text": text}
         if mime.startswith("text/") or mime in TEXT_TYPES or mime.endswith("+xml") or not mime:

@@ -66,6 +66,7 @@ class FakeGitHub:
     jobs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     logs: dict[int, str] = field(default_factory=dict)
     rate_limited: bool = False
+    secondary_limited: bool = False
     servers: list[ThreadingHTTPServer] = field(default_factory=list)
 
     def api_requests(self, path_prefix: str = "") -> list[Request]:
@@ -304,6 +305,12 @@ def _handler(fake: FakeGitHub, host: str) -> type[BaseHTTPRequestHandler]:
                     },
                     403,
                 )
+                return
+            if fake.secondary_limited:
+                body = {"message": "You have exceeded a secondary rate limit. Please wait a few "
+                        "minutes before you try again.", "documentation_url": DOCS}  # fmt: skip
+                data = json.dumps(body).encode()
+                self._send(403, data, "application/json; charset=utf-8", {"Retry-After": "60"})
                 return
             accept = self.headers.get("Accept", "")
             segments = path.strip("/").split("/")

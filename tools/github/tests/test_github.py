@@ -77,6 +77,10 @@ def test_bad_token_and_rate_limit(github: FakeGitHub, monkeypatch: pytest.Monkey
     github.rate_limited = True
     with pytest.raises(ToolError, match=r"rate limit is used up .*API rate limit exceeded"):
         call("list_issues", repo=REPO)
+    github.rate_limited = False
+    github.secondary_limited = True
+    with pytest.raises(ToolError, match=r"secondary rate limit.*retry after 60 s"):
+        call("search_code", query="price")
 
 
 def test_search_code_scopes_to_the_repo_and_returns_fragments(github: FakeGitHub) -> None:

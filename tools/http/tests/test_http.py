@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from fake_web import FakeProxy, FakeWeb
+from fake_web import PAGE, FakeProxy, FakeWeb
 
 from centaur_tools import ToolError, testing
 
@@ -59,6 +59,10 @@ def test_size_limit_truncates(web: FakeWeb) -> None:
     cut_json = fetch(f"{web.url}/data.json", max_bytes=12)
     assert cut_json["truncated"] is True and cut_json["text"] == '{"invoices":'
     assert "json" not in cut_json
+    # Cut inside the <b> tag of "is <b>sent</b>": the half tag is dropped, not shown.
+    cut_page = fetch(f"{web.url}/page.html", max_bytes=PAGE.index("<b>") + 2)
+    assert cut_page["truncated"] is True
+    assert cut_page["text"] == "# Invoices\n\nAn invoice is"
     with pytest.raises(ToolError, match="max_bytes must be between"):
         fetch(f"{web.url}/notes.txt", max_bytes=0)
 
