@@ -15,6 +15,30 @@ CREATE TABLE thread_attachments (
 );
 CREATE INDEX thread_attachments_by_thread ON thread_attachments (thread_id, created_at);
 
+-- Tool calls made from a thread's sandbox: one row per `tool.call.started`, marked finished in
+-- the transaction that appends its `tool.call.finished` (by the call itself, by the end of its
+-- execution, or by the sweep at a replica's start for calls a restart cut short), so no
+-- started call stays unfinished. Also what "approve for the session" remembers: an approved
+-- call's approval, per sandbox, tool and method.
+CREATE TABLE tool_calls (
+    id           UUID PRIMARY KEY,
+    thread_id    BIGINT NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+    -- The running execution when the call was made, if one was.
+    execution_id UUID,
+    sandbox_id   UUID NOT NULL,
+    tool         TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    approval_id  UUID,
+    -- The replica serving the call, and its process (a restart of the same replica is another).
+    replica      TEXT NOT NULL,
+    incarnation  UUID NOT NULL,
+    started_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    finished_at  TIMESTAMPTZ
+);
+CREATE INDEX tool_calls_unfinished ON tool_calls (execution_id) WHERE finished_at IS NULL;
+CREATE INDEX tool_calls_for_session ON tool_calls (sandbox_id, tool, method)
+    WHERE approval_id IS NOT NULL;
+
 -- A tool's egress policy at the proxy, as its replicas last wrote it (the proxy knows it as
 -- the sandbox `tool-<name>`). Synced with the sandboxes' policies.
 CREATE TABLE tool_egress (

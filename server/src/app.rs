@@ -266,6 +266,7 @@ fn spawn_background(state: &AppState) {
     warm::spawn_filler(state.clone());
     crate::slack::spawn(state);
     crate::tools::Tools::spawn(state);
+    crate::tools::calls::spawn_sweep(state);
 }
 
 /// The runner API on the backend's runner socket, until shutdown.

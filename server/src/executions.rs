@@ -314,6 +314,8 @@ pub async fn finish_in(
     .bind(execution_id)
     .fetch_all(&mut *conn)
     .await?;
+    // Tool calls still open (waiting for one of those approvals, or running) end with it.
+    let calls = crate::tools::calls::close_unfinished(conn, execution_id, &cancelled).await?;
     let mut events: Vec<NewEvent> = cancelled
         .into_iter()
         .map(|approval_id| {
@@ -327,6 +329,7 @@ pub async fn finish_in(
             )
         })
         .collect();
+    events.extend(calls);
     events.push(NewEvent::execution(execution_id, terminal));
     Ok(Some(events))
 }
@@ -574,7 +577,7 @@ fn input_messages(
 
 /// The policy a claimed turn runs under: the execution's own, else the thread's (read with
 /// every claim), else the default: a policy given with a later turn reaches a sandbox that runs.
-async fn turn_policy(
+pub(crate) async fn turn_policy(
     state: &AppState,
     tx: &mut PgConnection,
     thread_id: i64,

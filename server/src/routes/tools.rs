@@ -18,6 +18,10 @@ pub fn routes() -> Router<AppState> {
         .route("/tools", get(list))
         .route("/tools/{tool}", get(show))
         .route("/tools/{tool}/{method}", post(call))
+        .route(
+            "/agent/threads/{thread_key}/attachments/{attachment_id}",
+            get(attachment),
+        )
 }
 
 async fn list(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<ToolList>> {
@@ -45,4 +49,16 @@ async fn call(
     calls::call(&state, &principal, &tool, &method, arguments)
         .await
         .map(Json)
+}
+
+/// `GET /agent/threads/{thread_key}/attachments/{attachment_id}`: a file a tool call saved to
+/// the thread, for people and that thread's sandbox.
+#[tracing::instrument(skip_all, fields(thread_key = %raw, %attachment_id))]
+async fn attachment(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath((raw, attachment_id)): ApiPath<(String, uuid::Uuid)>,
+) -> ApiResult<axum::response::Response> {
+    let key = crate::extract::thread_key(&raw)?;
+    crate::tools::attachments::serve(&state, &principal, &key, attachment_id).await
 }
