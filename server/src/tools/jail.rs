@@ -1,2 +1,217 @@
 //! The bubblewrap confinement of a tool worker: no network but the egress proxy's socket, the
 //! host's files read-only, the server's data folder hidden, a private `/tmp`.
+//!
+//! Inside: the host's root read-only, a fresh `/dev`, `/proc` and `/tmp`, the server's data
+//! folder replaced by an empty one into which only the tool's environment and the SDK come
+//! back (read-only) and the tool's own home (writable); the tool's folder read-only; the
+//! proxy's socket at [`PROXY_SOCKET`] and its CA at [`PROXY_CA`]. Every namespace is new (no
+//! network at all: the worker reaches the proxy through the socket), the worker is in a new
+//! session (no terminal to write into), and it dies with the server. Its environment is only
+//! what [`Launch::variables`] lists.
+//!
+//! `CENTAUR_TOOL_ISOLATION=none` runs the same command without bubblewrap: for development
+//! only, the tool can then read everything the server can and reach any host.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::egress::WorkerEgress;
+use super::settings::ToolIsolation;
+
+/// Where the proxy's socket is inside the jail.
+pub const PROXY_SOCKET: &str = "/run/centaur/proxy.sock";
+/// Where the proxy's CA certificate is inside the jail.
+pub const PROXY_CA: &str = "/run/centaur/proxy-ca.pem";
+/// Where the CA bundle (the system's roots and the proxy's CA) is inside the jail.
+pub const CA_BUNDLE: &str = "/run/centaur/ca-bundle.pem";
+
+/// The system's CA bundle, which the worker's bundle starts with.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The folders of `PATH` inside (after the environment's `bin`).
+const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Everything one worker (or one `--describe`) of a tool runs with.
+pub struct Launch<'a> {
+    pub isolation: ToolIsolation,
+    pub tool: &'a str,
+    /// The server's data folder (absolute), hidden inside.
+    pub data_dir: &'a Path,
+    /// The tool's environment (`<env>/bin/python`).
+    pub env_dir: &'a Path,
+    /// The folder holding the SDK package (`PYTHONPATH`).
+    pub sdk_dir: &'a Path,
+    /// The tool's folder (the worker's working folder).
+    pub tool_dir: &'a Path,
+    /// The tool's private, writable home.
+    pub home: &'a Path,
+    /// The tool's own folder for files the server writes for it (the CA bundle).
+    pub run_dir: &'a Path,
+    pub concurrency: u32,
+    /// `[tool.centaur] env`: names of server variables the worker gets.
+    pub settings: &'a [String],
+    pub egress: &'a WorkerEgress,
+}
+
+impl Launch<'_> {
+    /// The worker's command (`--describe` for a description), ready to spawn: its environment
+    /// cleared and set, its working folder the tool's, in a process group of its own.
+    pub fn command(&self, describe: bool) -> std::io::Result<tokio::process::Command> {
+        let python = self.env_dir.join("bin").join("python");
+        let mut worker_args: Vec<OsString> = vec![
+            python.into_os_string(),
+            "-m".into(),
+            "centaur_tools.worker".into(),
+        ];
+        if describe {
+            worker_args.push("--describe".into());
+        }
+        worker_args.push(self.tool_dir.as_os_str().to_owned());
+        let variables = self.variables()?;
+        let mut command = match self.isolation {
+            ToolIsolation::None => {
+                let mut command = tokio::process::Command::new(&worker_args[0]);
+                command.args(&worker_args[1..]);
+                command.env_clear();
+                command.envs(variables);
+                command
+            }
+            ToolIsolation::Bwrap => {
+                let mut command = tokio::process::Command::new(bwrap());
+                command.env_clear();
+                command.args(self.bwrap_args());
+                for (key, value) in variables {
+                    command.arg("--setenv").arg(key).arg(value);
+                }
+                command.arg("--chdir").arg(self.tool_dir);
+                command.arg("--");
+                command.args(&worker_args);
+                command
+            }
+        };
+        command.current_dir(self.tool_dir).process_group(0);
+        Ok(command)
+    }
+
+    /// bubblewrap's options but the environment's and the command.
+    fn bwrap_args(&self) -> Vec<OsString> {
+        let mut a = Args::default();
+        a.args(["--unshare-all", "--die-with-parent", "--new-session"]);
+        a.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
+        a.args(["--tmpfs", "/tmp"]);
+        a.arg("--tmpfs").arg(self.data_dir);
+        for path in [self.env_dir, self.sdk_dir, self.tool_dir] {
+            a.arg("--ro-bind").arg(path).arg(path);
+        }
+        a.arg("--bind").arg(self.home).arg(self.home);
+        a.args(["--dir", "/run/centaur"]);
+        if let Some(socket) = &self.egress.proxy_socket {
+            a.arg("--ro-bind").arg(socket).arg(PROXY_SOCKET);
+        }
+        if let Some(ca) = &self.egress.ca_file {
+            a.arg("--ro-bind").arg(ca).arg(PROXY_CA);
+            a.arg("--ro-bind").arg(self.ca_bundle()).arg(CA_BUNDLE);
+        }
+        a.arg("--clearenv");
+        a.0
+    }
+
+    /// The worker's environment, from nothing: the preamble's list (`docs/tools.md`).
+    pub fn variables(&self) -> std::io::Result<Vec<(String, String)>> {
+        let path = format!("{}:{SYSTEM_PATH}", self.env_dir.join("bin").display());
+        let mut vars: Vec<(String, String)> = vec![
+            ("PATH".into(), path),
+            ("HOME".into(), self.home.display().to_string()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("PYTHONPATH".into(), self.sdk_dir.display().to_string()),
+            ("PYTHONUNBUFFERED".into(), "1".into()),
+            ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+            ("CENTAUR_TOOL".into(), self.tool.to_owned()),
+            (
+                "CENTAUR_TOOL_CONCURRENCY".into(),
+                self.concurrency.to_string(),
+            ),
+        ];
+        for name in self.settings {
+            if let Ok(value) = std::env::var(name) {
+                vars.push((name.clone(), value));
+            }
+        }
+        for (name, value) in &self.egress.secrets {
+            vars.push((name.clone(), value.clone()));
+        }
+        let jailed = self.isolation == ToolIsolation::Bwrap;
+        if let Some(socket) = &self.egress.proxy_socket {
+            let socket = if jailed {
+                PROXY_SOCKET.to_owned()
+            } else {
+                socket.display().to_string()
+            };
+            vars.push(("CENTAUR_PROXY_SOCKET".into(), socket));
+        }
+        if let Some(ca) = &self.egress.ca_file {
+            let bundle = self.ca_bundle();
+            write_bundle(&bundle, ca)?;
+            let (ca, bundle) = if jailed {
+                (PROXY_CA.to_owned(), CA_BUNDLE.to_owned())
+            } else {
+                (ca.display().to_string(), bundle.display().to_string())
+            };
+            vars.push(("CENTAUR_PROXY_CA".into(), ca));
+            for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"] {
+                vars.push((name.into(), bundle.clone()));
+            }
+        }
+        Ok(vars)
+    }
+
+    fn ca_bundle(&self) -> PathBuf {
+        self.run_dir.join("ca-bundle.pem")
+    }
+}
+
+/// bubblewrap, from the server's `PATH`.
+fn bwrap() -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("bwrap"))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"))
+}
+
+/// Writes the system's CA bundle followed by the proxy's CA to `bundle`.
+fn write_bundle(bundle: &Path, proxy_ca: &Path) -> std::io::Result<()> {
+    let mut text = SYSTEM_CA_BUNDLES
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&std::fs::read_to_string(proxy_ca)?);
+    if let Some(parent) = bundle.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(bundle, text)
+}
+
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn arg(&mut self, arg: impl Into<OsString>) -> &mut Args {
+        self.0.push(arg.into());
+        self
+    }
+
+    fn args<const N: usize>(&mut self, args: [&str; N]) -> &mut Args {
+        self.0.extend(args.iter().map(OsString::from));
+        self
+    }
+}

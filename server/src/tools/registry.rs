@@ -1,15 +1,40 @@
 //! This replica's tools: what was found, each one's state (loading, ready, broken), its worker,
 //! and reloading when the folders change.
+//!
+//! Every `CENTAUR_TOOL_RELOAD_MS` the folders are looked through again ([`discovery`]); a tool
+//! whose fingerprint changed is loaded again (its environment built, its methods read) while
+//! the version before it, if it was ready, keeps taking calls; once the new version is ready
+//! or broken it takes over, and the old worker is retired: it takes no new call and ends when
+//! its calls have. A tool whose folder went away disappears at once.
+//!
+//! [`discovery`]: super::discovery
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use centaur_protocol::tools::{CallContext, MethodInfo, ToolInfo, ToolList};
+use centaur_protocol::tools::{
+    CallContext, Manifest, MethodInfo, ToolInfo, ToolList, ToolStatus, WorkerErrorKind,
+};
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 
-use super::ToolError;
 use super::attachments::NewAttachment;
+use super::discovery::{self, Discovery, Found};
+use super::environment::Environments;
+use super::jail::Launch;
+use super::settings::ToolSettings;
+use super::worker::{self, CallFailure, Worker};
+use super::{ToolError, egress, sdk};
 use crate::app::AppState;
 use crate::config::Config;
+
+/// A call's limit when the manifest names none.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// Calls of a tool at once when the manifest names no limit.
+pub const DEFAULT_CONCURRENCY: u32 = 8;
 
 /// Why the tools could not be set up at start.
 #[derive(Debug, thiserror::Error)]
@@ -27,43 +52,549 @@ pub struct Invoked {
 
 /// The tools of this replica.
 pub struct Tools {
-    _private: (),
+    settings: ToolSettings,
+    /// `None` without `TOOL_DIRS`: nothing is written, found or run.
+    folders: Option<Folders>,
+    slots: Mutex<BTreeMap<String, Slot>>,
+    /// Every worker started, to end them at shutdown whoever holds them.
+    workers: Mutex<Vec<Weak<Worker>>>,
+    /// `TOOL_DIRS` entries already warned about as missing.
+    warned_missing: Mutex<BTreeSet<PathBuf>>,
+    closed: AtomicBool,
+}
+
+/// Where the tools' files are under the data folder.
+struct Folders {
+    /// The data folder (absolute): hidden from workers.
+    data: PathBuf,
+    /// `<data>/tools/sdk`: the SDK, the workers' `PYTHONPATH`.
+    sdk: PathBuf,
+    /// `<data>/tools/homes/<tool>`: each tool's writable home.
+    homes: PathBuf,
+    /// `<data>/tools/run/<tool>`: files the server writes for a tool (its CA bundle).
+    run: PathBuf,
+    environments: Environments,
+}
+
+/// A tool's name in the list: the version that answers, and the one being loaded to replace it.
+struct Slot {
+    current: Arc<Tool>,
+    next: Option<Arc<Tool>>,
+}
+
+/// One version of a tool (one fingerprint of its folder).
+struct Tool {
+    found: Found,
+    manifest: Option<Manifest>,
+    info: Mutex<ToolInfo>,
+    env_dir: Mutex<Option<PathBuf>>,
+    /// Its calls at once: `concurrency` permits.
+    calls: Arc<Semaphore>,
+    worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
+}
+
+impl Tool {
+    fn name(&self) -> &str {
+        &self.found.name
+    }
+
+    fn status(&self) -> ToolStatus {
+        self.info.lock().expect("tool info lock").status
+    }
+
+    fn concurrency(&self) -> u32 {
+        self.manifest
+            .as_ref()
+            .and_then(|m| m.concurrency)
+            .unwrap_or(DEFAULT_CONCURRENCY)
+    }
+
+    fn timeout_secs(&self) -> u64 {
+        self.manifest
+            .as_ref()
+            .and_then(|m| m.timeout_secs)
+            .unwrap_or(DEFAULT_TIMEOUT_SECS)
+    }
+
+    /// Why it cannot be called, unless it can.
+    fn unavailable(&self) -> Option<ToolError> {
+        let info = self.info.lock().expect("tool info lock");
+        let reason = match info.status {
+            ToolStatus::Ready => return None,
+            ToolStatus::Loading => {
+                "it is loading (its environment is being built and its methods read): try again shortly".to_owned()
+            }
+            ToolStatus::Broken => info
+                .error
+                .clone()
+                .unwrap_or_else(|| "it is broken".to_owned()),
+        };
+        Some(ToolError::Unavailable {
+            tool: info.name.clone(),
+            reason,
+        })
+    }
+
+    /// Stops giving `worker` new calls (it ends once its calls have).
+    async fn retire(&self, worker: &Arc<Worker>) {
+        let mut current = self.worker.lock().await;
+        if current.as_ref().is_some_and(|w| Arc::ptr_eq(w, worker)) {
+            *current = None;
+        }
+    }
 }
 
 impl Tools {
-    /// Prepares the tools (nothing runs until [`Tools::spawn`]).
-    pub fn new(_config: &Config) -> Result<Arc<Tools>, ToolSetupError> {
-        Ok(Arc::new(Tools { _private: () }))
+    /// Prepares the tools (nothing runs until [`Tools::spawn`]): with `TOOL_DIRS`, writes the
+    /// SDK under the data folder.
+    pub fn new(config: &Config) -> Result<Arc<Tools>, ToolSetupError> {
+        let settings = config.tools.clone();
+        let folders = if settings.dirs.is_empty() {
+            None
+        } else {
+            let tools = config.data_dir.join("tools");
+            std::fs::create_dir_all(&tools).map_err(ToolSetupError::DataDir)?;
+            let data = std::fs::canonicalize(&config.data_dir).map_err(ToolSetupError::DataDir)?;
+            let tools = data.join("tools");
+            let sdk = sdk::install(&tools.join("sdk")).map_err(ToolSetupError::DataDir)?;
+            let environments =
+                Environments::new(tools.join("envs"), &settings.uv, settings.python.clone());
+            if environments.uv().is_none() {
+                tracing::error!(
+                    uv = %settings.uv.display(),
+                    "uv is not installed: pip install --user uv, or set CENTAUR_UV; every tool is broken"
+                );
+            }
+            Some(Folders {
+                data,
+                sdk,
+                homes: tools.join("homes"),
+                run: tools.join("run"),
+                environments,
+            })
+        };
+        Ok(Arc::new(Tools {
+            settings,
+            folders,
+            slots: Mutex::new(BTreeMap::new()),
+            workers: Mutex::new(Vec::new()),
+            warned_missing: Mutex::new(BTreeSet::new()),
+            closed: AtomicBool::new(false),
+        }))
     }
 
     /// Finds the tools, builds their environments and reads their methods in the background,
-    /// and watches the folders until shutdown.
-    pub fn spawn(_state: &AppState) {}
+    /// and watches the folders until shutdown, then ends every worker.
+    pub fn spawn(state: &AppState) {
+        if state.tools.folders.is_none() {
+            return;
+        }
+        let state = state.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_millis(state.tools.settings.reload_ms.max(50));
+            loop {
+                let dirs = state.tools.settings.dirs.clone();
+                if let Ok(found) =
+                    tokio::task::spawn_blocking(move || discovery::discover(&dirs)).await
+                {
+                    state.tools.apply(&state, found);
+                }
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+            state.tools.shut_down();
+        });
+    }
+
+    /// Ends every worker now; no worker starts after.
+    pub fn shut_down(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let workers: Vec<Arc<Worker>> = self
+            .workers
+            .lock()
+            .expect("workers lock")
+            .drain(..)
+            .filter_map(|w| w.upgrade())
+            .collect();
+        for worker in workers {
+            worker.kill();
+        }
+    }
 
     /// Every tool found, ordered by name.
     pub fn list(&self) -> ToolList {
-        ToolList { tools: Vec::new() }
+        let slots = self.slots.lock().expect("slots lock");
+        ToolList {
+            tools: slots
+                .values()
+                .map(|slot| slot.current.info.lock().expect("tool info lock").clone())
+                .collect(),
+        }
     }
 
+    /// The tool, if it is ready; a tool loading or broken is unavailable, with the reason.
     pub fn info(&self, tool: &str) -> Result<ToolInfo, ToolError> {
-        Err(ToolError::UnknownTool(tool.to_owned()))
+        let current = self.current(tool)?;
+        if let Some(unavailable) = current.unavailable() {
+            return Err(unavailable);
+        }
+        Ok(current.info.lock().expect("tool info lock").clone())
     }
 
     /// The method as `GET /tools` shows it, if the tool is ready and has it.
-    pub fn method(&self, tool: &str, _method: &str) -> Result<MethodInfo, ToolError> {
-        Err(ToolError::UnknownTool(tool.to_owned()))
+    pub fn method(&self, tool: &str, method: &str) -> Result<MethodInfo, ToolError> {
+        let current = self.current(tool)?;
+        method_of(&current, method)
     }
 
     /// Runs the method in the tool's worker (starting it if needed), within the tool's
     /// concurrency limit and timeout. The arguments have been checked against the schema.
     pub async fn invoke(
         &self,
-        _state: &AppState,
+        state: &AppState,
         tool: &str,
-        _method: &str,
-        _arguments: Map<String, Value>,
-        _context: CallContext,
+        method: &str,
+        arguments: Map<String, Value>,
+        context: CallContext,
     ) -> Result<Invoked, ToolError> {
-        Err(ToolError::UnknownTool(tool.to_owned()))
+        let current = self.current(tool)?;
+        method_of(&current, method)?;
+        let _turn = current
+            .calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("a tool's call semaphore is never closed");
+        let worker = self.worker(state, &current).await?;
+        let secs = current.timeout_secs();
+        let answer = worker
+            .call(method, arguments, context, Duration::from_secs(secs))
+            .await;
+        match answer {
+            Ok(invoked) => Ok(invoked),
+            Err(CallFailure::Timeout) => {
+                tracing::warn!(
+                    target: "centaur_server::tools",
+                    tool, method, secs,
+                    "a call timed out; the worker is retired (a new one takes the next call)"
+                );
+                current.retire(&worker).await;
+                Err(ToolError::Timeout { secs })
+            }
+            Err(CallFailure::Exited(reason)) => {
+                current.retire(&worker).await;
+                Err(ToolError::Failed(reason))
+            }
+            Err(CallFailure::Attachments(reason)) => Err(ToolError::Failed(reason)),
+            Err(CallFailure::Worker(error)) => Err(match error.kind {
+                WorkerErrorKind::ToolError | WorkerErrorKind::Exception => {
+                    ToolError::Failed(error.message)
+                }
+                WorkerErrorKind::InvalidArguments => {
+                    let argument = error.argument.unwrap_or_default();
+                    let prefix = format!("argument \"{argument}\": ");
+                    let message = error
+                        .message
+                        .strip_prefix(&prefix)
+                        .map(str::to_owned)
+                        .unwrap_or(error.message);
+                    ToolError::InvalidArguments { argument, message }
+                }
+                WorkerErrorKind::UnknownMethod => ToolError::UnknownMethod {
+                    tool: tool.to_owned(),
+                    method: method.to_owned(),
+                },
+            }),
+        }
     }
+
+    fn current(&self, tool: &str) -> Result<Arc<Tool>, ToolError> {
+        self.slots
+            .lock()
+            .expect("slots lock")
+            .get(tool)
+            .map(|slot| slot.current.clone())
+            .ok_or_else(|| ToolError::UnknownTool(tool.to_owned()))
+    }
+
+    fn folders(&self) -> Result<&Folders, ToolError> {
+        self.folders
+            .as_ref()
+            .ok_or_else(|| ToolError::Failed("no TOOL_DIRS are configured".into()))
+    }
+
+    /// The tool's running worker, started if there is none (or it ended).
+    async fn worker(&self, state: &AppState, tool: &Arc<Tool>) -> Result<Arc<Worker>, ToolError> {
+        let mut slot = tool.worker.lock().await;
+        if let Some(worker) = slot.as_ref()
+            && !worker.has_ended()
+        {
+            return Ok(worker.clone());
+        }
+        *slot = None;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(ToolError::Unavailable {
+                tool: tool.name().to_owned(),
+                reason: "the server is shutting down".into(),
+            });
+        }
+        let manifest = tool.manifest.clone().unwrap_or_default();
+        let egress = egress::prepare(state, tool.name(), &manifest)
+            .await
+            .map_err(|e| ToolError::Failed(format!("the worker could not be started: {e}")))?;
+        let command = self
+            .launch(tool, &egress, false)
+            .map_err(|e| ToolError::Failed(format!("the worker could not be started: {e}")))?;
+        let worker = Worker::start(tool.name(), command)
+            .await
+            .map_err(|e| ToolError::Failed(e.to_string()))?;
+        let worker = Arc::new(worker);
+        {
+            let mut workers = self.workers.lock().expect("workers lock");
+            workers.retain(|w| w.strong_count() > 0);
+            workers.push(Arc::downgrade(&worker));
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            worker.kill();
+        }
+        tracing::info!(target: "centaur_server::tools", tool = tool.name(), "a tool worker started");
+        *slot = Some(worker.clone());
+        Ok(worker)
+    }
+
+    /// The command of a worker (or a description) of `tool`.
+    fn launch(
+        &self,
+        tool: &Tool,
+        egress: &egress::WorkerEgress,
+        describe: bool,
+    ) -> Result<tokio::process::Command, ToolError> {
+        let folders = self.folders()?;
+        let env_dir = tool
+            .env_dir
+            .lock()
+            .expect("env lock")
+            .clone()
+            .ok_or_else(|| ToolError::Failed("the tool's environment is not built".into()))?;
+        let home = folders.homes.join(tool.name());
+        let run = folders.run.join(tool.name());
+        let io =
+            |e: std::io::Error| ToolError::Failed(format!("preparing the tool's folders: {e}"));
+        std::fs::create_dir_all(&home).map_err(io)?;
+        std::fs::create_dir_all(&run).map_err(io)?;
+        let launch = Launch {
+            isolation: self.settings.isolation,
+            tool: tool.name(),
+            data_dir: &folders.data,
+            env_dir: &env_dir,
+            sdk_dir: &folders.sdk,
+            tool_dir: &tool.found.dir,
+            home: &home,
+            run_dir: &run,
+            concurrency: tool.concurrency(),
+            settings: tool
+                .manifest
+                .as_ref()
+                .map(|m| m.env.as_slice())
+                .unwrap_or_default(),
+            egress,
+        };
+        launch.command(describe).map_err(io)
+    }
+
+    /// Takes in what a look through the folders found: new and changed tools are loaded,
+    /// removed ones dropped.
+    fn apply(self: &Arc<Self>, state: &AppState, found: Discovery) {
+        {
+            let mut warned = self.warned_missing.lock().expect("warned lock");
+            for missing in &found.missing {
+                if warned.insert(missing.clone()) {
+                    tracing::warn!(dir = %missing.display(), "a TOOL_DIRS entry is not a folder; its tools are not loaded");
+                }
+            }
+            warned.retain(|dir| found.missing.contains(dir));
+        }
+        let mut load = Vec::new();
+        {
+            let mut slots = self.slots.lock().expect("slots lock");
+            slots.retain(|name, _| {
+                let kept = found.tools.contains_key(name);
+                if !kept {
+                    tracing::info!(tool = %name, "a tool's folder is gone; the tool is removed");
+                }
+                kept
+            });
+            for (name, found) in found.tools {
+                if let Some(slot) = slots.get(&name) {
+                    let latest = slot.next.as_ref().unwrap_or(&slot.current);
+                    if latest.found.fingerprint == found.fingerprint {
+                        continue;
+                    }
+                }
+                let tool = Arc::new(new_tool(state, found));
+                if tool.status() == ToolStatus::Loading {
+                    load.push(tool.clone());
+                }
+                match slots.get_mut(&name) {
+                    Some(slot) if slot.current.status() == ToolStatus::Ready => {
+                        tracing::info!(tool = %name, "a tool changed; loading it again");
+                        slot.next = Some(tool);
+                    }
+                    Some(slot) => {
+                        tracing::info!(tool = %name, "a tool changed; loading it again");
+                        slot.current = tool;
+                        slot.next = None;
+                    }
+                    None => {
+                        slots.insert(
+                            name,
+                            Slot {
+                                current: tool,
+                                next: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        for tool in load {
+            let tools = self.clone();
+            tokio::spawn(async move {
+                tools.load(&tool).await;
+                tools.promote(&tool);
+            });
+        }
+    }
+
+    /// Builds the tool's environment and reads its methods: ready, or broken with the reason.
+    async fn load(&self, tool: &Arc<Tool>) {
+        let outcome = self.prepare(tool).await;
+        let mut info = tool.info.lock().expect("tool info lock");
+        match outcome {
+            Ok(methods) => {
+                info.status = ToolStatus::Ready;
+                info.error = None;
+                info.methods = methods;
+                tracing::info!(
+                    tool = tool.name(),
+                    methods = info.methods.len(),
+                    "a tool is ready"
+                );
+            }
+            Err(reason) => {
+                tracing::warn!(tool = tool.name(), %reason, "a tool is broken");
+                info.status = ToolStatus::Broken;
+                info.error = Some(reason);
+                info.methods = Vec::new();
+            }
+        }
+    }
+
+    async fn prepare(&self, tool: &Arc<Tool>) -> Result<Vec<MethodInfo>, String> {
+        let folders = self.folders().map_err(|e| e.to_string())?;
+        let Ok(pyproject) = &tool.found.pyproject else {
+            return Err("the tool's pyproject.toml is not valid".into());
+        };
+        let env_dir = folders
+            .environments
+            .ensure(tool.name(), &tool.found.dir, pyproject)
+            .await
+            .map_err(|e| e.to_string())?;
+        *tool.env_dir.lock().expect("env lock") = Some(env_dir);
+        let command = self
+            .launch(tool, &egress::WorkerEgress::default(), true)
+            .map_err(|e| e.to_string())?;
+        let mut methods = worker::describe(command).await.map_err(|e| e.to_string())?;
+        let manifest = &pyproject.manifest;
+        for name in &manifest.approval {
+            if !methods.iter().any(|m| &m.name == name) {
+                return Err(format!(
+                    "{}: [tool.centaur] approval names {name:?}, which is not a method of the tool",
+                    tool.found.dir.join("pyproject.toml").display()
+                ));
+            }
+        }
+        for method in &mut methods {
+            method.approval = manifest.approval.contains(&method.name);
+        }
+        Ok(methods)
+    }
+
+    /// A loaded version replaces the one that answered until now (if it is still the newest).
+    fn promote(&self, tool: &Arc<Tool>) {
+        let mut slots = self.slots.lock().expect("slots lock");
+        if let Some(slot) = slots.get_mut(tool.name())
+            && slot.next.as_ref().is_some_and(|n| Arc::ptr_eq(n, tool))
+            && let Some(next) = slot.next.take()
+        {
+            slot.current = next;
+        }
+    }
+}
+
+/// A version of a tool as found: loading, or broken when its `pyproject.toml` is.
+fn new_tool(state: &AppState, found: Found) -> Tool {
+    let shadows = found
+        .shadows
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut info = ToolInfo {
+        name: found.name.clone(),
+        description: String::new(),
+        status: ToolStatus::Loading,
+        error: None,
+        source: found.source.display().to_string(),
+        shadows,
+        hosts: Vec::new(),
+        secrets: Vec::new(),
+        methods: Vec::new(),
+    };
+    let manifest = match &found.pyproject {
+        Ok(pyproject) => {
+            let manifest = pyproject.manifest.clone();
+            info.description = manifest.description.clone();
+            info.hosts = egress::hosts(state, &found.name, &manifest);
+            info.secrets = manifest.secrets.keys().cloned().collect();
+            Some(manifest)
+        }
+        Err(error) => {
+            tracing::warn!(tool = %found.name, %error, "a tool is broken");
+            info.status = ToolStatus::Broken;
+            info.error = Some(error.to_string());
+            None
+        }
+    };
+    let concurrency = manifest
+        .as_ref()
+        .and_then(|m| m.concurrency)
+        .unwrap_or(DEFAULT_CONCURRENCY);
+    Tool {
+        found,
+        manifest,
+        info: Mutex::new(info),
+        env_dir: Mutex::new(None),
+        calls: Arc::new(Semaphore::new(concurrency as usize)),
+        worker: tokio::sync::Mutex::new(None),
+    }
+}
+
+/// The method of a ready tool.
+fn method_of(tool: &Tool, method: &str) -> Result<MethodInfo, ToolError> {
+    if let Some(unavailable) = tool.unavailable() {
+        return Err(unavailable);
+    }
+    tool.info
+        .lock()
+        .expect("tool info lock")
+        .methods
+        .iter()
+        .find(|m| m.name == method)
+        .cloned()
+        .ok_or_else(|| ToolError::UnknownMethod {
+            tool: tool.name().to_owned(),
+            method: method.to_owned(),
+        })
 }
