@@ -9,6 +9,11 @@
 //! `POST /v1/sandboxes/{id}/audit/flush` delivers the sandbox's audit records the proxy still
 //! holds before it answers, so the server can put a turn's refusals before the turn's end.
 //!
+//! `POST /v1/secrets/{name}/reveal` gives the server a secret's value for a principal the proxy
+//! serves (a tool whose manifest declares the secret `reveal`): read through the same sources
+//! and cache as a swap, logged and audited under the principal (the secret's name, never its
+//! value).
+//!
 //! Every route but `/healthz` needs `Authorization: Bearer <CENTAUR_PROXY_TOKEN>`, the token
 //! the proxy also uses towards the server.
 
@@ -26,16 +31,17 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use centaur_protocol::egress::Policy;
 use centaur_protocol::egress::control::{
-    AuditFlushed, ControlErrorCode, DesiredSandbox, RemoveQuery, Removed, SandboxApplied,
-    SandboxList, SyncRequest, SyncResponse,
+    AuditFlushed, ControlErrorCode, DesiredSandbox, RemoveQuery, Removed, RevealRequest,
+    RevealedSecret, SandboxApplied, SandboxList, SyncRequest, SyncResponse,
 };
 use centaur_protocol::{ErrorBody, ErrorDetail};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::Proxy;
-use crate::audit::FlushError;
+use crate::audit::{AuditRecord, Decision, FlushError};
 use crate::registry::{Applied, Sandbox, SandboxConfig};
+use crate::secrets::SecretError;
 
 /// A sandbox absent from a full sync is kept if it was pushed this recently: the push may have
 /// raced the server's snapshot. Longer than any request the server makes to the proxy.
@@ -55,6 +61,10 @@ pub enum ControlError {
     Socket { sandbox_id: String, reason: String },
     #[error("{0}; they stay queued and are delivered later")]
     AuditUndelivered(#[from] FlushError),
+    #[error("`{0}` is not served by this proxy; push its policy before revealing a secret to it")]
+    UnknownPrincipal(String),
+    #[error(transparent)]
+    Secret(SecretError),
 }
 
 impl ControlError {
@@ -73,6 +83,15 @@ impl ControlError {
             ),
             ControlError::AuditUndelivered(_) => {
                 (StatusCode::BAD_GATEWAY, ControlErrorCode::AuditUndelivered)
+            }
+            ControlError::UnknownPrincipal(_) => {
+                (StatusCode::NOT_FOUND, ControlErrorCode::UnknownPrincipal)
+            }
+            ControlError::Secret(SecretError::Unknown(_)) => {
+                (StatusCode::NOT_FOUND, ControlErrorCode::UnknownSecret)
+            }
+            ControlError::Secret(SecretError::Unavailable { .. }) => {
+                (StatusCode::BAD_GATEWAY, ControlErrorCode::SecretUnavailable)
             }
         }
     }
@@ -129,6 +148,7 @@ impl Control {
             .route("/v1/sandboxes", put(sync).get(list))
             .route("/v1/sandboxes/{sandbox_id}", put(apply).delete(remove))
             .route("/v1/sandboxes/{sandbox_id}/audit/flush", post(flush_audit))
+            .route("/v1/secrets/{name}/reveal", post(reveal))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.clone())
     }
@@ -233,6 +253,50 @@ impl Control {
             .collect();
         sandboxes.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
         sandboxes
+    }
+
+    /// A secret's value for `principal`, which must be served by this proxy. Every reveal, given
+    /// or refused, is logged and audited under the principal: method `REVEAL`, no host, the
+    /// secret's name in `secrets_swapped`, never its value.
+    pub async fn reveal(&self, name: &str, principal: &str) -> Result<String, ControlError> {
+        let Some(sandbox) = self.proxy.registry.get(principal) else {
+            return Err(ControlError::UnknownPrincipal(principal.to_owned()));
+        };
+        let started = std::time::Instant::now();
+        let outcome = self.proxy.secrets().get(name).await;
+        let (decision, status, reason) = match &outcome {
+            Ok(_) => {
+                tracing::info!(principal, secret = name, "secret revealed");
+                (Decision::Allowed, 200, None)
+            }
+            Err(error) => {
+                tracing::warn!(principal, secret = name, %error, "secret not revealed");
+                let status = match error {
+                    SecretError::Unknown(_) => 404,
+                    SecretError::Unavailable { .. } => 502,
+                };
+                (Decision::Denied, status, Some(error.to_string()))
+            }
+        };
+        self.proxy.record_audit(AuditRecord {
+            at: chrono::Utc::now(),
+            sandbox_id: principal.to_owned(),
+            thread_key: sandbox.config.thread_key.clone(),
+            host: String::new(),
+            port: 0,
+            method: "REVEAL".into(),
+            path: String::new(),
+            status: Some(status),
+            bytes_up: 0,
+            bytes_down: 0,
+            decision,
+            reason,
+            secrets_swapped: vec![name.to_owned()],
+            duration_ms: started.elapsed().as_millis() as u64,
+            body_placeholders: Vec::new(),
+            body_unknown_placeholders: 0,
+        });
+        outcome.map_err(ControlError::Secret)
     }
 
     fn validate(
@@ -424,6 +488,18 @@ async fn list(
     Ok(Json(SandboxList {
         sandboxes: control.list(),
     }))
+}
+
+async fn reveal(
+    State(control): State<Arc<Control>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<RevealedSecret>, ControlError> {
+    control.authorize(&headers)?;
+    let request: RevealRequest = json(&body)?;
+    let value = control.reveal(&name, &request.principal).await?;
+    Ok(Json(RevealedSecret { value }))
 }
 
 /// Delivers the sandbox's audit records the proxy still holds to the server, then answers; a

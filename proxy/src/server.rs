@@ -163,6 +163,12 @@ impl Proxy {
         self.pool.idle_count()
     }
 
+    /// Hands a record to the audit sink (the control API's reveals; requests record their
+    /// own).
+    pub fn record_audit(&self, record: AuditRecord) {
+        self.audit.record(record);
+    }
+
     /// The secret sources this proxy reads.
     pub fn secrets(&self) -> &SecretStore {
         &self.secrets

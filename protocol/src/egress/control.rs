@@ -8,6 +8,7 @@
 //! | `PUT /v1/sandboxes` | [`SyncRequest`] | [`SyncResponse`] |
 //! | `GET /v1/sandboxes` | | [`SandboxList`] |
 //! | `POST /v1/sandboxes/{id}/audit/flush` | | [`AuditFlushed`] |
+//! | `POST /v1/secrets/{name}/reveal` | [`RevealRequest`] | [`RevealedSecret`] |
 //! | `GET /healthz` | | [`crate::api::OkResponse`] (no token needed) |
 //!
 //! Errors are [`crate::ErrorBody`] with a [`ControlErrorCode`].
@@ -27,6 +28,31 @@ use super::policy::Policy;
 pub struct AuditFlushed {
     /// How many records were delivered by this call.
     pub records: usize,
+}
+
+/// The body of `POST /v1/secrets/{name}/reveal`: the server asks for a secret's real value on
+/// behalf of `principal` (a tool, `tool-<name>`, whose manifest declares the secret
+/// `reveal = true`: a credential that is not HTTP, such as a database URL). The principal must
+/// be registered at the proxy; the reveal is logged and audited under it, never the value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevealRequest {
+    pub principal: String,
+}
+
+/// The answer to a reveal: the secret's value, read from the proxy's secret sources (and their
+/// cache) as for a swap.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealedSecret {
+    pub value: String,
+}
+
+impl std::fmt::Debug for RevealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevealedSecret")
+            .field("value", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The state the server wants for one sandbox.
@@ -123,6 +149,12 @@ pub enum ControlErrorCode {
     SocketFailed,
     /// A flush could not deliver the sandbox's audit records to the server (they stay queued).
     AuditUndelivered,
+    /// A reveal named a principal the proxy does not serve (push its policy first).
+    UnknownPrincipal,
+    /// A reveal named a secret the proxy has no source for.
+    UnknownSecret,
+    /// A reveal's secret could not be read from its source.
+    SecretUnavailable,
 }
 
 impl ControlErrorCode {
@@ -133,6 +165,9 @@ impl ControlErrorCode {
             ControlErrorCode::SandboxRemoved => "sandbox_removed",
             ControlErrorCode::SocketFailed => "socket_failed",
             ControlErrorCode::AuditUndelivered => "audit_undelivered",
+            ControlErrorCode::UnknownPrincipal => "unknown_principal",
+            ControlErrorCode::UnknownSecret => "unknown_secret",
+            ControlErrorCode::SecretUnavailable => "secret_unavailable",
         }
     }
 }

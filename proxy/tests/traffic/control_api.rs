@@ -139,3 +139,176 @@ async fn the_server_pushes_sandboxes_and_policies_through_the_control_api() {
     assert_eq!(body["error"]["code"], "invalid_request");
     assert!(client.list().await.unwrap().is_empty());
 }
+
+/// A tool's principal (`tool-<name>`) is pushed like a sandbox, without a thread; the server
+/// reads a secret the tool declares `reveal` through the control API. Every reveal, given or
+/// refused, is audited under the principal by name, never by value; only principals the proxy
+/// serves get one, and only with the control token.
+#[tokio::test]
+async fn a_tool_principal_gets_a_revealed_secret_and_the_reveal_is_audited() {
+    use centaur_protocol::egress::control::DesiredSandbox;
+    use centaur_proxy::audit::Decision;
+    let mut h = Harness::start(Limits::default()).await;
+    let (addr, _control) = control_api(&h).await;
+    let client = ControlApi {
+        base: format!("http://{addr}"),
+        token: "control-token",
+    };
+
+    // Not served yet: refused, and nothing is read or audited.
+    match client.reveal("OPENAI_API_KEY", "tool-postgres").await {
+        Err(Refused(404, code, message)) => {
+            assert_eq!(code, ControlErrorCode::UnknownPrincipal);
+            assert!(message.contains("tool-postgres"), "{message}");
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+
+    let applied = client
+        .apply(
+            "tool-postgres",
+            &DesiredSandbox {
+                version: 1,
+                thread_key: None,
+                policy: serde_json::from_value(json!({"allow": ["127.0.0.1"]})).unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(applied.socket.is_some());
+    assert_eq!(
+        client
+            .reveal("OPENAI_API_KEY", "tool-postgres")
+            .await
+            .unwrap(),
+        REAL_KEY
+    );
+    let record = h.next_audit().await;
+    assert_eq!(
+        (
+            record.sandbox_id.as_str(),
+            record.method.as_str(),
+            record.decision,
+            record.thread_key.as_deref()
+        ),
+        ("tool-postgres", "REVEAL", Decision::Allowed, None)
+    );
+    assert_eq!(record.secrets_swapped, ["OPENAI_API_KEY"]);
+    assert!(!format!("{record:?}").contains(REAL_KEY));
+
+    // A secret the proxy has no source for: refused, audited as a denial.
+    match client.reveal("NOT_CONFIGURED", "tool-postgres").await {
+        Err(Refused(404, code, _)) => assert_eq!(code, ControlErrorCode::UnknownSecret),
+        other => panic!("expected a 404, got {other:?}"),
+    }
+    let record = h.next_audit().await;
+    assert_eq!(record.decision, Decision::Denied);
+    assert_eq!(record.secrets_swapped, ["NOT_CONFIGURED"]);
+
+    // A source that cannot be read: a 502 naming the secret, without a value.
+    let fresh = Harness::start(Limits::default()).await;
+    std::fs::remove_file(fresh.dir.join("openai")).unwrap();
+    let (fresh_addr, _fresh_control) = control_api(&fresh).await;
+    let fresh_client = ControlApi {
+        base: format!("http://{fresh_addr}"),
+        token: "control-token",
+    };
+    fresh_client
+        .apply(
+            "tool-x",
+            &DesiredSandbox {
+                version: 1,
+                thread_key: None,
+                policy: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    match fresh_client.reveal("OPENAI_API_KEY", "tool-x").await {
+        Err(Refused(502, code, message)) => {
+            assert_eq!(code, ControlErrorCode::SecretUnavailable);
+            assert!(message.contains("OPENAI_API_KEY"), "{message}");
+        }
+        other => panic!("expected a 502, got {other:?}"),
+    }
+
+    // Without the control token, nothing.
+    let wrong = ControlApi {
+        base: format!("http://{addr}"),
+        token: "wrong",
+    };
+    assert!(matches!(
+        wrong.reveal("OPENAI_API_KEY", "tool-postgres").await,
+        Err(Refused(401, _, _))
+    ));
+}
+
+/// A tool that speaks a protocol other than HTTP (PostgreSQL) reaches its server on a port
+/// other than 443 through a blind tunnel from its principal's Unix socket, when the host is
+/// allowed (a pattern without a port allows every port) and may be private.
+#[tokio::test]
+async fn a_tool_tunnels_to_a_private_non_https_port_through_its_socket() {
+    use centaur_protocol::egress::control::DesiredSandbox;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(Limits::default()).await;
+    let echo = crate::support::echo_server().await;
+    let (addr, _control) = control_api(&h).await;
+    let client = ControlApi {
+        base: format!("http://{addr}"),
+        token: "control-token",
+    };
+    let policy = |allow_private: Value| DesiredSandbox {
+        version: 1,
+        thread_key: None,
+        policy: serde_json::from_value(
+            json!({"allow": ["127.0.0.1"], "allow_private": allow_private}),
+        )
+        .unwrap(),
+    };
+    let applied = client
+        .apply("tool-postgres", &policy(json!(["127.0.0.1"])))
+        .await
+        .unwrap();
+    let socket = applied.socket.unwrap();
+    let connect = |target: String| {
+        let socket = socket.clone();
+        async move {
+            let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            stream
+                .write_all(
+                    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            (stream, String::from_utf8(head).unwrap())
+        }
+    };
+    let (mut tunnel, head) = connect(echo.to_string()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The start of a PostgreSQL session (an SSLRequest), relayed untouched.
+    let ssl_request = [0u8, 0, 0, 8, 4, 210, 22, 47];
+    tunnel.write_all(&ssl_request).await.unwrap();
+    let mut back = [0u8; 8];
+    tunnel.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, ssl_request);
+
+    // Not allowed to be private: refused after resolution.
+    client
+        .apply(
+            "tool-postgres",
+            &DesiredSandbox {
+                version: 2,
+                ..policy(json!([]))
+            },
+        )
+        .await
+        .unwrap();
+    let (_, head) = connect(echo.to_string()).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+}

@@ -525,6 +525,18 @@ impl ControlApi {
         Ok(removed.removed)
     }
 
+    /// `POST /v1/secrets/{name}/reveal` for `principal`.
+    pub async fn reveal(&self, name: &str, principal: &str) -> Result<String, Refused> {
+        let url = format!("{}/v1/secrets/{name}/reveal", self.base);
+        let request = centaur_protocol::egress::control::RevealRequest {
+            principal: principal.into(),
+        };
+        let revealed: centaur_protocol::egress::control::RevealedSecret = self
+            .call(http().build().unwrap().post(url).json(&request))
+            .await?;
+        Ok(revealed.value)
+    }
+
     pub async fn list(
         &self,
     ) -> Result<Vec<centaur_protocol::egress::control::SandboxApplied>, Refused> {

@@ -307,7 +307,8 @@ async fn append_refusals(
 }
 
 /// Sets each record's thread to the thread its sandbox serves (none for a sandbox the server
-/// did not give a thread), so a record cannot name a thread of its choosing.
+/// did not give a thread, such as a tool's `tool-<name>`, whose id is no UUID), so a record
+/// cannot name a thread of its choosing.
 async fn attribute_to_sandbox_threads(
     state: &AppState,
     records: &mut [AuditRecord],
@@ -349,6 +350,8 @@ pub const DEFAULT_PAGE: i64 = 100;
 #[derive(Clone, Debug, Default)]
 pub struct PageRequest {
     pub thread_key: Option<ThreadKey>,
+    /// Only this principal's records: a sandbox's id, or a tool's `tool-<name>`.
+    pub sandbox_id: Option<String>,
     /// Only refusals (`denied`, `leak_blocked`).
     pub refused_only: bool,
     /// Records after this id, oldest first; without it, the newest records.
@@ -436,6 +439,7 @@ macro_rules! page_sql {
                    WHERE ($1::text IS NULL OR thread_key = $1) \
                      AND (NOT $2 OR decision IN ('denied', 'leak_blocked')) \
                      AND ($3::int8 IS NULL OR id > $3) \
+                     AND ($5::text IS NULL OR sandbox_id = $5) \
                    ORDER BY id ",
             $order,
             " LIMIT $4) a \
@@ -462,6 +466,7 @@ pub async fn page(state: &AppState, request: &PageRequest) -> ApiResult<EgressAu
         .bind(request.refused_only)
         .bind(request.after)
         .bind(request.limit)
+        .bind(request.sandbox_id.as_deref())
         .fetch_all(&state.pool)
         .await?;
     rows.sort_by_key(|r| r.id);

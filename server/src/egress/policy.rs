@@ -6,6 +6,9 @@
 //! the push, so the database is always at least as new as the proxy. Pushes happen when a
 //! sandbox starts, when its thread's policy changes and when it is released; a full sync every
 //! `CENTAUR_EGRESS_SYNC_MS` repairs anything a failed push or a restarted proxy left behind.
+//!
+//! Tools are principals of the proxy too (`tool-<name>`, rows in `tool_egress`, written by
+//! [`crate::tools::egress`]); the sync sends them with the sandboxes.
 
 use centaur_protocol::ErrorCode;
 use std::collections::BTreeMap;
@@ -36,6 +39,9 @@ pub struct Egress {
     client: ProxyClient,
     /// `CENTAUR_EGRESS_POLICY`, read again when the file changes (for sandboxes attached after).
     default_policy: Reloading<Policy, EgressSetupError>,
+    /// `CENTAUR_TOOL_EGRESS`: the operator's additions to each tool's policy, read again when
+    /// the file changes (the next sync pushes the tools' merged policies).
+    tool_policies: Reloading<ToolPolicies, EgressSetupError>,
     sync_every: Duration,
     /// Whether a full sync has succeeded since this server started: until then a proxy that
     /// restarted with it may not know the sandboxes this server adopted.
@@ -64,7 +70,26 @@ pub enum EgressSetupError {
     },
     #[error("CENTAUR_EGRESS_POLICY {}: {source}", path.display())]
     InvalidPolicy { path: PathBuf, source: PolicyError },
+    #[error("cannot read CENTAUR_TOOL_EGRESS {}: {source}", path.display())]
+    ReadToolPolicies {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("CENTAUR_TOOL_EGRESS {} must be a JSON object of tool name → policy: {source}", path.display())]
+    ParseToolPolicies {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("CENTAUR_TOOL_EGRESS {}, tool `{tool}`: {source}", path.display())]
+    InvalidToolPolicy {
+        path: PathBuf,
+        tool: String,
+        source: PolicyError,
+    },
 }
+
+/// The operator's additions to tools' policies, by tool name.
+pub type ToolPolicies = Arc<BTreeMap<String, Policy>>;
 
 /// Why the desired state could not be recorded or delivered.
 #[derive(Debug, thiserror::Error)]
@@ -103,9 +128,14 @@ impl Egress {
             Some(path) => Reloading::open(path, read_policy)?,
             None => Reloading::fixed(Policy::default()),
         };
+        let tool_policies = match &config.tools.egress {
+            Some(path) => Reloading::open(path, read_tool_policies)?,
+            None => Reloading::fixed(ToolPolicies::default()),
+        };
         Ok(Some(Arc::new(Egress {
             client,
             default_policy,
+            tool_policies,
             sync_every: Duration::from_millis(config.egress_sync_ms),
             synced: tokio::sync::watch::Sender::new(false),
         })))
@@ -124,6 +154,36 @@ impl Egress {
     pub fn client(&self) -> &ProxyClient {
         &self.client
     }
+
+    /// The operator's additions to `tool`'s policy (`CENTAUR_TOOL_EGRESS`), as the file says
+    /// now.
+    pub fn tool_policy(&self, tool: &str) -> Option<Policy> {
+        self.tool_policies.current().get(tool).cloned()
+    }
+}
+
+/// Reads `CENTAUR_TOOL_EGRESS`: `{"<tool>": <policy>}`, each policy checked as a thread's is.
+fn read_tool_policies(path: &Path) -> Result<ToolPolicies, EgressSetupError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| EgressSetupError::ReadToolPolicies {
+            path: path.to_owned(),
+            source,
+        })?;
+    let policies: BTreeMap<String, Policy> =
+        serde_json::from_str(&text).map_err(|source| EgressSetupError::ParseToolPolicies {
+            path: path.to_owned(),
+            source,
+        })?;
+    for (tool, policy) in &policies {
+        policy
+            .validate(|_| true)
+            .map_err(|source| EgressSetupError::InvalidToolPolicy {
+                path: path.to_owned(),
+                tool: tool.clone(),
+                source,
+            })?;
+    }
+    Ok(Arc::new(policies))
 }
 
 fn read_policy(path: &Path) -> Result<Policy, EgressSetupError> {
@@ -568,6 +628,8 @@ pub async fn sync(state: &AppState) -> Result<(), EgressError> {
             }
         }
     }
+    // The tools' principals: never swept as orphans (a tool's row goes when its tool does).
+    sandboxes.extend(crate::tools::egress::sync_entries(state, egress).await?);
     let request = SyncRequest {
         as_of: as_of as u64,
         sandboxes,

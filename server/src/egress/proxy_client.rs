@@ -6,7 +6,8 @@ use centaur_protocol::ErrorBody;
 #[cfg(doc)]
 use centaur_protocol::egress::control::ControlErrorCode;
 use centaur_protocol::egress::control::{
-    AuditFlushed, DesiredSandbox, Removed, SandboxApplied, SandboxList, SyncRequest, SyncResponse,
+    AuditFlushed, DesiredSandbox, Removed, RevealRequest, RevealedSecret, SandboxApplied,
+    SandboxList, SyncRequest, SyncResponse,
 };
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,6 +110,21 @@ impl ProxyClient {
             .post(self.url(&format!("/v1/sandboxes/{sandbox_id}/audit/flush")))
             .timeout(limit);
         self.call(request).await
+    }
+
+    /// The value of secret `name` for `principal` (a tool's `tool-<name>`, served by the proxy),
+    /// from the proxy's secret sources. The proxy logs and audits the reveal under `principal`.
+    pub async fn reveal(&self, name: &str, principal: &str) -> Result<String, ProxyClientError> {
+        let mut url = self.url("/v1/secrets");
+        url.path_segments_mut()
+            .map_err(|()| ProxyClientError::BadUrl(self.base.to_string()))?
+            .push(name)
+            .push("reveal");
+        let request = self.http.post(url).json(&RevealRequest {
+            principal: principal.to_owned(),
+        });
+        let revealed: RevealedSecret = self.call(request).await?;
+        Ok(revealed.value)
     }
 
     fn url(&self, path: &str) -> reqwest::Url {

@@ -38,6 +38,8 @@ pub fn routes() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     thread_key: Option<String>,
+    /// A sandbox's id, or a tool's `tool-<name>`.
+    sandbox_id: Option<String>,
     #[serde(default)]
     denied: bool,
     after: Option<i64>,
@@ -67,6 +69,7 @@ async fn egress_audit(
     }
     let request = PageRequest {
         thread_key,
+        sandbox_id: query.sandbox_id,
         refused_only: query.denied,
         after: query.after,
         limit,

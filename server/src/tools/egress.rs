@@ -3,9 +3,23 @@
 //! `CENTAUR_TOOL_EGRESS`), with its secrets bound as for a sandbox. The worker reaches the
 //! proxy through that identity's socket, and holds placeholders, not values (except secrets
 //! declared `reveal`).
+//!
+//! The policy in force is recorded in `tool_egress` (with what the manifest declared) before it
+//! is pushed, versioned from the sandboxes' sequence, so the periodic sync
+//! ([`crate::egress::policy::sync`]) brings a restarted proxy back, and merges the operator's
+//! file again when it changed.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use centaur_protocol::egress::control::{DesiredSandbox, SyncEntry};
+use centaur_protocol::egress::{HostPattern, HostPatternError, Policy, PolicyError, SecretBinding};
+use centaur_protocol::tools::{Manifest, ManifestSecret};
+use sqlx::types::Json;
+
+use crate::app::AppState;
+use crate::egress::Egress;
+use crate::egress::proxy_client::ProxyClientError;
 
 /// What a worker needs to reach the proxy as its tool.
 #[derive(Clone, Default)]
@@ -28,28 +42,641 @@ impl std::fmt::Debug for WorkerEgress {
     }
 }
 
-use centaur_protocol::tools::Manifest;
+/// Why a worker has no network, for the log line and the error of a call that reached out
+/// without a proxy.
+pub const NO_PROXY: &str = "no egress proxy is configured (set CENTAUR_PROXY_CONTROL_URL): the tool's worker has no network";
 
-use crate::app::AppState;
+/// The variables the worker's environment holds for other purposes: a secret may not take
+/// their names.
+const RESERVED_NAMES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "PYTHONPATH",
+    "PYTHONUNBUFFERED",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+];
+
+/// Why a manifest's egress (its `hosts` and `secrets`) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestEgressError {
+    #[error("hosts: {0}")]
+    Host(#[source] HostPatternError),
+    #[error("secret `{secret}`: hosts: {source}")]
+    SecretHost {
+        secret: String,
+        source: HostPatternError,
+    },
+    #[error(
+        "secret `{0}`: a secret's name is the worker's environment variable: letters, digits and `_`, not starting with a digit"
+    )]
+    SecretName(String),
+    #[error("secret `{0}`: the worker's environment uses this name itself; pick another")]
+    ReservedName(String),
+    #[error(
+        "secret `{0}`: `reveal = true` gives the worker the value, so it takes no hosts, headers, query_param or format"
+    )]
+    RevealWithBinding(String),
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error(
+        "the tool's name must be letters, digits, `-` or `_` to be the egress proxy's principal `tool-{0}` (at most 59 characters)"
+    )]
+    ToolName(String),
+}
 
 /// Why a tool's egress could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolEgressError {
+    /// The manifest asks for what cannot work: the tool is broken until it is fixed.
+    #[error("[tool.centaur] {0}")]
+    Manifest(#[from] ManifestEgressError),
+    /// The proxy refused the policy (a secret it has no source for): a configuration to fix.
     #[error("the egress proxy refused the tool's policy: {0}")]
     Refused(String),
+    /// The proxy could not be asked (away, or answering oddly): worth trying again.
+    #[error("{0}")]
+    Proxy(#[source] ProxyClientError),
+    #[error("the tool's secret `{name}` (reveal) cannot be read: {source}")]
+    Reveal {
+        name: String,
+        #[source]
+        source: ProxyClientError,
+    },
+    #[error("cannot record the tool's egress policy: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot write the CA bundle for tools {}: {source}", path.display())]
+    CaBundle {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ToolEgressError {
+    /// Whether the same preparation may work later without a change to the tool or the
+    /// configuration (the proxy or the database was away).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ToolEgressError::Manifest(_) | ToolEgressError::Refused(_) => false,
+            ToolEgressError::Proxy(_)
+            | ToolEgressError::Reveal { .. }
+            | ToolEgressError::Database(_)
+            | ToolEgressError::CaBundle { .. } => true,
+        }
+    }
+}
+
+/// The tool's principal at the proxy.
+pub fn principal(tool: &str) -> String {
+    format!("tool-{tool}")
+}
+
+/// A proxy sandbox id is 1 to 64 letters, digits, `-` or `_`.
+fn check_tool_name(tool: &str) -> Result<(), ManifestEgressError> {
+    let fits = !tool.is_empty()
+        && principal(tool).len() <= 64
+        && tool
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if fits {
+        Ok(())
+    } else {
+        Err(ManifestEgressError::ToolName(tool.to_owned()))
+    }
+}
+
+fn check_secret_name(name: &str) -> Result<(), ManifestEgressError> {
+    let valid = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(ManifestEgressError::SecretName(name.to_owned()));
+    }
+    let upper = name.to_ascii_uppercase();
+    if upper.starts_with("CENTAUR_") || RESERVED_NAMES.contains(&upper.as_str()) {
+        return Err(ManifestEgressError::ReservedName(name.to_owned()));
+    }
+    Ok(())
+}
+
+fn push_unique(list: &mut Vec<HostPattern>, pattern: &HostPattern) {
+    if !list.contains(pattern) {
+        list.push(pattern.clone());
+    }
+}
+
+/// The policy the manifest asks for: `allow` = its `hosts` and the hosts of its secret
+/// bindings, `secrets` = its bindings (a secret declared `reveal` is no binding). Checked as a
+/// thread's policy is.
+pub fn declared_policy(tool: &str, manifest: &Manifest) -> Result<Policy, ManifestEgressError> {
+    check_tool_name(tool)?;
+    let mut policy = Policy::default();
+    for host in &manifest.hosts {
+        let pattern: HostPattern = host.parse().map_err(ManifestEgressError::Host)?;
+        push_unique(&mut policy.allow, &pattern);
+    }
+    for (name, secret) in &manifest.secrets {
+        check_secret_name(name)?;
+        let ManifestSecret {
+            hosts,
+            headers,
+            query_param,
+            format,
+            reveal,
+        } = secret;
+        if *reveal {
+            if !hosts.is_empty() || !headers.is_empty() || query_param.is_some() || format.is_some()
+            {
+                return Err(ManifestEgressError::RevealWithBinding(name.clone()));
+            }
+            continue;
+        }
+        let hosts = hosts
+            .iter()
+            .map(|h| {
+                h.parse::<HostPattern>()
+                    .map_err(|source| ManifestEgressError::SecretHost {
+                        secret: name.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        policy.secrets.push(SecretBinding {
+            name: name.clone(),
+            hosts,
+            headers: headers.clone(),
+            query_param: query_param.clone(),
+            format: format.clone(),
+        });
+    }
+    policy.validate(|_| true)?;
+    Ok(with_binding_hosts(policy))
+}
+
+/// Every host a secret is bound to is allowed.
+fn with_binding_hosts(mut policy: Policy) -> Policy {
+    let bound: Vec<HostPattern> = policy
+        .secrets
+        .iter()
+        .flat_map(|b| b.hosts.iter().cloned())
+        .collect();
+    for pattern in &bound {
+        push_unique(&mut policy.allow, pattern);
+    }
+    policy
+}
+
+/// The declared policy with the operator's entry for the tool: its lists are added, and a
+/// binding there replaces the declared one of the same name. Both are valid policies, so the
+/// result is one too.
+pub fn merge(declared: &Policy, operator: Option<&Policy>) -> Policy {
+    let Some(operator) = operator else {
+        return declared.clone();
+    };
+    let mut merged = declared.clone();
+    for (into, from) in [
+        (&mut merged.allow, &operator.allow),
+        (&mut merged.deny, &operator.deny),
+        (&mut merged.intercept, &operator.intercept),
+        (&mut merged.allow_private, &operator.allow_private),
+    ] {
+        for pattern in from {
+            push_unique(into, pattern);
+        }
+    }
+    for binding in &operator.secrets {
+        match merged.secrets.iter_mut().find(|b| b.name == binding.name) {
+            Some(declared) => *declared = binding.clone(),
+            None => merged.secrets.push(binding.clone()),
+        }
+    }
+    with_binding_hosts(merged)
 }
 
 /// Registers (or refreshes) the tool's principal at the proxy and returns what its worker
 /// needs. Without a proxy, a worker gets no egress (`WorkerEgress::default()`).
 pub async fn prepare(
-    _state: &AppState,
-    _tool: &str,
-    _manifest: &Manifest,
+    state: &AppState,
+    tool: &str,
+    manifest: &Manifest,
 ) -> Result<WorkerEgress, ToolEgressError> {
-    Ok(WorkerEgress::default())
+    let declared = declared_policy(tool, manifest)?;
+    let Some(egress) = &state.egress else {
+        tracing::info!(tool, "{NO_PROXY}");
+        return Ok(WorkerEgress::default());
+    };
+    let policy = merge(&declared, egress.tool_policy(tool).as_ref());
+    let principal = principal(tool);
+    let version: i64 = sqlx::query_scalar(
+        "INSERT INTO tool_egress (tool, declared, policy, version) \
+         VALUES ($1, $2, $3, nextval('egress_versions')) \
+         ON CONFLICT (tool) DO UPDATE SET declared = EXCLUDED.declared, \
+           policy = EXCLUDED.policy, version = EXCLUDED.version, updated_at = now() \
+         RETURNING version",
+    )
+    .bind(tool)
+    .bind(Json(&declared))
+    .bind(Json(&policy))
+    .fetch_one(&state.pool)
+    .await?;
+    let desired = DesiredSandbox {
+        version: version as u64,
+        thread_key: None,
+        policy,
+    };
+    let applied = match egress.client().apply(&principal, &desired).await {
+        Ok(applied) => applied,
+        Err(ProxyClientError::Refused {
+            status: 400,
+            message,
+            ..
+        }) => {
+            // Nothing for the sync to push again and again: the tool is broken until its
+            // manifest or the proxy's secrets change.
+            forget(state, tool).await;
+            return Err(ToolEgressError::Refused(message));
+        }
+        // Recorded: the sync pushes it when the proxy is back.
+        Err(error) => return Err(ToolEgressError::Proxy(error)),
+    };
+    if applied.socket.is_none() {
+        tracing::warn!(
+            tool,
+            "the egress proxy serves no Unix sockets (give it a socket folder); the tool's worker has no network"
+        );
+    }
+    let mut secrets: BTreeMap<String, String> = applied.placeholders.into_iter().collect();
+    for (name, _) in manifest.secrets.iter().filter(|(_, s)| s.reveal) {
+        let value = egress
+            .client()
+            .reveal(name, &principal)
+            .await
+            .map_err(|source| ToolEgressError::Reveal {
+                name: name.clone(),
+                source,
+            })?;
+        secrets.insert(name.clone(), value);
+    }
+    let ca_file = match &state.config.proxy_ca {
+        Some(proxy_ca) => Some(ca_bundle(&state.config.data_dir, proxy_ca).await?),
+        None => None,
+    };
+    tracing::debug!(tool, version, secrets = ?secrets.keys().collect::<Vec<_>>(), "tool egress prepared");
+    Ok(WorkerEgress {
+        proxy_socket: applied.socket,
+        ca_file,
+        secrets,
+    })
 }
 
 /// The hosts the tool may reach: declared, from its secret bindings, and the operator's.
-pub fn hosts(_state: &AppState, _tool: &str, manifest: &Manifest) -> Vec<String> {
-    manifest.hosts.clone()
+pub fn hosts(state: &AppState, tool: &str, manifest: &Manifest) -> Vec<String> {
+    let Ok(declared) = declared_policy(tool, manifest) else {
+        // A broken tool reaches nothing; show what it asked for.
+        return manifest.hosts.clone();
+    };
+    let operator = state.egress.as_ref().and_then(|e| e.tool_policy(tool));
+    merge(&declared, operator.as_ref())
+        .allow
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// The tool is gone from its folders: its row is deleted and the proxy told (a failed push is
+/// repaired by the next sync, which no longer names it).
+pub async fn forget(state: &AppState, tool: &str) {
+    let Some(egress) = &state.egress else {
+        return;
+    };
+    let removed: Result<Option<i64>, _> = sqlx::query_scalar(
+        "WITH gone AS (DELETE FROM tool_egress WHERE tool = $1 RETURNING 1) \
+         SELECT nextval('egress_versions') FROM gone",
+    )
+    .bind(tool)
+    .fetch_optional(&state.pool)
+    .await;
+    let version = match removed {
+        Ok(Some(version)) => version,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(tool, %error, "could not remove a tool's egress row");
+            return;
+        }
+    };
+    if let Err(error) = egress
+        .client()
+        .remove(&principal(tool), version as u64)
+        .await
+    {
+        tracing::warn!(tool, %error, "could not remove a tool from the egress proxy; the next sync will");
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ToolRow {
+    tool: String,
+    declared: Json<serde_json::Value>,
+    policy: Json<serde_json::Value>,
+    version: i64,
+}
+
+/// The tools' principals for a full sync. A tool whose merged policy changed since it was
+/// pushed (the operator's file changed) gets a new version first.
+pub(crate) async fn sync_entries(
+    state: &AppState,
+    egress: &Egress,
+) -> Result<Vec<SyncEntry>, sqlx::Error> {
+    let rows: Vec<ToolRow> =
+        sqlx::query_as("SELECT tool, declared, policy, version FROM tool_egress")
+            .fetch_all(&state.pool)
+            .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (declared, stored) = match (
+            serde_json::from_value::<Policy>(row.declared.0),
+            serde_json::from_value::<Policy>(row.policy.0),
+        ) {
+            (Ok(declared), Ok(stored)) => (declared, stored),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::error!(tool = %row.tool, %error, "a stored tool egress policy is unreadable; the tool gets none");
+                continue;
+            }
+        };
+        let policy = merge(&declared, egress.tool_policy(&row.tool).as_ref());
+        let mut version = row.version;
+        if policy != stored {
+            let bumped: Option<i64> = sqlx::query_scalar(
+                "UPDATE tool_egress SET policy = $2, version = nextval('egress_versions'), \
+                   updated_at = now() WHERE tool = $1 AND version = $3 RETURNING version",
+            )
+            .bind(&row.tool)
+            .bind(Json(&policy))
+            .bind(row.version)
+            .fetch_optional(&state.pool)
+            .await?;
+            match bumped {
+                Some(bumped) => {
+                    tracing::info!(tool = %row.tool, "the operator's egress for the tool changed; pushing it");
+                    version = bumped;
+                }
+                // Written meanwhile (a worker started): newer than this sync, so the proxy
+                // keeps it.
+                None => continue,
+            }
+        }
+        entries.push(SyncEntry {
+            sandbox_id: principal(&row.tool),
+            desired: DesiredSandbox {
+                version: version as u64,
+                thread_key: None,
+                policy,
+            },
+        });
+    }
+    Ok(entries)
+}
+
+/// Where the system's trusted roots are, as OpenSSL builds of the common distributions keep
+/// them (the server's own `SSL_CERT_FILE` first).
+fn system_roots() -> Option<PathBuf> {
+    let from_env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    from_env
+        .into_iter()
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+                "/etc/ssl/ca-bundle.pem",
+                "/etc/ssl/cert.pem",
+            ]
+            .map(PathBuf::from),
+        )
+        .find(|path| path.is_file())
+}
+
+/// `<data dir>/tools/ca-bundle.pem`: the system's roots and the proxy's CA, so a worker trusts
+/// both the hosts it reaches through blind tunnels and the proxy's intercepting leaves.
+/// Rewritten (atomically) only when its content changes.
+async fn ca_bundle(data_dir: &Path, proxy_ca: &Path) -> Result<PathBuf, ToolEgressError> {
+    let dir =
+        std::path::absolute(data_dir.join("tools")).unwrap_or_else(|_| data_dir.join("tools"));
+    let path = dir.join("ca-bundle.pem");
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ToolEgressError::CaBundle { path, source }
+    };
+    let proxy = tokio::fs::read_to_string(proxy_ca)
+        .await
+        .map_err(failed(proxy_ca))?;
+    let mut bundle = match system_roots() {
+        Some(roots) => tokio::fs::read_to_string(&roots)
+            .await
+            .map_err(failed(&roots))?,
+        None => {
+            tracing::warn!("no system CA bundle found; tools trust only the egress proxy's CA");
+            String::new()
+        }
+    };
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(&proxy);
+    if tokio::fs::read_to_string(&path).await.ok().as_deref() == Some(bundle.as_str()) {
+        return Ok(path);
+    }
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(failed(&dir))?;
+    let temporary = dir.join(format!(
+        ".ca-bundle.{}.{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    tokio::fs::write(&temporary, &bundle)
+        .await
+        .map_err(failed(&temporary))?;
+    tokio::fs::rename(&temporary, &path)
+        .await
+        .map_err(failed(&path))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+    use super::*;
+    use serde_json::json;
+
+    fn manifest(value: serde_json::Value) -> Manifest {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn policy(value: serde_json::Value) -> Policy {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn github() -> Manifest {
+        manifest(json!({
+            "hosts": ["api.github.com"],
+            "secrets": {
+                "GITHUB_TOKEN": {"hosts": ["api.github.com", "uploads.github.com"],
+                                 "headers": ["authorization"], "format": "Bearer {value}"},
+                "DATABASE_URL": {"reveal": true},
+            }
+        }))
+    }
+
+    /// Allowed: the declared hosts and every bound host; bound: the bindings, not the revealed
+    /// secret.
+    #[test]
+    fn the_declared_policy_allows_the_hosts_and_the_bound_hosts() {
+        let declared = declared_policy("github", &github()).unwrap();
+        assert_eq!(
+            declared,
+            policy(json!({
+                "allow": ["api.github.com", "uploads.github.com"],
+                "secrets": [{"name": "GITHUB_TOKEN", "hosts": ["api.github.com", "uploads.github.com"],
+                             "headers": ["authorization"], "format": "Bearer {value}"}],
+            }))
+        );
+    }
+
+    /// The operator's lists are added (once each); a binding of the same name replaces the
+    /// declared one, and its hosts are allowed; another binding is added.
+    #[test]
+    fn the_operators_entry_adds_lists_and_replaces_bindings_by_name() {
+        let declared = declared_policy("github", &github()).unwrap();
+        let operator = policy(json!({
+            "allow": ["api.github.com", "ghe.example.com"],
+            "deny": ["uploads.github.com"],
+            "allow_private": ["127.0.0.1"],
+            "secrets": [
+                {"name": "GITHUB_TOKEN", "hosts": ["127.0.0.1:8080"], "headers": ["authorization"]},
+                {"name": "EXTRA", "hosts": ["extra.example.com"], "query_param": "key"},
+            ],
+        }));
+        let merged = merge(&declared, Some(&operator));
+        assert_eq!(
+            merged,
+            policy(json!({
+                "allow": ["api.github.com", "uploads.github.com", "ghe.example.com",
+                          "127.0.0.1:8080", "extra.example.com"],
+                "deny": ["uploads.github.com"],
+                "allow_private": ["127.0.0.1"],
+                "secrets": [
+                    {"name": "GITHUB_TOKEN", "hosts": ["127.0.0.1:8080"], "headers": ["authorization"]},
+                    {"name": "EXTRA", "hosts": ["extra.example.com"], "query_param": "key"},
+                ],
+            }))
+        );
+        merged.validate(|_| true).unwrap();
+        assert_eq!(merge(&declared, None), declared);
+    }
+
+    /// Each way a manifest's egress cannot work says which part to fix.
+    #[test]
+    fn a_manifest_that_cannot_work_says_why() {
+        let cases = [
+            (json!({"hosts": ["not a host!"]}), "hosts: `not a host!`"),
+            (
+                json!({"secrets": {"T": {"hosts": ["*.*.x"], "headers": ["a"]}}}),
+                "secret `T`: hosts",
+            ),
+            (
+                json!({"secrets": {"T": {"hosts": ["x.com"]}}}),
+                "give `headers` or `query_param`",
+            ),
+            (
+                json!({"secrets": {"T": {"headers": ["authorization"]}}}),
+                "bound to no host",
+            ),
+            (
+                json!({"secrets": {"T": {"hosts": ["x.com"], "headers": ["a"], "format": "Bearer"}}}),
+                "{value}",
+            ),
+            (
+                json!({"secrets": {"T": {"reveal": true, "hosts": ["x.com"]}}}),
+                "takes no hosts",
+            ),
+            (
+                json!({"secrets": {"1BAD": {"reveal": true}}}),
+                "letters, digits and `_`",
+            ),
+            (
+                json!({"secrets": {"BAD-NAME": {"reveal": true}}}),
+                "letters, digits and `_`",
+            ),
+            (
+                json!({"secrets": {"PATH": {"reveal": true}}}),
+                "uses this name itself",
+            ),
+            (
+                json!({"secrets": {"CENTAUR_PROXY_SOCKET": {"reveal": true}}}),
+                "uses this name itself",
+            ),
+        ];
+        for (value, expected) in cases {
+            let error = declared_policy("t", &manifest(value.clone()))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{value}: {error}");
+        }
+        let error = declared_policy("a.b", &manifest(json!({})))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("tool-a.b"), "{error}");
+        assert!(declared_policy(&"x".repeat(60), &manifest(json!({}))).is_err());
+        assert!(declared_policy(&"x".repeat(59), &manifest(json!({}))).is_ok());
+    }
+
+    /// The bundle holds the system's roots then the proxy's CA, and is rewritten only when
+    /// that changes.
+    #[tokio::test]
+    async fn the_ca_bundle_holds_the_system_roots_and_the_proxys_ca() {
+        let dir =
+            std::env::temp_dir().join(format!("centaur-tool-ca-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nPROXY\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let path = ca_bundle(&dir, &ca).await.unwrap();
+        assert_eq!(path, dir.join("tools/ca-bundle.pem"));
+        let bundle = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            bundle.ends_with("-----BEGIN CERTIFICATE-----\nPROXY\n-----END CERTIFICATE-----\n")
+        );
+        if let Some(roots) = system_roots() {
+            let roots = std::fs::read_to_string(roots).unwrap();
+            assert!(bundle.starts_with(roots.trim_end()));
+        }
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+        ca_bundle(&dir, &ca).await.unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap()),
+            inode
+        );
+        std::fs::write(&ca, "NEW CA\n").unwrap();
+        ca_bundle(&dir, &ca).await.unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with("NEW CA\n")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
