@@ -40,9 +40,14 @@ CREATE INDEX tool_calls_for_session ON tool_calls (sandbox_id, tool, method)
     WHERE approval_id IS NOT NULL;
 
 -- A tool's egress policy at the proxy, as its replicas last wrote it (the proxy knows it as
--- the sandbox `tool-<name>`). Synced with the sandboxes' policies.
+-- the sandbox `tool-<name>`). Synced with the sandboxes' policies; the sync merges `declared`
+-- with the operator's entry (CENTAUR_TOOL_EGRESS) again, so a change there reaches the proxy
+-- without a restart. A row is deleted when the tool is gone from its folders.
 CREATE TABLE tool_egress (
     tool       TEXT PRIMARY KEY,
+    -- What the tool's manifest asks for (its hosts and secret bindings).
+    declared   JSONB NOT NULL,
+    -- In force: `declared` merged with the operator's entry for the tool.
     policy     JSONB NOT NULL,
     version    BIGINT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
