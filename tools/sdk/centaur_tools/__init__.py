@@ -18,7 +18,21 @@ The server embeds this package and runs each plugin in a worker (`centaur_tools.
 a command line.
 """
 
-from centaur_tools import egress, http
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 from centaur_tools.context import Context, Tool, ToolError, context
 
+if TYPE_CHECKING:
+    from centaur_tools import egress, http
+
 __all__ = ["Context", "Tool", "ToolError", "context", "egress", "http"]
+
+
+def __getattr__(name: str) -> ModuleType:
+    # `http` (http.client, ssl) and `egress` are imported when first used, so that a worker
+    # whose plugin needs neither starts sooner; `from centaur_tools import http` works as usual.
+    if name in ("http", "egress"):
+        return importlib.import_module(f"centaur_tools.{name}")
+    raise AttributeError(f"module 'centaur_tools' has no attribute {name!r}")

@@ -17,7 +17,6 @@ import json as jsonlib
 import os
 import socket
 import ssl
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,12 +221,31 @@ class _Proxy:
     authorization: str | None
 
 
+def _variable(name: str) -> str:
+    """A proxy variable, the lower-case spelling first (as curl and urllib read them)."""
+    return os.environ.get(name.lower()) or os.environ.get(name.upper()) or ""
+
+
+def _bypassed(host: str) -> bool:
+    """Whether `NO_PROXY` sends requests to `host` directly (`*`, a host, or a domain)."""
+    host = host.lower()
+    for entry in _variable("no_proxy").split(","):
+        entry = entry.strip().lower()
+        if entry == "*":
+            return True
+        if entry.startswith("["):  # [::1] or [::1]:8080
+            entry = entry[1:].split("]")[0]
+        elif entry.count(":") == 1:  # host:port
+            entry = entry.split(":")[0]
+        entry = entry.lstrip(".")
+        if entry and (host == entry or host.endswith("." + entry)):
+            return True
+    return False
+
+
 def _proxy_for(scheme: str, host: str) -> _Proxy | None:
-    proxies = urllib.request.getproxies_environment()
-    if urllib.request.proxy_bypass_environment(host, proxies):
-        return None
-    address = proxies.get(scheme) or proxies.get("all")
-    if not address:
+    address = _variable(f"{scheme}_proxy") or _variable("all_proxy")
+    if not address or _bypassed(host):
         return None
     if "://" not in address:
         address = "http://" + address

@@ -19,7 +19,6 @@ ends; then it lets the calls in flight finish and exits.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import concurrent.futures
 import importlib.util
 import json
@@ -28,10 +27,10 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from centaur_tools import egress
 from centaur_tools.context import Context, Frame, Tool, ToolError, reset_context, set_context
@@ -44,6 +43,9 @@ from centaur_tools.schema import (
     methods_of,
     to_json,
 )
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
 
 PROTOCOL = 1
 """`WORKER_PROTOCOL` in `protocol/src/tools.rs`."""
@@ -232,10 +234,12 @@ class Worker:
         self.pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="call")
         self._in_flight = 0
         self._idle = threading.Condition()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: AbstractEventLoop | None = None
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
+    def _event_loop(self) -> AbstractEventLoop:
         if self._loop is None:
+            import asyncio  # only for tools with async methods: it takes a while to import
+
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="async-calls", daemon=True).start()
             self._loop = loop
@@ -276,6 +280,18 @@ class Worker:
             return
         arguments = frame.get("arguments") or {}
         context = frame.get("context") or {}
+        if not isinstance(arguments, dict) or not isinstance(context, dict):
+            self.frames.write(
+                {
+                    "type": "error",
+                    "id": call_id,
+                    "error": {
+                        "kind": "invalid_arguments",
+                        "message": "a call's arguments and context are JSON objects",
+                    },
+                }
+            )
+            return
         ctx = Context(
             tool=self.tool,
             thread=context.get("thread"),
@@ -285,8 +301,9 @@ class Worker:
         )
         future: concurrent.futures.Future[Any]
         if method.is_async:
+            loop = self._event_loop()
             coroutine = invoke_async(self.instance, method, arguments, ctx)
-            future = asyncio.run_coroutine_threadsafe(coroutine, self._event_loop())
+            future = _run_threadsafe(coroutine, loop)
         else:
             future = self.pool.submit(invoke, self.instance, method, arguments, ctx)
         with self._idle:
@@ -317,6 +334,14 @@ class Worker:
                 exc_info=(type(error), error, error.__traceback__),
             )
         self.frames.write({"type": "error", "id": call_id, "error": error_of(error)})
+
+
+def _run_threadsafe(
+    coroutine: Coroutine[Any, Any, Any], loop: AbstractEventLoop
+) -> concurrent.futures.Future[Any]:
+    import asyncio
+
+    return asyncio.run_coroutine_threadsafe(coroutine, loop)
 
 
 def _take_stdio() -> tuple[IO[bytes], IO[bytes]]:

@@ -468,6 +468,17 @@ def test_invalid_arguments_name_the_argument(
     assert error["message"].startswith(message)
 
 
+def test_arguments_that_are_not_an_object_are_invalid(start: Callable[..., Worker]) -> None:
+    worker = start(CALCULATOR)
+    call_id = str(uuid.uuid4())
+    assert worker.process.stdin is not None
+    frame = {"type": "call", "id": call_id, "method": "add", "arguments": [1], "context": {}}
+    worker.process.stdin.write(json.dumps(frame).encode() + b"\n" + b"not json\n")
+    worker.process.stdin.flush()
+    assert worker.answer(call_id)["error"]["kind"] == "invalid_arguments"
+    assert worker.call("add", {"a": 1})["value"] == 3
+
+
 def test_an_unknown_method_is_an_error(start: Callable[..., Worker]) -> None:
     worker = start(CALCULATOR)
     error = worker.call("_private")["error"]
