@@ -31,10 +31,14 @@ use crate::server::Server;
 
 fn main() -> ExitCode {
     // Started as `centaur-runner` (inside a sandbox of the local stack), this binary is the
-    // runner, so one build serves the whole stack.
+    // runner, so one build serves the whole stack; as `centaur-tool`, the runner's tool command.
     let name = std::env::args_os().next().map(std::path::PathBuf::from);
-    if name.as_deref().and_then(|n| n.file_name()) == Some("centaur-runner".as_ref()) {
+    let name = name.as_deref().and_then(|n| n.file_name());
+    if name == Some("centaur-runner".as_ref()) {
         return centaur_runner::command::main();
+    }
+    if name == Some("centaur-tool".as_ref()) {
+        return centaur_runner::tools::command::main();
     }
     let cli = Cli::parse();
     // Like other command-line tools, commands that print end quietly on a closed pipe

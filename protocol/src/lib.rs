@@ -10,6 +10,8 @@
 //! - [`thread_key`]: thread keys, parsed and checked.
 //! - [`tools`]: what a tool offers and a call's answer (`/tools`), and the frames between the
 //!   server and a tool's Python worker.
+//! - [`mcp`]: the Model Context Protocol messages `centaur-tool mcp` speaks to a harness over
+//!   stdio (JSON-RPC 2.0: `initialize`, `tools/list`, `tools/call`).
 //! - [`egress`]: between the server and the egress proxy: its control API, the policy document
 //!   and its host patterns, and audit records.
 //!
@@ -20,6 +22,7 @@
 pub mod api;
 pub mod egress;
 pub mod event;
+pub mod mcp;
 pub mod runner;
 pub mod slack;
 pub mod sse;

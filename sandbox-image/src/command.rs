@@ -35,11 +35,22 @@ struct Args {
     ca_file: Option<String>,
     #[arg(long, env = "CENTAUR_WORKSPACE", default_value = "/workspace")]
     workspace: PathBuf,
+    /// Where the sandbox's processes reach Centaur's tools (`CENTAUR_TOOLS_URL` in the harness
+    /// environment); the runner forwards them to the server with its token.
+    #[arg(long, env = "CENTAUR_TOOLS_LISTEN", default_value = crate::tools::DEFAULT_LISTEN)]
+    tools_listen: std::net::SocketAddr,
 }
 
 /// The runner's command line: what `centaur-runner` runs (and `centaur` when started under
-/// that name, so one binary can serve a whole local stack).
+/// that name, so one binary can serve a whole local stack). `centaur-runner tool …` is
+/// `centaur-tool …`.
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "tool") {
+        return crate::tools::command::main_from(
+            std::iter::once(std::ffi::OsString::from("centaur-tool"))
+                .chain(std::env::args_os().skip(2)),
+        );
+    }
     if let Err(error) = become_undumpable() {
         eprintln!("centaur-runner: cannot protect its memory: {error}");
         return ExitCode::from(2);
@@ -90,6 +101,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         env.extend(crate::forward::proxy_env(&url, args.ca_file.as_deref()));
         tokio::spawn(crate::forward::serve(listener, socket));
     }
+    // Bound before `ready`, served once the token is known. A port that is taken leaves the
+    // sandbox without tools rather than without an agent.
+    let tools_listener = match tokio::net::TcpListener::bind(args.tools_listen).await {
+        Ok(listener) => {
+            let url = format!("http://{}", listener.local_addr()?);
+            env.insert(crate::tools::URL_VAR.into(), url);
+            Some(listener)
+        }
+        Err(error) => {
+            tracing::warn!(%error, listen = %args.tools_listen, "cannot serve tools to the sandbox; it runs without them");
+            None
+        }
+    };
     println!("ready");
     std::io::stdout().flush()?;
 
@@ -122,6 +146,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         approval_policy: attachment.approval_policy,
     };
     let link = Link::new(endpoint, attachment.token.clone());
+    if let Some(listener) = tools_listener {
+        tokio::spawn(crate::tools::endpoint::serve(listener, link.clone()));
+    }
     let runner = Runner::new(link, attachment, sandbox);
     let stop = CancellationToken::new();
     let on_signal = stop.clone();

@@ -11,6 +11,8 @@
 //! - [`harness`]: the adapters (echo, shell, codex, …).
 //! - [`forward`]: the proxy's socket as a loopback port, and the proxy environment.
 //! - [`tree`]: the processes a turn starts, and ending them all when it ends early.
+//! - [`tools`]: Centaur's tools for the sandbox: the loopback endpoint that forwards `/tools`
+//!   to the server, `centaur-tool` (this binary under that name) and its MCP server.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm))] // tests stop at the first surprise
 
 pub mod command;
@@ -20,5 +22,6 @@ pub mod harness;
 pub mod link;
 pub mod poster;
 pub mod runner;
+pub mod tools;
 pub mod tree;
 pub mod turn;

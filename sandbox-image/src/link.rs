@@ -77,7 +77,8 @@ impl LinkError {
 #[derive(Clone)]
 pub struct Link {
     endpoint: Endpoint,
-    token: String,
+    /// The sandbox's token; none for a link to the runner's own tools endpoint, which adds it.
+    token: Option<String>,
 }
 
 impl std::fmt::Debug for Link {
@@ -92,7 +93,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Link {
     pub fn new(endpoint: Endpoint, token: String) -> Link {
-        Link { endpoint, token }
+        Link {
+            endpoint,
+            token: Some(token),
+        }
+    }
+
+    /// A link that sends no token (`centaur-tool` to the runner's tools endpoint).
+    pub fn without_token(endpoint: Endpoint) -> Link {
+        Link {
+            endpoint,
+            token: None,
+        }
     }
 
     /// Sends a request and returns the response with its body unread (for streams).
@@ -103,20 +115,17 @@ impl Link {
         body: Option<Bytes>,
         headers: &[(&str, String)],
     ) -> Result<Response<Incoming>, LinkError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            )
-            .header(
-                hyper::header::HOST,
-                match &self.endpoint {
-                    Endpoint::Tcp(authority) => authority.as_str(),
-                    Endpoint::Unix(_) => "centaur",
-                },
-            );
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request = request.header(
+            hyper::header::HOST,
+            match &self.endpoint {
+                Endpoint::Tcp(authority) => authority.as_str(),
+                Endpoint::Unix(_) => "centaur",
+            },
+        );
         for (name, value) in headers {
             request = request.header(*name, value);
         }

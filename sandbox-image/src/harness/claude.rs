@@ -18,29 +18,59 @@ use crate::turn::{Sandbox, Turn};
 pub struct ClaudeCode {
     session: Session,
     launch: Launch,
+    /// The launch gives Centaur's tools (the server had some when it was made).
+    mcp: bool,
 }
 
 impl ClaudeCode {
     pub fn new(sandbox: &Sandbox) -> ClaudeCode {
         ClaudeCode {
             session: Session::new(sandbox),
-            launch: launch(sandbox, sandbox.approval_policy),
+            launch: launch(sandbox, sandbox.approval_policy, false),
+            mcp: false,
         }
     }
 
-    /// Makes the CLI run under `policy`: a CLI started with the other permission mode is
-    /// ended, and the next start resumes its session with the right one.
+    /// Makes the CLI run under `policy`, with Centaur's tools if the server has some: a CLI
+    /// started with the other permission mode, or without tools that are there now, is ended,
+    /// and the next start resumes its session with the right launch.
     async fn follow(&mut self, sandbox: &Sandbox) {
         let asks_first = asks_first(sandbox.approval_policy);
-        if asks_first != self.launch.asks_first {
+        let mcp = self.mcp || crate::tools::offered(&sandbox.env).await;
+        if asks_first != self.launch.asks_first || mcp != self.mcp {
             tracing::info!(
                 policy = sandbox.approval_policy.as_str(),
-                "the approval policy changed; claude starts again with it"
+                tools = mcp,
+                "claude starts with the approval policy and tools of this turn"
             );
             self.session.stop().await;
-            self.launch = launch(sandbox, sandbox.approval_policy);
+            self.launch = launch(sandbox, sandbox.approval_policy, mcp);
+            self.mcp = mcp;
         }
     }
+}
+
+/// Centaur's tools as Claude Code's MCP server `centaur` (`centaur-tool mcp`), allowed without
+/// asking: the Centaur server asks a person for the methods that need it.
+fn mcp_args(sandbox: &Sandbox) -> Vec<String> {
+    let server = crate::tools::MCP_SERVER;
+    let url = sandbox
+        .env
+        .get(crate::tools::URL_VAR)
+        .cloned()
+        .unwrap_or_default();
+    let config = serde_json::json!({"mcpServers": {server: {
+        "type": "stdio",
+        "command": "centaur-tool",
+        "args": ["mcp"],
+        "env": {(crate::tools::URL_VAR): url},
+    }}});
+    vec![
+        "--mcp-config".into(),
+        config.to_string(),
+        "--allowedTools".into(),
+        format!("mcp__{server}"),
+    ]
 }
 
 /// Whether Claude Code asks before it acts under `policy`: it does, except under `never`.
@@ -48,7 +78,7 @@ fn asks_first(policy: ApprovalPolicy) -> bool {
     policy != ApprovalPolicy::Never
 }
 
-fn launch(sandbox: &Sandbox, policy: ApprovalPolicy) -> Launch {
+fn launch(sandbox: &Sandbox, policy: ApprovalPolicy, mcp: bool) -> Launch {
     let config_dir = sandbox.workspace.join(".centaur/claude");
     let mut args: Vec<String> = [
         "-p",
@@ -65,6 +95,9 @@ fn launch(sandbox: &Sandbox, policy: ApprovalPolicy) -> Launch {
     .into();
     if !asks_first(policy) {
         args.extend(["--permission-mode".into(), "bypassPermissions".into()]);
+    }
+    if mcp {
+        args.extend(mcp_args(sandbox));
     }
     Launch {
         name: "claude",

@@ -58,6 +58,8 @@ struct Process {
     stdout: Lines<BufReader<ChildStdout>>,
     next_id: u64,
     thread_id: String,
+    /// Started with Centaur's MCP server (the server had tools then).
+    mcp: bool,
 }
 
 /// Why a turn could not go on.
@@ -81,7 +83,8 @@ impl Codex {
         self.sandbox.workspace.join(CODEX_HOME)
     }
 
-    async fn start(&mut self) -> Result<(), Broke> {
+    /// Starts `codex app-server`, with Centaur's tools as the MCP server `centaur` when `mcp`.
+    async fn start(&mut self, mcp: bool) -> Result<(), Broke> {
         let home = self.home();
         std::fs::create_dir_all(&home)
             .map_err(|e| Broke::Process(format!("cannot create {}: {e}", home.display())))?;
@@ -100,6 +103,11 @@ impl Codex {
         // highest layer.
         for setting in QUIET {
             command.arg("-c").arg(setting);
+        }
+        if mcp {
+            for setting in mcp_settings() {
+                command.arg("-c").arg(setting);
+            }
         }
         let mut child = command
             .current_dir(&self.sandbox.workspace)
@@ -121,6 +129,7 @@ impl Codex {
             stdout,
             next_id: 1,
             thread_id: String::new(),
+            mcp,
         };
         let version = env!("CARGO_PKG_VERSION");
         tokio::time::timeout(
@@ -170,7 +179,8 @@ impl Codex {
 
     async fn run_turn(&mut self, turn: &mut Turn) -> Result<Finish, Broke> {
         if self.process.is_none() {
-            self.start().await?;
+            self.start(crate::tools::offered(&self.sandbox.env).await)
+                .await?;
         }
         let process = self.process.as_mut().expect("started");
         // Its answer (the turn's id) is read in the loop below: Codex may ask for an approval
@@ -285,6 +295,25 @@ impl Codex {
     }
 }
 
+/// Centaur's tools as Codex's MCP server `centaur` (`centaur-tool mcp`, on the sandbox's
+/// `PATH`), as `-c` settings. Approval is the Centaur server's job (an approval-gated method
+/// waits for a person there), so Codex does not ask (`approve`; under `codex exec` it would
+/// cancel the call); a call may wait that long, hence the hour.
+fn mcp_settings() -> [String; 6] {
+    let server = crate::tools::MCP_SERVER;
+    [
+        format!(r#"mcp_servers.{server}.command="centaur-tool""#),
+        format!(r#"mcp_servers.{server}.args=["mcp"]"#),
+        format!(
+            r#"mcp_servers.{server}.env_vars=["{}"]"#,
+            crate::tools::URL_VAR
+        ),
+        format!(r#"mcp_servers.{server}.default_tools_approval_mode="approve""#),
+        format!("mcp_servers.{server}.startup_timeout_sec=30"),
+        format!("mcp_servers.{server}.tool_timeout_sec=3600"),
+    ]
+}
+
 /// Codex's name for a Centaur approval policy (`untrusted`: ask before any command that is not
 /// known to be read-only).
 fn codex_policy(policy: ApprovalPolicy) -> &'static str {
@@ -298,8 +327,20 @@ fn codex_policy(policy: ApprovalPolicy) -> &'static str {
 #[async_trait]
 impl Harness for Codex {
     async fn prepare(&mut self, _sandbox: &Sandbox) {
-        if self.process.is_none() && !self.broken {
-            let _ = self.start().await;
+        if self.broken {
+            return;
+        }
+        let mcp = crate::tools::offered(&self.sandbox.env).await;
+        if mcp && self.process.as_ref().is_some_and(|p| !p.mcp) {
+            // Tools appeared since Codex started (the server was still loading them): it starts
+            // again with them, resuming its thread.
+            tracing::info!("the server has tools now; codex starts again with them");
+            if let Some(mut process) = self.process.take() {
+                let _ = process.child.kill().await;
+            }
+        }
+        if self.process.is_none() {
+            let _ = self.start(mcp).await;
         }
     }
 

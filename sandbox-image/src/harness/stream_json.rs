@@ -558,7 +558,7 @@ impl TurnState {
                         command_id: id.clone(),
                         command: input["command"].as_str().unwrap_or_default().to_owned(),
                     });
-                } else if !is_file_tool(&name) {
+                } else if !is_file_tool(&name) && !is_centaur_tool(&name) {
                     turn.emit(EventBody::ToolCallStarted {
                         call_id: id.clone(),
                         tool: "harness".into(),
@@ -614,6 +614,8 @@ impl TurnState {
                     kind: if name == "Write" { "write" } else { "update" }.into(),
                 });
             }
+        } else if is_centaur_tool(&name) {
+            // Centaur's own tools (its MCP server): the server recorded the call.
         } else {
             turn.emit(EventBody::ToolCallFinished {
                 call_id: id.to_owned(),
@@ -657,6 +659,14 @@ impl TurnState {
             });
         }
     }
+}
+
+/// A tool of Centaur's MCP server (`mcp__centaur__<tool>_<method>`): the server records its
+/// calls in the thread, so the harness's view of them is not recorded again.
+fn is_centaur_tool(name: &str) -> bool {
+    name.strip_prefix("mcp__")
+        .and_then(|rest| rest.strip_prefix(crate::tools::MCP_SERVER))
+        .is_some_and(|rest| rest.starts_with("__"))
 }
 
 fn is_file_tool(name: &str) -> bool {

@@ -53,6 +53,10 @@ const WORKSPACE_CHECK_EVERY: Duration = Duration::from_secs(10);
 const SERVER_DIR: &str = "/run/centaur/server";
 const PROXY_DIR: &str = "/run/centaur/proxy";
 const RUNNER: &str = "/opt/centaur/bin/centaur-runner";
+/// The runner under the name `centaur-tool` (a symlink beside it: the binary dispatches on its
+/// name); the folder is on the sandbox's `PATH`.
+const RUNNER_BIN_DIR: &str = "/opt/centaur/bin";
+const TOOL: &str = "/opt/centaur/bin/centaur-tool";
 const HARNESS_DIR: &str = "/opt/centaur/harness";
 const CA_FILE: &str = "/etc/centaur/ca.pem";
 /// The sandbox's `PATH` after the harness folder's `bin`: the host's system, mounted as is.
@@ -479,6 +483,7 @@ impl LocalBackend {
             a.arg("--ro-bind").arg(proxy_dir).arg(PROXY_DIR);
         }
         a.arg("--ro-bind").arg(&self.runner_bin).arg(RUNNER);
+        a.args(["--symlink", "centaur-runner", TOOL]);
         if let Some(ca) = &o.ca_file {
             a.arg("--ro-bind").arg(ca).arg(CA_FILE);
         }
@@ -497,6 +502,7 @@ impl LocalBackend {
         if o.harness_dir.is_some() {
             path = format!("{HARNESS_DIR}/bin:{path}");
         }
+        path = format!("{RUNNER_BIN_DIR}:{path}");
         a.arg("--clearenv");
         let mut env: Vec<(&str, String)> = vec![
             ("PATH", path),
