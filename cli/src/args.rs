@@ -271,17 +271,78 @@ Examples:
         #[arg(long)]
         list: bool,
     },
-    /// Tools through the API: not built yet, so hidden from the help.
-    #[command(hide = true)]
+    /// Tools: Python plugins that agents and people call (docs/tools.md): list them, show one's
+    /// methods, call one.
+    #[command(after_help = "\
+Examples:
+  centaur tools list
+  centaur tools show github
+  centaur tools call github get_issue '{\"repo\": \"acme/api\", \"number\": 42}'
+  echo '{\"url\": \"https://example.com\"}' | centaur tools call http fetch -")]
     Tools {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        command: ToolsCommand,
     },
     /// Workflows through the API: not built yet, so hidden from the help.
     #[command(hide = true)]
     Workflows {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+/// `centaur tools …`.
+#[derive(Subcommand)]
+pub enum ToolsCommand {
+    /// Every tool the server found: name, status, number of methods, description; a broken
+    /// tool's reason on the line under it.
+    #[command(after_help = "\
+Examples:
+  centaur tools list
+  centaur tools list --json | jq -r '.tools[] | select(.status == \"broken\") | .error'")]
+    List {
+        /// The API's answer (`GET /tools`) as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One tool: its description, folder, the hosts it may reach, the secrets it uses (names),
+    /// and each method with its parameters (name, type, required or default, description).
+    #[command(after_help = "\
+Examples:
+  centaur tools show github
+  centaur tools show slack --json | jq '.methods[] | select(.approval) | .name'")]
+    Show {
+        /// The tool's name (`centaur tools list` shows them).
+        #[arg(value_name = "TOOL")]
+        tool: String,
+        /// The API's answer (`GET /tools/{tool}`) as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a method with its arguments (a JSON object) and print what it returned, as JSON.
+    #[command(after_help = "\
+Examples:
+  centaur tools call github get_issue '{\"repo\": \"acme/api\", \"number\": 42}'
+  centaur tools call postgres query @query.json --raw | jq '.rows | length'
+  echo '{\"url\": \"https://example.com\"}' | centaur tools call http fetch -
+
+Exit 1 when the method fails, times out or a person denies it (the server's message on
+stderr); 2 when the arguments are not a JSON object or the server refuses them (the message
+names the argument).")]
+    Call {
+        /// The tool's name.
+        #[arg(value_name = "TOOL")]
+        tool: String,
+        /// The method's name (`centaur tools show TOOL` lists them).
+        #[arg(value_name = "METHOD")]
+        method: String,
+        /// The arguments, a JSON object; `-` reads them from stdin, `@FILE` from a file
+        /// [default: {}].
+        #[arg(value_name = "ARGUMENTS", allow_hyphen_values = true)]
+        arguments: Option<String>,
+        /// Print the result as one compact JSON line instead of indented.
+        #[arg(long)]
+        raw: bool,
     },
 }
 
@@ -396,5 +457,30 @@ mod tests {
             error.to_string().contains("never, on-request, always"),
             "{error}"
         );
+    }
+
+    /// `-` is the arguments from stdin, not a flag; a missing method is a usage error.
+    #[test]
+    fn tools_call_takes_stdin_a_file_or_nothing() {
+        for (given, expected) in [
+            (Some("-"), Some("-")),
+            (Some("@args.json"), Some("@args.json")),
+            (None, None),
+        ] {
+            let mut line = vec!["centaur", "tools", "call", "github", "get_issue"];
+            line.extend(given);
+            let parsed = Cli::try_parse_from(line).unwrap();
+            let Some(Command::Tools {
+                command: ToolsCommand::Call { arguments, .. },
+            }) = parsed.command
+            else {
+                panic!("not a call");
+            };
+            assert_eq!(arguments.as_deref(), expected);
+        }
+        let error = Cli::try_parse_from(["centaur", "tools", "call", "github"])
+            .err()
+            .unwrap();
+        assert_eq!(error.exit_code(), 2);
     }
 }

@@ -9,6 +9,7 @@ use centaur_client::Failure;
 use centaur_client::audit::AuditError;
 use centaur_tui::TuiError;
 
+use crate::commands::tools::ArgumentsError;
 use crate::server::NoServer;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,12 @@ pub enum CliError {
         channel_id: String,
         message_ts: String,
     },
+    /// The server refused a tool call's arguments (`invalid_arguments`, naming the argument).
+    #[error(transparent)]
+    ToolArguments(Failure),
+    /// The arguments given to `centaur tools call` are not a JSON object.
+    #[error(transparent)]
+    BadToolArguments(#[from] ArgumentsError),
     #[error("`{0}` is not an approval id")]
     NotAnApprovalId(String),
     #[error("--deny and --for-session do not go together")]
@@ -61,6 +68,8 @@ impl CliError {
             CliError::BadThreadKey { .. }
             | CliError::BadSlackLink { .. }
             | CliError::NotAnApprovalId(_)
+            | CliError::ToolArguments(_)
+            | CliError::BadToolArguments(_)
             | CliError::DenyForSession
             | CliError::NoSuchCommand { .. } => 2,
             CliError::Write { .. }

@@ -24,8 +24,8 @@ use centaur_client::sanitize::{Colours, clean};
 use centaur_client::{audit, credentials};
 use centaur_tui as tui;
 
-use crate::args::{Cli, Command};
-use crate::commands::{approve, attach, interrupt, manual, resolve_thread, send, threads};
+use crate::args::{Cli, Command, ToolsCommand};
+use crate::commands::{approve, attach, interrupt, manual, resolve_thread, send, threads, tools};
 use crate::error::CliError;
 use crate::server::Server;
 
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             Command::Send { .. }
                 | Command::Attach { tui: false, .. }
                 | Command::Threads { .. }
+                | Command::Tools { .. }
                 | Command::Audit { .. }
                 | Command::Interrupt { .. }
                 | Command::Completions { .. }
@@ -96,7 +97,6 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Dev { command, up } => Ok(centaur_cli::dev::run(command, up).await?),
         Command::Completions { shell } => Ok(manual::completions(shell)),
         Command::Man { command, list } => manual::man(command.as_deref(), list),
-        Command::Tools { .. } => Err(CliError::NotBuilt("tools")),
         Command::Workflows { .. } => Err(CliError::NotBuilt("workflows")),
         Command::Login { token_env } => {
             Ok(credentials::login(&server.login_url(), token_env).await?)
@@ -159,6 +159,19 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             attach::attach(client, &key, after_event_id, all_events, exit_on_terminal).await
         }
         Command::Threads { json } => threads::threads(&server.connect()?.client, json).await,
+        Command::Tools { command } => {
+            let client = server.connect()?.client;
+            match command {
+                ToolsCommand::List { json } => tools::list(&client, json).await,
+                ToolsCommand::Show { tool, json } => tools::show(&client, &tool, json).await,
+                ToolsCommand::Call {
+                    tool,
+                    method,
+                    arguments,
+                    raw,
+                } => tools::call(&client, &tool, &method, arguments.as_deref(), raw).await,
+            }
+        }
         Command::Interrupt { thread_key, all } => {
             let client = server.connect()?.client;
             let key = resolve_thread(&client, &thread_key).await?;

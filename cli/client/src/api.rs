@@ -11,6 +11,7 @@ use centaur_protocol::api::{
 };
 use centaur_protocol::runner::ApprovalPolicy;
 use centaur_protocol::sse::Parser;
+use centaur_protocol::tools::{ToolCallAnswer, ToolInfo, ToolList};
 use centaur_protocol::{Decision, ErrorBody, ErrorCode, Event, Harness, ThreadKey};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
@@ -166,6 +167,11 @@ impl Client {
             },
         };
         match (status, code) {
+            // A person denying a tool call's approval is the call's failure, not the token's.
+            (StatusCode::FORBIDDEN, Some(Code::Known(ErrorCode::ToolCallDenied))) => Failure::Api {
+                code: Code::Known(ErrorCode::ToolCallDenied),
+                message,
+            },
             (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => Failure::Unauthorized(message),
             // A server that runs but cannot use its database: a query failed because the
             // database went away, or it has not reached it since it started.
@@ -369,6 +375,35 @@ impl Client {
         }
     }
 
+    /// Every tool the server found, ready or not: `GET /tools`.
+    pub async fn tools(&self) -> Result<ToolList, Failure> {
+        self.get("/tools", "the tool list").await
+    }
+
+    /// One tool with its methods: `GET /tools/{tool}`; `tool_not_found` when there is none.
+    pub async fn tool(&self, name: &str) -> Result<ToolInfo, Failure> {
+        self.get(&format!("/tools/{}", segment(name)), "a tool")
+            .await
+    }
+
+    /// Calls `tool`'s `method` with `arguments` (a JSON object): `POST /tools/{tool}/{method}`.
+    /// A refusal keeps its code: `invalid_arguments` (the message names the argument),
+    /// `tool_failed`, `tool_timeout`, `tool_call_denied`, `tool_unavailable`, `tool_not_found`,
+    /// `tool_method_not_found`.
+    pub async fn call_tool(
+        &self,
+        tool: &str,
+        method: &str,
+        arguments: &serde_json::Value,
+    ) -> Result<ToolCallAnswer, Failure> {
+        self.post(
+            &format!("/tools/{}/{}", segment(tool), segment(method)),
+            arguments,
+            "a tool call's answer",
+        )
+        .await
+    }
+
     /// One page of the egress proxy's audit (admin only): `GET /admin/egress-audit`.
     pub async fn egress_audit(&self, query: &AuditQuery) -> Result<EgressAuditPage, Failure> {
         let mut params = vec![format!("limit={}", query.limit)];
@@ -518,6 +553,20 @@ impl Client {
             wait(&mut backoff, &mut reconnecting, &mut on_connection).await;
         }
     }
+}
+
+/// A name typed by a person as one path segment: characters other than unreserved ones are
+/// percent-encoded, so `a/b` or `..` asks for a tool of that name rather than another route.
+fn segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// What to read of the egress audit.
@@ -681,6 +730,26 @@ mod tests {
         );
         assert_eq!(failure.exit_code(), 1);
 
+        // A denied tool call is the call's failure (exit 1), not a refused token (exit 3).
+        let denied = answering(
+            "403 Forbidden",
+            r#"{"error":{"code":"tool_call_denied","message":"Ann denied the call"}}"#,
+        )
+        .await;
+        let failure = denied
+            .call_tool("slack", "post_message", &serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert!(failure.is_api(ErrorCode::ToolCallDenied), "{failure:?}");
+        assert_eq!(failure.exit_code(), 1);
+        let forbidden = answering(
+            "403 Forbidden",
+            r#"{"error":{"code":"forbidden","message":"admin only"}}"#,
+        )
+        .await;
+        let failure = forbidden.tools().await.unwrap_err();
+        assert!(matches!(failure, Failure::Unauthorized(_)), "{failure:?}");
+
         // A success the protocol cannot read says so.
         let odd = answering("200 OK", r#"{"threads":"none"}"#).await;
         let failure = odd.threads().await.unwrap_err();
@@ -694,6 +763,16 @@ mod tests {
             ),
             "{failure:?}"
         );
+    }
+
+    /// Names typed by a person stay one path segment each.
+    #[test]
+    fn tool_and_method_names_are_one_segment_each() {
+        assert_eq!(segment("github"), "github");
+        assert_eq!(segment("my_tool-2"), "my_tool-2");
+        assert_eq!(segment("a/b"), "a%2Fb");
+        assert_eq!(segment("x?y#z"), "x%3Fy%23z");
+        assert_eq!(segment("é"), "%C3%A9");
     }
 
     /// Cut anywhere, the events handed on are the same as without a cut: each once, in order.

@@ -280,6 +280,23 @@ pub fn json_line<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json:
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// `value` as indented JSON (for people: `centaur tools call`), every control character
+/// escaped as [`json_line`] escapes them.
+pub fn json_pretty<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
+    let pretty = serde_json::to_string_pretty(value)?;
+    // Outside strings JSON is ASCII, so a DEL or C1 control can only be inside one, where its
+    // escape means the same character.
+    let mut out = String::with_capacity(pretty.len());
+    for c in pretty.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 /// serde_json's compact output, with DEL and C1 controls in strings written as `\u00XX`.
 struct EscapeC1;
 
@@ -321,6 +338,17 @@ mod tests {
                 .any(|c| c.is_control() && c != '\n' && c != '\t'),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn pretty_json_escapes_c1_and_del_and_means_the_same() {
+        let value = serde_json::json!({"a": "x\u{9b}31m\u{7f}\u{1b}[2J", "b": [1, 2]});
+        let pretty = json_pretty(&value).unwrap();
+        assert_inert(&pretty);
+        assert!(pretty.contains("\\u009b"), "{pretty}");
+        assert!(pretty.contains("\n  \"b\": ["), "{pretty}");
+        let back: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+        assert_eq!(back, value);
     }
 
     #[test]

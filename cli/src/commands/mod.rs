@@ -6,6 +6,7 @@
 //! - [`threads`]: the thread list as a table.
 //! - [`approve`]: deciding an approval.
 //! - [`interrupt`]: stopping a thread's turn (and its queue).
+//! - [`tools`]: the server's tools: listing, showing and calling them.
 //! - [`tui`]: opening the terminal interface, and what is said when it closes.
 //! - [`manual`]: shell completions and the man page, from the command line's definition.
 //!
@@ -18,6 +19,7 @@ pub mod interrupt;
 pub mod manual;
 pub mod send;
 pub mod threads;
+pub mod tools;
 pub mod tui;
 
 use centaur_client::Client;

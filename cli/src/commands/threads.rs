@@ -132,13 +132,13 @@ fn columns(text: &str) -> usize {
 }
 
 /// `text` padded with spaces to `width` columns (`format!`'s padding counts characters).
-fn padded(text: &str, width: usize) -> String {
+pub(crate) fn padded(text: &str, width: usize) -> String {
     format!("{text}{}", " ".repeat(width.saturating_sub(columns(text))))
 }
 
 /// The terminal's width when stdout is one, else `COLUMNS` when set; unknown otherwise (a pipe
 /// gets whole lines).
-fn terminal_width() -> Option<usize> {
+pub(crate) fn terminal_width() -> Option<usize> {
     // crossterm asks the controlling terminal, which a pipe into `less` still has: only a
     // terminal on stdout is measured.
     if std::io::stdout().is_terminal()

@@ -122,6 +122,7 @@ fn checks(home: &Home, port: u16, advisory: bool) -> Vec<Check> {
     // What only advises (and takes time: `npm --version` alone is 0.2 s) is left to `doctor`.
     if advisory {
         checks.push(node());
+        checks.push(uv());
         checks.extend(MODEL_KEYS.iter().map(|key| harness_cli(home, key)));
         checks.push(slack(home));
     }
@@ -264,6 +265,31 @@ fn node() -> Check {
             "missing: the Codex and Claude Code harnesses cannot be installed (shell and echo work)",
             "sudo apt-get install -y nodejs npm",
             "brew install node",
+        ),
+    }
+}
+
+/// `uv`, which builds each tool's Python environment (without it, tools are reported broken;
+/// everything else works).
+fn uv() -> Check {
+    const FIX: &str = "python3 -m pip install --user uv (add --break-system-packages on a PEP 668 Python, or: pipx install uv)";
+    let Some(path) = super::tools::find_uv() else {
+        return Check::bad(
+            "uv",
+            Level::Warn,
+            "not found: tools cannot be built (the rest works)",
+            FIX,
+            "brew install uv",
+        );
+    };
+    match output(&path.display().to_string(), &["--version"]) {
+        Some(version) => Check::ok("uv", format!("{version} ({})", path.display())),
+        None => Check::bad(
+            "uv",
+            Level::Warn,
+            format!("{} does not run: tools cannot be built", path.display()),
+            FIX,
+            "brew install uv",
         ),
     }
 }

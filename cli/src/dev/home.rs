@@ -73,6 +73,14 @@ impl Home {
     pub fn secrets(&self) -> PathBuf {
         self.root.join("secrets")
     }
+    /// Secrets for tools, one file each named for the secret (read by the proxy only).
+    pub fn tool_secrets(&self) -> PathBuf {
+        self.secrets().join("tools")
+    }
+    /// The operator's additions to the tools' egress policies (`CENTAUR_TOOL_EGRESS`).
+    pub fn tool_egress(&self) -> PathBuf {
+        self.root.join("tool-egress.json")
+    }
     pub fn harnesses(&self) -> PathBuf {
         self.root.join("harnesses")
     }

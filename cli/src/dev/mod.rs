@@ -13,6 +13,8 @@
 //! - [`slack`]: `centaur dev slack`, a Slack app's tokens for Socket Mode.
 //! - [`stack`]: the running stack itself (`centaur dev serve`).
 //! - [`supervise`]: restarting the parts of the stack that die on their own.
+//! - [`tools`]: the stack's tool folders (the checkout's `tools/` and overlays), `uv`, and the
+//!   tools' secrets and egress additions in the home.
 
 pub mod doctor;
 pub mod endpoints;
@@ -22,6 +24,7 @@ pub mod setup;
 pub mod slack;
 pub mod stack;
 pub mod supervise;
+pub mod tools;
 
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
@@ -31,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use centaur_protocol::Harness;
 use centaur_protocol::egress::control::SandboxList;
+use centaur_protocol::tools::ToolStatus;
 use clap::{Subcommand, ValueEnum};
 
 use self::doctor::NotReady;
@@ -110,6 +114,11 @@ pub enum DevError {
     },
     #[error("no component `{name}`; one of {}", COMPONENTS.join(", "))]
     NoComponent { name: String },
+    #[error("--tool-dir {}: {source}", .path.display())]
+    ToolDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl DevError {
@@ -124,7 +133,8 @@ impl DevError {
             DevError::KindNotBuilt
             | DevError::StillRunning
             | DevError::ResetUnconfirmed
-            | DevError::NoComponent { .. } => 2,
+            | DevError::NoComponent { .. }
+            | DevError::ToolDir { .. } => 2,
             DevError::Home(_)
             | DevError::Setup(_)
             | DevError::Stack(_)
@@ -182,6 +192,17 @@ pub struct UpArgs {
     /// Warm sandboxes kept ready.
     #[arg(long, default_value_t = 1)]
     pub warm: usize,
+    /// A folder of your own tools, after the checkout's `tools/` (a tool there shadows a
+    /// built-in one of the same name); repeat for more, later ones shadowing earlier ones
+    /// (also CENTAUR_DEV_TOOL_DIRS, `:`-separated).
+    #[arg(
+        long = "tool-dir",
+        value_name = "DIR",
+        env = "CENTAUR_DEV_TOOL_DIRS",
+        hide_env = true,
+        value_delimiter = ':'
+    )]
+    pub tool_dirs: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, Subcommand)]
@@ -267,6 +288,9 @@ Examples:
         /// Stop when stdin closes (the starting `centaur dev` went away).
         #[arg(long)]
         tied: bool,
+        /// Tool folders after the checkout's `tools/`.
+        #[arg(long = "tool-dir", value_name = "DIR")]
+        tool_dirs: Vec<PathBuf>,
     },
 }
 
@@ -281,13 +305,19 @@ pub async fn run(command: Option<DevCommand>, up_args: UpArgs) -> Result<ExitCod
         DevCommand::Reset { yes } => reset(&home, yes).await,
         DevCommand::Keys(args) => Ok(keys::run(&home, args)?),
         DevCommand::Slack(args) => Ok(slack::run(&home, args)?),
-        DevCommand::Serve { port, warm, tied } => {
+        DevCommand::Serve {
+            port,
+            warm,
+            tied,
+            tool_dirs,
+        } => {
             stack::serve(
                 home,
                 stack::Options {
                     port,
                     warm_pool: warm,
                     tied,
+                    tool_dirs,
                 },
             )
             .await?;
@@ -319,9 +349,16 @@ fn client_for(home: &Home, state: &StackState) -> Result<Client, DevError> {
     Ok(Client::new(state.api_url.clone(), token))
 }
 
-async fn up(home: &Home, args: UpArgs) -> Result<ExitCode, DevError> {
+async fn up(home: &Home, mut args: UpArgs) -> Result<ExitCode, DevError> {
     if args.backend == Backend::Kind {
         return Err(DevError::KindNotBuilt);
+    }
+    // The stack runs in the background: each folder is named by its whole path.
+    for dir in &mut args.tool_dirs {
+        *dir = dir.canonicalize().map_err(|source| DevError::ToolDir {
+            path: dir.clone(),
+            source,
+        })?;
     }
     if let Some(state) = attachable(home).await {
         if let Some(trouble) = trouble(home, &state).await {
@@ -495,7 +532,11 @@ async fn start_in_background(
     command
         .arg(args.port.to_string())
         .arg("--warm")
-        .arg(args.warm.to_string())
+        .arg(args.warm.to_string());
+    for dir in &args.tool_dirs {
+        command.arg("--tool-dir").arg(dir);
+    }
+    command
         .env("CENTAUR_HOME", &home.root)
         .stdin(if args.detach {
             std::process::Stdio::null()
@@ -586,6 +627,7 @@ async fn status(home: &Home) -> Result<ExitCode, DevError> {
         postgres_row(home, &state),
         proxy_row(home, &state).await,
         sandboxes_row(&client, &state).await,
+        tools_row(&client, &state).await,
     ];
     let mut healthy = true;
     for row in rows {
@@ -722,6 +764,46 @@ async fn sandboxes_row(client: &Client, state: &StackState) -> Row {
         pid: state.pid.to_string(),
         health: Health::of(doctor::bwrap_works(), false),
         detail: format!("harnesses ready: {}", names.join(", ")),
+    }
+}
+
+/// The tools: how many are ready, and which are loading or broken (a broken tool is its
+/// plugin's problem, not the stack's: `centaur tools list` says why).
+async fn tools_row(client: &Client, state: &StackState) -> Row {
+    let (health, detail) = match client.tools().await {
+        Ok(list) => {
+            let named = |status: ToolStatus| {
+                list.tools
+                    .iter()
+                    .filter(|t| t.status == status)
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+            };
+            let mut detail = format!("{} ready", named(ToolStatus::Ready).len());
+            for status in [ToolStatus::Loading, ToolStatus::Broken] {
+                let names = named(status);
+                if !names.is_empty() {
+                    detail.push_str(&format!(
+                        ", {} {}: {}",
+                        names.len(),
+                        status.as_str(),
+                        names.join(", ")
+                    ));
+                }
+            }
+            if !named(ToolStatus::Broken).is_empty() {
+                detail.push_str(" (`centaur tools list` says why)");
+            }
+            (Health::Healthy, detail)
+        }
+        Err(error) => (Health::Failing, error.to_string()),
+    };
+    Row {
+        component: "tools",
+        address: "uv, bubblewrap".to_owned(),
+        pid: state.pid.to_string(),
+        health,
+        detail,
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Options {
     /// Stop when stdin closes: the `centaur dev` that started the stack (and holds the other
     /// end) has gone, whatever ended it.
     pub tied: bool,
+    /// Tool folders after the checkout's `tools/` (absolute).
+    pub tool_dirs: Vec<PathBuf>,
 }
 
 /// Runs the stack until SIGTERM, Ctrl-C or (when `tied`) its parent goes. Whatever happens
@@ -292,15 +294,14 @@ async fn start_proxy(
         path: home.proxy_key(),
         source,
     })?;
-    let secrets: HashMap<String, SecretSource> = MODEL_KEYS
-        .iter()
-        .map(|k| {
-            (
-                k.secret.to_owned(),
-                SecretSource::File { path: k.path(home) },
-            )
-        })
-        .collect();
+    // The tools' secrets (`secrets/tools/NAME`), then the model keys.
+    let mut secrets: HashMap<String, SecretSource> = super::tools::secret_sources(home);
+    secrets.extend(MODEL_KEYS.iter().map(|k| {
+        (
+            k.secret.to_owned(),
+            SecretSource::File { path: k.path(home) },
+        )
+    }));
     let (_, control) = service::build(
         Settings {
             key,
@@ -371,7 +372,27 @@ fn server_config(
     config.warm_pool = options.warm_pool;
     config.warm_harnesses = vec![ready[0]];
     apply_slack(&mut config, super::slack::stored(home));
+    apply_tools(&mut config, home, &options.tool_dirs);
     Ok(config)
+}
+
+/// The tools: the checkout's `tools/` then the overlays, `uv` where it was installed, and the
+/// home's egress additions. The stack's settings are its own: `TOOL_DIRS` and the other tool
+/// variables of the environment are not used.
+fn apply_tools(config: &mut centaur_server::Config, home: &Home, overlays: &[PathBuf]) {
+    let builtin = super::tools::builtin_dir();
+    if builtin.is_none() {
+        tracing::info!("no checkout's tools/ folder here: only the --tool-dir folders are used");
+    }
+    config.tools.dirs = super::tools::tool_dirs(builtin, overlays);
+    tracing::info!(dirs = ?config.tools.dirs, "tool folders");
+    match super::tools::find_uv() {
+        Some(uv) => config.tools.uv = uv,
+        None => tracing::warn!(
+            "uv is not installed: tools cannot be built (pip install --user uv; `centaur dev doctor`)"
+        ),
+    }
+    config.tools.egress = super::tools::egress_file(home);
 }
 
 /// `centaur dev slack`'s tokens, when given: the bot in Socket Mode (the server checks them
