@@ -143,7 +143,7 @@ async fn send_attach_threads_and_exit_codes() {
         "{}",
         text(&out.stderr)
     );
-    let out = centaur(&stack, &["tools", "list"], &[]).await;
+    let out = centaur(&stack, &["workflows", "list"], &[]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("not available"),
