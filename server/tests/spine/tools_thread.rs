@@ -46,6 +46,15 @@ class Desk(Tool):
     def fail(self, message: str) -> None:
         """Fails as the plugin means to."""
         raise ToolError(message)
+
+    def slow(self, marker: str) -> dict:
+        """Runs until the file `marker` exists."""
+        import os
+        import time
+
+        while not os.path.exists(marker):
+            time.sleep(0.02)
+        return {"done": True}
 "#;
 
 /// A server with the `desk` tool (`post` needs approval), ready.
@@ -565,4 +574,85 @@ async fn tool_errors_and_bad_arguments_from_a_sandbox() {
         before,
         "nothing recorded"
     );
+}
+
+#[tokio::test]
+async fn a_turn_that_ends_while_the_method_runs_finishes_the_call_first() {
+    let stack = desk("tools-thread-ends").await;
+    let server = &stack.server;
+    let key = "api:tools-thread-ends";
+    let (runner, _) = server.running_execution(key).await;
+    let marker = stack.dir.join("go");
+    let running = call_in_background(
+        server,
+        &runner.token,
+        "slow",
+        json!({"marker": marker.display().to_string()}),
+    );
+    let started = wait_event(server, key, |e| e["type"] == "tool.call.started").await;
+    server
+        .post(
+            &format!("/agent/threads/{}/interrupt", enc(key)),
+            json!({"reason": "stop"}),
+        )
+        .await;
+    // The method goes on; its answer still reaches the caller.
+    std::fs::write(&marker, b"").unwrap();
+    let (status, answer) = tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["result"], json!({"done": true}));
+
+    // The thread: the call finished by the turn's end, before it, and only once.
+    let events = thread_events(server, key).await;
+    let finished = finished_of(&events, started["call_id"].as_str().unwrap());
+    assert_eq!(
+        finished["error"],
+        "the turn ended before the call finished; its result is not recorded"
+    );
+    let cancelled = of_type(&events, "execution.cancelled");
+    assert_eq!(cancelled.len(), 1);
+    assert!(finished["event_id"].as_i64() < cancelled[0]["event_id"].as_i64());
+}
+
+/// A call a crash cut short (its row left open by an earlier process of the same replica) is
+/// finished when the replica starts again. The open call is written by hand: a crash cannot be
+/// staged in this process (the server's shutdown is always graceful here).
+#[tokio::test]
+async fn a_call_cut_short_by_a_restart_is_finished_at_the_next_start() {
+    let replica = format!("tools-thread-restart-{}", uuid::Uuid::new_v4().simple());
+    let mut config = centaur_server::Config::new(centaur_test_support::pg::fresh_database().await);
+    config.replica_id = Some(replica.clone());
+    let mut first = TestServer::start_with(config, true).await;
+    let database_url = first.database_url.clone();
+    let key = "api:tools-thread-restart";
+    let (sandbox_id, _) = first.spawn(key).await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url)
+        .await
+        .unwrap();
+    let call_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO tool_calls (id, thread_id, sandbox_id, tool, method, replica, incarnation) \
+         SELECT $1, id, $2, 'desk', 'echo', $3, $4 FROM threads WHERE thread_key = $5",
+    )
+    .bind(call_id)
+    .bind(sandbox_id)
+    .bind(&replica)
+    .bind(uuid::Uuid::new_v4())
+    .bind(key)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    first.shutdown().await;
+
+    let mut config = centaur_server::Config::new(&database_url);
+    config.replica_id = Some(replica);
+    let second = TestServer::start_with(config, true).await;
+    let finished = wait_event(&second, key, |e| e["type"] == "tool.call.finished").await;
+    assert_eq!(finished["call_id"], call_id.to_string());
+    assert_eq!(finished["error"], "the server restarted during the call");
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM tool_calls WHERE finished_at IS NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(open, 0);
 }
