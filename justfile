@@ -34,13 +34,20 @@ bench-tui:
 bench-dev:
     cargo bench -p centaur --bench dev
 
-# Formatting and lints (the workspace lints in Cargo.toml), as CI runs them.
+# The tools' figures (a warm call's overhead, 500 concurrent calls, a cold worker's first call).
+bench-tools:
+    cargo bench -p centaur-server --bench tools
+
+# Formatting and lints (the workspace lints in Cargo.toml, ruff for the tools' Python), as CI runs them.
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+    uv run --project tools ruff check tools
+    uv run --project tools ruff format --check tools
 
 fmt:
     cargo fmt --all
+    uv run --project tools ruff format tools
 
 # What CI runs on a fresh clone.
 ci:

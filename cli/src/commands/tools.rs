@@ -265,7 +265,7 @@ fn method_details(method: &MethodInfo) -> String {
     }
     out.push('\n');
     for line in clean(&method.description, Colours::Drop).lines() {
-        out.push_str(&format!("    {}", line.trim_end()).trim_end().to_owned());
+        out.push_str(format!("    {}", line.trim_end()).trim_end());
         out.push('\n');
     }
     if parameters.is_empty() {
