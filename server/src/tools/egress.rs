@@ -10,7 +10,7 @@
 //! file again when it changed.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use centaur_protocol::egress::control::{DesiredSandbox, SyncEntry};
 use centaur_protocol::egress::{HostPattern, HostPatternError, Policy, PolicyError, SecretBinding};
@@ -26,7 +26,8 @@ use crate::egress::proxy_client::ProxyClientError;
 pub struct WorkerEgress {
     /// The proxy's Unix socket for this tool (mounted into the jail).
     pub proxy_socket: Option<PathBuf>,
-    /// The proxy's CA certificate, which the worker must trust.
+    /// The proxy's CA certificate (`CENTAUR_PROXY_CA`), which the worker must trust besides the
+    /// system's roots (the jail writes the bundle of both).
     pub ca_file: Option<PathBuf>,
     /// Secret name → its placeholder (or, for a secret declared `reveal`, its value).
     pub secrets: BTreeMap<String, String>,
@@ -111,12 +112,6 @@ pub enum ToolEgressError {
     },
     #[error("cannot record the tool's egress policy: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("cannot write the CA bundle for tools {}: {source}", path.display())]
-    CaBundle {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl ToolEgressError {
@@ -127,8 +122,7 @@ impl ToolEgressError {
             ToolEgressError::Manifest(_) | ToolEgressError::Refused(_) => false,
             ToolEgressError::Proxy(_)
             | ToolEgressError::Reveal { .. }
-            | ToolEgressError::Database(_)
-            | ToolEgressError::CaBundle { .. } => true,
+            | ToolEgressError::Database(_) => true,
         }
     }
 }
@@ -326,10 +320,12 @@ pub async fn prepare(
             })?;
         secrets.insert(name.clone(), value);
     }
-    let ca_file = match &state.config.proxy_ca {
-        Some(proxy_ca) => Some(ca_bundle(&state.config.data_dir, proxy_ca).await?),
-        None => None,
-    };
+    // The jail makes the worker's bundle of the system's roots and this CA.
+    let ca_file = state
+        .config
+        .proxy_ca
+        .as_ref()
+        .map(|ca| std::path::absolute(ca).unwrap_or_else(|_| ca.clone()));
     tracing::debug!(tool, version, secrets = ?secrets.keys().collect::<Vec<_>>(), "tool egress prepared");
     Ok(WorkerEgress {
         proxy_socket: applied.socket,
@@ -444,72 +440,6 @@ pub(crate) async fn sync_entries(
         });
     }
     Ok(entries)
-}
-
-/// Where the system's trusted roots are, as OpenSSL builds of the common distributions keep
-/// them (the server's own `SSL_CERT_FILE` first).
-fn system_roots() -> Option<PathBuf> {
-    let from_env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-    from_env
-        .into_iter()
-        .chain(
-            [
-                "/etc/ssl/certs/ca-certificates.crt",
-                "/etc/pki/tls/certs/ca-bundle.crt",
-                "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-                "/etc/ssl/ca-bundle.pem",
-                "/etc/ssl/cert.pem",
-            ]
-            .map(PathBuf::from),
-        )
-        .find(|path| path.is_file())
-}
-
-/// `<data dir>/tools/ca-bundle.pem`: the system's roots and the proxy's CA, so a worker trusts
-/// both the hosts it reaches through blind tunnels and the proxy's intercepting leaves.
-/// Rewritten (atomically) only when its content changes.
-async fn ca_bundle(data_dir: &Path, proxy_ca: &Path) -> Result<PathBuf, ToolEgressError> {
-    let dir =
-        std::path::absolute(data_dir.join("tools")).unwrap_or_else(|_| data_dir.join("tools"));
-    let path = dir.join("ca-bundle.pem");
-    let failed = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ToolEgressError::CaBundle { path, source }
-    };
-    let proxy = tokio::fs::read_to_string(proxy_ca)
-        .await
-        .map_err(failed(proxy_ca))?;
-    let mut bundle = match system_roots() {
-        Some(roots) => tokio::fs::read_to_string(&roots)
-            .await
-            .map_err(failed(&roots))?,
-        None => {
-            tracing::warn!("no system CA bundle found; tools trust only the egress proxy's CA");
-            String::new()
-        }
-    };
-    if !bundle.is_empty() && !bundle.ends_with('\n') {
-        bundle.push('\n');
-    }
-    bundle.push_str(&proxy);
-    if tokio::fs::read_to_string(&path).await.ok().as_deref() == Some(bundle.as_str()) {
-        return Ok(path);
-    }
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(failed(&dir))?;
-    let temporary = dir.join(format!(
-        ".ca-bundle.{}.{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    tokio::fs::write(&temporary, &bundle)
-        .await
-        .map_err(failed(&temporary))?;
-    tokio::fs::rename(&temporary, &path)
-        .await
-        .map_err(failed(&path))?;
-    Ok(path)
 }
 
 #[cfg(test)]
@@ -639,44 +569,5 @@ mod tests {
         assert!(error.contains("tool-a.b"), "{error}");
         assert!(declared_policy(&"x".repeat(60), &manifest(json!({}))).is_err());
         assert!(declared_policy(&"x".repeat(59), &manifest(json!({}))).is_ok());
-    }
-
-    /// The bundle holds the system's roots then the proxy's CA, and is rewritten only when
-    /// that changes.
-    #[tokio::test]
-    async fn the_ca_bundle_holds_the_system_roots_and_the_proxys_ca() {
-        let dir =
-            std::env::temp_dir().join(format!("centaur-tool-ca-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca = dir.join("ca.pem");
-        std::fs::write(
-            &ca,
-            "-----BEGIN CERTIFICATE-----\nPROXY\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        let path = ca_bundle(&dir, &ca).await.unwrap();
-        assert_eq!(path, dir.join("tools/ca-bundle.pem"));
-        let bundle = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            bundle.ends_with("-----BEGIN CERTIFICATE-----\nPROXY\n-----END CERTIFICATE-----\n")
-        );
-        if let Some(roots) = system_roots() {
-            let roots = std::fs::read_to_string(roots).unwrap();
-            assert!(bundle.starts_with(roots.trim_end()));
-        }
-        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
-        ca_bundle(&dir, &ca).await.unwrap();
-        assert_eq!(
-            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap()),
-            inode
-        );
-        std::fs::write(&ca, "NEW CA\n").unwrap();
-        ca_bundle(&dir, &ca).await.unwrap();
-        assert!(
-            std::fs::read_to_string(&path)
-                .unwrap()
-                .ends_with("NEW CA\n")
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

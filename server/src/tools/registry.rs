@@ -417,12 +417,14 @@ impl Tools {
             warned.retain(|dir| found.missing.contains(dir));
         }
         let mut load = Vec::new();
+        let mut gone = Vec::new();
         {
             let mut slots = self.slots.lock().expect("slots lock");
             slots.retain(|name, _| {
                 let kept = found.tools.contains_key(name);
                 if !kept {
                     tracing::info!(tool = %name, "a tool's folder is gone; the tool is removed");
+                    gone.push(name.clone());
                 }
                 kept
             });
@@ -465,6 +467,11 @@ impl Tools {
                 tools.load(&tool).await;
                 tools.promote(&tool);
             });
+        }
+        // Its principal at the egress proxy goes too.
+        for name in gone {
+            let state = state.clone();
+            tokio::spawn(async move { egress::forget(&state, &name).await });
         }
     }
 
