@@ -171,3 +171,37 @@ impl ControlErrorCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A revealed value never shows in logs; the new codes have their wire names.
+    #[test]
+    fn a_revealed_secret_is_redacted_and_the_reveal_codes_are_named() {
+        let revealed = RevealedSecret {
+            value: "postgres://u:hunter2@db/app".into(),
+        };
+        assert!(!format!("{revealed:?}").contains("hunter2"));
+        assert_eq!(
+            serde_json::to_value(&revealed).unwrap(),
+            serde_json::json!({"value": "postgres://u:hunter2@db/app"})
+        );
+        for code in [
+            ControlErrorCode::UnknownPrincipal,
+            ControlErrorCode::UnknownSecret,
+            ControlErrorCode::SecretUnavailable,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+        }
+        assert!(
+            serde_json::from_value::<RevealRequest>(
+                serde_json::json!({"principal": "tool-x", "x": 1})
+            )
+            .is_err()
+        );
+    }
+}
