@@ -17,7 +17,11 @@ use centaur_test_support::tools::{ToolStack, pyproject, write_tool};
 const WAIT: Duration = Duration::from_secs(30);
 
 const CLIENT: &str = r#"
+import threading
+
 from centaur_tools import Tool, ToolError, context
+
+_gate = threading.Event()
 
 
 class Desk(Tool):
@@ -47,14 +51,14 @@ class Desk(Tool):
         """Fails as the plugin means to."""
         raise ToolError(message)
 
-    def slow(self, marker: str) -> dict:
-        """Runs until the file `marker` exists."""
-        import os
-        import time
+    def slow(self) -> dict:
+        """Runs until `release` is called."""
+        _gate.wait(60)
+        return {"done": _gate.is_set()}
 
-        while not os.path.exists(marker):
-            time.sleep(0.02)
-        return {"done": True}
+    def release(self) -> None:
+        """Lets `slow` return."""
+        _gate.set()
 "#;
 
 /// A server with the `desk` tool (`post` needs approval), ready.
@@ -582,13 +586,7 @@ async fn a_turn_that_ends_while_the_method_runs_finishes_the_call_first() {
     let server = &stack.server;
     let key = "api:tools-thread-ends";
     let (runner, _) = server.running_execution(key).await;
-    let marker = stack.dir.join("go");
-    let running = call_in_background(
-        server,
-        &runner.token,
-        "slow",
-        json!({"marker": marker.display().to_string()}),
-    );
+    let running = call_in_background(server, &runner.token, "slow", json!({}));
     let started = wait_event(server, key, |e| e["type"] == "tool.call.started").await;
     server
         .post(
@@ -597,7 +595,8 @@ async fn a_turn_that_ends_while_the_method_runs_finishes_the_call_first() {
         )
         .await;
     // The method goes on; its answer still reaches the caller.
-    std::fs::write(&marker, b"").unwrap();
+    let (status, body) = stack.call_tool("desk", "release", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, answer) = tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["result"], json!({"done": true}));
