@@ -81,11 +81,18 @@ pub fn secret_sources(home: &Home) -> HashMap<String, SecretSource> {
         .collect()
 }
 
-/// The operator's additions to the tools' egress (`CENTAUR_TOOL_EGRESS`), when the home has
-/// the file.
+/// The operator's additions to the tools' egress (`CENTAUR_TOOL_EGRESS`): `tool-egress.json` in
+/// the home, made empty (`{}`) when missing so that the server watches it from the start and
+/// an edit applies without a restart. `None` when it cannot be written.
 pub fn egress_file(home: &Home) -> Option<PathBuf> {
     let path = home.tool_egress();
-    path.is_file().then_some(path)
+    if !path.exists()
+        && let Err(error) = std::fs::write(&path, "{}\n")
+    {
+        tracing::warn!(path = %path.display(), %error, "cannot write the tools' egress additions");
+        return None;
+    }
+    Some(path)
 }
 
 #[cfg(test)]
