@@ -153,13 +153,13 @@ async fn run(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let output = command
-        .output()
-        .await
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => EnvironmentError::NoUv,
-            _ => EnvironmentError::Io { step, source },
-        })?;
+    let output = command.output().await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            EnvironmentError::NoUv
+        } else {
+            EnvironmentError::Io { step, source }
+        }
+    })?;
     if output.status.success() {
         return Ok(());
     }

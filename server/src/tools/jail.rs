@@ -1,7 +1,7 @@
 //! The bubblewrap confinement of a tool worker: no network but the egress proxy's socket, the
 //! host's files read-only, the server's data folder hidden, a private `/tmp`.
 //!
-//! Inside: the host's root read-only, a fresh `/dev`, `/proc` and `/tmp`, the server's data
+//! Inside: the host's root read-only, a fresh `/dev`, `/proc`, `/tmp` and `/run`, the server's data
 //! folder replaced by an empty one into which only the tool's environment and the SDK come
 //! back (read-only) and the tool's own home (writable); the tool's folder read-only; the
 //! proxy's socket at [`PROXY_SOCKET`] and its CA at [`PROXY_CA`]. Every namespace is new (no
@@ -102,7 +102,8 @@ impl Launch<'_> {
         let mut a = Args::default();
         a.args(["--unshare-all", "--die-with-parent", "--new-session"]);
         a.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
-        a.args(["--tmpfs", "/tmp"]);
+        // `/run` holds the host's sockets (and must be writable for `/run/centaur`).
+        a.args(["--tmpfs", "/tmp", "--tmpfs", "/run"]);
         a.arg("--tmpfs").arg(self.data_dir);
         for path in [self.env_dir, self.sdk_dir, self.tool_dir] {
             a.arg("--ro-bind").arg(path).arg(path);

@@ -439,8 +439,10 @@ impl Tools {
                 if tool.status() == ToolStatus::Loading {
                     load.push(tool.clone());
                 }
+                let loading = tool.status() == ToolStatus::Loading;
                 match slots.get_mut(&name) {
-                    Some(slot) if slot.current.status() == ToolStatus::Ready => {
+                    // A ready version answers until the new one is loaded.
+                    Some(slot) if loading && slot.current.status() == ToolStatus::Ready => {
                         tracing::info!(tool = %name, "a tool changed; loading it again");
                         slot.next = Some(tool);
                     }

@@ -99,6 +99,11 @@ impl ToolStack {
         }
     }
 
+    /// Stops the server gracefully (its workers end).
+    pub async fn shutdown(&mut self) {
+        self.server.shutdown().await;
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -158,6 +163,12 @@ impl ToolStack {
         self.server
             .admin(Method::POST, &format!("/tools/{tool}/{method}"), arguments)
             .await
+    }
+}
+
+impl Drop for ToolStack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
