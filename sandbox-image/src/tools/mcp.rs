@@ -395,8 +395,8 @@ fn failed(text: String) -> CallToolResult {
     }
 }
 
-/// What the model reads when a call did not succeed: the server's message; a denial says so
-/// first.
+/// What the model reads when a call did not succeed: the server's message; a denial whose
+/// message does not say so is marked as one.
 pub fn failure_text(error: &LinkError, url: &str) -> String {
     match error {
         LinkError::Status { code, message, .. } => {
@@ -405,7 +405,8 @@ pub fn failure_text(error: &LinkError, url: &str) -> String {
             } else {
                 message.clone()
             };
-            if code == "tool_call_denied" && !message.to_lowercase().starts_with("denied") {
+            // The server says who denied it and why (`Ann denied the call: not now`).
+            if code == "tool_call_denied" && !message.to_lowercase().contains("denied") {
                 format!("denied: {message}")
             } else {
                 message

@@ -142,21 +142,45 @@ async fn messages(State(model): State<Model>, headers: HeaderMap, body: String) 
         .map(|(_, reply)| reply.clone())
         .unwrap_or_else(|| Reply::Text(CLAUDE_HELLO.into()));
     match reply {
-        Reply::Command { then, .. } if answered => text(&then),
+        Reply::Command { then, .. } | Reply::Tool { then, .. } if answered => text(&then),
         Reply::Command { cmd, .. } => {
-            let input = json!({"command": cmd, "description": "run it"}).to_string();
-            let mut events = vec![
-                start("msg_tool"),
-                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": format!("toolu_{}", conversation.len()), "name": "Bash", "input": {}}}),
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input}}),
-                json!({"type": "content_block_stop", "index": 0}),
-            ];
-            events.extend(end("tool_use"));
-            sse(stream_of(&events), false)
+            let input = json!({"command": cmd, "description": "run it"});
+            tool_use(conversation.len(), "Bash", &input)
+        }
+        Reply::Tool {
+            name, arguments, ..
+        } => {
+            let offered: Vec<&str> = request["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["name"].as_str())
+                .collect();
+            match offered
+                .iter()
+                .find(|offered| offered.contains(name.as_str()))
+            {
+                Some(tool) => tool_use(conversation.len(), tool, &arguments),
+                None => text(&format!(
+                    "no tool named like {name} was offered; offered: {offered:?}"
+                )),
+            }
         }
         Reply::Hang => sse(stream_of(&[start("msg_hang")]), true),
         Reply::Text(said) => text(&said),
     }
+}
+
+/// A response that uses `tool` with `input`.
+fn tool_use(turn: usize, tool: &str, input: &Value) -> Response {
+    let mut events = vec![
+        start("msg_tool"),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": format!("toolu_{turn}"), "name": tool, "input": {}}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
+        json!({"type": "content_block_stop", "index": 0}),
+    ];
+    events.extend(end("tool_use"));
+    sse(stream_of(&events), false)
 }
 
 fn start(id: &str) -> Value {

@@ -28,6 +28,13 @@ pub enum Reply {
     Text(String),
     /// Calls the shell tool with `cmd`; says `then` once the output is back.
     Command { cmd: String, then: String },
+    /// Calls the offered tool whose name contains `name` (an MCP tool, say) with `arguments`;
+    /// says `then` once its output is back. Offered no such tool, it says which it was offered.
+    Tool {
+        name: String,
+        arguments: Value,
+        then: String,
+    },
     /// Starts a response and never finishes it.
     Hang,
 }
@@ -187,8 +194,38 @@ async fn responses(State(model): State<Model>, headers: HeaderMap, body: String)
         json!({"type": "response.created", "response": {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}}),
     )];
     match reply {
-        Reply::Command { then, .. } if last["type"] == "function_call_output" => {
+        Reply::Command { then, .. } | Reply::Tool { then, .. }
+            if last["type"] == "function_call_output" =>
+        {
             events.extend(message(&then));
+        }
+        Reply::Tool {
+            name, arguments, ..
+        } => {
+            let offered = tool_names(&request["tools"]);
+            match offered
+                .iter()
+                .find(|(_, offered)| offered.contains(name.as_str()))
+            {
+                Some((namespace, tool)) => {
+                    let mut call = json!({"type": "function_call", "id": "fc_1", "call_id": format!("call_{}", input.len()), "name": tool, "arguments": arguments.to_string(), "status": "completed"});
+                    if let Some(namespace) = namespace {
+                        call["namespace"] = json!(namespace);
+                    }
+                    events.push(sse(
+                        "response.output_item.added",
+                        json!({"type": "response.output_item.added", "output_index": 0, "item": call}),
+                    ));
+                    events.push(sse(
+                        "response.output_item.done",
+                        json!({"type": "response.output_item.done", "output_index": 0, "item": call}),
+                    ));
+                    events.push(completed(vec![call]));
+                }
+                None => events.extend(message(&format!(
+                    "no tool named like {name} was offered; offered: {offered:?}"
+                ))),
+            }
         }
         Reply::Command { cmd, .. } => {
             let tool = request["tools"]
@@ -224,6 +261,25 @@ async fn responses(State(model): State<Model>, headers: HeaderMap, body: String)
         Reply::Text(text) => events.extend(message(&text)),
     }
     sse_response(Body::from(events.concat()))
+}
+
+/// The tools a request offers: each one's namespace (Codex puts an MCP server's tools in one,
+/// `mcp__<server>`) and name.
+fn tool_names(tools: &Value) -> Vec<(Option<String>, String)> {
+    let mut names = Vec::new();
+    for tool in tools.as_array().into_iter().flatten() {
+        if tool["type"] == "namespace" {
+            let namespace = tool["name"].as_str().map(str::to_owned);
+            for inner in tool["tools"].as_array().into_iter().flatten() {
+                if let Some(name) = inner["name"].as_str() {
+                    names.push((namespace.clone(), name.to_owned()));
+                }
+            }
+        } else if let Some(name) = tool["name"].as_str() {
+            names.push((None, name.to_owned()));
+        }
+    }
+    names
 }
 
 fn sse(event: &str, data: Value) -> String {
