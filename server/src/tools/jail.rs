@@ -4,7 +4,7 @@
 //! Inside: the host's root read-only, a fresh `/dev`, `/proc`, `/tmp` and `/run`, the server's data
 //! folder replaced by an empty one into which only the tool's environment and the SDK come
 //! back (read-only) and the tool's own home (writable); the tool's folder read-only; the
-//! proxy's socket at [`PROXY_SOCKET`] and its CA at [`PROXY_CA`]. Every namespace is new (no
+//! proxy's socket folder at [`PROXY_SOCKET_DIR`] and its CA at [`PROXY_CA`]. Every namespace is new (no
 //! network at all: the worker reaches the proxy through the socket), the worker is in a new
 //! session (no terminal to write into), and it dies with the server. Its environment is only
 //! what [`Launch::variables`] lists.
@@ -18,8 +18,10 @@ use std::path::{Path, PathBuf};
 use super::egress::WorkerEgress;
 use super::settings::ToolIsolation;
 
-/// Where the proxy's socket is inside the jail.
-pub const PROXY_SOCKET: &str = "/run/centaur/proxy.sock";
+/// Where the folder of the tool's proxy socket is inside the jail. The folder is mounted, not the
+/// socket: a proxy that restarts makes the socket again, and a worker already running must see
+/// the new one. The folder is the tool's own (`<socket_dir>/tool-<name>/`).
+pub const PROXY_SOCKET_DIR: &str = "/run/centaur/proxy";
 /// Where the proxy's CA certificate is inside the jail.
 pub const PROXY_CA: &str = "/run/centaur/proxy-ca.pem";
 /// Where the CA bundle (the system's roots and the proxy's CA) is inside the jail.
@@ -110,8 +112,8 @@ impl Launch<'_> {
         }
         a.arg("--bind").arg(self.home).arg(self.home);
         a.args(["--dir", "/run/centaur"]);
-        if let Some(socket) = &self.egress.proxy_socket {
-            a.arg("--ro-bind").arg(socket).arg(PROXY_SOCKET);
+        if let Some(folder) = self.egress.proxy_socket.as_deref().and_then(Path::parent) {
+            a.arg("--ro-bind").arg(folder).arg(PROXY_SOCKET_DIR);
         }
         if let Some(ca) = &self.egress.ca_file {
             a.arg("--ro-bind").arg(ca).arg(PROXY_CA);
@@ -148,7 +150,7 @@ impl Launch<'_> {
         let jailed = self.isolation == ToolIsolation::Bwrap;
         if let Some(socket) = &self.egress.proxy_socket {
             let socket = if jailed {
-                PROXY_SOCKET.to_owned()
+                jailed_socket(socket)
             } else {
                 socket.display().to_string()
             };
@@ -215,4 +217,12 @@ impl Args {
         self.0.extend(args.iter().map(OsString::from));
         self
     }
+}
+
+/// The socket's path inside the jail: its file name in [`PROXY_SOCKET_DIR`].
+fn jailed_socket(socket: &Path) -> String {
+    let name = socket
+        .file_name()
+        .map_or_else(|| "proxy.sock".into(), |n| n.to_string_lossy());
+    format!("{PROXY_SOCKET_DIR}/{name}")
 }
