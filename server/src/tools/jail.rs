@@ -1,9 +1,11 @@
-//! The bubblewrap confinement of a tool worker: no network but the egress proxy's socket, the
-//! host's files read-only, the server's data folder hidden, a private `/tmp`.
+//! The bubblewrap confinement of a tool worker: no network but the egress proxy's socket, of the
+//! host's files only the system and what the tool runs, read-only, a private `/tmp`.
 //!
-//! Inside: the host's root read-only, a fresh `/dev`, `/proc`, `/tmp` and `/run`, the server's data
-//! folder replaced by an empty one into which only the tool's environment and the SDK come
-//! back (read-only) and the tool's own home (writable); the tool's folder read-only; the
+//! Inside: the host's system read-only (`/usr`, the folders leading into it, the few files of
+//! `/etc` programs need) and the Python installation the tool's environment was made from; a
+//! fresh `/dev`, `/proc`, `/tmp` and `/run`; the tool's environment and the SDK (read-only)
+//! and the tool's own home (writable); nothing else of the server's data folder or of the
+//! host's homes; the tool's folder read-only; the
 //! proxy's socket folder at [`PROXY_SOCKET_DIR`] and its CA at [`PROXY_CA`]. Every namespace is new (no
 //! network at all: the worker reaches the proxy through the socket), the worker is in a new
 //! session (no terminal to write into), and it dies with the server. Its environment is only
@@ -41,8 +43,6 @@ const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub struct Launch<'a> {
     pub isolation: ToolIsolation,
     pub tool: &'a str,
-    /// The server's data folder (absolute), hidden inside.
-    pub data_dir: &'a Path,
     /// The tool's environment (`<env>/bin/python`).
     pub env_dir: &'a Path,
     /// The folder holding the SDK package (`PYTHONPATH`).
@@ -103,10 +103,12 @@ impl Launch<'_> {
     fn bwrap_args(&self) -> Vec<OsString> {
         let mut a = Args::default();
         a.args(["--unshare-all", "--die-with-parent", "--new-session"]);
-        a.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
-        // `/run` holds the host's sockets (and must be writable for `/run/centaur`).
+        system_mounts(&mut a);
+        if let Some(prefix) = python_prefix(self.env_dir) {
+            a.arg("--ro-bind").arg(&prefix).arg(&prefix);
+        }
+        a.args(["--dev", "/dev", "--proc", "/proc"]);
         a.args(["--tmpfs", "/tmp", "--tmpfs", "/run"]);
-        a.arg("--tmpfs").arg(self.data_dir);
         for path in [self.env_dir, self.sdk_dir, self.tool_dir] {
             a.arg("--ro-bind").arg(path).arg(path);
         }
@@ -186,6 +188,56 @@ fn bwrap() -> PathBuf {
                 .find(|candidate| candidate.is_file())
         })
         .unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"))
+}
+
+/// The host's system, read-only: `/usr`, the top-level folders that lead into it, and the few
+/// files of `/etc` programs need. Nothing else of the host: not the server's data, not the
+/// homes (where `centaur dev` keeps model keys), not other services' files.
+fn system_mounts(a: &mut Args) {
+    a.args(["--ro-bind", "/usr", "/usr"]);
+    for top in ["bin", "lib", "lib64", "sbin"] {
+        let host = Path::new("/").join(top);
+        match std::fs::read_link(&host) {
+            Ok(target) => {
+                a.arg("--symlink").arg(target).arg(&host);
+            }
+            Err(_) if host.is_dir() => {
+                a.arg("--ro-bind").arg(&host).arg(&host);
+            }
+            Err(_) => {}
+        }
+    }
+    for file in [
+        "/etc/ssl",
+        "/etc/ca-certificates",
+        "/etc/pki",
+        "/etc/alternatives",
+        "/etc/ld.so.cache",
+        "/etc/localtime",
+        "/etc/nsswitch.conf",
+        "/etc/mime.types",
+    ] {
+        if Path::new(file).exists() {
+            a.args(["--ro-bind", file, file]);
+        }
+    }
+}
+
+/// The installation of the Python the environment was made from (its `pyvenv.cfg`'s `home`,
+/// without the `bin`), when it is outside `/usr`: a pyenv or uv-managed Python under a home.
+fn python_prefix(env_dir: &Path) -> Option<PathBuf> {
+    let config = std::fs::read_to_string(env_dir.join("pyvenv.cfg")).ok()?;
+    let home = config.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "home").then(|| PathBuf::from(value.trim()))
+    })?;
+    let home = std::fs::canonicalize(home).ok()?;
+    let prefix = if home.ends_with("bin") {
+        home.parent()?.to_owned()
+    } else {
+        home
+    };
+    (!prefix.starts_with("/usr") && prefix != Path::new("/")).then_some(prefix)
 }
 
 /// Writes the system's CA bundle followed by the proxy's CA to `bundle`.

@@ -65,8 +65,6 @@ pub struct Tools {
 
 /// Where the tools' files are under the data folder.
 struct Folders {
-    /// The data folder (absolute): hidden from workers.
-    data: PathBuf,
     /// `<data>/tools/sdk`: the SDK, the workers' `PYTHONPATH`.
     sdk: PathBuf,
     /// `<data>/tools/homes/<tool>`: each tool's writable home.
@@ -166,7 +164,6 @@ impl Tools {
                 );
             }
             Some(Folders {
-                data,
                 sdk,
                 homes: tools.join("homes"),
                 run: tools.join("run"),
@@ -387,7 +384,6 @@ impl Tools {
         let launch = Launch {
             isolation: self.settings.isolation,
             tool: tool.name(),
-            data_dir: &folders.data,
             env_dir: &env_dir,
             sdk_dir: &folders.sdk,
             tool_dir: &tool.found.dir,

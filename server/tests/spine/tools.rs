@@ -605,6 +605,15 @@ async fn tools_jail_hides_data_and_network() {
     };
     let result = call("read", json!({"path": secret.display().to_string()})).await;
     assert_eq!(result, "refused: FileNotFoundError");
+    // Nothing of the host but its system: not a file beside the tools (as `centaur dev` keeps
+    // model keys beside its data folder), not the server's user's home.
+    let beside = dir.join("keys.txt");
+    std::fs::write(&beside, "a model key").unwrap();
+    let result = call("read", json!({"path": beside.display().to_string()})).await;
+    assert_eq!(result, "refused: FileNotFoundError");
+    let home_dir = std::env::var("HOME").unwrap();
+    let result = call("read", json!({"path": format!("{home_dir}/.bashrc")})).await;
+    assert!(result.as_str().unwrap().starts_with("refused"), "{result}");
     let result = call(
         "write",
         json!({"path": tools.join("peek/new.txt").display().to_string()}),
