@@ -240,7 +240,9 @@ async fn concurrent(client: &reqwest::Client, url: &str) {
         failed.len(),
         ms(took),
         CONCURRENT as f64 / took.as_secs_f64(),
-        ms(Duration::from_millis((CONCURRENT / CONCURRENCY_LIMIT * 20) as u64)),
+        ms(Duration::from_millis(
+            (CONCURRENT / CONCURRENCY_LIMIT * 20) as u64
+        )),
     );
     if let Some(first) = failed.first() {
         println!("  first failure: {first}");
