@@ -36,6 +36,11 @@ const SYSTEM_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
+/// Descriptors a worker's process may hold.
+const OPEN_FILES: u64 = 4096;
+/// The largest file a worker's process may write.
+const FILE_BYTES: u64 = 1 << 30;
+
 /// The folders of `PATH` inside (after the environment's `bin`).
 const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -54,6 +59,8 @@ pub struct Launch<'a> {
     /// The tool's own folder for files the server writes for it (the CA bundle).
     pub run_dir: &'a Path,
     pub concurrency: u32,
+    /// RLIMIT_AS of the worker's processes (0: none).
+    pub memory_bytes: u64,
     /// `[tool.centaur] env`: names of server variables the worker gets.
     pub settings: &'a [String],
     pub egress: &'a WorkerEgress,
@@ -96,6 +103,26 @@ impl Launch<'_> {
             }
         };
         command.current_dir(self.tool_dir).process_group(0);
+        let memory_bytes = self.memory_bytes;
+        // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = |resource, value: u64| {
+                    let limit = libc::rlimit {
+                        rlim_cur: value as libc::rlim_t,
+                        rlim_max: value as libc::rlim_t,
+                    };
+                    libc::setrlimit(resource, &limit);
+                };
+                limit(libc::RLIMIT_CORE, 0);
+                limit(libc::RLIMIT_NOFILE, OPEN_FILES);
+                limit(libc::RLIMIT_FSIZE, FILE_BYTES);
+                if memory_bytes > 0 {
+                    limit(libc::RLIMIT_AS, memory_bytes);
+                }
+                Ok(())
+            });
+        }
         Ok(command)
     }
 

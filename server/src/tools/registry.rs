@@ -390,6 +390,7 @@ impl Tools {
             home: &home,
             run_dir: &run,
             concurrency: tool.concurrency(),
+            memory_bytes: self.settings.memory_mb.saturating_mul(1024 * 1024),
             settings: tool
                 .manifest
                 .as_ref()

@@ -44,6 +44,15 @@ pub struct ToolSettings {
         default_value_t = 1000
     )]
     pub reload_ms: u64,
+
+    /// Address space of a tool worker's processes, in MiB (RLIMIT_AS; 0: no limit). Each of its
+    /// processes may also write files of at most 1 GiB and holds at most 4,096 descriptors.
+    #[arg(
+        long = "tool-memory-mb",
+        env = "CENTAUR_TOOL_MEMORY_MB",
+        default_value_t = 4096
+    )]
+    pub memory_mb: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -62,6 +71,7 @@ impl ToolSettings {
             python: "python3".into(),
             isolation: ToolIsolation::Bwrap,
             reload_ms: 1000,
+            memory_mb: 4096,
         }
     }
 }

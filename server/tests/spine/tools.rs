@@ -700,3 +700,48 @@ async fn tools_no_workers_after_shutdown() {
     wait_no_workers(&tools).await;
     hang.abort();
 }
+
+const GREEDY: &str = r#"
+from centaur_tools import Tool
+
+
+class Greedy(Tool):
+    """Asks for more memory than a worker may have."""
+
+    def allocate(self, mib: int) -> int:
+        """Holds `mib` MiB for a moment and says how many it got."""
+        block = bytearray(mib * 1024 * 1024)
+        return len(block) // (1024 * 1024)
+"#;
+
+/// A worker's address space is limited (`CENTAUR_TOOL_MEMORY_MB`): a call asking for more fails
+/// with the worker's `MemoryError`, and the tool keeps answering calls within the limit.
+#[tokio::test]
+async fn tools_memory_limit_holds() {
+    let dir = temp_dir("tools-memory");
+    let tools = dir.join("tools");
+    write_tool(&tools, "greedy", &pyproject("greedy", ""), GREEDY);
+    let mut stack = ToolStack::start(&dir, vec![tools.clone()], |config| {
+        config.tools.memory_mb = 512;
+    })
+    .await;
+    stack.wait_ready("greedy").await;
+    let (status, body) = stack
+        .call_tool("greedy", "allocate", json!({"mib": 2048}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"]["code"], "tool_failed", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MemoryError"),
+        "{body}"
+    );
+    let (status, body) = stack
+        .call_tool("greedy", "allocate", json!({"mib": 16}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], 16);
+    stack.shutdown().await;
+}
