@@ -285,6 +285,8 @@ async fn without_a_proxy_a_tool_reaches_nothing() {
         .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
     assert_eq!(error_code(&answer), "tool_failed");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no egress proxy is configured"), "{answer}");
     assert!(seen.lock().unwrap().is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -387,9 +387,19 @@ def _send(
         ) from None
     except (OSError, http.client.HTTPException) as error:
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        if proxy is None and _in_a_jailed_worker():
+            reason += (
+                " (no egress proxy is configured, so a jailed worker has no network: "
+                "set the server's CENTAUR_PROXY_CONTROL_URL)"
+            )
         raise ToolError(f"cannot reach {host}: {reason}") from None
     finally:
         connection.close()
+
+
+def _in_a_jailed_worker() -> bool:
+    """Whether this is a server-run worker (which reaches nothing but through the proxy)."""
+    return "CENTAUR_TOOL" in os.environ and "CENTAUR_PROXY_SOCKET" not in os.environ
 
 
 def _too_large(method: str, url: str, max_bytes: int) -> ToolError:
