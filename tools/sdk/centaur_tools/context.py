@@ -16,12 +16,24 @@ import logging
 import mimetypes
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 Frame = dict[str, Any]
 """A worker frame (`log`, `attachment`) as a JSON object."""
+
+MAX_ATTACHMENTS = 10 << 20
+"""A call's attachments together, at most (bytes): the server's limit (`MAX_ATTACHMENTS` in
+`server/src/tools/worker.rs`); one file larger than this, or past it, raises `ToolError`."""
+MAX_LOG_MESSAGE = 64 << 10
+"""A log message longer than this (characters) is cut."""
+
+
+class FrameError(ValueError):
+    """A frame the worker cannot send: not valid UTF-8 (a lone surrogate), not JSON, or larger
+    than the server takes (16 MiB). The message says which, without the frame's text."""
 
 
 class Tool:
@@ -59,14 +71,21 @@ class _FrameHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        self._ctx.emit(
-            {
-                "type": "log",
-                "id": self._ctx.call_id,
-                "level": level_name(record.levelno),
-                "message": message,
-            }
-        )
+        if len(message) > MAX_LOG_MESSAGE:
+            message = message[:MAX_LOG_MESSAGE] + " … (cut)"
+        # A lone surrogate (text decoded with errors="surrogateescape") cannot be sent: "?".
+        message = message.encode("utf-8", "replace").decode("utf-8")
+        try:
+            self._ctx.emit(
+                {
+                    "type": "log",
+                    "id": self._ctx.call_id,
+                    "level": level_name(record.levelno),
+                    "message": message,
+                }
+            )
+        except FrameError:
+            self.handleError(record)
 
 
 class Context:
@@ -97,6 +116,8 @@ class Context:
         self.user = user
         self.call_id = call_id
         self._emit = emit if emit is not None else _environment_sink
+        self._attached = 0
+        self._attach_lock = threading.Lock()
         # A standalone Logger (not registered with logging.getLogger, so not kept forever),
         # whose only handler is this call's.
         self.log = logging.Logger(f"centaur_tools.{tool}")
@@ -134,24 +155,51 @@ class Context:
 
     def attach(self, name: str, data: bytes | str, mime: str | None = None) -> None:
         """Saves a file to the calling thread (an `attachment` frame). `mime` is guessed from
-        the name when not given; text is encoded as UTF-8."""
-        if isinstance(data, str):
-            raw = data.encode("utf-8")
-            fallback = "text/plain"
-        else:
-            raw = bytes(data)
-            fallback = "application/octet-stream"
+        the name when not given; text is encoded as UTF-8. A call saves at most 10 MiB of
+        files (`MAX_ATTACHMENTS`, all its files together): past that, `ToolError`."""
+        try:
+            raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            name.encode("utf-8")
+            if mime is not None:
+                mime.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ToolError(
+                f"the attachment {name!r} is not valid UTF-8 text (a lone surrogate, as from "
+                "bytes decoded with errors='surrogateescape'): pass the bytes, or decode with "
+                "errors='replace'"
+            ) from None
+        fallback = "text/plain" if isinstance(data, str) else "application/octet-stream"
         if mime is None:
             mime = mimetypes.guess_type(name)[0] or fallback
-        self.emit(
-            {
-                "type": "attachment",
-                "id": self.call_id,
-                "name": name,
-                "mime": mime,
-                "data": base64.b64encode(raw).decode("ascii"),
-            }
-        )
+        limit = MAX_ATTACHMENTS >> 20
+        with self._attach_lock:
+            if len(raw) > MAX_ATTACHMENTS:
+                raise ToolError(
+                    f"the attachment {name!r} is {_mib(len(raw))}, over the {limit} MiB a "
+                    "call may save: save a smaller file"
+                )
+            if self._attached + len(raw) > MAX_ATTACHMENTS:
+                raise ToolError(
+                    f"the attachment {name!r} ({_mib(len(raw))}) would take the call's files "
+                    f"past {limit} MiB ({_mib(self._attached)} saved already): save less"
+                )
+            try:
+                self.emit(
+                    {
+                        "type": "attachment",
+                        "id": self.call_id,
+                        "name": name,
+                        "mime": mime,
+                        "data": base64.b64encode(raw).decode("ascii"),
+                    }
+                )
+            except FrameError as error:
+                raise ToolError(f"the attachment {name!r} cannot be sent: {error}") from None
+            self._attached += len(raw)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
 
 
 def _environment_sink(frame: Frame) -> None:

@@ -14,7 +14,9 @@
 method's type hints (a bad one raises `ArgumentError`, as the server would answer 400), the
 method runs with a `Context` (the given `thread` and `user`) whose logs and attachments are
 collected (`last_logs()`, `last_attachments()`), and the value comes back as the JSON the
-caller would get. `ToolError` and other exceptions propagate as they are.
+caller would get (a value the worker could not send, such as text with a lone surrogate or
+a result over 16 MiB, raises `ResultError` as the worker would answer an error). `ToolError` and
+other exceptions propagate as they are.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from centaur_tools.context import Context, Frame, Tool
-from centaur_tools.schema import ArgumentError, Method, methods_of, to_json
-from centaur_tools.worker import describe_class, invoke, invoke_async, load_module, tool_class
+from centaur_tools.context import Context, Frame, FrameError, Tool
+from centaur_tools.schema import ArgumentError, Method, ResultError, methods_of, to_json
+from centaur_tools.worker import (
+    describe_class,
+    encode_frame,
+    invoke,
+    invoke_async,
+    load_module,
+    tool_class,
+)
 
 __all__ = [
     "ArgumentError",
@@ -130,8 +139,15 @@ def call(
     )
     try:
         if found.is_async:
-            return asyncio.run(invoke_async(instance, found, wire_arguments, ctx))
-        return invoke(instance, found, wire_arguments, ctx)
+            value = asyncio.run(invoke_async(instance, found, wire_arguments, ctx))
+        else:
+            value = invoke(instance, found, wire_arguments, ctx)
+        try:
+            encode_frame({"type": "result", "id": ctx.call_id, "value": value})
+        except FrameError as error:
+            # The worker would answer the call with this error instead of the value.
+            raise ResultError(f"the result {error}") from None
+        return value
     finally:
         _last_attachments[:] = attachments
         _last_logs[:] = logs

@@ -33,7 +33,15 @@ from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
 from centaur_tools import egress
-from centaur_tools.context import Context, Frame, Tool, ToolError, reset_context, set_context
+from centaur_tools.context import (
+    Context,
+    Frame,
+    FrameError,
+    Tool,
+    ToolError,
+    reset_context,
+    set_context,
+)
 from centaur_tools.schema import (
     ArgumentError,
     Method,
@@ -50,6 +58,9 @@ if TYPE_CHECKING:
 PROTOCOL = 1
 """`WORKER_PROTOCOL` in `protocol/src/tools.rs`."""
 DEFAULT_CONCURRENCY = 8
+MAX_FRAME = 16 << 20
+"""The longest frame the server reads (bytes, without the newline): `MAX_FRAME` in
+`server/src/tools/worker.rs`. A longer one would end the worker and every call on it."""
 
 
 class LoadError(Exception):
@@ -199,6 +210,34 @@ def error_of(error: BaseException) -> dict[str, Any]:
 # Serving ----------------------------------------------------------------------------------
 
 
+def encode_frame(frame: Frame) -> bytes:
+    """`frame` as one line of UTF-8 JSON, or `FrameError` saying why it cannot be sent."""
+    try:
+        line = json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        data = line.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FrameError(
+            "is not valid UTF-8: it holds a lone surrogate (text decoded from bytes with "
+            "errors='surrogateescape'); decode with errors='replace' or return base64"
+        ) from None
+    except (TypeError, ValueError, RecursionError) as error:
+        raise FrameError(f"is not JSON ({_one_line(error)})") from None
+    if len(data) > MAX_FRAME:
+        raise FrameError(f"is larger than {MAX_FRAME >> 20} MiB: return less")
+    return data + b"\n"
+
+
+def _last_resort(call_id: str) -> bytes:
+    """An `error` frame that always encodes (ASCII, small), for when nothing else could."""
+    return encode_frame(
+        {
+            "type": "error",
+            "id": call_id,
+            "error": {"kind": "exception", "message": "the worker could not send the answer"},
+        }
+    )
+
+
 class FrameWriter:
     """Writes frames, one JSON line each, under a lock."""
 
@@ -207,8 +246,32 @@ class FrameWriter:
         self._lock = threading.Lock()
 
     def write(self, frame: Frame) -> None:
-        line = json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        data = line.encode("utf-8") + b"\n"
+        """Sends a frame; `FrameError` when it cannot be sent (nothing is written)."""
+        self._send(encode_frame(frame))
+
+    def answer(self, call_id: str, frame: Frame) -> None:
+        """Sends a call's `result` or `error` frame. It never fails to send one: a frame that
+        cannot be sent becomes an `error` frame saying why (`the result is larger than 16 MiB:
+        return less`), and if even that fails, a fixed one."""
+        try:
+            try:
+                data = encode_frame(frame)
+            except FrameError as error:
+                what = "result" if frame.get("type") == "result" else "error"
+                logging.error("the %s of call %s %s", what, call_id, error)
+                data = encode_frame(
+                    {
+                        "type": "error",
+                        "id": call_id,
+                        "error": {"kind": "exception", "message": f"the {what} {error}"},
+                    }
+                )
+        except BaseException:
+            logging.exception("the answer of call %s", call_id)
+            data = _last_resort(call_id)
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
         with self._lock:
             try:
                 self._stream.write(data)
@@ -216,6 +279,12 @@ class FrameWriter:
             except BrokenPipeError:
                 # The server is gone: nobody is left to answer.
                 os._exit(0)
+            except BaseException:
+                # A frame half written cannot be taken back, and an answer not written would
+                # leave its call waiting: end the worker, so the server fails its calls now.
+                logging.exception("the frames cannot be written")
+                sys.stderr.flush()
+                os._exit(1)
 
 
 class Worker:
@@ -267,7 +336,8 @@ class Worker:
         method = self.methods.get(name) if isinstance(name, str) else None
         if method is None:
             known = ", ".join(self.methods)
-            self.frames.write(
+            self.frames.answer(
+                call_id,
                 {
                     "type": "error",
                     "id": call_id,
@@ -275,13 +345,14 @@ class Worker:
                         "kind": "unknown_method",
                         "message": f"{self.tool} has no method {name!r} (it has {known})",
                     },
-                }
+                },
             )
             return
         arguments = frame.get("arguments") or {}
         context = frame.get("context") or {}
         if not isinstance(arguments, dict) or not isinstance(context, dict):
-            self.frames.write(
+            self.frames.answer(
+                call_id,
                 {
                     "type": "error",
                     "id": call_id,
@@ -289,7 +360,7 @@ class Worker:
                         "kind": "invalid_arguments",
                         "message": "a call's arguments and context are JSON objects",
                     },
-                }
+                },
             )
             return
         ctx = Context(
@@ -300,31 +371,44 @@ class Worker:
             emit=self.frames.write,
         )
         future: concurrent.futures.Future[Any]
-        if method.is_async:
-            loop = self._event_loop()
-            coroutine = invoke_async(self.instance, method, arguments, ctx)
-            future = _run_threadsafe(coroutine, loop)
-        else:
-            future = self.pool.submit(invoke, self.instance, method, arguments, ctx)
+        try:
+            if method.is_async:
+                loop = self._event_loop()
+                coroutine = invoke_async(self.instance, method, arguments, ctx)
+                future = _run_threadsafe(coroutine, loop)
+            else:
+                future = self.pool.submit(invoke, self.instance, method, arguments, ctx)
+        except Exception as error:
+            logging.exception("%s.%s: call %s could not start", self.tool, name, call_id)
+            self.frames.answer(call_id, {"type": "error", "id": call_id, "error": error_of(error)})
+            return
         with self._idle:
             self._in_flight += 1
         future.add_done_callback(lambda done: self._answer(call_id, method, done))
 
     def _answer(self, call_id: str, method: Method, future: concurrent.futures.Future[Any]) -> None:
         try:
-            self._write_answer(call_id, method, future)
+            try:
+                frame = self._answer_frame(call_id, method, future)
+            except BaseException:
+                logging.exception("%s.%s: the answer of call %s", self.tool, method.name, call_id)
+                frame = {
+                    "type": "error",
+                    "id": call_id,
+                    "error": {"kind": "exception", "message": "the worker could not answer"},
+                }
+            self.frames.answer(call_id, frame)
         finally:
             with self._idle:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def _write_answer(
+    def _answer_frame(
         self, call_id: str, method: Method, future: concurrent.futures.Future[Any]
-    ) -> None:
+    ) -> Frame:
         error = future.exception()
         if error is None:
-            self.frames.write({"type": "result", "id": call_id, "value": future.result()})
-            return
+            return {"type": "result", "id": call_id, "value": future.result()}
         if not isinstance(error, ToolError | ArgumentError):
             # The traceback is for the server log; the agent gets the one-line message.
             logging.error(
@@ -333,7 +417,7 @@ class Worker:
                 method.name,
                 exc_info=(type(error), error, error.__traceback__),
             )
-        self.frames.write({"type": "error", "id": call_id, "error": error_of(error)})
+        return {"type": "error", "id": call_id, "error": error_of(error)}
 
 
 def _run_threadsafe(

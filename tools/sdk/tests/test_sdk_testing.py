@@ -12,7 +12,7 @@ import pytest
 
 from centaur_tools import ToolError, context, testing
 from centaur_tools.cli import run
-from centaur_tools.schema import ArgumentError
+from centaur_tools.schema import ArgumentError, ResultError
 
 SDK_DIR = Path(__file__).resolve().parents[1]
 
@@ -138,6 +138,12 @@ def test_errors_propagate(tool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> No
         testing.call(tool_dir, "token")
     monkeypatch.setenv("NOTES_TOKEN", "placeholder")
     assert testing.call(tool_dir, "token") == "placeholder"
+
+
+def test_a_value_the_worker_could_not_send_raises_as_the_worker_answers(tool_dir: Path) -> None:
+    lone = b"caf\xe9".decode("utf-8", "surrogateescape")
+    with pytest.raises(ResultError, match="the result is not valid UTF-8: it holds a lone"):
+        testing.call(tool_dir, "echo", method=lone, arguments={"arguments": "a"})
 
 
 def test_describe_lists_the_methods_as_the_ready_frame_does(tool_dir: Path) -> None:

@@ -254,6 +254,29 @@ CALCULATOR = """
             ctx.attach("data.bin", b"\\x00\\x01", mime="application/x-custom")
             return "reported"
 
+        def surrogate(self) -> dict:
+            return {"name": b"caf\\xe9".decode("utf-8", "surrogateescape")}
+
+        def surrogate_error(self) -> None:
+            raise ToolError(b"caf\\xe9".decode("utf-8", "surrogateescape"))
+
+        def surrogate_log(self) -> str:
+            context().log.info("name %s", b"caf\\xe9".decode("utf-8", "surrogateescape"))
+            return "logged"
+
+        def huge(self, mib: int) -> str:
+            return "x" * (mib << 20)
+
+        def attach_size(self, sizes: list[int]) -> list[str]:
+            saved = []
+            for number, size in enumerate(sizes):
+                try:
+                    context().attach(f"file{number}.bin", b"\\0" * size)
+                    saved.append("saved")
+                except ToolError as error:
+                    saved.append(str(error))
+            return saved
+
         def secret(self, name: str) -> str:
             return context().secret(name)
 
@@ -438,6 +461,78 @@ def test_a_value_that_is_not_json_is_an_error(start: Callable[..., Worker]) -> N
     answer = worker.call("raw")
     assert answer["error"]["kind"] == "exception"
     assert "raw returned a value that is not JSON: bytes are not JSON" in answer["error"]["message"]
+
+
+def test_a_result_that_is_not_valid_utf8_is_an_error(start: Callable[..., Worker]) -> None:
+    worker = start(CALCULATOR)
+    error = worker.call("surrogate")["error"]
+    assert error["kind"] == "exception"
+    assert error["message"].startswith("the result is not valid UTF-8: it holds a lone surrogate")
+    error = worker.call("surrogate_error")["error"]
+    assert error["kind"] == "exception"
+    assert error["message"].startswith("the error is not valid UTF-8")
+    call_id = worker.send("surrogate_log")
+    assert worker.answer(call_id)["value"] == "logged"
+    assert [f["message"] for f in worker.frames_of(call_id, "log")] == ["name caf?"]
+    assert worker.call("add", {"a": 1})["value"] == 3
+
+
+def test_a_result_over_16_mib_is_an_error_and_the_worker_lives_on(
+    start: Callable[..., Worker],
+) -> None:
+    worker = start(CALCULATOR)
+    assert len(worker.call("huge", {"mib": 15})["value"]) == 15 << 20
+    error = worker.call("huge", {"mib": 16})["error"]
+    assert error == {
+        "kind": "exception",
+        "message": "the result is larger than 16 MiB: return less",
+    }
+    assert worker.call("add", {"a": 1})["value"] == 3
+
+
+def test_a_call_saves_at_most_10_mib_of_files(start: Callable[..., Worker]) -> None:
+    worker = start(CALCULATOR)
+    mib = 1 << 20
+    call_id = worker.send("attach_size", {"sizes": [10 * mib + 1, 6 * mib, 5 * mib, 4 * mib]})
+    saved = worker.answer(call_id)["value"]
+    assert saved[0] == (
+        "the attachment 'file0.bin' is 10.0 MiB, over the 10 MiB a call may save: "
+        "save a smaller file"
+    )
+    assert saved[1] == "saved"
+    assert saved[2].startswith("the attachment 'file2.bin' (5.0 MiB) would take the call's files ")
+    assert saved[3] == "saved"
+    assert [f["name"] for f in worker.frames_of(call_id, "attachment")] == [
+        "file1.bin",
+        "file3.bin",
+    ]
+    # The limit is per call: the next call saves again.
+    assert worker.call("attach_size", {"sizes": [10 * mib]})["value"] == ["saved"]
+
+
+def test_a_frame_that_cannot_be_encoded_still_answers_its_call() -> None:
+    from centaur_tools.worker import FrameWriter
+
+    class Stream:
+        def __init__(self) -> None:
+            self.lines: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.lines.append(data)
+
+        def flush(self) -> None:
+            pass
+
+    stream = Stream()
+    writer = FrameWriter(stream)  # type: ignore[arg-type]
+    writer.answer("1", {"type": "result", "id": "1", "value": "caf\udce9"})
+    writer.answer("2", {"type": "result", "id": "2", "value": object()})
+    writer.answer("3", {"type": "result", "id": "3", "value": float("nan")})
+    answers = [json.loads(line) for line in stream.lines]
+    assert [a["id"] for a in answers] == ["1", "2", "3"]
+    assert all(a["type"] == "error" for a in answers)
+    assert answers[1]["error"]["message"].startswith("the result is not JSON (TypeError")
+    assert answers[2]["error"]["message"].startswith("the result is not JSON (ValueError")
 
 
 @pytest.mark.parametrize(
