@@ -54,7 +54,7 @@ class GitHub(Tool):
         owner_name = _repo(repo)
         path = path.strip("/")
         params = {"ref": ref} if ref else None
-        url = f"{_api()}/repos/{owner_name}/contents/{quote(path)}"
+        url = f"{_api()}/repos/{owner_name}/contents/{_path(path)}"
         body = _get_json(url, params=params, what=f"{path or '/'} in {repo}")
         if isinstance(body, list):
             entries = [
@@ -503,7 +503,7 @@ def _workflow_ref(repo: str, workflow: str) -> str:
     """A workflow id or file name for the URL, from an id, a file name or a display name."""
     workflow = workflow.strip()
     if workflow.isdigit() or workflow.endswith((".yml", ".yaml")):
-        return quote(workflow.rsplit("/", 1)[-1])
+        return quote(workflow.rsplit("/", 1)[-1], safe="")
     found = _paginate(
         f"{_api()}/repos/{_repo(repo)}/actions/workflows",
         {},
@@ -605,10 +605,26 @@ def _job_log(repo: str, job_id: int) -> str:
 
 
 def _repo(repo: str) -> str:
+    """`owner/name` for a URL: each part quoted whole (a `/`, `?` or `#` in it cannot reach
+    another API route), `.` and `..` refused."""
     parts = repo.strip().strip("/").split("/")
-    if len(parts) != 2 or not all(parts):
+    if len(parts) != 2 or not all(parts) or any(part in (".", "..") for part in parts):
         raise ToolError(f'repo must be "owner/name" (e.g. "octocat/hello-world"), not {repo!r}')
-    return f"{quote(parts[0])}/{quote(parts[1])}"
+    return f"{quote(parts[0], safe='')}/{quote(parts[1], safe='')}"
+
+
+def _path(path: str) -> str:
+    """A path inside a repository for a URL: each segment quoted, and empty, `.` and `..`
+    segments refused (they would reach another API route, not another file)."""
+    if not path:
+        return ""
+    segments = path.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise ToolError(
+            f'path must be a path inside the repository such as "src/app.py", without empty, '
+            f'"." or ".." parts, not {path!r}'
+        )
+    return "/".join(quote(segment, safe="") for segment in segments)
 
 
 def _limit(limit: int, most: int) -> int:

@@ -48,6 +48,7 @@ class Request:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    raw_path: str = ""  # the path as sent, still percent-encoded
 
 
 @dataclass
@@ -213,6 +214,7 @@ def _handler(fake: FakeGitHub, host: str) -> type[BaseHTTPRequestHandler]:
                     unquote(parts.path),
                     query,
                     {k.lower(): v for k, v in self.headers.items()},
+                    parts.path,
                 )
             )
             if host == "logs":

@@ -69,6 +69,40 @@ def test_not_found_is_a_clear_tool_error(github: FakeGitHub) -> None:
         call("list_issues", repo="acme")
 
 
+@pytest.mark.parametrize(
+    ("repo", "path"),
+    [
+        ("acme/shop", "../../../user"),
+        ("acme/shop", "billing/../../other/contents"),
+        ("acme/shop", "./README.md"),
+        ("acme/shop", "billing//invoice.py"),
+        ("acme/..", "README.md"),
+        ("../acme/shop", "README.md"),
+        ("./shop", "README.md"),
+    ],
+)
+def test_a_path_or_repo_cannot_leave_its_api_route(
+    github: FakeGitHub, repo: str, path: str
+) -> None:
+    with pytest.raises(ToolError, match="must be"):
+        call("get_file", repo=repo, path=path)
+    assert github.api_requests() == []
+
+
+def test_every_part_of_a_repo_or_path_is_quoted_whole(github: FakeGitHub) -> None:
+    with pytest.raises(ToolError, match="not found"):
+        call("get_file", repo="acme/shop?x=1#", path="what?.md")
+    with pytest.raises(ToolError, match="not found"):
+        call("get_file", repo=REPO, path="billing/%2e%2e/%2fsecret")
+    with pytest.raises(ToolError, match="not found"):
+        call("list_issues", repo="acme%2fshop/x")
+    assert [r.raw_path for r in github.api_requests()] == [
+        "/repos/acme/shop%3Fx%3D1%23/contents/what%3F.md",
+        "/repos/acme/shop/contents/billing/%252e%252e/%252fsecret",
+        "/repos/acme%252fshop/x/issues",
+    ]
+
+
 def test_bad_token_and_rate_limit(github: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITHUB_TOKEN", "wrong")
     with pytest.raises(ToolError, match=r"refused the token \(401 Bad credentials\)"):
