@@ -348,8 +348,11 @@ async fn centaur_tool_lists_shows_and_calls_with_exit_codes_that_tell_failures_a
     let (code, _, err) = centaur_tool(&url, &["call", "echo", "say", "{}"]).await;
     assert_eq!(code, 2);
     assert!(err.contains("argument \"text\""), "{err}");
+    // No such tool or method: 1, as `centaur tools call` (a 404 is not a usage error).
     let (code, _, err) = centaur_tool(&url, &["call", "echo", "nope"]).await;
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = centaur_tool(&url, &["show", "nope"]).await;
+    assert_eq!(code, 1, "{err}");
     let (code, _, err) = centaur_tool(&url, &["call", "echo", "say", "{not json"]).await;
     assert_eq!(code, 2);
     assert!(err.contains("not JSON"), "{err}");
@@ -571,6 +574,22 @@ async fn the_mcp_server_offers_every_ready_method_and_calls_it_through_the_endpo
     let invalid = mcp.recv().await;
     assert_eq!(invalid["error"]["code"], -32600);
     assert_eq!(invalid["id"], 11);
+    // A line that is not UTF-8 (one bad byte) too: it is answered and the next one served.
+    mcp.stdin
+        .write_all(b"{\"jsonrpc\": \"2.0\", \"id\": 12, \"method\": \"caf\xe9\"}\n")
+        .await
+        .unwrap();
+    let parse = mcp.recv().await;
+    assert_eq!(parse["error"]["code"], -32700);
+    assert!(
+        parse["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not UTF-8"),
+        "{parse}"
+    );
+    let pong = mcp.request(json!(13), "ping", json!({})).await;
+    assert_eq!(pong["result"], json!({}));
 
     // A call that waits does not hold up the others; cancelled, it is never answered.
     mcp.send(json!({"jsonrpc": "2.0", "id": 20, "method": "tools/call", "params": {"name": "slow_wait"}}))

@@ -2,9 +2,9 @@
 //! for the agent and its scripts inside a sandbox. It talks to the runner's tools endpoint
 //! (`CENTAUR_TOOLS_URL`), never to the server: it holds no token.
 //!
-//! Exit codes: 0 done; 1 the call failed (the tool's error, a denial, a timeout, the endpoint
-//! unreachable), its message on stderr; 2 bad usage (arguments that are not a JSON object, an
-//! unknown tool or method, arguments the method refuses).
+//! Exit codes (as `centaur tools`): 0 done; 1 the call failed (the tool's error, a denial, a
+//! timeout, no such tool or method, the endpoint unreachable), its message on stderr; 2 bad
+//! usage (arguments that are not a JSON object, arguments the method refuses).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -239,13 +239,11 @@ fn print_list(list: &ToolList) {
     }
 }
 
-/// The server's refusal on stderr; 2 when the caller asked for something that is not there or
-/// gave arguments the method refuses, 1 otherwise.
+/// The server's refusal on stderr; 2 when the method refuses the arguments (400), 1 otherwise
+/// (no such tool or method is a 404, not a usage error: `centaur tools call` says 1 too).
 fn refused(error: &LinkError, url: &str) -> ExitCode {
     let usage = match error {
-        LinkError::Status { status, .. } => {
-            *status == StatusCode::BAD_REQUEST || *status == StatusCode::NOT_FOUND
-        }
+        LinkError::Status { status, .. } => *status == StatusCode::BAD_REQUEST,
         LinkError::Unreachable(_) | LinkError::Protocol(_) => false,
     };
     fail(

@@ -8,7 +8,7 @@
 //! result with `isError` whose text is the server's message, for the model to read; an unknown
 //! tool is a JSON-RPC error (-32602).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,8 +26,9 @@ use tokio::task::JoinHandle;
 
 use crate::link::{Link, LinkError};
 
-/// The longest MCP tool name given (Codex and Claude Code put `mcp__centaur__` before it).
-pub const MAX_NAME: usize = 64;
+/// The longest MCP tool name given: clients allow 64 characters and Codex and Claude Code put
+/// `mcp__centaur__` (14) before it.
+pub const MAX_NAME: usize = 50;
 /// How long `tools/list` waits for tools still loading (their environments being built) before
 /// it answers without them.
 const LOADING_WAIT: Duration = Duration::from_secs(10);
@@ -38,30 +39,52 @@ named <tool>_<method>. Some methods wait for a person's approval before they run
 back as an error saying who denied it and why.";
 
 /// The MCP tools for `list`: each ready method, its MCP name, and the tool and method it calls.
+///
+/// A name depends only on its tool and method, never on the other tools or their order: when
+/// two methods map to the same name (`a_b` + `c` and `a` + `b_c`), each of them gets its hash,
+/// so adding a tool can take a name away but never points it at another method.
 pub fn mcp_tools(list: &ToolList) -> Vec<(Tool, String, String)> {
-    let mut taken: HashSet<String> = HashSet::new();
+    let ready: Vec<(&ToolInfo, &MethodInfo)> = list
+        .tools
+        .iter()
+        .filter(|info| match info.status {
+            ToolStatus::Ready => true,
+            ToolStatus::Loading | ToolStatus::Broken => false,
+        })
+        .flat_map(|info| info.methods.iter().map(move |method| (info, method)))
+        .collect();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (info, method) in &ready {
+        *seen.entry(mcp_name(&info.name, &method.name)).or_default() += 1;
+    }
+    let named: Vec<(String, &ToolInfo, &MethodInfo)> = ready
+        .into_iter()
+        .map(|(info, method)| {
+            let name = mcp_name(&info.name, &method.name);
+            let name = if seen.get(&name).copied().unwrap_or(0) > 1 {
+                with_hash(&name, &info.name, &method.name)
+            } else {
+                name
+            };
+            (name, info, method)
+        })
+        .collect();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for (name, _, _) in &named {
+        *count.entry(name.as_str()).or_default() += 1;
+    }
     let mut tools = Vec::new();
-    for info in &list.tools {
-        match info.status {
-            ToolStatus::Ready => {}
-            ToolStatus::Loading | ToolStatus::Broken => continue,
+    for (name, info, method) in &named {
+        if count.get(name.as_str()).copied().unwrap_or(0) > 1 {
+            // Even with their hashes (or a tool named like another's hashed name).
+            tracing::warn!(tool = %info.name, method = %method.name, name, "methods share an MCP name; they are left out");
+            continue;
         }
-        for method in &info.methods {
-            let mut name = mcp_name(&info.name, &method.name);
-            if taken.contains(&name) {
-                // `a_b` + `c` and `a` + `b_c`: the later one is told apart by its hash.
-                name = with_hash(&name, &info.name, &method.name);
-            }
-            if !taken.insert(name.clone()) {
-                tracing::warn!(tool = %info.name, method = %method.name, "two methods share an MCP name; this one is left out");
-                continue;
-            }
-            tools.push((
-                tool(&name, info, method),
-                info.name.clone(),
-                method.name.clone(),
-            ));
-        }
+        tools.push((
+            tool(name, info, method),
+            info.name.clone(),
+            method.name.clone(),
+        ));
     }
     tools
 }
@@ -166,10 +189,10 @@ where
         }
     });
     let mut running: HashMap<RequestId, JoinHandle<()>> = HashMap::new();
-    let mut lines = input.lines();
+    let mut lines = input.split(b'\n');
     loop {
-        let line = match lines.next_line().await {
-            Ok(Some(line)) => line,
+        let bytes = match lines.next_segment().await {
+            Ok(Some(bytes)) => bytes,
             Ok(None) => break,
             Err(error) => {
                 tracing::warn!(%error, "reading stdin failed; stopping");
@@ -177,10 +200,18 @@ where
             }
         };
         running.retain(|_, task| !task.is_finished());
+        // One bad line is answered and skipped: the next ones are served.
+        let line = match std::str::from_utf8(&bytes) {
+            Ok(line) => line.strip_suffix('\r').unwrap_or(line),
+            Err(error) => {
+                send_error(&out, None, code::PARSE_ERROR, format!("not UTF-8: {error}"));
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let message: Value = match serde_json::from_str(&line) {
+        let message: Value = match serde_json::from_str(line) {
             Ok(message) => message,
             Err(error) => {
                 send_error(&out, None, code::PARSE_ERROR, format!("not JSON: {error}"));
@@ -476,8 +507,35 @@ mod tests {
                 info("a_b", vec![method("c")]),
             ],
         };
-        let names: Vec<String> = mcp_tools(&list).into_iter().map(|t| t.0.name).collect();
-        assert_eq!(names[0], "a_b_c");
-        assert!(names[1].starts_with("a_b_c_") && names[1].len() == "a_b_c".len() + 9);
+        let names = |list: &ToolList| -> Vec<(String, String, String)> {
+            mcp_tools(list)
+                .into_iter()
+                .map(|(tool, t, m)| (tool.name, t, m))
+                .collect()
+        };
+        // Alone, a method has its plain name.
+        let alone = ToolList {
+            tools: vec![info("a", vec![method("b_c")])],
+        };
+        assert_eq!(names(&alone)[0].0, "a_b_c");
+        // Colliding, both get their hash, whichever comes first: the name `a_b_c` is gone
+        // rather than pointing at the other method.
+        let both = names(&list);
+        assert_eq!(both.len(), 2);
+        for (name, _, _) in &both {
+            assert!(name.starts_with("a_b_c_") && name.len() == "a_b_c".len() + 9);
+        }
+        assert_ne!(both[0].0, both[1].0);
+        let mut reversed = list.clone();
+        reversed.tools.reverse();
+        let mut again = names(&reversed);
+        again.reverse();
+        assert_eq!(again, both);
+        // Every name fits the client's 64 characters after `mcp__centaur__`.
+        let long = ToolList {
+            tools: vec![info(&"t".repeat(60), vec![method(&"m".repeat(60))])],
+        };
+        assert_eq!(names(&long)[0].0.len(), MAX_NAME);
+        assert!("mcp__centaur__".len() + MAX_NAME <= 64);
     }
 }
