@@ -93,12 +93,84 @@ pub fn decider_label(decided_by: &str) -> String {
     }
 }
 
-/// What the approval is about: the summary, and the command (or path, or tool) as a code block.
-fn approval_body(kind: ApprovalKind, summary: &str, details: &Value) -> String {
+/// How much of a tool call's arguments an approval message shows: characters of the escaped,
+/// pretty JSON (a section holds 3,000 with the lines around it).
+pub const TOOL_ARGUMENTS_CHARS: usize = 2500;
+
+/// A tool call's arguments as its approval message shows them: pretty JSON, cut at
+/// [`TOOL_ARGUMENTS_CHARS`] once escaped, and whether it was cut. From the event's
+/// `details.arguments`, or from what the delivery state kept of it (`shown_arguments`,
+/// `arguments_cut`: see `shown_details`).
+pub fn tool_arguments(details: &Value) -> Option<(String, bool)> {
+    if let Some(shown) = details.get("shown_arguments").and_then(Value::as_str) {
+        let cut = details
+            .get("arguments_cut")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        return Some((shown.to_owned(), cut));
+    }
+    let arguments = details.get("arguments")?;
+    let pretty = serde_json::to_string_pretty(arguments).unwrap_or_else(|_| arguments.to_string());
+    Some(cut_escaped(&pretty, TOOL_ARGUMENTS_CHARS))
+}
+
+/// `text` cut so that, escaped for mrkdwn, it is at most `max` characters; whether it was cut.
+fn cut_escaped(text: &str, max: usize) -> (String, bool) {
+    let mut used = 0;
+    for (at, c) in text.char_indices() {
+        used += match c {
+            '&' => "&amp;".len(),
+            '<' | '>' => "&lt;".len(),
+            // A fence inside is broken up with a zero-width space (`code_block`).
+            '`' => 2,
+            _ => 1,
+        };
+        if used > max {
+            return (text[..at].to_owned(), true);
+        }
+    }
+    (text.to_owned(), false)
+}
+
+/// What a tool call's approval is about: the tool and method, and the arguments in full or,
+/// when they are too long for a message, their start and where to read them all.
+fn tool_approval_body(thread_key: &ThreadKey, details: &Value) -> Option<String> {
+    let tool = details.get("tool").and_then(Value::as_str)?;
+    let method = details.get("method").and_then(Value::as_str)?;
+    let (arguments, cut) = tool_arguments(details)?;
+    let mut body = format!(
+        "*Approval needed* to call a tool: `{}.{}`",
+        escape(tool),
+        escape(method)
+    );
+    body.push('\n');
+    body.push_str(&code_block(&arguments));
+    if cut {
+        body.push_str(&format!(
+            "\n_… cut: see the full arguments with `centaur attach {} --all-events`_",
+            escape(thread_key.as_str())
+        ));
+    }
+    Some(body)
+}
+
+/// What the approval is about: the summary, and the command (or path) as a code block; for a
+/// tool, the tool, the method and its arguments.
+fn approval_body(
+    thread_key: &ThreadKey,
+    kind: ApprovalKind,
+    summary: &str,
+    details: &Value,
+) -> String {
     let what = match kind {
         ApprovalKind::Command => "run a command",
         ApprovalKind::FileChange => "change files",
-        ApprovalKind::Tool => "call a tool",
+        ApprovalKind::Tool => {
+            if let Some(body) = tool_approval_body(thread_key, details) {
+                return body;
+            }
+            "call a tool"
+        }
     };
     let mut body = format!("*Approval needed* to {what}: {}", escape(summary));
     let detail = match kind {
@@ -131,7 +203,7 @@ pub fn approval_request(
     Rendered {
         text: format!("Approval needed: {}", escape(&truncate(summary, 200))),
         blocks: vec![
-            section(approval_body(kind, summary, details)),
+            section(approval_body(thread_key, kind, summary, details)),
             Block::Actions {
                 elements: vec![
                     button(CentaurAction::Approve, "Approve", &value),
@@ -161,6 +233,7 @@ pub fn resolution_line(resolution: ApprovalResolution, decided_by: &str) -> Stri
 
 /// The approval message once decided: what it was about, who decided; no buttons.
 pub fn approval_resolved(
+    thread_key: &ThreadKey,
     kind: ApprovalKind,
     summary: &str,
     details: &Value,
@@ -171,7 +244,7 @@ pub fn approval_resolved(
     Rendered {
         text: format!("{line}: {}", escape(&truncate(summary, 200))),
         blocks: vec![
-            section(approval_body(kind, summary, details)),
+            section(approval_body(thread_key, kind, summary, details)),
             context(line),
         ],
     }
@@ -233,9 +306,107 @@ mod tests {
         assert!(json.contains("/workspace"));
     }
 
+    fn section_text(blocks: &[Block]) -> String {
+        match &blocks[0] {
+            Block::Section {
+                text: Text::Mrkdwn { text },
+                ..
+            } => text.clone(),
+            other => panic!("the first block is the section: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_tool_approval_shows_the_tool_method_and_arguments() {
+        let text = "Deploy <today> & tomorrow: ".to_owned() + &"all good. ".repeat(60);
+        let details = json!({
+            "tool": "slack",
+            "method": "post_message",
+            "arguments": {"channel": "C1", "text": text},
+        });
+        let summary = r#"slack.post_message(channel="C1", text="Deploy <today>…)"#;
+        let rendered = approval_request(
+            &key(),
+            Uuid::now_v7(),
+            ApprovalKind::Tool,
+            summary,
+            &details,
+        );
+        let body = section_text(&rendered.blocks);
+        assert!(
+            body.starts_with("*Approval needed* to call a tool: `slack.post_message`\n```\n{"),
+            "{body}"
+        );
+        // Every word of the text, escaped, in pretty JSON; nothing cut.
+        let escaped = escape(&text);
+        assert!(
+            body.contains(&format!("  \"text\": \"{escaped}\"")),
+            "{body}"
+        );
+        assert!(body.contains("  \"channel\": \"C1\","), "{body}");
+        assert!(body.ends_with("}\n```"), "{body}");
+        assert!(!body.contains("cut"), "{body}");
+        // The decided message shows the same, from what the delivery state keeps.
+        let kept = crate::slack::delivery::state::shown_details(&details);
+        let resolved = approval_resolved(
+            &key(),
+            ApprovalKind::Tool,
+            summary,
+            &kept,
+            ApprovalResolution::Approve,
+            "slack:U1 (Ann)",
+        );
+        assert_eq!(section_text(&resolved.blocks), body);
+    }
+
+    #[test]
+    fn long_tool_arguments_are_cut_within_the_section_and_say_where_to_read_them() {
+        let text = "<&>".repeat(1000) + &"x".repeat(10_000) + "THE END";
+        let details = json!({
+            "tool": "slack",
+            "method": "post_message",
+            "arguments": {"channel": "C1", "text": text},
+        });
+        let rendered = approval_request(
+            &key(),
+            Uuid::now_v7(),
+            ApprovalKind::Tool,
+            "slack.post_message(…)",
+            &details,
+        );
+        let body = section_text(&rendered.blocks);
+        assert!(body.chars().count() <= MAX_SECTION_TEXT, "{}", body.len());
+        assert!(body.contains("&lt;&amp;&gt;"));
+        assert!(!body.contains("THE END"));
+        assert!(body.ends_with(
+            "\n```\n_… cut: see the full arguments with `centaur attach slack:C1:1.2 --all-events`_"
+        ), "{body}");
+        // The code block is closed: two fences.
+        assert_eq!(body.matches("```").count(), 2, "{body}");
+        let kept = crate::slack::delivery::state::shown_details(&details);
+        let resolved = approval_resolved(
+            &key(),
+            ApprovalKind::Tool,
+            "slack.post_message(…)",
+            &kept,
+            ApprovalResolution::Deny,
+            "slack:U1 (Ann)",
+        );
+        assert_eq!(section_text(&resolved.blocks), body);
+        // Fences inside the arguments do not close the block early.
+        let fenced = json!({"tool": "t", "method": "m", "arguments": {"code": "```".repeat(2000)}});
+        let body = section_text(
+            &approval_request(&key(), Uuid::now_v7(), ApprovalKind::Tool, "t.m", &fenced).blocks,
+        );
+        assert!(body.chars().count() <= MAX_SECTION_TEXT);
+        assert_eq!(body.matches("```").count(), 2, "{body}");
+        assert!(body.ends_with("--all-events`_"), "{body}");
+    }
+
     #[test]
     fn a_decided_approval_has_no_buttons_and_says_who() {
         let rendered = approval_resolved(
+            &key(),
             ApprovalKind::Command,
             "ls",
             &json!({"command": "ls"}),

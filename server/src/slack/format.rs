@@ -311,7 +311,12 @@ pub fn tail(text: &str, max: usize) -> String {
 
 /// Text as one mrkdwn code block (fences inside it broken up, so it stays one block).
 pub fn code_block(text: &str) -> String {
-    let body = escape(text.trim_end_matches('\n')).replace(FENCE, "`\u{200b}``");
+    let mut body = escape(text.trim_end_matches('\n'));
+    // Again until none is left: a run of backticks ("``````") leaves a fence across the
+    // places the first pass broke.
+    while body.contains(FENCE) {
+        body = body.replace(FENCE, "`\u{200b}``");
+    }
     format!("{FENCE}\n{body}\n{FENCE}")
 }
 
@@ -466,6 +471,7 @@ mod tests {
     fn code_blocks_and_cuts() {
         assert_eq!(code_block("a<b\n"), "```\na&lt;b\n```");
         assert_eq!(fences(&code_block("x\n```\ny")), 2);
+        assert_eq!(code_block(&"`".repeat(12)).matches(FENCE).count(), 2);
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(tail("abcdef", 4), "…def");
         assert_eq!(tail("abc", 4), "abc");

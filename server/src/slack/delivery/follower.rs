@@ -386,6 +386,7 @@ impl<'a> Follower<'a> {
                 self.note_progress(execution_id, &event.body).await?;
                 if let Some(message) = self.delivery.approvals.get(approval_id).cloned() {
                     let rendered = blocks::approval_resolved(
+                        &self.place.thread_key,
                         message.kind,
                         &message.summary,
                         &message.details,

@@ -176,18 +176,24 @@ pub struct ApprovalMessage {
     pub ts: String,
     pub kind: ApprovalKind,
     pub summary: String,
-    /// The parts of `details` the message shows (`command`, `cwd`, `path`, `tool`).
+    /// The parts of `details` the message shows (`command`, `cwd`, `path`, `tool`, `method`,
+    /// and a tool call's arguments as shown: `shown_arguments`, `arguments_cut`).
     #[serde(default)]
     pub details: Value,
 }
 
-/// The parts of an approval's `details` its message shows.
+/// The parts of an approval's `details` its message shows: a tool call's arguments as the
+/// message shows them (cut), not in full.
 pub fn shown_details(details: &Value) -> Value {
     let mut kept = serde_json::Map::new();
-    for key in ["command", "cwd", "path", "tool"] {
+    for key in ["command", "cwd", "path", "tool", "method"] {
         if let Some(Value::String(text)) = details.get(key) {
             kept.insert(key.into(), Value::String(truncate(text, 2500)));
         }
+    }
+    if let Some((shown, cut)) = crate::slack::blocks::tool_arguments(details) {
+        kept.insert("shown_arguments".into(), Value::String(shown));
+        kept.insert("arguments_cut".into(), Value::Bool(cut));
     }
     Value::Object(kept)
 }
