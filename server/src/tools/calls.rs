@@ -24,8 +24,13 @@
 //!   open (waiting for approval, running, or cut short by a restart); and at a replica's start
 //!   [`spawn_sweep`] finishes the calls a previous process of this replica (or a replica dead
 //!   for good) left open, with the error "the server restarted during the call".
+//! - A call's end that cannot be recorded (the database away) is tried again a few times; after
+//!   that, every minute [`spawn_sweep`] finishes this process's calls that have ended without a
+//!   record (a call made outside a turn has no turn's end to do it), with [`NOT_RECORDED`].
 
-use std::sync::LazyLock;
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use centaur_protocol::runner::ApprovalPolicy;
@@ -63,10 +68,43 @@ pub const ENDED_WHILE_RUNNING: &str =
     "the turn ended before the call finished; its result is not recorded";
 /// The error of a call a server restart cut short.
 pub const RESTARTED: &str = "the server restarted during the call";
+/// The error of a call whose end could not be recorded when it ended (the database away).
+pub const NOT_RECORDED: &str = "the call ended, but its end could not be recorded then (the database was unavailable); its result is lost";
+/// How often recording a call's end is tried, and the pauses between the tries.
+const FINISH_RETRIES: [Duration; 3] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
+/// How often this process looks for its calls that ended without a record.
+const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// This process, among the restarts of its replica: calls of the same replica under another
 /// incarnation were cut short by a restart.
 static INCARNATION: LazyLock<Uuid> = LazyLock::new(Uuid::new_v4);
+
+/// The calls this process is running (from before their row is written to after their end is
+/// recorded, or given up): an open row of this incarnation that is not here has ended without
+/// a record.
+static LIVE: LazyLock<Mutex<HashSet<Uuid>>> = LazyLock::new(Mutex::default);
+
+/// Holds a call in [`LIVE`] while it lives (a panic included).
+struct LiveCall(Uuid);
+
+impl LiveCall {
+    fn new(call_id: Uuid) -> Self {
+        LIVE.lock().expect("live calls lock").insert(call_id);
+        LiveCall(call_id)
+    }
+}
+
+impl Drop for LiveCall {
+    fn drop(&mut self) {
+        if let Ok(mut live) = LIVE.lock() {
+            live.remove(&self.0);
+        }
+    }
+}
 
 /// `POST /tools/{tool}/{method}` for `principal`.
 pub async fn call(
@@ -235,6 +273,7 @@ async fn from_sandbox(state: &AppState, call: SandboxCall) -> ApiResult<ToolCall
 
 impl SandboxCall {
     async fn run(self, state: &AppState, gone: CancellationToken) -> ApiResult<ToolCallAnswer> {
+        let _live = LiveCall::new(self.call_id);
         let opened = self.open(state).await?;
         if let Some((approval_id, known_last)) = opened.approval {
             let verdict =
@@ -439,12 +478,34 @@ impl SandboxCall {
     }
 
     /// Records the end (with its files), unless the call was finished already (by the end of
-    /// its execution). A failure to record is logged: the call has ended all the same, and the
-    /// end of its execution (or the next start) records it.
+    /// its execution), trying again a few times. A failure to record is logged: the call has
+    /// ended all the same, and the end of its execution or, for a call outside a turn, this
+    /// process's sweep of calls ended without a record ([`spawn_sweep`]) records it.
     async fn finish(&self, state: &AppState, opened: &Opened, ending: Ending) {
+        let mut ending = ending;
+        for pause in FINISH_RETRIES {
+            let attempt = Ending {
+                result: ending.result.clone(),
+                error: ending.error.clone(),
+                files: std::mem::take(&mut ending.files),
+                cancel_approval: ending.cancel_approval,
+            };
+            let files = copy_files(&attempt.files);
+            match self.try_finish(state, opened, attempt).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::debug!(call_id = %self.call_id, %error, "recording the end of a tool call failed; trying again");
+                    ending.files = files;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = state.shutdown.cancelled() => break,
+            }
+        }
         if let Err(error) = self.try_finish(state, opened, ending).await {
             tracing::warn!(call_id = %self.call_id, tool = %self.tool, method = %self.method, %error,
-                "could not record the end of a tool call; the end of its turn will");
+                "could not record the end of a tool call; the end of its turn, or the sweep of calls ended without a record, will");
         }
     }
 
@@ -494,6 +555,18 @@ impl SandboxCall {
         state.hub.publish(self.thread.id, stored);
         Ok(())
     }
+}
+
+/// The files of an end, for another try at recording it.
+fn copy_files(files: &[NewAttachment]) -> Vec<NewAttachment> {
+    files
+        .iter()
+        .map(|file| NewAttachment {
+            name: file.name.clone(),
+            mime: file.mime.clone(),
+            bytes: file.bytes.clone(),
+        })
+        .collect()
 }
 
 fn finished(
@@ -601,16 +674,34 @@ async fn wait_for_decision(
     }
 }
 
+/// `approvals.status`: waiting for a decision, or resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ApprovalState {
+    Pending,
+    Resolved(ApprovalResolution),
+}
+
+impl FromStr for ApprovalState {
+    type Err = <ApprovalResolution as FromStr>::Err;
+
+    fn from_str(status: &str) -> Result<Self, Self::Err> {
+        match status {
+            "pending" => Ok(ApprovalState::Pending),
+            resolved => resolved.parse().map(ApprovalState::Resolved),
+        }
+    }
+}
+
 async fn read_verdict(state: &AppState, approval_id: Uuid) -> ApiResult<Option<Verdict>> {
     let (status, decided_by, reason): (String, Option<String>, Option<String>) =
         sqlx::query_as("SELECT status, decided_by, reason FROM approvals WHERE id = $1")
             .bind(approval_id)
             .fetch_one(&state.pool)
             .await?;
-    if status == "pending" {
-        return Ok(None);
-    }
-    let resolution: ApprovalResolution = stored("approvals.status", &status)?;
+    let resolution = match stored::<ApprovalState>("approvals.status", &status)? {
+        ApprovalState::Pending => return Ok(None),
+        ApprovalState::Resolved(resolution) => resolution,
+    };
     Ok(Some(match resolution {
         ApprovalResolution::Approve | ApprovalResolution::ApproveForSession => Verdict::Approved,
         ApprovalResolution::Deny => Verdict::Denied {
@@ -669,35 +760,58 @@ fn since(started_at: DateTime<Utc>) -> u64 {
 
 /// At this replica's start (once the database is migrated): finishes the calls a previous
 /// process of this replica left open, and those of replicas dead for good, with
-/// [`RESTARTED`]; their pending approvals are cancelled.
+/// [`RESTARTED`]; their pending approvals are cancelled. Then, every minute until the server
+/// stops, finishes this process's calls that ended without a record, with [`NOT_RECORDED`].
 pub fn spawn_sweep(state: &AppState) {
     let state = state.clone();
     tokio::spawn(async move {
-        let mut attempts = 0;
+        sweep_at_start(&state).await;
         loop {
-            if state.readiness.is_migrated() {
-                match sweep(&state).await {
-                    Ok(0) => return,
-                    Ok(closed) => {
-                        tracing::info!(closed, "tool calls a restart cut short were finished");
-                        return;
-                    }
-                    Err(error) => {
-                        attempts += 1;
-                        tracing::debug!(%error, attempts, "finishing tool calls cut short failed; will retry");
-                    }
-                }
-            }
-            if attempts >= 20 {
-                tracing::warn!("gave up finishing tool calls cut short; their turns' ends will");
-                return;
-            }
             tokio::select! {
                 _ = state.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(if attempts == 0 { 100 } else { 3000 })) => {}
+                _ = tokio::time::sleep(ORPHAN_SWEEP_EVERY) => {}
+            }
+            match sweep_ended(&state).await {
+                Ok(0) => {}
+                Ok(closed) => {
+                    tracing::info!(
+                        closed,
+                        "tool calls that ended without a record were finished"
+                    );
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "finishing tool calls that ended without a record failed; will retry");
+                }
             }
         }
     });
+}
+
+async fn sweep_at_start(state: &AppState) {
+    let mut attempts = 0;
+    loop {
+        if state.readiness.is_migrated() {
+            match sweep(state).await {
+                Ok(0) => return,
+                Ok(closed) => {
+                    tracing::info!(closed, "tool calls a restart cut short were finished");
+                    return;
+                }
+                Err(error) => {
+                    attempts += 1;
+                    tracing::debug!(%error, attempts, "finishing tool calls cut short failed; will retry");
+                }
+            }
+        }
+        if attempts >= 20 {
+            tracing::warn!("gave up finishing tool calls cut short; their turns' ends will");
+            return;
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(if attempts == 0 { 100 } else { 3000 })) => {}
+        }
+    }
 }
 
 /// A call [`sweep`] finishes.
@@ -729,6 +843,36 @@ async fn sweep(state: &AppState) -> ApiResult<usize> {
     .bind(dead_after)
     .fetch_all(&state.pool)
     .await?;
+    close(state, calls, RESTARTED).await
+}
+
+/// Finishes this process's calls that are open but no longer running: their end could not be
+/// recorded when they ended.
+async fn sweep_ended(state: &AppState) -> ApiResult<usize> {
+    let open: Vec<CutShort> = sqlx::query_as(
+        "SELECT c.id, c.thread_id, t.thread_key, c.execution_id, c.tool, c.method, \
+                c.approval_id, c.started_at \
+         FROM tool_calls c JOIN threads t ON t.id = c.thread_id \
+         WHERE c.finished_at IS NULL AND c.replica = $1 AND c.incarnation = $2",
+    )
+    .bind(state.replica.as_ref())
+    .bind(*INCARNATION)
+    .fetch_all(&state.pool)
+    .await?;
+    // Read after the rows: a call is live from before its row is written, so a row read is
+    // either of a live call or of one that has ended.
+    let ended = {
+        let live = LIVE.lock().expect("live calls lock");
+        open.into_iter()
+            .filter(|call| !live.contains(&call.0))
+            .collect::<Vec<_>>()
+    };
+    close(state, ended, NOT_RECORDED).await
+}
+
+/// Finishes `calls` with `error` (cancelling their pending approvals), each in a transaction of
+/// its own; one already finished meanwhile is left as it is.
+async fn close(state: &AppState, calls: Vec<CutShort>, error: &str) -> ApiResult<usize> {
     let mut closed = 0;
     for (call_id, thread_id, thread_key, execution_id, tool, method, approval_id, started_at) in
         calls
@@ -759,7 +903,7 @@ async fn sweep(state: &AppState) -> ApiResult<usize> {
                 &tool,
                 &method,
                 None,
-                Some(RESTARTED.into()),
+                Some(error.into()),
                 since(started_at),
                 Vec::new(),
             ),
@@ -787,6 +931,27 @@ mod tests {
         assert!(shown.ends_with('…'));
         assert!(shown.len() <= PREVIEW_BYTES + '…'.len_utf8());
         assert!(large.to_string().starts_with(shown.trim_end_matches('…')));
+    }
+
+    #[test]
+    fn approval_states_are_read_as_an_enum() {
+        assert_eq!("pending".parse().ok(), Some(ApprovalState::Pending));
+        for resolution in ApprovalResolution::ALL {
+            assert_eq!(
+                resolution.as_str().parse().ok(),
+                Some(ApprovalState::Resolved(resolution))
+            );
+        }
+        assert!("maybe".parse::<ApprovalState>().is_err());
+    }
+
+    #[test]
+    fn a_call_is_live_until_its_guard_goes() {
+        let id = Uuid::now_v7();
+        let guard = LiveCall::new(id);
+        assert!(LIVE.lock().unwrap().contains(&id));
+        drop(guard);
+        assert!(!LIVE.lock().unwrap().contains(&id));
     }
 
     #[test]
