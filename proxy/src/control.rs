@@ -10,9 +10,11 @@
 //! holds before it answers, so the server can put a turn's refusals before the turn's end.
 //!
 //! `POST /v1/secrets/{name}/reveal` gives the server a secret's value for a principal the proxy
-//! serves (a tool whose manifest declares the secret `reveal`): read through the same sources
-//! and cache as a swap, logged and audited under the principal (the secret's name, never its
-//! value).
+//! serves, only if it is a tool's (`tool-<name>`) and the policy pushed for it lists the secret
+//! in `reveal` (the operator granted the tool that secret): read through the same sources and
+//! cache as a swap, logged and audited under the principal (the secret's name, never its
+//! value). So the control token alone does not read every secret the proxy holds: only those
+//! some tool's policy in force says may be revealed.
 //!
 //! Every route but `/healthz` needs `Authorization: Bearer <CENTAUR_PROXY_TOKEN>`, the token
 //! the proxy also uses towards the server.
@@ -48,6 +50,8 @@ use crate::secrets::SecretError;
 pub const SYNC_GRACE: Duration = Duration::from_secs(30);
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 const MAX_SANDBOX_ID_BYTES: usize = 64;
+/// The principals a secret may be revealed to: tools'.
+const TOOL_PRINCIPAL_PREFIX: &str = "tool-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -63,6 +67,10 @@ pub enum ControlError {
     AuditUndelivered(#[from] FlushError),
     #[error("`{0}` is not served by this proxy; push its policy before revealing a secret to it")]
     UnknownPrincipal(String),
+    #[error(
+        "secret `{name}` may not be revealed to `{principal}`: only a tool's principal (`tool-<name>`) whose policy lists the secret in `reveal` gets a value"
+    )]
+    RevealNotAllowed { name: String, principal: String },
     #[error(transparent)]
     Secret(SecretError),
 }
@@ -86,6 +94,9 @@ impl ControlError {
             }
             ControlError::UnknownPrincipal(_) => {
                 (StatusCode::NOT_FOUND, ControlErrorCode::UnknownPrincipal)
+            }
+            ControlError::RevealNotAllowed { .. } => {
+                (StatusCode::FORBIDDEN, ControlErrorCode::RevealNotAllowed)
             }
             ControlError::Secret(SecretError::Unknown(_)) => {
                 (StatusCode::NOT_FOUND, ControlErrorCode::UnknownSecret)
@@ -255,15 +266,29 @@ impl Control {
         sandboxes
     }
 
-    /// A secret's value for `principal`, which must be served by this proxy. Every reveal, given
-    /// or refused, is logged and audited under the principal: method `REVEAL`, no host, the
-    /// secret's name in `secrets_swapped`, never its value.
+    /// A secret's value for `principal`, which must be served by this proxy, be a tool's
+    /// (`tool-<name>`), and have the secret in its policy's `reveal`. Every reveal, given or
+    /// refused (once the principal is known), is logged and audited under the principal: method
+    /// `REVEAL`, no host, the secret's name in `secrets_swapped`, never its value.
     pub async fn reveal(&self, name: &str, principal: &str) -> Result<String, ControlError> {
         let Some(sandbox) = self.proxy.registry.get(principal) else {
             return Err(ControlError::UnknownPrincipal(principal.to_owned()));
         };
         let started = std::time::Instant::now();
-        let outcome = self.proxy.secrets().get(name).await;
+        let allowed = principal.starts_with(TOOL_PRINCIPAL_PREFIX)
+            && sandbox.config.policy.reveal.iter().any(|r| r == name);
+        let outcome = if allowed {
+            self.proxy
+                .secrets()
+                .get(name)
+                .await
+                .map_err(ControlError::Secret)
+        } else {
+            Err(ControlError::RevealNotAllowed {
+                name: name.to_owned(),
+                principal: principal.to_owned(),
+            })
+        };
         let (decision, status, reason) = match &outcome {
             Ok(_) => {
                 tracing::info!(principal, secret = name, "secret revealed");
@@ -271,11 +296,11 @@ impl Control {
             }
             Err(error) => {
                 tracing::warn!(principal, secret = name, %error, "secret not revealed");
-                let status = match error {
-                    SecretError::Unknown(_) => 404,
-                    SecretError::Unavailable { .. } => 502,
-                };
-                (Decision::Denied, status, Some(error.to_string()))
+                (
+                    Decision::Denied,
+                    error.code().0.as_u16(),
+                    Some(error.to_string()),
+                )
             }
         };
         self.proxy.record_audit(AuditRecord {
@@ -296,7 +321,7 @@ impl Control {
             body_placeholders: Vec::new(),
             body_unknown_placeholders: 0,
         });
-        outcome.map_err(ControlError::Secret)
+        outcome
     }
 
     fn validate(

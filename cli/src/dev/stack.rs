@@ -376,9 +376,10 @@ fn server_config(
     Ok(config)
 }
 
-/// The tools: the checkout's `tools/` then the overlays, `uv` where it was installed, and the
-/// home's egress additions. The stack's settings are its own: `TOOL_DIRS` and the other tool
-/// variables of the environment are not used.
+/// The tools: the checkout's `tools/` then the overlays, `uv` where it was installed, the
+/// home's egress additions, and the grant of `secrets/tools/` to every tool. The stack's
+/// settings are its own: `TOOL_DIRS` and the other tool variables of the environment are not
+/// used.
 fn apply_tools(config: &mut centaur_server::Config, home: &Home, overlays: &[PathBuf]) {
     let builtin = super::tools::builtin_dir();
     if builtin.is_none() {
@@ -393,6 +394,8 @@ fn apply_tools(config: &mut centaur_server::Config, home: &Home, overlays: &[Pat
         ),
     }
     config.tools.egress = super::tools::egress_file(home);
+    // The files in secrets/tools/ are the tools' secrets: every tool may use them.
+    config.tools.secrets = super::tools::secret_grants(home);
 }
 
 /// `centaur dev slack`'s tokens, when given: the bot in Socket Mode (the server checks them

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use centaur_proxy::secrets::SecretSource;
+use centaur_server::tools::settings::{ANY_TOOL, SecretGrants};
 
 use super::home::Home;
+use super::setup::MODEL_KEYS;
 
 /// The file whose presence marks a checkout's `tools/` folder: the SDK's package.
 const SDK_MARK: &str = "tools/sdk/centaur_tools";
@@ -81,6 +83,19 @@ pub fn secret_sources(home: &Home) -> HashMap<String, SecretSource> {
         .collect()
 }
 
+/// The stack's grants (`CENTAUR_TOOL_SECRETS`): every tool may use every secret in
+/// `secrets/tools/` (a person put it there for tools: `*=<the files' names>`); the model keys
+/// are never granted, even when a file there has a model key's name.
+pub fn secret_grants(home: &Home) -> SecretGrants {
+    let mut grants = SecretGrants::default();
+    for name in secret_sources(home).keys() {
+        if !MODEL_KEYS.iter().any(|k| k.secret == name) {
+            grants.grant(ANY_TOOL, name);
+        }
+    }
+    grants
+}
+
 /// The operator's additions to the tools' egress (`CENTAUR_TOOL_EGRESS`): `tool-egress.json` in
 /// the home, made empty (`{}`) when missing so that the server watches it from the start and
 /// an edit applies without a restart. `None` when it cannot be written.
@@ -140,6 +155,24 @@ mod tests {
             &sources["GITHUB_TOKEN"],
             SecretSource::File { path } if path.ends_with("secrets/tools/GITHUB_TOKEN")
         ));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Every tool may use the secrets in `secrets/tools/`, none a model key.
+    #[test]
+    fn the_tools_secrets_are_granted_to_every_tool_but_not_the_model_keys() {
+        let root = std::env::temp_dir().join(format!("centaur-dev-grants-{}", std::process::id()));
+        let home = Home { root: root.clone() };
+        assert_eq!(secret_grants(&home), SecretGrants::default());
+        std::fs::create_dir_all(home.tool_secrets()).unwrap();
+        for name in ["GITHUB_TOKEN", "SLACK_BOT_TOKEN", "OPENAI_API_KEY"] {
+            std::fs::write(home.tool_secrets().join(name), "x\n").unwrap();
+        }
+        let grants = secret_grants(&home);
+        assert!(grants.allows("github", "GITHUB_TOKEN"));
+        assert!(grants.allows("my-overlay-tool", "SLACK_BOT_TOKEN"));
+        assert!(!grants.allows("github", "OPENAI_API_KEY"));
+        assert!(!grants.allows("github", "ANTHROPIC_API_KEY"));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

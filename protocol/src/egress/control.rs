@@ -33,7 +33,8 @@ pub struct AuditFlushed {
 /// The body of `POST /v1/secrets/{name}/reveal`: the server asks for a secret's real value on
 /// behalf of `principal` (a tool, `tool-<name>`, whose manifest declares the secret
 /// `reveal = true`: a credential that is not HTTP, such as a database URL). The principal must
-/// be registered at the proxy; the reveal is logged and audited under it, never the value.
+/// be registered at the proxy, be a tool's (`tool-…`), and its policy in force must list the
+/// secret in `reveal`; the reveal is logged and audited under it, never the value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevealRequest {
@@ -155,6 +156,9 @@ pub enum ControlErrorCode {
     UnknownSecret,
     /// A reveal's secret could not be read from its source.
     SecretUnavailable,
+    /// A reveal for a principal that is not a tool's, or whose policy in force does not list
+    /// the secret in `reveal` (403).
+    RevealNotAllowed,
 }
 
 impl ControlErrorCode {
@@ -168,6 +172,7 @@ impl ControlErrorCode {
             ControlErrorCode::UnknownPrincipal => "unknown_principal",
             ControlErrorCode::UnknownSecret => "unknown_secret",
             ControlErrorCode::SecretUnavailable => "secret_unavailable",
+            ControlErrorCode::RevealNotAllowed => "reveal_not_allowed",
         }
     }
 }
@@ -191,6 +196,7 @@ mod tests {
             ControlErrorCode::UnknownPrincipal,
             ControlErrorCode::UnknownSecret,
             ControlErrorCode::SecretUnavailable,
+            ControlErrorCode::RevealNotAllowed,
         ] {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),

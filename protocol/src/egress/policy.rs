@@ -45,6 +45,11 @@ pub struct Policy {
     /// Credentials the proxy swaps in for placeholders, each bound to hosts and places.
     #[serde(default)]
     pub secrets: Vec<SecretBinding>,
+    /// Secrets whose values the proxy may give the server for this principal
+    /// (`POST /v1/secrets/{name}/reveal`): only a tool's (`tool-<name>`), only the secrets the
+    /// operator granted it. A thread's policy has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reveal: Vec<String>,
 }
 
 /// What the policy says about a destination.
@@ -99,8 +104,12 @@ pub enum PolicyError {
 
 impl Policy {
     /// Checks what parsing cannot: every bound secret is known (`known`), is bound to at least
-    /// one host and one place, appears once, and its format has a `{value}`.
+    /// one host and one place, appears once, and its format has a `{value}`; every secret that
+    /// may be revealed is known.
     pub fn validate(&self, known: impl Fn(&str) -> bool) -> Result<(), PolicyError> {
+        if let Some(name) = self.reveal.iter().find(|name| !known(name)) {
+            return Err(PolicyError::UnknownSecret(name.clone()));
+        }
         let mut seen = std::collections::HashSet::new();
         for binding in &self.secrets {
             let name = &binding.name;
@@ -187,6 +196,30 @@ mod tests {
                 intercept: true,
                 allow_private: false
             }
+        );
+    }
+
+    /// `reveal` is absent from a policy that has none (documents stay as they were), and its
+    /// secrets must be known like bound ones.
+    #[test]
+    fn reveal_is_skipped_when_empty_and_its_secrets_must_be_known() {
+        let plain = policy(serde_json::json!({"allow": ["db.example.com"]}));
+        assert!(plain.reveal.is_empty());
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            serde_json::json!({"allow": ["db.example.com"], "deny": [], "intercept": [],
+                               "allow_private": [], "secrets": []})
+        );
+        let revealing = policy(serde_json::json!({"reveal": ["DATABASE_URL"]}));
+        assert_eq!(revealing.reveal, ["DATABASE_URL"]);
+        assert_eq!(
+            serde_json::to_value(&revealing).unwrap()["reveal"],
+            serde_json::json!(["DATABASE_URL"])
+        );
+        assert_eq!(revealing.validate(|n| n == "DATABASE_URL"), Ok(()));
+        assert_eq!(
+            revealing.validate(|_| false),
+            Err(PolicyError::UnknownSecret("DATABASE_URL".into()))
         );
     }
 

@@ -141,9 +141,9 @@ async fn the_server_pushes_sandboxes_and_policies_through_the_control_api() {
 }
 
 /// A tool's principal (`tool-<name>`) is pushed like a sandbox, without a thread; the server
-/// reads a secret the tool declares `reveal` through the control API. Every reveal, given or
-/// refused, is audited under the principal by name, never by value; only principals the proxy
-/// serves get one, and only with the control token.
+/// reads a secret the tool's policy lists in `reveal` through the control API. Every reveal,
+/// given or refused, is audited under the principal by name, never by value; only principals
+/// the proxy serves get one, and only with the control token.
 #[tokio::test]
 async fn a_tool_principal_gets_a_revealed_secret_and_the_reveal_is_audited() {
     use centaur_protocol::egress::control::DesiredSandbox;
@@ -170,7 +170,10 @@ async fn a_tool_principal_gets_a_revealed_secret_and_the_reveal_is_audited() {
             &DesiredSandbox {
                 version: 1,
                 thread_key: None,
-                policy: serde_json::from_value(json!({"allow": ["127.0.0.1"]})).unwrap(),
+                policy: serde_json::from_value(
+                    json!({"allow": ["127.0.0.1"], "reveal": ["OPENAI_API_KEY"]}),
+                )
+                .unwrap(),
             },
         )
         .await
@@ -196,13 +199,34 @@ async fn a_tool_principal_gets_a_revealed_secret_and_the_reveal_is_audited() {
     assert_eq!(record.secrets_swapped, ["OPENAI_API_KEY"]);
     assert!(!format!("{record:?}").contains(REAL_KEY));
 
-    // A secret the proxy has no source for: refused, audited as a denial.
+    // A policy listing in `reveal` a secret the proxy has no source for is refused, as a
+    // binding of one is; the principal keeps its policy, and the secret is not revealed.
+    match client
+        .apply(
+            "tool-postgres",
+            &DesiredSandbox {
+                version: 2,
+                thread_key: None,
+                policy: serde_json::from_value(json!({"reveal": ["NOT_CONFIGURED"]})).unwrap(),
+            },
+        )
+        .await
+    {
+        Err(Refused(400, code, message)) => {
+            assert_eq!(code, ControlErrorCode::InvalidRequest);
+            assert!(message.contains("NOT_CONFIGURED"), "{message}");
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
     match client.reveal("NOT_CONFIGURED", "tool-postgres").await {
-        Err(Refused(404, code, _)) => assert_eq!(code, ControlErrorCode::UnknownSecret),
-        other => panic!("expected a 404, got {other:?}"),
+        Err(Refused(403, code, _)) => assert_eq!(code, ControlErrorCode::RevealNotAllowed),
+        other => panic!("expected a 403, got {other:?}"),
     }
     let record = h.next_audit().await;
-    assert_eq!(record.decision, Decision::Denied);
+    assert_eq!(
+        (record.decision, record.status),
+        (Decision::Denied, Some(403))
+    );
     assert_eq!(record.secrets_swapped, ["NOT_CONFIGURED"]);
 
     // A source that cannot be read: a 502 naming the secret, without a value.
@@ -219,7 +243,7 @@ async fn a_tool_principal_gets_a_revealed_secret_and_the_reveal_is_audited() {
             &DesiredSandbox {
                 version: 1,
                 thread_key: None,
-                policy: Default::default(),
+                policy: serde_json::from_value(json!({"reveal": ["OPENAI_API_KEY"]})).unwrap(),
             },
         )
         .await
@@ -241,6 +265,65 @@ async fn a_tool_principal_gets_a_revealed_secret_and_the_reveal_is_audited() {
         wrong.reveal("OPENAI_API_KEY", "tool-postgres").await,
         Err(Refused(401, _, _))
     ));
+}
+
+/// The control token alone reads no secret: a principal the proxy serves gets a value only if
+/// it is a tool's and its policy in force lists the secret in `reveal`. A sandbox (even one
+/// whose policy lists it) and a tool whose policy binds the secret but does not list it are
+/// refused with `reveal_not_allowed`, and the refusal is audited under the principal.
+#[tokio::test]
+async fn a_reveal_not_in_a_tools_policy_is_refused() {
+    use centaur_protocol::egress::control::DesiredSandbox;
+    use centaur_proxy::audit::Decision;
+    let mut h = Harness::start(Limits::default()).await;
+    let (up, _seen) = upstream().await;
+    let (addr, _control) = control_api(&h).await;
+    let client = ControlApi {
+        base: format!("http://{addr}"),
+        token: "control-token",
+    };
+    let push = |id: &'static str, policy: Value| {
+        let client = &client;
+        async move {
+            client
+                .apply(
+                    id,
+                    &DesiredSandbox {
+                        version: 1,
+                        thread_key: (!id.starts_with("tool-")).then(|| "api:t".to_owned()),
+                        policy: serde_json::from_value(policy).unwrap(),
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    // A sandbox whose policy asks for it anyway, and a tool that only has it bound.
+    push("sb-1", json!({"reveal": ["OPENAI_API_KEY"]})).await;
+    push("tool-slack", openai_policy(up)).await;
+    for principal in ["sb-1", "tool-slack"] {
+        match client.reveal("OPENAI_API_KEY", principal).await {
+            Err(Refused(403, code, message)) => {
+                assert_eq!(code, ControlErrorCode::RevealNotAllowed);
+                assert!(
+                    message.contains(principal) && message.contains("OPENAI_API_KEY"),
+                    "{message}"
+                );
+                assert!(!message.contains(REAL_KEY), "{message}");
+            }
+            other => panic!("{principal}: expected a 403, got {other:?}"),
+        }
+        let record = h.next_audit().await;
+        assert_eq!(
+            (
+                record.sandbox_id.as_str(),
+                record.method.as_str(),
+                record.decision,
+                record.status
+            ),
+            (principal, "REVEAL", Decision::Denied, Some(403))
+        );
+    }
 }
 
 /// A tool that speaks a protocol other than HTTP (PostgreSQL) reaches its server on a port

@@ -30,6 +30,9 @@ use crate::error::{ApiError, ApiResult, InternalError};
 use crate::reloading::Reloading;
 use crate::threads::ThreadRow;
 
+/// Why a thread's policy (or the default one) may not have `reveal`.
+pub const REVEAL_IS_FOR_TOOLS: &str = "reveal is for tools: a sandbox's policy cannot list secrets whose values the proxy gives out (bind them to hosts in `secrets`)";
+
 /// Rows of sandboxes that never got recorded (a crash mid-spawn, a warm pool that is gone) are
 /// removed after this.
 const ORPHAN_AFTER_SECS: i64 = 120;
@@ -70,6 +73,8 @@ pub enum EgressSetupError {
     },
     #[error("CENTAUR_EGRESS_POLICY {}: {source}", path.display())]
     InvalidPolicy { path: PathBuf, source: PolicyError },
+    #[error("CENTAUR_EGRESS_POLICY {}: {REVEAL_IS_FOR_TOOLS}", path.display())]
+    RevealInPolicy { path: PathBuf },
     #[error("cannot read CENTAUR_TOOL_EGRESS {}: {source}", path.display())]
     ReadToolPolicies {
         path: PathBuf,
@@ -202,6 +207,11 @@ fn read_policy(path: &Path) -> Result<Policy, EgressSetupError> {
             path: path.to_owned(),
             source,
         })?;
+    if !policy.reveal.is_empty() {
+        return Err(EgressSetupError::RevealInPolicy {
+            path: path.to_owned(),
+        });
+    }
     Ok(policy)
 }
 
@@ -458,6 +468,12 @@ async fn set_now(
         policy
             .validate(|_| true)
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPolicy, e.to_string()))?;
+        if !policy.reveal.is_empty() {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidPolicy,
+                REVEAL_IS_FOR_TOOLS,
+            ));
+        }
     }
     let in_force = policy
         .clone()

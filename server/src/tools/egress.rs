@@ -2,7 +2,12 @@
 //! `tool-<name>`, allowed the tool's declared hosts (and the operator's additions,
 //! `CENTAUR_TOOL_EGRESS`), with its secrets bound as for a sandbox. The worker reaches the
 //! proxy through that identity's socket, and holds placeholders, not values (except secrets
-//! declared `reveal`).
+//! declared `reveal`, which the proxy reveals only when the tool's policy lists them).
+//!
+//! A tool uses only the secrets the operator granted it: `CENTAUR_TOOL_SECRETS`, or a binding
+//! (or `reveal`) in its `CENTAUR_TOOL_EGRESS` entry. A tool declaring another is broken
+//! ([`check`]), and the policy pushed for it never holds one ([`merge`]), so a plugin cannot
+//! help itself to the model keys or another tool's token.
 //!
 //! The policy in force is recorded in `tool_egress` (with what the manifest declared) before it
 //! is pushed, versioned from the sandboxes' sequence, so the periodic sync
@@ -11,12 +16,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use centaur_protocol::egress::control::{DesiredSandbox, SyncEntry};
 use centaur_protocol::egress::{HostPattern, HostPatternError, Policy, PolicyError, SecretBinding};
 use centaur_protocol::tools::{Manifest, ManifestSecret};
 use sqlx::types::Json;
 
+use super::settings::SecretGrants;
 use crate::app::AppState;
 use crate::egress::Egress;
 use crate::egress::proxy_client::ProxyClientError;
@@ -98,6 +106,12 @@ pub enum ToolEgressError {
     /// The manifest asks for what cannot work: the tool is broken until it is fixed.
     #[error("[tool.centaur] {0}")]
     Manifest(#[from] ManifestEgressError),
+    /// The manifest declares secrets the operator did not grant the tool.
+    #[error(
+        "the tool's {} not granted to it: grant {} with CENTAUR_TOOL_SECRETS={tool}={}",
+        secret_list(secrets), if secrets.len() == 1 { "it" } else { "them" }, secrets.join(",")
+    )]
+    NotGranted { tool: String, secrets: Vec<String> },
     /// The proxy refused the policy (a secret it has no source for): a configuration to fix.
     #[error("the egress proxy refused the tool's policy: {0}")]
     Refused(String),
@@ -116,14 +130,144 @@ pub enum ToolEgressError {
 
 impl ToolEgressError {
     /// Whether the same preparation may work later without a change to the tool or the
-    /// configuration (the proxy or the database was away).
+    /// configuration (the proxy or the database was away, a secret's source could not be
+    /// read). The others break the tool until it or the configuration changes.
     pub fn is_transient(&self) -> bool {
         match self {
-            ToolEgressError::Manifest(_) | ToolEgressError::Refused(_) => false,
+            ToolEgressError::Manifest(_)
+            | ToolEgressError::NotGranted { .. }
+            | ToolEgressError::Refused(_) => false,
+            // Refused outright (not allowed, no such secret), not merely unreadable now.
+            ToolEgressError::Reveal {
+                source: ProxyClientError::Refused { status, .. },
+                ..
+            } => !(400..500).contains(status),
             ToolEgressError::Proxy(_)
             | ToolEgressError::Reveal { .. }
             | ToolEgressError::Database(_) => true,
         }
+    }
+}
+
+/// "secret `A` is" or "secrets `A`, `B` are".
+fn secret_list(secrets: &[String]) -> String {
+    let names: Vec<String> = secrets.iter().map(|s| format!("`{s}`")).collect();
+    match names.len() {
+        1 => format!("secret {} is", names.join("")),
+        _ => format!("secrets {} are", names.join(", ")),
+    }
+}
+
+/// What the operator granted one tool: `CENTAUR_TOOL_SECRETS` and its `CENTAUR_TOOL_EGRESS`
+/// entry (a secret that entry binds may be bound; one it lists in `reveal` may be revealed).
+pub struct Grants<'a> {
+    pub tool: &'a str,
+    pub settings: &'a SecretGrants,
+    pub operator: Option<&'a Policy>,
+}
+
+impl Grants<'_> {
+    /// `tool`'s grants as the configuration says now.
+    fn of<'a>(state: &'a AppState, tool: &'a str, operator: Option<&'a Policy>) -> Grants<'a> {
+        Grants {
+            tool,
+            settings: &state.config.tools.secrets,
+            operator,
+        }
+    }
+
+    /// Whether the tool may have `secret` bound to hosts.
+    pub fn binds(&self, secret: &str) -> bool {
+        self.settings.allows(self.tool, secret)
+            || self
+                .operator
+                .is_some_and(|p| p.secrets.iter().any(|b| b.name == secret))
+    }
+
+    /// Whether the tool may have `secret`'s value.
+    pub fn reveals(&self, secret: &str) -> bool {
+        self.settings.allows(self.tool, secret)
+            || self
+                .operator
+                .is_some_and(|p| p.reveal.iter().any(|r| r == secret))
+    }
+
+    /// The secrets the manifest declares that are not granted, by name.
+    pub fn missing(&self, manifest: &Manifest) -> Vec<String> {
+        manifest
+            .secrets
+            .iter()
+            .filter(|(name, secret)| {
+                if secret.reveal {
+                    !self.reveals(name)
+                } else {
+                    !self.binds(name)
+                }
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// Why the tool cannot have egress as it asks, if it cannot: its manifest's egress is invalid,
+/// or it declares secrets the operator did not grant it. Returns the declared policy.
+pub fn check(state: &AppState, tool: &str, manifest: &Manifest) -> Result<Policy, ToolEgressError> {
+    let declared = declared_policy(tool, manifest)?;
+    let operator = state.egress.as_ref().and_then(|e| e.tool_policy(tool));
+    let missing = Grants::of(state, tool, operator.as_ref()).missing(manifest);
+    if !missing.is_empty() {
+        return Err(ToolEgressError::NotGranted {
+            tool: tool.to_owned(),
+            secrets: missing,
+        });
+    }
+    Ok(declared)
+}
+
+/// How long a tool waits before asking the proxy again after it could not be reached: from 1 s,
+/// doubling, at most 30 s; a success resets it.
+#[derive(Default)]
+pub struct Backoff {
+    failed: Mutex<Option<Failed>>,
+}
+
+struct Failed {
+    until: Instant,
+    delay: Duration,
+    reason: String,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Backoff {
+    /// Why not to try now (the last failure, and when the next try is), if it is too soon.
+    pub fn wait(&self) -> Option<String> {
+        let failed = self.failed.lock().expect("backoff lock");
+        let failed = failed.as_ref()?;
+        let left = failed.until.checked_duration_since(Instant::now())?;
+        Some(format!(
+            "{}; trying again in {} s",
+            failed.reason,
+            left.as_secs() + 1
+        ))
+    }
+
+    /// A try failed: the next waits longer.
+    pub fn failed(&self, reason: String) {
+        let mut failed = self.failed.lock().expect("backoff lock");
+        let delay = failed
+            .as_ref()
+            .map_or(FIRST_BACKOFF, |f| (f.delay * 2).min(MAX_BACKOFF));
+        *failed = Some(Failed {
+            until: Instant::now() + delay,
+            delay,
+            reason,
+        });
+    }
+
+    pub fn succeeded(&self) {
+        *self.failed.lock().expect("backoff lock") = None;
     }
 }
 
@@ -169,7 +313,7 @@ fn push_unique(list: &mut Vec<HostPattern>, pattern: &HostPattern) {
 }
 
 /// The policy the manifest asks for: `allow` = its `hosts` and the hosts of its secret
-/// bindings, `secrets` = its bindings (a secret declared `reveal` is no binding). Checked as a
+/// bindings, `secrets` = its bindings, `reveal` = the secrets it declares `reveal`. Checked as a
 /// thread's policy is.
 pub fn declared_policy(tool: &str, manifest: &Manifest) -> Result<Policy, ManifestEgressError> {
     check_tool_name(tool)?;
@@ -192,6 +336,7 @@ pub fn declared_policy(tool: &str, manifest: &Manifest) -> Result<Policy, Manife
             {
                 return Err(ManifestEgressError::RevealWithBinding(name.clone()));
             }
+            policy.reveal.push(name.clone());
             continue;
         }
         let hosts = hosts
@@ -230,13 +375,15 @@ fn with_binding_hosts(mut policy: Policy) -> Policy {
 }
 
 /// The declared policy with the operator's entry for the tool: its lists are added, and a
-/// binding there replaces the declared one of the same name. Both are valid policies, so the
-/// result is one too.
-pub fn merge(declared: &Policy, operator: Option<&Policy>) -> Policy {
-    let Some(operator) = operator else {
-        return declared.clone();
-    };
+/// binding there replaces the declared one of the same name. A declared secret the operator
+/// did not grant (`grants`) is left out. Both are valid policies, so the result is one too.
+pub fn merge(declared: &Policy, grants: &Grants<'_>) -> Policy {
     let mut merged = declared.clone();
+    merged.secrets.retain(|b| grants.binds(&b.name));
+    merged.reveal.retain(|name| grants.reveals(name));
+    let Some(operator) = grants.operator else {
+        return merged;
+    };
     for (into, from) in [
         (&mut merged.allow, &operator.allow),
         (&mut merged.deny, &operator.deny),
@@ -253,6 +400,11 @@ pub fn merge(declared: &Policy, operator: Option<&Policy>) -> Policy {
             None => merged.secrets.push(binding.clone()),
         }
     }
+    for name in &operator.reveal {
+        if !merged.reveal.contains(name) {
+            merged.reveal.push(name.clone());
+        }
+    }
     with_binding_hosts(merged)
 }
 
@@ -263,12 +415,13 @@ pub async fn prepare(
     tool: &str,
     manifest: &Manifest,
 ) -> Result<WorkerEgress, ToolEgressError> {
-    let declared = declared_policy(tool, manifest)?;
+    let declared = check(state, tool, manifest)?;
     let Some(egress) = &state.egress else {
         tracing::info!(tool, "{NO_PROXY}");
         return Ok(WorkerEgress::default());
     };
-    let policy = merge(&declared, egress.tool_policy(tool).as_ref());
+    let operator = egress.tool_policy(tool);
+    let policy = merge(&declared, &Grants::of(state, tool, operator.as_ref()));
     let principal = principal(tool);
     let version: i64 = sqlx::query_scalar(
         "INSERT INTO tool_egress (tool, declared, policy, version) \
@@ -296,7 +449,7 @@ pub async fn prepare(
         }) => {
             // Nothing for the sync to push again and again: the tool is broken until its
             // manifest or the proxy's secrets change.
-            forget(state, tool).await;
+            remove(state, egress, tool, version).await;
             return Err(ToolEgressError::Refused(message));
         }
         // Recorded: the sync pushes it when the proxy is back.
@@ -341,7 +494,7 @@ pub fn hosts(state: &AppState, tool: &str, manifest: &Manifest) -> Vec<String> {
         return manifest.hosts.clone();
     };
     let operator = state.egress.as_ref().and_then(|e| e.tool_policy(tool));
-    merge(&declared, operator.as_ref())
+    merge(&declared, &Grants::of(state, tool, operator.as_ref()))
         .allow
         .iter()
         .map(ToString::to_string)
@@ -349,20 +502,71 @@ pub fn hosts(state: &AppState, tool: &str, manifest: &Manifest) -> Vec<String> {
 }
 
 /// The tool is gone from its folders: its row is deleted and the proxy told (a failed push is
-/// repaired by the next sync, which no longer names it).
+/// repaired by the next sync, which no longer names it). Only the version read here is
+/// deleted, and only if the tool is still gone from this replica then: a tool added again
+/// meanwhile keeps the row its new worker writes.
 pub async fn forget(state: &AppState, tool: &str) {
     let Some(egress) = &state.egress else {
         return;
     };
+    let version: Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT version FROM tool_egress WHERE tool = $1")
+            .bind(tool)
+            .fetch_optional(&state.pool)
+            .await;
+    let version = match version {
+        Ok(Some(version)) => version,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(tool, %error, "could not read a tool's egress row");
+            return;
+        }
+    };
+    if state.tools.knows(tool) {
+        return;
+    }
+    remove(state, egress, tool, version).await;
+}
+
+/// At the first complete look through the folders: the rows of tools this replica's
+/// `TOOL_DIRS` do not have (removed while the server was down) are forgotten, so their
+/// principals are not synced forever.
+pub async fn forget_absent(state: &AppState, present: Vec<String>) {
+    if state.egress.is_none() {
+        return;
+    }
+    let absent: Result<Vec<String>, _> =
+        sqlx::query_scalar("SELECT tool FROM tool_egress WHERE NOT (tool = ANY($1))")
+            .bind(&present)
+            .fetch_all(&state.pool)
+            .await;
+    match absent {
+        Ok(absent) => {
+            for tool in absent {
+                tracing::info!(tool = %tool, "a tool with an egress policy is no longer in TOOL_DIRS; its principal is removed");
+                forget(state, &tool).await;
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not list the tools' egress rows");
+        }
+    }
+}
+
+/// Deletes the tool's row if it is still at `version`, and removes the principal from the
+/// proxy with a newer version.
+async fn remove(state: &AppState, egress: &Egress, tool: &str, version: i64) {
     let removed: Result<Option<i64>, _> = sqlx::query_scalar(
-        "WITH gone AS (DELETE FROM tool_egress WHERE tool = $1 RETURNING 1) \
+        "WITH gone AS (DELETE FROM tool_egress WHERE tool = $1 AND version = $2 RETURNING 1) \
          SELECT nextval('egress_versions') FROM gone",
     )
     .bind(tool)
+    .bind(version)
     .fetch_optional(&state.pool)
     .await;
     let version = match removed {
         Ok(Some(version)) => version,
+        // Written again meanwhile: that version stays.
         Ok(None) => return,
         Err(error) => {
             tracing::warn!(tool, %error, "could not remove a tool's egress row");
@@ -408,7 +612,8 @@ pub(crate) async fn sync_entries(
                 continue;
             }
         };
-        let policy = merge(&declared, egress.tool_policy(&row.tool).as_ref());
+        let operator = egress.tool_policy(&row.tool);
+        let policy = merge(&declared, &Grants::of(state, &row.tool, operator.as_ref()));
         let mut version = row.version;
         if policy != stored {
             let bumped: Option<i64> = sqlx::query_scalar(
@@ -468,8 +673,12 @@ mod tests {
         }))
     }
 
-    /// Allowed: the declared hosts and every bound host; bound: the bindings, not the revealed
-    /// secret.
+    fn grants(text: &str) -> SecretGrants {
+        SecretGrants::parse(text).unwrap()
+    }
+
+    /// Allowed: the declared hosts and every bound host; bound: the bindings; revealed: the
+    /// secret declared `reveal`.
     #[test]
     fn the_declared_policy_allows_the_hosts_and_the_bound_hosts() {
         let declared = declared_policy("github", &github()).unwrap();
@@ -479,8 +688,112 @@ mod tests {
                 "allow": ["api.github.com", "uploads.github.com"],
                 "secrets": [{"name": "GITHUB_TOKEN", "hosts": ["api.github.com", "uploads.github.com"],
                              "headers": ["authorization"], "format": "Bearer {value}"}],
+                "reveal": ["DATABASE_URL"],
             }))
         );
+    }
+
+    /// A declared secret is the tool's only if the operator granted it: by name for the tool,
+    /// for every tool (`*`), or by the tool's `CENTAUR_TOOL_EGRESS` entry (a binding grants
+    /// binding, `reveal` grants revealing). The policy in force leaves out the rest.
+    #[test]
+    fn only_granted_secrets_are_the_tools() {
+        let manifest = github();
+        let declared = declared_policy("github", &manifest).unwrap();
+        let none = grants("");
+        let nothing = Grants {
+            tool: "github",
+            settings: &none,
+            operator: None,
+        };
+        assert_eq!(nothing.missing(&manifest), ["DATABASE_URL", "GITHUB_TOKEN"]);
+        let merged = merge(&declared, &nothing);
+        assert!(
+            merged.secrets.is_empty() && merged.reveal.is_empty(),
+            "{merged:?}"
+        );
+
+        let others = grants("slack=GITHUB_TOKEN;*=DATABASE_URL");
+        let partly = Grants {
+            tool: "github",
+            settings: &others,
+            operator: None,
+        };
+        assert_eq!(partly.missing(&manifest), ["GITHUB_TOKEN"]);
+        assert_eq!(merge(&declared, &partly).reveal, ["DATABASE_URL"]);
+
+        let named = grants("github=GITHUB_TOKEN,DATABASE_URL");
+        let all = Grants {
+            tool: "github",
+            settings: &named,
+            operator: None,
+        };
+        assert!(all.missing(&manifest).is_empty());
+        assert_eq!(merge(&declared, &all), declared);
+
+        // The operator's entry: a binding of GITHUB_TOKEN grants it; a binding of the revealed
+        // secret does not grant its value, its `reveal` does.
+        let operator = policy(json!({
+            "secrets": [
+                {"name": "GITHUB_TOKEN", "hosts": ["ghe.example.com"], "headers": ["authorization"]},
+                {"name": "DATABASE_URL", "hosts": ["db.example.com"], "headers": ["x"]},
+            ],
+        }));
+        let by_file = Grants {
+            tool: "github",
+            settings: &none,
+            operator: Some(&operator),
+        };
+        assert_eq!(by_file.missing(&manifest), ["DATABASE_URL"]);
+        let revealing = policy(json!({"reveal": ["DATABASE_URL"]}));
+        let by_reveal = Grants {
+            tool: "github",
+            settings: &none,
+            operator: Some(&revealing),
+        };
+        assert_eq!(by_reveal.missing(&manifest), ["GITHUB_TOKEN"]);
+        assert_eq!(merge(&declared, &by_reveal).reveal, ["DATABASE_URL"]);
+    }
+
+    /// The refusal names the grant to add.
+    #[test]
+    fn an_ungranted_secret_names_the_grant_to_add() {
+        let one = ToolEgressError::NotGranted {
+            tool: "github".into(),
+            secrets: vec!["GITHUB_TOKEN".into()],
+        };
+        assert_eq!(
+            one.to_string(),
+            "the tool's secret `GITHUB_TOKEN` is not granted to it: grant it with CENTAUR_TOOL_SECRETS=github=GITHUB_TOKEN"
+        );
+        let two = ToolEgressError::NotGranted {
+            tool: "slack".into(),
+            secrets: vec!["A".into(), "B".into()],
+        };
+        assert!(
+            two.to_string()
+                .ends_with("secrets `A`, `B` are not granted to it: grant them with CENTAUR_TOOL_SECRETS=slack=A,B"),
+            "{two}"
+        );
+        assert!(!one.is_transient());
+    }
+
+    /// After a failure the next try waits, longer each time; a success clears it.
+    #[test]
+    fn the_backoff_waits_after_a_failure() {
+        let backoff = Backoff::default();
+        assert_eq!(backoff.wait(), None);
+        backoff.failed("the egress proxy is unreachable".into());
+        let wait = backoff.wait().unwrap();
+        assert!(
+            wait.starts_with("the egress proxy is unreachable; trying again in"),
+            "{wait}"
+        );
+        backoff.failed("again".into());
+        let delay = backoff.failed.lock().unwrap().as_ref().unwrap().delay;
+        assert_eq!(delay, FIRST_BACKOFF * 2);
+        backoff.succeeded();
+        assert_eq!(backoff.wait(), None);
     }
 
     /// The operator's lists are added (once each); a binding of the same name replaces the
@@ -497,7 +810,15 @@ mod tests {
                 {"name": "EXTRA", "hosts": ["extra.example.com"], "query_param": "key"},
             ],
         }));
-        let merged = merge(&declared, Some(&operator));
+        let granted = grants("github=DATABASE_URL");
+        let merged = merge(
+            &declared,
+            &Grants {
+                tool: "github",
+                settings: &granted,
+                operator: Some(&operator),
+            },
+        );
         assert_eq!(
             merged,
             policy(json!({
@@ -509,10 +830,10 @@ mod tests {
                     {"name": "GITHUB_TOKEN", "hosts": ["127.0.0.1:8080"], "headers": ["authorization"]},
                     {"name": "EXTRA", "hosts": ["extra.example.com"], "query_param": "key"},
                 ],
+                "reveal": ["DATABASE_URL"],
             }))
         );
         merged.validate(|_| true).unwrap();
-        assert_eq!(merge(&declared, None), declared);
     }
 
     /// Each way a manifest's egress cannot work says which part to fix.

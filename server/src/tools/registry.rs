@@ -61,6 +61,9 @@ pub struct Tools {
     /// `TOOL_DIRS` entries already warned about as missing.
     warned_missing: Mutex<BTreeSet<PathBuf>>,
     closed: AtomicBool,
+    /// Whether the egress rows of tools not found were forgotten (at the first complete look
+    /// through the folders).
+    egress_swept: AtomicBool,
 }
 
 /// Where the tools' files are under the data folder.
@@ -89,6 +92,8 @@ struct Tool {
     /// Its calls at once: `concurrency` permits.
     calls: Arc<Semaphore>,
     worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
+    /// After the proxy could not be reached: when to ask it again.
+    egress_backoff: egress::Backoff,
 }
 
 impl Tool {
@@ -177,6 +182,7 @@ impl Tools {
             workers: Mutex::new(Vec::new()),
             warned_missing: Mutex::new(BTreeSet::new()),
             closed: AtomicBool::new(false),
+            egress_swept: AtomicBool::new(false),
         }))
     }
 
@@ -184,6 +190,9 @@ impl Tools {
     /// and watches the folders until shutdown, then ends every worker.
     pub fn spawn(state: &AppState) {
         if state.tools.folders.is_none() {
+            // No tools: no tool keeps an egress principal from an earlier configuration.
+            let state = state.clone();
+            tokio::spawn(async move { egress::forget_absent(&state, Vec::new()).await });
             return;
         }
         let state = state.clone();
@@ -307,6 +316,11 @@ impl Tools {
         }
     }
 
+    /// Whether the folders have a tool of this name now (whatever its status).
+    pub fn knows(&self, tool: &str) -> bool {
+        self.current(tool).is_ok()
+    }
+
     fn current(&self, tool: &str) -> Result<Arc<Tool>, ToolError> {
         self.slots
             .lock()
@@ -337,10 +351,7 @@ impl Tools {
                 reason: "the server is shutting down".into(),
             });
         }
-        let manifest = tool.manifest.clone().unwrap_or_default();
-        let egress = egress::prepare(state, tool.name(), &manifest)
-            .await
-            .map_err(|e| ToolError::Failed(format!("the worker could not be started: {e}")))?;
+        let egress = self.egress(state, tool).await?;
         let command = self
             .launch(tool, &egress, false)
             .map_err(|e| ToolError::Failed(format!("the worker could not be started: {e}")))?;
@@ -359,6 +370,46 @@ impl Tools {
         tracing::info!(target: "centaur_server::tools", tool = tool.name(), "a tool worker started");
         *slot = Some(worker.clone());
         Ok(worker)
+    }
+
+    /// The tool's egress for a new worker. What only a change to the tool or the configuration
+    /// can cure (an ungranted secret, a policy the proxy refuses) breaks the tool, with the
+    /// reason `GET /tools` shows; a proxy that is away fails the call, and the proxy is not
+    /// asked again for this tool before a back-off delay.
+    async fn egress(
+        &self,
+        state: &AppState,
+        tool: &Arc<Tool>,
+    ) -> Result<egress::WorkerEgress, ToolError> {
+        let unavailable = |reason: String| ToolError::Unavailable {
+            tool: tool.name().to_owned(),
+            reason,
+        };
+        if let Some(wait) = tool.egress_backoff.wait() {
+            return Err(unavailable(wait));
+        }
+        let manifest = tool.manifest.clone().unwrap_or_default();
+        match egress::prepare(state, tool.name(), &manifest).await {
+            Ok(prepared) => {
+                tool.egress_backoff.succeeded();
+                Ok(prepared)
+            }
+            Err(error) if error.is_transient() => {
+                let reason = format!("its egress could not be prepared: {error}");
+                tracing::warn!(target: "centaur_server::tools", tool = tool.name(), %reason, "a tool's worker was not started");
+                tool.egress_backoff.failed(reason.clone());
+                Err(unavailable(reason))
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::warn!(tool = tool.name(), %reason, "a tool is broken");
+                let mut info = tool.info.lock().expect("tool info lock");
+                info.status = ToolStatus::Broken;
+                info.error = Some(reason.clone());
+                info.methods = Vec::new();
+                Err(unavailable(reason))
+            }
+        }
     }
 
     /// The command of a worker (or a description) of `tool`.
@@ -412,6 +463,12 @@ impl Tools {
                 }
             }
             warned.retain(|dir| found.missing.contains(dir));
+        }
+        // The first look that saw every folder: rows of tools removed while the server was
+        // down are forgotten (a missing folder may be back later, so not before).
+        if found.missing.is_empty() && !self.egress_swept.swap(true, Ordering::SeqCst) {
+            let (state, present) = (state.clone(), found.tools.keys().cloned().collect());
+            tokio::spawn(async move { egress::forget_absent(&state, present).await });
         }
         let mut load = Vec::new();
         let mut gone = Vec::new();
@@ -564,6 +621,12 @@ fn new_tool(state: &AppState, found: Found) -> Tool {
             info.description = manifest.description.clone();
             info.hosts = egress::hosts(state, &found.name, &manifest);
             info.secrets = manifest.secrets.keys().cloned().collect();
+            // Its egress cannot work (an invalid binding, a secret not granted): broken now.
+            if let Err(error) = egress::check(state, &found.name, &manifest) {
+                tracing::warn!(tool = %found.name, %error, "a tool is broken");
+                info.status = ToolStatus::Broken;
+                info.error = Some(error.to_string());
+            }
             Some(manifest)
         }
         Err(error) => {
@@ -584,6 +647,7 @@ fn new_tool(state: &AppState, found: Found) -> Tool {
         env_dir: Mutex::new(None),
         calls: Arc::new(Semaphore::new(concurrency as usize)),
         worker: tokio::sync::Mutex::new(None),
+        egress_backoff: egress::Backoff::default(),
     }
 }
 

@@ -95,6 +95,11 @@ async fn sandbox_policies_are_pushed_to_the_proxy_and_follow_the_thread() {
             json!({"allow": ["x.org"], "secrets": [{"name": "NOT_IN_PROXY", "hosts": ["x.org"], "headers": ["authorization"]}]}),
             "egress_policy_refused",
         ),
+        // A secret's value is given out only for a tool the operator granted it.
+        (
+            json!({"allow": ["x.org"], "reveal": ["OPENAI_API_KEY"]}),
+            "invalid_policy",
+        ),
     ] {
         let (status, body) = server.admin(Method::PUT, &path, bad).await;
         assert!(

@@ -1,7 +1,10 @@
 //! A tool's egress: the tool is the proxy's principal `tool-<name>`, reaching only its declared
 //! hosts and the operator's (`CENTAUR_TOOL_EGRESS`), holding placeholders that the proxy swaps
 //! for the real values on bound hosts only, and a revealed secret's value; its requests are
-//! audited under `tool-<name>`. A real proxy (in this process), the real SDK worker in real
+//! audited under `tool-<name>`. It has only the secrets the operator granted it
+//! (`CENTAUR_TOOL_SECRETS`, or its `CENTAUR_TOOL_EGRESS` entry). A tool whose egress cannot
+//! work is broken with the reason; a proxy that is away fails calls with 503 and is asked
+//! again after a back-off. A real proxy (in this process), the real SDK worker in real
 //! bubblewrap, real HTTP servers on loopback.
 
 use std::net::SocketAddr;
@@ -14,10 +17,11 @@ use axum::http::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use centaur_server::tools::settings::SecretGrants;
 use centaur_test_support::proxy::{PROXY_TOKEN, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, TestProxy};
-use centaur_test_support::server::error_code;
+use centaur_test_support::server::{TestServer, error_code};
 use centaur_test_support::temp::temp_dir;
-use centaur_test_support::tools::{ToolStack, pyproject, write_tool};
+use centaur_test_support::tools::{ToolStack, pyproject, tool_config, write_tool};
 
 const PROBE: &str = r#"
 import os
@@ -134,11 +138,13 @@ async fn a_tools_requests_go_through_the_proxy_as_its_principal() {
     let sockets = dir.join("sockets");
     let proxy = TestProxy::start(None, sockets.clone()).await;
     let control = format!("http://{}", proxy.addr);
+    // The binding is granted by the operator's file; the revealed model key by name.
     let stack = ToolStack::start(&dir, vec![tools.clone()], |config| {
         config.proxy_token = Some(PROXY_TOKEN.into());
         config.proxy_control_url = Some(control);
         config.egress_sync_ms = 100;
         config.tools.egress = Some(operator.clone());
+        config.tools.secrets = SecretGrants::parse("probe=ANTHROPIC_API_KEY").unwrap();
     })
     .await;
     proxy.deliver_audit_to(&stack.server.url);
@@ -274,7 +280,11 @@ async fn without_a_proxy_a_tool_reaches_nothing() {
     let tools = dir.join("tools");
     write_tool(&tools, "probe", &pyproject("probe", MANIFEST), PROBE);
     let (server, seen) = recording_server().await;
-    let stack = ToolStack::start(&dir, vec![tools], |_| {}).await;
+    let stack = ToolStack::start(&dir, vec![tools], |config| {
+        config.tools.secrets =
+            SecretGrants::parse("probe=OPENAI_API_KEY,ANTHROPIC_API_KEY").unwrap();
+    })
+    .await;
     stack.wait_ready("probe").await;
     let (status, answer) = stack
         .call_tool(
@@ -286,7 +296,240 @@ async fn without_a_proxy_a_tool_reaches_nothing() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
     assert_eq!(error_code(&answer), "tool_failed");
     let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("no egress proxy is configured"), "{answer}");
+    assert!(
+        message.contains("no egress proxy is configured"),
+        "{answer}"
+    );
     assert!(seen.lock().unwrap().is_empty());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+const PLAIN: &str = r#"
+from centaur_tools import Tool
+
+
+class Plain(Tool):
+    def ping(self) -> str:
+        """Answers without reaching out."""
+        return "pong"
+"#;
+
+/// A server of tools `tools` with the proxy at `control` (`http://addr`).
+fn with_proxy(control: String) -> impl FnOnce(&mut centaur_server::Config) {
+    move |config| {
+        config.proxy_token = Some(PROXY_TOKEN.into());
+        config.proxy_control_url = Some(control);
+        config.egress_sync_ms = 100;
+    }
+}
+
+/// A tool gets no secret the operator did not grant it: one asking for a model key's value
+/// (granted to nobody) or binding another's token is broken with the grant to add, is never
+/// registered at the proxy, and no reveal happens. Another name granted to every tool (`*`)
+/// grants nothing else. A granted secret the proxy has no source for breaks the tool at its
+/// first call (503, not a 502 per call), and its principal is not kept for the sync to push.
+#[tokio::test]
+async fn a_tool_gets_only_the_secrets_the_operator_granted() {
+    let dir = temp_dir("tools-grants");
+    let tools = dir.join("tools");
+    write_tool(
+        &tools,
+        "thief",
+        &pyproject(
+            "thief",
+            "[tool.centaur.secrets.OPENAI_API_KEY]\nreveal = true\n",
+        ),
+        PLAIN,
+    );
+    write_tool(
+        &tools,
+        "poster",
+        &pyproject(
+            "poster",
+            "[tool.centaur.secrets.ANTHROPIC_API_KEY]\nhosts = [\"api.anthropic.com\"]\nheaders = [\"x-api-key\"]\n",
+        ),
+        PLAIN,
+    );
+    write_tool(
+        &tools,
+        "unsourced",
+        &pyproject(
+            "unsourced",
+            "[tool.centaur.secrets.NOT_AT_PROXY]\nhosts = [\"api.example.test\"]\nheaders = [\"authorization\"]\n",
+        ),
+        PLAIN,
+    );
+    let proxy = TestProxy::start(None, dir.join("sockets")).await;
+    let stack = ToolStack::start(&dir, vec![tools], |config| {
+        with_proxy(format!("http://{}", proxy.addr))(config);
+        config.tools.secrets =
+            SecretGrants::parse("*=GITHUB_TOKEN;unsourced=NOT_AT_PROXY").unwrap();
+    })
+    .await;
+    proxy.deliver_audit_to(&stack.server.url);
+
+    for (tool, secret) in [("thief", "OPENAI_API_KEY"), ("poster", "ANTHROPIC_API_KEY")] {
+        let listed = stack.wait_status(tool, "broken").await;
+        let error = listed["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!(
+                "grant it with CENTAUR_TOOL_SECRETS={tool}={secret}"
+            )),
+            "{listed}"
+        );
+        let (status, answer) = stack.call_tool(tool, "ping", json!({})).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+        assert_eq!(error_code(&answer), "tool_unavailable");
+        assert!(
+            proxy.registry.get(&format!("tool-{tool}")).is_none(),
+            "{tool} is registered at the proxy"
+        );
+    }
+
+    // Granted, but the proxy has no source for it: the first call breaks the tool, with why.
+    stack.wait_ready("unsourced").await;
+    let (status, answer) = stack.call_tool("unsourced", "ping", json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(error_code(&answer), "tool_unavailable");
+    let listed = stack.wait_status("unsourced", "broken").await;
+    let error = listed["error"].as_str().unwrap();
+    assert!(
+        error.contains("refused the tool's policy") && error.contains("NOT_AT_PROXY"),
+        "{listed}"
+    );
+    let (status, answer) = stack.call_tool("unsourced", "ping", json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NOT_AT_PROXY"),
+        "{answer}"
+    );
+    let pool = sqlx::PgPool::connect(&stack.server.database_url)
+        .await
+        .unwrap();
+    let rows: Vec<String> = sqlx::query_scalar("SELECT tool FROM tool_egress")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+    assert!(proxy.registry.get("tool-unsourced").is_none());
+
+    // No reveal was asked for or given.
+    let (status, page) = stack
+        .server
+        .admin(Method::GET, "/admin/egress-audit", Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        !page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["method"] == "REVEAL"),
+        "{page}"
+    );
+}
+
+/// A proxy that is away fails a call with 503 `tool_unavailable` (the tool stays ready), and is
+/// not asked again for that tool until a back-off delay has passed; once it is back, calls
+/// work without a restart.
+#[tokio::test]
+async fn a_proxy_that_is_away_fails_calls_with_503_and_is_asked_again_later() {
+    let dir = temp_dir("tools-proxy-away");
+    let tools = dir.join("tools");
+    write_tool(
+        &tools,
+        "plain",
+        &pyproject("plain", "hosts = [\"api.example.test\"]\n"),
+        PLAIN,
+    );
+    // A port nothing listens on (yet).
+    let away = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let stack = ToolStack::start(&dir, vec![tools], with_proxy(format!("http://{away}"))).await;
+    stack.wait_ready("plain").await;
+    let (status, answer) = stack.call_tool("plain", "ping", json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(error_code(&answer), "tool_unavailable");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("unreachable"), "{message}");
+    // At once again: answered from the back-off, without asking the proxy.
+    let (status, answer) = stack.call_tool("plain", "ping", json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("trying again in"), "{message}");
+    assert_eq!(stack.listed("plain").await.unwrap()["status"], "ready");
+
+    let proxy = TestProxy::start(Some(away), dir.join("sockets")).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, answer) = stack.call_tool("plain", "ping", json!({})).await;
+        if status == StatusCode::OK {
+            assert_eq!(answer["result"], "pong");
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+        assert!(Instant::now() < deadline, "never answered: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(proxy.registry.get("tool-plain").is_some());
+}
+
+/// A tool removed while the server was down loses its principal when the server is back: the
+/// first look through the folders forgets the rows of tools it did not find (and only those),
+/// and the proxy stops serving them.
+#[tokio::test]
+async fn a_tool_removed_while_the_server_was_down_is_forgotten() {
+    let dir = temp_dir("tools-gone-while-down");
+    let tools = dir.join("tools");
+    for name in ["kept", "gone"] {
+        write_tool(
+            &tools,
+            name,
+            &pyproject(name, "hosts = [\"api.example.test\"]\n"),
+            PLAIN,
+        );
+    }
+    let proxy = TestProxy::start(None, dir.join("sockets")).await;
+    let control = format!("http://{}", proxy.addr);
+    let mut first = ToolStack::start(&dir, vec![tools.clone()], with_proxy(control.clone())).await;
+    for name in ["kept", "gone"] {
+        first.wait_ready(name).await;
+        let (status, answer) = first.call_tool(name, "ping", json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let database_url = first.server.database_url.clone();
+    first.shutdown().await;
+
+    std::fs::remove_dir_all(tools.join("gone")).unwrap();
+    let mut config = tool_config(&database_url, &dir, vec![tools]);
+    with_proxy(control)(&mut config);
+    let second = ToolStack {
+        server: TestServer::start_with(config, true).await,
+        dir: dir.clone(),
+    };
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT tool FROM tool_egress ORDER BY tool")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        if rows == ["kept"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rows: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually("the proxy stops serving the removed tool", || {
+        proxy.registry.get("tool-gone").is_none()
+    })
+    .await;
+    assert!(proxy.registry.get("tool-kept").is_some());
+    second.wait_ready("kept").await;
+    drop(first);
 }
