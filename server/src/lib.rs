@@ -10,6 +10,7 @@
 //! - [`approvals`]: people deciding what a harness asked to do.
 //! - [`assignment`]: a thread gets a sandbox (reused, warm or cold) and gives it back.
 //! - [`auth`]: who is calling (admin key, API key, sandbox token, proxy token).
+//! - [`bwrap`]: bubblewrap's arguments and the host's system mounts, for sandboxes and tools.
 //! - [`config`]: every setting, as a flag and an environment variable.
 //! - [`crypto`]: secrets, random tokens and their hashes.
 //! - [`db`]: the connection pool, migrations, readiness, stored enums.
@@ -39,6 +40,7 @@ pub mod app;
 pub mod approvals;
 pub mod assignment;
 pub mod auth;
+pub mod bwrap;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -38,7 +38,8 @@ async fn show(
     Ok(Json(state.tools.info(&tool)?))
 }
 
-#[tracing::instrument(skip_all, fields(tool = %tool, method = %method))]
+// Debug (`?`): the names come from the URL as they are, escaped in the log.
+#[tracing::instrument(skip_all, fields(tool = ?tool, method = ?method))]
 async fn call(
     State(state): State<AppState>,
     principal: Principal,

@@ -22,7 +22,6 @@
 //! is measured while the sandbox runs and the sandbox is stopped past its cap.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +39,7 @@ use uuid::Uuid;
 
 use super::host_user::{HostUser, HostUsers};
 use super::{CliLocation, NotAttachable, SandboxBackend, SandboxError, SandboxSpec, SandboxState};
+use crate::bwrap::{Args, system_mounts};
 
 /// How long a runner may take to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -157,43 +157,6 @@ struct Start<'a> {
     cgroup: Option<&'a Path>,
     /// The host user to run as, when not the server's.
     user: Option<HostUser>,
-}
-
-/// bubblewrap's arguments, handed over NUL-separated through a descriptor (`--args`).
-#[derive(Default)]
-struct Args(Vec<OsString>);
-
-impl Args {
-    fn arg(&mut self, arg: impl AsRef<std::ffi::OsStr>) -> &mut Args {
-        self.0.push(arg.as_ref().to_owned());
-        self
-    }
-
-    fn args<S: AsRef<std::ffi::OsStr>>(&mut self, args: impl IntoIterator<Item = S>) -> &mut Args {
-        for arg in args {
-            self.arg(arg);
-        }
-        self
-    }
-
-    /// Writes the arguments to `path` (0600) and opens it for bubblewrap to read.
-    fn into_descriptor(self, path: &Path) -> std::io::Result<OwnedFd> {
-        use std::os::unix::ffi::OsStrExt;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut bytes = Vec::new();
-        for arg in &self.0 {
-            bytes.extend_from_slice(arg.as_bytes());
-            bytes.push(0);
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        std::io::Write::write_all(&mut file, &bytes)?;
-        Ok(std::fs::File::open(path)?.into())
-    }
 }
 
 /// A sandbox between [`SandboxBackend::create`] and [`SandboxBackend::ready`].
@@ -770,39 +733,6 @@ fn isolation(a: &mut Args) {
     ]);
     a.arg("--uid").arg(SANDBOX_UID.to_string());
     a.arg("--gid").arg(SANDBOX_UID.to_string());
-}
-
-/// The host's system, read-only: `/usr`, the top-level folders that lead into it, and the parts
-/// of `/etc` that programs need, nothing else.
-fn system_mounts(a: &mut Args) {
-    a.args(["--ro-bind", "/usr", "/usr"]);
-    for top in ["bin", "lib", "lib64", "sbin"] {
-        let host = Path::new("/").join(top);
-        match std::fs::read_link(&host) {
-            Ok(target) => {
-                a.arg("--symlink").arg(target).arg(&host);
-            }
-            Err(_) if host.is_dir() => {
-                a.arg("--ro-bind").arg(&host).arg(&host);
-            }
-            Err(_) => {}
-        }
-    }
-    for file in [
-        "/etc/ssl/certs",
-        "/etc/ca-certificates",
-        "/etc/alternatives",
-        "/etc/ld.so.cache",
-        "/etc/localtime",
-        "/etc/nsswitch.conf",
-        "/etc/bash.bashrc",
-        "/etc/profile",
-        "/etc/mime.types",
-    ] {
-        if Path::new(file).exists() {
-            a.args(["--ro-bind", file, file]);
-        }
-    }
 }
 
 /// Ends a sandbox: the sandbox's init is bwrap's child, and killing it ends every process in
@@ -1429,18 +1359,5 @@ mod tests {
         // Opted out, it gets past that check (to the missing runner binary).
         let error = LocalBackend::new(options(0, true)).err().unwrap();
         assert!(matches!(error, LocalSetupError::NoRunner(_)), "{error}");
-    }
-
-    #[test]
-    fn bubblewrap_arguments_are_written_nul_separated() {
-        let dir = std::env::temp_dir().join(format!("args-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut args = Args::default();
-        args.args(["--ro-bind", "/usr", "/usr"]).arg("--clearenv");
-        let fd = args.into_descriptor(&dir.join("bwrap.args")).unwrap();
-        let mut read = String::new();
-        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut read).unwrap();
-        assert_eq!(read, "--ro-bind\0/usr\0/usr\0--clearenv\0");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -116,11 +116,7 @@ pub async fn call(
 ) -> ApiResult<ToolCallAnswer> {
     let started = Instant::now();
     let Value::Object(arguments) = arguments else {
-        return Err(ToolError::InvalidArguments {
-            argument: String::new(),
-            message: "the body must be a JSON object of the method's arguments".into(),
-        }
-        .into());
+        return Err(ToolError::NotAnObject.into());
     };
     let info = state.tools.method(tool, method)?;
     schema::check(&info.parameters, &arguments)?;

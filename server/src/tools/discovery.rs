@@ -194,11 +194,81 @@ fn read_pyproject(path: &Path) -> Read {
     if manifest.timeout_secs == Some(0) {
         return invalid("[tool.centaur] timeout_secs must be at least 1".into());
     }
+    for name in &manifest.env {
+        if let Some(why) = refused_setting(name) {
+            return invalid(format!("[tool.centaur] env names {name:?}, {why}"));
+        }
+    }
     Read::Tool(Pyproject {
         manifest,
         dependencies: file.project.map(|p| p.dependencies).unwrap_or_default(),
         text,
     })
+}
+
+/// Words that make a variable's name a secret's (`GITHUB_TOKEN`, `DB_PASSWORD`): contained.
+const SECRET_PARTS: [&str; 6] = [
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "PRIVATE",
+];
+/// Words that make a variable's name a secret's when they are a word of it (`API_KEY`,
+/// `KEY_FILE`, not `MONKEY`).
+const SECRET_WORDS: [&str; 2] = ["KEY", "KEYS"];
+/// The server's own settings and secrets that [`SECRET_PARTS`] and `CENTAUR_*` do not cover.
+const SERVER_VARIABLES: [&str; 2] = ["DATABASE_URL", "TOOL_DIRS"];
+/// Variables the jail sets, which a tool's would replace.
+const JAIL_VARIABLES: [&str; 10] = [
+    "PATH",
+    "HOME",
+    "LANG",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+];
+
+/// Why `name` may not be a variable of a worker's (a secret's or a setting's), if it may not:
+/// not a variable name, or one the jail sets (`PATH`, `HOME`, `LANG`, `LC_*`, `LD_*`,
+/// `PYTHON*`, the proxy's and CA bundle's, `CENTAUR_*`), which it would replace.
+pub fn refused_variable(name: &str) -> Option<&'static str> {
+    let mut chars = name.chars();
+    let variable = matches!(chars.next(), Some('A'..='Z' | 'a'..='z' | '_'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !variable {
+        return Some("which is not a variable name ([A-Za-z_][A-Za-z0-9_]*)");
+    }
+    let upper = name.to_ascii_uppercase();
+    let jail = JAIL_VARIABLES.contains(&upper.as_str())
+        || ["LC_", "LD_", "PYTHON", "CENTAUR_"]
+            .iter()
+            .any(|prefix| upper.starts_with(prefix));
+    jail.then_some("which the jail sets itself (PATH, HOME, LANG, LC_*, LD_*, PYTHON*, the proxy and CA variables, CENTAUR_*)")
+}
+
+/// Why `name` may not be in `[tool.centaur] env`, if it may not: besides what
+/// [`refused_variable`] refuses, the server's own settings and secrets (`CENTAUR_*`,
+/// `DATABASE_URL`, `TOOL_DIRS`, the Slack bridge's) and any name of a secret's (`*TOKEN*`,
+/// `*SECRET*`, `*PASSWORD*`, `*PASSWD*`, `*CREDENTIAL*`, `*PRIVATE*`, `KEY` as a word). `env`
+/// hands the server's values to the worker as they are: settings only.
+pub fn refused_setting(name: &str) -> Option<&'static str> {
+    const SECRET: &str = "which names a secret: declare it under [tool.centaur.secrets] (the proxy swaps a placeholder, or `reveal = true`), env is for settings";
+    let upper = name.to_ascii_uppercase();
+    if upper.starts_with("CENTAUR_") || SERVER_VARIABLES.contains(&upper.as_str()) {
+        return Some("a setting of the server's own, which a tool is never given");
+    }
+    if let Some(why) = refused_variable(name) {
+        return Some(why);
+    }
+    let secret = SECRET_PARTS.iter().any(|part| upper.contains(part))
+        || upper.split('_').any(|word| SECRET_WORDS.contains(&word));
+    secret.then_some(SECRET)
 }
 
 /// `text` on one line (TOML's errors span several, with a caret under the fault).
@@ -290,6 +360,106 @@ mod tests {
         assert!(!valid_name(""));
         assert!(!valid_name(&"a".repeat(65)));
         assert!(valid_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn env_takes_settings_only() {
+        for allowed in [
+            "GITHUB_API_URL",
+            "SLACK_API_URL",
+            "WEATHER_API_URL",
+            "MONKEY_MODE",
+        ] {
+            assert_eq!(refused_setting(allowed), None, "{allowed}");
+        }
+        for refused in [
+            "CENTAUR_ADMIN_API_KEY",
+            "CENTAUR_PROXY_TOKEN",
+            "centaur_data_dir",
+            "DATABASE_URL",
+            "TOOL_DIRS",
+            "SLACK_SIGNING_SECRET",
+            "SLACK_BOT_TOKEN",
+            "SLACK_APP_TOKEN",
+            "GITHUB_TOKEN",
+            "DB_PASSWORD",
+            "FTP_PASSWD",
+            "AWS_CREDENTIALS",
+            "SSH_PRIVATE",
+            "OPENAI_API_KEY",
+            "KEY_FILE",
+            "api_keys",
+            "LD_PRELOAD",
+            "PYTHONPATH",
+            "PYTHONSTARTUP",
+            "PATH",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "HTTP_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "no_proxy",
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "A=B",
+            "1X",
+            "",
+        ] {
+            assert!(refused_setting(refused).is_some(), "{refused}");
+        }
+        // The jail's own variables, whatever the variable is for.
+        for allowed in ["DATABASE_URL", "GITHUB_TOKEN", "WEATHER_API_KEY"] {
+            assert_eq!(refused_variable(allowed), None, "{allowed}");
+        }
+        for refused in [
+            "PATH",
+            "PYTHONPATH",
+            "LD_PRELOAD",
+            "CENTAUR_PROXY_SOCKET",
+            "HTTPS_PROXY",
+        ] {
+            assert!(refused_variable(refused).is_some(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_handing_over_server_secrets_is_broken() {
+        let base = folder("env");
+        tool(
+            &base,
+            "greedy",
+            "[tool.centaur]\nenv = [\"GITHUB_API_URL\", \"CENTAUR_ADMIN_API_KEY\"]\n",
+        );
+        tool(&base, "sneaky", "[tool.centaur]\nenv = [\"PYTHONPATH\"]\n");
+        tool(
+            &base,
+            "fine",
+            "[tool.centaur]\nenv = [\"GITHUB_API_URL\"]\n",
+        );
+        let found = discover(std::slice::from_ref(&base));
+        let greedy = found.tools["greedy"]
+            .pyproject
+            .as_ref()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            greedy.contains("\"CENTAUR_ADMIN_API_KEY\"") && greedy.contains("server's own"),
+            "{greedy}"
+        );
+        assert!(!greedy.contains('\n'), "{greedy}");
+        let sneaky = found.tools["sneaky"]
+            .pyproject
+            .as_ref()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            sneaky.contains("\"PYTHONPATH\"") && sneaky.contains("jail sets"),
+            "{sneaky}"
+        );
+        assert!(found.tools["fine"].pyproject.is_ok());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -3,14 +3,21 @@
 //!
 //! `<data>/tools/envs/<name>-<hash>`, the hash of the `pyproject.toml` and the Python setting:
 //! `uv venv --python <python> <env>`, then, when `[project].dependencies` is not empty,
-//! `uv pip install --python <env>/bin/python -r <tool>/pyproject.toml`. A marker file written
-//! last says the environment is complete; an environment without it (a build cut short) is
-//! built again.
+//! `uv pip install --no-build --python <env>/bin/python -r <tool>/pyproject.toml`. A marker file
+//! written last says the environment is complete; an environment without it (a build cut
+//! short) is built again.
+//!
+//! uv runs outside the jail, on the server's host, so it runs nothing of the tool's: wheels
+//! only (`--no-build`: no package's build script runs), with an environment of its own
+//! ([`uv_environment`]: `PATH`, `HOME`, uv's and the index's settings, the proxy and CA
+//! variables; none of the server's secrets), and within [`BUILD_TIMEOUT`], past which it is
+//! killed and the tool is broken saying so.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -26,6 +33,31 @@ const PARALLEL_BUILDS: usize = 2;
 /// How many of uv's last stderr lines an error quotes.
 const STDERR_LINES: usize = 5;
 
+/// How long one step of a build (`uv venv`, `uv pip install`) may take.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The server's variables uv is given, by name: where it finds programs, its home (its cache and
+/// Pythons), the XDG folders, and how it reaches the index.
+const UV_VARIABLES: [&str; 17] = [
+    "PATH",
+    "HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+    "XDG_CONFIG_HOME",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
 /// Why a tool's environment could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvironmentError {
@@ -33,6 +65,14 @@ pub enum EnvironmentError {
     NoUv,
     #[error("{step} failed: {stderr}")]
     Uv { step: &'static str, stderr: String },
+    #[error(
+        "{step} did not finish within {} s and was stopped (is the package index reachable from the server?)",
+        timeout.as_secs()
+    )]
+    Timeout {
+        step: &'static str,
+        timeout: Duration,
+    },
     #[error("{step}: {source}")]
     Io {
         step: &'static str,
@@ -46,6 +86,8 @@ pub struct Environments {
     root: PathBuf,
     uv: Option<PathBuf>,
     python: String,
+    /// How long one step of a build may take ([`BUILD_TIMEOUT`]).
+    timeout: Duration,
     slots: Semaphore,
     building: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -58,6 +100,7 @@ impl Environments {
             root,
             uv: find_uv(uv),
             python,
+            timeout: BUILD_TIMEOUT,
             slots: Semaphore::new(PARALLEL_BUILDS),
             building: Mutex::new(HashMap::new()),
         }
@@ -123,15 +166,15 @@ impl Environments {
         let mut venv = tokio::process::Command::new(&uv);
         venv.args(["venv", "--quiet", "--python", &self.python])
             .arg(&env);
-        run(venv, "uv venv").await?;
+        run(venv, "uv venv", self.timeout).await?;
         if !pyproject.dependencies.is_empty() {
             let mut install = tokio::process::Command::new(&uv);
             install
-                .args(["pip", "install", "--quiet", "--python"])
+                .args(["pip", "install", "--quiet", "--no-build", "--python"])
                 .arg(env.join("bin").join("python"))
                 .arg("-r")
                 .arg(dir.join("pyproject.toml"));
-            run(install, "uv pip install").await?;
+            run(install, "uv pip install", self.timeout).await?;
         }
         tokio::fs::write(env.join(MARKER), b"")
             .await
@@ -144,22 +187,48 @@ impl Environments {
     }
 }
 
+/// The environment uv runs with: [`UV_VARIABLES`] and every `UV_*` of `server`'s (the server's
+/// environment), nothing else.
+fn uv_environment(server: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    server
+        .into_iter()
+        .filter(|(name, _)| UV_VARIABLES.contains(&name.as_str()) || name.starts_with("UV_"))
+        .collect()
+}
+
+/// Runs one step of a build in a clean environment and a process group of its own; past
+/// `timeout`, the group is killed.
 async fn run(
     mut command: tokio::process::Command,
     step: &'static str,
+    timeout: Duration,
 ) -> Result<(), EnvironmentError> {
     command
+        .env_clear()
+        .envs(uv_environment(std::env::vars()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
-    let output = command.output().await.map_err(|source| {
+    let child = command.spawn().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             EnvironmentError::NoUv
         } else {
             EnvironmentError::Io { step, source }
         }
     })?;
+    let group = child.id().and_then(|pid| i32::try_from(pid).ok());
+    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(output) => output.map_err(|source| EnvironmentError::Io { step, source })?,
+        Err(_) => {
+            if let Some(group) = group {
+                // SAFETY: plain signal delivery to the step's own process group.
+                unsafe { libc::killpg(group, libc::SIGKILL) };
+            }
+            return Err(EnvironmentError::Timeout { step, timeout });
+        }
+    };
     if output.status.success() {
         return Ok(());
     }
@@ -203,4 +272,82 @@ pub fn find_uv(setting: &Path) -> Option<PathBuf> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+    use super::*;
+
+    #[test]
+    fn uv_gets_no_secret_of_the_server() {
+        let server = [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/centaur"),
+            ("UV_INDEX_URL", "https://pypi.internal/simple"),
+            ("PIP_INDEX_URL", "https://pypi.internal/simple"),
+            ("HTTPS_PROXY", "http://proxy:3128"),
+            ("no_proxy", "localhost"),
+            ("SSL_CERT_FILE", "/etc/ssl/certs/ca.pem"),
+            ("CENTAUR_ADMIN_API_KEY", "cak_admin"),
+            ("DATABASE_URL", "postgres://u:p@db/centaur"),
+            ("SLACK_BOT_TOKEN", "xoxb-1"),
+            ("LD_PRELOAD", "/tmp/x.so"),
+            ("PYTHONPATH", "/tmp/py"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let names: Vec<String> = uv_environment(server).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            names,
+            [
+                "PATH",
+                "HOME",
+                "UV_INDEX_URL",
+                "PIP_INDEX_URL",
+                "HTTPS_PROXY",
+                "no_proxy",
+                "SSL_CERT_FILE"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_build_past_its_timeout_is_stopped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("centaur-uv-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let uv = dir.join("uv");
+        std::fs::write(&uv, "#!/bin/sh\nsleep 600\n").unwrap();
+        std::fs::set_permissions(&uv, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut environments = Environments::new(dir.join("envs"), &uv, "python3".into());
+        environments.timeout = Duration::from_millis(300);
+        let tool = dir.join("slow");
+        std::fs::create_dir_all(&tool).unwrap();
+        let text = "[tool.centaur]\n".to_owned();
+        let pyproject = Pyproject {
+            manifest: Default::default(),
+            dependencies: Vec::new(),
+            text,
+        };
+        let error = environments
+            .ensure("slow", &tool, &pyproject)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                EnvironmentError::Timeout {
+                    step: "uv venv",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("did not finish within"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,15 +1,19 @@
 //! The bubblewrap confinement of a tool worker: no network but the egress proxy's socket, of the
 //! host's files only the system and what the tool runs, read-only, a private `/tmp`.
 //!
-//! Inside: the host's system read-only (`/usr`, the folders leading into it, the few files of
-//! `/etc` programs need) and the Python installation the tool's environment was made from; a
-//! fresh `/dev`, `/proc`, `/tmp` and `/run`; the tool's environment and the SDK (read-only)
-//! and the tool's own home (writable); nothing else of the server's data folder or of the
-//! host's homes; the tool's folder read-only; the
-//! proxy's socket folder at [`PROXY_SOCKET_DIR`] and its CA at [`PROXY_CA`]. Every namespace is new (no
-//! network at all: the worker reaches the proxy through the socket), the worker is in a new
-//! session (no terminal to write into), and it dies with the server. Its environment is only
-//! what [`Launch::variables`] lists.
+//! Inside: the host's system read-only ([`crate::bwrap::system_mounts`], the same as a
+//! sandbox's: `/usr`, the folders leading into it, the few files of `/etc` programs need, of
+//! its certificates the public ones only) and the Python installation the tool's environment
+//! was made from; a fresh `/dev`, `/proc`, `/tmp` and `/run`; the tool's environment and the
+//! SDK (read-only) and the tool's own home (writable); nothing else of the server's data
+//! folder or of the host's homes; the tool's folder read-only; the proxy's socket folder at
+//! [`PROXY_SOCKET_DIR`] and its CA at [`PROXY_CA`]. Every namespace is new (no network at all:
+//! the worker reaches the proxy through the socket), the worker is in a new session (no
+//! terminal to write into), and it dies with the server.
+//!
+//! Its environment is only what [`Launch::variables`] lists, given to bubblewrap as its
+//! environment (which it hands on to the worker), never as arguments: a command line is
+//! readable by every user of the host, an environment only by the server's user.
 //!
 //! `CENTAUR_TOOL_ISOLATION=none` runs the same command without bubblewrap: for development
 //! only, the tool can then read everything the server can and reach any host.
@@ -19,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::egress::WorkerEgress;
 use super::settings::ToolIsolation;
+use crate::bwrap::{Args, system_mounts};
 
 /// Where the folder of the tool's proxy socket is inside the jail. The folder is mounted, not the
 /// socket: a proxy that restarts makes the socket again, and a worker already running must see
@@ -89,14 +94,14 @@ impl Launch<'_> {
                 command.envs(variables);
                 command
             }
+            // The worker's environment is bubblewrap's own, which it hands on (no `--clearenv`,
+            // no `--setenv`): a variable's value, a revealed secret's included, is on no command
+            // line, where every user of the host could read it (`/proc/<pid>/cmdline`).
             ToolIsolation::Bwrap => {
                 let mut command = tokio::process::Command::new(bwrap());
                 command.env_clear();
+                command.envs(variables);
                 command.args(self.bwrap_args());
-                for (key, value) in variables {
-                    command.arg("--setenv").arg(key).arg(value);
-                }
-                command.arg("--chdir").arg(self.tool_dir);
                 command.arg("--");
                 command.args(&worker_args);
                 command
@@ -126,7 +131,7 @@ impl Launch<'_> {
         Ok(command)
     }
 
-    /// bubblewrap's options but the environment's and the command.
+    /// bubblewrap's options, up to the command: paths and flags, nothing secret.
     fn bwrap_args(&self) -> Vec<OsString> {
         let mut a = Args::default();
         a.args(["--unshare-all", "--die-with-parent", "--new-session"]);
@@ -148,8 +153,8 @@ impl Launch<'_> {
             a.arg("--ro-bind").arg(ca).arg(PROXY_CA);
             a.arg("--ro-bind").arg(self.ca_bundle()).arg(CA_BUNDLE);
         }
-        a.arg("--clearenv");
-        a.0
+        a.arg("--chdir").arg(self.tool_dir);
+        a.into_vec()
     }
 
     /// The worker's environment, from nothing: the preamble's list (`docs/tools.md`).
@@ -217,39 +222,6 @@ fn bwrap() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"))
 }
 
-/// The host's system, read-only: `/usr`, the top-level folders that lead into it, and the few
-/// files of `/etc` programs need. Nothing else of the host: not the server's data, not the
-/// homes (where `centaur dev` keeps model keys), not other services' files.
-fn system_mounts(a: &mut Args) {
-    a.args(["--ro-bind", "/usr", "/usr"]);
-    for top in ["bin", "lib", "lib64", "sbin"] {
-        let host = Path::new("/").join(top);
-        match std::fs::read_link(&host) {
-            Ok(target) => {
-                a.arg("--symlink").arg(target).arg(&host);
-            }
-            Err(_) if host.is_dir() => {
-                a.arg("--ro-bind").arg(&host).arg(&host);
-            }
-            Err(_) => {}
-        }
-    }
-    for file in [
-        "/etc/ssl",
-        "/etc/ca-certificates",
-        "/etc/pki",
-        "/etc/alternatives",
-        "/etc/ld.so.cache",
-        "/etc/localtime",
-        "/etc/nsswitch.conf",
-        "/etc/mime.types",
-    ] {
-        if Path::new(file).exists() {
-            a.args(["--ro-bind", file, file]);
-        }
-    }
-}
-
 /// The installation of the Python the environment was made from (its `pyvenv.cfg`'s `home`,
 /// without the `bin`), when it is outside `/usr`: a pyenv or uv-managed Python under a home.
 fn python_prefix(env_dir: &Path) -> Option<PathBuf> {
@@ -283,25 +255,70 @@ fn write_bundle(bundle: &Path, proxy_ca: &Path) -> std::io::Result<()> {
     std::fs::write(bundle, text)
 }
 
-#[derive(Default)]
-struct Args(Vec<OsString>);
-
-impl Args {
-    fn arg(&mut self, arg: impl Into<OsString>) -> &mut Args {
-        self.0.push(arg.into());
-        self
-    }
-
-    fn args<const N: usize>(&mut self, args: [&str; N]) -> &mut Args {
-        self.0.extend(args.iter().map(OsString::from));
-        self
-    }
-}
-
 /// The socket's path inside the jail: its file name in [`PROXY_SOCKET_DIR`].
 fn jailed_socket(socket: &Path) -> String {
     let name = socket
         .file_name()
         .map_or_else(|| "proxy.sock".into(), |n| n.to_string_lossy());
     format!("{PROXY_SOCKET_DIR}/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+    use super::*;
+
+    #[test]
+    fn no_variable_is_on_bubblewraps_command_line() {
+        let dir = std::env::temp_dir();
+        let egress = WorkerEgress {
+            secrets: [(
+                "DATABASE_URL".to_owned(),
+                "postgres://reader:revealed@db/app".to_owned(),
+            )]
+            .into(),
+            ..WorkerEgress::default()
+        };
+        let launch = Launch {
+            isolation: ToolIsolation::Bwrap,
+            tool: "postgres",
+            env_dir: &dir,
+            sdk_dir: &dir,
+            tool_dir: &dir,
+            home: &dir,
+            run_dir: &dir,
+            concurrency: 1,
+            memory_bytes: 0,
+            settings: &[],
+            egress: &egress,
+        };
+        let command = launch.command(false).unwrap();
+        let command = command.as_std();
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.iter()
+                .all(|a| !a.contains("revealed") && a != "--setenv" && a != "--clearenv"),
+            "{args:?}"
+        );
+        let envs: Vec<(String, String)> = command
+            .get_envs()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.to_string_lossy().into_owned(),
+                    v?.to_string_lossy().into_owned(),
+                ))
+            })
+            .collect();
+        assert!(
+            envs.contains(&(
+                "DATABASE_URL".to_owned(),
+                "postgres://reader:revealed@db/app".to_owned()
+            )),
+            "{envs:?}"
+        );
+    }
 }

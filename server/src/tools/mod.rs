@@ -43,8 +43,29 @@ pub enum ToolError {
     UnknownMethod { tool: String, method: String },
     #[error("argument {argument:?}: {message}")]
     InvalidArguments { argument: String, message: String },
+    /// The request's body is not a JSON object.
+    #[error("the body must be a JSON object of the method's arguments")]
+    NotAnObject,
     #[error("the tool {tool:?} cannot be called: {reason}")]
     Unavailable { tool: String, reason: String },
+    #[error("no TOOL_DIRS are configured")]
+    NotConfigured,
+    #[error("the tool's environment is not built")]
+    NoEnvironment,
+    #[error("preparing the tool's folders: {0}")]
+    Folders(#[source] std::io::Error),
+    #[error(transparent)]
+    Start(#[from] worker::StartError),
+    /// The worker ended (or was ended) before answering.
+    #[error("{0}")]
+    WorkerExited(String),
+    /// The method raised: a `ToolError`'s message, or `<Exception>: <text>`.
+    #[error("{0}")]
+    Method(String),
+    /// The call's files were refused (too large, not base64).
+    #[error("{0}")]
+    Attachments(String),
+    /// A failure of the call that none of the others names.
     #[error("{0}")]
     Failed(String),
     #[error("the call did not finish within {secs} s")]
@@ -70,14 +91,21 @@ impl From<ToolError> for ApiError {
                 code: ErrorCode::ToolMethodNotFound,
                 message,
             },
-            ToolError::InvalidArguments { .. } => {
+            ToolError::InvalidArguments { .. } | ToolError::NotAnObject => {
                 ApiError::bad_request(ErrorCode::InvalidArguments, message)
             }
             ToolError::Unavailable { .. } => ApiError::Unavailable {
                 code: ErrorCode::ToolUnavailable,
                 message,
             },
-            ToolError::Failed(_) => ApiError::BadGateway {
+            ToolError::NotConfigured
+            | ToolError::NoEnvironment
+            | ToolError::Folders(_)
+            | ToolError::Start(_)
+            | ToolError::WorkerExited(_)
+            | ToolError::Method(_)
+            | ToolError::Attachments(_)
+            | ToolError::Failed(_) => ApiError::BadGateway {
                 code: ErrorCode::ToolFailed,
                 message,
             },

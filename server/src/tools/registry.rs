@@ -22,11 +22,11 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
 use super::attachments::NewAttachment;
-use super::discovery::{self, Discovery, Found};
-use super::environment::Environments;
+use super::discovery::{self, Discovery, Found, ManifestError};
+use super::environment::{EnvironmentError, Environments};
 use super::jail::Launch;
 use super::settings::ToolSettings;
-use super::worker::{self, CallFailure, Worker};
+use super::worker::{self, CallFailure, DescribeError, Worker};
 use super::{ToolError, egress, sdk};
 use crate::app::AppState;
 use crate::config::Config;
@@ -41,6 +41,24 @@ pub const DEFAULT_CONCURRENCY: u32 = 8;
 pub enum ToolSetupError {
     #[error("CENTAUR_DATA_DIR: {0}")]
     DataDir(#[source] std::io::Error),
+}
+
+/// Why a tool could not be loaded: it is broken with this reason (one line).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Environment(#[from] EnvironmentError),
+    #[error(transparent)]
+    Describe(#[from] DescribeError),
+    #[error(transparent)]
+    Worker(#[from] ToolError),
+    #[error(
+        "{}: [tool.centaur] approval names {method:?}, which is not a method of the tool",
+        pyproject.display()
+    )]
+    UnknownApproval { pyproject: PathBuf, method: String },
 }
 
 /// What a method returned, and the files it saved.
@@ -106,10 +124,7 @@ impl Tool {
     }
 
     fn concurrency(&self) -> u32 {
-        self.manifest
-            .as_ref()
-            .and_then(|m| m.concurrency)
-            .unwrap_or(DEFAULT_CONCURRENCY)
+        concurrency(self.manifest.as_ref())
     }
 
     fn timeout_secs(&self) -> u64 {
@@ -240,13 +255,11 @@ impl Tools {
         }
     }
 
-    /// The tool, if it is ready; a tool loading or broken is unavailable, with the reason.
+    /// The tool as `GET /tools` lists it, whatever its status (a broken one's `error` says why).
     pub fn info(&self, tool: &str) -> Result<ToolInfo, ToolError> {
         let current = self.current(tool)?;
-        if let Some(unavailable) = current.unavailable() {
-            return Err(unavailable);
-        }
-        Ok(current.info.lock().expect("tool info lock").clone())
+        let info = current.info.lock().expect("tool info lock").clone();
+        Ok(info)
     }
 
     /// The method as `GET /tools` shows it, if the tool is ready and has it.
@@ -291,12 +304,12 @@ impl Tools {
             }
             Err(CallFailure::Exited(reason)) => {
                 current.retire(&worker).await;
-                Err(ToolError::Failed(reason))
+                Err(ToolError::WorkerExited(reason))
             }
-            Err(CallFailure::Attachments(reason)) => Err(ToolError::Failed(reason)),
+            Err(CallFailure::Attachments(reason)) => Err(ToolError::Attachments(reason)),
             Err(CallFailure::Worker(error)) => Err(match error.kind {
                 WorkerErrorKind::ToolError | WorkerErrorKind::Exception => {
-                    ToolError::Failed(error.message)
+                    ToolError::Method(error.message)
                 }
                 WorkerErrorKind::InvalidArguments => {
                     let argument = error.argument.unwrap_or_default();
@@ -331,9 +344,7 @@ impl Tools {
     }
 
     fn folders(&self) -> Result<&Folders, ToolError> {
-        self.folders
-            .as_ref()
-            .ok_or_else(|| ToolError::Failed("no TOOL_DIRS are configured".into()))
+        self.folders.as_ref().ok_or(ToolError::NotConfigured)
     }
 
     /// The tool's running worker, started if there is none (or it ended).
@@ -352,12 +363,8 @@ impl Tools {
             });
         }
         let egress = self.egress(state, tool).await?;
-        let command = self
-            .launch(tool, &egress, false)
-            .map_err(|e| ToolError::Failed(format!("the worker could not be started: {e}")))?;
-        let worker = Worker::start(tool.name(), command)
-            .await
-            .map_err(|e| ToolError::Failed(e.to_string()))?;
+        let command = self.launch(tool, &egress, false)?;
+        let worker = Worker::start(tool.name(), command).await?;
         let worker = Arc::new(worker);
         {
             let mut workers = self.workers.lock().expect("workers lock");
@@ -425,13 +432,11 @@ impl Tools {
             .lock()
             .expect("env lock")
             .clone()
-            .ok_or_else(|| ToolError::Failed("the tool's environment is not built".into()))?;
+            .ok_or(ToolError::NoEnvironment)?;
         let home = folders.homes.join(tool.name());
         let run = folders.run.join(tool.name());
-        let io =
-            |e: std::io::Error| ToolError::Failed(format!("preparing the tool's folders: {e}"));
-        std::fs::create_dir_all(&home).map_err(io)?;
-        std::fs::create_dir_all(&run).map_err(io)?;
+        std::fs::create_dir_all(&home).map_err(ToolError::Folders)?;
+        std::fs::create_dir_all(&run).map_err(ToolError::Folders)?;
         let launch = Launch {
             isolation: self.settings.isolation,
             tool: tool.name(),
@@ -449,7 +454,7 @@ impl Tools {
                 .unwrap_or_default(),
             egress,
         };
-        launch.command(describe).map_err(io)
+        launch.command(describe).map_err(ToolError::Folders)
     }
 
     /// Takes in what a look through the folders found: new and changed tools are loaded,
@@ -546,7 +551,8 @@ impl Tools {
                     "a tool is ready"
                 );
             }
-            Err(reason) => {
+            Err(error) => {
+                let reason = error.to_string();
                 tracing::warn!(tool = tool.name(), %reason, "a tool is broken");
                 info.status = ToolStatus::Broken;
                 info.error = Some(reason);
@@ -555,28 +561,23 @@ impl Tools {
         }
     }
 
-    async fn prepare(&self, tool: &Arc<Tool>) -> Result<Vec<MethodInfo>, String> {
-        let folders = self.folders().map_err(|e| e.to_string())?;
-        let Ok(pyproject) = &tool.found.pyproject else {
-            return Err("the tool's pyproject.toml is not valid".into());
-        };
+    async fn prepare(&self, tool: &Arc<Tool>) -> Result<Vec<MethodInfo>, LoadError> {
+        let folders = self.folders()?;
+        let pyproject = tool.found.pyproject.as_ref().map_err(Clone::clone)?;
         let env_dir = folders
             .environments
             .ensure(tool.name(), &tool.found.dir, pyproject)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         *tool.env_dir.lock().expect("env lock") = Some(env_dir);
-        let command = self
-            .launch(tool, &egress::WorkerEgress::default(), true)
-            .map_err(|e| e.to_string())?;
-        let mut methods = worker::describe(command).await.map_err(|e| e.to_string())?;
+        let command = self.launch(tool, &egress::WorkerEgress::default(), true)?;
+        let mut methods = worker::describe(command).await?;
         let manifest = &pyproject.manifest;
         for name in &manifest.approval {
             if !methods.iter().any(|m| &m.name == name) {
-                return Err(format!(
-                    "{}: [tool.centaur] approval names {name:?}, which is not a method of the tool",
-                    tool.found.dir.join("pyproject.toml").display()
-                ));
+                return Err(LoadError::UnknownApproval {
+                    pyproject: tool.found.dir.join("pyproject.toml"),
+                    method: name.clone(),
+                });
             }
         }
         for method in &mut methods {
@@ -636,10 +637,7 @@ fn new_tool(state: &AppState, found: Found) -> Tool {
             None
         }
     };
-    let concurrency = manifest
-        .as_ref()
-        .and_then(|m| m.concurrency)
-        .unwrap_or(DEFAULT_CONCURRENCY);
+    let concurrency = concurrency(manifest.as_ref());
     Tool {
         found,
         manifest,
@@ -649,6 +647,13 @@ fn new_tool(state: &AppState, found: Found) -> Tool {
         worker: tokio::sync::Mutex::new(None),
         egress_backoff: egress::Backoff::default(),
     }
+}
+
+/// Calls of a tool at once: the manifest's `concurrency`, else [`DEFAULT_CONCURRENCY`].
+fn concurrency(manifest: Option<&Manifest>) -> u32 {
+    manifest
+        .and_then(|m| m.concurrency)
+        .unwrap_or(DEFAULT_CONCURRENCY)
 }
 
 /// The method of a ready tool.

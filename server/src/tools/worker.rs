@@ -35,7 +35,7 @@ pub const MAX_ATTACHMENTS: usize = 10 << 20;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a description may take.
 pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(60);
-/// A line of stderr longer than this is cut in the log.
+/// A line of stderr longer than this is not logged (a note says so instead).
 const MAX_STDERR_LINE: usize = 4096;
 /// The stderr lines kept to explain an exit.
 const STDERR_TAIL: usize = 20;
@@ -430,6 +430,8 @@ fn handle(shared: &Shared, message: WorkerMessage) {
         }
         WorkerMessage::Log { id, level, message } => {
             let call_id = id.map(|id| id.to_string()).unwrap_or_default();
+            // The plugin's words, so one frame is one line of the log, whatever it holds.
+            let message = escape_controls(&message);
             match level {
                 LogLevel::Debug => tracing::debug!(target: TARGET, tool, call_id, "{message}"),
                 LogLevel::Info => tracing::info!(target: TARGET, tool, call_id, "{message}"),
@@ -474,12 +476,13 @@ fn attach(shared: &Shared, id: Uuid, name: String, mime: String, data: &str) {
     }
 }
 
-/// The worker's stderr, line by line, to the log; the last lines kept to explain an exit.
+/// The worker's stderr, line by line (control characters escaped), to the log; the last lines
+/// kept to explain an exit. A line over [`MAX_STDERR_LINE`] is replaced by a note saying so.
 async fn log_stderr(shared: Arc<Shared>, stderr: tokio::process::ChildStderr) {
     let mut stderr = BufReader::new(stderr);
     loop {
         let line = match read_line(&mut stderr, MAX_STDERR_LINE).await {
-            Ok(Line::Full(line)) => String::from_utf8_lossy(&line).trim_end().to_owned(),
+            Ok(Line::Full(line)) => escape_controls(String::from_utf8_lossy(&line).trim_end()),
             Ok(Line::TooLong) => "(a line over 4 KiB, not shown)".to_owned(),
             Ok(Line::End) | Err(_) => return,
         };
@@ -539,14 +542,33 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> std::
     }
 }
 
-/// The start of a frame, for a message.
+/// The start of a frame, for a message (control characters escaped).
 fn preview(line: &[u8]) -> String {
     let text = String::from_utf8_lossy(line);
     let mut preview: String = text.chars().take(200).collect();
     if text.chars().count() > 200 {
         preview.push('…');
     }
-    preview
+    escape_controls(&preview)
+}
+
+/// `text` with its control characters escaped (`\n`, `\r`, `\t`, the rest as `\u{1b}`), line
+/// and paragraph separators too: what a worker says fits on one line of the server's log and
+/// cannot forge another line or send terminal sequences.
+pub fn escape_controls(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                escaped.extend(c.escape_unicode());
+            }
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// Runs `command` with `--describe`: its `ready` frame's methods, or why not (the last line of
@@ -574,7 +596,7 @@ pub async fn describe(mut command: Command) -> Result<Vec<MethodInfo>, DescribeE
         .lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty())
-        .map(str::to_owned);
+        .map(escape_controls);
     if !output.status.success() {
         let how = exit_reason(&Some(output.status), None);
         return Err(DescribeError::Failed(match last {
@@ -629,6 +651,15 @@ mod tests {
         );
         assert_eq!(lines(b"0123456789abc", 10).await, ["<too long>"]);
         assert!(lines(b"", 10).await.is_empty());
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_controls("one\nINFO forged line\r\tand \u{1b}[31mred\u{2028}"),
+            "one\\nINFO forged line\\r\\tand \\u{1b}[31mred\\u{2028}"
+        );
+        assert_eq!(escape_controls("plain — text"), "plain — text");
     }
 
     #[test]

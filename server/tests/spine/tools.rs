@@ -169,6 +169,11 @@ async fn tools_discovery_shadows_and_describes_methods() {
     }
     let (status, body) = stack.call_tool("greet", "search", json!([1])).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_arguments", "{body}");
+    assert_eq!(
+        body["error"]["message"], "the body must be a JSON object of the method's arguments",
+        "{body}"
+    );
     let calls =
         std::fs::read_to_string(stack.data_dir().join("tools/homes/greet/calls.log")).unwrap();
     assert_eq!(calls, "search q\n", "only the good call reached the worker");
@@ -272,12 +277,14 @@ async fn tools_reload_on_change() {
             .contains("pyproject.toml"),
         "{body}"
     );
+    // Shown as it is, broken with the reason (`centaur tools show` says why).
     let (status, body) = stack
         .server
         .admin(Method::GET, "/tools/alpha", Value::Null)
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["error"]["code"], "tool_unavailable");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "broken", "{body}");
+    assert_eq!(body["error"], broken["error"], "{body}");
     let (status, body) = stack.call_tool("beta", "ping", json!({})).await;
     assert_eq!(
         (status, &body["result"]),
@@ -475,8 +482,9 @@ async fn tools_concurrency_limit_holds() {
     stack.shutdown().await;
 }
 
-/// A plugin with a syntax error, one whose manifest is wrong, and one whose approval names no
-/// method are each reported broken with the reason; the good one is callable.
+/// A plugin with a syntax error, one whose manifest is wrong, one whose approval names no
+/// method, and one that asks for the server's own secrets in `env` are each reported broken
+/// with the reason (in the list and by `GET /tools/{tool}`); the good one is callable.
 #[tokio::test]
 async fn tools_broken_plugins_are_reported() {
     let dir = temp_dir("tools-broken");
@@ -500,6 +508,21 @@ async fn tools_broken_plugins_are_reported() {
         &pyproject("approval", "approval = [\"pong\"]"),
         BETA,
     );
+    write_tool(
+        &tools,
+        "greedy",
+        &pyproject(
+            "greedy",
+            "env = [\"GITHUB_API_URL\", \"CENTAUR_ADMIN_API_KEY\", \"DATABASE_URL\"]",
+        ),
+        BETA,
+    );
+    write_tool(
+        &tools,
+        "pathy",
+        &pyproject("pathy", "env = [\"PYTHONPATH\"]"),
+        BETA,
+    );
     let mut stack = ToolStack::start(&dir, vec![tools.clone()], |_| {}).await;
     stack.wait_ready("good").await;
     let syntax = stack.wait_status("syntax", "broken").await;
@@ -521,9 +544,29 @@ async fn tools_broken_plugins_are_reported() {
         error.contains("approval") && error.contains("pong"),
         "{error}"
     );
+    let greedy = stack.wait_status("greedy", "broken").await;
+    let error = greedy["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"CENTAUR_ADMIN_API_KEY\"") && error.contains("server's own"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "one line: {error}");
+    let pathy = stack.wait_status("pathy", "broken").await;
+    let error = pathy["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"PYTHONPATH\"") && error.contains("jail sets"),
+        "{error}"
+    );
     let (status, body) = stack.call_tool("syntax", "x", json!({})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "tool_unavailable");
+    let (status, body) = stack
+        .server
+        .admin(Method::GET, "/tools/syntax", Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "broken", "{body}");
+    assert_eq!(body["error"], syntax["error"], "{body}");
     let (status, body) = stack.call_tool("good", "ping", json!({})).await;
     assert_eq!(
         (status, &body["result"]),
@@ -580,17 +623,34 @@ class Peek(Tool):
         except OSError as error:
             return f"refused: {type(error).__name__}"
 
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
     def env(self) -> dict:
         return dict(os.environ)
 "#;
 
-/// Inside its jail a worker cannot read the server's data folder, write its own folder, or
-/// open a network connection; it can write its home; its environment is only what it is given.
+/// The `env` setting of the jail test's tool, set in this process (the server's) environment.
+const PEEK_SETTING: &str = "PEEK_PROBE_SETTING";
+
+/// Inside its jail a worker cannot read the server's data folder, the host's files beside it
+/// or in the server's user's home, or the system's private keys; it cannot write its own
+/// folder or open a network connection; it can write its home; its environment is only what it
+/// is given, and no value of it is on any process's command line on the host.
 #[tokio::test]
 async fn tools_jail_hides_data_and_network() {
     let dir = temp_dir("tools-jail");
     let tools = dir.join("tools");
-    write_tool(&tools, "peek", &pyproject("peek", ""), PEEK);
+    // A value standing for a revealed secret: it must reach the worker, and no command line.
+    let setting = format!("jail-probe-{}", uuid::Uuid::new_v4().simple());
+    // SAFETY: the name is this test's own; nothing else reads or writes it.
+    unsafe { std::env::set_var(PEEK_SETTING, &setting) };
+    write_tool(
+        &tools,
+        "peek",
+        &pyproject("peek", &format!("env = [\"{PEEK_SETTING}\"]")),
+        PEEK,
+    );
     let mut stack = ToolStack::start(&dir, vec![tools.clone()], |_| {}).await;
     stack.wait_ready("peek").await;
     let secret = stack.data_dir().join("secret.txt");
@@ -606,14 +666,36 @@ async fn tools_jail_hides_data_and_network() {
     let result = call("read", json!({"path": secret.display().to_string()})).await;
     assert_eq!(result, "refused: FileNotFoundError");
     // Nothing of the host but its system: not a file beside the tools (as `centaur dev` keeps
-    // model keys beside its data folder), not the server's user's home.
+    // model keys beside its data folder), not a file in the server's user's home.
     let beside = dir.join("keys.txt");
     std::fs::write(&beside, "a model key").unwrap();
     let result = call("read", json!({"path": beside.display().to_string()})).await;
     assert_eq!(result, "refused: FileNotFoundError");
-    let home_dir = std::env::var("HOME").unwrap();
-    let result = call("read", json!({"path": format!("{home_dir}/.bashrc")})).await;
-    assert!(result.as_str().unwrap().starts_with("refused"), "{result}");
+    let in_home = HomeFile::write();
+    let result = call("read", json!({"path": in_home.0.display().to_string()})).await;
+    assert_eq!(
+        result,
+        "refused: FileNotFoundError",
+        "{}",
+        in_home.0.display()
+    );
+    drop(in_home);
+    // The system's certificates, not its private keys.
+    assert_eq!(
+        call("exists", json!({"path": "/etc/ssl/certs"})).await,
+        json!(true)
+    );
+    for private in [
+        "/etc/ssl/private",
+        "/etc/pki/tls/private",
+        "/etc/pki/CA/private",
+    ] {
+        assert_eq!(
+            call("exists", json!({"path": private})).await,
+            json!(false),
+            "{private} is visible"
+        );
+    }
     let result = call(
         "write",
         json!({"path": tools.join("peek/new.txt").display().to_string()}),
@@ -654,6 +736,7 @@ async fn tools_jail_hides_data_and_network() {
             "HOME",
             "LANG",
             "PATH",
+            PEEK_SETTING,
             "PWD",
             "PYTHONDONTWRITEBYTECODE",
             "PYTHONPATH",
@@ -663,7 +746,57 @@ async fn tools_jail_hides_data_and_network() {
     );
     assert_eq!(env["CENTAUR_TOOL"], "peek");
     assert_eq!(env["CENTAUR_TOOL_CONCURRENCY"], "8");
+    assert_eq!(env[PEEK_SETTING], setting.as_str());
+    // The worker runs (bubblewrap outside, its init and Python inside), and no command line on
+    // the host holds the value, which `ps` would show every user.
+    let workers = worker_processes(&tools);
+    assert!(workers.len() >= 2, "bubblewrap and the worker: {workers:?}");
+    let shown: Vec<String> = command_lines()
+        .into_iter()
+        .filter(|(_, line)| line.contains(&setting))
+        .map(|(pid, line)| format!("{pid}: {line}"))
+        .collect();
+    assert!(
+        shown.is_empty(),
+        "the value is on a command line: {shown:?}"
+    );
     stack.shutdown().await;
+}
+
+/// Every process's command line on the host, arguments joined by spaces.
+fn command_lines() -> Vec<(i32, String)> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let line = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        lines.push((pid, line));
+    }
+    lines
+}
+
+/// A file the test writes in the home of the user it runs as (the server's), removed when
+/// dropped.
+struct HomeFile(std::path::PathBuf);
+
+impl HomeFile {
+    fn write() -> HomeFile {
+        let home = std::path::PathBuf::from(std::env::var("HOME").unwrap());
+        let path = home.join(format!(
+            ".centaur-jail-probe-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&path, "the server's user's").unwrap();
+        HomeFile(path)
+    }
+}
+
+impl Drop for HomeFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// After the server stops, no worker of its tools is left running.
