@@ -111,7 +111,59 @@ pub fn tool_arguments(details: &Value) -> Option<(String, bool)> {
     }
     let arguments = details.get("arguments")?;
     let pretty = serde_json::to_string_pretty(arguments).unwrap_or_else(|_| arguments.to_string());
-    Some(cut_escaped(&pretty, TOOL_ARGUMENTS_CHARS))
+    Some(cut_escaped(
+        &escape_invisible(&pretty),
+        TOOL_ARGUMENTS_CHARS,
+    ))
+}
+
+/// `json` (pretty JSON) with every Unicode format character (general category `Cf`: bidi
+/// embeddings, overrides and isolates, zero-width spaces and joiners, the byte order mark, tag
+/// characters, …) and the line and paragraph separators written as JSON escapes (`\u202e`),
+/// as serde already writes control characters: an agent cannot make the arguments read
+/// differently to the approver than what the tool gets. Such characters are only ever inside
+/// strings, where the escape means the same character.
+fn escape_invisible(json: &str) -> String {
+    let mut shown = String::with_capacity(json.len());
+    for c in json.chars() {
+        if invisible(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                shown.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+/// Whether `c` is a format character (Unicode 15.1's `Cf`) or a line or paragraph separator.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
 }
 
 /// `text` cut so that, escaped for mrkdwn, it is at most `max` characters; whether it was cut.
@@ -352,6 +404,55 @@ mod tests {
             &key(),
             ApprovalKind::Tool,
             summary,
+            &kept,
+            ApprovalResolution::Approve,
+            "slack:U1 (Ann)",
+        );
+        assert_eq!(section_text(&resolved.blocks), body);
+    }
+
+    #[test]
+    fn invisible_characters_in_tool_arguments_are_shown_escaped() {
+        // A right-to-left override makes "#general" after it read backwards; zero-width spaces,
+        // a byte order mark, an isolate and a tag character hide in the channel's name.
+        let details = json!({
+            "tool": "slack",
+            "method": "post_message",
+            "arguments": {
+                "channel": "C\u{200b}1\u{feff}\u{2066}x\u{2069}\u{e0041}",
+                "text": "ship it \u{202e}lareneg#\u{202c} now\u{2028}é 🎉 \u{1b}",
+            },
+        });
+        let (shown, cut) = tool_arguments(&details).unwrap();
+        assert!(!cut);
+        assert!(
+            shown.contains(r#""channel": "C\u200b1\ufeff\u2066x\u2069\udb40\udc41""#),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(r#""text": "ship it \u202elareneg#\u202c now\u2028é 🎉 \u001b""#),
+            "{shown}"
+        );
+        assert!(!shown.chars().any(invisible), "{shown}");
+        // Still the arguments, as JSON: the escapes mean the same characters.
+        let back: Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, details["arguments"]);
+        // And so in the message, before and after the decision.
+        let rendered = approval_request(
+            &key(),
+            Uuid::now_v7(),
+            ApprovalKind::Tool,
+            "slack.post_message(…)",
+            &details,
+        );
+        let body = section_text(&rendered.blocks);
+        assert!(body.contains(r"C\u200b1"), "{body}");
+        assert!(!body.chars().any(invisible), "{body}");
+        let kept = crate::slack::delivery::state::shown_details(&details);
+        let resolved = approval_resolved(
+            &key(),
+            ApprovalKind::Tool,
+            "slack.post_message(…)",
             &kept,
             ApprovalResolution::Approve,
             "slack:U1 (Ann)",
