@@ -13,8 +13,9 @@
 //! serves, only if it is a tool's (`tool-<name>`) and the policy pushed for it lists the secret
 //! in `reveal` (the operator granted the tool that secret): read through the same sources and
 //! cache as a swap, logged and audited under the principal (the secret's name, never its
-//! value). So the control token alone does not read every secret the proxy holds: only those
-//! some tool's policy in force says may be revealed.
+//! value). The proxy reveals only what a tool principal's pushed policy lists; but whoever
+//! holds the control token can push such a policy, so the token holder is trusted as the
+//! server is (the check guards against mistakes and a sandbox's principal, not the token).
 //!
 //! Every route but `/healthz` needs `Authorization: Bearer <CENTAUR_PROXY_TOKEN>`, the token
 //! the proxy also uses towards the server.

@@ -267,8 +267,9 @@ async fn a_tool_principal_gets_a_revealed_secret_and_the_reveal_is_audited() {
     ));
 }
 
-/// The control token alone reads no secret: a principal the proxy serves gets a value only if
-/// it is a tool's and its policy in force lists the secret in `reveal`. A sandbox (even one
+/// The proxy reveals only what a tool principal's pushed policy lists: a principal gets a value
+/// only if it is a tool's and its policy in force lists the secret in `reveal`. (Whoever holds
+/// the control token can push such a policy: the token holder is trusted as the server is.) A sandbox (even one
 /// whose policy lists it) and a tool whose policy binds the secret but does not list it are
 /// refused with `reveal_not_allowed`, and the refusal is audited under the principal.
 #[tokio::test]
