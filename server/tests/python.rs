@@ -38,12 +38,15 @@ fn uv() -> PathBuf {
     panic!("install uv: pip install --user uv");
 }
 
-/// Runs `uv run --project <tools> <args>` in `tools/`; panics with its output if it fails.
+/// Runs `uv run --locked --project <tools> <args>` in `tools/`; panics with its output if it
+/// fails. `--locked`: a stale `tools/uv.lock` fails with uv's message instead of being
+/// rewritten.
 fn uv_run(args: &[&str]) {
     let _one_at_a_time = UV.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let tools = tools_dir();
     let output = Command::new(uv())
         .arg("run")
+        .arg("--locked")
         .arg("--project")
         .arg(&tools)
         .args(args)
@@ -53,7 +56,7 @@ fn uv_run(args: &[&str]) {
         .unwrap();
     assert!(
         output.status.success(),
-        "`uv run {}` in {} failed ({}):\n{}\n{}",
+        "`uv run --locked {}` in {} failed ({}):\n{}\n{}",
         args.join(" "),
         tools.display(),
         output.status,
