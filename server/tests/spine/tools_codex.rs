@@ -136,6 +136,19 @@ async fn a_shell_turn_calls_a_tool_with_centaur_tool_and_the_thread_records_it()
         "{env}"
     );
     assert!(!env.contains("CENTAUR_ATTACHMENT"), "{env}");
+    // A script reaches the endpoint with an ordinary HTTP client, bypassing the egress proxy
+    // for it (`NO_PROXY` is empty: loopback through the proxy is the host's).
+    let done = stack
+        .turn(
+            key,
+            "shell",
+            r#"curl -sS --noproxy '*' "$CENTAUR_TOOLS_URL/tools""#,
+        )
+        .await;
+    assert_eq!(done["type"], "execution.completed", "{done}");
+    let listed: Value = serde_json::from_str(done["result_text"].as_str().unwrap().trim())
+        .unwrap_or_else(|_| panic!("GET /tools as JSON: {done}"));
+    assert!(listed.to_string().contains(r#""name":"desk""#), "{listed}");
 }
 
 #[tokio::test]

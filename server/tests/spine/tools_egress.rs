@@ -21,7 +21,9 @@ use centaur_server::tools::settings::SecretGrants;
 use centaur_test_support::proxy::{PROXY_TOKEN, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, TestProxy};
 use centaur_test_support::server::{TestServer, error_code};
 use centaur_test_support::temp::temp_dir;
-use centaur_test_support::tools::{ToolStack, pyproject, tool_config, write_tool};
+use centaur_test_support::tools::{
+    ToolStack, pyproject, tool_config, worker_processes, write_tool,
+};
 
 const PROBE: &str = r#"
 import os
@@ -89,6 +91,20 @@ fn operator_file(path: &Path, allow: &[SocketAddr], bound: SocketAddr) {
     let next = path.with_extension("next");
     std::fs::write(&next, policies.to_string()).unwrap();
     std::fs::rename(&next, path).unwrap();
+}
+
+/// Every process's command line on the host, arguments joined by spaces.
+fn command_lines() -> Vec<(i32, String)> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let line = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        lines.push((pid, line));
+    }
+    lines
 }
 
 async fn eventually(what: &str, check: impl Fn() -> bool) {
@@ -185,6 +201,19 @@ async fn a_tools_requests_go_through_the_proxy_as_its_principal() {
     let reveal = audited(&stack, "", |r| r["method"] == "REVEAL").await;
     assert_eq!(reveal["secrets"], json!(["ANTHROPIC_API_KEY"]));
     assert_eq!(reveal["decision"], "allowed");
+    // The value reached the worker through its environment, never a command line, which `ps`
+    // shows every user: while the worker runs, no process on the host has it in its arguments.
+    let workers = worker_processes(&tools);
+    assert!(!workers.is_empty(), "the worker runs");
+    let shown: Vec<String> = command_lines()
+        .into_iter()
+        .filter(|(_, line)| line.contains(REAL_ANTHROPIC_KEY))
+        .map(|(pid, line)| format!("{pid}: {line}"))
+        .collect();
+    assert!(
+        shown.is_empty(),
+        "the revealed value is on a command line: {shown:?}"
+    );
 
     // A host the tool did not declare (nor the operator allow) is refused: the call says so,
     // the host sees nothing, the refusal is in the audit under the tool.
