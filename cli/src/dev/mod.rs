@@ -517,10 +517,14 @@ async fn start_in_background(
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let program = std::env::current_exe().map_err(DevError::OwnPath)?;
     let mut command = std::process::Command::new(program);
-    // The server reads its settings from CENTAUR_* variables too; the stack sets its own.
+    // The server reads its settings from CENTAUR_* variables too; the stack sets its own, but
+    // for the tools' settings grants, which only the developer can give (`apply_tools`).
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if name.starts_with("CENTAUR_") && !name.starts_with("CENTAUR_PG_") {
+        if name.starts_with("CENTAUR_")
+            && !name.starts_with("CENTAUR_PG_")
+            && name != "CENTAUR_TOOL_SETTINGS"
+        {
             command.env_remove(name.as_ref());
         }
     }

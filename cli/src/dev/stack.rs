@@ -379,7 +379,7 @@ fn server_config(
 /// The tools: the checkout's `tools/` then the overlays, `uv` where it was installed, the
 /// home's egress additions, and the grant of `secrets/tools/` to every tool. The stack's
 /// settings are its own: `TOOL_DIRS` and the other tool variables of the environment are not
-/// used.
+/// used, but for `CENTAUR_TOOL_SETTINGS` (no setting is granted without it).
 fn apply_tools(config: &mut centaur_server::Config, home: &Home, overlays: &[PathBuf]) {
     let builtin = super::tools::builtin_dir();
     if builtin.is_none() {
@@ -396,6 +396,10 @@ fn apply_tools(config: &mut centaur_server::Config, home: &Home, overlays: &[Pat
     config.tools.egress = super::tools::egress_file(home);
     // The files in secrets/tools/ are the tools' secrets: every tool may use them.
     config.tools.secrets = super::tools::secret_grants(home);
+    // The server runs in this process, with the whole shell's environment: a tool reads only the
+    // variables granted here.
+    config.tools.settings =
+        super::tools::setting_grants(std::env::var("CENTAUR_TOOL_SETTINGS").ok().as_deref());
 }
 
 /// `centaur dev slack`'s tokens, when given: the bot in Socket Mode (the server checks them

@@ -96,6 +96,21 @@ pub fn secret_grants(home: &Home) -> SecretGrants {
     grants
 }
 
+/// The stack's settings grants (`CENTAUR_TOOL_SETTINGS`): none, unless `centaur dev` was
+/// started with `CENTAUR_TOOL_SETTINGS` in its environment (`tool=NAME,NAME;*=NAME`), the one
+/// tool variable the stack takes from there. The server runs in this process, with the
+/// developer's whole shell environment: a tool's `[tool.centaur] env` reads only what is
+/// granted here. A text that cannot be read grants nothing, with a warning saying why.
+pub fn setting_grants(text: Option<&str>) -> SecretGrants {
+    let Some(text) = text else {
+        return SecretGrants::default();
+    };
+    SecretGrants::parse(text).unwrap_or_else(|error| {
+        tracing::warn!(%error, "CENTAUR_TOOL_SETTINGS cannot be read; no tool is given a setting");
+        SecretGrants::default()
+    })
+}
+
 /// The operator's additions to the tools' egress (`CENTAUR_TOOL_EGRESS`): `tool-egress.json` in
 /// the home, made empty (`{}`) when missing so that the server watches it from the start and
 /// an edit applies without a restart. `None` when it cannot be written.
@@ -156,6 +171,21 @@ mod tests {
             SecretSource::File { path } if path.ends_with("secrets/tools/GITHUB_TOKEN")
         ));
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// No setting is granted unless `CENTAUR_TOOL_SETTINGS` says so; one that cannot be read
+    /// grants nothing.
+    #[test]
+    fn settings_are_granted_only_by_centaur_tool_settings() {
+        assert_eq!(setting_grants(None), SecretGrants::default());
+        let grants = setting_grants(Some("github=GITHUB_API_URL;*=SENTRY_ENVIRONMENT"));
+        assert!(grants.allows("github", "GITHUB_API_URL"));
+        assert!(grants.allows("slack", "SENTRY_ENVIRONMENT"));
+        assert!(!grants.allows("slack", "GITHUB_API_URL"));
+        assert_eq!(
+            setting_grants(Some("github=LD_PRELOAD")),
+            SecretGrants::default()
+        );
     }
 
     /// Every tool may use the secrets in `secrets/tools/`, none a model key.

@@ -234,22 +234,48 @@ const JAIL_VARIABLES: [&str; 10] = [
     "CURL_CA_BUNDLE",
 ];
 
-/// Why `name` may not be a variable of a worker's (a secret's or a setting's), if it may not:
-/// not a variable name, or one the jail sets (`PATH`, `HOME`, `LANG`, `LC_*`, `LD_*`,
-/// `PYTHON*`, the proxy's and CA bundle's, `CENTAUR_*`), which it would replace.
-pub fn refused_variable(name: &str) -> Option<&'static str> {
+/// Why a name may not be one of a worker's variables (a secret's or a setting's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedVariable {
+    /// Not `[A-Za-z_][A-Za-z0-9_]*`.
+    NotAName,
+    /// One the jail sets itself, or one that changes how a program starts (`LD_*`, `PYTHON*`,
+    /// `LC_*`): given to bubblewrap on the host as its environment, an `LD_*` would load into
+    /// bubblewrap itself, outside the jail.
+    JailSets,
+}
+
+impl RefusedVariable {
+    /// Why, as a clause following the name ("`X`, which …").
+    pub fn reason(self) -> &'static str {
+        match self {
+            RefusedVariable::NotAName => "which is not a variable name ([A-Za-z_][A-Za-z0-9_]*)",
+            RefusedVariable::JailSets => {
+                "which the jail sets itself or which changes how programs start (PATH, HOME, LANG, LC_*, LD_*, PYTHON*, the proxy and CA variables, CENTAUR_*)"
+            }
+        }
+    }
+}
+
+/// Why `name` may not be a variable of a worker's, if it may not: the one check of every name
+/// a worker's environment takes from the manifest or the operator (`env`, a secret's name,
+/// `CENTAUR_TOOL_SECRETS` and `CENTAUR_TOOL_SETTINGS`). Not a variable name, or one the jail
+/// sets (`PATH`, `HOME`, `LANG`, the proxy's and CA bundle's, `CENTAUR_*`), which it would
+/// replace, or one that changes how a program starts (`LC_*`, `LD_*`, `PYTHON*`). Case is
+/// ignored.
+pub fn refused_variable(name: &str) -> Option<RefusedVariable> {
     let mut chars = name.chars();
     let variable = matches!(chars.next(), Some('A'..='Z' | 'a'..='z' | '_'))
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !variable {
-        return Some("which is not a variable name ([A-Za-z_][A-Za-z0-9_]*)");
+        return Some(RefusedVariable::NotAName);
     }
     let upper = name.to_ascii_uppercase();
     let jail = JAIL_VARIABLES.contains(&upper.as_str())
         || ["LC_", "LD_", "PYTHON", "CENTAUR_"]
             .iter()
             .any(|prefix| upper.starts_with(prefix));
-    jail.then_some("which the jail sets itself (PATH, HOME, LANG, LC_*, LD_*, PYTHON*, the proxy and CA variables, CENTAUR_*)")
+    jail.then_some(RefusedVariable::JailSets)
 }
 
 /// Why `name` may not be in `[tool.centaur] env`, if it may not: besides what
@@ -263,8 +289,8 @@ pub fn refused_setting(name: &str) -> Option<&'static str> {
     if upper.starts_with("CENTAUR_") || SERVER_VARIABLES.contains(&upper.as_str()) {
         return Some("a setting of the server's own, which a tool is never given");
     }
-    if let Some(why) = refused_variable(name) {
-        return Some(why);
+    if let Some(refused) = refused_variable(name) {
+        return Some(refused.reason());
     }
     let secret = SECRET_PARTS.iter().any(|part| upper.contains(part))
         || upper.split('_').any(|word| SECRET_WORDS.contains(&word));

@@ -14,7 +14,7 @@
 //! ([`crate::egress::policy::sync`]) brings a restarted proxy back, and merges the operator's
 //! file again when it changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use centaur_protocol::egress::{HostPattern, HostPatternError, Policy, PolicyErro
 use centaur_protocol::tools::{Manifest, ManifestSecret};
 use sqlx::types::Json;
 
+use super::discovery::{RefusedVariable, refused_variable};
 use super::settings::SecretGrants;
 use crate::app::AppState;
 use crate::egress::Egress;
@@ -55,23 +56,6 @@ impl std::fmt::Debug for WorkerEgress {
 /// without a proxy.
 pub const NO_PROXY: &str = "no egress proxy is configured (set CENTAUR_PROXY_CONTROL_URL): the tool's worker has no network";
 
-/// The variables the worker's environment holds for other purposes: a secret may not take
-/// their names.
-const RESERVED_NAMES: &[&str] = &[
-    "PATH",
-    "HOME",
-    "LANG",
-    "PYTHONPATH",
-    "PYTHONUNBUFFERED",
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-];
-
 /// Why a manifest's egress (its `hosts` and `secrets`) cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestEgressError {
@@ -86,7 +70,9 @@ pub enum ManifestEgressError {
         "secret `{0}`: a secret's name is the worker's environment variable: letters, digits and `_`, not starting with a digit"
     )]
     SecretName(String),
-    #[error("secret `{0}`: the worker's environment uses this name itself; pick another")]
+    #[error(
+        "secret `{0}`: the jail sets this variable itself or it changes how programs start (PATH, HOME, LANG, LC_*, LD_*, PYTHON*, the proxy and CA variables, CENTAUR_*); pick another name"
+    )]
     ReservedName(String),
     #[error(
         "secret `{0}`: `reveal = true` gives the worker the value, so it takes no hosts, headers, query_param or format"
@@ -224,6 +210,51 @@ pub fn check(state: &AppState, tool: &str, manifest: &Manifest) -> Result<Policy
     Ok(declared)
 }
 
+/// What the operator grants `tool` that its manifest asks for, in words ("secret `X`", "its
+/// `CENTAUR_TOOL_EGRESS` entry"): grants follow the tool's name, whichever folder the tool of
+/// that name comes from.
+pub fn grants_received(state: &AppState, tool: &str, manifest: &Manifest) -> Vec<String> {
+    let operator = state.egress.as_ref().and_then(|e| e.tool_policy(tool));
+    let grants = Grants::of(state, tool, operator.as_ref());
+    let missing = grants.missing(manifest);
+    let mut received: Vec<String> = manifest
+        .secrets
+        .keys()
+        .filter(|name| !missing.contains(name))
+        .map(|name| format!("secret `{name}`"))
+        .collect();
+    if operator.is_some() {
+        received.push("its CENTAUR_TOOL_EGRESS entry".into());
+    }
+    received
+}
+
+/// The names of the secrets a worker of `tool` started now would hold (a placeholder for each
+/// binding of its policy in force, the value of each declared `reveal` granted to it): nothing
+/// without a proxy. A running worker holding one not in this set was granted more than the
+/// operator grants now.
+pub fn secrets_in_force(state: &AppState, tool: &str, manifest: &Manifest) -> BTreeSet<String> {
+    let Some(egress) = &state.egress else {
+        return BTreeSet::new();
+    };
+    let Ok(declared) = declared_policy(tool, manifest) else {
+        return BTreeSet::new();
+    };
+    let operator = egress.tool_policy(tool);
+    let policy = merge(&declared, &Grants::of(state, tool, operator.as_ref()));
+    let revealed = manifest
+        .secrets
+        .iter()
+        .filter(|(name, secret)| secret.reveal && policy.reveal.contains(name))
+        .map(|(name, _)| name.clone());
+    policy
+        .secrets
+        .iter()
+        .map(|b| b.name.clone())
+        .chain(revealed)
+        .collect()
+}
+
 /// How long a tool waits before asking the proxy again after it could not be reached: from 1 s,
 /// doubling, at most 30 s; a success resets it.
 #[derive(Default)]
@@ -290,20 +321,14 @@ fn check_tool_name(tool: &str) -> Result<(), ManifestEgressError> {
     }
 }
 
+/// A secret's name is the worker's variable: checked as every such name is
+/// ([`refused_variable`]).
 fn check_secret_name(name: &str) -> Result<(), ManifestEgressError> {
-    let valid = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !valid {
-        return Err(ManifestEgressError::SecretName(name.to_owned()));
+    match refused_variable(name) {
+        None => Ok(()),
+        Some(RefusedVariable::NotAName) => Err(ManifestEgressError::SecretName(name.to_owned())),
+        Some(RefusedVariable::JailSets) => Err(ManifestEgressError::ReservedName(name.to_owned())),
     }
-    let upper = name.to_ascii_uppercase();
-    if upper.starts_with("CENTAUR_") || RESERVED_NAMES.contains(&upper.as_str()) {
-        return Err(ManifestEgressError::ReservedName(name.to_owned()));
-    }
-    Ok(())
 }
 
 fn push_unique(list: &mut Vec<HostPattern>, pattern: &HostPattern) {
@@ -504,10 +529,11 @@ pub fn hosts(state: &AppState, tool: &str, manifest: &Manifest) -> Vec<String> {
 /// The tool is gone from its folders: its row is deleted and the proxy told (a failed push is
 /// repaired by the next sync, which no longer names it). Only the version read here is
 /// deleted, and only if the tool is still gone from this replica then: a tool added again
-/// meanwhile keeps the row its new worker writes.
-pub async fn forget(state: &AppState, tool: &str) {
+/// meanwhile keeps the row its new worker writes. Says whether the database could be asked
+/// (the row is gone, or is the tool's again).
+pub async fn forget(state: &AppState, tool: &str) -> bool {
     let Some(egress) = &state.egress else {
-        return;
+        return true;
     };
     let version: Result<Option<i64>, _> =
         sqlx::query_scalar("SELECT version FROM tool_egress WHERE tool = $1")
@@ -516,24 +542,26 @@ pub async fn forget(state: &AppState, tool: &str) {
             .await;
     let version = match version {
         Ok(Some(version)) => version,
-        Ok(None) => return,
+        Ok(None) => return true,
         Err(error) => {
             tracing::warn!(tool, %error, "could not read a tool's egress row");
-            return;
+            return false;
         }
     };
     if state.tools.knows(tool) {
-        return;
+        return true;
     }
-    remove(state, egress, tool, version).await;
+    remove(state, egress, tool, version).await
 }
 
-/// At the first complete look through the folders: the rows of tools this replica's
-/// `TOOL_DIRS` do not have (removed while the server was down) are forgotten, so their
-/// principals are not synced forever.
-pub async fn forget_absent(state: &AppState, present: Vec<String>) {
+/// At the first complete look through the folders (once the database is migrated): the rows
+/// of tools this replica's `TOOL_DIRS` do not have (removed while the server was down) are
+/// forgotten, so their principals are not synced forever. Replicas share `TOOL_DIRS`: a tool
+/// only another replica has would lose its row here (its next worker writes it again). Says
+/// whether every row could be looked at; the caller tries again at its next look if not.
+pub async fn forget_absent(state: &AppState, present: Vec<String>) -> bool {
     if state.egress.is_none() {
-        return;
+        return true;
     }
     let absent: Result<Vec<String>, _> =
         sqlx::query_scalar("SELECT tool FROM tool_egress WHERE NOT (tool = ANY($1))")
@@ -542,20 +570,24 @@ pub async fn forget_absent(state: &AppState, present: Vec<String>) {
             .await;
     match absent {
         Ok(absent) => {
+            let mut done = true;
             for tool in absent {
                 tracing::info!(tool = %tool, "a tool with an egress policy is no longer in TOOL_DIRS; its principal is removed");
-                forget(state, &tool).await;
+                done &= forget(state, &tool).await;
             }
+            done
         }
         Err(error) => {
-            tracing::warn!(%error, "could not list the tools' egress rows");
+            tracing::warn!(%error, "could not list the tools' egress rows; trying again at the next look through the folders");
+            false
         }
     }
 }
 
 /// Deletes the tool's row if it is still at `version`, and removes the principal from the
-/// proxy with a newer version.
-async fn remove(state: &AppState, egress: &Egress, tool: &str, version: i64) {
+/// proxy with a newer version. Says whether the database answered (a proxy that did not is
+/// brought round by the next sync).
+async fn remove(state: &AppState, egress: &Egress, tool: &str, version: i64) -> bool {
     let removed: Result<Option<i64>, _> = sqlx::query_scalar(
         "WITH gone AS (DELETE FROM tool_egress WHERE tool = $1 AND version = $2 RETURNING 1) \
          SELECT nextval('egress_versions') FROM gone",
@@ -567,10 +599,10 @@ async fn remove(state: &AppState, egress: &Egress, tool: &str, version: i64) {
     let version = match removed {
         Ok(Some(version)) => version,
         // Written again meanwhile: that version stays.
-        Ok(None) => return,
+        Ok(None) => return true,
         Err(error) => {
             tracing::warn!(tool, %error, "could not remove a tool's egress row");
-            return;
+            return false;
         }
     };
     if let Err(error) = egress
@@ -580,6 +612,7 @@ async fn remove(state: &AppState, egress: &Egress, tool: &str, version: i64) {
     {
         tracing::warn!(tool, %error, "could not remove a tool from the egress proxy; the next sync will");
     }
+    true
 }
 
 #[derive(sqlx::FromRow)]
@@ -871,11 +904,24 @@ mod tests {
             ),
             (
                 json!({"secrets": {"PATH": {"reveal": true}}}),
-                "uses this name itself",
+                "the jail sets this variable",
             ),
             (
                 json!({"secrets": {"CENTAUR_PROXY_SOCKET": {"reveal": true}}}),
-                "uses this name itself",
+                "the jail sets this variable",
+            ),
+            // Given to bubblewrap on the host as its environment: never a secret's name.
+            (
+                json!({"secrets": {"LD_PRELOAD": {"reveal": true}}}),
+                "the jail sets this variable",
+            ),
+            (
+                json!({"secrets": {"PYTHONSTARTUP": {"reveal": true}}}),
+                "the jail sets this variable",
+            ),
+            (
+                json!({"secrets": {"lc_all": {"hosts": ["x.com"], "headers": ["a"]}}}),
+                "the jail sets this variable",
             ),
         ];
         for (value, expected) in cases {

@@ -59,6 +59,51 @@ pub enum LoadError {
         pyproject.display()
     )]
     UnknownApproval { pyproject: PathBuf, method: String },
+    #[error(
+        "no Python for CENTAUR_TOOL_PYTHON={python:?} was found: tools need Python 3.11 or later; install one or set CENTAUR_TOOL_PYTHON to its version or path ({reason})"
+    )]
+    NoPython { python: String, reason: String },
+    #[error(
+        "the tool's environment has Python {version} (CENTAUR_TOOL_PYTHON={python:?}): tools need Python 3.11 or later; install one or set CENTAUR_TOOL_PYTHON to its version or path (the default, >=3.11, lets uv find one)"
+    )]
+    OldPython { python: String, version: String },
+}
+
+/// Why an environment could not be built: uv finding no Python for `CENTAUR_TOOL_PYTHON` says
+/// which Python tools need.
+fn environment_error(error: EnvironmentError, python: &str) -> LoadError {
+    match &error {
+        EnvironmentError::Uv { step, stderr } if stderr.contains("No interpreter found") => {
+            return LoadError::NoPython {
+                python: python.to_owned(),
+                reason: format!("{step}: {stderr}"),
+            };
+        }
+        EnvironmentError::Uv { .. }
+        | EnvironmentError::NoUv
+        | EnvironmentError::Timeout { .. }
+        | EnvironmentError::Io { .. } => {}
+    }
+    LoadError::Environment(error)
+}
+
+/// The oldest Python the SDK runs on (it imports `typing.NotRequired`).
+const MIN_PYTHON: (u32, u32) = (3, 11);
+
+/// The Python version (major, minor) of a virtual environment, from its `pyvenv.cfg`
+/// (`version_info = 3.11.7` as uv writes it, `version = …` as `venv` does).
+fn python_version(env_dir: &std::path::Path) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(env_dir.join("pyvenv.cfg")).ok()?;
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        if !matches!(key.trim(), "version_info" | "version") {
+            return None;
+        }
+        let mut parts = value.trim().split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some((major, minor))
+    })
 }
 
 /// What a method returned, and the files it saved.
@@ -80,8 +125,10 @@ pub struct Tools {
     warned_missing: Mutex<BTreeSet<PathBuf>>,
     closed: AtomicBool,
     /// Whether the egress rows of tools not found were forgotten (at the first complete look
-    /// through the folders).
+    /// through the folders after the migrations).
     egress_swept: AtomicBool,
+    /// Whether that sweep is running now.
+    egress_sweeping: AtomicBool,
 }
 
 /// Where the tools' files are under the data folder.
@@ -112,6 +159,12 @@ struct Tool {
     worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
     /// After the proxy could not be reached: when to ask it again.
     egress_backoff: egress::Backoff,
+    /// Of the manifest's `env`, the names the operator granted the tool
+    /// (`CENTAUR_TOOL_SETTINGS`): the only server variables its worker is given.
+    settings: Vec<String>,
+    /// The secrets the running worker was given (placeholders and revealed values), by name:
+    /// when the operator's grants no longer cover them, the worker is retired.
+    worker_secrets: Mutex<BTreeSet<String>>,
 }
 
 impl Tool {
@@ -198,6 +251,7 @@ impl Tools {
             warned_missing: Mutex::new(BTreeSet::new()),
             closed: AtomicBool::new(false),
             egress_swept: AtomicBool::new(false),
+            egress_sweeping: AtomicBool::new(false),
         }))
     }
 
@@ -205,9 +259,9 @@ impl Tools {
     /// and watches the folders until shutdown, then ends every worker.
     pub fn spawn(state: &AppState) {
         if state.tools.folders.is_none() {
-            // No tools: no tool keeps an egress principal from an earlier configuration.
-            let state = state.clone();
-            tokio::spawn(async move { egress::forget_absent(&state, Vec::new()).await });
+            // No tools here, and no sweep of the tools' egress rows either: replicas share
+            // `TOOL_DIRS`, and one started without it (a migration job, a replica configured
+            // apart) must not remove the principals of the others' tools.
             return;
         }
         let state = state.clone();
@@ -220,6 +274,7 @@ impl Tools {
                 {
                     state.tools.apply(&state, found);
                 }
+                state.tools.recheck_grants(&state);
                 tokio::select! {
                     _ = state.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(every) => {}
@@ -329,6 +384,54 @@ impl Tools {
         }
     }
 
+    /// Retires the running worker of each tool that holds a secret the operator no longer grants
+    /// it (its `CENTAUR_TOOL_EGRESS` entry changed): the worker takes no new call and ends when
+    /// its calls have; the next call starts one with what is still granted, or finds the tool
+    /// broken if a secret it declares is no longer granted. `CENTAUR_TOOL_SECRETS` and
+    /// `CENTAUR_TOOL_SETTINGS` are read once, at start.
+    fn recheck_grants(&self, state: &AppState) {
+        if state.egress.is_none() {
+            return;
+        }
+        let tools: Vec<Arc<Tool>> = self
+            .slots
+            .lock()
+            .expect("slots lock")
+            .values()
+            .map(|slot| slot.current.clone())
+            .collect();
+        for tool in tools {
+            let Some(manifest) = &tool.manifest else {
+                continue;
+            };
+            // A worker being started gets the grants in force; it is looked at next time.
+            let Ok(mut slot) = tool.worker.try_lock() else {
+                continue;
+            };
+            if slot.as_ref().is_none_or(|w| w.has_ended()) {
+                continue;
+            }
+            let now = egress::secrets_in_force(state, tool.name(), manifest);
+            let revoked: Vec<String> = tool
+                .worker_secrets
+                .lock()
+                .expect("worker secrets lock")
+                .difference(&now)
+                .cloned()
+                .collect();
+            if revoked.is_empty() {
+                continue;
+            }
+            tracing::warn!(
+                target: "centaur_server::tools",
+                tool = tool.name(),
+                ?revoked,
+                "the operator no longer grants the tool secrets its worker holds; the worker is retired (the next call starts one with what is still granted)"
+            );
+            *slot = None;
+        }
+    }
+
     /// Whether the folders have a tool of this name now (whatever its status).
     pub fn knows(&self, tool: &str) -> bool {
         self.current(tool).is_ok()
@@ -375,6 +478,8 @@ impl Tools {
             worker.kill();
         }
         tracing::info!(target: "centaur_server::tools", tool = tool.name(), "a tool worker started");
+        *tool.worker_secrets.lock().expect("worker secrets lock") =
+            egress.secrets.keys().cloned().collect();
         *slot = Some(worker.clone());
         Ok(worker)
     }
@@ -447,11 +552,7 @@ impl Tools {
             run_dir: &run,
             concurrency: tool.concurrency(),
             memory_bytes: self.settings.memory_mb.saturating_mul(1024 * 1024),
-            settings: tool
-                .manifest
-                .as_ref()
-                .map(|m| m.env.as_slice())
-                .unwrap_or_default(),
+            settings: &tool.settings,
             egress,
         };
         launch.command(describe).map_err(ToolError::Folders)
@@ -469,11 +570,20 @@ impl Tools {
             }
             warned.retain(|dir| found.missing.contains(dir));
         }
-        // The first look that saw every folder: rows of tools removed while the server was
-        // down are forgotten (a missing folder may be back later, so not before).
-        if found.missing.is_empty() && !self.egress_swept.swap(true, Ordering::SeqCst) {
+        // The first look that saw every folder once the database is migrated: rows of tools
+        // removed while the server was down are forgotten (a missing folder may be back later,
+        // so not before). Tried again at the next look until it succeeds, one at a time.
+        if found.missing.is_empty()
+            && state.readiness.is_migrated()
+            && !self.egress_swept.load(Ordering::SeqCst)
+            && !self.egress_sweeping.swap(true, Ordering::SeqCst)
+        {
             let (state, present) = (state.clone(), found.tools.keys().cloned().collect());
-            tokio::spawn(async move { egress::forget_absent(&state, present).await });
+            tokio::spawn(async move {
+                let swept = egress::forget_absent(&state, present).await;
+                state.tools.egress_swept.store(swept, Ordering::SeqCst);
+                state.tools.egress_sweeping.store(false, Ordering::SeqCst);
+            });
         }
         let mut load = Vec::new();
         let mut gone = Vec::new();
@@ -532,7 +642,9 @@ impl Tools {
         // Its principal at the egress proxy goes too.
         for name in gone {
             let state = state.clone();
-            tokio::spawn(async move { egress::forget(&state, &name).await });
+            tokio::spawn(async move {
+                egress::forget(&state, &name).await;
+            });
         }
     }
 
@@ -564,10 +676,20 @@ impl Tools {
     async fn prepare(&self, tool: &Arc<Tool>) -> Result<Vec<MethodInfo>, LoadError> {
         let folders = self.folders()?;
         let pyproject = tool.found.pyproject.as_ref().map_err(Clone::clone)?;
+        let python = &self.settings.python;
         let env_dir = folders
             .environments
             .ensure(tool.name(), &tool.found.dir, pyproject)
-            .await?;
+            .await
+            .map_err(|error| environment_error(error, python))?;
+        if let Some(version) = python_version(&env_dir)
+            && version < MIN_PYTHON
+        {
+            return Err(LoadError::OldPython {
+                python: python.clone(),
+                version: format!("{}.{}", version.0, version.1),
+            });
+        }
         *tool.env_dir.lock().expect("env lock") = Some(env_dir);
         let command = self.launch(tool, &egress::WorkerEgress::default(), true)?;
         let mut methods = worker::describe(command).await?;
@@ -638,6 +760,10 @@ fn new_tool(state: &AppState, found: Found) -> Tool {
         }
     };
     let concurrency = concurrency(manifest.as_ref());
+    let settings = match &manifest {
+        Some(manifest) => granted_settings(state, &found, manifest),
+        None => Vec::new(),
+    };
     Tool {
         found,
         manifest,
@@ -646,7 +772,39 @@ fn new_tool(state: &AppState, found: Found) -> Tool {
         calls: Arc::new(Semaphore::new(concurrency as usize)),
         worker: tokio::sync::Mutex::new(None),
         egress_backoff: egress::Backoff::default(),
+        settings,
+        worker_secrets: Mutex::new(BTreeSet::new()),
     }
+}
+
+/// Of the manifest's `env`, the names the operator granted the tool (`CENTAUR_TOOL_SETTINGS`);
+/// the others are named once in the log with the grant to add. A tool that shadows another and
+/// receives grants is warned about: grants follow the name, not the folder.
+fn granted_settings(state: &AppState, found: &Found, manifest: &Manifest) -> Vec<String> {
+    let name = found.name.as_str();
+    let (granted, ungranted) = state.config.tools.settings.partition(name, &manifest.env);
+    if !ungranted.is_empty() {
+        tracing::info!(
+            tool = name,
+            settings = ?ungranted,
+            "the tool's env settings not granted to it are not passed (it uses its defaults): grant them with CENTAUR_TOOL_SETTINGS={name}={}",
+            ungranted.join(",")
+        );
+    }
+    if !found.shadows.is_empty() {
+        let mut received = egress::grants_received(state, name, manifest);
+        received.extend(granted.iter().map(|s| format!("setting `{s}`")));
+        if !received.is_empty() {
+            tracing::warn!(
+                tool = name,
+                source = %found.source.display(),
+                shadows = ?found.shadows,
+                received = %received.join(", "),
+                "a tool that shadows another receives the operator's grants for its name: check that the grants are meant for this folder's tool (bind its secrets in CENTAUR_TOOL_EGRESS to fix their hosts)"
+            );
+        }
+    }
+    granted
 }
 
 /// Calls of a tool at once: the manifest's `concurrency`, else [`DEFAULT_CONCURRENCY`].
@@ -672,4 +830,62 @@ fn method_of(tool: &Tool, method: &str) -> Result<MethodInfo, ToolError> {
             tool: tool.name().to_owned(),
             method: method.to_owned(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+    use super::*;
+
+    /// The environment's Python is read from its `pyvenv.cfg` (uv's `version_info`, venv's
+    /// `version`), so an environment older than the SDK needs breaks the tool saying so.
+    #[test]
+    fn the_environments_python_is_read_from_pyvenv_cfg() {
+        let dir =
+            std::env::temp_dir().join(format!("centaur-pyvenv-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(python_version(&dir), None);
+        std::fs::write(
+            dir.join("pyvenv.cfg"),
+            "home = /usr/bin\nimplementation = CPython\nuv = 0.13.9\nversion_info = 3.10.13\n",
+        )
+        .unwrap();
+        assert_eq!(python_version(&dir), Some((3, 10)));
+        assert!(python_version(&dir).unwrap() < MIN_PYTHON);
+        std::fs::write(
+            dir.join("pyvenv.cfg"),
+            "home = /usr/bin\nversion = 3.12.1\n",
+        )
+        .unwrap();
+        assert_eq!(python_version(&dir), Some((3, 12)));
+        assert!(python_version(&dir).unwrap() >= MIN_PYTHON);
+        let old = LoadError::OldPython {
+            python: "3.10".into(),
+            version: "3.10".into(),
+        };
+        assert!(old.to_string().contains("3.11 or later"), "{old}");
+        // uv's words when no Python matches (as `uv venv --python '>=3.99'` says them).
+        let none = environment_error(
+            EnvironmentError::Uv {
+                step: "uv venv",
+                stderr: "error: No interpreter found for Python >=3.99 in managed installations or search path".into(),
+            },
+            ">=3.99",
+        );
+        assert!(matches!(none, LoadError::NoPython { .. }), "{none}");
+        assert!(
+            none.to_string().contains("tools need Python 3.11 or later"),
+            "{none}"
+        );
+        let other = environment_error(
+            EnvironmentError::Uv {
+                step: "uv pip install",
+                stderr: "no wheel".into(),
+            },
+            ">=3.11",
+        );
+        assert!(matches!(other, LoadError::Environment(_)), "{other}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

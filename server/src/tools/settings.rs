@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use super::discovery::refused_variable;
+
 #[derive(Clone, Debug, Args)]
 pub struct ToolSettings {
     /// Folders holding tools (`<dir>/<name>/pyproject.toml` with a `[tool.centaur]` table),
@@ -32,15 +34,31 @@ pub struct ToolSettings {
     )]
     pub secrets: SecretGrants,
 
+    /// The settings each tool is given, granted by the operator: the names of the server's
+    /// environment variables a tool's `[tool.centaur] env` may read, `tool=NAME,NAME;*=NAME` as
+    /// `CENTAUR_TOOL_SECRETS`. A declared `env` variable not granted to the tool is not passed
+    /// (the tool uses its default; the server logs the grant to add once per load), so a plugin
+    /// cannot read a server variable the operator did not mean for it.
+    #[arg(
+        long = "tool-settings",
+        env = "CENTAUR_TOOL_SETTINGS",
+        value_parser = SecretGrants::parse,
+        default_value = ""
+    )]
+    pub settings: SecretGrants,
+
     /// The `uv` binary that builds each tool's Python environment.
     #[arg(long = "uv", env = "CENTAUR_UV", default_value = "uv")]
     pub uv: PathBuf,
 
-    /// The Python `uv` builds tools' environments with (a version such as `3.11`, or a path).
+    /// The Python `uv` builds tools' environments with: a version request (`>=3.11`, `3.12`) or
+    /// a path. The SDK needs Python 3.11 or later; with the default, uv picks an installed one
+    /// (or downloads one, as its settings allow), and a tool is broken saying so when there is
+    /// none.
     #[arg(
         long = "tool-python",
         env = "CENTAUR_TOOL_PYTHON",
-        default_value = "python3"
+        default_value = DEFAULT_PYTHON
     )]
     pub python: String,
 
@@ -68,6 +86,10 @@ pub struct ToolSettings {
     pub memory_mb: u64,
 }
 
+/// The Python tools' environments are built with unless `CENTAUR_TOOL_PYTHON` says otherwise:
+/// the SDK needs 3.11 (`typing.NotRequired`).
+pub const DEFAULT_PYTHON: &str = ">=3.11";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ToolIsolation {
     Bwrap,
@@ -81,8 +103,9 @@ impl ToolSettings {
             dirs: Vec::new(),
             egress: None,
             secrets: SecretGrants::default(),
+            settings: SecretGrants::default(),
             uv: PathBuf::from("uv"),
-            python: "python3".into(),
+            python: DEFAULT_PYTHON.into(),
             isolation: ToolIsolation::Bwrap,
             reload_ms: 1000,
             memory_mb: 4096,
@@ -90,16 +113,20 @@ impl ToolSettings {
     }
 }
 
-/// `CENTAUR_TOOL_SECRETS`: tool name (or `*`, any tool) → the secrets granted to it.
+/// `CENTAUR_TOOL_SECRETS` and `CENTAUR_TOOL_SETTINGS`: tool name (or `*`, any tool) → the
+/// names (of secrets, of settings) granted to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretGrants(BTreeMap<String, BTreeSet<String>>);
 
-/// The tool name that stands for every tool in `CENTAUR_TOOL_SECRETS`.
+/// The tool name that stands for every tool in `CENTAUR_TOOL_SECRETS` and
+/// `CENTAUR_TOOL_SETTINGS`.
 pub const ANY_TOOL: &str = "*";
 
 impl SecretGrants {
     /// Reads `tool=NAME,NAME;tool2=NAME` (spaces around the parts are ignored, a tool named
-    /// twice gets both lists, an empty text grants nothing).
+    /// twice gets both lists, an empty text grants nothing). A name is a worker's variable, so
+    /// it is checked as every such name is ([`refused_variable`]): `PATH`, `LD_PRELOAD`,
+    /// `PYTHONSTARTUP` and the like cannot be granted.
     pub fn parse(text: &str) -> Result<SecretGrants, String> {
         let mut grants = SecretGrants::default();
         for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
@@ -120,14 +147,10 @@ impl SecretGrants {
                 ));
             }
             for name in names.split(',').map(str::trim) {
-                let secret_name = name
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                if !secret_name {
+                if let Some(refused) = refused_variable(name) {
                     return Err(format!(
-                        "`{entry}`: `{name}` is not a secret's name (letters, digits and `_`)"
+                        "`{entry}`: `{name}` cannot be a tool's variable, {}",
+                        refused.reason()
                     ));
                 }
                 grants.grant(tool, name);
@@ -142,6 +165,14 @@ impl SecretGrants {
             .entry(tool.to_owned())
             .or_default()
             .insert(secret.to_owned());
+    }
+
+    /// Of `names`, those granted to `tool` and those not, each in the order given.
+    pub fn partition(&self, tool: &str, names: &[String]) -> (Vec<String>, Vec<String>) {
+        names
+            .iter()
+            .cloned()
+            .partition(|name| self.allows(tool, name))
     }
 
     /// Whether `tool` may use `secret`: granted to it by name or to every tool.
@@ -174,15 +205,41 @@ mod tests {
         assert_eq!(SecretGrants::parse(" ; ").unwrap(), SecretGrants::default());
     }
 
+    /// A tool's declared `env` settings are passed only when granted to it (by name or `*`);
+    /// by default none is.
+    #[test]
+    fn settings_are_passed_only_when_granted() {
+        let declared: Vec<String> = ["GITHUB_API_URL", "DB_PASS", "SENTRY_DSN"]
+            .map(String::from)
+            .to_vec();
+        let (granted, ungranted) = SecretGrants::default().partition("github", &declared);
+        assert!(granted.is_empty());
+        assert_eq!(ungranted, declared);
+        let grants =
+            SecretGrants::parse("github=GITHUB_API_URL;*=SENTRY_DSN;slack=DB_PASS").unwrap();
+        let (granted, ungranted) = grants.partition("github", &declared);
+        assert_eq!(granted, ["GITHUB_API_URL", "SENTRY_DSN"]);
+        assert_eq!(ungranted, ["DB_PASS"]);
+        let (granted, _) = grants.partition("my-github", &declared);
+        assert_eq!(granted, ["SENTRY_DSN"]);
+        assert_eq!(ToolSettings::defaults().settings, SecretGrants::default());
+    }
+
     #[test]
     fn a_grant_that_cannot_be_read_says_why() {
         for (text, expected) in [
             ("github", "tool=NAME,NAME"),
             ("git hub=X", "not a tool's name"),
             ("=X", "not a tool's name"),
-            ("github=", "not a secret's name"),
-            ("github=A,,B", "not a secret's name"),
-            ("github=BAD-NAME", "not a secret's name"),
+            ("github=", "not a variable name"),
+            ("github=A,,B", "not a variable name"),
+            ("github=BAD-NAME", "not a variable name"),
+            // Given to the worker (and to bubblewrap on the host): never one of these.
+            ("github=LD_PRELOAD", "the jail sets itself"),
+            ("*=PYTHONSTARTUP", "the jail sets itself"),
+            ("github=LC_ALL", "the jail sets itself"),
+            ("github=path", "the jail sets itself"),
+            ("github=CENTAUR_ADMIN_API_KEY", "the jail sets itself"),
         ] {
             let error = SecretGrants::parse(text).unwrap_err();
             assert!(error.contains(expected), "{text}: {error}");

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use centaur_server::Config;
-use centaur_server::tools::settings::ToolIsolation;
+use centaur_server::tools::settings::{DEFAULT_PYTHON, ToolIsolation};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -49,7 +49,7 @@ pub fn pyproject(name: &str, centaur: &str) -> String {
         format!("description = \"The {name} tool under test\"\n")
     };
     format!(
-        "[project]\nname = \"{name}\"\nversion = \"0.1.0\"\nrequires-python = \">=3.10\"\ndependencies = []\n\n[tool.centaur]\n{description}{centaur}\n"
+        "[project]\nname = \"{name}\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = []\n\n[tool.centaur]\n{description}{centaur}\n"
     )
 }
 
@@ -64,13 +64,14 @@ pub fn write_tool(tools_dir: &Path, name: &str, pyproject: &str, client: &str) -
 }
 
 /// A server configuration for tools: data under `dir/data`, tools from `tool_dirs`, `uv` found
-/// by [`uv`], bubblewrap isolation, the folders checked every 200 ms.
+/// by [`uv`], the default Python (`>=3.11`), bubblewrap isolation, the folders checked every
+/// 200 ms; no secret and no setting granted to any tool.
 pub fn tool_config(database_url: &str, dir: &Path, tool_dirs: Vec<PathBuf>) -> Config {
     let mut config = Config::new(database_url);
     config.data_dir = dir.join("data");
     config.tools.dirs = tool_dirs;
     config.tools.uv = uv();
-    config.tools.python = "python3".into();
+    config.tools.python = DEFAULT_PYTHON.into();
     config.tools.isolation = ToolIsolation::Bwrap;
     config.tools.reload_ms = 200;
     config

@@ -29,5 +29,6 @@ mod streams;
 mod tools;
 mod tools_codex;
 mod tools_egress;
+mod tools_grants;
 mod tools_thread;
 mod tui;
