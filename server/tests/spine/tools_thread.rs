@@ -76,21 +76,16 @@ async fn desk(test: &str) -> ToolStack {
     stack
 }
 
-/// `POST /tools/desk/{method}` with a sandbox's token.
+/// `POST /tools/desk/{method}` with a sandbox's token, answered within [`WAIT`].
 async fn call(
     server: &TestServer,
     token: &str,
     method: &str,
     arguments: Value,
 ) -> (StatusCode, Value) {
-    server
-        .call(
-            Method::POST,
-            &format!("/tools/desk/{method}"),
-            Some(token),
-            Some(arguments),
-        )
-        .await
+    let path = format!("/tools/desk/{method}");
+    let answer = server.call(Method::POST, &path, Some(token), Some(arguments));
+    tokio::time::timeout(WAIT, answer).await.unwrap()
 }
 
 /// The thread's events so far, as their `data`.
@@ -151,6 +146,11 @@ fn call_in_background(
         let status = response.status();
         (status, response.json().await.unwrap())
     })
+}
+
+/// The answer of a call made with [`call_in_background`], once it comes (within [`WAIT`]).
+async fn answer_of(call: tokio::task::JoinHandle<(StatusCode, Value)>) -> (StatusCode, Value) {
+    tokio::time::timeout(WAIT, call).await.unwrap().unwrap()
 }
 
 /// The `approval.requested` of kind `tool` with this summary, once it is there.
@@ -251,7 +251,7 @@ async fn an_approval_gated_call_waits_for_a_person() {
     assert!(!waiting.is_finished(), "the call waits for the decision");
     let (status, body) = decide(server, key, &approval, json!({"decision": "approve"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, answer) = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    let (status, answer) = answer_of(waiting).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["result"], json!({"posted": "hi", "channel": "C1"}));
     let events_now = thread_events(server, key).await;
@@ -274,7 +274,7 @@ async fn an_approval_gated_call_waits_for_a_person() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, answer) = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    let (status, answer) = answer_of(waiting).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
     assert_eq!(error_code(&answer), "tool_call_denied");
     assert_eq!(
@@ -309,20 +309,16 @@ async fn an_approval_gated_call_waits_for_a_person() {
         json!({"decision": "approve_for_session"}),
     )
     .await;
-    let (status, _) = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    let (status, _) = answer_of(waiting).await;
     assert_eq!(status, StatusCode::OK);
     let asked_before = of_type(&thread_events(server, key).await, "approval.requested").len();
-    let (status, answer) = tokio::time::timeout(
-        WAIT,
-        call(
-            server,
-            &token,
-            "post",
-            json!({"channel": "C2", "text": "b"}),
-        ),
+    let (status, answer) = call(
+        server,
+        &token,
+        "post",
+        json!({"channel": "C2", "text": "b"}),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(
         of_type(&thread_events(server, key).await, "approval.requested").len(),
@@ -400,17 +396,13 @@ async fn the_policy_never_runs_gated_methods_without_asking() {
     let execution_id: uuid::Uuid = accepted["execution_id"].as_str().unwrap().parse().unwrap();
     let mut runner = server.runner(&token);
     assert_eq!(runner.must_claim(key).await, execution_id);
-    let (status, answer) = tokio::time::timeout(
-        WAIT,
-        call(
-            server,
-            &token,
-            "post",
-            json!({"channel": "C1", "text": "hi"}),
-        ),
+    let (status, answer) = call(
+        server,
+        &token,
+        "post",
+        json!({"channel": "C1", "text": "hi"}),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let events = thread_events(server, key).await;
     assert!(of_type(&events, "approval.requested").is_empty());
@@ -437,7 +429,7 @@ async fn an_interrupt_while_the_call_waits_ends_it_cleanly() {
             json!({"reason": "stop"}),
         )
         .await;
-    let (status, answer) = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    let (status, answer) = answer_of(waiting).await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert_eq!(error_code(&answer), "approval_expired");
     assert!(
@@ -597,7 +589,7 @@ async fn a_turn_that_ends_while_the_method_runs_finishes_the_call_first() {
     // The method goes on; its answer still reaches the caller.
     let (status, body) = stack.call_tool("desk", "release", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, answer) = tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
+    let (status, answer) = answer_of(running).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["result"], json!({"done": true}));
 
