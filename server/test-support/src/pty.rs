@@ -129,6 +129,29 @@ impl Pty {
         }
     }
 
+    /// Answers a hidden prompt (dialoguer's `Password`) and waits until `then` shows or the
+    /// program exits. Such a prompt turns echo off with `TCSAFLUSH`, which throws away whatever
+    /// was typed between the prompt appearing and the switch, so an answer that lands in that
+    /// window is typed again; one that was read moves the screen on within milliseconds.
+    pub async fn answer_hidden(&mut self, text: &str, then: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.type_text(text);
+            let retry = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < retry {
+                if self.contents().contains(then) || self.child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed `{then}`; it shows:\n{}",
+                self.contents()
+            );
+        }
+    }
+
     pub async fn shows(&self, text: &str, timeout: Duration) {
         self.until(&format!("`{text}`"), timeout, |s| s.contains(text))
             .await

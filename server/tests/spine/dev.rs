@@ -343,11 +343,9 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     );
     // First run in a terminal: the model keys are asked for; Enter skips each.
     tui.shows("OpenAI API key", Duration::from_secs(30)).await;
-    tui.type_text("\r");
-    tui.shows("Anthropic API key", Duration::from_secs(10))
+    tui.answer_hidden("\r", "Anthropic API key", Duration::from_secs(10))
         .await;
-    tui.type_text("\r");
-    tui.shows("new thread · shell", Duration::from_secs(30))
+    tui.answer_hidden("\r", "new thread · shell", Duration::from_secs(30))
         .await;
     assert!(
         tui.contents().contains("centaur dev keys"),
@@ -938,9 +936,12 @@ async fn keys_in_a_terminal_ask_for_keys_base_urls_and_the_model() {
     let mut tty =
         centaur_test_support::pty::Pty::spawn(&mut command(&home, &["dev", "keys"]), 30, 120);
     tty.shows("OpenAI API key", Duration::from_secs(30)).await;
-    tty.type_text("sk-typed-0123456789\r");
-    tty.shows("base URL (for Codex)", Duration::from_secs(10))
-        .await;
+    tty.answer_hidden(
+        "sk-typed-0123456789\r",
+        "base URL (for Codex)",
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(
         tty.contents().contains("https://api.openai.com/v1"),
         "{}",
@@ -953,8 +954,7 @@ async fn keys_in_a_terminal_ask_for_keys_base_urls_and_the_model() {
     tty.type_text("gpt-oss:20b\r");
     tty.shows("Anthropic API key", Duration::from_secs(10))
         .await;
-    tty.type_text("\r");
-    tty.shows("base URL (for Claude Code)", Duration::from_secs(10))
+    tty.answer_hidden("\r", "base URL (for Claude Code)", Duration::from_secs(10))
         .await;
     tty.type_text("\r");
     let status = tty.exit(Duration::from_secs(30)).await;

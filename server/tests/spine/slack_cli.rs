@@ -368,12 +368,24 @@ async fn dev_slack_in_a_terminal_asks_for_both_tokens_hidden() {
     );
     tty.shows("Bot User OAuth Token", Duration::from_secs(30))
         .await;
-    tty.type_text(&format!("{APP_TOKEN}\r"));
-    tty.shows("must start with xoxb-", Duration::from_secs(10))
-        .await;
-    tty.type_text(&format!("{BOT_TOKEN}\r"));
-    tty.shows("App-level token", Duration::from_secs(10)).await;
-    tty.type_text(&format!("{APP_TOKEN}\r"));
+    tty.answer_hidden(
+        &format!("{APP_TOKEN}\r"),
+        "must start with xoxb-",
+        Duration::from_secs(10),
+    )
+    .await;
+    tty.answer_hidden(
+        &format!("{BOT_TOKEN}\r"),
+        "App-level token",
+        Duration::from_secs(10),
+    )
+    .await;
+    tty.answer_hidden(
+        &format!("{APP_TOKEN}\r"),
+        "Socket Mode",
+        Duration::from_secs(10),
+    )
+    .await;
     let status = tty.exit(Duration::from_secs(30)).await;
     let screen = tty.contents();
     assert!(status.success(), "{screen}");
@@ -395,9 +407,10 @@ async fn dev_slack_in_a_terminal_asks_for_both_tokens_hidden() {
     );
     tty.shows("Bot User OAuth Token", Duration::from_secs(30))
         .await;
-    tty.type_text("\r");
-    tty.shows("App-level token", Duration::from_secs(10)).await;
-    tty.type_text("\r");
+    tty.answer_hidden("\r", "App-level token", Duration::from_secs(10))
+        .await;
+    tty.answer_hidden("\r", "Socket Mode", Duration::from_secs(10))
+        .await;
     let status = tty.exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{}", tty.contents());
     assert_eq!(saved("slack-bot-token"), BOT_TOKEN);
