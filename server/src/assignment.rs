@@ -747,19 +747,24 @@ struct Held {
     touched: bool,
 }
 
+/// Locks the thread's live sandbox and active execution. `FOR NO KEY UPDATE`, the lock an
+/// `UPDATE` of their state takes anyway, not `FOR UPDATE`: rows that point at them (an
+/// execution claimed onto the sandbox, an event of the execution) take a key-share lock through
+/// their foreign key while holding locks of their own, and `FOR UPDATE` would make each wait for
+/// the other (a deadlock, answered 503).
 async fn lock_for_release(
     tx: &mut sqlx::PgConnection,
     thread: &ThreadRow,
     only: Option<ReleaseIf>,
 ) -> ApiResult<Held> {
     let live: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM sandboxes WHERE thread_id = $1 AND state <> 'released' FOR UPDATE",
+        "SELECT id FROM sandboxes WHERE thread_id = $1 AND state <> 'released' FOR NO KEY UPDATE",
     )
     .bind(thread.id)
     .fetch_optional(&mut *tx)
     .await?;
     let active: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM executions WHERE thread_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
+        "SELECT id FROM executions WHERE thread_id = $1 AND status IN ('queued', 'running') FOR NO KEY UPDATE",
     )
     .bind(thread.id)
     .fetch_optional(&mut *tx)

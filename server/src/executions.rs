@@ -347,7 +347,7 @@ pub async fn interrupt(
     flush_before_server_end(state, ServerEnd::Interrupt(thread.id)).await?;
     let mut tx = crate::db::begin(&state.pool).await?;
     let active: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM executions WHERE thread_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
+        "SELECT id FROM executions WHERE thread_id = $1 AND status IN ('queued', 'running') FOR NO KEY UPDATE",
     )
     .bind(thread.id)
     .fetch_optional(&mut *tx)
@@ -449,7 +449,7 @@ async fn claim_now(
            sandbox_id = COALESCE($2, (SELECT id FROM sandboxes \
                                       WHERE thread_id = $1 AND state <> 'released')) \
          WHERE id = (SELECT id FROM executions WHERE thread_id = $1 AND status = 'queued' \
-                     FOR UPDATE) \
+                     FOR NO KEY UPDATE) \
          RETURNING id, harness, deadline_at, runner_seq, approval_policy",
     )
     .bind(thread.id)
@@ -516,7 +516,7 @@ async fn held_by(
 ) -> ApiResult<Option<Assignment>> {
     let held: Option<Claimed> = sqlx::query_as(
         "SELECT id, harness, deadline_at, runner_seq, approval_policy FROM executions \
-         WHERE thread_id = $1 AND sandbox_id = $2 AND status = 'running' FOR UPDATE",
+         WHERE thread_id = $1 AND sandbox_id = $2 AND status = 'running' FOR NO KEY UPDATE",
     )
     .bind(thread.id)
     .bind(sandbox_id)
@@ -827,7 +827,7 @@ async fn lock_for_batch(
     let row: Option<RunnerRow> = sqlx::query_as(
         "UPDATE executions e SET runner_seq = GREATEST(e.runner_seq, $2) \
          FROM (SELECT runner_seq FROM executions \
-               WHERE id = $1 AND ($3::int8 IS NULL OR thread_id = $3) FOR UPDATE) AS before, \
+               WHERE id = $1 AND ($3::int8 IS NULL OR thread_id = $3) FOR NO KEY UPDATE) AS before, \
               threads t \
          WHERE e.id = $1 AND t.id = e.thread_id \
          RETURNING e.thread_id, t.thread_key, e.status, before.runner_seq, e.deadline_at",
@@ -1010,7 +1010,7 @@ pub async fn fail_overdue(state: &AppState) -> ApiResult<usize> {
             "SELECT e.id, e.thread_id, t.thread_key, e.max_duration_ms FROM executions e \
              JOIN threads t ON t.id = e.thread_id \
              WHERE e.status IN ('queued', 'running') AND e.deadline_at <= now() \
-             ORDER BY e.deadline_at LIMIT 1 FOR UPDATE OF e SKIP LOCKED",
+             ORDER BY e.deadline_at LIMIT 1 FOR NO KEY UPDATE OF e SKIP LOCKED",
         )
         .fetch_optional(&mut *tx)
         .await?;

@@ -546,6 +546,49 @@ async fn release_stops_the_sandbox_and_keeps_the_thread() {
     assert_eq!(count(&types, "sandbox.assigned"), 2);
 }
 
+/// A release racing the runner's claim of a queued turn: the claim locks the execution and then
+/// points it at the sandbox (its foreign key takes a key-share lock on the sandbox's row), while
+/// the release locks the sandbox's row and then the execution. Neither may wait on the other:
+/// every race ends with the sandbox released, the turn cancelled or never handed out, and no 503.
+#[tokio::test]
+async fn a_release_racing_a_claim_never_deadlocks() {
+    let server = TestServer::start().await;
+    for round in 0..40 {
+        let key = format!("api:release-race-{round}");
+        let (_, token) = server.spawn(&key).await;
+        let runner = server.runner(&token);
+        server
+            .post(
+                "/agent/execute",
+                json!({"thread_key": key, "message": "race"}),
+            )
+            .await;
+        let path = format!("/agent/threads/{key}/release");
+        let ((claimed, assignment), (released, body)) = tokio::join!(
+            runner.claim(&key, 0),
+            server.admin(Method::POST, &path, json!(null))
+        );
+        assert_eq!(released, StatusCode::OK, "round {round}: {body}");
+        assert_eq!(body["released"], true, "round {round}: {body}");
+        // The claim either got the turn, found none, or found its sandbox gone: never a 5xx.
+        assert!(
+            !claimed.is_server_error(),
+            "round {round}: {claimed} {assignment}"
+        );
+        let types = event_types(&server, &key).await;
+        assert_eq!(
+            types.last().map(String::as_str),
+            Some("sandbox.released"),
+            "round {round}: {types:?}"
+        );
+        assert_eq!(
+            count(&types, "execution.cancelled"),
+            1,
+            "round {round}: {types:?}"
+        );
+    }
+}
+
 /// A long-polling claim returns as soon as work is queued.
 #[tokio::test]
 async fn claim_long_polls_until_work_arrives() {
