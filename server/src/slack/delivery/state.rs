@@ -182,13 +182,20 @@ pub struct ApprovalMessage {
     pub details: Value,
 }
 
-/// The parts of an approval's `details` its message shows: a tool call's arguments as the
-/// message shows them (cut), not in full.
+/// The parts of an approval's `details` its message shows: a command, a path and a tool call's
+/// arguments as the message shows them (cut, invisible characters made visible), not in full.
 pub fn shown_details(details: &Value) -> Value {
     let mut kept = serde_json::Map::new();
-    for key in ["command", "cwd", "path", "tool", "method"] {
+    for key in ["cwd", "tool", "method"] {
         if let Some(Value::String(text)) = details.get(key) {
-            kept.insert(key.into(), Value::String(truncate(text, 2500)));
+            kept.insert(key.into(), Value::String(truncate(text, 200)));
+        }
+    }
+    for key in ["command", "path"] {
+        if let Some(shown) = crate::slack::blocks::shown_detail(details, key) {
+            kept.insert(format!("shown_{key}"), Value::String(shown.text));
+            kept.insert(format!("{key}_cut"), Value::Bool(shown.cut));
+            kept.insert(format!("{key}_hid"), Value::Bool(shown.hid));
         }
     }
     if let Some((shown, cut)) = crate::slack::blocks::tool_arguments(details) {
