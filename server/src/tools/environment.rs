@@ -13,7 +13,7 @@
 //! variables; none of the server's secrets), and within [`BUILD_TIMEOUT`], past which it is
 //! killed and the tool is broken saying so.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -185,6 +185,43 @@ impl Environments {
             .remove(&env);
         Ok(env)
     }
+
+    /// Removes every environment under the root that is not in `in_use` and not being built:
+    /// those of tool versions replaced or removed, and builds cut short. Blocking (a removal
+    /// walks a whole virtual environment). Returns what was removed.
+    pub fn remove_unused(&self, in_use: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for path in entries.flatten().map(|entry| entry.path()) {
+            if in_use.contains(&path) {
+                continue;
+            }
+            // Held while it is removed, so a build of it cannot start meanwhile.
+            let lock = self
+                .building
+                .lock()
+                .expect("environments lock")
+                .entry(path.clone())
+                .or_default()
+                .clone();
+            let Ok(_idle) = lock.try_lock() else {
+                continue;
+            };
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => removed.push(path),
+                Err(error) => {
+                    tracing::warn!(env = %path.display(), %error, "could not remove an unused tool environment");
+                }
+            }
+        }
+        self.building
+            .lock()
+            .expect("environments lock")
+            .retain(|path, lock| Arc::strong_count(lock) > 1 || !removed.contains(path));
+        removed
+    }
 }
 
 /// The environment uv runs with: [`UV_VARIABLES`] and every `UV_*` of `server`'s (the server's
@@ -348,6 +385,32 @@ mod tests {
             error.to_string().contains("did not finish within"),
             "{error}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_environments_unused_and_not_being_built_are_removed() {
+        let dir = std::env::temp_dir().join(format!("centaur-envs-{}", uuid::Uuid::new_v4()));
+        let environments = Environments::new(dir.clone(), Path::new("uv"), "python3".into());
+        for name in ["used-1", "old-2", "building-3"] {
+            std::fs::create_dir_all(dir.join(name).join("lib")).unwrap();
+            std::fs::write(dir.join(name).join("lib/x.py"), "").unwrap();
+        }
+        let building = environments
+            .building
+            .lock()
+            .unwrap()
+            .entry(dir.join("building-3"))
+            .or_default()
+            .clone();
+        let guard = building.lock().await;
+        let in_use = BTreeSet::from([dir.join("used-1")]);
+        assert_eq!(environments.remove_unused(&in_use), [dir.join("old-2")]);
+        assert!(dir.join("used-1/lib/x.py").is_file());
+        assert!(dir.join("building-3").is_dir());
+        // Its build over (cut short, say), it goes at the next sweep.
+        drop(guard);
+        assert_eq!(environments.remove_unused(&in_use), [dir.join("building-3")]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

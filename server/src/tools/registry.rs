@@ -119,8 +119,9 @@ pub struct Tools {
     /// `None` without `TOOL_DIRS`: nothing is written, found or run.
     folders: Option<Folders>,
     slots: Mutex<BTreeMap<String, Slot>>,
-    /// Every worker started, to end them at shutdown whoever holds them.
-    workers: Mutex<Vec<Weak<Worker>>>,
+    /// Every worker started, to end them at shutdown whoever holds them, with the environment
+    /// it runs from (kept while it runs).
+    workers: Mutex<Vec<(Weak<Worker>, PathBuf)>>,
     /// `TOOL_DIRS` entries already warned about as missing.
     warned_missing: Mutex<BTreeSet<PathBuf>>,
     closed: AtomicBool,
@@ -272,7 +273,17 @@ impl Tools {
                 if let Ok(found) =
                     tokio::task::spawn_blocking(move || discovery::discover(&dirs)).await
                 {
+                    // A folder that is missing for a while takes its tools' environments
+                    // with it only once it is known to be gone, as with their egress.
+                    let complete = found.missing.is_empty();
                     state.tools.apply(&state, found);
+                    if complete {
+                        let tools = state.tools.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            tools.remove_unused_environments();
+                        })
+                        .await;
+                    }
                 }
                 state.tools.recheck_grants(&state);
                 tokio::select! {
@@ -284,6 +295,34 @@ impl Tools {
         });
     }
 
+    /// Removes the environments no version of a tool uses any more: a replaced or removed
+    /// tool's once its last worker ended, a build cut short. Blocking.
+    fn remove_unused_environments(&self) {
+        let Some(folders) = self.folders.as_ref() else {
+            return;
+        };
+        let mut in_use = BTreeSet::new();
+        for slot in self.slots.lock().expect("slots lock").values() {
+            for tool in std::iter::once(&slot.current).chain(slot.next.as_ref()) {
+                in_use.extend(tool.env_dir.lock().expect("env lock").clone());
+                if let Ok(pyproject) = &tool.found.pyproject {
+                    in_use.insert(folders.environments.path(tool.name(), pyproject));
+                }
+            }
+        }
+        in_use.extend(
+            self.workers
+                .lock()
+                .expect("workers lock")
+                .iter()
+                .filter(|(worker, _)| worker.strong_count() > 0)
+                .map(|(_, env_dir)| env_dir.clone()),
+        );
+        for env in folders.environments.remove_unused(&in_use) {
+            tracing::info!(env = %env.display(), "removed a tool environment no version of the tool uses");
+        }
+    }
+
     /// Ends every worker now; no worker starts after.
     pub fn shut_down(&self) {
         self.closed.store(true, Ordering::SeqCst);
@@ -292,7 +331,7 @@ impl Tools {
             .lock()
             .expect("workers lock")
             .drain(..)
-            .filter_map(|w| w.upgrade())
+            .filter_map(|(w, _)| w.upgrade())
             .collect();
         for worker in workers {
             worker.kill();
@@ -470,9 +509,10 @@ impl Tools {
         let worker = Worker::start(tool.name(), command).await?;
         let worker = Arc::new(worker);
         {
+            let env_dir = tool.env_dir.lock().expect("env lock").clone();
             let mut workers = self.workers.lock().expect("workers lock");
-            workers.retain(|w| w.strong_count() > 0);
-            workers.push(Arc::downgrade(&worker));
+            workers.retain(|(w, _)| w.strong_count() > 0);
+            workers.push((Arc::downgrade(&worker), env_dir.unwrap_or_default()));
         }
         if self.closed.load(Ordering::SeqCst) {
             worker.kill();

@@ -1,6 +1,7 @@
 //! Tools, from discovery to a worker's answer: real `uv` environments, the real SDK worker in
 //! real bubblewrap, over the real API.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -301,8 +302,33 @@ async fn tools_reload_on_change() {
         "{body}"
     );
 
+    let envs = stack.data_dir().join("tools/envs");
+    let first_alpha = environments(&envs, "alpha-");
+    assert_eq!(first_alpha.len(), 1, "{first_alpha:?}");
+    // A new pyproject.toml is a new environment; the old one goes once nothing runs from it.
+    std::fs::write(
+        tools.join("alpha/pyproject.toml"),
+        pyproject("alpha", "") + "\n# changed\n",
+    )
+    .unwrap();
+    stack.wait_ready("alpha").await;
+    let (status, body) = stack.call_tool("alpha", "two", json!({"x": 2})).await;
+    assert_eq!(
+        (status, &body["result"]),
+        (StatusCode::OK, &json!(4)),
+        "{body}"
+    );
+    until_environments(&envs, "alpha-", |now| {
+        now.len() == 1 && now != first_alpha.as_slice()
+    })
+    .await;
+    let beta = environments(&envs, "beta-");
+    assert_eq!(beta.len(), 1, "{beta:?}");
+
     std::fs::remove_dir_all(tools.join("alpha")).unwrap();
     stack.wait_for("alpha", |t| t.is_none()).await;
+    until_environments(&envs, "alpha-", <[String]>::is_empty).await;
+    assert_eq!(environments(&envs, "beta-"), beta);
     let (status, body) = stack.call_tool("alpha", "one", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = stack.call_tool("beta", "ping", json!({})).await;
@@ -312,6 +338,33 @@ async fn tools_reload_on_change() {
         "{body}"
     );
     stack.shutdown().await;
+}
+
+/// The environments under `envs` whose names start with `prefix`, sorted.
+fn environments(envs: &Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(envs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits (up to 30 s) until the environments starting with `prefix` satisfy `done`.
+async fn until_environments(envs: &Path, prefix: &str, done: impl Fn(&[String]) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = environments(envs, prefix);
+        if done(&now) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "environments: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 const ROUGH: &str = r#"
