@@ -353,14 +353,14 @@ fn environments(envs: &Path, prefix: &str) -> Vec<String> {
 
 /// Waits (up to 30 s) until the environments starting with `prefix` satisfy `done`.
 async fn until_environments(envs: &Path, prefix: &str, done: impl Fn(&[String]) -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = environments(envs, prefix);
         if done(&now) {
             return;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "environments: {now:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
