@@ -410,7 +410,10 @@ mod tests {
         assert!(dir.join("building-3").is_dir());
         // Its build over (cut short, say), it goes at the next sweep.
         drop(guard);
-        assert_eq!(environments.remove_unused(&in_use), [dir.join("building-3")]);
+        assert_eq!(
+            environments.remove_unused(&in_use),
+            [dir.join("building-3")]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -359,10 +359,7 @@ async fn until_environments(envs: &Path, prefix: &str, done: impl Fn(&[String]) 
         if done(&now) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "environments: {now:?}"
-        );
+        assert!(Instant::now() < deadline, "environments: {now:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
