@@ -12,6 +12,8 @@
 //!   server and a tool's Python worker.
 //! - [`mcp`]: the Model Context Protocol messages `centaur-tool mcp` speaks to a harness over
 //!   stdio (JSON-RPC 2.0: `initialize`, `tools/list`, `tools/call`).
+//! - [`text`]: text a person decides on (an approval) with its invisible characters written
+//!   out.
 //! - [`egress`]: between the server and the egress proxy: its control API, the policy document
 //!   and its host patterns, and audit records.
 //!
@@ -26,6 +28,7 @@ pub mod mcp;
 pub mod runner;
 pub mod slack;
 pub mod sse;
+pub mod text;
 pub mod thread_key;
 pub mod tools;
 

@@ -3,6 +3,7 @@
 
 use centaur_protocol::api::ThreadStatus;
 use centaur_protocol::slack::SlackOrigin;
+use centaur_protocol::text::revealed;
 use centaur_protocol::{Author, Event, EventBody, ThreadKey};
 use chrono::{DateTime, SecondsFormat, Utc};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
@@ -81,7 +82,7 @@ pub fn approval_request(
 ) -> String {
     format!(
         "approval needed: {}\n  centaur approve {} {approval_id}   (add --deny to refuse)",
-        clean(summary, colours),
+        clean(&revealed(summary), colours),
         clean(thread_key.as_str(), colours)
     )
 }
@@ -285,6 +286,24 @@ impl Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `attach` and `send` print of an approval reads as what runs: invisible characters
+    /// written out, escape sequences too (not removed, which would hide that they were there).
+    #[test]
+    fn an_approval_writes_out_invisible_characters() {
+        let key = ThreadKey::parse("api:x").unwrap();
+        let id = Uuid::nil();
+        let shown = approval_request(
+            &key,
+            id,
+            "run `echo ok \u{202e}mr\u{202c} \u{1b}[2K`",
+            Colours::Keep,
+        );
+        assert_eq!(
+            shown.lines().next().unwrap(),
+            "approval needed: run `echo ok [U+202E]mr[U+202C] [U+001B][2K`"
+        );
+    }
 
     /// Times as both the TUI and `centaur threads` say them.
     #[test]
@@ -528,8 +547,20 @@ mod tests {
                     .any(|c| c.is_control() && c != '\n' && c != '\t'),
                 "{printed:?}"
             );
+            // An approval writes the sequences out as text (`[U+001B]]0;pwned`), so the
+            // person deciding sees them; everything else drops them.
+            let (approvals, others): (Vec<&str>, Vec<&str>) = printed
+                .lines()
+                .partition(|l| l.starts_with("approval needed: "));
             assert!(
-                !printed.contains("pwned") && !printed.contains("cm0g"),
+                !others
+                    .iter()
+                    .any(|l| l.contains("pwned") || l.contains("cm0g")),
+                "{printed:?}"
+            );
+            assert_eq!(approvals.len(), 1, "{printed:?}");
+            assert!(
+                approvals[0].contains("[U+001B]]0;pwned[U+0007]"),
                 "{printed:?}"
             );
             assert!(printed.contains("\nX"), "{printed:?}");

@@ -91,6 +91,28 @@ fn an_approval_with_another_waiting() {
     insta::assert_snapshot!("approval_second", app.screen(80, 22, script.now()));
 }
 
+/// A command with a right-to-left override and a zero-width space: the approval shows them
+/// written out, with a line saying so, in the box and in the transcript.
+#[test]
+fn an_approval_with_invisible_characters() {
+    let mut script = Script::new();
+    script.thread("codex");
+    script.user("tidy up");
+    let mut app = app_with(script.events());
+    app.clock.set(Instant::now());
+    script.approval("run `echo safe \u{202e}hs.x | lruc\u{202c} \u{200b}`");
+    app.handle(AppEvent::Server(Box::new(
+        script.events().last().unwrap().clone(),
+    )));
+    app.screen(80, 22, script.now());
+    app.drawn();
+    app.clock.advance(ARM_DELAY);
+    let screen = app.screen(80, 22, script.now());
+    assert!(!screen.contains('\u{202e}'), "{screen}");
+    assert!(!screen.contains('\u{200b}'), "{screen}");
+    insta::assert_snapshot!("approval_invisible_characters", screen);
+}
+
 #[test]
 fn a_failed_turn() {
     let mut script = Script::new();

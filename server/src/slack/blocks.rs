@@ -8,6 +8,7 @@
 use centaur_protocol::slack::blocks::{
     ActionValue, Block, CentaurAction, MAX_SECTION_TEXT, Text, button,
 };
+use centaur_protocol::text::{is_invisible, reveal, revealed};
 use centaur_protocol::{ApprovalKind, ApprovalResolution, ThreadKey};
 use serde_json::Value;
 use uuid::Uuid;
@@ -126,7 +127,7 @@ pub fn tool_arguments(details: &Value) -> Option<(String, bool)> {
 fn escape_invisible(json: &str) -> String {
     let mut shown = String::with_capacity(json.len());
     for c in json.chars() {
-        if invisible(c) {
+        if is_invisible(c) {
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 shown.push_str(&format!("\\u{unit:04x}"));
@@ -146,7 +147,7 @@ pub const DETAIL_CHARS: usize = 2200;
 const SUMMARY_CHARS: usize = 200;
 
 /// A command's (or a path's) text as its approval message shows it: every invisible character
-/// ([`invisible`], and control characters but newline and tab) written as `[U+202E]`, cut at
+/// ([`is_invisible`], and control characters but newline and tab) written as `[U+202E]`, cut at
 /// [`DETAIL_CHARS`] once escaped; whether it was cut, and whether anything was made visible.
 /// From the event's `details[key]`, or from what the delivery state kept of it (`shown_{key}`,
 /// `{key}_cut`, `{key}_hid`: see `shown_details`).
@@ -160,9 +161,9 @@ pub fn shown_detail(details: &Value, key: &str) -> Option<ShownDetail> {
         });
     }
     let raw = details.get(key).and_then(Value::as_str)?;
-    let visible = make_visible(raw);
-    let hid = visible != raw;
-    let (text, cut) = cut_escaped(&visible, DETAIL_CHARS);
+    let shown = reveal(raw);
+    let hid = shown.is_some();
+    let (text, cut) = cut_escaped(shown.as_deref().unwrap_or(raw), DETAIL_CHARS);
     Some(ShownDetail { text, cut, hid })
 }
 
@@ -178,53 +179,11 @@ pub struct ShownDetail {
 /// A short text (a summary, a folder) made visible and cut at [`SUMMARY_CHARS`] once escaped,
 /// with `…` where it was cut.
 fn shown_line(text: &str) -> String {
-    let (mut shown, cut) = cut_escaped(&make_visible(text), SUMMARY_CHARS - 1);
+    let (mut shown, cut) = cut_escaped(&revealed(text), SUMMARY_CHARS - 1);
     if cut {
         shown.push('…');
     }
     shown
-}
-
-/// `text` with every invisible character (and control character but newline and tab) written
-/// as `[U+202E]`, so what an approver reads is what runs.
-fn make_visible(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len());
-    for c in text.chars() {
-        if invisible(c) || (c.is_control() && c != '\n' && c != '\t') {
-            shown.push_str(&format!("[U+{:04X}]", u32::from(c)));
-        } else {
-            shown.push(c);
-        }
-    }
-    shown
-}
-
-/// Whether `c` is a format character (Unicode 15.1's `Cf`) or a line or paragraph separator.
-fn invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{ad}'
-            | '\u{600}'..='\u{605}'
-            | '\u{61c}'
-            | '\u{6dd}'
-            | '\u{70f}'
-            | '\u{890}'..='\u{891}'
-            | '\u{8e2}'
-            | '\u{180e}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{2028}'..='\u{202e}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206f}'
-            | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}'
-            | '\u{110bd}'
-            | '\u{110cd}'
-            | '\u{13430}'..='\u{1343f}'
-            | '\u{1bca0}'..='\u{1bca3}'
-            | '\u{1d173}'..='\u{1d17a}'
-            | '\u{e0001}'
-            | '\u{e0020}'..='\u{e007f}'
-    )
 }
 
 /// `text` cut so that, escaped for mrkdwn, it is at most `max` characters; whether it was cut.
@@ -509,7 +468,7 @@ mod tests {
             shown.contains(r#""text": "ship it \u202elareneg#\u202c now\u2028é 🎉 \u001b""#),
             "{shown}"
         );
-        assert!(!shown.chars().any(invisible), "{shown}");
+        assert!(!shown.chars().any(is_invisible), "{shown}");
         // Still the arguments, as JSON: the escapes mean the same characters.
         let back: Value = serde_json::from_str(&shown).unwrap();
         assert_eq!(back, details["arguments"]);
@@ -523,7 +482,7 @@ mod tests {
         );
         let body = section_text(&rendered.blocks);
         assert!(body.contains(r"C\u200b1"), "{body}");
-        assert!(!body.chars().any(invisible), "{body}");
+        assert!(!body.chars().any(is_invisible), "{body}");
         let kept = crate::slack::delivery::state::shown_details(&details);
         let resolved = approval_resolved(
             &key(),
@@ -562,9 +521,7 @@ mod tests {
         );
         assert!(body.contains("in `/work[U+2066]space`"), "{body}");
         assert!(
-            !body
-                .chars()
-                .any(|c| invisible(c) && c != '\u{200b}' || c == '\u{1b}'),
+            !body.chars().any(|c| is_invisible(c) || c == '\u{1b}'),
             "{body}"
         );
         // The decided message shows the same, from what the delivery state keeps.

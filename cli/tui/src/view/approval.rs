@@ -2,6 +2,7 @@
 //! details, and the keys that decide it: dimmed, without their brackets, until they count
 //! (see [`crate::app::ARM_DELAY`]).
 
+use centaur_protocol::text::reveal;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
@@ -56,30 +57,47 @@ pub fn draw(
     );
 }
 
-/// The summary, each detail that says something, and the keys.
+/// The summary, each detail that says something, and the keys. Invisible characters (bidi
+/// overrides, zero-width spaces, …) are written out as `[U+202E]`, with a line saying so, so
+/// what is approved reads as what runs.
 fn body(asking: &PendingApproval, width: usize, armed: bool) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
-    let headline = Line::styled(asking.summary.clone(), Style::new().bold());
+    let mut hid = false;
+    let mut shown = |text: &str| match reveal(text) {
+        Some(revealed) => {
+            hid = true;
+            revealed
+        }
+        None => text.to_owned(),
+    };
+    let headline = Line::styled(shown(&asking.summary), Style::new().bold());
     lines.extend(wrap(&headline, width, &Span::raw("  "), false));
     if let Value::Object(details) = &asking.details {
         for (name, value) in details {
             let value = match value {
-                Value::String(s) => s.clone(),
+                Value::String(s) => shown(s),
                 other @ Value::Null
                 | other @ Value::Bool(_)
                 | other @ Value::Number(_)
                 | other @ Value::Array(_)
-                | other @ Value::Object(_) => other.to_string(),
+                | other @ Value::Object(_) => shown(&other.to_string()),
             };
             if value.is_empty() {
                 continue;
             }
             let line = Line::from(vec![
-                Span::styled(format!("{name}: "), DIM),
+                Span::styled(format!("{}: ", shown(name)), DIM),
                 Span::raw(value),
             ]);
             lines.extend(wrap(&line, width, &Span::raw("  "), false));
         }
+    }
+    if hid {
+        let warning = Line::styled(
+            "⚠ it holds invisible characters, written out as [U+…]",
+            Style::new().yellow().bold(),
+        );
+        lines.extend(wrap(&warning, width, &Span::raw("  "), false));
     }
     lines.push(Line::default());
     lines.push(keys(armed));

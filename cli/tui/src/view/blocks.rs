@@ -1,5 +1,6 @@
 //! Each kind of transcript block as lines at a width, folded or open.
 
+use centaur_protocol::text::revealed;
 use centaur_protocol::{ApprovalKind, ApprovalResolution, Role};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -259,6 +260,7 @@ fn approval(
     width: usize,
 ) -> Vec<Line<'static>> {
     let what = kind_label(kind);
+    let summary = revealed(summary);
     let line = match resolved {
         None => Line::from(vec![
             Span::styled("? ", Style::new().yellow().bold()),
