@@ -70,6 +70,15 @@ pub enum ToolError {
     Failed(String),
     #[error("the call did not finish within {secs} s")]
     Timeout { secs: u64 },
+    /// The call waited its timeout for one of the tool's call slots and did not get one.
+    #[error(
+        "{tool} is busy: all {concurrency} of its call slots stayed taken for {secs} s (its calls are slow, or too many come at once); try again later"
+    )]
+    Busy {
+        tool: String,
+        concurrency: u32,
+        secs: u64,
+    },
     #[error("{decided_by} denied the call{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Denied {
         decided_by: String,
@@ -94,7 +103,7 @@ impl From<ToolError> for ApiError {
             ToolError::InvalidArguments { .. } | ToolError::NotAnObject => {
                 ApiError::bad_request(ErrorCode::InvalidArguments, message)
             }
-            ToolError::Unavailable { .. } => ApiError::Unavailable {
+            ToolError::Unavailable { .. } | ToolError::Busy { .. } => ApiError::Unavailable {
                 code: ErrorCode::ToolUnavailable,
                 message,
             },

@@ -364,6 +364,9 @@ impl Tools {
 
     /// Runs the method in the tool's worker (starting it if needed), within the tool's
     /// concurrency limit and timeout. The arguments have been checked against the schema.
+    ///
+    /// A call waits for one of the tool's `concurrency` slots at most its timeout (then it is
+    /// refused as busy, and the worker keeps going), and then has its whole timeout to run.
     pub async fn invoke(
         &self,
         state: &AppState,
@@ -374,14 +377,17 @@ impl Tools {
     ) -> Result<Invoked, ToolError> {
         let current = self.current(tool)?;
         method_of(&current, method)?;
-        let _turn = current
-            .calls
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("a tool's call semaphore is never closed");
-        let worker = self.worker(state, &current).await?;
         let secs = current.timeout_secs();
+        let slot = current.calls.clone().acquire_owned();
+        let Ok(slot) = tokio::time::timeout(Duration::from_secs(secs), slot).await else {
+            return Err(ToolError::Busy {
+                tool: tool.to_owned(),
+                concurrency: current.concurrency(),
+                secs,
+            });
+        };
+        let _turn = slot.expect("a tool's call semaphore is never closed");
+        let worker = self.worker(state, &current).await?;
         let answer = worker
             .call(method, arguments, context, Duration::from_secs(secs))
             .await;

@@ -532,6 +532,67 @@ async fn tools_concurrency_limit_holds() {
     stack.shutdown().await;
 }
 
+const NAPPER: &str = r#"
+import os
+import time
+
+from centaur_tools import Tool
+
+
+class Napper(Tool):
+    def nap(self, secs: float) -> int:
+        time.sleep(secs)
+        return os.getpid()
+"#;
+
+/// A call waits for one of the tool's slots at most its timeout: behind slow calls it is
+/// refused as busy (503, saying why), and the worker, which is not stuck, keeps its calls.
+#[tokio::test]
+async fn tools_a_call_waits_for_a_slot_at_most_its_timeout() {
+    let dir = temp_dir("tools-queue");
+    let tools = dir.join("tools");
+    write_tool(
+        &tools,
+        "napper",
+        &pyproject("napper", "concurrency = 1\ntimeout_secs = 1"),
+        NAPPER,
+    );
+    let mut stack = ToolStack::start(&dir, vec![tools.clone()], |_| {}).await;
+    stack.wait_ready("napper").await;
+    let (status, warm) = stack.call_tool("napper", "nap", json!({"secs": 0})).await;
+    assert_eq!(status, StatusCode::OK, "{warm}");
+    // Three calls of 0.6 s through one slot: the third cannot start within a second.
+    let calls = (0..3).map(|_| stack.call_tool("napper", "nap", json!({"secs": 0.6})));
+    let answers = futures_util::future::join_all(calls).await;
+    let done = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let busy: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::SERVICE_UNAVAILABLE)
+        .map(|(_, body)| body)
+        .collect();
+    assert!(done >= 1, "{answers:?}");
+    assert_eq!(done + busy.len(), 3, "{answers:?}");
+    assert!(!busy.is_empty(), "{answers:?}");
+    for body in busy {
+        assert_eq!(body["error"]["code"], "tool_unavailable", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("napper is busy: all 1 of its call slots stayed taken for 1 s"),
+            "{message}"
+        );
+    }
+    // The same worker answers on: a busy tool is not a stuck one.
+    let (status, after) = stack.call_tool("napper", "nap", json!({"secs": 0})).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["result"], warm["result"]);
+    for (status, body) in &answers {
+        if *status == StatusCode::OK {
+            assert_eq!(body["result"], warm["result"]);
+        }
+    }
+    stack.shutdown().await;
+}
+
 /// A plugin with a syntax error, one whose manifest is wrong, one whose approval names no
 /// method, and one that asks for the server's own secrets in `env` are each reported broken
 /// with the reason (in the list and by `GET /tools/{tool}`); the good one is callable.
