@@ -137,13 +137,7 @@ impl Environments {
         if env.join(MARKER).is_file() {
             return Ok(env);
         }
-        let lock = self
-            .building
-            .lock()
-            .expect("environments lock")
-            .entry(env.clone())
-            .or_default()
-            .clone();
+        let lock = self.build_lock(&env);
         let _building = lock.lock().await;
         if env.join(MARKER).is_file() {
             return Ok(env);
@@ -186,6 +180,16 @@ impl Environments {
         Ok(env)
     }
 
+    /// The lock held while the environment at `env` is built (or removed).
+    fn build_lock(&self, env: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        self.building
+            .lock()
+            .expect("environments lock")
+            .entry(env.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// Removes every environment under the root that is not in `in_use` and not being built:
     /// those of tool versions replaced or removed, and builds cut short. Blocking (a removal
     /// walks a whole virtual environment). Returns what was removed.
@@ -199,13 +203,7 @@ impl Environments {
                 continue;
             }
             // Held while it is removed, so a build of it cannot start meanwhile.
-            let lock = self
-                .building
-                .lock()
-                .expect("environments lock")
-                .entry(path.clone())
-                .or_default()
-                .clone();
+            let lock = self.build_lock(&path);
             let Ok(_idle) = lock.try_lock() else {
                 continue;
             };
@@ -396,13 +394,7 @@ mod tests {
             std::fs::create_dir_all(dir.join(name).join("lib")).unwrap();
             std::fs::write(dir.join(name).join("lib/x.py"), "").unwrap();
         }
-        let building = environments
-            .building
-            .lock()
-            .unwrap()
-            .entry(dir.join("building-3"))
-            .or_default()
-            .clone();
+        let building = environments.build_lock(&dir.join("building-3"));
         let guard = building.lock().await;
         let in_use = BTreeSet::from([dir.join("used-1")]);
         assert_eq!(environments.remove_unused(&in_use), [dir.join("old-2")]);
