@@ -129,24 +129,39 @@ impl Pty {
         }
     }
 
-    /// Answers a hidden prompt (dialoguer's `Password`) and waits until `then` shows or the
-    /// program exits. Such a prompt turns echo off with `TCSAFLUSH`, which throws away whatever
-    /// was typed between the prompt appearing and the switch, so an answer that lands in that
-    /// window is typed again; one that was read moves the screen on within milliseconds.
-    pub async fn answer_hidden(&mut self, text: &str, then: &str, timeout: Duration) {
+    /// Answers the hidden prompt `prompt` (dialoguer's `Password`), shown last, with `text`.
+    /// Such a prompt turns echo off with `TCSAFLUSH`, which throws away whatever was typed
+    /// between the prompt appearing and the switch; an answer that landed there is typed again.
+    /// One that was read shows at once in what the program wrote (the screen may have moved
+    /// on): `[hidden]` after the prompt when it was taken, the prompt again when it was
+    /// refused. So nothing is typed twice.
+    pub async fn answer_hidden(&mut self, prompt: &str, text: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        let asked = String::from_utf8_lossy(&self.raw()).matches(prompt).count();
+        let answered = |raw: &[u8]| {
+            let raw = String::from_utf8_lossy(raw);
+            raw.matches(prompt).count() > asked
+                || raw
+                    .rfind(prompt)
+                    .is_some_and(|at| raw[at..].contains("[hidden]"))
+        };
         loop {
             self.type_text(text);
             let retry = Instant::now() + Duration::from_secs(2);
             while Instant::now() < retry {
-                if self.contents().contains(then) || self.child.try_wait().unwrap().is_some() {
+                if answered(&self.raw()) {
                     return;
                 }
+                assert!(
+                    self.child.try_wait().unwrap().is_none(),
+                    "the program exited at `{prompt}`; it shows:\n{}",
+                    self.contents()
+                );
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
             assert!(
                 Instant::now() < deadline,
-                "the screen never showed `{then}`; it shows:\n{}",
+                "`{prompt}` was never answered; the screen shows:\n{}",
                 self.contents()
             );
         }
@@ -162,5 +177,46 @@ impl Drop for Pty {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hidden prompt that flushes what was typed before it reads (as dialoguer's `Password`
+    /// does, a second after showing itself here): the answer typed at once is lost and typed
+    /// again, and taken exactly once.
+    #[tokio::test]
+    async fn a_hidden_answer_lost_to_a_flush_is_typed_again_once() {
+        let script = r#"
+import sys, termios, time
+sys.stdout.write("Key: "); sys.stdout.flush()
+time.sleep(1.0)
+attrs = termios.tcgetattr(0)
+attrs[3] &= ~termios.ECHO
+termios.tcsetattr(0, termios.TCSAFLUSH, attrs)
+line = sys.stdin.readline().strip()
+print("[hidden]")
+print("got=" + line)
+time.sleep(0.5)
+"#;
+        let mut pty = Pty::spawn(
+            std::process::Command::new("python3").args(["-c", script]),
+            10,
+            60,
+        );
+        pty.shows("Key:", Duration::from_secs(10)).await;
+        let started = Instant::now();
+        pty.answer_hidden("Key:", "abc\r", Duration::from_secs(10))
+            .await;
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "the first answer was lost, so it was typed again"
+        );
+        pty.shows("got=", Duration::from_secs(5)).await;
+        let raw = String::from_utf8_lossy(&pty.raw()).into_owned();
+        assert_eq!(raw.matches("got=abc").count(), 1, "{raw:?}");
+        assert!(!raw.contains("got=abcabc"), "{raw:?}");
     }
 }

@@ -343,15 +343,16 @@ async fn dev_opens_the_tui_and_quitting_stops_the_stack() {
     );
     // First run in a terminal: the model keys are asked for; Enter skips each.
     tui.shows("OpenAI API key", Duration::from_secs(30)).await;
-    tui.answer_hidden("\r", "Anthropic API key", Duration::from_secs(10))
+    tui.answer_hidden("OpenAI API key", "\r", Duration::from_secs(10))
         .await;
-    tui.answer_hidden("\r", "new thread · shell", Duration::from_secs(30))
+    tui.shows("Anthropic API key", Duration::from_secs(10))
         .await;
-    assert!(
-        tui.contents().contains("centaur dev keys"),
-        "{}",
-        tui.contents()
-    );
+    tui.answer_hidden("Anthropic API key", "\r", Duration::from_secs(10))
+        .await;
+    tui.shows("new thread · shell", Duration::from_secs(30))
+        .await;
+    // How to add a key, once the TUI has the harness list (asked for as it opens).
+    tui.shows("centaur dev keys", Duration::from_secs(10)).await;
     tui.type_text("echo hi-from-dev\r");
     tui.until("the answer", Duration::from_secs(30), |s| {
         s.lines().any(|l| l.trim() == "hi-from-dev") && s.contains("✓ done")
@@ -937,11 +938,13 @@ async fn keys_in_a_terminal_ask_for_keys_base_urls_and_the_model() {
         centaur_test_support::pty::Pty::spawn(&mut command(&home, &["dev", "keys"]), 30, 120);
     tty.shows("OpenAI API key", Duration::from_secs(30)).await;
     tty.answer_hidden(
+        "OpenAI API key",
         "sk-typed-0123456789\r",
-        "base URL (for Codex)",
         Duration::from_secs(10),
     )
     .await;
+    tty.shows("base URL (for Codex)", Duration::from_secs(10))
+        .await;
     assert!(
         tty.contents().contains("https://api.openai.com/v1"),
         "{}",
@@ -954,7 +957,9 @@ async fn keys_in_a_terminal_ask_for_keys_base_urls_and_the_model() {
     tty.type_text("gpt-oss:20b\r");
     tty.shows("Anthropic API key", Duration::from_secs(10))
         .await;
-    tty.answer_hidden("\r", "base URL (for Claude Code)", Duration::from_secs(10))
+    tty.answer_hidden("Anthropic API key", "\r", Duration::from_secs(10))
+        .await;
+    tty.shows("base URL (for Claude Code)", Duration::from_secs(10))
         .await;
     tty.type_text("\r");
     let status = tty.exit(Duration::from_secs(30)).await;

@@ -369,20 +369,23 @@ async fn dev_slack_in_a_terminal_asks_for_both_tokens_hidden() {
     tty.shows("Bot User OAuth Token", Duration::from_secs(30))
         .await;
     tty.answer_hidden(
+        "Bot User OAuth Token",
         &format!("{APP_TOKEN}\r"),
-        "must start with xoxb-",
         Duration::from_secs(10),
     )
     .await;
+    tty.shows("must start with xoxb-", Duration::from_secs(10))
+        .await;
     tty.answer_hidden(
+        "Bot User OAuth Token",
         &format!("{BOT_TOKEN}\r"),
-        "App-level token",
         Duration::from_secs(10),
     )
     .await;
+    tty.shows("App-level token", Duration::from_secs(10)).await;
     tty.answer_hidden(
+        "App-level token",
         &format!("{APP_TOKEN}\r"),
-        "Socket Mode",
         Duration::from_secs(10),
     )
     .await;
@@ -407,9 +410,10 @@ async fn dev_slack_in_a_terminal_asks_for_both_tokens_hidden() {
     );
     tty.shows("Bot User OAuth Token", Duration::from_secs(30))
         .await;
-    tty.answer_hidden("\r", "App-level token", Duration::from_secs(10))
+    tty.answer_hidden("Bot User OAuth Token", "\r", Duration::from_secs(10))
         .await;
-    tty.answer_hidden("\r", "Socket Mode", Duration::from_secs(10))
+    tty.shows("App-level token", Duration::from_secs(10)).await;
+    tty.answer_hidden("App-level token", "\r", Duration::from_secs(10))
         .await;
     let status = tty.exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{}", tty.contents());
