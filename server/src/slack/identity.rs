@@ -18,6 +18,9 @@ use crate::app::AppState;
 const RETRY_EVERY: Duration = Duration::from_secs(5);
 /// Names are looked up again after this long (people rename themselves).
 const NAMES_LAST: Duration = Duration::from_secs(3600);
+/// Names kept at most, of users and of channels each: past it, those looked up longest ago
+/// are forgotten (they are looked up again when next needed).
+const NAMES_KEPT: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BotIdentity {
@@ -218,13 +221,72 @@ impl Names {
 type NameMap = Mutex<HashMap<String, (Option<String>, tokio::time::Instant)>>;
 
 fn cached(map: &NameMap, id: &str) -> Option<Option<String>> {
+    cached_at(map, id, tokio::time::Instant::now())
+}
+
+fn cached_at(map: &NameMap, id: &str, now: tokio::time::Instant) -> Option<Option<String>> {
     let map = map.lock().unwrap_or_else(|p| p.into_inner());
     map.get(id)
-        .filter(|(_, at)| at.elapsed() < NAMES_LAST)
+        .filter(|(_, at)| now.duration_since(*at) < NAMES_LAST)
         .map(|(name, _)| name.clone())
 }
 
+/// Keeps `name` for `id`. A full map first forgets what expired, then what was looked up
+/// longest ago, so it never holds more than [`NAMES_KEPT`] names.
 fn remember(map: &NameMap, id: &str, name: Option<String>) {
+    remember_at(map, id, name, tokio::time::Instant::now());
+}
+
+fn remember_at(map: &NameMap, id: &str, name: Option<String>, now: tokio::time::Instant) {
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    map.insert(id.to_owned(), (name, tokio::time::Instant::now()));
+    if map.len() >= NAMES_KEPT && !map.contains_key(id) {
+        map.retain(|_, (_, at)| now.duration_since(*at) < NAMES_LAST);
+        while map.len() >= NAMES_KEPT {
+            let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            map.remove(&oldest);
+        }
+    }
+    map.insert(id.to_owned(), (name, now));
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+    use super::*;
+
+    /// The names kept are bounded: expired ones go first, then the oldest.
+    #[test]
+    fn names_kept_are_bounded_expired_first_then_oldest() {
+        let start = tokio::time::Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        let map = NameMap::default();
+        remember_at(&map, "U-old", Some("Old".into()), start);
+        let later = NAMES_LAST.as_millis() as u64;
+        for n in 1..NAMES_KEPT {
+            remember_at(&map, &format!("U{n}"), None, at(later + n as u64));
+        }
+        let now = at(later + 10_000);
+        assert_eq!(cached_at(&map, "U-old", now), None, "expired");
+        // Full: the expired name makes room.
+        remember_at(&map, "U-new", Some("New".into()), now);
+        assert_eq!(map.lock().unwrap().len(), NAMES_KEPT);
+        assert!(!map.lock().unwrap().contains_key("U-old"));
+        // Full of fresh names: the oldest goes.
+        remember_at(&map, "U-newer", None, now);
+        assert_eq!(map.lock().unwrap().len(), NAMES_KEPT);
+        assert!(!map.lock().unwrap().contains_key("U1"));
+        assert!(map.lock().unwrap().contains_key("U2"));
+        assert_eq!(cached_at(&map, "U-new", now), Some(Some("New".into())));
+        // Remembering a name kept already evicts nothing.
+        remember_at(&map, "U2", Some("Two".into()), now);
+        assert_eq!(map.lock().unwrap().len(), NAMES_KEPT);
+        assert!(map.lock().unwrap().contains_key("U3"));
+    }
 }
