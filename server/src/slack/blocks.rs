@@ -142,7 +142,7 @@ fn escape_invisible(json: &str) -> String {
 /// How much of a command (or a path) an approval message shows, in characters once escaped:
 /// with the summary ([`SUMMARY_CHARS`]), the working directory and the notes, within a
 /// section's 3,000.
-pub const DETAIL_CHARS: usize = 2200;
+const DETAIL_CHARS: usize = 2200;
 /// How much of an approval's summary (and working directory) its message shows, once escaped.
 const SUMMARY_CHARS: usize = 200;
 
