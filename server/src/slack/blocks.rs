@@ -393,6 +393,26 @@ mod tests {
         assert!(json.contains("/workspace"));
     }
 
+    /// The message once decided shows what the request showed, from what the delivery state
+    /// keeps of the details (`shown_details`), not the details themselves.
+    fn assert_decided_message_shows_the_same(
+        kind: ApprovalKind,
+        summary: &str,
+        details: &Value,
+        body: &str,
+    ) {
+        let kept = crate::slack::delivery::state::shown_details(details);
+        let resolved = approval_resolved(
+            &key(),
+            kind,
+            summary,
+            &kept,
+            ApprovalResolution::Deny,
+            "slack:U1 (Ann)",
+        );
+        assert_eq!(section_text(&resolved.blocks), body);
+    }
+
     fn section_text(blocks: &[Block]) -> String {
         match &blocks[0] {
             Block::Section {
@@ -433,17 +453,7 @@ mod tests {
         assert!(body.contains("  \"channel\": \"C1\","), "{body}");
         assert!(body.ends_with("}\n```"), "{body}");
         assert!(!body.contains("cut"), "{body}");
-        // The decided message shows the same, from what the delivery state keeps.
-        let kept = crate::slack::delivery::state::shown_details(&details);
-        let resolved = approval_resolved(
-            &key(),
-            ApprovalKind::Tool,
-            summary,
-            &kept,
-            ApprovalResolution::Approve,
-            "slack:U1 (Ann)",
-        );
-        assert_eq!(section_text(&resolved.blocks), body);
+        assert_decided_message_shows_the_same(ApprovalKind::Tool, summary, &details, &body);
     }
 
     #[test]
@@ -483,16 +493,12 @@ mod tests {
         let body = section_text(&rendered.blocks);
         assert!(body.contains(r"C\u200b1"), "{body}");
         assert!(!body.chars().any(is_invisible), "{body}");
-        let kept = crate::slack::delivery::state::shown_details(&details);
-        let resolved = approval_resolved(
-            &key(),
+        assert_decided_message_shows_the_same(
             ApprovalKind::Tool,
             "slack.post_message(…)",
-            &kept,
-            ApprovalResolution::Approve,
-            "slack:U1 (Ann)",
+            &details,
+            &body,
         );
-        assert_eq!(section_text(&resolved.blocks), body);
     }
 
     #[test]
@@ -524,17 +530,7 @@ mod tests {
             !body.chars().any(|c| is_invisible(c) || c == '\u{1b}'),
             "{body}"
         );
-        // The decided message shows the same, from what the delivery state keeps.
-        let kept = crate::slack::delivery::state::shown_details(&details);
-        let resolved = approval_resolved(
-            &key(),
-            ApprovalKind::Command,
-            command,
-            &kept,
-            ApprovalResolution::Deny,
-            "slack:U1 (Ann)",
-        );
-        assert_eq!(section_text(&resolved.blocks), body);
+        assert_decided_message_shows_the_same(ApprovalKind::Command, command, &details, &body);
         // A plain command is shown once, without the warning.
         let plain = section_text(
             &approval_request(
@@ -584,16 +580,7 @@ mod tests {
             "{body}"
         );
         assert!(!body.contains(":warning:"), "{body}");
-        let kept = crate::slack::delivery::state::shown_details(&details);
-        let resolved = approval_resolved(
-            &key(),
-            ApprovalKind::Command,
-            &summary,
-            &kept,
-            ApprovalResolution::Approve,
-            "slack:U1 (Ann)",
-        );
-        assert_eq!(section_text(&resolved.blocks), body);
+        assert_decided_message_shows_the_same(ApprovalKind::Command, &summary, &details, &body);
     }
 
     #[test]
@@ -620,16 +607,12 @@ mod tests {
         ), "{body}");
         // The code block is closed: two fences.
         assert_eq!(body.matches("```").count(), 2, "{body}");
-        let kept = crate::slack::delivery::state::shown_details(&details);
-        let resolved = approval_resolved(
-            &key(),
+        assert_decided_message_shows_the_same(
             ApprovalKind::Tool,
             "slack.post_message(…)",
-            &kept,
-            ApprovalResolution::Deny,
-            "slack:U1 (Ann)",
+            &details,
+            &body,
         );
-        assert_eq!(section_text(&resolved.blocks), body);
         // Fences inside the arguments do not close the block early.
         let fenced = json!({"tool": "t", "method": "m", "arguments": {"code": "```".repeat(2000)}});
         let body = section_text(
